@@ -1,0 +1,41 @@
+"""The ``medvlm`` command line: a thin layer over library functions.
+
+Each command group lives in its own module and registers its commands on :data:`app`; this module
+only imports them and turns user errors (:class:`medvlm.errors.MedVLMError`) into one line on stderr
+and exit status 2. Heavy libraries are imported inside the commands, so ``medvlm --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from medvlm.cli._app import app
+
+# Command groups, in pipeline order. A module missing here means the group has not landed yet.
+_COMMAND_MODULES = ["data", "cnn", "vlm", "consistency", "finetune", "results", "study", "scale"]
+
+for _name in _COMMAND_MODULES:
+    try:
+        importlib.import_module(f"medvlm.cli.{_name}")
+    except ModuleNotFoundError as exc:  # only tolerate the group module itself being absent
+        if exc.name != f"medvlm.cli.{_name}":
+            raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``medvlm`` script."""
+    from medvlm.errors import MedVLMError
+
+    try:
+        app(args=argv, prog_name="medvlm")
+    except MedVLMError as exc:
+        print(f"medvlm: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("medvlm: interrupted; finished work is kept, rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]
