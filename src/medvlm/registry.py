@@ -7,10 +7,11 @@ that owns the concept creates its ``Registry`` and fills it).
 >>> reg.register("majority", "builtins:max")
 >>> reg.get("majority")(1, 3)
 3
->>> reg.get("majorty")
-Traceback (most recent call last):
-...
-medvlm.errors.ConfigError: The 'reducer' parameter must be one of ['majority']. Got 'majorty' instead. Did you mean 'majority'?
+>>> try:
+...     reg.get("majorty")
+... except ConfigError as exc:
+...     print(str(exc)[-24:])
+Did you mean 'majority'?
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Data: BraTS discovery, synthetic cohorts, preprocessing, the prepared cache, splits and slices."""

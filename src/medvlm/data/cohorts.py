@@ -1,0 +1,115 @@
+"""Read the prepared work folder: ``manifest.csv``, ``volumes/<id>.npy`` and ``splits.json``.
+
+Label convention everywhere: LGG = 0, HGG = 1 (HGG is the positive class).
+
+A *cohort* is one of ``train``, ``val`` (both of one fold of ``splits.json``), ``test`` or ``all``
+(every patient with status ``ok``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from medvlm.errors import DataError
+from medvlm.registry import check_choice
+
+COHORTS = ("train", "val", "test", "all")
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Patient ids and labels of one cohort, in a stable order (the order of ``splits.json``)."""
+
+    name: str
+    patient_ids: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+
+def read_manifest(work: str | Path, *, ok_only: bool = False) -> pd.DataFrame:
+    """Read ``WORK/manifest.csv`` (one row per patient found by ``prepare``).
+
+    ``patient_id`` is kept as a string and ``label`` as a nullable integer (LGG 0, HGG 1).
+    """
+    path = Path(work) / "manifest.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: no manifest; run `medvlm prepare DATA --out {work}` first")
+    try:
+        manifest = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable manifest ({exc})") from exc
+    missing = {"patient_id", "label", "status"} - set(manifest.columns)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}")
+    manifest["label"] = pd.to_numeric(manifest["label"], errors="coerce").astype("Int64")
+    if ok_only:
+        manifest = manifest[manifest["status"] == "ok"].reset_index(drop=True)
+    return manifest
+
+
+def read_splits(work: str | Path) -> dict:
+    """Read ``WORK/splits.json``: ``{"seed", "test": [ids], "folds": [{"train": [ids], "val": [ids]}]}``."""
+    path = Path(work) / "splits.json"
+    if not path.is_file():
+        raise DataError(f"{path}: no split; run `medvlm split {work}` first")
+    try:
+        splits = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(splits, dict) or "test" not in splits or "folds" not in splits:
+        raise DataError(f"{path}: expected keys 'test' and 'folds'")
+    return splits
+
+
+def volume_path(work: str | Path, patient_id: str) -> Path:
+    """Prepared volume of one patient: float32, shape ``(4, D, H, W)``, channels t1, t1ce, t2, flair."""
+    return Path(work) / "volumes" / f"{patient_id}.npy"
+
+
+def load_cohort(work: str | Path, cohort: str = "test", *, fold: int = 0) -> Cohort:
+    """Patient ids and labels of ``cohort`` (``train``/``val`` of ``fold``, ``test``, or ``all``).
+
+    Raises :class:`DataError` for a missing split, a fold out of range, an empty cohort or a patient of
+    the split that is not ``ok`` in the manifest.
+    """
+    check_choice("cohort", cohort, COHORTS)
+    manifest = read_manifest(work, ok_only=True)
+    labels = dict(zip(manifest["patient_id"], manifest["label"], strict=True))
+    if cohort == "all":
+        ids = list(manifest["patient_id"])
+    else:
+        splits = read_splits(work)
+        if cohort == "test":
+            ids = list(splits["test"])
+        else:
+            folds = splits["folds"]
+            if not 0 <= fold < len(folds):
+                raise DataError(
+                    f"{Path(work) / 'splits.json'}: fold {fold} does not exist (folds 0..{len(folds) - 1})"
+                )
+            ids = list(folds[fold][cohort])
+    if not ids:
+        raise DataError(f"{work}: cohort {cohort!r} (fold {fold}) has no patient")
+    unknown = [pid for pid in ids if pid not in labels]
+    if unknown:
+        raise DataError(
+            f"{Path(work) / 'splits.json'}: patient {unknown[0]} is in the split but not ok in manifest.csv"
+        )
+    return Cohort(cohort, ids, [int(labels[pid]) for pid in ids])
+
+
+def cohort_of(work: str | Path, *, fold: int = 0) -> dict[str, str]:
+    """Map every patient of the split to its cohort name (``train``, ``val`` or ``test``) for ``fold``."""
+    splits = read_splits(work)
+    out = {pid: "test" for pid in splits["test"]}
+    if splits["folds"]:
+        out.update({pid: "train" for pid in splits["folds"][fold]["train"]})
+        out.update({pid: "val" for pid in splits["folds"][fold]["val"]})
+    return out
