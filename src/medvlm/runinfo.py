@@ -1,0 +1,79 @@
+"""What every run folder records about itself: ``RUN/run.json``.
+
+``run.json`` = ``{"kind", "name", "created", "config", "versions", "git_revision", "command"}`` where
+``kind`` is one of ``cnn``, ``vlm``, ``consistency``, ``finetune``. The report reads only run files, so
+this is how it learns what a folder holds and how it was made (resolved config, package versions, git
+revision, seeds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from medvlm._io import write_json_atomic
+
+RUN_KINDS = ("cnn", "vlm", "consistency", "finetune")
+_PACKAGES = ("medvlm", "numpy", "scipy", "pandas", "scikit-learn", "nibabel", "torch", "monai",
+             "transformers", "peft", "trl", "bitsandbytes", "httpx", "pydantic")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that change results (absent ones are left out)."""
+    versions = {"python": sys.version.split()[0]}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_revision() -> str | None:
+    """The git revision of the medvlm source tree, or None outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: str | None = None) -> Path:
+    """Write ``RUN/run.json``; keeps the first ``created`` time when the run is resumed.
+
+    ``config`` must be the resolved configuration (JSON-serialisable, no secrets).
+    """
+    if kind not in RUN_KINDS:
+        raise ValueError(f"kind must be one of {RUN_KINDS}")
+    run = Path(run)
+    path = run / "run.json"
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if path.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            created = json.loads(path.read_text()).get("created", created)
+    info = {
+        "kind": kind,
+        "name": name or run.name,
+        "created": created,
+        "config": config,
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "command": " ".join(["medvlm", *sys.argv[1:]]) if sys.argv and "medvlm" in sys.argv[0] else None,
+    }
+    write_json_atomic(path, info)
+    return path
+
+
+def read_run_info(run: str | Path) -> dict[str, Any] | None:
+    """``RUN/run.json`` as a dict, or None when the folder has none."""
+    path = Path(run) / "run.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
