@@ -1,0 +1,325 @@
+"""``medvlm prepare``: BraTS NIfTI files -> ``WORK/manifest.csv`` + ``WORK/volumes/<id>.npy``.
+
+Per patient (as in the study): reorient every file to RAS+ (``nibabel.as_closest_canonical``), z-score
+each modality inside the brain (voxels non-zero in any modality; background 0), crop the tumour's
+bounding box (seg > 0) plus a margin, resize trilinearly to ``shape`` (D, H, W) = (z, y, x) and stack
+t1, t1ce, t2, flair -> float32 ``(4, D, H, W)``.
+
+A patient that cannot be used is never dropped: it gets a ``skipped`` manifest row whose ``reason``
+names the file and the problem. Rerunning reuses patients whose volume already exists with the same
+shape and the same source files. Labels: LGG = 0, HGG = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medvlm._io import save_npy_atomic, write_json_atomic, write_text_atomic
+from medvlm.data.brats import FILE_KINDS, GRADE_LABELS, MODALITIES, PatientFiles, discover
+from medvlm.errors import ConfigError, DataError
+
+MANIFEST_COLUMNS = (
+    "patient_id", "grade", "label", "status", "reason", "note",
+    "t1", "t1ce", "t2", "flair", "seg", "orig_shape",
+    "tumour_x_min", "tumour_x_max", "tumour_y_min", "tumour_y_max", "tumour_z_min", "tumour_z_max",
+    "crop_x_min", "crop_x_max", "crop_y_min", "crop_y_max", "crop_z_min", "crop_z_max",
+    "volume",
+)
+DEFAULT_SHAPE = (95, 128, 128)
+DEFAULT_MARGIN_MM = 10.0
+
+
+@dataclass
+class PrepareResult:
+    """Outcome of :func:`prepare`: the manifest rows (in ``patient_id`` order) and counts."""
+
+    work: Path
+    rows: list[dict[str, str]]
+    n_reused: int
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r["status"] == "ok" for r in self.rows)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(r["status"] == "skipped" for r in self.rows)
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """``[(patient_id, reason), ...]`` of skipped patients."""
+        return [(r["patient_id"], r["reason"]) for r in self.rows if r["status"] == "skipped"]
+
+
+class _Skip(Exception):
+    """A patient-level problem: becomes a ``skipped`` row (not an error of the whole run)."""
+
+
+def _load(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Canonical (RAS+) array in its stored dtype and voxel sizes; _Skip naming the file on failure."""
+    import nibabel as nib
+
+    try:
+        img = nib.as_closest_canonical(nib.load(str(path)))
+        data = np.asanyarray(img.dataobj)
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    except Exception as exc:  # nibabel raises many kinds (ImageFileError, EOFError, zlib.error, ValueError)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _Skip(f"{path.name}: unreadable or truncated file ({msg[:160]})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise _Skip(f"{path.name}: expected a 3D volume, got shape {'x'.join(map(str, data.shape))}")
+    return data, zooms  # type: ignore[return-value]
+
+
+def _resize(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Trilinear resize of ``(C, D, H, W)`` to ``(C, *shape)`` (torch interpolate, align_corners=False)."""
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None]
+    out = torch.nn.functional.interpolate(tensor, size=tuple(int(s) for s in shape), mode="trilinear",
+                                          align_corners=False)
+    return out[0].numpy().astype(np.float32, copy=False)
+
+
+def bounding_box(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Inclusive ``(min, max)`` index per axis of the non-zero voxels of ``mask``.
+
+    >>> m = np.zeros((4, 5, 6)); m[1, 2:4, 5] = 1
+    >>> bounding_box(m)
+    [(1, 1), (2, 3), (5, 5)]
+    """
+    out = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(np.any(mask, axis=other))
+        out.append((int(idx[0]), int(idx[-1])))
+    return out
+
+
+def crop_box(
+    bbox: list[tuple[int, int]], shape: Sequence[int], margin: Sequence[int]
+) -> list[tuple[int, int]]:
+    """``bbox`` widened by ``margin`` voxels per axis and clipped to ``shape`` (inclusive bounds).
+
+    >>> crop_box([(1, 1), (2, 3), (5, 5)], (4, 5, 6), (2, 2, 2))
+    [(0, 3), (0, 4), (3, 5)]
+    """
+    return [(max(lo - m, 0), min(hi + m, n - 1)) for (lo, hi), n, m in zip(bbox, shape, margin, strict=True)]
+
+
+def zscore_in_brain(channel: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` over the brain voxels; 0 outside the brain (float32, same shape).
+
+    >>> z = zscore_in_brain(np.array([0., 1., 3.]), np.array([False, True, True]))
+    >>> z.tolist()
+    [0.0, -1.0, 1.0]
+    """
+    values = channel[brain].astype(np.float64)
+    mean = float(values.mean()) if values.size else 0.0
+    std = float(values.std()) if values.size else 0.0
+    out = np.zeros(channel.shape, np.float32)
+    out[brain] = (channel[brain] - mean) / (std if std > 0 else 1.0)
+    return out
+
+
+def process_patient(
+    patient: PatientFiles, grade: str | None, work: Path, shape: Sequence[int], margin_mm: float
+) -> dict[str, str]:
+    """Prepare one patient: write ``work/volumes/<id>.npy`` and return its manifest row (ok or skipped)."""
+    row = _base_row(patient, grade)
+    try:
+        if patient.problems:
+            raise _Skip("; ".join(patient.problems))
+        if grade is None:
+            raise _Skip(f"no grade for {patient.patient_id} in name_mapping.csv (HGG or LGG expected)")
+        arrays: dict[str, np.ndarray] = {}
+        zooms: dict[str, tuple[float, float, float]] = {}
+        for kind in FILE_KINDS:
+            arrays[kind], zooms[kind] = _load(patient.files[kind])
+        ref = arrays["t1"].shape
+        for kind in FILE_KINDS[1:]:
+            if arrays[kind].shape != ref:
+                raise _Skip(
+                    f"{patient.files[kind].name}: shape mismatch ({'x'.join(map(str, arrays[kind].shape))} "
+                    f"but {patient.files['t1'].name} is {'x'.join(map(str, ref))})"
+                )
+        seg = np.asarray(arrays.pop("seg"))
+        if seg.dtype.kind == "f" and not np.isfinite(seg).all():
+            raise _Skip(f"{patient.files['seg'].name}: mask holds NaN or infinite values")
+        mask = seg > 0
+        if not mask.any():
+            raise _Skip(f"{patient.files['seg'].name}: empty mask (no voxel > 0)")
+        brain = np.zeros(ref, bool)
+        for kind in MODALITIES:
+            brain |= arrays[kind] != 0
+        tumour = bounding_box(mask)
+        margin = [int(np.ceil(margin_mm / max(z, 1e-6))) for z in zooms["seg"]]
+        crop = crop_box(tumour, ref, margin)
+        sl = tuple(slice(lo, hi + 1) for lo, hi in crop)
+        channels = []
+        for kind in MODALITIES:
+            data = arrays[kind]
+            if data.dtype.kind == "f" and not np.isfinite(data).all():
+                raise _Skip(f"{patient.files[kind].name}: holds NaN or infinite values")
+            channels.append(zscore_in_brain(data, brain)[sl])
+        stacked = np.stack(channels).transpose(0, 3, 2, 1)  # (4, x, y, z) -> (4, z, y, x)
+        volume = _resize(stacked, shape)
+        save_npy_atomic(work / "volumes" / f"{patient.patient_id}.npy", volume)
+    except _Skip as exc:
+        row["status"], row["reason"] = "skipped", str(exc)
+        return row
+    row.update(status="ok", orig_shape="x".join(map(str, ref)), volume=f"volumes/{patient.patient_id}.npy")
+    for axis, (lo, hi), (clo, chi) in zip("xyz", tumour, crop, strict=True):
+        row.update({f"tumour_{axis}_min": str(lo), f"tumour_{axis}_max": str(hi),
+                    f"crop_{axis}_min": str(clo), f"crop_{axis}_max": str(chi)})
+    return row
+
+
+def _base_row(patient: PatientFiles, grade: str | None) -> dict[str, str]:
+    row = dict.fromkeys(MANIFEST_COLUMNS, "")
+    row["patient_id"] = patient.patient_id
+    if grade is not None:
+        row["grade"], row["label"] = grade, str(GRADE_LABELS[grade])
+    row["note"] = patient.note
+    for kind in FILE_KINDS:
+        if kind in patient.files:
+            row[kind] = str(patient.files[kind])
+    return row
+
+
+def _worker(args: tuple) -> dict[str, str]:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency of prepare
+        pass
+    return process_patient(*args)
+
+
+def _previous_rows(work: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    path = work / "manifest.csv"
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, newline="") as fh:
+            return {r["patient_id"]: r for r in csv.DictReader(fh) if r.get("patient_id")}
+    except (OSError, csv.Error, KeyError, UnicodeDecodeError):
+        return {}
+
+
+def _reusable(prev: dict[str, str] | None, fresh: dict[str, str], work: Path, shape: Sequence[int]) -> bool:
+    if prev is None or prev.get("status") != "ok":
+        return False
+    if any(prev.get(k, "") != fresh[k] for k in (*FILE_KINDS, "grade", "label", "note")):
+        return False
+    path = work / "volumes" / f"{fresh['patient_id']}.npy"
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return tuple(arr.shape) == (4, *tuple(int(s) for s in shape)) and arr.dtype == np.float32
+
+
+def write_manifest(work: Path, rows: list[dict[str, str]]) -> Path:
+    """Write ``WORK/manifest.csv`` (columns :data:`MANIFEST_COLUMNS`) atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in MANIFEST_COLUMNS})
+    path = work / "manifest.csv"
+    write_text_atomic(path, buf.getvalue())
+    return path
+
+
+def prepare(
+    data: str | Path,
+    out: str | Path,
+    *,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    workers: int = 1,
+    margin_mm: float = DEFAULT_MARGIN_MM,
+    progress: bool = True,
+    on_patient: Callable[[dict[str, str]], None] | None = None,
+) -> PrepareResult:
+    """Prepare every patient of the BraTS training folder ``data`` (or its parent) into ``out``.
+
+    Writes ``out/manifest.csv`` (one row per patient folder, ok or skipped with a reason),
+    ``out/volumes/<patient_id>.npy`` (float32 ``(4, *shape)``, channels t1, t1ce, t2, flair, axes
+    z, y, x of the canonical crop) and ``out/prepare.json`` (parameters and counts).
+    Raises :class:`DataError` for a bad DATA path or no patient, :class:`ConfigError` for bad options.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--shape takes three positive integers D H W, got {list(shape)}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if margin_mm < 0:
+        raise ConfigError(f"--margin must be >= 0 mm, got {margin_mm}")
+    training, mapping, patients = discover(data)
+    if not patients:  # pragma: no cover - discover raises first
+        raise DataError(f"{data}: no patient folder found")
+    work = Path(out).expanduser().resolve()
+    if work.exists() and not work.is_dir():
+        raise DataError(f"{work}: exists and is not a folder (--out is the work folder)")
+    (work / "volumes").mkdir(parents=True, exist_ok=True)
+    previous = _previous_rows(work)
+
+    rows: dict[str, dict[str, str]] = {}
+    todo: list[tuple] = []
+    for patient in patients:
+        grade = mapping.get(patient.patient_id)
+        fresh = _base_row(patient, grade)
+        prev = previous.get(patient.patient_id)
+        if not patient.problems and grade is not None and _reusable(prev, fresh, work, shape):
+            rows[patient.patient_id] = {k: prev.get(k, "") for k in MANIFEST_COLUMNS}  # type: ignore[union-attr]
+        else:
+            todo.append((patient, grade, work, shape, margin_mm))
+    n_reused = len(rows)
+
+    from medvlm.data.synth import _progress
+
+    with _progress(progress) as bar:
+        task = bar.add_task("prepare", total=len(patients), completed=n_reused)
+        if workers == 1 or len(todo) <= 1:
+            for args in todo:
+                row = process_patient(*args)
+                rows[row["patient_id"]] = row
+                if on_patient:
+                    on_patient(row)
+                bar.advance(task)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+                futures = [pool.submit(_worker, args) for args in todo]
+                for fut in as_completed(futures):
+                    row = fut.result()
+                    rows[row["patient_id"]] = row
+                    if on_patient:
+                        on_patient(row)
+                    bar.advance(task)
+
+    ordered = [rows[p.patient_id] for p in patients]
+    write_manifest(work, ordered)
+    result = PrepareResult(work, ordered, n_reused)
+    write_json_atomic(work / "prepare.json", {
+        "data": str(training), "shape": list(shape), "margin_mm": margin_mm,
+        "channels": list(MODALITIES), "axes": ["channel", "z", "y", "x"],
+        "n_patients": len(ordered), "n_ok": result.n_ok, "n_skipped": result.n_skipped,
+        "n_reused": n_reused, "workers": workers,
+    })
+    return result

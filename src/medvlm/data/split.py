@@ -1,0 +1,133 @@
+"""``medvlm split``: a stratified, by-patient test set and k stratified folds over the rest.
+
+``WORK/splits.json`` =
+``{"seed", "test_fraction", "test": [ids], "folds": [{"train": [ids], "val": [ids]}]}``.
+Only patients with status ``ok`` in ``WORK/manifest.csv`` take part. Labels: LGG = 0, HGG = 1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from medvlm._io import write_json_atomic
+from medvlm.errors import ConfigError, DataError
+
+
+def split_patients(
+    patient_ids: Sequence[str],
+    labels: Sequence[int],
+    *,
+    test_fraction: float = 0.15,
+    folds: int = 5,
+    seed: int = 0,
+) -> dict:
+    """Stratified test set of ``test_fraction``, then ``folds`` stratified folds over the rest.
+
+    Pure and reproducible: the result depends on the set of ``(id, label)`` pairs and ``seed`` only
+    (not on their order). Ids within each list are sorted.
+
+    >>> ids = [f"p{i:02d}" for i in range(20)]
+    >>> s = split_patients(ids, [0] * 5 + [1] * 15, test_fraction=0.2, folds=2, seed=0)
+    >>> len(s["test"]), [len(f["val"]) for f in s["folds"]]
+    (4, [8, 8])
+    """
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"--test-fraction must be within [0, 1), got {test_fraction}")
+    if folds < 2:
+        raise ConfigError(f"--folds must be at least 2, got {folds}")
+    if len(set(patient_ids)) != len(patient_ids):
+        dup = sorted({p for p in patient_ids if list(patient_ids).count(p) > 1})
+        raise DataError(f"patient {dup[0]} appears twice in the manifest")
+    pairs = sorted(zip(patient_ids, (int(y) for y in labels), strict=True))
+    ids = [p for p, _ in pairs]
+    ys = [y for _, y in pairs]
+    if set(ys) - {0, 1}:
+        raise DataError(f"labels must be 0 (LGG) or 1 (HGG), got {sorted(set(ys) - {0, 1})}")
+    if test_fraction > 0:
+        try:
+            rest, test, y_rest, _ = train_test_split(ids, ys, test_size=test_fraction, stratify=ys,
+                                                     random_state=seed)
+        except ValueError as exc:
+            raise DataError(
+                f"cannot hold out a stratified test set of {test_fraction} from {len(ids)} patients "
+                f"({ys.count(0)} LGG, {ys.count(1)} HGG): {exc}"
+            ) from exc
+    else:
+        rest, test, y_rest = ids, [], ys
+    n_min = min(y_rest.count(0), y_rest.count(1)) if len(set(y_rest)) > 1 else 0
+    if len(rest) < folds:
+        raise DataError(f"{len(rest)} patients left after the test set: too few for {folds} folds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # we warn ourselves, once per fold without LGG
+        if n_min >= 1:
+            kfold = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            parts = list(kfold.split(rest, y_rest))
+        else:
+            from sklearn.model_selection import KFold
+
+            parts = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(rest))
+    out_folds = [
+        {"train": sorted(rest[i] for i in tr), "val": sorted(rest[i] for i in va)} for tr, va in parts
+    ]
+    split = {"seed": int(seed), "test_fraction": float(test_fraction), "test": sorted(test),
+             "folds": out_folds}
+    check_split(split, dict(zip(ids, ys, strict=True)))
+    return split
+
+
+def check_split(split: dict, labels: dict[str, int] | None = None) -> list[str]:
+    """Refuse leakage; return warnings (also issued with :func:`warnings.warn`).
+
+    Raises :class:`DataError` when a patient sits in two cohorts of one fold, in test and a fold, twice
+    in one list, or (with ``labels``) when a fold's train + val + test is not the whole cohort.
+    Warns when a fold's train or val holds no LGG (label 0).
+    """
+    test = list(split["test"])
+    if len(set(test)) != len(test):
+        raise DataError("split: a patient appears twice in the test set")
+    notes: list[str] = []
+    for k, fold in enumerate(split["folds"]):
+        train, val = list(fold["train"]), list(fold["val"])
+        for name, ids in (("train", train), ("val", val)):
+            if len(set(ids)) != len(ids):
+                raise DataError(f"split: a patient appears twice in fold {k} {name}")
+        both = (set(train) & set(val)) | (set(train) & set(test)) | (set(val) & set(test))
+        if both:
+            raise DataError(
+                f"split: patient {sorted(both)[0]} is in two cohorts of fold {k}; refusing to write"
+            )
+        if labels is not None:
+            if set(train) | set(val) | set(test) != set(labels):
+                raise DataError(f"split: fold {k} does not cover the cohort exactly")
+            for name, ids in (("train", train), ("val", val)):
+                if ids and not any(labels[p] == 0 for p in ids):
+                    notes.append(f"fold {k} {name} holds no LGG patient")
+    vals = [p for f in split["folds"] for p in f["val"]]
+    if len(vals) != len(set(vals)):
+        raise DataError("split: a patient is in the validation set of two folds")
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return notes
+
+
+def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5, seed: int = 0) -> dict:
+    """Split the ``ok`` patients of ``WORK/manifest.csv`` and write ``WORK/splits.json`` (returned)."""
+    from medvlm.data.cohorts import read_manifest
+
+    work = Path(work).expanduser()
+    if not work.is_dir():
+        raise DataError(f"{work}: no such work folder; run `medvlm prepare DATA --out {work}` first")
+    manifest = read_manifest(work, ok_only=True)
+    if manifest.empty:
+        raise DataError(f"{work / 'manifest.csv'}: no patient with status ok to split")
+    if manifest["label"].isna().any():
+        pid = manifest.loc[manifest["label"].isna(), "patient_id"].iloc[0]
+        raise DataError(f"{work / 'manifest.csv'}: patient {pid} is ok but has no label")
+    split = split_patients(list(manifest["patient_id"]), [int(v) for v in manifest["label"]],
+                           test_fraction=test_fraction, folds=folds, seed=seed)
+    write_json_atomic(work / "splits.json", split)
+    return split
