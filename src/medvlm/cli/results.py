@@ -1,0 +1,137 @@
+"""``medvlm metrics``, ``medvlm compare`` and ``medvlm report``: the Results section of docs/cli.md."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from medvlm.cli._app import app
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Show library warnings (undefined metrics, skipped tests) as one ``medvlm: warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                text = str(w.message)
+                if text not in seen:
+                    seen.add(text)
+                    print(f"medvlm: warning: {text}", file=sys.stderr)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+@app.command("metrics")
+def metrics_cmd(
+    predictions: Path = typer.Argument(..., help="CSV with label,pred[,score] (LGG 0, HGG 1, score P(HGG))."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs (0: none)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    ci_method: str = typer.Option("percentile", "--ci-method", help="Bootstrap interval: percentile or bca."),
+) -> None:
+    """Metrics of one predictions file (HGG positive), optionally with bootstrap 95% CIs."""
+    from medvlm.metrics import BOOTSTRAP_METHODS, metrics_from_frame, read_predictions
+    from medvlm.registry import check_choice
+
+    check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
+    df = read_predictions(predictions)
+    with _warnings_to_stderr():
+        result = metrics_from_frame(df, n_boot=bootstrap, seed=seed, method=ci_method)
+    if as_json:
+        print(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{predictions.name}: n = {result['n']} (HGG positive)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if bootstrap:
+        table.add_column(f"95% CI ({bootstrap} bootstrap, {ci_method})", justify="right")
+    table.add_row("TP / FP / TN / FN", f"{result['tp']} / {result['fp']} / {result['tn']} / {result['fn']}",
+                  *([""] if bootstrap else []))
+    for key in ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc"):
+        label = {"recall": "recall (sensitivity)", "balanced_accuracy": "balanced accuracy",
+                 "auc": "ROC AUC"}.get(key, key)
+        row = [label, _fmt(result[key])]
+        if bootstrap:
+            ci = result.get(f"{key}_ci")
+            row.append("n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]")
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command("compare")
+def compare_cmd(
+    a: Path = typer.Argument(..., help="Predictions of model A (patient_id,label,pred[,score][,cohort])."),
+    b: Path = typer.Argument(..., help="Predictions of model B, same patients."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Paired comparison on the same patients (test cohort): DeLong for AUC, McNemar for accuracy."""
+    from medvlm.metrics import read_predictions
+    from medvlm.stats import compare_predictions
+
+    da, db = read_predictions(a), read_predictions(b)
+    with _warnings_to_stderr():
+        result = compare_predictions(da, db, name_a=str(a), name_b=str(b))
+    if as_json:
+        print(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"A = {a}, B = {b}: {result['n']} patients", title_justify="left")
+    table.add_column("")
+    table.add_column("A", justify="right")
+    table.add_column("B", justify="right")
+    table.add_column("A - B [95% CI]", justify="right")
+
+    def ci(v: list[float] | None) -> str:
+        return "" if v is None else f" [{v[0]:.3f}, {v[1]:.3f}]"
+
+    table.add_row("ROC AUC", _fmt(result["auc_a"]), _fmt(result["auc_b"]),
+                  _fmt(result["auc_diff"]) + ci(result["auc_diff_ci"]))
+    table.add_row("accuracy", _fmt(result["accuracy_a"]), _fmt(result["accuracy_b"]),
+                  _fmt(result["accuracy_diff"]) + ci(result["accuracy_diff_ci"]))
+    console = Console()
+    console.print(table)
+    if result["auc_a"] is None or result["auc_b"] is None:
+        console.print("DeLong: n/a (needs a score for every patient in both files and both classes)")
+    else:
+        console.print(f"DeLong (AUC): z = {_fmt(result['delong_z'])}, p = {_fmt(result['delong_p'], 4)}")
+    console.print(f"McNemar (accuracy, {result['mcnemar_method']}): "
+                  f"b = {result['mcnemar_b']} (A right, B wrong), "
+                  f"c = {result['mcnemar_c']} (A wrong, B right), p = {_fmt(result['mcnemar_p'], 4)}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run folders (each with run.json)."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
+    title: str = typer.Option("medvlm report", "--title", help="Title of the page."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
+                                  help="Bootstrap resamples for CIs the run files do not already hold."),
+) -> None:
+    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details)."""
+    from medvlm.report.html import build_report
+
+    with _warnings_to_stderr():
+        path = build_report(list(runs), out, title=title, n_boot=bootstrap)
+    print(f"wrote {path}")

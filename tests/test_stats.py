@@ -1,0 +1,218 @@
+"""medvlm.stats: McNemar and DeLong against independent computations and pROC's published values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from medvlm.cli import main
+from medvlm.errors import DataError
+from medvlm.stats import compare_predictions, delong_ci, delong_test, mcnemar
+
+# The aSAH data (113 patients; outcome Poor = 1) as distributed with the R package pROC (Robin et al.,
+# BMC Bioinformatics 2011; Turck et al. 2010), embedded so the test runs on a clean checkout; when
+# /work/shared/data/asah.csv exists the fixture checks the copy against it.
+_OUTCOME = (
+    "000011010010110010111010000000001001101100000000011000100010100111011011110001101000000100000000"
+    "00001111110001000"
+)
+_WFNS = (
+    "111132541252551252252111121211342145414255112411255212512221511252145244141214212324214511542211"
+    "13125225552445111"
+)
+_S100B = (
+    "0.13 0.14 0.1 0.04 0.13 0.1 0.47 0.16 0.18 0.1 0.12 0.1 0.44 0.71 0.04 0.08 0.49 0.04 0.07 0.33 "
+    "0.09 0.09 0.07 0.11 0.07 0.17 0.07 0.11 0.13 0.19 0.05 0.16 0.41 0.14 0.34 0.35 0.48 0.09 0.96 "
+    "0.25 0.5 0.46 0.16 0.07 0.43 0.45 0.11 0.08 0.09 0.86 0.52 0.08 0.06 0.13 2.07 0.1 0.14 0.15 "
+    "0.07 0.06 0.77 0.05 0.09 0.3 0.03 0.09 0.04 0.23 0.7 0.09 0.27 0.71 0.08 0.26 0.08 0.16 0.09 "
+    "0.13 0.1 0.08 0.11 0.33 0.11 0.28 0.07 0.1 0.32 0.22 0.07 0.05 0.24 0.38 0.1 0.15 0.08 0.14 0.1 "
+    "0.07 0.04 0.19 0.56 0.14 0.58 0.32 0.82 0.74 0.15 0.47 0.17 0.44 0.15 0.5 0.48"
+)
+_NDKA = (
+    "3.01 8.54 8.09 10.42 17.4 12.75 6 13.2 15.54 6.01 15.96 17.86 5.18 8.9 13.41 20.75 11.6 16.11 "
+    "32.37 54.82 32.41 49.94 40.34 9.47 6.29 12.53 6.54 6.3 80.3 12.8 9.8 9.81 9.85 18.21 5.03 14.04 "
+    "21.93 8.02 7.42 8.38 6.59 9.63 13.12 7.96 14.34 41.43 7.63 7.06 12.59 13.56 3.87 9.44 7.66 12.98 "
+    "419.19 27.19 22.27 9.95 21.22 11.73 10.4 58.83 6.39 11.09 12.22 13.67 17.21 22.63 12.9 9.7 21.57 "
+    "8.23 72.57 15.54 10.51 10.6 14.57 5.19 9.63 4.61 21.48 17.3 12.71 9.44 11.07 19.46 10.83 5.37 "
+    "11.97 7.75 9.83 10.55 28.49 8.53 12.57 12.9 46.83 11.68 12.67 9.01 9.57 34.06 11.72 14.26 47.61 "
+    "11.67 24.58 10.33 13.87 15.89 22.43 6.79 13.45"
+)
+
+
+@pytest.fixture(scope="module")
+def asah() -> pd.DataFrame:
+    df = pd.DataFrame({"y": [int(c) for c in _OUTCOME], "wfns": [int(c) for c in _WFNS],
+                       "s100b": [float(v) for v in _S100B.split()],
+                       "ndka": [float(v) for v in _NDKA.split()]})
+    shared = Path("/work/shared/data/asah.csv")
+    if shared.is_file():
+        ref = pd.read_csv(shared)
+        assert (ref["outcome"] == "Poor").astype(int).tolist() == df["y"].tolist()
+        for col in ("wfns", "s100b", "ndka"):
+            assert np.allclose(ref[col], df[col])
+    return df
+
+
+def _naive_delong(y, sa, sb):
+    """The textbook O(m*n) DeLong: placement values from the psi kernel (independent of the midranks)."""
+    y = np.asarray(y)
+    out = []
+    for s in (np.asarray(sa, float), np.asarray(sb, float)):
+        x, z = s[y == 1], s[y == 0]
+        psi = (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
+        out.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    (a1, v10a, v01a), (a2, v10b, v01b) = out
+    m, n = len(v10a), len(v01a)
+    s10 = np.cov(np.vstack([v10a, v10b]))
+    s01 = np.cov(np.vstack([v01a, v01b]))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    z = (a1 - a2) / math.sqrt(var)
+    return a1, a2, z, 2 * sps.norm.sf(abs(z))
+
+
+def test_asah_aucs_match_proc(asah):
+    # pROC: auc(aSAH$outcome, aSAH$s100b) = 0.7314, wfns 0.8237, ndka 0.6120
+    for col, expected in (("s100b", 0.7314), ("wfns", 0.8237), ("ndka", 0.6120)):
+        assert delong_ci(asah["y"], asah[col])["auc"] == pytest.approx(expected, abs=5e-5)
+    # pROC: ci.auc(s100b) 95% CI: 0.6301-0.8326 (DeLong)
+    lo, hi = delong_ci(asah["y"], asah["s100b"])["ci"]
+    assert (round(lo, 4), round(hi, 4)) == (0.6301, 0.8326)
+
+
+def test_asah_delong_matches_proc_and_naive(asah):
+    r = delong_test(asah["y"], asah["wfns"], asah["s100b"])
+    # pROC: roc.test(roc1 = wfns, roc2 = s100b): Z = 2.209, p-value = 0.02718
+    assert r["z"] == pytest.approx(2.209, abs=5e-4)
+    assert r["p"] == pytest.approx(0.02718, abs=5e-6)
+    assert r["auc_diff"] == pytest.approx(0.8236789 - 0.7313686, abs=1e-6)
+    lo, hi = r["auc_diff_ci"]
+    assert lo < r["auc_diff"] < hi and lo > 0  # significant at 5%: the CI excludes 0
+    a1, a2, z, p = _naive_delong(asah["y"], asah["wfns"], asah["s100b"])
+    assert (r["auc_a"], r["auc_b"], r["z"], r["p"]) == pytest.approx((a1, a2, z, p), rel=1e-10)
+    # antisymmetric in the order of the models
+    s = delong_test(asah["y"], asah["s100b"], asah["wfns"])
+    assert s["z"] == pytest.approx(-r["z"]) and s["p"] == pytest.approx(r["p"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_delong_matches_naive_on_random_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 60)
+    y[:2] = [0, 1]
+    sa = rng.integers(0, 5, 60) + y
+    sb = rng.integers(0, 3, 60) + y * rng.integers(0, 2, 60)
+    r = delong_test(y, sa, sb)
+    assert (r["auc_a"], r["auc_b"], r["z"], r["p"]) == pytest.approx(_naive_delong(y, sa, sb), rel=1e-9)
+
+
+def test_delong_identical_scores():
+    r = delong_test([0, 1, 0, 1], [0.1, 0.9, 0.3, 0.2], [0.1, 0.9, 0.3, 0.2])
+    assert r["auc_diff"] == 0 and r["z"] == 0 and r["p"] == 1
+
+
+def test_delong_needs_both_classes():
+    with pytest.raises(DataError, match="both classes"):
+        delong_test([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+
+
+def test_mcnemar_exact_small_counts():
+    # b = 5 (A right, B wrong), c = 1 -> exact two-sided p = 2 * P(X <= 1 | 6, 1/2) = 2 * 7/64
+    y = [1] * 10
+    a = [1] * 5 + [0] + [1] * 4
+    b = [0] * 5 + [1] + [1] * 4
+    r = mcnemar(y, a, b)
+    assert (r["b"], r["c"]) == (5, 1)
+    assert r["p"] == pytest.approx(14 / 64) and r["method"] == "exact binomial" and r["statistic"] is None
+    assert r["accuracy_diff"] == pytest.approx(0.4)
+    assert r["accuracy_a"] == 0.9 and r["accuracy_b"] == 0.5
+
+
+def test_mcnemar_chi2_large_counts():
+    # b = 30, c = 12 -> chi2 = (|30 - 12| - 1)^2 / 42 = 289/42
+    y = np.ones(100, int)
+    a = np.r_[np.ones(30), np.zeros(12), np.ones(58)].astype(int)
+    b = np.r_[np.zeros(30), np.ones(12), np.ones(58)].astype(int)
+    r = mcnemar(y, a, b)
+    assert r["statistic"] == pytest.approx(289 / 42)
+    assert r["p"] == pytest.approx(sps.chi2.sf(289 / 42, 1))
+    assert r["method"].startswith("chi-square")
+    exact = mcnemar(y, a, b, method="exact")
+    assert exact["p"] == pytest.approx(sps.binomtest(30, 42, 0.5).pvalue)
+    lo, hi = r["accuracy_diff_ci"]
+    assert lo < 0.18 < hi
+
+
+def test_mcnemar_no_discordant_pairs():
+    assert mcnemar([0, 1], [0, 1], [0, 1])["p"] == 1.0
+
+
+# --------------------------------------------------------------------------------------- files and CLI
+def _frames(asah, tmp_path):
+    ids = [f"P{i:03d}" for i in range(len(asah))]
+    paths = []
+    for col, th in (("wfns", 2), ("s100b", 0.2)):
+        s = asah[col]
+        df = pd.DataFrame({"patient_id": ids, "cohort": "test", "label": asah["y"],
+                           "pred": (s > th).astype(int), "score": (s - s.min()) / (s.max() - s.min())})
+        # extra train rows must be ignored by the comparison
+        extra = pd.DataFrame({"patient_id": ["T1", "T2"], "cohort": "train", "label": [0, 1], "pred": [1, 1],
+                              "score": [0.5, 0.5]})
+        path = tmp_path / f"{col}.csv"
+        pd.concat([df, extra] if col == "wfns" else [df]).to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def test_compare_cli_json(asah, tmp_path, capsys):
+    a, b = _frames(asah, tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(a), str(b), "--json"])
+    assert exc.value.code in (0, None)
+    obj = json.loads(capsys.readouterr().out)
+    for key in ("n", "auc_a", "auc_b", "auc_diff", "auc_diff_ci", "delong_z", "delong_p", "mcnemar_b",
+                "mcnemar_c", "mcnemar_p"):
+        assert key in obj
+    assert obj["n"] == 113
+    assert obj["delong_z"] == pytest.approx(2.209, abs=5e-4)  # min-max scaling keeps the ranks
+    assert obj["delong_p"] == pytest.approx(0.02718, abs=5e-6)
+    wf, sb = asah["wfns"] > 2, asah["s100b"] > 0.2
+    y = asah["y"].astype(bool)
+    assert obj["mcnemar_b"] == int(((wf == y) & (sb != y)).sum())
+    assert obj["mcnemar_c"] == int(((wf != y) & (sb == y)).sum())
+
+
+def test_compare_cli_table(asah, tmp_path, capsys):
+    a, b = _frames(asah, tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(a), str(b)])
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "DeLong" in out and "McNemar" in out
+
+
+def test_compare_patients_in_one_file_only_exit_2(asah, tmp_path, capsys):
+    a, b = _frames(asah, tmp_path)
+    short = tmp_path / "short.csv"
+    pd.read_csv(b).iloc[:-3].to_csv(short, index=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(a), str(short)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "3 only in" in err and "P112" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_label_mismatch_and_missing_id(tmp_path):
+    a = pd.DataFrame({"patient_id": ["1", "2"], "label": [0, 1], "pred": [0, 1]})
+    b = pd.DataFrame({"patient_id": ["1", "2"], "label": [1, 1], "pred": [0, 1]})
+    with pytest.raises(DataError, match="patient '1' has label 0"):
+        compare_predictions(a, b)
+    with pytest.raises(DataError, match="patient_id"):
+        compare_predictions(a.drop(columns="patient_id"), b)
+    r = compare_predictions(a, a)
+    assert r["auc_a"] is None and r["mcnemar_p"] == 1.0
