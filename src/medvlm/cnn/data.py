@@ -1,0 +1,173 @@
+"""Datasets and samplers over the prepared volume cache ``WORK/volumes/<patient_id>.npy``.
+
+A volume is float32 ``(4, D, H, W)`` (channels t1, t1ce, t2, flair; see docs/internals.md), read
+memory-mapped. Labels: LGG = 0, HGG = 1.
+
+Randomness is a pure function of ``(seed, epoch, position)``: :class:`EpochSampler` draws the epoch's
+order (optionally oversampling LGG with a :class:`torch.utils.data.WeightedRandomSampler`) from a
+generator seeded with ``(seed, epoch)``, and hands the dataset *keys* ``position * n + index``, so
+each drawn item gets its own augmentation seed. The result does not depend on the number of
+DataLoader workers, nor on whether the run was interrupted and resumed. ``rank``/``world_size``
+split an epoch's keys between data-parallel processes (the DDP hook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+
+from medvlm.data.cohorts import Cohort, volume_path
+from medvlm.errors import DataError
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (``numpy.random.SeedSequence``).
+
+    >>> derive_seed(0, 1) == derive_seed(0, 1) != derive_seed(1, 0)
+    True
+    """
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def check_volumes(work: str | Path, patient_ids: Sequence[str]) -> tuple[int, int, int, int]:
+    """Check every volume exists, is 4-channel float and all share one shape; return that shape.
+
+    Raises :class:`DataError` naming the patient and the file.
+    """
+    shape: tuple[int, ...] | None = None
+    first = None
+    for pid in patient_ids:
+        path = volume_path(work, pid)
+        if not path.is_file():
+            raise DataError(f"{path}: volume of patient {pid} is missing; rerun `medvlm prepare`")
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: not a readable .npy volume ({exc})") from exc
+        if arr.ndim != 4 or arr.shape[0] != 4 or not np.issubdtype(arr.dtype, np.floating):
+            raise DataError(f"{path}: expected a float (4, D, H, W) volume, got {arr.dtype} {arr.shape}")
+        if shape is None:
+            shape, first = tuple(arr.shape), pid
+        elif tuple(arr.shape) != shape:
+            raise DataError(f"{path}: shape {tuple(arr.shape)} differs from {shape} of patient {first}; "
+                            "all volumes must be prepared with the same --shape")
+    if shape is None:
+        raise DataError(f"{work}: no patient to train on")
+    return shape  # type: ignore[return-value]
+
+
+def default_augmentation() -> Any:
+    """MONAI array transforms applied to a ``(4, D, H, W)`` volume during training.
+
+    Left-right flip (axis x, p 0.5), a small affine (rotation <= 0.1 rad, scale <= 10 %, p 0.3),
+    intensity scale and shift (<= 10 %, p 0.3 each) and Gaussian noise (sd 0.05, p 0.2).
+    """
+    from monai.transforms import (
+        Compose,
+        RandAffine,
+        RandFlip,
+        RandGaussianNoise,
+        RandScaleIntensity,
+        RandShiftIntensity,
+    )
+
+    return Compose([
+        RandFlip(prob=0.5, spatial_axis=2),
+        RandAffine(prob=0.3, rotate_range=(0.1, 0.1, 0.1), scale_range=(0.1, 0.1, 0.1),
+                   padding_mode="zeros"),
+        RandScaleIntensity(factors=0.1, prob=0.3),
+        RandShiftIntensity(offsets=0.1, prob=0.3),
+        RandGaussianNoise(prob=0.2, std=0.05),
+    ])
+
+
+class VolumeDataset(Dataset):
+    """Volumes and labels of one cohort; item ``key`` -> ``(x, y, index)``.
+
+    ``x``: float32 tensor (4, D, H, W); ``y``: float32 scalar tensor (0. LGG, 1. HGG); ``index``:
+    position of the patient in ``cohort``. ``key = draw * n + index`` (see :class:`EpochSampler`);
+    a plain index (``draw`` 0) works too. With ``augment``, the augmentation of an item is seeded with
+    ``(seed, epoch, key)``: set the epoch with :meth:`set_epoch` before iterating.
+    """
+
+    def __init__(self, work: str | Path, cohort: Cohort, *, augment: bool = False, seed: int = 0) -> None:
+        self.work = Path(work)
+        self.patient_ids = list(cohort.patient_ids)
+        self.labels = [int(v) for v in cohort.labels]
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self._transform: Any = None
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index = int(key) % len(self.patient_ids)
+        volume = np.load(volume_path(self.work, self.patient_ids[index]), mmap_mode="r")
+        x = np.array(volume, dtype=np.float32, copy=True)
+        if self.augment:
+            if self._transform is None:
+                self._transform = default_augmentation()
+            self._transform.set_random_state(seed=derive_seed(self.seed, self.epoch, int(key)) % (2**32))
+            out = self._transform(x)
+            x = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(float(self.labels[index])), index
+
+
+class EpochSampler(Sampler[int]):
+    """Training order of one epoch as dataset keys ``position * n + index``.
+
+    ``oversample``: draw ``n`` items with replacement with weights ``1 / count(class)`` (a
+    :class:`WeightedRandomSampler`), so LGG and HGG are drawn equally often on average; else a
+    permutation. The generator is seeded with ``(seed, epoch)``, so the order is reproducible and
+    independent of global RNG state. ``rank``/``world_size``: this process's share for data-parallel
+    training (padded by wrap-around to equal length, like ``DistributedSampler``).
+    """
+
+    def __init__(self, labels: Sequence[int], *, oversample: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.labels = [int(v) for v in labels]
+        self.oversample = oversample
+        self.seed = int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def weights(self) -> list[float]:
+        counts = {c: self.labels.count(c) for c in set(self.labels)}
+        return [1.0 / counts[c] for c in self.labels]
+
+    def indices(self) -> list[int]:
+        """Patient indices of the whole epoch (all ranks), in order."""
+        n = len(self.labels)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        if self.oversample:
+            return [int(i) for i in WeightedRandomSampler(self.weights(), n, replacement=True,
+                                                          generator=generator)]
+        return torch.randperm(n, generator=generator).tolist()
+
+    def keys(self) -> list[int]:
+        n = len(self.labels)
+        keys = [pos * n + idx for pos, idx in enumerate(self.indices())]
+        if self.world_size > 1:
+            per_rank = -(-len(keys) // self.world_size)
+            keys = (keys * 2)[: per_rank * self.world_size][self.rank :: self.world_size]
+        return keys
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.world_size)

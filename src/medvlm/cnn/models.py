@@ -1,0 +1,69 @@
+"""CNN models by name: ``small3d`` (the study's network), ``densenet121``, ``resnet18`` (MONAI, 3D).
+
+This module does not import torch (the registry targets are lazy), so listing names is free.
+Every model maps ``(B, 4, D, H, W)`` float32 volumes (channels t1, t1ce, t2, flair) to logits
+``(B, 1)``; ``sigmoid(logit)`` = P(HGG) (LGG = 0, HGG = 1).
+
+>>> MODELS.names()
+['densenet121', 'resnet18', 'small3d']
+>>> try:
+...     MODELS.get("smal3d")
+... except Exception as exc:
+...     print(type(exc).__name__, str(exc)[-23:])
+ConfigError Did you mean 'small3d'?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from medvlm.errors import ConfigError
+from medvlm.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+#: name -> factory(input_shape) -> nn.Module. Register new models here (one place only).
+MODELS = Registry("model")
+MODELS.register("small3d", "medvlm.cnn._nets:small3d")
+MODELS.register("densenet121", "medvlm.cnn._nets:densenet121")
+MODELS.register("resnet18", "medvlm.cnn._nets:resnet18")
+
+
+def model_names() -> list[str]:
+    """Names accepted by ``train-cnn --model``."""
+    return MODELS.names()
+
+
+def build_model(name: str, input_shape: Sequence[int]) -> nn.Module:
+    """Build model ``name`` for volumes of shape ``input_shape = (4, D, H, W)``.
+
+    Raises :class:`ConfigError` for an unknown name (with the list and a "did you mean") or an input
+    shape the network cannot take (checked with a forward pass on the meta device, which costs nothing).
+    """
+    import torch
+
+    factory = MODELS.get(name)
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 4:
+        raise ConfigError(f"model {name!r}: input shape must be (channels, D, H, W), got {shape}")
+    with torch.device("meta"):
+        probe = factory(shape)
+    probe.eval()
+    try:
+        with torch.no_grad():
+            out = probe(torch.zeros((2, *shape), device="meta"))
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"model {name!r} cannot take volumes of shape {'x'.join(map(str, shape))} (too small?): "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    if tuple(out.shape) != (2, 1):
+        raise ConfigError(f"model {name!r} returns shape {tuple(out.shape)[1:]}, expected (1,)")
+    return factory(shape)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,642 @@
+"""Training and scoring of the CNN baseline (``medvlm train-cnn``), as library functions.
+
+Entry point: :func:`train_cnn` ``(work, out, config) -> metrics dict``. Labels: LGG = 0, HGG = 1; the
+network outputs one logit per volume and ``sigmoid(logit)`` = P(HGG); ``pred = P(HGG) >= 0.5``.
+
+What a run folder ``RUN`` holds:
+
+- ``fold<k>/last.pt``: everything needed to resume after the last finished epoch (model, optimiser,
+  scheduler, AMP scaler, torch/CUDA/numpy/python RNG states, history, best epoch and value), written
+  atomically after every epoch; ``fold<k>/best.pt``: the weights of the best epoch by
+  ``select_metric``; ``fold<k>/predictions.csv``: that fold's chosen checkpoint on train, val, test.
+  Checkpoints are plain tensors and types, loaded with ``torch.load(weights_only=True)``.
+- ``history.csv``: one row per fold and epoch (:data:`HISTORY_COLUMNS`); ``train_*`` are running
+  values over the epoch's (oversampled, augmented) training stream, ``val_*`` from a full pass over
+  the validation cohort after the epoch.
+- ``predictions.csv``: ``patient_id,cohort,label,pred,score,fold``. With one fold: the chosen
+  checkpoint on that fold's train, val and test cohorts (``fold`` = k). With ``fold="all"``: one row per
+  patient: every non-test patient once, as its *out-of-fold* prediction (cohort ``val``, ``fold`` = the
+  fold whose model did not train on it), and every test patient once, scored by the *ensemble* of the
+  fold models (mean P(HGG); ``fold`` = ``ensemble``). So ``medvlm compare`` and the report, which join
+  on ``patient_id`` in the test cohort, see one test prediction per patient. Each fold's own
+  train/val/test predictions stay in ``fold<k>/predictions.csv``.
+- ``metrics.json``: ``{"model", "folds": {"k": {"train", "val", "test"}}, "cv", "test", ...}`` where
+  each cohort leaf is :func:`medvlm.metrics.binary_metrics` plus the ``_ci`` keys of
+  :func:`medvlm.metrics.bootstrap_metrics`; ``cv`` = mean and sample standard deviation (ddof 1;
+  null for one fold) over folds of the val and test metrics; ``test`` = metrics of the test rows of
+  ``predictions.csv`` (the fold's model, or the ensemble); ``oof_val`` (fold all) = metrics of the
+  out-of-fold predictions; ``training`` = per-fold best epoch, epochs trained, early stop.
+- ``run.json`` (kind ``cnn``), ``learning_curve.png`` when the report's figure function is present.
+
+Resuming: rerunning with the same ``RUN`` continues each fold after its last finished epoch; a larger
+``epochs`` extends a finished run; options that change training (model, lr, batch size, seed, ...)
+must match the checkpoint. Randomness is a function of (seed, fold, epoch, item) plus the restored
+global RNG states, so on CPU a resumed run reproduces an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medvlm._io import atomic_path, write_json_atomic, write_text_atomic
+from medvlm.errors import ConfigError, DataError
+from medvlm.registry import check_choice
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import torch
+    from rich.console import Console
+    from torch import nn
+
+#: Validation metrics a run can select its best checkpoint by (``val_loss`` lower is better).
+SELECT_METRICS = ("val_auc", "val_loss", "val_balanced_accuracy", "val_accuracy", "val_f1", "val_mcc")
+#: Columns of ``history.csv``.
+HISTORY_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_auc",
+                   "val_balanced_accuracy", "val_f1", "val_mcc", "lr", "seconds")
+#: Options that must be the same when a run resumes from its checkpoint.
+RESUME_KEYS = ("model", "lr", "batch_size", "seed", "augment", "oversample", "weight_decay", "scheduler",
+               "select_metric")
+CHECKPOINT_FORMAT = 1
+
+
+class CNNConfig(BaseModel):
+    """Options of ``train-cnn`` (defaults: the study's setting where it states one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "small3d"
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    fold: int | Literal["all"] = 0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(2, ge=0)
+    augment: bool = False
+    oversample: bool = True
+    early_stopping: int | None = Field(None, ge=1, description="patience in epochs; None: off")
+    select_metric: str = "val_auc"
+    checkpoint: Literal["best", "last"] = "best"
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "plateau"] = "none"
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for metric CIs; 0: none")
+    amp: bool = True
+    progress: bool = True
+
+
+def make_config(**options: Any) -> CNNConfig:
+    """:class:`CNNConfig` from keyword options; an invalid value raises a one-line ConfigError."""
+    try:
+        config = CNNConfig(**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise ConfigError(f"train-cnn option {where!r}: {err['msg']} (got {err.get('input')!r})") from None
+    check_choice("select_metric", config.select_metric, SELECT_METRICS)
+    from medvlm.cnn.models import MODELS
+
+    check_choice("model", config.model, MODELS.names())
+    return config
+
+
+# ------------------------------------------------------------------------------------------- building
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, config: CNNConfig) -> torch.optim.Optimizer:
+    """Adam, as in the study (``weight_decay`` 0 by default)."""
+    import torch
+
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: CNNConfig) -> Any:
+    """None (constant lr, the study) or ReduceLROnPlateau on the validation loss (factor 0.5, patience 3)."""
+    import torch
+
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3)
+    return None
+
+
+def autocast_dtype(device: torch.device, config: CNNConfig) -> torch.dtype | None:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); None on CPU or with amp off."""
+    import torch
+
+    if device.type != "cuda" or not config.amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_loader(dataset: Any, config: CNNConfig, device: torch.device, *, sampler: Any = None,
+                drop_last: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader with ``config.workers`` workers; ``sampler`` None -> the dataset's order."""
+    import torch
+
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
+        num_workers=config.workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# ------------------------------------------------------------------------------------------ RNG state
+def get_rng_state() -> dict[str, Any]:
+    """Global torch/CUDA/numpy/python RNG states as tensors and plain types (``weights_only`` safe)."""
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": int(version), "state": [int(v) for v in internal], "gauss": gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npst = state["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file and an atomic rename (a crash never leaves half a file)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on CPU; a damaged file is a DataError naming it."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise DataError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); "
+                        "delete it to restart this fold") from exc
+
+
+def _check_resume(path: Path, ckpt: dict[str, Any], config: CNNConfig, input_shape: tuple[int, ...]) -> None:
+    saved = ckpt.get("config", {})
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != getattr(config, key):
+            option = "--" + key.replace("_", "-")
+            raise ConfigError(f"{path}: this run was trained with {option} {saved[key]!r}, not "
+                              f"{getattr(config, key)!r}; rerun with the same options or use another --out")
+    if tuple(ckpt.get("input_shape", input_shape)) != tuple(input_shape):
+        raise ConfigError(f"{path}: trained on volumes of shape {tuple(ckpt['input_shape'])}, the work "
+                          f"folder now has {tuple(input_shape)}; use another --out")
+
+
+# ------------------------------------------------------------------------------------------ one epoch
+def _select_value(row: dict[str, Any], metric: str) -> float:
+    """The selection metric of a history row as a number where larger is better (None -> -inf)."""
+    value = row.get(metric)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return -math.inf
+    return -float(value) if metric == "val_loss" else float(value)
+
+
+def train_one_epoch(model: nn.Module, loader: Any, optimizer: Any, device: torch.device, *,
+                    dtype: torch.dtype | None, scaler: Any, progress: Callable[[], None] | None = None
+                    ) -> tuple[float, float]:
+    """One pass over ``loader`` with BCE-with-logits; returns (mean loss, accuracy) over the items seen."""
+    import torch
+
+    model.train()
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
+    total, correct, seen = 0.0, 0, 0
+    for x, y, _ in loader:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(x).squeeze(1)
+        loss = loss_fn(logits.float(), y)
+        scaler.scale(loss / len(y)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += float(loss.detach())
+        correct += int(((logits.detach() >= 0).float() == y).sum())
+        seen += len(y)
+        if progress is not None:
+            progress()
+    return total / max(seen, 1), correct / max(seen, 1)
+
+
+def predict(model: nn.Module, loader: Any, device: torch.device, *, dtype: torch.dtype | None = None,
+            progress: Callable[[], None] | None = None) -> tuple[np.ndarray, float]:
+    """P(HGG) of every item of ``loader`` in order, shape (n,), and the mean BCE loss."""
+    import torch
+
+    model.eval()
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
+    probs, total, seen = [], 0.0, 0
+    with torch.no_grad():
+        for x, y, _ in loader:
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(x).squeeze(1).float()
+            total += float(loss_fn(logits, y))
+            seen += len(y)
+            probs.append(torch.sigmoid(logits).cpu().numpy())
+            if progress is not None:
+                progress()
+    return (np.concatenate(probs).astype(np.float64) if probs else np.zeros(0)), total / max(seen, 1)
+
+
+def _quiet_metrics(labels: Any, preds: Any, scores: Any) -> dict[str, Any]:
+    from medvlm.metrics import binary_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return binary_metrics(labels, preds, scores)
+
+
+# ------------------------------------------------------------------------------------------- one fold
+class _Reporter:
+    """A rich progress bar over batches plus one line per epoch (on stderr)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+
+        self.console: Console = Console(stderr=True, soft_wrap=True)
+        self.enabled = enabled
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int) -> Any:
+        if not self.enabled:
+            yield lambda: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda: bar.advance(task)
+
+    def line(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+
+def _fmt(value: Any) -> str:
+    return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: torch.device,
+               reporter: _Reporter, on_epoch: Callable[[list[dict[str, Any]]], None] | None = None
+               ) -> dict[str, Any]:
+    """Train (or resume) fold ``fold`` up to ``config.epochs``; score its chosen checkpoint.
+
+    Returns ``{"history", "predictions" (DataFrame), "best_epoch", "best_value", "epochs_trained",
+    "stopped_early", "input_shape", "n_parameters"}``.
+    """
+    import torch
+
+    from medvlm.cnn.data import EpochSampler, VolumeDataset, check_volumes, derive_seed
+    from medvlm.cnn.models import build_model, count_parameters
+    from medvlm.data.cohorts import load_cohort
+
+    cohorts = {"train": load_cohort(work, "train", fold=fold), "val": load_cohort(work, "val", fold=fold)}
+    try:
+        cohorts["test"] = load_cohort(work, "test", fold=fold)
+    except DataError as exc:
+        if "has no patient" not in str(exc):
+            raise
+        reporter.line(f"[yellow]warning:[/] {exc}; test predictions and metrics are left out")
+    input_shape = check_volumes(work, [pid for c in cohorts.values() for pid in c.patient_ids])
+    if len(set(cohorts["train"].labels)) < 2:
+        reporter.line(f"[yellow]warning:[/] fold {fold}: the training cohort has one class only")
+
+    torch.manual_seed(derive_seed(config.seed, fold))
+    model = build_model(config.model, input_shape).to(device)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    dtype = autocast_dtype(device, config)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    fold_dir = run / f"fold{fold}"
+    last_path, best_path = fold_dir / "last.pt", fold_dir / "best.pt"
+    history: list[dict[str, Any]] = []
+    best_epoch: int | None = None
+    epoch = 0
+    if last_path.is_file():
+        ckpt = load_checkpoint(last_path)
+        _check_resume(last_path, ckpt, config, input_shape)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        history, best_epoch, epoch = list(ckpt["history"]), ckpt["best_epoch"], int(ckpt["epoch"])
+        set_rng_state(ckpt["rng"])
+        reporter.line(f"fold {fold}: resuming after epoch {epoch} from {last_path}")
+
+    train_ds = VolumeDataset(work, cohorts["train"], augment=config.augment,
+                             seed=derive_seed(config.seed, fold))
+    sampler = EpochSampler(cohorts["train"].labels, oversample=config.oversample,
+                           seed=derive_seed(config.seed, fold, 1))
+    n_train = len(train_ds)
+    train_loader = make_loader(train_ds, config, device, sampler=sampler,
+                               drop_last=n_train > 1 and n_train % config.batch_size == 1, seed=config.seed)
+    val_ds = VolumeDataset(work, cohorts["val"])
+    val_loader = make_loader(val_ds, config, device, seed=config.seed)
+    val_labels = np.asarray(cohorts["val"].labels)
+
+    def stop_early() -> bool:
+        return (config.early_stopping is not None and best_epoch is not None
+                and epoch - best_epoch >= config.early_stopping)
+
+    while epoch < config.epochs and not stop_early():
+        started = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        with reporter.bar(f"fold {fold} epoch {epoch + 1}/{config.epochs}",
+                          len(train_loader) + len(val_loader)) as advance:
+            train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, dtype=dtype,
+                                                    scaler=scaler, progress=advance)
+            val_probs, val_loss = predict(model, val_loader, device, dtype=dtype, progress=advance)
+        m = _quiet_metrics(val_labels, (val_probs >= 0.5).astype(int), val_probs)
+        lr = float(optimizer.param_groups[0]["lr"])
+        if scheduler is not None:
+            scheduler.step(val_loss)
+        epoch += 1
+        row = {"fold": fold, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+               "train_accuracy": train_acc, "val_accuracy": m["accuracy"], "val_auc": m["auc"],
+               "val_balanced_accuracy": m["balanced_accuracy"], "val_f1": m["f1"], "val_mcc": m["mcc"],
+               "lr": lr, "seconds": round(time.perf_counter() - started, 3)}
+        history.append(row)
+        metric = config.select_metric
+        improved = best_epoch is None or (
+            _select_value(row, metric) > _select_value(history[best_epoch - 1], metric)
+        )
+        if improved:
+            best_epoch = epoch
+            save_checkpoint(best_path, {"format": CHECKPOINT_FORMAT, "fold": fold, "epoch": epoch,
+                                        "metric": config.select_metric, "value": row[config.select_metric],
+                                        "input_shape": list(input_shape), "model": model.state_dict()})
+        save_checkpoint(last_path, {
+            "format": CHECKPOINT_FORMAT, "fold": fold, "epoch": epoch, "input_shape": list(input_shape),
+            "config": config.model_dump(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "history": history, "best_epoch": best_epoch, "rng": get_rng_state(),
+        })
+        if on_epoch is not None:
+            on_epoch(history)
+        reporter.line(
+            f"fold {fold} epoch {epoch:>3}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.3f}  "
+            f"val loss {val_loss:.4f} acc {_fmt(m['accuracy'])} auc {_fmt(m['auc'])}  lr {lr:.2g}  "
+            f"{row['seconds']:.1f}s{'  *best' if improved else ''}"
+        )
+    stopped_early = stop_early() and epoch < config.epochs
+    if stopped_early:
+        reporter.line(f"fold {fold}: stopped early after epoch {epoch} (no {config.select_metric} "
+                      f"improvement for {config.early_stopping} epochs; best epoch {best_epoch})")
+    if not history:
+        raise DataError(f"{last_path}: no finished epoch to score")
+
+    chosen = best_path if config.checkpoint == "best" and best_path.is_file() else last_path
+    model.load_state_dict(load_checkpoint(chosen)["model"])
+    frame = score_cohorts(work, model, cohorts, config, device, fold=fold, dtype=dtype, reporter=reporter)
+    write_text_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
+    best_value = history[best_epoch - 1][config.select_metric] if best_epoch else None
+    return {"history": history, "predictions": frame, "best_epoch": best_epoch, "best_value": best_value,
+            "epochs_trained": epoch, "stopped_early": stopped_early, "checkpoint": chosen.name,
+            "input_shape": list(input_shape), "n_parameters": count_parameters(model)}
+
+
+def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config: CNNConfig,
+                  device: torch.device, *, fold: int, dtype: Any = None, reporter: _Reporter | None = None
+                  ) -> pd.DataFrame:
+    """``patient_id,cohort,label,pred,score,fold`` rows of ``model`` on each cohort (no augmentation)."""
+    import pandas as pd
+
+    from medvlm.cnn.data import VolumeDataset
+
+    reporter = reporter or _Reporter(False)
+    frames = []
+    for name, cohort in cohorts.items():
+        loader = make_loader(VolumeDataset(work, cohort), config, device, seed=config.seed)
+        with reporter.bar(f"fold {fold} scoring {name}", len(loader)) as advance:
+            probs, _ = predict(model, loader, device, dtype=dtype, progress=advance)
+        frames.append(pd.DataFrame({"patient_id": cohort.patient_ids, "cohort": name,
+                                    "label": cohort.labels, "pred": (probs >= 0.5).astype(int),
+                                    "score": np.round(probs, 6), "fold": str(fold)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------- the whole run
+def cohort_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, Any]:
+    """``binary_metrics`` plus bootstrap ``_ci`` keys of a predictions frame (labels, preds, scores)."""
+    from medvlm.metrics import binary_metrics, bootstrap_metrics
+
+    labels, preds, scores = frame["label"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
+    out = binary_metrics(labels, preds, scores)
+    if n_boot:
+        out.update(bootstrap_metrics(labels, preds, scores, n_boot=n_boot, seed=seed))
+    return out
+
+
+def cv_summary(per_fold: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof 1; None for one fold) over folds, per cohort and metric.
+
+    >>> s = cv_summary({"0": {"val": {"auc": 0.5}}, "1": {"val": {"auc": 0.7}}})
+    >>> s["n_folds"], s["val"]["auc"]["mean"], round(s["val"]["auc"]["std"], 4), s["val"]["auc"]["n"]
+    (2, 0.6, 0.1414, 2)
+    """
+    from medvlm.metrics import CI_METRICS
+
+    out: dict[str, Any] = {"n_folds": len(per_fold), "folds": [int(k) for k in per_fold]}
+    for cohort in ("val", "test"):
+        summary = {}
+        for metric in CI_METRICS:
+            values = [float(m[cohort][metric]) for m in per_fold.values()
+                      if cohort in m and m[cohort].get(metric) is not None]
+            if not values and not any(cohort in m for m in per_fold.values()):
+                continue
+            summary[metric] = {
+                "mean": float(np.mean(values)) if values else None,
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "n": len(values),
+            }
+        if summary:
+            out[cohort] = summary
+    return out
+
+
+def _write_history(run: Path, histories: dict[int, list[dict[str, Any]]]) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = [row for fold in sorted(histories) for row in histories[fold]]
+    frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+    write_text_atomic(run / "history.csv", frame.to_csv(index=False))
+    return frame
+
+
+def _learning_curve(run: Path, history: pd.DataFrame, reporter: _Reporter) -> Path | None:
+    """``RUN/learning_curve.png`` via ``medvlm.report.figures.learning_curve_figure`` when it exists.
+
+    A missing or failing figure function never fails a finished training; it is reported on stderr.
+    """
+    path = run / "learning_curve.png"
+    try:
+        from medvlm.report.figures import learning_curve_figure
+
+        figure = learning_curve_figure(history)
+        if isinstance(figure, bytes | bytearray):
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(figure)
+        elif isinstance(figure, str | Path):
+            return Path(figure)
+        else:
+            with atomic_path(path) as tmp:
+                figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+            with contextlib.suppress(Exception):
+                import matplotlib.pyplot as plt
+
+                plt.close(figure)
+    except Exception as exc:  # noqa: BLE001 - the figure is optional
+        reporter.line(f"[yellow]warning:[/] no learning-curve figure ({type(exc).__name__}: {exc})")
+        return None
+    return path
+
+
+def resolve_folds(work: str | Path, fold: int | str) -> list[int]:
+    """Fold numbers to train: ``[k]`` or every fold of ``splits.json`` for ``"all"``."""
+    from medvlm.data.cohorts import read_splits
+
+    splits = read_splits(work)
+    n = len(splits["folds"])
+    if n == 0:
+        raise DataError(f"{Path(work) / 'splits.json'}: the split has no fold; run `medvlm split --folds K`")
+    if fold == "all":
+        return list(range(n))
+    if isinstance(fold, str):
+        if not fold.isdigit():
+            raise ConfigError(f"--fold must be a fold number or 'all', got {fold!r}")
+        fold = int(fold)
+    if not 0 <= fold < n:
+        raise ConfigError(f"--fold {fold}: {Path(work) / 'splits.json'} has folds 0..{n - 1}")
+    return [fold]
+
+
+def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str, Any]:
+    """Train the CNN on one fold or all folds of ``WORK/splits.json``, resuming from ``out`` if present.
+
+    Writes ``history.csv``, ``predictions.csv``, ``metrics.json``, ``run.json``, checkpoints and the
+    learning curve under ``out`` (see the module docstring) and returns the metrics dict.
+    """
+    import pandas as pd
+
+    from medvlm.runinfo import write_run_info
+
+    work, run = Path(work), Path(out)
+    if not work.is_dir():
+        raise DataError(f"{work}: work folder not found (run `medvlm prepare` first)")
+    check_choice("select_metric", config.select_metric, SELECT_METRICS)
+    from medvlm.cnn.models import MODELS
+
+    check_choice("model", config.model, MODELS.names())
+    folds = resolve_folds(work, config.fold)
+    device = resolve_device(config.device)
+    reporter = _Reporter(config.progress)
+    run.mkdir(parents=True, exist_ok=True)
+    write_run_info(run, kind="cnn", config={**config.model_dump(), "work": str(work.resolve()),
+                                            "folds": folds, "device_resolved": str(device)})
+    reporter.line(f"train-cnn: model {config.model}, folds {folds}, device {device}, run {run}")
+
+    histories: dict[int, list[dict[str, Any]]] = {}
+    results: dict[int, dict[str, Any]] = {}
+    for fold in folds:
+        def on_epoch(history: list[dict[str, Any]], fold: int = fold) -> None:
+            histories[fold] = history
+            _write_history(run, histories)
+
+        results[fold] = train_fold(work, run, fold, config, device=device, reporter=reporter,
+                                   on_epoch=on_epoch)
+        histories[fold] = results[fold]["history"]
+    history = _write_history(run, histories)
+
+    per_fold: dict[str, dict[str, Any]] = {}
+    for fold, res in results.items():
+        frame = res["predictions"]
+        per_fold[str(fold)] = {c: cohort_metrics(frame[frame["cohort"] == c], n_boot=config.bootstrap,
+                                                 seed=config.seed)
+                               for c in ("train", "val", "test") if (frame["cohort"] == c).any()}
+    if len(folds) == 1:
+        predictions = results[folds[0]]["predictions"]
+        test_source = f"fold {folds[0]} model ({results[folds[0]]['checkpoint']})"
+    else:
+        oof = pd.concat([r["predictions"][r["predictions"]["cohort"] == "val"] for r in results.values()],
+                        ignore_index=True)
+        tests = [r["predictions"][r["predictions"]["cohort"] == "test"] for r in results.values()]
+        parts = [oof]
+        if all(len(t) for t in tests):
+            probs = np.mean([t["score"].to_numpy() for t in tests], axis=0)
+            first = tests[0]
+            parts.append(pd.DataFrame({"patient_id": first["patient_id"].to_numpy(), "cohort": "test",
+                                       "label": first["label"].to_numpy(), "pred": (probs >= 0.5).astype(int),
+                                       "score": np.round(probs, 6), "fold": "ensemble"}))
+        predictions = pd.concat(parts, ignore_index=True)
+        test_source = f"ensemble: mean P(HGG) of the {len(folds)} fold models"
+    predictions = predictions[["patient_id", "cohort", "label", "pred", "score", "fold"]]
+    write_text_atomic(run / "predictions.csv", predictions.to_csv(index=False))
+
+    test_rows = predictions[predictions["cohort"] == "test"]
+    metrics: dict[str, Any] = {
+        "model": config.model,
+        "folds": per_fold,
+        "cv": cv_summary(per_fold),
+        "test": (cohort_metrics(test_rows, n_boot=config.bootstrap, seed=config.seed)
+                 if len(test_rows) else None),
+        "test_predictions": test_source,
+        "selection": {"metric": config.select_metric, "checkpoint": config.checkpoint},
+        "training": {str(f): {k: r[k] for k in ("best_epoch", "best_value", "epochs_trained", "stopped_early",
+                                                "checkpoint")}
+                     for f, r in results.items()},
+        "input_shape": results[folds[0]]["input_shape"],
+        "n_parameters": results[folds[0]]["n_parameters"],
+    }
+    if len(folds) > 1:
+        oof_rows = predictions[predictions["cohort"] == "val"]
+        metrics["oof_val"] = cohort_metrics(oof_rows, n_boot=config.bootstrap, seed=config.seed)
+    write_json_atomic(run / "metrics.json", metrics)
+    _learning_curve(run, history, reporter)
+    summary = metrics["test"] or {}
+    reporter.line(f"train-cnn: done; test ({test_source}): accuracy {_fmt(summary.get('accuracy'))} "
+                  f"auc {_fmt(summary.get('auc'))}; files in {run}")
+    return metrics
