@@ -1,0 +1,287 @@
+"""2D slices for a VLM: rendered from the *original* NIfTI volumes, as the study showed them.
+
+Each source volume is reoriented with ``nibabel.as_closest_canonical`` (RAS+: x left->right,
+y posterior->anterior, z inferior->superior). Axial slices are taken along z, coronal along y, sagittal
+along x; slice indices are canonical voxel indices (the manifest's ``tumour_*`` columns use the same).
+
+Rendering (deterministic: same volume, same PNG bytes):
+
+- intensities windowed by robust percentiles (0.5 and 99.5 of the non-zero voxels of the *whole*
+  volume, so all slices of a patient share one window) and mapped linearly to 8-bit;
+- radiological display orientation: axial and coronal with the patient's right on the left of the
+  image, anterior (axial) / superior (coronal, sagittal) at the top; sagittal with anterior on the left;
+- non-square voxels resampled to square pixels;
+- one modality -> one greyscale PNG; several (``modalities=("flair", "t1ce", "t2", "t1")``) -> one
+  labelled 2x2 montage, in the order given, empty cells black.
+
+Slice selection: ``"tumour"`` (the study: every slice whose plane holds tumour, from the manifest's
+inclusive ``tumour_*_min..max``), ``"all"`` (every slice along the axis), ``"central:K"`` (the K
+slices at the centre of the tumour range; the whole range when it has fewer than K).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvlm.errors import ConfigError, DataError
+from medvlm.registry import check_choice
+
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+MODALITY_NAMES = ("t1", "t1ce", "t2", "flair")
+MODALITY_LABELS = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
+#: canonical axis each orientation slices along (0 = x, 1 = y, 2 = z)
+AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+_AXIS_LETTER = {0: "x", 1: "y", 2: "z"}
+WINDOW_PERCENTILES = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class SliceImage:
+    """One rendered slice: patient, orientation, canonical slice index and the PNG bytes (8-bit)."""
+
+    patient_id: str
+    orientation: str
+    slice_index: int
+    png: bytes
+
+
+def parse_selection(selection: str) -> tuple[str, int | None]:
+    """``"all"``, ``"tumour"`` or ``"central:K"`` (K >= 1) -> (kind, K).
+
+    >>> parse_selection("central:5")
+    ('central', 5)
+    >>> parse_selection("tumour")
+    ('tumour', None)
+    """
+    match = re.fullmatch(r"central:(\d+)", selection)
+    if match:
+        k = int(match.group(1))
+        if k < 1:
+            raise ConfigError(f"--slices {selection!r}: K must be at least 1")
+        return "central", k
+    if selection in ("all", "tumour"):
+        return selection, None
+    raise ConfigError(f"--slices must be one of 'all', 'tumour', 'central:K'. Got {selection!r} instead.")
+
+
+def parse_modalities(modalities: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"flair,t1ce"`` or a sequence -> validated tuple (1 to 4 distinct names of t1, t1ce, t2, flair)."""
+    items = [m.strip().lower() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
+    items = [m for m in items if m]
+    if not items or len(items) > 4 or len(set(items)) != len(items):
+        raise ConfigError(f"--modalities: give 1 to 4 distinct names of {list(MODALITY_NAMES)}; got {items}")
+    for m in items:
+        check_choice("modalities", m, MODALITY_NAMES)
+    return tuple(items)
+
+
+# --------------------------------------------------------------------------- volume loading (cached)
+_CACHE: OrderedDict[str, tuple[np.ndarray, tuple[float, float, float], tuple[float, float]]] = OrderedDict()
+_CACHE_SIZE = 8
+
+
+def _field(row: Any, name: str) -> Any:
+    try:
+        value = row[name]
+    except (KeyError, IndexError) as exc:
+        raise DataError(f"manifest row of patient {_pid(row)}: no column {name!r}") from exc
+    return value
+
+
+def _pid(row: Any) -> str:
+    try:
+        return str(row["patient_id"])
+    except (KeyError, IndexError):
+        return "?"
+
+
+def load_canonical(path: str | Path, patient_id: str = "?") -> tuple[np.ndarray, tuple[float, float, float],
+                                                                     tuple[float, float]]:
+    """Canonical (RAS+) float32 array ``(X, Y, Z)``, voxel sizes (mm) and the robust window (lo, hi).
+
+    The last few volumes are kept in memory (three orientations read each file once).
+    """
+    key = str(path)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    import nibabel as nib
+
+    try:
+        img = nib.as_closest_canonical(nib.load(key))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"patient {patient_id}: cannot read {key} ({exc})") from exc
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"patient {patient_id}: {key} is not a 3D volume (shape {data.shape})")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    nonzero = data[np.isfinite(data) & (data != 0)]
+    if nonzero.size:
+        lo, hi = (float(v) for v in np.percentile(nonzero, WINDOW_PERCENTILES))
+    else:
+        lo, hi = 0.0, 0.0
+    entry = (data, zooms, (lo, hi))  # type: ignore[assignment]
+    _CACHE[key] = entry  # type: ignore[assignment]
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return entry  # type: ignore[return-value]
+
+
+def window_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map ``[lo, hi]`` linearly to 0..255 (clipped; NaN -> 0); a flat window gives zeros.
+
+    >>> window_to_uint8(np.array([0.0, 5.0, 10.0, 20.0]), 0.0, 10.0).tolist()
+    [0, 128, 255, 255]
+    """
+    values = np.nan_to_num(values.astype(np.float64), nan=lo)
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (np.clip(values, lo, hi) - lo) / (hi - lo) * 255.0
+    return np.floor(scaled + 0.5).astype(np.uint8)
+
+
+def display_slice(volume: np.ndarray, orientation: str, index: int) -> np.ndarray:
+    """The 2D plane ``index`` of a canonical ``(X, Y, Z)`` volume in radiological display orientation.
+
+    Rows run top to bottom, columns left to right on screen: axial ``(Y, X)`` with anterior at the top
+    and the patient's right on the left; coronal ``(Z, X)`` superior at the top, right on the left;
+    sagittal ``(Z, Y)`` superior at the top, anterior on the left.
+
+    >>> vol = np.zeros((3, 4, 5)); vol[2, 3, 1] = 1  # x=2 (rightmost), y=3 (most anterior), z=1
+    >>> np.argwhere(display_slice(vol, "axial", 1)).tolist()  # top row, leftmost column
+    [[0, 0]]
+    """
+    axis = AXIS[orientation]
+    plane = np.take(volume, index, axis=axis)  # axial (X, Y), coronal (X, Z), sagittal (Y, Z)
+    return np.ascontiguousarray(plane[::-1, ::-1].T)
+
+
+def _square_pixels(image: Any, orientation: str, zooms: tuple[float, float, float]) -> Any:
+    from PIL import Image
+
+    axes = [a for a in range(3) if a != AXIS[orientation]]  # (col axis, row axis) in display
+    col_mm, row_mm = zooms[axes[0]], zooms[axes[1]]
+    if abs(col_mm - row_mm) < 1e-3 or min(col_mm, row_mm) <= 0:
+        return image
+    base = min(col_mm, row_mm)
+    width = max(1, round(image.width * col_mm / base))
+    height = max(1, round(image.height * row_mm / base))
+    return image.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _png_bytes(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def _montage(tiles: list[Any], labels: list[str]) -> Any:
+    from PIL import Image, ImageDraw, ImageFont
+
+    width = max(t.width for t in tiles)
+    height = max(t.height for t in tiles)
+    canvas = Image.new("L", (2 * width, 2 * height), 0)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for i, (tile, label) in enumerate(zip(tiles, labels, strict=True)):
+        x0, y0 = (i % 2) * width, (i // 2) * height
+        canvas.paste(tile, (x0 + (width - tile.width) // 2, y0 + (height - tile.height) // 2))
+        draw.rectangle((x0 + 2, y0 + 2, x0 + 8 + 7 * len(label), y0 + 16), fill=0)
+        draw.text((x0 + 5, y0 + 4), label, fill=255, font=font)
+    return canvas
+
+
+def _extent(row: Any, axis: int) -> tuple[int, int] | None:
+    letter = _AXIS_LETTER[axis]
+    lo, hi = _field(row, f"tumour_{letter}_min"), _field(row, f"tumour_{letter}_max")
+    if lo is None or hi is None or str(lo).strip() in ("", "nan", "<NA>") or str(hi).strip() in ("", "nan", "<NA>"):
+        return None
+    try:
+        return int(float(lo)), int(float(hi))
+    except ValueError as exc:
+        raise DataError(f"manifest row of patient {_pid(row)}: tumour_{letter}_min/max not integers") from exc
+
+
+def slice_indices(row: Any, orientation: str, selection: str, size: int) -> list[int]:
+    """Canonical slice indices to render for one patient/orientation (``size`` = slices along the axis)."""
+    kind, k = parse_selection(selection)
+    if kind == "all":
+        return list(range(size))
+    extent = _extent(row, AXIS[orientation])
+    if extent is None:
+        raise DataError(f"patient {_pid(row)}: manifest has no tumour extent along "
+                        f"{_AXIS_LETTER[AXIS[orientation]]} (empty mask?); use --slices all")
+    lo, hi = max(0, extent[0]), min(size - 1, extent[1])
+    if hi < lo:
+        raise DataError(f"patient {_pid(row)}: tumour extent {extent} outside the volume (size {size})")
+    indices = list(range(lo, hi + 1))
+    if kind == "central" and k is not None and len(indices) > k:
+        start = (len(indices) - k) // 2
+        indices = indices[start:start + k]
+    return indices
+
+
+def patient_slices(row: Any, orientation: str, *, selection: str = "tumour",
+                   modalities: tuple[str, ...] | list[str] | str = ("flair",)) -> list[SliceImage]:
+    """Render one patient's slices along ``orientation`` (``axial``, ``coronal`` or ``sagittal``).
+
+    ``row``: a manifest row (dict or pandas Series) with absolute NIfTI paths in ``t1..flair`` and the
+    inclusive canonical tumour extents ``tumour_{x,y,z}_{min,max}``. Returns :class:`SliceImage` objects
+    in increasing slice index, each an 8-bit PNG (greyscale; a labelled 2x2 montage for several
+    modalities).
+    """
+    from PIL import Image
+
+    check_choice("orientation", orientation, ORIENTATIONS)
+    mods = parse_modalities(modalities)
+    pid = _pid(row)
+    volumes = []
+    for m in mods:
+        path = _field(row, m)
+        if not path or not Path(str(path)).is_file():
+            raise DataError(f"patient {pid}: {m} file {path!r} does not exist")
+        volumes.append(load_canonical(path, pid))
+    shapes = {v[0].shape for v in volumes}
+    if len(shapes) != 1:
+        raise DataError(f"patient {pid}: modalities {list(mods)} have different shapes {sorted(shapes)}")
+    size = volumes[0][0].shape[AXIS[orientation]]
+    out = []
+    for index in slice_indices(row, orientation, selection, size):
+        tiles = []
+        for data, zooms, (lo, hi) in volumes:
+            pixels = window_to_uint8(display_slice(data, orientation, index), lo, hi)
+            tiles.append(_square_pixels(Image.fromarray(pixels, mode="L"), orientation, zooms))
+        image = tiles[0] if len(tiles) == 1 else _montage(tiles, [MODALITY_LABELS[m] for m in mods])
+        out.append(SliceImage(pid, orientation, index, _png_bytes(image)))
+    return out
+
+
+def count_slices(row: Any, orientation: str, *, selection: str = "tumour") -> int | None:
+    """Number of slices :func:`patient_slices` will render, from the manifest alone when it can tell
+    (``tumour``/``central``: from the extents, clipped to ``orig_shape`` when present); None for ``all``
+    without ``orig_shape``."""
+    kind, k = parse_selection(selection)
+    axis = AXIS[orientation]
+    size = None
+    try:
+        shape = str(row["orig_shape"])
+        size = int(shape.split("x")[axis])
+    except (KeyError, IndexError, ValueError):
+        size = None
+    if kind == "all":
+        return size
+    extent = _extent(row, axis)
+    if extent is None:
+        return 0
+    lo, hi = max(0, extent[0]), extent[1] if size is None else min(size - 1, extent[1])
+    n = max(0, hi - lo + 1)
+    return min(n, k) if kind == "central" and k is not None else n

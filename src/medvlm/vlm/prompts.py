@@ -1,0 +1,80 @@
+"""Prompt templates as versioned text files (``medvlm/prompts/*.txt``) or a user's own file.
+
+A prompt is identified by its text: :attr:`Prompt.sha` (SHA-256 of the text) is recorded in
+``run.json`` and is part of every cache key, so editing a prompt never serves stale answers.
+
+Built-in prompts:
+
+- ``seed``: the study's prompt, word for word.
+- ``json``: the same question asking for ``{"choice": ..., "reasoning": ...}`` (for ``--structured json``).
+- ``montage``: the seed question, told that the image is a labelled 2x2 montage of four contrasts.
+
+>>> p = load_prompt("seed")
+>>> p.text.startswith("Classify the brain scan as Low Grade Glioma (0)")
+True
+>>> p.name, len(p.sha)
+('seed', 64)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from medvlm.errors import ConfigError
+from medvlm.registry import did_you_mean
+
+#: The answer prefix the prompts ask for ("Choice: <0, 1, or 2>"). The transformers backend ends its
+#: chat text with it, and log-prob scoring reads the next token after it.
+ANSWER_PREFIX = "Choice:"
+
+#: VLM answer codes: 0 LGG, 1 HGG, 2 no glioma.
+ANSWER_CODES = {0: "LGG", 1: "HGG", 2: "no glioma"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt: ``name`` (built-in name or file path), ``text`` (sent as is) and ``sha`` (SHA-256 hex)."""
+
+    name: str
+    text: str
+    sha: str
+
+
+def _builtin_dir():
+    return resources.files("medvlm") / "prompts"
+
+
+def builtin_prompts() -> list[str]:
+    """Names of the built-in prompts (the ``.txt`` files shipped with medvlm)."""
+    return sorted(p.name[:-4] for p in _builtin_dir().iterdir() if p.name.endswith(".txt"))
+
+
+def _make(name: str, raw: str) -> Prompt:
+    text = raw.rstrip("\r\n")  # files end with a newline; the prompt does not
+    if not text.strip():
+        raise ConfigError(f"prompt {name!r} is empty")
+    return Prompt(name=name, text=text, sha=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def load_prompt(spec: str | Path) -> Prompt:
+    """Load a built-in prompt by name (``"seed"``) or a user's prompt from a UTF-8 text file.
+
+    Raises :class:`ConfigError` naming the option for an unknown name or an unreadable file.
+    """
+    spec_str = str(spec)
+    names = builtin_prompts()
+    if spec_str in names:
+        return _make(spec_str, (_builtin_dir() / f"{spec_str}.txt").read_text(encoding="utf-8"))
+    path = Path(spec_str).expanduser()
+    if path.is_file():
+        try:
+            return _make(str(path), path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--prompt {path}: cannot read the prompt file ({exc})") from exc
+    raise ConfigError(
+        f"--prompt {spec_str!r}: neither a built-in prompt {names} nor an existing file."
+        + did_you_mean(spec_str, names)
+    )

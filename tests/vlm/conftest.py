@@ -1,0 +1,62 @@
+"""Fixtures for the VLM tests: one tiny Mllama per session, a tiny NIfTI cohort in the documented format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    from medvlm.vlm.tiny import make_tiny_vlm
+
+    return make_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm") / "model", seed=0)
+
+
+def write_tiny_work(root: Path, *, n_patients: int = 4, size: tuple[int, int, int] = (12, 12, 8)) -> Path:
+    """A prepared work folder (manifest.csv + splits.json + NIfTIs) as docs/internals.md describes it.
+
+    Patients P000.. alternate HGG/LGG; each has a bright blob ("tumour") covering a few slices.
+    """
+    import nibabel as nib
+    import pandas as pd
+
+    work = root / "work"
+    (work / "nifti").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n_patients):
+        pid = f"P{i:03d}"
+        label = 1 if i % 2 == 0 else 0
+        vol = rng.uniform(10, 20, size=size).astype(np.float32)
+        x0, y0, z0 = 3 + i % 3, 4, 2 + i % 2
+        vol[x0:x0 + 4, y0:y0 + 3, z0:z0 + 3] += 40 + 10 * label
+        seg = np.zeros(size, np.uint8)
+        seg[x0:x0 + 4, y0:y0 + 3, z0:z0 + 3] = 2
+        row = {"patient_id": pid, "grade": "HGG" if label else "LGG", "label": label, "status": "ok",
+               "reason": "", "note": ""}
+        for m, scale in (("t1", 1.0), ("t1ce", 1.2), ("t2", 0.8), ("flair", 1.5), ("seg", None)):
+            path = work / "nifti" / f"{pid}_{m}.nii.gz"
+            data = seg if scale is None else vol * scale
+            nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+            row[m] = str(path)
+        row["orig_shape"] = "x".join(map(str, size))
+        for axis, (lo, n) in zip("xyz", ((x0, 4), (y0, 3), (z0, 3)), strict=True):
+            row[f"tumour_{axis}_min"], row[f"tumour_{axis}_max"] = lo, lo + n - 1
+        for axis, n in zip("xyz", size, strict=True):
+            row[f"crop_{axis}_min"], row[f"crop_{axis}_max"] = 0, n - 1
+        row["volume"] = f"volumes/{pid}.npy"
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(work / "manifest.csv", index=False)
+    ids = [r["patient_id"] for r in rows]
+    (work / "splits.json").write_text(json.dumps(
+        {"seed": 0, "test_fraction": 0.5, "test": ids, "folds": [{"train": ids[:1], "val": ids[1:2]}]}))
+    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_work(tmp_path_factory) -> Path:
+    return write_tiny_work(tmp_path_factory.mktemp("vlmwork"))

@@ -1,0 +1,68 @@
+"""make-tiny-vlm, prompts and the shared chat text."""
+
+from __future__ import annotations
+
+import pytest
+
+from medvlm.errors import ConfigError
+from medvlm.vlm.prompts import ANSWER_PREFIX, builtin_prompts, load_prompt
+
+STUDY_PROMPT = (
+    "Classify the brain scan as Low Grade Glioma (0), High Grade Glioma (1), or No Glioma (2). Respond only "
+    "in the following format: Choice: <0, 1, or 2> Reasoning: <Provide concise reasoning using 10 keywords "
+    "based on the scan's visual features>."
+)
+
+
+def test_seed_prompt_is_the_study_prompt_word_for_word(tmp_path):
+    p = load_prompt("seed")
+    assert p.text == STUDY_PROMPT
+    assert {"seed", "json", "montage"} <= set(builtin_prompts())
+    own = tmp_path / "mine.txt"
+    own.write_text("Grade this.\n")
+    mine = load_prompt(own)
+    assert (mine.text, mine.name) == ("Grade this.", str(own))
+    assert mine.sha != p.sha
+    with pytest.raises(ConfigError, match="Did you mean 'seed'"):
+        load_prompt("sed")
+    assert ANSWER_PREFIX == "Choice:"
+
+
+@pytest.mark.slow
+def test_tiny_vlm_loads_and_is_deterministic(tiny_vlm, tmp_path):
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, MllamaForConditionalGeneration
+
+    from medvlm.vlm.hf import build_chat_text, encode_batch
+    from medvlm.vlm.tiny import make_tiny_vlm
+
+    model = MllamaForConditionalGeneration.from_pretrained(tiny_vlm).eval()
+    proc = AutoProcessor.from_pretrained(tiny_vlm)
+    again = MllamaForConditionalGeneration.from_pretrained(make_tiny_vlm(tmp_path / "again", seed=0)).eval()
+    other = MllamaForConditionalGeneration.from_pretrained(make_tiny_vlm(tmp_path / "other", seed=1)).eval()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).convert("RGB") for _ in range(2)]
+    text = build_chat_text(proc, STUDY_PROMPT)
+    assert text.endswith("assistant<|end_header_id|>\n\nChoice:")
+    inputs = encode_batch(proc, images, [text, text])
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, -1]
+        assert torch.equal(logits, again(**inputs).logits[:, -1])
+        assert not torch.allclose(logits, other(**inputs).logits[:, -1])
+    assert not torch.allclose(logits[0], logits[1])  # the cross-attention gates are open: images matter
+    png = io.BytesIO()
+    images[0].save(png, format="PNG")
+    assert build_chat_text(proc, "Q", answer="Choice: 1 Reasoning: x").endswith("Choice: 1 Reasoning: x<|eot_id|>")
+
+
+def test_make_tiny_vlm_cli(tmp_path):
+    from medvlm.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["make-tiny-vlm", str(tmp_path / "m"), "--seed", "3"])
+    assert exc.value.code in (0, None)
+    assert (tmp_path / "m" / "config.json").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
