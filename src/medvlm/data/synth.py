@@ -4,7 +4,8 @@ Written in the exact training layout (see :mod:`medvlm.data.brats`), determinist
 same bytes: gzip is written with mtime 0). Each patient:
 
 - anatomy: nilearn's bundled MNI152 2009a T1 template and brain mask, placed in the BraTS grid
-  (``full``: 240x240x155 at 1 mm; ``small``: 48x48x31 at 5 mm), stored like BraTS (affine
+  (``full``: 240x240x155 at 1 mm; ``medium``: 120x120x78 at 2 mm; ``small``: 48x48x31 at 5 mm),
+  stored like BraTS (affine
   ``diag(-s, -s, s)``, skull-stripped: background exactly 0);
 - contrasts from soft tissue classes (WM/GM/CSF): T1 (WM > GM > CSF), T1ce (T1 plus vessels/enhancement),
   T2 (CSF > GM > WM), FLAIR (CSF dark, WM/GM similar);
@@ -38,6 +39,7 @@ from medvlm.errors import ConfigError
 #: grid shape (x, y, z) and voxel size in mm of each ``--size``.
 SIZES: dict[str, tuple[tuple[int, int, int], float]] = {
     "full": ((240, 240, 155), 1.0),
+    "medium": ((120, 120, 78), 2.0),
     "small": ((48, 48, 31), 5.0),
 }
 #: intensity scale of each contrast (int16 values of healthy tissue are a fraction of it).
@@ -219,7 +221,7 @@ def make_patient(index: int, grade: str, *, seed: int = 0, size: str = "small") 
         (seg_local == 2, (0.55, 0.57, 0.88, 0.95), 0.5),
         (solid, (0.48, 0.50 + 0.15 * enhancement, 0.95, 0.97), 0.5),
         (necrotic, (0.25, 0.27, 1.10, 0.55), 1.0),
-        (enhancing, (0.55, 0.60 + 0.85 * enhancement, 0.80, 0.90), 1.0),
+        (enhancing, (0.55, 0.75 + 1.2 * enhancement, 0.80, 0.90), 1.0),
     ]
     volumes: dict[str, np.ndarray] = {}
     for ci, name in enumerate(MODALITIES):
@@ -305,7 +307,7 @@ def synth_cohort(
     """
     from medvlm.registry import check_choice
 
-    check_choice("size", size, list(SIZES))
+    check_choice("--size", size, list(SIZES))
     if patients < 1:
         raise ConfigError(f"--patients must be at least 1, got {patients}")
     if not 0.0 <= lgg_fraction <= 1.0:

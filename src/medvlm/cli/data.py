@@ -1,0 +1,70 @@
+"""``medvlm synth``, ``medvlm prepare`` and ``medvlm split``: the Data section of docs/cli.md."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from medvlm.cli._app import app
+
+
+@app.command("synth")
+def synth_cmd(
+    out: Path = typer.Argument(..., help="Folder to write MICCAI_BraTS2020_TrainingData/ into."),
+    patients: int = typer.Option(40, "--patients", help="Number of patients."),
+    lgg_fraction: float = typer.Option(0.2, "--lgg-fraction", help="Share of LGG patients (label 0)."),
+    seed: int = typer.Option(0, "--seed", help="Seed: same seed, same bytes."),
+    size: str = typer.Option(
+        "full", "--size", help="full: 240x240x155 at 1 mm; medium: 120x120x78 at 2 mm; small: 48x48x31, 5 mm."
+    ),
+    gzip_files: bool = typer.Option(True, "--gzip/--no-gzip", help="Write .nii.gz (default) or .nii."),
+) -> None:
+    """Write a synthetic BraTS 2020 cohort (MNI152 anatomy, implanted HGG/LGG-like tumours)."""
+    from medvlm.data.synth import synth_cohort
+
+    infos = synth_cohort(out, patients=patients, lgg_fraction=lgg_fraction, seed=seed, size=size,
+                         gzip_files=gzip_files)
+    n_lgg = sum(i.grade == "LGG" for i in infos)
+    n_atyp = sum(i.atypical for i in infos)
+    print(f"wrote {len(infos)} patients ({len(infos) - n_lgg} HGG, {n_lgg} LGG, {n_atyp} atypical) to "
+          f"{out / 'MICCAI_BraTS2020_TrainingData'}")
+
+
+@app.command("prepare")
+def prepare_cmd(
+    data: Path = typer.Argument(..., help="The BraTS 2020 training folder or its parent."),
+    out: Path = typer.Option(..., "--out", help="Work folder (manifest.csv, volumes/)."),
+    shape: tuple[int, int, int] = typer.Option((95, 128, 128), "--shape", help="D H W of the volumes."),
+    workers: int = typer.Option(1, "--workers", help="Patients prepared in parallel processes."),
+    margin: float = typer.Option(10.0, "--margin", help="Margin around the tumour box, in mm."),
+) -> None:
+    """Normalise, crop around the tumour and resize every patient; write manifest.csv and volumes/."""
+    from medvlm.data.prepare import prepare
+
+    result = prepare(data, out, shape=shape, workers=workers, margin_mm=margin)
+    print(f"{result.n_ok} ok ({result.n_reused} reused), {result.n_skipped} skipped -> "
+          f"{result.work / 'manifest.csv'}")
+    for pid, reason in result.skipped():
+        print(f"  skipped {pid}: {reason}", file=sys.stderr)
+
+
+@app.command("split")
+def split_cmd(
+    work: Path = typer.Argument(..., help="Work folder written by `medvlm prepare`."),
+    test_fraction: float = typer.Option(0.15, "--test-fraction", help="Share of patients held out for test."),
+    folds: int = typer.Option(5, "--folds", help="Stratified folds over the remaining patients."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split."),
+) -> None:
+    """Stratified by-patient split: a test set, then k folds; writes WORK/splits.json."""
+    from medvlm.data.split import make_split
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        split = make_split(work, test_fraction=test_fraction, folds=folds, seed=seed)
+    for w in caught:
+        print(f"medvlm: warning: {w.message}", file=sys.stderr)
+    sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"])
+    print(f"test {len(split['test'])}, folds (train/val) {sizes} -> {work / 'splits.json'}")
