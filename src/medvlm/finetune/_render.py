@@ -1,0 +1,79 @@
+"""Chat text, model inputs and class scoring, shared with ``eval-vlm``'s transformers backend.
+
+Training must see exactly what evaluation sends: the same image bytes, the same chat text up to the
+answer prefix (``Choice:``), and as target the token that log-prob scoring reads next. This module is
+the one place that binds fine-tuning to the backend's formatting.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+CLASS_TOKENS = ("0", "1", "2")  # VLM answers: 0 LGG, 1 HGG, 2 no glioma
+
+
+def image_from_png(png: bytes) -> Any:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def prompt_text(processor: Any, prompt: str) -> str:
+    """The chat text the scorer feeds: user turn (image + prompt), assistant header, ``Choice:``."""
+    from medvlm.vlm.hf import build_chat_text
+
+    return build_chat_text(processor, prompt)
+
+
+def answer_text(processor: Any, prompt: str, label: int) -> str:
+    """:func:`prompt_text` followed by `` <label>`` (0 LGG, 1 HGG) and the end of the assistant turn."""
+    from medvlm.vlm.hf import build_chat_text
+
+    return build_chat_text(processor, prompt, answer=int(label))
+
+
+def encode(processor: Any, images: list[Any], texts: list[str], *, padding_side: str) -> Any:
+    return processor(images=[[im] for im in images], text=texts, return_tensors="pt", padding=True,
+                     padding_side=padding_side, add_special_tokens=False)
+
+
+def scoring_context(processor: Any, prompt: str) -> tuple[str, list[int]]:
+    """``(context_text, class_ids)``: the text after which the three answers first differ, and the token
+    id of answer 0, 1, 2 at that position (e.g. context ends in ``"Choice: "`` when the tokenizer splits
+    the space off the digit, as Llama 3 does)."""
+    import os
+
+    tok = processor.tokenizer
+    texts = [answer_text(processor, prompt, c) for c in range(3)]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    n = 0
+    while all(n < len(i) for i in ids) and ids[0][n] == ids[1][n] == ids[2][n]:
+        n += 1
+    class_ids = [i[n] for i in ids]
+    if len(set(class_ids)) != 3:
+        raise RuntimeError("the answers 0, 1, 2 do not start with three different tokens")
+    common = os.path.commonprefix(texts)
+    if tok(common, add_special_tokens=False)["input_ids"] != ids[0][:n]:
+        common = tok.decode(ids[0][:n])
+    context = common
+    return context, class_ids
+
+
+def class_probs(model: Any, processor: Any, pngs: list[bytes], prompt: str, *, batch_size: int = 8) -> Any:
+    """P(answer = 0, 1, 2) per image, shape ``(n, 3)``: softmax over the three class tokens' logits at
+    the position where the answers start to differ (one forward pass per batch, left padding)."""
+    import numpy as np
+    import torch
+
+    text, ids = scoring_context(processor, prompt)
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pngs), batch_size):
+            chunk = pngs[start:start + batch_size]
+            enc = encode(processor, [image_from_png(p) for p in chunk], [text] * len(chunk),
+                         padding_side="left").to(device)
+            logits = model(**enc).logits[:, -1, :].float()
+            out.append(torch.softmax(logits[:, ids], -1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 3))

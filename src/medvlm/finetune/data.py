@@ -1,0 +1,112 @@
+"""Training and validation examples: slices of a cohort, rendered as ``eval-vlm`` renders them.
+
+An :class:`Example` is one slice image (PNG bytes, exactly the bytes ``eval-vlm`` sends) with the
+patient's label (LGG 0, HGG 1) as the answer. LGG is the minority class in BraTS (76 of 369): the
+training examples are balanced by oversampling the minority class (:func:`balance_examples`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medvlm.errors import DataError
+
+
+@dataclass(frozen=True)
+class Example:
+    """One slice of one patient: ``png`` is the rendered image, ``label`` 0 (LGG) or 1 (HGG)."""
+
+    patient_id: str
+    orientation: str
+    slice_index: int
+    label: int
+    png: bytes
+
+
+def even_subset(items: list[Any], k: int | None) -> list[Any]:
+    """``k`` items spread evenly over ``items`` (first and last kept), or all when ``k`` is None/large.
+
+    >>> even_subset(list(range(10)), 3)
+    [0, 4, 9]
+    >>> even_subset([1, 2], 5)
+    [1, 2]
+    """
+    if k is None or len(items) <= k:
+        return list(items)
+    if k == 1:
+        return [items[len(items) // 2]]
+    step = (len(items) - 1) / (k - 1)
+    return [items[round(i * step)] for i in range(k)]
+
+
+def cohort_examples(work: str | Path, cohort: Any, *, orientations: list[str],
+                    max_slices_per_patient: int | None = None, selection: str = "tumour",
+                    modalities: tuple[str, ...] | list[str] = ("flair",)) -> tuple[list[Example], list[str]]:
+    """The slices of every patient of ``cohort`` (a :class:`medvlm.data.cohorts.Cohort`), per orientation.
+
+    Rendering is ``medvlm.data.slices.patient_slices(row, orientation, selection=..., modalities=...)``,
+    the function ``eval-vlm`` renders with (same options, same PNG bytes). With
+    ``max_slices_per_patient`` at most that many slices per patient and orientation, spread evenly.
+    Returns ``(examples, problems)``: ``problems`` has one line per patient/orientation without slices.
+    """
+    from medvlm.data.cohorts import read_manifest
+    from medvlm.data.slices import patient_slices
+
+    manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
+    examples: list[Example] = []
+    problems: list[str] = []
+    for patient_id, label in zip(cohort.patient_ids, cohort.labels, strict=True):
+        row = manifest.loc[patient_id]
+        for orientation in orientations:
+            try:
+                slices = patient_slices(row, orientation, selection=selection, modalities=tuple(modalities))
+            except DataError as exc:
+                problems.append(f"{patient_id} {orientation}: {exc}")
+                continue
+            if not slices:
+                problems.append(f"{patient_id} {orientation}: no slice rendered")
+                continue
+            for s in even_subset(list(slices), max_slices_per_patient):
+                examples.append(Example(patient_id, orientation, int(s.slice_index), int(label), s.png))
+    return examples, problems
+
+
+def balance_examples(examples: list[Example], *, seed: int = 0) -> tuple[list[Example], dict[str, int]]:
+    """Oversample the minority class until both classes have as many examples as the majority.
+
+    Every minority example is repeated ``n_major // n_minor`` times and a seeded random choice (without
+    replacement) of the minority examples fills the remainder. With one class only, nothing changes.
+    Returns ``(balanced, info)`` with ``info`` = counts before and after (keys ``lgg``, ``hgg``,
+    ``lgg_balanced``, ``hgg_balanced``).
+
+    >>> ex = [Example("a", "axial", i, 0, b"") for i in range(2)] + [Example("b", "axial", i, 1, b"")
+    ...                                                              for i in range(5)]
+    >>> out, info = balance_examples(ex)
+    >>> info
+    {'lgg': 2, 'hgg': 5, 'lgg_balanced': 5, 'hgg_balanced': 5}
+    """
+    by_label = {0: [e for e in examples if e.label == 0], 1: [e for e in examples if e.label == 1]}
+    n0, n1 = len(by_label[0]), len(by_label[1])
+    out = list(examples)
+    if n0 and n1 and n0 != n1:
+        minor = 0 if n0 < n1 else 1
+        pool, n_target = by_label[minor], max(n0, n1)
+        reps, rest = divmod(n_target, len(pool))
+        extra = pool * (reps - 1) + random.Random(seed).sample(pool, rest)
+        out += extra
+    info = {"lgg": n0, "hgg": n1,
+            "lgg_balanced": sum(e.label == 0 for e in out), "hgg_balanced": sum(e.label == 1 for e in out)}
+    return out, info
+
+
+def examples_fingerprint(examples: list[Example]) -> str:
+    """A short hash of the examples (ids, slices, labels and image bytes): a resumed run must see the same."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(f"{e.patient_id}|{e.orientation}|{e.slice_index}|{e.label}|".encode())
+        h.update(hashlib.sha256(e.png).digest())
+    return h.hexdigest()[:16]
