@@ -141,12 +141,14 @@ def process_patient(
         zooms: dict[str, tuple[float, float, float]] = {}
         for kind in FILE_KINDS:
             arrays[kind], zooms[kind] = _load(patient.files[kind])
-        ref = arrays["t1"].shape
-        for kind in FILE_KINDS[1:]:
+        shapes = [arrays[k].shape for k in FILE_KINDS]
+        ref = max(shapes, key=shapes.count)  # the majority shape; the odd file out is named
+        for kind in FILE_KINDS:
             if arrays[kind].shape != ref:
+                other = next(k for k in FILE_KINDS if arrays[k].shape == ref)
                 raise _Skip(
                     f"{patient.files[kind].name}: shape mismatch ({'x'.join(map(str, arrays[kind].shape))} "
-                    f"but {patient.files['t1'].name} is {'x'.join(map(str, ref))})"
+                    f"but {patient.files[other].name} is {'x'.join(map(str, ref))})"
                 )
         seg = np.asarray(arrays.pop("seg"))
         if seg.dtype.kind == "f" and not np.isfinite(seg).all():
