@@ -1,0 +1,136 @@
+"""``split``: stratified by label, by patient; partition, no leakage, reproducibility; CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import warnings
+
+import pytest
+
+from medvlm.cli import main
+from medvlm.data.cohorts import load_cohort, read_splits
+from medvlm.data.split import check_split, make_split, split_patients
+from medvlm.errors import ConfigError, DataError
+
+IDS = [f"BraTS20_Training_{i:03d}" for i in range(1, 101)]
+LABELS = [0 if i % 5 == 0 else 1 for i in range(1, 101)]  # 20 LGG, 80 HGG
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_partition_and_stratification():
+    split = split_patients(IDS, LABELS, test_fraction=0.15, folds=5, seed=0)
+    labels = dict(zip(IDS, LABELS, strict=True))
+    test = split["test"]
+    assert len(test) == 15 and sum(labels[p] == 0 for p in test) == 3  # 20% LGG as in the cohort
+    vals = [p for f in split["folds"] for p in f["val"]]
+    assert sorted(vals + test) == sorted(IDS)  # every patient exactly once in test or one val
+    for fold in split["folds"]:
+        assert set(fold["train"]) | set(fold["val"]) | set(test) == set(IDS)
+        assert not (set(fold["train"]) & set(fold["val"]))
+        assert len(fold["val"]) == 17
+        n_lgg = sum(labels[p] == 0 for p in fold["val"])
+        assert n_lgg in (3, 4)  # 17 LGG over 5 folds
+    assert split["seed"] == 0 and split["test_fraction"] == 0.15
+
+
+def test_reproducible_and_order_independent():
+    a = split_patients(IDS, LABELS, seed=3)
+    b = split_patients(list(reversed(IDS)), list(reversed(LABELS)), seed=3)
+    c = split_patients(IDS, LABELS, seed=4)
+    assert a == b
+    assert a["test"] != c["test"]
+
+
+def test_check_split_refuses_leakage():
+    split = split_patients(IDS, LABELS, seed=0)
+    leaked = json.loads(json.dumps(split))
+    leaked["folds"][0]["train"].append(split["test"][0])
+    with pytest.raises(DataError, match=f"patient {split['test'][0]} is in two cohorts of fold 0"):
+        check_split(leaked)
+    twice = json.loads(json.dumps(split))
+    twice["folds"][1]["val"].append(twice["folds"][1]["train"][0])
+    with pytest.raises(DataError, match="two cohorts of fold 1"):
+        check_split(twice)
+
+
+def test_warns_when_a_fold_has_no_lgg():
+    ids = [f"p{i}" for i in range(12)]
+    labels = [0, 0] + [1] * 10
+    with pytest.warns(UserWarning, match="holds no LGG"):
+        split = split_patients(ids, labels, test_fraction=0.0, folds=4, seed=0)
+    assert sum(len(f["val"]) for f in split["folds"]) == 12
+
+
+def test_no_warning_when_every_fold_has_lgg():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_patients(IDS, LABELS, folds=5, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"test_fraction": 1.0}, ConfigError),
+        ({"folds": 1}, ConfigError),
+        ({"test_fraction": 0.01}, DataError),
+    ],
+)
+def test_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        split_patients(IDS, LABELS, **kwargs)
+
+
+def test_duplicate_patient_refused():
+    with pytest.raises(DataError, match="appears twice"):
+        split_patients(["a", "a", "b", "c"], [0, 0, 1, 1])
+
+
+def test_fixture_split_is_readable(prepared_work):
+    split = read_splits(prepared_work)
+    assert len(split["test"]) == 3 and len(split["folds"]) == 2
+    test = load_cohort(prepared_work, "test")
+    assert sorted(test.labels) == [0, 1, 1]  # stratified: one of the three LGG
+    train, val = load_cohort(prepared_work, "train", fold=0), load_cohort(prepared_work, "val", fold=0)
+    assert len(train) + len(val) + len(test) == 12
+
+
+def test_only_ok_patients(prepared_work, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(prepared_work, work)
+    with open(work / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0]["status"], rows[0]["reason"] = "skipped", "x: missing t1 file"
+    with open(work / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    split = make_split(work, test_fraction=0.25, folds=2, seed=1)
+    everyone = set(split["test"]) | set(split["folds"][0]["train"]) | set(split["folds"][0]["val"])
+    assert rows[0]["patient_id"] not in everyone and len(everyone) == 11
+
+
+def test_cli_split(prepared_work, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(prepared_work, work)
+    (work / "splits.json").unlink()
+    assert _run(["split", str(work), "--test-fraction", "0.25", "--folds", "2", "--seed", "0"]) == 0
+    assert read_splits(work) == read_splits(prepared_work)
+    assert "test 3" in capsys.readouterr().out
+
+
+def test_cli_split_errors_exit_2(tmp_path, capsys):
+    assert _run(["split", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("medvlm: error: ") and "none" in err[0]
+    tmp_path.joinpath("w").mkdir()
+    assert _run(["split", str(tmp_path / "w")]) == 2
+    assert "manifest" in capsys.readouterr().err
