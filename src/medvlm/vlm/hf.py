@@ -61,3 +61,178 @@ def encode_batch(processor: Any, images: list[Any], texts: list[str]) -> Any:
         tokenizer.padding_side = "left"
     return processor(images=[[im] for im in images], text=texts, return_tensors="pt", padding=True,
                      add_special_tokens=False)
+
+
+# ----------------------------------------------------------------------------------------------- backend
+def answer_token_ids(tokenizer: Any) -> tuple[str, list[int]]:
+    """(separator, ids of "0", "1", "2") such that ``"Choice:" + sep + d`` tokenizes as the tokens of
+    ``"Choice:" + sep`` plus one token for ``d``. Tries ``" "`` first (Llama 3 splits digits off, so the
+    digit follows a space token), then ``""`` (tokenizers with merged ``" 1"`` tokens)."""
+    from medvlm.errors import BackendError
+
+    for sep in (" ", ""):
+        head = tokenizer(ANSWER_PREFIX + sep, add_special_tokens=False)["input_ids"]
+        ids = []
+        for digit in ("0", "1", "2") if sep else (" 0", " 1", " 2"):
+            full = tokenizer(ANSWER_PREFIX + sep + digit, add_special_tokens=False)["input_ids"]
+            if full[:len(head)] == head and len(full) == len(head) + 1:
+                ids.append(full[-1])
+        if len(ids) == 3 and len(set(ids)) == 3:
+            return sep, ids
+    raise BackendError(f"the tokenizer has no single next token for 0, 1 and 2 after {ANSWER_PREFIX!r}; "
+                       "use --scoring generate")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``mps``, else ``cpu``; anything else as given."""
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class TransformersBackend:
+    """Local image-text-to-text model via ``from_pretrained`` (Llama-3.2-Vision and similar).
+
+    Batched (``batch_size``, left padding); bf16 on CUDA, float32 elsewhere (``dtype`` overrides);
+    optional PEFT adapter. ``generate``: greedy (or sampled, one request at a time with a per-request
+    seed) continuation of :func:`build_chat_text`, parsed as ``"Choice:" + continuation`` (the ``raw``
+    column holds the continuation verbatim). ``logprobs``: one forward pass; softmax over the whole
+    vocabulary at the last position, P of the "0"/"1"/"2" tokens normalised, their mass kept; ``choice``
+    = the most probable of the three and ``raw`` empty. ``structured="choice"`` constrains generation to
+    one of the three digits (the same forward pass; ``raw`` = the digit).
+    """
+
+    name = "transformers"
+
+    def __init__(self, config: Any) -> None:
+        from medvlm.errors import BackendError, require
+        from medvlm.vlm.backends import fingerprint
+
+        require("torch", "vlm")
+        require("transformers", "vlm")
+        import torch
+        import transformers
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        if config.dtype == "auto":
+            self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        else:
+            self.dtype = getattr(torch, config.dtype)
+        try:
+            self.processor = transformers.AutoProcessor.from_pretrained(config.model)
+            model_cls = getattr(transformers, "AutoModelForImageTextToText", None)
+            try:
+                model = model_cls.from_pretrained(config.model, dtype=self.dtype)  # type: ignore[union-attr]
+            except (ValueError, AttributeError):
+                model = transformers.AutoModelForVision2Seq.from_pretrained(config.model, dtype=self.dtype)
+        except OSError as exc:
+            raise BackendError(f"--model {config.model}: cannot load it with from_pretrained "
+                               f"({str(exc).splitlines()[0]})") from exc
+        if config.adapter:
+            require("peft", "finetune")
+            from peft import PeftModel
+
+            try:
+                model = PeftModel.from_pretrained(model, config.adapter)
+            except (OSError, ValueError) as exc:
+                raise BackendError(f"--adapter {config.adapter}: cannot load the PEFT adapter "
+                                   f"({str(exc).splitlines()[0]})") from exc
+        self.model = model.to(self.device).eval()
+        self._fingerprint = fingerprint
+        self._digits: tuple[str, list[int]] | None = None
+
+    def model_identity(self) -> str:
+        return self._fingerprint(self.config.model)
+
+    def adapter_identity(self) -> str | None:
+        return None if self.config.adapter is None else self._fingerprint(self.config.adapter)
+
+    def check(self, decoding: Any) -> None:
+        from medvlm.errors import ConfigError
+
+        if decoding.structured == "json":
+            raise ConfigError("--structured json is not supported by the transformers backend; "
+                              "use choice or none")
+        if decoding.extra_body:
+            raise ConfigError("extra_body is for the openai backend")
+
+    def close(self) -> None:
+        del self.model
+
+    # ------------------------------------------------------------------ helpers
+    def _inputs(self, batch: list[Any], suffix: str = ""):
+        import io
+
+        from PIL import Image
+
+        images = [Image.open(io.BytesIO(r.image)).convert("RGB") for r in batch]
+        texts = [build_chat_text(self.processor, r.prompt) + suffix for r in batch]
+        inputs = encode_batch(self.processor, images, texts).to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
+    def _class_probs(self, batch: list[Any]) -> list[tuple[tuple[float, float, float] | None, float]]:
+        import torch
+
+        from medvlm.vlm.types import normalise_probs
+
+        if self._digits is None:
+            self._digits = answer_token_ids(self.processor.tokenizer)
+        sep, ids = self._digits
+        inputs = self._inputs(batch, suffix=sep)
+        with torch.no_grad():
+            logits = self.model(**inputs).logits[:, -1, :].float()
+        probs = torch.softmax(logits, dim=-1)[:, ids].cpu().tolist()
+        return [normalise_probs(*row) for row in probs]
+
+    def _generate(self, batch: list[Any], decoding: Any) -> list[str]:
+        import torch
+
+        inputs = self._inputs(batch)
+        sample = decoding.temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": decoding.max_new_tokens, "do_sample": sample}
+        if sample:
+            kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
+            seed = decoding.request_seed(batch[0].repeat)
+            torch.manual_seed(0 if seed is None else seed)
+        tok = self.processor.tokenizer
+        kwargs["pad_token_id"] = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        with torch.no_grad():
+            out = self.model.generate(**inputs, **kwargs)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        return [self.processor.decode(row, skip_special_tokens=True) for row in new]
+
+    # ------------------------------------------------------------------ many requests
+    def answer(self, requests, decoding):
+        from medvlm.vlm.parsing import parse_choice
+        from medvlm.vlm.types import VLMResponse
+
+        size = 1 if (decoding.temperature > 0 and decoding.scoring == "generate") else self.config.batch_size
+        batch: list[Any] = []
+
+        def run(batch):
+            if decoding.scoring == "logprobs" or decoding.structured == "choice":
+                results = self._class_probs(batch)
+                for req, (probs, mass) in zip(batch, results, strict=True):
+                    choice = None if probs is None else max(range(3), key=lambda i: probs[i])
+                    raw = "" if decoding.scoring == "logprobs" else ("" if choice is None else str(choice))
+                    yield req, VLMResponse(raw=raw, choice=choice, probs=probs, mass=mass)
+            else:
+                for req, text in zip(batch, self._generate(batch, decoding), strict=True):
+                    yield req, VLMResponse(raw=text, choice=parse_choice(ANSWER_PREFIX + text))
+
+        for req in requests:
+            batch.append(req)
+            if len(batch) >= size:
+                yield from run(batch)
+                batch = []
+        if batch:
+            yield from run(batch)

@@ -1,0 +1,145 @@
+"""The backend interface and registry: ``transformers``, ``openai`` (any OpenAI-compatible server) and
+``mock`` (scripted, for tests and dry runs).
+
+A backend answers :class:`~medvlm.vlm.types.VLMRequest` objects and yields
+``(request, VLMResponse)`` pairs *as they complete* (so the engine can commit each to the cache at
+once). A request that fails after the backend's retries comes back with ``response.error`` set; a
+problem that dooms every request (bad key, unknown model, no log-probs) raises
+:class:`~medvlm.errors.BackendError` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medvlm.registry import Registry
+from medvlm.vlm.parsing import parse_choice
+from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse, normalise_probs
+
+
+class BackendConfig(BaseModel):
+    """How to reach a model (nothing here changes an answer except ``model`` and ``adapter``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = "transformers"
+    model: str
+    adapter: str | None = None
+    base_urls: list[str] = Field(default_factory=list)
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = Field(8, ge=1)
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    max_backoff_s: float = Field(60.0, ge=0)
+
+
+class Backend:
+    """Base class: subclasses set ``name`` and implement :meth:`answer`."""
+
+    name = "base"
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    def model_identity(self) -> str:
+        """What identifies the model in the cache key (a local folder: name + content fingerprint)."""
+        return fingerprint(self.config.model)
+
+    def adapter_identity(self) -> str | None:
+        return None if self.config.adapter is None else fingerprint(self.config.adapter)
+
+    def check(self, decoding: Decoding) -> None:
+        """Raise :class:`ConfigError` for settings this backend cannot honour."""
+
+    def answer(self, requests: Iterable[VLMRequest], decoding: Decoding
+               ) -> Iterator[tuple[VLMRequest, VLMResponse]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections / memory."""
+
+
+def fingerprint(name_or_path: str) -> str:
+    """A model or adapter identity: the string itself, plus for a local folder a hash of its config
+    files and the size and first/last MiB of each weight file (retraining into the same folder gives a
+    new identity, so the cache never serves another model's answers)."""
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return name_or_path
+    digest = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if not f.is_file():
+            continue
+        if f.suffix in (".json", ".jinja", ".txt", ".model"):
+            digest.update(f.name.encode() + f.read_bytes())
+        elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                head = fh.read(1 << 20)
+                fh.seek(max(0, size - (1 << 20)))
+                tail = fh.read(1 << 20)
+            digest.update(f.name.encode() + str(size).encode() + head + tail)
+    return f"{path.resolve()}#{digest.hexdigest()[:16]}"
+
+
+class MockBackend(Backend):
+    """A scripted backend: answers from the image bytes alone, no model, no network.
+
+    ``--model`` picks the script: ``hash`` (default; the answer is the image hash modulo 3, written as
+    ``"Choice: N Reasoning: mock"``), ``always:N`` (always N), ``text:...`` (always that raw text, to
+    exercise the parser), ``fail`` (every request fails). With ``--scoring logprobs`` the class
+    probabilities come from the image hash too.
+    """
+
+    name = "mock"
+
+    def answer(self, requests, decoding):
+        script = self.config.model
+        for req in requests:
+            h = hashlib.sha256(req.image + str(req.repeat if decoding.temperature > 0 else 0).encode()).digest()
+            if script == "fail":
+                yield req, VLMResponse(error="mock failure")
+                continue
+            if script.startswith("always:"):
+                digit = int(script.split(":", 1)[1])
+                raw = f"Choice: {digit} Reasoning: mock"
+            elif script.startswith("text:"):
+                raw = script.split(":", 1)[1]
+            else:
+                raw = f"Choice: {h[0] % 3} Reasoning: mock"
+            response = VLMResponse(raw=raw, choice=parse_choice(raw))
+            if decoding.scoring == "logprobs":
+                weights = [h[1] + 1.0, h[2] + 1.0, h[3] + 1.0]
+                probs, _ = normalise_probs(*weights)
+                response.probs, response.mass = probs, 0.9
+                response.choice = max(range(3), key=lambda i: probs[i])  # type: ignore[index]
+            yield req, response
+
+
+BACKENDS = Registry("backend")
+BACKENDS.register("transformers", "medvlm.vlm.hf:TransformersBackend")
+BACKENDS.register("openai", "medvlm.vlm.openai_compat:OpenAIBackend")
+BACKENDS.register("mock", MockBackend)
+
+
+def make_backend(config: BackendConfig) -> Backend:
+    """Instantiate the backend ``config.backend`` (ConfigError with a suggestion for an unknown name)."""
+    return BACKENDS.get(config.backend)(config)
+
+
+def api_key() -> str | None:
+    """The OpenAI-compatible API key from ``OPENAI_API_KEY`` (never logged, never written)."""
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
+def _unused(_: Any) -> None:  # keep linters quiet about re-exports
+    return None

@@ -1,0 +1,295 @@
+"""The ``openai`` backend: any OpenAI-compatible chat-completions server (vLLM, Ollama, llama.cpp, hosted).
+
+- ``POST {base_url}/chat/completions`` with the image as a base64 PNG data URI (image first, then the
+  prompt); the key comes from ``OPENAI_API_KEY`` and is sent only as the ``Authorization`` header (never
+  logged, never written, never in an error message).
+- ``concurrency`` requests in flight (threads over one ``httpx.Client``); several ``base_urls`` share the
+  load (fewest in flight first); a server that fails 3 times in a row is rested (exponential cool-down)
+  while others are available.
+- Retries on 429, 408, 5xx, timeouts and connection errors with exponential backoff and jitter
+  (``Retry-After`` honoured), up to ``max_retries``; then the request is returned as a failure.
+  401/403/404 raise :class:`BackendError` at once (every request would fail the same way).
+- ``scoring="logprobs"``: asks for ``logprobs``/``top_logprobs`` and reads P("0"), P("1"), P("2") at the
+  token that carries the answer (the first digit token after ``Choice:``/``"choice":`` or at the start);
+  variants such as ``" 1"`` are summed; a class outside the top-k counts as 0. A server that returns no
+  log-probs raises :class:`BackendError`.
+- ``structured``: ``json`` -> ``response_format`` with a JSON schema (OpenAI, vLLM, Ollama, llama.cpp);
+  ``choice`` -> vLLM's ``guided_choice`` ["0", "1", "2"] (other servers ignore or reject it).
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from medvlm.errors import BackendError, ConfigError
+from medvlm.vlm.backends import Backend, BackendConfig, api_key
+from medvlm.vlm.parsing import parse_choice
+from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse, normalise_probs
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+FAILS_BEFORE_REST = 3
+
+JSON_SCHEMA = {
+    "type": "object",
+    "properties": {"choice": {"type": "integer", "enum": [0, 1, 2]}, "reasoning": {"type": "string"}},
+    "required": ["choice", "reasoning"],
+    "additionalProperties": False,
+}
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...``"""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[str, Any]:
+    """The chat-completions JSON body for one request."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_uri(request.image)}},
+            {"type": "text", "text": request.prompt},
+        ]}],
+        "max_tokens": decoding.max_new_tokens,
+        "temperature": decoding.temperature,
+        "top_p": decoding.top_p,
+    }
+    seed = decoding.request_seed(request.repeat)
+    if seed is not None:
+        body["seed"] = seed
+    if decoding.scoring == "logprobs":
+        body["logprobs"] = True
+        body["top_logprobs"] = decoding.top_logprobs
+    if decoding.structured == "json":
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "glioma_choice", "strict": True, "schema": JSON_SCHEMA}}
+    elif decoding.structured == "choice":
+        body["guided_choice"] = ["0", "1", "2"]
+    body.update(decoding.extra_body)
+    return body
+
+
+_BEFORE_ANSWER = re.compile(r"(?:^|:)\s*[\"'(\[<]?\s*$")
+
+
+def answer_probs(content: list[dict[str, Any]]) -> tuple[tuple[float, float, float] | None, float | None]:
+    """Class probabilities from chat-completions ``logprobs.content``.
+
+    Finds the first token that is a bare 0/1/2 digit (spaces allowed) with nothing but markup before it
+    or right after a colon (``Choice: 1``, ``{"choice": 1``); sums ``exp(logprob)`` of the top-k entries
+    per digit. Returns (normalised probs, mass) or (None, None) when no answer token is found.
+
+    >>> content = [{"token": "Choice", "logprob": 0.0, "top_logprobs": []},
+    ...            {"token": ":", "logprob": 0.0, "top_logprobs": []},
+    ...            {"token": " 1", "logprob": -0.2, "top_logprobs": [
+    ...                {"token": " 1", "logprob": math.log(0.6)}, {"token": "1", "logprob": math.log(0.1)},
+    ...                {"token": " 0", "logprob": math.log(0.2)}, {"token": " The", "logprob": math.log(0.1)}]}]
+    >>> probs, mass = answer_probs(content)
+    >>> [round(p, 4) for p in probs], round(mass, 4)
+    ([0.2222, 0.7778, 0.0], 0.9)
+    """
+    text = ""
+    for entry in content:
+        token = str(entry.get("token", ""))
+        if token.strip() in ("0", "1", "2"):
+            before = re.sub(r"[*_`#]", "", text)
+            if _BEFORE_ANSWER.search(before):
+                p = [0.0, 0.0, 0.0]
+                tops = entry.get("top_logprobs") or [{"token": token, "logprob": entry.get("logprob")}]
+                seen = set()
+                for top in tops:
+                    t = str(top.get("token", ""))
+                    if t.strip() in ("0", "1", "2") and t not in seen and top.get("logprob") is not None:
+                        seen.add(t)
+                        p[int(t.strip())] += math.exp(float(top["logprob"]))
+                probs, mass = normalise_probs(*p)
+                return probs, mass
+        text += token
+    return None, None
+
+
+class _Fatal(Exception):
+    """Raised inside a worker for a BackendError that must stop the run."""
+
+
+class ServerPool:
+    """Spreads requests over servers: fewest in flight first; one that keeps failing rests a while."""
+
+    def __init__(self, urls: list[str], *, rest_s: float = 5.0) -> None:
+        self.urls = urls
+        self.rest_s = rest_s
+        self._lock = threading.Lock()
+        self.in_flight = dict.fromkeys(urls, 0)
+        self.fails = dict.fromkeys(urls, 0)
+        self.rest_until = dict.fromkeys(urls, 0.0)
+        self.sent = dict.fromkeys(urls, 0)
+        self._turn = 0
+
+    def acquire(self, avoid: str | None = None) -> str:
+        with self._lock:
+            now = time.monotonic()
+            ready = [u for u in self.urls if self.rest_until[u] <= now]
+            if avoid is not None and len(ready) > 1:
+                ready = [u for u in ready if u != avoid] or ready
+            if not ready:  # all resting: the one that wakes first
+                ready = [min(self.urls, key=lambda u: self.rest_until[u])]
+            self._turn += 1
+            order = {u: (i - self._turn) % len(self.urls) for i, u in enumerate(self.urls)}
+            url = min(ready, key=lambda u: (self.in_flight[u], self.fails[u], order[u]))
+            self.in_flight[url] += 1
+            self.sent[url] += 1
+            return url
+
+    def release(self, url: str, ok: bool) -> None:
+        with self._lock:
+            self.in_flight[url] -= 1
+            if ok:
+                self.fails[url] = 0
+                self.rest_until[url] = 0.0
+            else:
+                self.fails[url] += 1
+                if self.fails[url] >= FAILS_BEFORE_REST:
+                    wait = min(60.0, self.rest_s * 2 ** (self.fails[url] - FAILS_BEFORE_REST))
+                    self.rest_until[url] = time.monotonic() + wait
+
+
+class OpenAIBackend(Backend):
+    """Chat completions over HTTP; see the module docstring."""
+
+    name = "openai"
+
+    def __init__(self, config: BackendConfig) -> None:
+        import httpx
+
+        super().__init__(config)
+        if config.adapter:
+            raise ConfigError("--adapter is for the transformers backend; serve the adapter with the server")
+        urls = [u.rstrip("/") for u in (config.base_urls or [DEFAULT_BASE_URL])]
+        for u in urls:
+            if not re.match(r"^https?://", u):
+                raise ConfigError(f"--base-url {u!r}: expected http(s)://host[:port]/v1")
+        self.pool = ServerPool(urls, rest_s=max(config.backoff_s, 0.05) * 5)
+        headers = {"Content-Type": "application/json"}
+        key = api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        limits = httpx.Limits(max_connections=config.concurrency + 2, max_keepalive_connections=config.concurrency)
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(config.timeout_s), limits=limits)
+        self.n_http = 0  # HTTP requests sent (retries included)
+        self._lock = threading.Lock()
+
+    def model_identity(self) -> str:
+        return self.config.model  # a served model name; the server URL is not part of the identity
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ------------------------------------------------------------------ one request, with retries
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        cap = self.config.max_backoff_s
+        base = min(cap, self.config.backoff_s * 2 ** attempt)
+        delay = base / 2 + random.uniform(0, base / 2)  # noqa: S311 (jitter, not crypto)
+        if retry_after:
+            try:
+                delay = max(delay, min(cap, float(retry_after)))
+            except ValueError:
+                pass
+        return delay
+
+    def _one(self, request: VLMRequest, decoding: Decoding) -> VLMResponse:
+        import httpx
+
+        body = build_payload(self.config.model, request, decoding)
+        last_error = "no attempt"
+        url = None
+        for attempt in range(self.config.max_retries + 1):
+            url = self.pool.acquire(avoid=url if attempt else None)
+            ok = False
+            retry_after = None
+            try:
+                with self._lock:
+                    self.n_http += 1
+                resp = self.client.post(f"{url}/chat/completions", json=body)
+                status = resp.status_code
+                if status == 200:
+                    try:
+                        data = resp.json()
+                        ok = True
+                    except ValueError:
+                        last_error = f"{url}: HTTP 200 with a body that is not JSON"
+                        continue
+                    return self._read(data, decoding, url)
+                text = resp.text[:200].replace("\n", " ")
+                last_error = f"{url}: HTTP {status}: {text}"
+                if status in (401, 403):
+                    raise _Fatal(f"{url} refused the request (HTTP {status}): check OPENAI_API_KEY")
+                if status == 404:
+                    raise _Fatal(f"{url}/chat/completions: HTTP 404 ({text}); check --base-url and --model")
+                if status not in RETRY_STATUS and status < 500:
+                    ok = True  # the server is fine; this request is not
+                    return VLMResponse(error=last_error)
+                retry_after = resp.headers.get("retry-after")
+            except httpx.TimeoutException:
+                last_error = f"{url}: no answer within {self.config.timeout_s:g} s"
+            except httpx.TransportError as exc:
+                last_error = f"{url}: {type(exc).__name__}: {exc}"
+            finally:
+                self.pool.release(url, ok)
+            if attempt < self.config.max_retries:
+                time.sleep(self._delay(attempt, retry_after))
+        return VLMResponse(error=f"failed after {self.config.max_retries + 1} attempts; last: {last_error}")
+
+    def _read(self, data: dict[str, Any], decoding: Decoding, url: str) -> VLMResponse:
+        try:
+            choice0 = data["choices"][0]
+            raw = choice0["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return VLMResponse(error=f"{url}: unexpected response shape: {str(data)[:200]}")
+        response = VLMResponse(raw=raw, choice=parse_choice(raw))
+        if decoding.scoring == "logprobs":
+            logprobs = choice0.get("logprobs") or {}
+            content = logprobs.get("content") if isinstance(logprobs, dict) else None
+            if not content:
+                raise _Fatal(f"{url} returned no logprobs for model {self.config.model!r}: the server does not "
+                             "support them; use --scoring generate")
+            probs, mass = answer_probs(content)
+            response.probs, response.mass = probs, mass
+            if probs is not None:
+                response.choice = max(range(3), key=lambda i: probs[i])
+        return response
+
+    # ------------------------------------------------------------------ many requests
+    def answer(self, requests: Iterable[VLMRequest], decoding: Decoding
+               ) -> Iterator[tuple[VLMRequest, VLMResponse]]:
+        it = iter(requests)
+        pool = cf.ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="medvlm-http")
+        pending: dict[cf.Future, VLMRequest] = {}
+        try:
+            while True:
+                while len(pending) < self.config.concurrency:
+                    req = next(it, None)
+                    if req is None:
+                        break
+                    pending[pool.submit(self._one, req, decoding)] = req
+                if not pending:
+                    break
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    req = pending.pop(fut)
+                    try:
+                        yield req, fut.result()
+                    except _Fatal as exc:
+                        raise BackendError(str(exc)) from None
+        finally:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
