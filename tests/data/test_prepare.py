@@ -182,6 +182,15 @@ def test_truncated_uncompressed_nii_is_skipped(cohort, tmp_path):
     assert "BraTS20_Training_004_t1.nii: unreadable or truncated" in row["reason"]
 
 
+def test_empty_patient_folder_is_skipped_not_dropped(cohort, tmp_path):
+    for f in (cohort / "BraTS20_Training_004").iterdir():
+        f.unlink()
+    prepare(cohort, tmp_path / "work", shape=SHAPE, progress=False)
+    row = _rows(tmp_path / "work")["BraTS20_Training_004"]
+    assert row["status"] == "skipped"
+    assert "missing t1 file" in row["reason"] and "missing seg file" in row["reason"]
+
+
 def test_no_grade_is_skipped(cohort, tmp_path):
     text = (cohort / "name_mapping.csv").read_text().splitlines()
     (cohort / "name_mapping.csv").write_text("\n".join(t for t in text if "Training_003" not in t) + "\n")

@@ -80,12 +80,17 @@ def file_kind(path: Path) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def _patient_dirs(folder: Path) -> list[Path]:
+_PATIENT_NAME = re.compile(r"^BraTS\d*_Training_\d+$", re.IGNORECASE)
+
+
+def _patient_dirs(folder: Path, *, by_name: bool = False) -> list[Path]:
+    """Subfolders holding NIfTI files (and, with ``by_name``, BraTS-named ones even when empty)."""
     try:
         children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as exc:
         raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from exc
-    return [c for c in children if any(is_nifti(f) for f in c.iterdir() if f.is_file())]
+    return [c for c in children if (by_name and _PATIENT_NAME.match(c.name))
+            or any(is_nifti(f) for f in c.iterdir() if f.is_file())]
 
 
 def find_training_folder(data: str | Path) -> Path:
@@ -191,5 +196,5 @@ def discover(data: str | Path) -> tuple[Path, dict[str, str], list[PatientFiles]
     data = Path(data).expanduser()
     training = find_training_folder(data)
     mapping = read_name_mapping(find_name_mapping(training, data))
-    patients = [discover_patient(folder) for folder in _patient_dirs(training)]
+    patients = [discover_patient(folder) for folder in _patient_dirs(training, by_name=True)]
     return training, mapping, patients
