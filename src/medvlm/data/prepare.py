@@ -112,8 +112,11 @@ def crop_box(
     return [(max(lo - m, 0), min(hi + m, n - 1)) for (lo, hi), n, m in zip(bbox, shape, margin, strict=True)]
 
 
-def zscore_in_brain(channel: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """``(x - mean) / std`` over the brain voxels; 0 outside the brain (float32, same shape).
+def zscore_in_brain(channel: np.ndarray, brain: np.ndarray, *, region: tuple | None = None) -> np.ndarray:
+    """``(x - mean) / std`` with mean and std over all brain voxels; 0 outside the brain (float32).
+
+    With ``region`` (a tuple of slices) only that part is returned (statistics still over the whole
+    brain), which saves normalising voxels that the crop throws away.
 
     >>> z = zscore_in_brain(np.array([0., 1., 3.]), np.array([False, True, True]))
     >>> z.tolist()
@@ -122,8 +125,10 @@ def zscore_in_brain(channel: np.ndarray, brain: np.ndarray) -> np.ndarray:
     values = channel[brain].astype(np.float64)
     mean = float(values.mean()) if values.size else 0.0
     std = float(values.std()) if values.size else 0.0
-    out = np.zeros(channel.shape, np.float32)
-    out[brain] = (channel[brain] - mean) / (std if std > 0 else 1.0)
+    if region is not None:
+        channel, brain = channel[region], brain[region]
+    out = (channel.astype(np.float32) - np.float32(mean)) / np.float32(std if std > 0 else 1.0)
+    out[~brain] = 0.0
     return out
 
 
@@ -168,7 +173,7 @@ def process_patient(
             data = arrays[kind]
             if data.dtype.kind == "f" and not np.isfinite(data).all():
                 raise _Skip(f"{patient.files[kind].name}: holds NaN or infinite values")
-            channels.append(zscore_in_brain(data, brain)[sl])
+            channels.append(zscore_in_brain(data, brain, region=sl))
         stacked = np.stack(channels).transpose(0, 3, 2, 1)  # (4, x, y, z) -> (4, z, y, x)
         volume = _resize(stacked, shape)
         save_npy_atomic(work / "volumes" / f"{patient.patient_id}.npy", volume)
