@@ -53,7 +53,9 @@ class Vote:
 
 
 def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    return isinstance(value, float) and math.isnan(value)
 
 
 def vote_counts(choices: Sequence[int | None]) -> Counts:

@@ -60,3 +60,83 @@ def write_tiny_work(root: Path, *, n_patients: int = 4, size: tuple[int, int, in
 @pytest.fixture(scope="session")
 def tiny_work(tmp_path_factory) -> Path:
     return write_tiny_work(tmp_path_factory.mktemp("vlmwork"))
+
+
+class FakeServer:
+    """An OpenAI-compatible chat-completions server on 127.0.0.1 in a thread.
+
+    ``behave(body, n)`` (n = 1-based count of requests so far) returns ``(status, json_or_text, delay_s)``;
+    the default answers ``Choice: 1`` with log-probs. Every request body and header set is recorded.
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.lock = threading.Lock()
+        self.behave = self.default
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                import time
+
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                with server.lock:
+                    server.bodies.append(body)
+                    server.headers.append(dict(self.headers))
+                    n = len(server.bodies)
+                status, payload, delay = server.behave(body, n)
+                if delay:
+                    time.sleep(delay)
+                data = (json.dumps(payload) if not isinstance(payload, str) else payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    if status == 429:
+                        self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    @staticmethod
+    def completion(text: str, logprobs: list | None = None) -> dict:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        if logprobs is not None:
+            choice["logprobs"] = {"content": logprobs}
+        return {"id": "x", "object": "chat.completion", "choices": [choice]}
+
+    def default(self, body: dict, n: int):
+        import math
+
+        lp = [{"token": "Choice", "logprob": 0.0, "top_logprobs": []},
+              {"token": ":", "logprob": 0.0, "top_logprobs": []},
+              {"token": " 1", "logprob": math.log(0.7), "top_logprobs": [
+                  {"token": " 1", "logprob": math.log(0.7)}, {"token": " 0", "logprob": math.log(0.2)},
+                  {"token": " 2", "logprob": math.log(0.05)}, {"token": " I", "logprob": math.log(0.05)}]}]
+        return 200, self.completion("Choice: 1 Reasoning: enhancing", lp if body.get("logprobs") else None), 0
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def fake_server():
+    server = FakeServer()
+    yield server
+    server.close()

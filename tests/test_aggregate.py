@@ -1,0 +1,69 @@
+"""Votes, GLDR and reducers on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from medvlm.aggregate import REDUCERS, Counts, Vote, gldr, majority, mean_prob, patient_rows, vote_counts
+from medvlm.errors import ConfigError
+
+
+def test_counts_and_gldr():
+    assert vote_counts([0, 0, 1, 2, 2, 2, None, float("nan")]) == Counts(2, 1, 3, 2)
+    assert gldr(2, 1) == pytest.approx(1 / 3)
+    assert gldr(0, 5) == 1.0 and gldr(0, 0) is None
+    with pytest.raises(ValueError):
+        vote_counts([3])
+
+
+@pytest.mark.parametrize(("choices", "tie", "expected"), [
+    ([1, 1, 1, 0], 1, Vote(1, 0.75)),
+    ([0, 0, 1, 2, 2, 2, 2], 1, Vote(0, 1 / 3)),   # no-glioma answers do not vote
+    ([0, 1, None, None], 1, Vote(1, 0.5)),         # tie -> HGG
+    ([0, 1], 0, Vote(0, 0.5)),                     # tie -> LGG when asked
+    ([2, 2, None], 1, Vote(1, None)),              # no vote at all: tie rule, no score
+    ([], 0, Vote(0, None)),
+])
+def test_majority(choices, tie, expected):
+    got = majority(choices, tie_break=tie)
+    assert got.pred == expected.pred
+    assert (got.score is None and expected.score is None) or math.isclose(got.score, expected.score)
+
+
+def test_mean_prob():
+    v = mean_prob([None] * 3, [(0.6, 0.3, 0.1), (0.2, 0.4, 0.4), None])  # P(LGG) 0.4 > P(HGG) 0.35
+    assert v.pred == 0 and v.score == pytest.approx(0.35)
+    assert mean_prob([], [(0.25, 0.25, 0.5)]).pred == 1  # tie -> HGG
+    assert mean_prob([], [(0.25, 0.25, 0.5)], tie_break=0).pred == 0
+    assert mean_prob([], [None]) == Vote(1, None)
+    assert REDUCERS.get("mean_prob") is mean_prob
+    with pytest.raises(ConfigError, match="Did you mean 'majority'"):
+        REDUCERS.get("majorty")
+
+
+def test_patient_rows_per_orientation_and_combined():
+    slices = pd.DataFrame({
+        "patient_id": ["A"] * 5 + ["B"] * 3,
+        "orientation": ["axial", "axial", "axial", "coronal", "coronal", "axial", "axial", "coronal"],
+        "choice": pd.array([1, 1, 0, 0, None, 2, 2, 0], dtype="Int64"),
+    })
+    rows = patient_rows(slices, {"A": 1, "B": 0, "C": 1}, orientations=["axial", "coronal"])
+    assert list(rows.columns) == ["patient_id", "orientation", "label", "n_lgg", "n_hgg", "n_ng", "n_unparsed",
+                                  "gldr", "score", "pred"]
+    by = {(r.patient_id, r.orientation): r for r in rows.itertuples()}
+    a = by[("A", "axial")]
+    assert (a.n_lgg, a.n_hgg, a.n_ng, a.n_unparsed, a.pred) == (1, 2, 0, 0, 1)
+    assert a.gldr == pytest.approx(2 / 3)
+    ac = by[("A", "coronal")]
+    assert (ac.n_lgg, ac.n_unparsed, ac.pred, ac.gldr) == (1, 1, 0, 0.0)
+    comb = by[("A", "combined")]  # pooled: 2 LGG vs 2 HGG -> tie -> HGG
+    assert (comb.n_lgg, comb.n_hgg, comb.n_unparsed, comb.pred, comb.gldr) == (2, 2, 1, 1, 0.5)
+    b = by[("B", "axial")]
+    assert (b.n_ng, b.pred) == (2, 1) and pd.isna(b.gldr)
+    assert by[("B", "combined")].pred == 0
+    c = by[("C", "combined")]  # a patient without slices is kept, with zero counts
+    assert (c.n_lgg, c.n_hgg, c.n_ng, c.n_unparsed) == (0, 0, 0, 0)
+    assert len(rows) == 9
