@@ -51,7 +51,8 @@ def test_patient_rows_per_orientation_and_combined():
         "choice": pd.array([1, 1, 0, 0, None, 2, 2, 0], dtype="Int64"),
     })
     rows = patient_rows(slices, {"A": 1, "B": 0, "C": 1}, orientations=["axial", "coronal"])
-    assert list(rows.columns) == ["patient_id", "orientation", "label", "n_lgg", "n_hgg", "n_ng", "n_unparsed",
+    assert list(rows.columns) == ["patient_id", "orientation", "label", "n_lgg", "n_hgg", "n_ng",
+                                  "n_unparsed",
                                   "gldr", "score", "pred"]
     by = {(r.patient_id, r.orientation): r for r in rows.itertuples()}
     a = by[("A", "axial")]

@@ -31,7 +31,8 @@ def test_outputs_follow_the_contract(tiny_work, tmp_path):
     res = evaluate_vlm(tiny_work, tmp_path / "run", cfg)
     run = tmp_path / "run"
     slices = pd.read_csv(run / "slices.csv")
-    assert list(slices.columns)[:9] == ["patient_id", "orientation", "slice_index", "repeat", "choice", "p_lgg",
+    assert list(slices.columns)[:9] == ["patient_id", "orientation", "slice_index", "repeat", "choice",
+                                        "p_lgg",
                                         "p_hgg", "p_ng", "raw"]
     assert len(slices) == res.n_calls == 4 * (3 + 3 + 4)  # tumour extents: z 3, y 3, x 4 slices
     patients = pd.read_csv(run / "patients.csv")
@@ -154,3 +155,17 @@ def test_killed_run_resumes_and_rerun_sends_nothing(tiny_work, tmp_path, fake_se
     assert _run([*args, "--out", str(run)]) == 0
     assert len(fake_server.bodies) == before  # second rerun: zero requests
     assert json.loads((run / "metrics.json").read_text())["n_sent"] == 0
+
+
+@pytest.mark.slow
+def test_on_a_prepared_synthetic_cohort(prepared_work, tmp_path):
+    """The manifest written by `prepare` (real synth NIfTIs) drives the slices; montage of 4 contrasts."""
+    cfg = VLMEvalConfig(backend="mock", model="hash", n_boot=0, progress=False, slices="central:2",
+                        modalities=["flair", "t1ce", "t2", "t1"], prompt="montage")
+    res = evaluate_vlm(prepared_work, tmp_path / "run", cfg)
+    preds = pd.read_csv(tmp_path / "run" / "predictions.csv", dtype={"patient_id": str})
+    from medvlm.data.cohorts import load_cohort
+
+    cohort = load_cohort(prepared_work, "test")
+    assert list(preds["patient_id"]) == cohort.patient_ids and list(preds["label"]) == cohort.labels
+    assert res.n_calls == len(cohort) * 3 * 2 and res.n_failed == 0

@@ -45,7 +45,8 @@ def test_tiny_vlm_loads_and_is_deterministic(tiny_vlm, tmp_path):
     again = MllamaForConditionalGeneration.from_pretrained(make_tiny_vlm(tmp_path / "again", seed=0)).eval()
     other = MllamaForConditionalGeneration.from_pretrained(make_tiny_vlm(tmp_path / "other", seed=1)).eval()
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).convert("RGB") for _ in range(2)]
+    images = [Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).convert("RGB")
+              for _ in range(2)]
     text = build_chat_text(proc, STUDY_PROMPT)
     assert text.endswith("assistant<|end_header_id|>\n\nChoice:")
     inputs = encode_batch(proc, images, [text, text])
@@ -56,7 +57,8 @@ def test_tiny_vlm_loads_and_is_deterministic(tiny_vlm, tmp_path):
     assert not torch.allclose(logits[0], logits[1])  # the cross-attention gates are open: images matter
     png = io.BytesIO()
     images[0].save(png, format="PNG")
-    assert build_chat_text(proc, "Q", answer="Choice: 1 Reasoning: x").endswith("Choice: 1 Reasoning: x<|eot_id|>")
+    full = build_chat_text(proc, "Q", answer="Choice: 1 Reasoning: x")
+    assert full.endswith("Choice: 1 Reasoning: x<|eot_id|>")
 
 
 def test_make_tiny_vlm_cli(tmp_path):

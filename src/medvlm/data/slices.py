@@ -73,7 +73,8 @@ def parse_selection(selection: str) -> tuple[str, int | None]:
 
 def parse_modalities(modalities: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"flair,t1ce"`` or a sequence -> validated tuple (1 to 4 distinct names of t1, t1ce, t2, flair)."""
-    items = [m.strip().lower() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)]
+    raw = modalities.split(",") if isinstance(modalities, str) else modalities
+    items = [m.strip().lower() for m in raw]
     items = [m for m in items if m]
     if not items or len(items) > 4 or len(set(items)) != len(items):
         raise ConfigError(f"--modalities: give 1 to 4 distinct names of {list(MODALITY_NAMES)}; got {items}")
@@ -203,7 +204,7 @@ def _montage(tiles: list[Any], labels: list[str]) -> Any:
 def _extent(row: Any, axis: int) -> tuple[int, int] | None:
     letter = _AXIS_LETTER[axis]
     lo, hi = _field(row, f"tumour_{letter}_min"), _field(row, f"tumour_{letter}_max")
-    if lo is None or hi is None or str(lo).strip() in ("", "nan", "<NA>") or str(hi).strip() in ("", "nan", "<NA>"):
+    if any(v is None or str(v).strip() in ("", "nan", "<NA>") for v in (lo, hi)):
         return None
     try:
         return int(float(lo)), int(float(hi))

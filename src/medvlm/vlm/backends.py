@@ -14,7 +14,6 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -105,7 +104,8 @@ class MockBackend(Backend):
     def answer(self, requests, decoding):
         script = self.config.model
         for req in requests:
-            h = hashlib.sha256(req.image + str(req.repeat if decoding.temperature > 0 else 0).encode()).digest()
+            salt = str(req.repeat if decoding.temperature > 0 else 0).encode()
+            h = hashlib.sha256(req.image + salt).digest()
             if script == "fail":
                 yield req, VLMResponse(error="mock failure")
                 continue
@@ -140,6 +140,3 @@ def api_key() -> str | None:
     """The OpenAI-compatible API key from ``OPENAI_API_KEY`` (never logged, never written)."""
     return os.environ.get("OPENAI_API_KEY") or None
 
-
-def _unused(_: Any) -> None:  # keep linters quiet about re-exports
-    return None

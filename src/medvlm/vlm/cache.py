@@ -75,7 +75,8 @@ class ResponseCache:
                 (key, response.error, time.time()))
         else:
             self._db.execute(
-                "INSERT INTO responses (key, status, raw, choice, p_lgg, p_hgg, p_ng, mass, error, extra, updated)"
+                "INSERT INTO responses (key, status, raw, choice, p_lgg, p_hgg, p_ng, mass, error, extra, "
+                "updated)"
                 " VALUES (?, 'ok', ?, ?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT(key) DO UPDATE SET status='ok', "
                 "raw=excluded.raw, choice=excluded.choice, p_lgg=excluded.p_lgg, p_hgg=excluded.p_hgg, "
                 "p_ng=excluded.p_ng, mass=excluded.mass, error=NULL, extra=excluded.extra, "
@@ -85,7 +86,8 @@ class ResponseCache:
         self._db.commit()
 
     def failure(self, key: str) -> str | None:
-        row = self._db.execute("SELECT error FROM responses WHERE key=? AND status='failed'", (key,)).fetchone()
+        row = self._db.execute("SELECT error FROM responses WHERE key=? AND status='failed'",
+                               (key,)).fetchone()
         return None if row is None else row[0]
 
     def counts(self) -> dict[str, int]:

@@ -190,14 +190,16 @@ class VLMEvalConfig(BaseModel):
         return self.reducer or ("mean_prob" if self.scoring == "logprobs" else "majority")
 
     def decoding(self) -> Decoding:
-        return Decoding(scoring=self.scoring, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+        return Decoding(scoring=self.scoring, max_new_tokens=self.max_new_tokens,
+                        temperature=self.temperature,
                         top_p=self.top_p, seed=self.seed, structured=self.structured,
                         extra_body=self.extra_body)
 
     def backend_config(self) -> BackendConfig:
         return BackendConfig(backend=self.backend, model=self.model, adapter=self.adapter,
                              base_urls=self.base_urls, device=self.device, dtype=self.dtype,
-                             batch_size=self.batch_size, concurrency=self.concurrency, timeout_s=self.timeout_s,
+                             batch_size=self.batch_size, concurrency=self.concurrency,
+                             timeout_s=self.timeout_s,
                              max_retries=self.max_retries, backoff_s=self.backoff_s,
                              max_backoff_s=self.max_backoff_s)
 
@@ -373,7 +375,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                          for name in [*config.orientations, COMBINED]},
         "n_calls": len(slices), "n_unparsed": n_unparsed, "n_failed": len(failures),
         "n_patients": len(cohort), "cohort": config.cohort, "reducer": reducer, "tie_break": config.tie_break,
-        "scoring": config.scoring, "backend": config.backend, "model": config.model, "adapter": config.adapter,
+        "scoring": config.scoring, "backend": config.backend, "model": config.model,
+        "adapter": config.adapter,
         "prompt_sha": prompt.sha, "n_sent": asked.n_sent, "n_cached": asked.n_cached,
     }
     write_json_atomic(out / "metrics.json", metrics)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import contextlib
 import math
 import random
 import re
@@ -71,7 +72,8 @@ def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[s
         body["top_logprobs"] = decoding.top_logprobs
     if decoding.structured == "json":
         body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": "glioma_choice", "strict": True, "schema": JSON_SCHEMA}}
+                                   "json_schema": {"name": "glioma_choice", "strict": True,
+                                                   "schema": JSON_SCHEMA}}
     elif decoding.structured == "choice":
         body["guided_choice"] = ["0", "1", "2"]
     body.update(decoding.extra_body)
@@ -92,7 +94,8 @@ def answer_probs(content: list[dict[str, Any]]) -> tuple[tuple[float, float, flo
     ...            {"token": ":", "logprob": 0.0, "top_logprobs": []},
     ...            {"token": " 1", "logprob": -0.2, "top_logprobs": [
     ...                {"token": " 1", "logprob": math.log(0.6)}, {"token": "1", "logprob": math.log(0.1)},
-    ...                {"token": " 0", "logprob": math.log(0.2)}, {"token": " The", "logprob": math.log(0.1)}]}]
+    ...                {"token": " 0", "logprob": math.log(0.2)},
+    ...                {"token": " The", "logprob": math.log(0.1)}]}]
     >>> probs, mass = answer_probs(content)
     >>> [round(p, 4) for p in probs], round(mass, 4)
     ([0.2222, 0.7778, 0.0], 0.9)
@@ -182,7 +185,8 @@ class OpenAIBackend(Backend):
         key = api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        limits = httpx.Limits(max_connections=config.concurrency + 2, max_keepalive_connections=config.concurrency)
+        limits = httpx.Limits(max_connections=config.concurrency + 2,
+                              max_keepalive_connections=config.concurrency)
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(config.timeout_s), limits=limits)
         self.n_http = 0  # HTTP requests sent (retries included)
         self._lock = threading.Lock()
@@ -199,10 +203,8 @@ class OpenAIBackend(Backend):
         base = min(cap, self.config.backoff_s * 2 ** attempt)
         delay = base / 2 + random.uniform(0, base / 2)  # noqa: S311 (jitter, not crypto)
         if retry_after:
-            try:
+            with contextlib.suppress(ValueError):
                 delay = max(delay, min(cap, float(retry_after)))
-            except ValueError:
-                pass
         return delay
 
     def _one(self, request: VLMRequest, decoding: Decoding) -> VLMResponse:
@@ -259,7 +261,8 @@ class OpenAIBackend(Backend):
             logprobs = choice0.get("logprobs") or {}
             content = logprobs.get("content") if isinstance(logprobs, dict) else None
             if not content:
-                raise _Fatal(f"{url} returned no logprobs for model {self.config.model!r}: the server does not "
+                raise _Fatal(f"{url} returned no logprobs for model {self.config.model!r}: the server "
+                             "does not "
                              "support them; use --scoring generate")
             probs, mass = answer_probs(content)
             response.probs, response.mass = probs, mass

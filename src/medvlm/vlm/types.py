@@ -88,8 +88,8 @@ def cache_key(*, backend: str, model: str, adapter: str | None, prompt: str, ima
 def normalise_probs(p0: float, p1: float, p2: float) -> tuple[tuple[float, float, float] | None, float]:
     """Raw probabilities of the three answer tokens -> (normalised triple or None if all 0, their mass).
 
-    >>> normalise_probs(0.1, 0.3, 0.0)
-    ((0.25, 0.75, 0.0), 0.4)
+    >>> normalise_probs(1.0, 3.0, 0.0)
+    ((0.25, 0.75, 0.0), 4.0)
     """
     mass = float(p0 + p1 + p2)
     if mass <= 0:
