@@ -1,0 +1,82 @@
+"""``--engine trl``: TRL's ``SFTTrainer`` driving the same batches as the PEFT loop.
+
+The Mllama pitfalls (see NOTES): the prompt/completion dataset format fails (the cross-attention mask
+is built from the prompt only), and ``assistant_only_loss`` needs ``{% generation %}`` markers the real
+Llama-3.2-Vision template lacks. So the dataset holds example indices only, dataset preparation is
+skipped, and our collator (:func:`medvlm.finetune.train.make_batch`) renders exactly what ``eval-vlm``
+scores, with labels on the answer tokens. Checkpoints and resuming are TRL's (``ADAPTER/trl/``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from medvlm._io import write_json_atomic
+
+
+def train_trl(ctx: Any) -> tuple[Any, Any, dict[str, Any]]:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    from medvlm.finetune.train import BEST, _improved, load_model, make_batch, steps_per_epoch, validate
+
+    cfg = ctx.cfg
+    model, processor = load_model(ctx)
+    per_epoch = steps_per_epoch(len(ctx.train), cfg.batch_size, cfg.grad_accum)
+    trl_dir = ctx.out / "trl"
+    val_file = ctx.out / "trl_val.json"
+    resume = get_last_checkpoint(str(trl_dir)) if trl_dir.is_dir() else None
+    if resume and val_file.is_file():
+        saved = json.loads(val_file.read_text())
+    else:
+        saved = {"val_rows": [], "best": None}
+        if ctx.val:
+            metrics = validate(model, processor, ctx.prompt, ctx.val)
+            saved["val_rows"].append({"step": 0, "epoch": 0, **metrics})
+
+    class _Validate(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if not ctx.val:
+                return
+            epoch = math.ceil(state.global_step / per_epoch)
+            metrics = validate(model, processor, ctx.prompt, ctx.val)
+            saved["val_rows"].append({"step": state.global_step, "epoch": epoch, **metrics})
+            if _improved(metrics, saved["best"], cfg.select_metric):
+                from medvlm.finetune._checkpoint import save_adapter_weights
+
+                save_adapter_weights(model, ctx.out / BEST)
+                saved["best"] = {"epoch": epoch, "step": state.global_step,
+                                 "value": metrics[cfg.select_metric]}
+            write_json_atomic(val_file, saved)
+
+    cuda = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=str(trl_dir), max_steps=cfg.max_steps or -1, num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type="constant", warmup_steps=0,
+        logging_steps=1, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
+        seed=cfg.seed, data_seed=cfg.seed, report_to="none", use_cpu=not cuda, bf16=cuda,
+        remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True}, max_length=None,
+        dataloader_num_workers=0, disable_tqdm=True)
+    dataset = Dataset.from_dict({"idx": list(range(len(ctx.train)))})
+
+    def collate(rows: list[dict[str, int]]) -> Any:
+        return make_batch(processor, ctx.prompt, [ctx.train[r["idx"]] for r in rows])
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                         processing_class=processor, callbacks=[_Validate()])
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(trl_dir / "final"))
+    write_json_atomic(val_file, saved)
+    log = [{"step": h["step"], "epoch": math.ceil(h["step"] / per_epoch), "loss": h["loss"],
+            "lr": h.get("learning_rate")} for h in trainer.state.log_history if "loss" in h]
+    log = sorted(log + saved["val_rows"], key=lambda r: (r["step"], "loss" not in r))
+    step = trainer.state.global_step
+    model.eval()
+    return model, processor, {"step": step, "epoch": math.ceil(step / per_epoch), "log": log,
+                              "best": saved["best"]}
