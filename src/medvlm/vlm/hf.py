@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medvlm.vlm.backends import Backend
 from medvlm.vlm.prompts import ANSWER_PREFIX
 
 
@@ -96,7 +97,7 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     """Local image-text-to-text model via ``from_pretrained`` (Llama-3.2-Vision and similar).
 
     Batched (``batch_size``, left padding); bf16 on CUDA, float32 elsewhere (``dtype`` overrides);
