@@ -209,3 +209,37 @@ def test_resume_with_other_options_is_refused(lora_run, prepared_work, ft_base, 
     code, err = _cli(["finetune", str(prepared_work), "--out", str(out), "--base-model", str(ft_base),
                       "--lr", "0.5", "--orientations", "axial", "--max-slices-per-patient", "2"], capsys)
     assert code == 2 and "checkpoint" in err and "new --out" in err
+
+
+def test_eval_vlm_with_the_adapter_scores_as_finetune_does(lora_run, prepared_work, ft_base, tmp_path):
+    """``eval-vlm --adapter`` (transformers backend, log-prob scoring) reads the same probabilities."""
+    from medvlm.data.cohorts import load_cohort
+    from medvlm.finetune.data import cohort_examples
+    from medvlm.vlm.engine import VLMEvalConfig, evaluate_vlm
+
+    out, _summary = lora_run
+    evaluate_vlm(prepared_work, tmp_path / "run", VLMEvalConfig(
+        backend="transformers", model=str(ft_base), adapter=str(out), scoring="logprobs", cohort="val",
+        orientations=["axial"], n_boot=0, progress=False, device="cpu"))
+    slices = pd.read_csv(tmp_path / "run" / "slices.csv", dtype={"patient_id": str})
+    val = cohort_examples(prepared_work, load_cohort(prepared_work, "val", fold=0), orientations=["axial"])[0]
+    ours = _probs(ft_base, ft_base, val, adapter=out)
+    key = {(e.patient_id, e.slice_index): p for e, p in zip(val, ours, strict=True)}
+    assert len(slices) == len(val)
+    for row in slices.itertuples():
+        np.testing.assert_allclose([row.p_lgg, row.p_hgg, row.p_ng], key[(row.patient_id, row.slice_index)],
+                                   atol=1e-5)
+
+
+@pytest.mark.slow
+def test_trl_engine_trains_on_the_same_batches(prepared_work, ft_base, tmp_path):
+    from medvlm.finetune import FinetuneConfig, finetune
+
+    out = tmp_path / "trl"
+    summary = finetune(prepared_work, out, FinetuneConfig(base_model=str(ft_base), engine="trl", max_steps=2,
+                                                          validate_each_epoch=False, **FAST))
+    assert summary["steps"] == 2
+    log = pd.read_csv(out / "train_log.csv").dropna(subset=["loss"])
+    assert log["step"].tolist() == [1, 2] and (log["loss"] > 0).all()
+    p = _probs(ft_base, ft_base, _train_examples(prepared_work)[:2], adapter=out)
+    assert p.shape == (2, 3)

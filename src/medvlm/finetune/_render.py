@@ -39,25 +39,14 @@ def encode(processor: Any, images: list[Any], texts: list[str], *, padding_side:
 
 
 def scoring_context(processor: Any, prompt: str) -> tuple[str, list[int]]:
-    """``(context_text, class_ids)``: the text after which the three answers first differ, and the token
-    id of answer 0, 1, 2 at that position (e.g. context ends in ``"Choice: "`` when the tokenizer splits
-    the space off the digit, as Llama 3 does)."""
-    import os
+    """``(context_text, class_ids)``: the text ``eval-vlm``'s log-prob scoring feeds (the chat text, the
+    answer prefix and the separator, e.g. ``"...Choice: "``) and the token ids of the answers 0, 1, 2 read
+    at its last position (:func:`medvlm.vlm.hf.answer_token_ids`). The training target
+    (:func:`answer_text`) starts with exactly these tokens, so training raises what scoring reads."""
+    from medvlm.vlm.hf import answer_token_ids
 
-    tok = processor.tokenizer
-    texts = [answer_text(processor, prompt, c) for c in range(3)]
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    n = 0
-    while all(n < len(i) for i in ids) and ids[0][n] == ids[1][n] == ids[2][n]:
-        n += 1
-    class_ids = [i[n] for i in ids]
-    if len(set(class_ids)) != 3:
-        raise RuntimeError("the answers 0, 1, 2 do not start with three different tokens")
-    common = os.path.commonprefix(texts)
-    if tok(common, add_special_tokens=False)["input_ids"] != ids[0][:n]:
-        common = tok.decode(ids[0][:n])
-    context = common
-    return context, class_ids
+    sep, ids = answer_token_ids(processor.tokenizer)
+    return prompt_text(processor, prompt) + sep, list(ids)
 
 
 def class_probs(model: Any, processor: Any, pngs: list[bytes], prompt: str, *, batch_size: int = 8) -> Any:

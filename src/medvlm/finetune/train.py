@@ -194,12 +194,15 @@ def make_batch(processor: Any, prompt: str, examples: list[Example]) -> Any:
     enc = _render.encode(processor, [_render.image_from_png(e.png) for e in examples], texts,
                          padding_side="right")
     prefix_ids = processor.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    context, class_ids = _render.scoring_context(processor, prompt)
     n_prefix = len(prefix_ids)
+    n_context = len(processor.tokenizer(context, add_special_tokens=False)["input_ids"])
     labels = torch.full_like(enc["input_ids"], -100)
-    for b in range(len(examples)):
+    for b, e in enumerate(examples):
         n_tokens = int(enc["attention_mask"][b].sum())
-        if enc["input_ids"][b, :n_prefix].tolist() != prefix_ids:
-            raise RuntimeError("the answer text does not start with the scoring prompt's tokens")
+        if (enc["input_ids"][b, :n_prefix].tolist() != prefix_ids
+                or int(enc["input_ids"][b, n_context]) != class_ids[e.label]):
+            raise RuntimeError("the training text does not continue the scoring prompt with the label token")
         labels[b, n_prefix:n_tokens] = enc["input_ids"][b, n_prefix:n_tokens]
     enc["labels"] = labels
     return enc
