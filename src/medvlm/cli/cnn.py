@@ -40,7 +40,7 @@ def train_cnn_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Train the CNN baseline; writes history.csv, predictions.csv, metrics.json and checkpoints in RUN."""
-    from medvlm.cnn.train import make_config, resolve_folds, train_cnn
+    from medvlm.cnn.train import make_config, train_cnn
     from medvlm.registry import check_choice
 
     fold_value: int | str = fold
@@ -56,7 +56,6 @@ def train_cnn_command(
                          early_stopping=early_stopping or None, select_metric=select_metric,
                          checkpoint=checkpoint, weight_decay=weight_decay, scheduler=scheduler,
                          bootstrap=bootstrap, amp=amp, progress=progress)
-    resolve_folds(work, config.fold)
     metrics = train_cnn(work, out, config)
     test = metrics.get("test") or {}
     typer.echo(f"{out}: test accuracy {test.get('accuracy')}, auc {test.get('auc')} "

@@ -35,6 +35,8 @@ class Small3DCNN(nn.Module):
             nn.MaxPool3d(2),
         )
         reduced = [s // 2 // 2 for s in spatial]
+        if len(spatial) != 3 or min(reduced) < 1:
+            raise ValueError(f"small3d needs a (C, D, H, W) input with D, H, W >= 4, got {self.input_shape}")
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * reduced[0] * reduced[1] * reduced[2], 128),

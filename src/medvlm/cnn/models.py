@@ -36,11 +36,11 @@ def model_names() -> list[str]:
     return MODELS.names()
 
 
-def build_model(name: str, input_shape: Sequence[int]) -> nn.Module:
-    """Build model ``name`` for volumes of shape ``input_shape = (4, D, H, W)``.
+def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """Check model ``name`` takes volumes of ``input_shape = (4, D, H, W)``; return the shape as ints.
 
-    Raises :class:`ConfigError` for an unknown name (with the list and a "did you mean") or an input
-    shape the network cannot take (checked with a forward pass on the meta device, which costs nothing).
+    Raises :class:`ConfigError` for an unknown name (with the list and a "did you mean") or a shape the
+    network cannot take (found by a forward pass on the meta device, which allocates nothing).
     """
     import torch
 
@@ -48,10 +48,10 @@ def build_model(name: str, input_shape: Sequence[int]) -> nn.Module:
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 4:
         raise ConfigError(f"model {name!r}: input shape must be (channels, D, H, W), got {shape}")
-    with torch.device("meta"):
-        probe = factory(shape)
-    probe.eval()
     try:
+        with torch.device("meta"):
+            probe = factory(shape)
+        probe.eval()
         with torch.no_grad():
             out = probe(torch.zeros((2, *shape), device="meta"))
     except (RuntimeError, ValueError) as exc:
@@ -61,7 +61,17 @@ def build_model(name: str, input_shape: Sequence[int]) -> nn.Module:
         ) from exc
     if tuple(out.shape) != (2, 1):
         raise ConfigError(f"model {name!r} returns shape {tuple(out.shape)[1:]}, expected (1,)")
-    return factory(shape)
+    return shape  # type: ignore[return-value]
+
+
+def build_model(name: str, input_shape: Sequence[int]) -> nn.Module:
+    """Model ``name`` for volumes of shape ``input_shape = (4, D, H, W)``: ``(B, 4, D, H, W)`` -> ``(B, 1)``.
+
+    Raises :class:`ConfigError` as :func:`check_input_shape` does. Parameters are initialised from the
+    global torch RNG (seed it first).
+    """
+    shape = check_input_shape(name, input_shape)
+    return MODELS.get(name)(shape)
 
 
 def count_parameters(model: nn.Module) -> int:

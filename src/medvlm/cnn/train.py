@@ -327,15 +327,11 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
 
     from medvlm.cnn.data import EpochSampler, VolumeDataset, check_volumes, derive_seed
     from medvlm.cnn.models import build_model, count_parameters
-    from medvlm.data.cohorts import load_cohort
 
-    cohorts = {"train": load_cohort(work, "train", fold=fold), "val": load_cohort(work, "val", fold=fold)}
-    try:
-        cohorts["test"] = load_cohort(work, "test", fold=fold)
-    except DataError as exc:
-        if "has no patient" not in str(exc):
-            raise
-        reporter.line(f"[yellow]warning:[/] {exc}; test predictions and metrics are left out")
+    cohorts = fold_cohorts(work, fold)
+    if "test" not in cohorts:
+        reporter.line(f"[yellow]warning:[/] {work}: the test cohort is empty; test predictions and "
+                      "metrics are left out")
     input_shape = check_volumes(work, [pid for c in cohorts.values() for pid in c.patient_ids])
     if len(set(cohorts["train"].labels)) < 2:
         reporter.line(f"[yellow]warning:[/] fold {fold}: the training cohort has one class only")
@@ -554,6 +550,44 @@ def resolve_folds(work: str | Path, fold: int | str) -> list[int]:
     return [fold]
 
 
+def fold_cohorts(work: Path, fold: int) -> dict[str, Any]:
+    """The train, val and test :class:`~medvlm.data.cohorts.Cohort` of ``fold`` (test left out if empty).
+
+    An empty train or val cohort, a fold out of range or a missing split raise :class:`DataError`.
+    """
+    from medvlm.data.cohorts import load_cohort
+
+    cohorts = {"train": load_cohort(work, "train", fold=fold), "val": load_cohort(work, "val", fold=fold)}
+    try:
+        cohorts["test"] = load_cohort(work, "test", fold=fold)
+    except DataError as exc:
+        if "has no patient" not in str(exc):
+            raise
+    return cohorts
+
+
+def preflight(work: Path, run: Path, folds: list[int], config: CNNConfig) -> None:
+    """Fail before anything is written: cohorts, volumes, model vs input shape, options vs ``run.json``."""
+    from medvlm.cnn.data import check_volumes
+    from medvlm.cnn.models import check_input_shape
+    from medvlm.runinfo import read_run_info
+
+    ids: list[str] = []
+    for fold in folds:
+        ids += [pid for c in fold_cohorts(work, fold).values() for pid in c.patient_ids]
+    check_input_shape(config.model, check_volumes(work, list(dict.fromkeys(ids))))
+    info = read_run_info(run) if (run / "run.json").is_file() else None
+    saved = (info or {}).get("config") or {}
+    if info and info.get("kind") != "cnn":
+        raise ConfigError(f"{run / 'run.json'}: this folder holds a {info.get('kind')!r} run, not a CNN run; "
+                          "use another --out")
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != getattr(config, key):
+            option = "--" + key.replace("_", "-")
+            raise ConfigError(f"{run}: this run was trained with {option} {saved[key]!r}, not "
+                              f"{getattr(config, key)!r}; rerun with the same options or use another --out")
+
+
 def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str, Any]:
     """Train the CNN on one fold or all folds of ``WORK/splits.json``, resuming from ``out`` if present.
 
@@ -574,6 +608,7 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
     folds = resolve_folds(work, config.fold)
     device = resolve_device(config.device)
     reporter = _Reporter(config.progress)
+    preflight(work, run, folds, config)
     run.mkdir(parents=True, exist_ok=True)
     write_run_info(run, kind="cnn", config={**config.model_dump(), "work": str(work.resolve()),
                                             "folds": folds, "device_resolved": str(device)})
