@@ -257,3 +257,30 @@ def test_tiny_transformers_sampling_defaults_and_seeds(cons_work, tiny_model, tm
     assert runs[0]["raw"].nunique() > 1  # sampled: the repeats differ
     assert runs[0].equals(runs[1])  # seeded per repeat: the same in a fresh run folder
     assert list(runs[0]["seed"]) == list(range(6))
+
+
+def test_logprob_scoring_records_class_probabilities(cons_work, server, tmp_path):
+    run = tmp_path / "lp"
+    assert _run(_openai_args(cons_work, run, server, "--patient", "P002", "--repeats", "3", "--scoring",
+                             "logprobs")) == 0
+    assert all(b["logprobs"] is True for b in server.bodies)
+    csv = pd.read_csv(run / "consistency.csv")
+    assert set(csv["choice"]) == {1}
+    assert (csv["p_hgg"] - 0.7 / 0.95).abs().max() < 1e-9 and (csv["mass"] - 0.95).abs().max() < 1e-9
+
+
+def test_on_a_prepared_synthetic_cohort(prepared_work, tmp_path):
+    """The manifest ``prepare`` writes (real NIfTI paths, tumour extents) works as is."""
+    from medvlm.data.cohorts import load_cohort, read_manifest
+
+    run = tmp_path / "synth"
+    assert _run(["consistency", str(prepared_work), "--out", str(run), "--backend", "mock", "--model", "hash",
+                 "--repeats", "3", "--orientation", "coronal", "--no-progress"]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    cohort = load_cohort(prepared_work, "test")
+    assert [i["patient_id"] for i in s["per_image"]] == cohort.patient_ids
+    assert [i["label"] for i in s["per_image"]] == cohort.labels
+    manifest = read_manifest(prepared_work).set_index("patient_id")
+    for image in s["per_image"]:
+        lo, hi = manifest.loc[image["patient_id"], ["tumour_y_min", "tumour_y_max"]].astype(int)
+        assert image["slice_index"] == (lo + hi) // 2
