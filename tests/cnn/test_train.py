@@ -118,6 +118,8 @@ def test_rerun_of_finished_run_trains_nothing(trained: tuple[Path, dict[str, Any
     again = train_cnn(tiny_work, run, cfg(epochs=8, bootstrap=50))
     assert (run / "history.csv").read_text() == before  # seconds column unchanged: no epoch ran
     assert again["folds"] == metrics["folds"]
+    fewer = train_cnn(tiny_work, run, cfg(epochs=4, bootstrap=50))  # fewer epochs: score what is there
+    assert (run / "history.csv").read_text() == before and fewer["folds"] == metrics["folds"]
 
 
 def test_resume_matches_uninterrupted(tiny_work: Path, tmp_path: Path) -> None:

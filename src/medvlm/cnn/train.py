@@ -376,6 +376,9 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         return (config.early_stopping is not None and best_epoch is not None
                 and epoch - best_epoch >= config.early_stopping)
 
+    if epoch > config.epochs:
+        reporter.line(f"fold {fold}: already trained for {epoch} epochs (> --epochs {config.epochs}); "
+                      "scoring the existing checkpoints")
     while epoch < config.epochs and not stop_early():
         started = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -426,7 +429,12 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         raise DataError(f"{last_path}: no finished epoch to score")
 
     chosen = best_path if config.checkpoint == "best" and best_path.is_file() else last_path
-    model.load_state_dict(load_checkpoint(chosen)["model"])
+    chosen_ckpt = load_checkpoint(chosen)
+    if chosen == best_path and chosen_ckpt.get("epoch") != best_epoch:
+        # only after a crash between writing best.pt and last.pt; the rerun epoch rewrote it on CPU
+        reporter.line(f"[yellow]warning:[/] {best_path} holds epoch {chosen_ckpt.get('epoch')}, the history "
+                      f"says best epoch {best_epoch}; scoring {best_path} as it is")
+    model.load_state_dict(chosen_ckpt["model"])
     frame = score_cohorts(work, model, cohorts, config, device, fold=fold, dtype=dtype, reporter=reporter)
     write_text_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
     best_value = history[best_epoch - 1][config.select_metric] if best_epoch else None
