@@ -881,11 +881,14 @@ def agreement_figure(per_image: Sequence[Mapping[str, Any]] | pd.DataFrame | Map
         ax.bar(x, share, bottom=bottom, color=_ANSWER_COLOURS[k], width=0.8, label=_ANSWER_NAMES[k])
         bottom += share
     right = df["consensus_correct"] if "consensus_correct" in df.columns else [None] * len(df)
-    for xi, ok in zip(x, right, strict=True):
-        if ok is None or (isinstance(ok, float) and math.isnan(ok)):
-            continue
-        ax.scatter([xi], [1.04], marker="o" if ok else "x", color="#009E73" if ok else "#D55E00", s=30,
-                   zorder=3, clip_on=False)
+    marks = [(xi, bool(ok)) for xi, ok in zip(x, right, strict=True)
+             if not (ok is None or (isinstance(ok, float) and math.isnan(ok)))]
+    for ok, marker, colour, text in ((True, "o", "#009E73", "majority right"),
+                                     (False, "x", "#D55E00", "majority wrong")):
+        xs = [xi for xi, good in marks if good is ok]
+        if xs:
+            ax.scatter(xs, [1.04] * len(xs), marker=marker, color=colour, s=30, zorder=3, clip_on=False,
+                       label=f"{text} ({len(xs)})")
     n_lgg = int((df["_lab"] == 0).sum())
     if 0 < n_lgg < len(df):
         ax.axvline(n_lgg - 0.5, color="#374151", linewidth=1)

@@ -4,14 +4,53 @@ the mock backend over a cohort, the tiny transformers model, the cache, bad inpu
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from medvlm.consistency import CSV_COLUMNS, fleiss_kappa
+
+
+def _vlm_helpers():
+    """The VLM tests' helpers (``write_tiny_work``, ``FakeServer``): ``tests/vlm/conftest.py`` loaded
+    under its own name. (No conftest.py here: ``--doctest-modules`` imports every conftest.py as a
+    module named ``conftest``, and two of them collide.)"""
+    path = Path(__file__).parents[1] / "vlm" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_medvlm_vlm_test_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+VLM = _vlm_helpers()
+FakeServer = VLM.FakeServer
+
+
+@pytest.fixture(scope="session")
+def cons_work(tmp_path_factory) -> Path:
+    """4 patients P000..P003 (HGG, LGG, HGG, LGG), all in the test cohort; volumes 12x12x8; tumour
+    z 2..4 (P000, P002) or 3..5 (P001, P003), so the central axial slice is 3 or 4."""
+    return VLM.write_tiny_work(tmp_path_factory.mktemp("conswork"))
+
+
+@pytest.fixture()
+def server():
+    s = FakeServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from medvlm.vlm.tiny import make_tiny_vlm
+
+    return make_tiny_vlm(tmp_path_factory.mktemp("cons_tiny") / "model", seed=0)
+
 
 PATIENT_LGG = "P001"  # label 0, tumour z 3..5 -> central axial slice 4
 
