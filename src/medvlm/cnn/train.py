@@ -25,7 +25,8 @@ What a run folder ``RUN`` holds:
   :func:`medvlm.metrics.bootstrap_metrics`; ``cv`` = mean and sample standard deviation (ddof 1;
   null for one fold) over folds of the val and test metrics; ``test`` = metrics of the test rows of
   ``predictions.csv`` (the fold's model, or the ensemble); ``oof_val`` (fold all) = metrics of the
-  out-of-fold predictions; ``training`` = per-fold best epoch, epochs trained, early stop.
+  out-of-fold predictions; ``training`` = per-fold best epoch, epochs trained, early stop; ``notes`` =
+  the metric warnings (undefined metrics, bootstrap resamples left out), one line each.
 - ``run.json`` (kind ``cnn``), ``learning_curve.png`` when the report's figure function is present.
 
 Resuming: rerunning with the same ``RUN`` continues each fold after its last finished epoch; a larger
@@ -464,14 +465,22 @@ def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config:
 
 
 # --------------------------------------------------------------------------------------- the whole run
-def cohort_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int) -> dict[str, Any]:
-    """``binary_metrics`` plus bootstrap ``_ci`` keys of a predictions frame (labels, preds, scores)."""
+def cohort_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int, notes: list[str] | None = None,
+                   where: str = "") -> dict[str, Any]:
+    """``binary_metrics`` plus bootstrap ``_ci`` keys of a predictions frame (labels, preds, scores).
+
+    Warnings about undefined metrics are appended to ``notes`` as ``"<where>: <message>"`` lines.
+    """
     from medvlm.metrics import binary_metrics, bootstrap_metrics
 
     labels, preds, scores = frame["label"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
-    out = binary_metrics(labels, preds, scores)
-    if n_boot:
-        out.update(bootstrap_metrics(labels, preds, scores, n_boot=n_boot, seed=seed))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = binary_metrics(labels, preds, scores)
+        if n_boot:
+            out.update(bootstrap_metrics(labels, preds, scores, n_boot=n_boot, seed=seed))
+    if notes is not None:
+        notes.extend(f"{where}: {w.message}" for w in caught)
     return out
 
 
@@ -635,10 +644,11 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
     history = _write_history(run, histories)
 
     per_fold: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
     for fold, res in results.items():
         frame = res["predictions"]
         per_fold[str(fold)] = {c: cohort_metrics(frame[frame["cohort"] == c], n_boot=config.bootstrap,
-                                                 seed=config.seed)
+                                                 seed=config.seed, notes=notes, where=f"fold {fold} {c}")
                                for c in ("train", "val", "test") if (frame["cohort"] == c).any()}
     if len(folds) == 1:
         predictions = results[folds[0]]["predictions"]
@@ -664,8 +674,9 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
         "model": config.model,
         "folds": per_fold,
         "cv": cv_summary(per_fold),
-        "test": (cohort_metrics(test_rows, n_boot=config.bootstrap, seed=config.seed)
-                 if len(test_rows) else None),
+        "test": (None if not len(test_rows) else per_fold[str(folds[0])]["test"] if len(folds) == 1
+                 else cohort_metrics(test_rows, n_boot=config.bootstrap, seed=config.seed, notes=notes,
+                                     where="ensemble test")),
         "test_predictions": test_source,
         "selection": {"metric": config.select_metric, "checkpoint": config.checkpoint},
         "training": {str(f): {k: r[k] for k in ("best_epoch", "best_value", "epochs_trained", "stopped_early",
@@ -676,7 +687,11 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
     }
     if len(folds) > 1:
         oof_rows = predictions[predictions["cohort"] == "val"]
-        metrics["oof_val"] = cohort_metrics(oof_rows, n_boot=config.bootstrap, seed=config.seed)
+        metrics["oof_val"] = cohort_metrics(oof_rows, n_boot=config.bootstrap, seed=config.seed, notes=notes,
+                                            where="out-of-fold val")
+    metrics["notes"] = notes
+    for note in notes:
+        reporter.line(f"note: {note}")
     write_json_atomic(run / "metrics.json", metrics)
     _learning_curve(run, history, reporter)
     summary = metrics["test"] or {}
