@@ -92,6 +92,7 @@ def test_run_files(trained: tuple[Path, dict[str, Any]], tiny_work: Path) -> Non
 
     on_disk = json.loads((run / "metrics.json").read_text())
     assert on_disk["model"] == "small3d"
+    assert isinstance(on_disk["notes"], list) and all(isinstance(n, str) for n in on_disk["notes"])
     leaf = on_disk["folds"]["0"]["test"]
     for key in ("n", "tp", "fp", "tn", "fn", "accuracy", "auc", "auc_ci", "accuracy_ci"):
         assert key in leaf
@@ -153,6 +154,7 @@ def test_crash_mid_epoch_then_resume(tiny_work: Path, tmp_path: Path,
         train_cnn(tiny_work, tmp_path / "crashed", cfg(epochs=3))
     assert load_checkpoint(tmp_path / "crashed" / "fold0" / "last.pt")["epoch"] == 2
     assert not list((tmp_path / "crashed" / "fold0").glob("*.tmp"))
+    assert list(pd.read_csv(tmp_path / "crashed" / "history.csv")["epoch"]) == [1, 2]  # written each epoch
     monkeypatch.setattr(train_mod, "train_one_epoch", real)
     train_cnn(tiny_work, tmp_path / "crashed", cfg(epochs=3))
     pd.testing.assert_frame_equal(read_history(tmp_path / "straight"), read_history(tmp_path / "crashed"))
