@@ -1,49 +1,139 @@
-"""``medvlm demo`` (today: synth -> prepare -> split) as a library call and a command."""
+"""The whole study in one command: `medvlm run EXPERIMENT.yaml` and `medvlm demo`."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from medvlm.cli import main
-from medvlm.data.cohorts import load_cohort
 from medvlm.errors import ConfigError
-from medvlm.study import DEMO_STAGES, DemoConfig, run_demo
+from medvlm.experiment import demo_config, load_experiment, parse_experiment
 
-TINY = DemoConfig(patients=8, lgg_fraction=0.25, size="small", shape=(8, 12, 12), test_fraction=0.25, folds=2)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-
-def test_run_demo_stages_and_resume(tmp_path):
-    result = run_demo(tmp_path, TINY)
-    assert [s.name for s in result.stages] == [n for n, _ in DEMO_STAGES][:3] == ["synth", "prepare", "split"]
-    assert result.stage("synth").summary["patients"] == 8 and result.stage("synth").summary["lgg"] == 2
-    assert result.stage("prepare").summary["ok"] == 8
-    assert len(load_cohort(tmp_path / "work", "test")) == 2
-    record = json.loads((tmp_path / "demo.json").read_text())
-    assert record["config"]["patients"] == 8 and [s["name"] for s in record["stages"]][:3] == [
-        "synth", "prepare", "split"]
-    again = run_demo(tmp_path, TINY)
-    assert again.stage("synth").summary["reused"] is True
-    assert again.stage("prepare").summary["reused"] == 8
-
-
-def test_run_demo_only_and_unknown_stage(tmp_path):
-    result = run_demo(tmp_path, TINY, only=["synth"])
-    assert [s.name for s in result.stages] == ["synth"]
-    with pytest.raises(ConfigError, match="unknown demo stage"):
-        run_demo(tmp_path, TINY, only=["nope"])
+TINY_STUDY = {
+    "name": "tiny",
+    "out": "out",
+    "data": {"synthetic": {"patients": 8, "lgg_fraction": 0.25, "seed": 0, "size": "small"}},
+    "prepare": {"shape": [8, 12, 12]},
+    "split": {"test_fraction": 0.25, "folds": 2},
+    "cnn": [{"name": "cnn", "epochs": 2, "batch_size": 2, "workers": 0, "bootstrap": 50}],
+    "vlm": [{"name": "vlm", "model": "tiny", "scoring": "logprobs", "slices": "central:2", "n_boot": 50}],
+    "consistency": [{"name": "cons-hgg", "model": "tiny", "pick": "hgg", "repeats": 4,
+                     "temperatures": [0.6], "top_p": 0.9}],
+    "finetune": [{"name": "lora", "base_model": "tiny", "max_steps": 2, "batch_size": 4,
+                  "max_slices_per_patient": 1, "slices": "central:2",
+                  "evaluate": {"scoring": "logprobs", "slices": "central:2", "n_boot": 50}}],
+}
 
 
-def test_demo_config_forbids_typos():
-    with pytest.raises(ValueError):
-        DemoConfig(patiens=3)  # type: ignore[call-arg]
+def _exit_code(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.mark.slow
+def test_run_whole_study_then_rerun_skips_finished_stages(tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(TINY_STUDY))
+    assert _exit_code(["run", str(path)]) == 0
+    out = tmp_path / "out"
+    record = json.loads((out / "experiment.json").read_text())
+    names = [s["name"] for s in record["stages"]]
+    assert names == ["data", "prepare", "split", "tiny-vlm", "cnn", "vlm", "lora", "lora-eval", "cons-hgg",
+                     "report"]
+    assert all(s["status"] == "done" for s in record["stages"])
+    for run in ("cnn", "vlm", "lora", "lora-eval", "cons-hgg"):
+        assert (out / "runs" / run / "run.json").is_file(), run
+    # the fine-tuned model is evaluated exactly like the general one, with its adapter
+    general = json.loads((out / "runs" / "vlm" / "run.json").read_text())["config"]
+    tuned = json.loads((out / "runs" / "lora-eval" / "run.json").read_text())["config"]
+    assert tuned["adapter"] == str(out / "runs" / "lora")
+    assert {k: general[k] for k in ("prompt_sha", "slices", "orientations", "modalities", "scoring")} == {
+        k: tuned[k] for k in ("prompt_sha", "slices", "orientations", "modalities", "scoring")}
+    summary = json.loads((out / "runs" / "cons-hgg" / "summary.json").read_text())
+    assert summary["n"] == 4
+    html = (out / "report.html").read_text()
+    for title in ("Cohorts", "What the numbers say", "Limitations", "Reproducibility", "CLAIM checklist"):
+        assert title in html, title
+    assert "predicting HGG for everyone" in html
+    capsys.readouterr()
+
+    # rerun: every finished stage is reused, nothing is sent to the model again
+    assert _exit_code(["run", str(path)]) == 0
+    again = json.loads((out / "experiment.json").read_text())
+    statuses = {s["name"]: s["status"] for s in again["stages"]}
+    assert statuses.pop("report") == "done"
+    assert set(statuses.values()) == {"reused"}
+    assert json.loads((out / "runs" / "vlm" / "metrics.json").read_text())["n_sent"] > 0
+
+
+def test_unknown_key_is_rejected_with_did_you_mean(tmp_path):
+    bad = json.loads(json.dumps(TINY_STUDY))
+    bad["cnn"][0]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key 'cnn\.0\.epoch'\. Did you mean 'epochs'\?"):
+        parse_experiment(bad, source="x.yaml")
+    bad = json.loads(json.dumps(TINY_STUDY))
+    bad["splt"] = {}
+    with pytest.raises(ConfigError, match="Did you mean 'split'"):
+        parse_experiment(bad, source="x.yaml")
+
+
+def test_config_errors_name_the_field():
+    bad = json.loads(json.dumps(TINY_STUDY))
+    bad["vlm"][0]["scoring"] = "logprob"
+    with pytest.raises(ConfigError, match=r"vlm\.0\.scoring"):
+        parse_experiment(bad)
+    bad = json.loads(json.dumps(TINY_STUDY))
+    bad["vlm"].append(dict(bad["vlm"][0]))
+    with pytest.raises(ConfigError, match="run names must be unique"):
+        parse_experiment(bad)
+    bad = json.loads(json.dumps(TINY_STUDY))
+    bad["data"] = {}
+    with pytest.raises(ConfigError, match="exactly one of 'path'"):
+        parse_experiment(bad)
+    bad = json.loads(json.dumps(TINY_STUDY))
+    bad["finetune"][0]["evaluate"] = {"scorng": "logprobs"}
+    with pytest.raises(ConfigError, match="finetune.0.evaluate"):
+        parse_experiment(bad)
+
+
+def test_examples_validate_and_demo_yaml_is_the_demo():
+    demo, base = load_experiment(EXAMPLES / "demo.yaml")
+    assert base == EXAMPLES
+    embedded = demo_config()
+    assert demo.model_dump(exclude={"out"}) == embedded.model_dump(exclude={"out"})
+    real, _ = load_experiment(EXAMPLES / "brats2020.yaml")
+    assert real.data.path and real.data.synthetic is None
+    assert [r.name for r in real.vlm] and real.finetune[0].method == "qlora"
+
+
+def test_cli_run_bad_file_exit_2_one_line(tmp_path, capsys):
+    assert _exit_code(["run", str(tmp_path / "missing.yaml")]) == 2
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: {synthetic: {patients: 8}}\ncnn: [{name: c, lr: -1}]\n")
+    assert _exit_code(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("medvlm: error: ") for line in err)
+    assert "cnn.0.lr" in err[1]
+    path.write_text("data: [unclosed\n")
+    assert _exit_code(["run", str(path)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_cli_run_check_lists_stages(tmp_path, capsys):
+    assert _exit_code(["run", str(EXAMPLES / "demo.yaml"), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "vlm-lora-eval" in out and "consistency-lgg" in out
 
 
 def test_cli_demo_bad_option_exit_2(tmp_path, capsys):
-    try:
-        main(["demo", "--out", str(tmp_path), "--size", "huge"])
-    except SystemExit as exc:
-        assert exc.code == 2
+    assert _exit_code(["demo", "--out", str(tmp_path), "--size", "huge"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("medvlm: error: --size")
+    assert len(err) == 1 and err[0].startswith("medvlm: error: ") and "size" in err[0]

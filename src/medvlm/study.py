@@ -1,61 +1,46 @@
-"""The whole study on embedded defaults: ``medvlm demo``.
+"""Run a whole study: ``medvlm run EXPERIMENT.yaml`` and ``medvlm demo``.
 
-:func:`run_demo` runs named stages in order, each a function ``(out, config, console) -> StageRecord``
-listed in :data:`DEMO_STAGES`; today: synth -> prepare -> split. Later stages (CNN, VLM, report)
-append themselves to :data:`DEMO_STAGES` and read what earlier stages left in ``out``:
-
-    out/data/MICCAI_BraTS2020_TrainingData/   synthetic cohort (stage ``synth``)
-    out/work/                                 manifest.csv, volumes/, splits.json (``prepare``, ``split``)
-    out/demo.json                             config and one record per stage
-
-Every stage is resumable: rerunning the demo with the same ``--out`` reuses finished work.
-Labels: LGG = 0, HGG = 1.
+:func:`run_experiment` turns an :class:`medvlm.experiment.ExperimentConfig` into an ordered list of
+stages (synth or data check -> prepare -> split -> tiny model -> CNNs -> VLM evaluations -> fine-tuning
+and its evaluation -> consistency -> report), each a call of the library function behind one command.
+A stage whose inputs (its fingerprint) did not change since it finished is skipped on rerun; the others
+resume from what their command leaves on disk (prepared volumes, checkpoints, the response cache).
+``out/experiment.json`` records the resolved config and one record per stage. Labels: LGG 0, HGG 1.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class DemoConfig(BaseModel):
-    """Embedded defaults of the demo (a synthetic cohort small enough for a laptop CPU)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    patients: int = Field(40, ge=4)
-    lgg_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    seed: int = 0
-    size: Literal["small", "medium", "full"] = "medium"
-    shape: tuple[int, int, int] = (48, 64, 64)
-    margin_mm: float = 10.0
-    test_fraction: float = 0.25
-    folds: int = Field(3, ge=2)
-    workers: int = Field(1, ge=1)
+from medvlm.experiment import TINY_MODEL, ExperimentConfig, fingerprint
 
 
 @dataclass
 class StageRecord:
-    """What one stage did: ``name``, wall-clock ``seconds``, a JSON-able ``summary`` and its outputs."""
+    """What one stage did: ``status`` (done; reused: finished before with the same inputs, so skipped;
+    incomplete: finished with failed requests), seconds, a JSON-able summary, outputs."""
 
     name: str
+    fingerprint: str = ""
+    status: str = "done"
     seconds: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
-class DemoResult:
-    """All stage records of one demo run, in order."""
+class StudyResult:
+    """All stage records of one run of the study, in order, and where the report is."""
 
     out: Path
-    config: DemoConfig
+    config: ExperimentConfig
     stages: list[StageRecord] = field(default_factory=list)
+    report: Path | None = None
 
     def stage(self, name: str) -> StageRecord:
         for record in self.stages:
@@ -63,140 +48,350 @@ class DemoResult:
                 return record
         raise KeyError(name)
 
-
-def data_dir(out: Path) -> Path:
-    """Where the demo writes its synthetic cohort (the parent of the BraTS training folder)."""
-    return Path(out) / "data"
-
-
-def work_dir(out: Path) -> Path:
-    """The demo's work folder (manifest.csv, volumes/, splits.json)."""
-    return Path(out) / "work"
+    @property
+    def exit_code(self) -> int:
+        """0 when every stage finished; 1 when some stage finished with failed requests."""
+        return 1 if any(r.status == "incomplete" for r in self.stages) else 0
 
 
-def stage_synth(out: Path, config: DemoConfig, console: Any) -> StageRecord:
-    """Write the synthetic cohort (reused when ``data/synth.json`` records the same parameters)."""
-    import json
-
-    from medvlm._io import write_json_atomic
-    from medvlm.data.brats import MAPPING_FILE, TRAINING_FOLDER
-    from medvlm.data.synth import synth_cohort
-
-    params = {"patients": config.patients, "lgg_fraction": config.lgg_fraction, "seed": config.seed,
-              "size": config.size}
-    data = data_dir(out)
-    stamp = data / "synth.json"
-    mapping = data / TRAINING_FOLDER / MAPPING_FILE
-    reused = stamp.is_file() and mapping.is_file() and json.loads(stamp.read_text()).get("params") == params
-    if not reused:
-        infos = synth_cohort(data, **params, progress=console is not None)
-        write_json_atomic(stamp, {"params": params, "patients": [asdict(i) for i in infos]})
-    record = json.loads(stamp.read_text())
-    grades = [p["grade"] for p in record["patients"]]
-    return StageRecord("synth", summary={
-        "patients": len(grades), "hgg": grades.count("HGG"), "lgg": grades.count("LGG"),
-        "atypical": sum(p["atypical"] for p in record["patients"]), "size": config.size, "reused": reused,
-    }, outputs={"data": str(data / TRAINING_FOLDER)})
+@dataclass
+class _Stage:
+    name: str
+    fingerprint: str
+    run: Callable[[], StageRecord]
+    outputs_exist: Callable[[], bool]
 
 
-def stage_prepare(out: Path, config: DemoConfig, console: Any) -> StageRecord:
-    """Prepare the cohort into ``work/`` (finished patients are reused)."""
+class _Paths:
+    """Where each stage reads and writes, and how names in the config resolve to paths."""
+
+    def __init__(self, config: ExperimentConfig, out: Path, base_dir: Path) -> None:
+        self.config, self.out, self.base = config, out, base_dir
+        self.data = out / "data" if config.data.synthetic else self.resolve(config.data.path)
+        self.work = out / "work"
+        self.runs = out / "runs"
+        self.tiny = out / "models" / "tiny-vlm"
+
+    def resolve(self, value: str | None) -> Path:
+        path = Path(str(value)).expanduser()
+        return path if path.is_absolute() else (self.base / path).resolve()
+
+    def model(self, name: str) -> str:
+        """``tiny`` -> the stand-in model folder; an existing relative path -> absolute; else unchanged."""
+        if name == TINY_MODEL:
+            return str(self.tiny)
+        candidate = self.resolve(name)
+        return str(candidate) if candidate.exists() else name
+
+    def prompt(self, prompt: str) -> str:
+        if "/" in prompt or prompt.endswith((".txt", ".md")):
+            return str(self.resolve(prompt))
+        return prompt
+
+    def run(self, name: str) -> Path:
+        return self.runs / name
+
+
+# ------------------------------------------------------------------------------------------- stages
+def _stage_data(p: _Paths, progress: bool) -> StageRecord:
+    from medvlm.data.brats import discover
+
+    cfg = p.config.data
+    if cfg.synthetic is not None:
+        from medvlm.data.synth import synth_cohort
+
+        infos = synth_cohort(p.data, patients=cfg.synthetic.patients, lgg_fraction=cfg.synthetic.lgg_fraction,
+                             seed=cfg.synthetic.seed, size=cfg.synthetic.size, progress=progress)
+        grades = [i.grade for i in infos]
+        return StageRecord("data", summary={
+            "source": "synthetic", "patients": len(grades), "hgg": grades.count("HGG"),
+            "lgg": grades.count("LGG"), "atypical": sum(bool(i.atypical) for i in infos),
+            "size": cfg.synthetic.size}, outputs={"data": str(p.data)})
+    training, _grades, patients = discover(p.data)
+    return StageRecord("data", summary={"source": str(training), "patient_folders": len(patients)},
+                       outputs={"data": str(training)})
+
+
+def _stage_prepare(p: _Paths, progress: bool) -> StageRecord:
     from medvlm.data.prepare import prepare
 
-    result = prepare(data_dir(out), work_dir(out), shape=config.shape, workers=config.workers,
-                     margin_mm=config.margin_mm, progress=console is not None)
+    cfg = p.config.prepare
+    result = prepare(p.data, p.work, shape=cfg.shape, workers=cfg.workers, margin_mm=cfg.margin_mm,
+                     progress=progress)
     return StageRecord("prepare", summary={
         "ok": result.n_ok, "skipped": result.n_skipped, "reused": result.n_reused,
-        "shape": "x".join(map(str, config.shape)), "skipped_reasons": dict(result.skipped()),
-    }, outputs={"manifest": str(result.work / "manifest.csv"), "volumes": str(result.work / "volumes")})
+        "shape": "x".join(map(str, cfg.shape)), "skipped_reasons": dict(result.skipped())},
+        outputs={"manifest": str(p.work / "manifest.csv")})
 
 
-def stage_split(out: Path, config: DemoConfig, console: Any) -> StageRecord:
-    """Stratified test set and folds: ``work/splits.json``."""
+def _stage_split(p: _Paths, progress: bool) -> StageRecord:
     import warnings
 
     from medvlm.data.split import make_split
 
+    cfg = p.config.split
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        split = make_split(work_dir(out), test_fraction=config.test_fraction, folds=config.folds,
-                           seed=config.seed)
+        split = make_split(p.work, test_fraction=cfg.test_fraction, folds=cfg.folds, seed=cfg.seed)
     return StageRecord("split", summary={
-        "test": len(split["test"]),
-        "folds": [f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"]],
-        "warnings": [str(w.message) for w in caught],
-    }, outputs={"splits": str(work_dir(out) / "splits.json")})
+        "test": len(split["test"]), "folds": [f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"]],
+        "warnings": [str(w.message) for w in caught]}, outputs={"splits": str(p.work / "splits.json")})
 
 
-Stage = Callable[[Path, DemoConfig, Any], StageRecord]
-#: The demo's stages in order; later work appends ``(name, function)`` pairs.
-DEMO_STAGES: list[tuple[str, Stage]] = [
-    ("synth", stage_synth),
-    ("prepare", stage_prepare),
-    ("split", stage_split),
-]
+def _stage_tiny(p: _Paths, progress: bool) -> StageRecord:
+    from medvlm.vlm.tiny import make_tiny_vlm
+
+    make_tiny_vlm(p.tiny, seed=0)
+    return StageRecord("tiny-vlm", summary={"note": "tiny randomly initialised Llama-3.2-Vision "
+                       "architecture: a stand-in for a real VLM, its answers mean nothing"},
+                       outputs={"model": str(p.tiny)})
 
 
-def run_demo(
-    out: str | Path,
-    config: DemoConfig | None = None,
-    *,
-    console: Any = None,
-    stages: list[tuple[str, Stage]] | None = None,
-    only: list[str] | None = None,
-) -> DemoResult:
-    """Run the demo's stages in ``out`` and write ``out/demo.json``; returns the stage records.
+def _fields(run: Any, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+    return {k: v for k, v in run.model_dump().items() if k not in drop}
 
-    ``console``: a ``rich.console.Console`` for stage headers and progress bars (None: quiet).
-    ``only``: names of the stages to run (default all of ``stages``, which defaults to
-    :data:`DEMO_STAGES`).
+
+def _stage_cnn(p: _Paths, run: Any, progress: bool) -> StageRecord:
+    from medvlm.cnn.train import CNNConfig, train_cnn
+
+    config = CNNConfig(**{**_fields(run), "progress": progress})
+    metrics = train_cnn(p.work, p.run(run.name), config)
+    return StageRecord(run.name, summary=_test_summary(p.run(run.name)) or {"metrics": bool(metrics)},
+                       outputs={"run": str(p.run(run.name))})
+
+
+def _vlm_config(p: _Paths, fields: dict[str, Any], progress: bool) -> Any:
+    from medvlm.vlm.engine import VLMEvalConfig
+
+    fields = dict(fields)
+    fields["model"] = p.model(fields["model"])
+    fields["prompt"] = p.prompt(fields.get("prompt", "seed"))
+    if fields.get("adapter"):
+        fields["adapter"] = str(p.resolve(fields["adapter"]))
+    return VLMEvalConfig(**{**fields, "progress": progress})
+
+
+def _stage_vlm(p: _Paths, name: str, fields: dict[str, Any], progress: bool) -> StageRecord:
+    from medvlm.vlm.engine import evaluate_vlm
+
+    result = evaluate_vlm(p.work, p.run(name), _vlm_config(p, fields, progress))
+    summary = {"calls": result.n_calls, "unparsed": result.n_unparsed, "failed": result.n_failed,
+               "sent": result.n_sent, "cached": result.n_cached, **_test_summary(p.run(name))}
+    return StageRecord(name, status="incomplete" if result.exit_code else "done", summary=summary,
+                       outputs={"run": str(p.run(name))})
+
+
+def _stage_finetune(p: _Paths, run: Any, progress: bool) -> StageRecord:
+    from medvlm.finetune.config import FinetuneConfig
+    from medvlm.finetune.train import finetune
+
+    fields = _fields(run, drop=("name", "evaluate"))
+    fields["base_model"] = p.model(fields["base_model"])
+    fields["prompt"] = p.prompt(fields.get("prompt", "seed"))
+    result = finetune(p.work, p.run(run.name), FinetuneConfig(**fields))
+    keep = {k: v for k, v in result.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
+    return StageRecord(run.name, summary=keep, outputs={"adapter": str(p.run(run.name))})
+
+
+def _finetune_eval_fields(run: Any) -> dict[str, Any]:
+    """The evaluation of a fine-tuned model: the general runs' rendering and prompt, plus the adapter."""
+    fields = {"model": run.base_model, "adapter": None, "backend": "transformers", "prompt": run.prompt,
+              "orientations": run.orientations, "modalities": run.modalities, "slices": run.slices,
+              **(run.evaluate or {})}
+    return fields
+
+
+def _pick_patient(p: _Paths, grade: str) -> str:
+    from medvlm.data.cohorts import load_cohort
+    from medvlm.errors import DataError
+
+    cohort = load_cohort(p.work, "test")
+    want = 1 if grade == "hgg" else 0
+    for pid, label in zip(cohort.patient_ids, cohort.labels, strict=True):
+        if label == want:
+            return pid
+    raise DataError(f"{p.work / 'splits.json'}: the test cohort has no {grade.upper()} patient to pick")
+
+
+def _stage_consistency(p: _Paths, run: Any, progress: bool) -> StageRecord:
+    from medvlm.consistency import ConsistencyConfig, run_consistency
+
+    fields = _fields(run, drop=("name", "pick"))
+    fields["model"] = p.model(fields["model"])
+    if "prompts" in fields:
+        fields["prompts"] = [p.prompt(x) for x in fields["prompts"]]
+    if run.pick:
+        fields["patients"] = [_pick_patient(p, run.pick)]
+    if "progress" in ConsistencyConfig.model_fields:
+        fields["progress"] = progress
+    result = run_consistency(p.work, p.run(run.name), ConsistencyConfig(**fields))
+    summary_path = p.run(run.name) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    keep = {k: summary.get(k) for k in ("n", "counts", "majority", "agreement", "entropy") if k in summary}
+    if run.pick:
+        keep["patient"] = fields["patients"][0]
+    failed = result.n_failed
+    return StageRecord(run.name, status="incomplete" if failed else "done", summary=keep,
+                       outputs={"run": str(p.run(run.name))})
+
+
+def _stage_report(p: _Paths, run_names: list[str], progress: bool) -> StageRecord:
+    from medvlm.report.html import build_report
+    from medvlm.study_sections import study_sections
+
+    runs = [p.run(n) for n in run_names if (p.run(n) / "run.json").is_file()]
+    target = p.out / p.config.report.file
+    build_report(runs, target, title=p.config.report.title,
+                 extra_sections=study_sections(p.config, p.out, p.work, runs))
+    return StageRecord("report", summary={"runs": len(runs)}, outputs={"report": str(target)})
+
+
+def _test_summary(run: Path) -> dict[str, Any]:
+    """Accuracy, specificity and AUC of a run's test-cohort predictions (for the stage table)."""
+    import pandas as pd
+
+    from medvlm.metrics import binary_metrics
+
+    path = run / "predictions.csv"
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, dtype={"patient_id": str})
+    if "cohort" in frame.columns:
+        frame = frame[frame["cohort"] == "test"]
+    if "fold" in frame.columns and frame["fold"].nunique() > 1:
+        return {}
+    if frame.empty:
+        return {}
+    scores = frame["score"] if "score" in frame.columns and frame["score"].notna().all() else None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
+    return {f"test_{k}": (round(m[k], 3) if m[k] is not None else None)
+            for k in ("accuracy", "specificity", "auc")}
+
+
+# ------------------------------------------------------------------------------------------- runner
+def plan_stages(config: ExperimentConfig, p: _Paths, *, progress: bool) -> list[_Stage]:
+    """The ordered stages of ``config`` with the fingerprints that decide whether a rerun skips them."""
+    def dumped(x: Any) -> Any:
+        return x.model_dump(mode="json") if x is not None else None
+
+    data_fp = fingerprint(dumped(config.data), str(p.data))
+    prep_fp = fingerprint(data_fp, dumped(config.prepare))
+    split_fp = fingerprint(prep_fp, dumped(config.split))
+    stages = [
+        _Stage("data", data_fp, lambda: _stage_data(p, progress),
+               lambda: (p.data).exists()),
+        _Stage("prepare", prep_fp, lambda: _stage_prepare(p, progress),
+               lambda: (p.work / "manifest.csv").is_file()),
+        _Stage("split", split_fp, lambda: _stage_split(p, progress),
+               lambda: (p.work / "splits.json").is_file()),
+    ]
+    uses_tiny = (any(r.model == TINY_MODEL for r in [*config.vlm, *config.consistency])
+                 or any(r.base_model == TINY_MODEL for r in config.finetune))
+    if uses_tiny:
+        stages.append(_Stage("tiny-vlm", fingerprint("tiny", 0), lambda: _stage_tiny(p, progress),
+                             lambda: (p.tiny / "config.json").is_file()))
+
+    def run_exists(name: str) -> Callable[[], bool]:
+        return lambda: (p.run(name) / "run.json").is_file()
+
+    run_names: list[str] = []
+    for run in config.cnn:
+        stages.append(_Stage(run.name, fingerprint(split_fp, dumped(run)),
+                             lambda run=run: _stage_cnn(p, run, progress), run_exists(run.name)))
+        run_names.append(run.name)
+    for run in config.vlm:
+        fields = _fields(run)
+        stages.append(_Stage(run.name, fingerprint(split_fp, dumped(run)),
+                             lambda run=run, fields=fields: _stage_vlm(p, run.name, fields, progress),
+                             run_exists(run.name)))
+        run_names.append(run.name)
+    for run in config.finetune:
+        ft_fp = fingerprint(split_fp, dumped(run))
+        stages.append(_Stage(run.name, ft_fp, lambda run=run: _stage_finetune(p, run, progress),
+                             run_exists(run.name)))
+        run_names.append(run.name)
+        if run.evaluate is not None:
+            eval_name = f"{run.name}-eval"
+            fields = {**_finetune_eval_fields(run), "adapter": str(p.run(run.name))}
+            stages.append(_Stage(eval_name, fingerprint(ft_fp, fields),
+                                 lambda n=eval_name, f=fields: _stage_vlm(p, n, f, progress),
+                                 run_exists(eval_name)))
+            run_names.append(eval_name)
+    for run in config.consistency:
+        stages.append(_Stage(run.name, fingerprint(split_fp, dumped(run)),
+                             lambda run=run: _stage_consistency(p, run, progress), run_exists(run.name)))
+        run_names.append(run.name)
+    stages.append(_Stage("report", fingerprint(time.time()), lambda: _stage_report(p, run_names, progress),
+                         lambda: False))
+    return stages
+
+
+def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, base_dir: str | Path = ".",
+                   console: Any = None, force: bool = False) -> StudyResult:
+    """Run every stage of ``config`` into ``out`` (default ``config.out`` relative to ``base_dir``).
+
+    A stage that finished before with the same fingerprint is skipped (``force``: run all again; each
+    command still resumes from its own files). ``console``: a rich Console for stage headers and progress
+    bars (None: quiet). Returns the stage records; ``out/experiment.json`` holds them too.
     """
     from medvlm._io import write_json_atomic
-    from medvlm.errors import ConfigError
 
-    config = config or DemoConfig()
-    out = Path(out).expanduser().resolve()
+    base = Path(base_dir).resolve()
+    out = Path(out) if out is not None else Path(config.out)
+    out = (out if out.is_absolute() else base / out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    stages = list(stages if stages is not None else DEMO_STAGES)
-    names = [n for n, _ in stages]
-    unknown = [n for n in (only or []) if n not in names]
-    if unknown:
-        raise ConfigError(f"unknown demo stage(s) {unknown}; stages are {names}")
-    result = DemoResult(out, config)
-    for name, fn in stages:
-        if only and name not in only:
-            continue
-        if console is not None:
-            console.rule(f"[bold]{name}")
-        start = time.perf_counter()
-        record = fn(out, config, console)
-        record.seconds = round(time.perf_counter() - start, 3)
+    paths = _Paths(config, out, base)
+    record_path = out / "experiment.json"
+    previous: dict[str, Any] = {}
+    if record_path.is_file():
+        try:
+            previous = {s["name"]: s for s in json.loads(record_path.read_text()).get("stages", [])}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            previous = {}
+    result = StudyResult(out, config)
+    progress = console is not None
+    for stage in plan_stages(config, paths, progress=progress):
+        before = previous.get(stage.name)
+        if (not force and before and before.get("fingerprint") == stage.fingerprint
+                and before.get("status") in ("done", "reused") and stage.outputs_exist()):
+            record = StageRecord(**{**before, "status": "reused"})
+            if console is not None:
+                console.print(f"[dim]{stage.name}: finished before, skipped[/dim]")
+        else:
+            if console is not None:
+                console.rule(f"[bold]{stage.name}")
+            start = time.perf_counter()
+            record = stage.run()
+            record.seconds = round(time.perf_counter() - start, 2)
+            record.fingerprint = stage.fingerprint
         result.stages.append(record)
-        write_json_atomic(out / "demo.json", {
-            "config": config.model_dump(mode="json"),
-            "stages": [asdict(r) for r in result.stages],
-        })
+        if stage.name == "report":
+            result.report = Path(record.outputs["report"])
+        write_json_atomic(record_path, {"config": config.model_dump(mode="json"), "out": str(out),
+                                        "stages": [asdict(r) for r in result.stages]})
     return result
 
 
-def print_summary(result: DemoResult, console: Any) -> None:
-    """A rich table: one row per stage with its time and key numbers, then the output paths."""
+def print_summary(result: StudyResult, console: Any) -> None:
+    """A rich table: one row per stage with its status, time and key numbers; then the report's path."""
     from rich.table import Table
 
-    table = Table(title=f"medvlm demo: {result.out}", title_justify="left")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    table.add_column("result")
+    table = Table(title=f"medvlm: {result.config.name} in {result.out}", title_justify="left")
+    for column in ("stage", "status", "seconds", "result"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
     for record in result.stages:
         parts = []
         for key, value in record.summary.items():
-            if key in ("skipped_reasons", "warnings") and not value:
+            if key in ("skipped_reasons", "warnings", "reused") and not value:
                 continue
             if isinstance(value, list):
                 value = ", ".join(map(str, value))
             parts.append(f"{key}: {value}")
-        table.add_row(record.name, f"{record.seconds:.1f}", "; ".join(parts))
+        table.add_row(record.name, record.status, f"{record.seconds:.1f}", "; ".join(parts))
     console.print(table)
-    for record in result.stages:
-        for key, path in record.outputs.items():
-            console.print(f"  {record.name}.{key}: {path}")
+    if result.report is not None:
+        console.print(f"Report: [bold]{result.report}[/bold]")

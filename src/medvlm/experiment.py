@@ -1,0 +1,257 @@
+"""The whole study as one validated configuration: ``medvlm run EXPERIMENT.yaml`` and ``medvlm demo``.
+
+An :class:`ExperimentConfig` names every stage of the study: the data (a BraTS 2020 folder or a
+synthetic cohort), preprocessing, the split, one or more CNNs, one or more VLM evaluations, consistency
+runs, LoRA/QLoRA fine-tuning (each followed by an evaluation of the fine-tuned model exactly like the
+general one) and the report. Each run section holds the same fields as the matching command's config
+(:class:`medvlm.cnn.train.CNNConfig`, :class:`medvlm.vlm.engine.VLMEvalConfig`,
+:class:`medvlm.finetune.config.FinetuneConfig`, :class:`medvlm.consistency.ConsistencyConfig`) plus a
+``name``. Unknown keys are rejected with a "did you mean".
+
+``model: tiny`` (or ``base_model: tiny``) stands for the tiny randomly initialised
+Llama-3.2-Vision-architecture model that ``medvlm make-tiny-vlm`` writes: a stand-in for a real VLM.
+
+Output layout under ``out``::
+
+    data/                 synthetic cohort (when ``data.synthetic``)
+    work/                 manifest.csv, volumes/, splits.json
+    models/tiny-vlm/      the stand-in VLM (when a run names ``tiny``)
+    runs/<name>/          one folder per CNN, VLM, consistency and fine-tuning run
+    report.html           the report
+    experiment.json       the resolved config and one record per stage (used to skip finished stages)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medvlm.cnn.train import CNNConfig
+from medvlm.consistency import ConsistencyConfig
+from medvlm.errors import ConfigError
+from medvlm.finetune.config import FinetuneConfig
+from medvlm.registry import did_you_mean
+from medvlm.vlm.engine import VLMEvalConfig
+
+TINY_MODEL = "tiny"
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticData(_Strict):
+    """A synthetic cohort in the BraTS 2020 layout (``medvlm synth``)."""
+
+    patients: int = Field(40, ge=4)
+    lgg_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    seed: int = 0
+    size: Literal["small", "medium", "full"] = "medium"
+
+
+class DataSection(_Strict):
+    """Where the images come from: ``path`` (BraTS training folder or its parent) or ``synthetic``."""
+
+    path: str | None = None
+    synthetic: SyntheticData | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSection:
+        if (self.path is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of 'path' (a BraTS folder) or 'synthetic'")
+        return self
+
+
+class PrepareSection(_Strict):
+    """``medvlm prepare`` options."""
+
+    shape: tuple[int, int, int] = (95, 128, 128)
+    margin_mm: float = Field(10.0, ge=0)
+    workers: int = Field(1, ge=1)
+
+
+class SplitSection(_Strict):
+    """``medvlm split`` options."""
+
+    test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    folds: int = Field(5, ge=2)
+    seed: int = 0
+
+
+class CNNRun(CNNConfig):
+    """One ``train-cnn`` run: ``name`` plus the fields of :class:`CNNConfig`."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+
+
+class VLMRun(VLMEvalConfig):
+    """One ``eval-vlm`` run: ``name`` plus the fields of :class:`VLMEvalConfig`."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+
+
+class ConsistencyRun(ConsistencyConfig):
+    """One ``consistency`` run: ``name`` plus the fields of :class:`ConsistencyConfig`.
+
+    ``pick: hgg|lgg`` chooses the patient for you: the first test patient of that grade (the study
+    asked about one HGG and one LGG image).
+    """
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    pick: Literal["hgg", "lgg"] | None = None
+
+
+class FinetuneRun(FinetuneConfig):
+    """One ``finetune`` run, then an evaluation of the adapter exactly like a general VLM run.
+
+    ``evaluate`` holds :class:`VLMEvalConfig` fields for that evaluation (``model`` and ``adapter`` are
+    filled in); ``evaluate: null`` skips it.
+    """
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    evaluate: dict[str, Any] | None = Field(default_factory=dict)
+
+    @field_validator("evaluate")
+    @classmethod
+    def _check_evaluate(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            bad = set(value) & {"model", "adapter", "backend"}
+            if bad:
+                raise ValueError(f"{sorted(bad)} are set by the fine-tuning run itself")
+            VLMEvalConfig(model="placeholder", **value)  # typos fail here, with pydantic's message
+        return value
+
+
+class ReportSection(_Strict):
+    """The report: its file name under ``out`` and its title."""
+
+    file: str = "report.html"
+    title: str = "medvlm: general VLM vs fine-tuned VLM vs CNN"
+
+
+class ExperimentConfig(_Strict):
+    """The whole study. Paths in the YAML file are relative to the file's folder."""
+
+    name: str = "experiment"
+    out: str = "medvlm-run"
+    description: str | None = None
+    data: DataSection
+    prepare: PrepareSection = Field(default_factory=PrepareSection)
+    split: SplitSection = Field(default_factory=SplitSection)
+    cnn: list[CNNRun] = Field(default_factory=list)
+    vlm: list[VLMRun] = Field(default_factory=list)
+    consistency: list[ConsistencyRun] = Field(default_factory=list)
+    finetune: list[FinetuneRun] = Field(default_factory=list)
+    report: ReportSection = Field(default_factory=ReportSection)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ExperimentConfig:
+        names = [r.name for r in [*self.cnn, *self.vlm, *self.consistency, *self.finetune]]
+        names += [f"{r.name}-eval" for r in self.finetune if r.evaluate is not None]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"run names must be unique; repeated: {dupes}")
+        return self
+
+
+# --------------------------------------------------------------------------------------- loading
+def _annotation_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``X``, ``list[X]``, ``X | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _annotation_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    """One line for the first validation error: where, what, and a "did you mean" for unknown keys."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        model: type[BaseModel] | None = ExperimentConfig
+        for part in loc[:-1]:
+            if model is None or part.isdigit():
+                continue
+            field = model.model_fields.get(part)
+            model = _annotation_model(field.annotation) if field else None
+        choices = sorted(model.model_fields) if model else []
+        hint = did_you_mean(loc[-1], choices)
+        return ConfigError(f"{source}: unknown key {where!r}.{hint or ' Allowed: ' + ', '.join(choices)}")
+    return ConfigError(f"{source}: {where}: {err['msg']}")
+
+
+def parse_experiment(data: Any, *, source: str = "experiment") -> ExperimentConfig:
+    """Validate a dict (as read from YAML) into an :class:`ExperimentConfig`; ConfigError on a mistake."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (data, cnn, vlm, ...)")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, source) from exc
+
+
+def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
+    """Read and validate ``EXPERIMENT.yaml``; returns the config and the folder its paths are relative to."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML ({first})") from exc
+    return parse_experiment(data, source=str(path)), path.resolve().parent
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (what a stage's result depends on)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
+                workers: int = 1) -> ExperimentConfig:
+    """The embedded defaults of ``medvlm demo`` (the same study as ``examples/demo.yaml``).
+
+    Sized for ~10 minutes on 2 CPU cores: a small synthetic cohort, a CNN at 48x64x64, the tiny stand-in
+    VLM with log-prob scoring on three orientations, the study's consistency test (one HGG and one LGG
+    image, 95 repeats, sampled at Llama-3.2-Vision's defaults: temperature 0.6, top-p 0.9), a LoRA
+    fine-tune on a few slices per patient and its evaluation.
+    """
+    return parse_experiment({
+        "name": "demo",
+        "description": "The study on a synthetic cohort with a tiny random stand-in VLM (its answers mean "
+                       "nothing): it shows the pipeline, not a result.",
+        "data": {"synthetic": {"patients": patients, "lgg_fraction": 0.25, "seed": seed, "size": size}},
+        "prepare": {"shape": [48, 64, 64], "workers": workers},
+        "split": {"test_fraction": 0.25, "folds": 3, "seed": seed},
+        "cnn": [{"name": "cnn-small3d", "model": "small3d", "epochs": 6, "lr": 3e-4, "batch_size": 4,
+                 "fold": 0, "workers": 0, "bootstrap": 500}],
+        "vlm": [{"name": "vlm-zero-shot", "backend": "transformers", "model": TINY_MODEL,
+                 "scoring": "logprobs", "orientations": ["axial", "coronal", "sagittal"],
+                 "slices": "central:5", "n_boot": 500}],
+        "consistency": [
+            {"name": "consistency-hgg", "backend": "transformers", "model": TINY_MODEL, "pick": "hgg",
+             "repeats": 95, "temperatures": [0.6], "top_p": 0.9},
+            {"name": "consistency-lgg", "backend": "transformers", "model": TINY_MODEL, "pick": "lgg",
+             "repeats": 95, "temperatures": [0.6], "top_p": 0.9},
+        ],
+        "finetune": [{"name": "vlm-lora", "base_model": TINY_MODEL, "method": "lora", "epochs": 2,
+                      "lr": 2e-3, "batch_size": 8, "max_slices_per_patient": 3, "slices": "central:5",
+                      "evaluate": {"scoring": "logprobs", "slices": "central:5", "n_boot": 500}}],
+    }, source="demo defaults")

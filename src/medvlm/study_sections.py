@@ -1,0 +1,180 @@
+"""The study-level sections of the report that ``medvlm run`` / ``medvlm demo`` add.
+
+Cohort table (patients per label per split), a plain-language summary of what the numbers say,
+limitations, reproducibility (versions, git revision, seeds, config) and the CLAIM checklist items the
+run records can fill. Everything is built from files on disk; every string is escaped by
+:func:`medvlm.report.html.html_table` or by the report's plain-text sections. Labels: LGG 0, HGG 1.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from medvlm.report.html import Section, html_table, load_run, test_cohort_predictions
+
+
+def cohort_rows(work: Path) -> list[dict[str, Any]]:
+    """Patients per label in each cohort of the split (and the skipped ones), from the work folder."""
+    from medvlm.data.cohorts import read_manifest, read_splits
+
+    manifest = read_manifest(work)
+    labels = {pid: lab for pid, lab in zip(manifest["patient_id"], manifest["label"], strict=True)}
+    rows = []
+
+    def add(name: str, ids: list[str]) -> None:
+        hgg = sum(1 for i in ids if labels.get(i) == 1)
+        lgg = sum(1 for i in ids if labels.get(i) == 0)
+        rows.append({"cohort": name, "patients": len(ids), "HGG (1)": hgg, "LGG (0)": lgg})
+
+    splits = read_splits(work)
+    add("test", list(splits["test"]))
+    for k, fold in enumerate(splits["folds"]):
+        add(f"fold {k} train", list(fold["train"]))
+        add(f"fold {k} val", list(fold["val"]))
+    ok = manifest[manifest["status"] == "ok"]
+    add("all usable (status ok)", list(ok["patient_id"]))
+    skipped = manifest[manifest["status"] != "ok"]
+    rows.append({"cohort": "skipped by prepare", "patients": len(skipped), "HGG (1)": "", "LGG (0)": ""})
+    return rows
+
+
+def _test_metrics(run_path: Path) -> tuple[dict[str, Any], Any] | None:
+    from medvlm.errors import DataError
+    from medvlm.metrics import binary_metrics
+
+    run = load_run(run_path)
+    if run.kind not in ("cnn", "vlm"):
+        return None
+    try:
+        df = test_cohort_predictions(run)
+    except DataError:
+        return None
+    scores = df["score"] if "score" in df.columns and df["score"].notna().all() else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = binary_metrics(df["label"].astype(int), df["pred"].astype(int), scores)
+    return m, df
+
+
+def _num(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def plain_summary(runs: list[Path]) -> str:
+    """What the numbers say, in sentences a clinician-researcher can read (test cohort only)."""
+    lines = []
+    base_rate = None
+    for path in runs:
+        found = _test_metrics(path)
+        if found is None:
+            continue
+        m, df = found
+        n_lgg = int((df["label"] == 0).sum())
+        base_rate = float((df["label"] == 1).mean())
+        said_hgg = float(df["pred"].mean())
+        text = (f"{path.name}: accuracy {_num(m['accuracy'])}, sensitivity (HGG) {_num(m['recall'])}, "
+                f"specificity (LGG) {_num(m['specificity'])}, AUC {_num(m['auc'])} "
+                f"on {m['n']} test patients.")
+        if said_hgg >= 0.9 and n_lgg:
+            text += (f" It predicted HGG for {said_hgg:.0%} of patients, so it recognised "
+                     f"{m['tn']} of {n_lgg} LGG patients: the failure the original study reported.")
+        lines.append(text)
+    if base_rate is not None:
+        lines.append(f"For comparison, predicting HGG for everyone scores accuracy {base_rate:.2f} on this "
+                     "test cohort: accuracy alone cannot separate a model from that rule, which is why "
+                     "specificity, balanced accuracy, MCC and AUC are reported with confidence intervals.")
+    if not lines:
+        return "No run produced test-cohort predictions."
+    return "\n\n".join(lines)
+
+
+LIMITATIONS = (
+    "Single task and data set: BraTS 2020 glioma grading (HGG vs LGG); the classes are imbalanced (about "
+    "four HGG per LGG), so small test cohorts give wide confidence intervals.\n\n"
+    "The VLM sees 2D slices rendered from the volumes (FLAIR by default, or a 2x2 montage of the four "
+    "contrasts) and votes per patient; a 3D CNN sees the whole cropped volume. Slice selection uses the "
+    "tumour mask, which a real screening setting would not have.\n\n"
+    "A run on the synthetic cohort or with the tiny random stand-in VLM shows that the pipeline works; "
+    "its numbers say nothing about real models or patients.\n\n"
+    "Confidence intervals come from a patient-level bootstrap; paired tests (McNemar, DeLong) compare "
+    "models on the same test patients and are not corrected for multiple comparisons."
+)
+
+
+def reproducibility_rows(runs: list[Path], config: Any) -> list[dict[str, Any]]:
+    """One row per run: kind, git revision, key package versions and seeds, from ``run.json``."""
+    from medvlm.runinfo import read_run_info
+
+    rows = []
+    for path in runs:
+        info = read_run_info(path) or {}
+        versions = info.get("versions", {})
+        cfg = info.get("config", {}) or {}
+        seeds = {k: cfg[k] for k in ("seed", "boot_seed") if k in cfg}
+        rows.append({
+            "run": path.name, "kind": info.get("kind", ""), "created": info.get("created", ""),
+            "git revision": (info.get("git_revision") or "")[:12],
+            "versions": ", ".join(f"{k} {versions[k]}" for k in ("medvlm", "torch", "transformers", "peft")
+                                  if k in versions),
+            "seeds": json.dumps(seeds),
+        })
+    return rows
+
+
+def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]]:
+    """The CLAIM (Checklist for AI in Medical Imaging) items that the run records can fill."""
+    from medvlm.data.cohorts import read_manifest, read_splits
+
+    manifest = read_manifest(work)
+    splits = read_splits(work)
+    n_ok = int((manifest["status"] == "ok").sum())
+    n_skip = len(manifest) - n_ok
+    data = config.data
+    if data.synthetic:
+        synth = data.synthetic
+        source = f"synthetic BraTS-layout cohort ({synth.patients} patients, seed {synth.seed})"
+    else:
+        source = f"BraTS 2020 training data at {data.path}"
+    kinds = sorted({(load_run(r).kind) for r in runs})
+    return [
+        {"item": "Data source", "filled from the run records": source},
+        {"item": "Eligibility and exclusions",
+         "filled from the run records": f"{n_ok} usable patients; {n_skip} skipped by prepare "
+                                        "(each with its reason in manifest.csv)"},
+        {"item": "Reference standard", "filled from the run records":
+            "tumour grade from name_mapping.csv (HGG = 1, LGG = 0)"},
+        {"item": "Data partitions", "filled from the run records":
+            f"patient-level, stratified: test {len(splits['test'])} patients, {len(splits['folds'])} folds "
+            f"over the rest (seed {splits.get('seed')}); no patient in two cohorts (checked)"},
+        {"item": "Preprocessing", "filled from the run records":
+            f"z-score inside the brain, crop around the tumour (+{config.prepare.margin_mm:g} mm), resize to "
+            f"{'x'.join(map(str, config.prepare.shape))}"},
+        {"item": "Models", "filled from the run records": ", ".join(kinds)},
+        {"item": "Metrics", "filled from the run records":
+            "accuracy, precision, recall, specificity, F1, balanced accuracy, MCC, AUC with 95% bootstrap "
+            "CIs; McNemar and DeLong paired tests"},
+        {"item": "Failure analysis", "filled from the run records":
+            "unparsed and failed VLM answers counted per run; per-patient vote plots; consistency runs"},
+    ]
+
+
+def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list[Section]:
+    """The study-level sections for :func:`medvlm.report.html.build_report` (cohorts first)."""
+    sections = [
+        Section(title="Cohorts", position="start", anchor="cohorts",
+                html=html_table(cohort_rows(work), caption="Patients per label in each cohort")),
+        Section(title="What the numbers say", position="start", anchor="plain-summary",
+                text=plain_summary(runs)),
+        Section(title="Limitations", text=LIMITATIONS, anchor="limitations"),
+        Section(title="Reproducibility", anchor="reproducibility",
+                html=html_table(reproducibility_rows(runs, config))
+                + html_table([{"experiment config (JSON)": json.dumps(config.model_dump(mode="json"))}])),
+        Section(title="CLAIM checklist (items the run records fill)", anchor="claim",
+                html=html_table(claim_rows(config, work, runs))),
+    ]
+    if config.description:
+        sections.insert(0, Section(title="About this run", position="start", text=config.description))
+    return sections
