@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -57,6 +58,8 @@ def train_cnn_command(
                          checkpoint=checkpoint, weight_decay=weight_decay, scheduler=scheduler,
                          bootstrap=bootstrap, amp=amp, progress=progress)
     metrics = train_cnn(work, out, config)
+    if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: rank 0 alone reports
+        return
     test = metrics.get("test") or {}
     typer.echo(f"{out}: test accuracy {test.get('accuracy')}, auc {test.get('auc')} "
                f"({metrics['test_predictions']})")

@@ -161,9 +161,10 @@ class EpochSampler(Sampler[int]):
     def keys(self) -> list[int]:
         n = len(self.labels)
         keys = [pos * n + idx for pos, idx in enumerate(self.indices())]
-        if self.world_size > 1:
+        if self.world_size > 1 and keys:
             per_rank = -(-len(keys) // self.world_size)
-            keys = (keys * 2)[: per_rank * self.world_size][self.rank :: self.world_size]
+            padded = [keys[i % len(keys)] for i in range(per_rank * self.world_size)]
+            keys = padded[self.rank :: self.world_size]
         return keys
 
     def __iter__(self) -> Iterator[int]:

@@ -33,6 +33,9 @@ Resuming: rerunning with the same ``RUN`` continues each fold after its last fin
 ``epochs`` extends a finished run; options that change training (model, lr, batch size, seed, ...)
 must match the checkpoint. Randomness is a function of (seed, fold, epoch, item) plus the restored
 global RNG states, so on CPU a resumed run reproduces an uninterrupted one exactly.
+
+Data-parallel training: under ``torchrun --nproc-per-node N`` (env ``WORLD_SIZE`` > 1) the run is
+DistributedDataParallel; see :func:`train_cnn` and :func:`distributed_env`.
 """
 
 from __future__ import annotations
@@ -120,6 +123,47 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     return torch.device(name)
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``); ``(0, 1, 0)`` in a plain process."""
+    import os
+
+    def read(name: str, default: int) -> int:
+        value = os.environ.get(name, "")
+        if not value.strip().isdigit():
+            return default
+        return int(value)
+
+    world = max(read("WORLD_SIZE", 1), 1)
+    if world == 1:
+        return 0, 1, 0
+    return read("RANK", 0), world, read("LOCAL_RANK", 0)
+
+
+def _dist_active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _barrier() -> None:
+    if _dist_active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _broadcast(value: Any) -> Any:
+    """``value`` of rank 0 on every rank (pickled through ``broadcast_object_list``); as is when alone."""
+    if not _dist_active():
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def make_optimizer(model: nn.Module, config: CNNConfig) -> torch.optim.Optimizer:
@@ -254,6 +298,14 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: Any, device: torch
         seen += len(y)
         if progress is not None:
             progress()
+    if _dist_active():  # data-parallel: the epoch's loss and accuracy over every rank's items
+        import torch.distributed as dist
+
+        sums = torch.tensor([total, float(correct), float(seen)], dtype=torch.float64, device=device)
+        if device.type != "cuda" and dist.get_backend() == "nccl":  # pragma: no cover - nccl wants CUDA
+            sums = sums.cuda()
+        dist.all_reduce(sums)
+        total, correct, seen = float(sums[0]), int(sums[1]), int(sums[2])
     return total / max(seen, 1), correct / max(seen, 1)
 
 
@@ -290,11 +342,12 @@ def _quiet_metrics(labels: Any, preds: Any, scores: Any) -> dict[str, Any]:
 class _Reporter:
     """A rich progress bar over batches plus one line per epoch (on stderr)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, silent: bool = False) -> None:
         from rich.console import Console
 
         self.console: Console = Console(stderr=True, soft_wrap=True)
-        self.enabled = enabled
+        self.enabled = enabled and not silent
+        self.silent = silent
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int) -> Any:
@@ -309,7 +362,8 @@ class _Reporter:
             yield lambda: bar.advance(task)
 
     def line(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        if not self.silent:
+            self.console.print(text, highlight=False)
 
 
 def _fmt(value: Any) -> str:
@@ -337,6 +391,7 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
     if len(set(cohorts["train"].labels)) < 2:
         reporter.line(f"[yellow]warning:[/] fold {fold}: the training cohort has one class only")
 
+    rank, world_size, _ = distributed_env() if _dist_active() else (0, 1, 0)
     torch.manual_seed(derive_seed(config.seed, fold))
     model = build_model(config.model, input_shape).to(device)
     optimizer = make_optimizer(model, config)
@@ -361,12 +416,19 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         history, best_epoch, epoch = list(ckpt["history"]), ckpt["best_epoch"], int(ckpt["epoch"])
         set_rng_state(ckpt["rng"])
         reporter.line(f"fold {fold}: resuming after epoch {epoch} from {last_path}")
+    # the network that trains: `model` itself, or its DistributedDataParallel wrapper (same parameters);
+    # checkpoints, validation and scoring use `model`, so their format does not depend on the world size
+    net: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_ds = VolumeDataset(work, cohorts["train"], augment=config.augment,
                              seed=derive_seed(config.seed, fold))
     sampler = EpochSampler(cohorts["train"].labels, oversample=config.oversample,
-                           seed=derive_seed(config.seed, fold, 1))
-    n_train = len(train_ds)
+                           seed=derive_seed(config.seed, fold, 1), rank=rank, world_size=world_size)
+    n_train = len(sampler)  # this rank's items per epoch (all of them in a single process)
     train_loader = make_loader(train_ds, config, device, sampler=sampler,
                                drop_last=n_train > 1 and n_train % config.batch_size == 1, seed=config.seed)
     val_ds = VolumeDataset(work, cohorts["val"])
@@ -386,9 +448,13 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         train_ds.set_epoch(epoch)
         with reporter.bar(f"fold {fold} epoch {epoch + 1}/{config.epochs}",
                           len(train_loader) + len(val_loader)) as advance:
-            train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, dtype=dtype,
+            train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, device, dtype=dtype,
                                                     scaler=scaler, progress=advance)
-            val_probs, val_loss = predict(model, val_loader, device, dtype=dtype, progress=advance)
+            if rank == 0:  # data-parallel: rank 0 validates, the others receive its result
+                val_probs, val_loss = predict(model, val_loader, device, dtype=dtype, progress=advance)
+            else:
+                val_probs, val_loss = None, None
+            val_probs, val_loss = _broadcast((val_probs, val_loss))
         m = _quiet_metrics(val_labels, (val_probs >= 0.5).astype(int), val_probs)
         lr = float(optimizer.param_groups[0]["lr"])
         if scheduler is not None:
@@ -405,17 +471,20 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         )
         if improved:
             best_epoch = epoch
+        if improved and rank == 0:
             save_checkpoint(best_path, {"format": CHECKPOINT_FORMAT, "fold": fold, "epoch": epoch,
                                         "metric": config.select_metric, "value": row[config.select_metric],
                                         "input_shape": list(input_shape), "model": model.state_dict()})
-        save_checkpoint(last_path, {
-            "format": CHECKPOINT_FORMAT, "fold": fold, "epoch": epoch, "input_shape": list(input_shape),
-            "config": config.model_dump(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "history": history, "best_epoch": best_epoch, "rng": get_rng_state(),
-        })
-        if on_epoch is not None:
+        if rank == 0:
+            save_checkpoint(last_path, {
+                "format": CHECKPOINT_FORMAT, "fold": fold, "epoch": epoch, "input_shape": list(input_shape),
+                "config": config.model_dump(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "history": history, "best_epoch": best_epoch, "rng": get_rng_state(),
+            })
+        if on_epoch is not None and rank == 0:
             on_epoch(history)
         reporter.line(
             f"fold {fold} epoch {epoch:>3}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.3f}  "
@@ -428,6 +497,12 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
                       f"improvement for {config.early_stopping} epochs; best epoch {best_epoch})")
     if not history:
         raise DataError(f"{last_path}: no finished epoch to score")
+    best_value = history[best_epoch - 1][config.select_metric] if best_epoch else None
+    if rank != 0:  # data-parallel: rank 0 scores and writes; the others wait for it
+        _barrier()
+        return {"history": history, "predictions": None, "best_epoch": best_epoch, "best_value": best_value,
+                "epochs_trained": epoch, "stopped_early": stopped_early, "checkpoint": None,
+                "input_shape": list(input_shape), "n_parameters": count_parameters(model)}
 
     chosen = best_path if config.checkpoint == "best" and best_path.is_file() else last_path
     chosen_ckpt = load_checkpoint(chosen)
@@ -438,7 +513,7 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
     model.load_state_dict(chosen_ckpt["model"])
     frame = score_cohorts(work, model, cohorts, config, device, fold=fold, dtype=dtype, reporter=reporter)
     write_text_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
-    best_value = history[best_epoch - 1][config.select_metric] if best_epoch else None
+    _barrier()
     return {"history": history, "predictions": frame, "best_epoch": best_epoch, "best_value": best_value,
             "epochs_trained": epoch, "stopped_early": stopped_early, "checkpoint": chosen.name,
             "input_shape": list(input_shape), "n_parameters": count_parameters(model)}
@@ -610,7 +685,42 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
 
     Writes ``history.csv``, ``predictions.csv``, ``metrics.json``, ``run.json``, checkpoints and the
     learning curve under ``out`` (see the module docstring) and returns the metrics dict.
+
+    Data-parallel training: started by ``torchrun --nproc-per-node N -m medvlm train-cnn WORK --out RUN``
+    (env ``WORLD_SIZE`` > 1), each process joins a process group (``gloo`` on CPU, ``nccl`` on CUDA with
+    device ``cuda:LOCAL_RANK``) and trains a DistributedDataParallel copy of the model on its share of
+    each epoch's items (:class:`~medvlm.cnn.data.EpochSampler` with ``rank``/``world_size``, padded to
+    equal length by wrap-around), so ``batch_size`` is per process and the effective batch is N times
+    larger. The history's ``train_loss``/``train_accuracy`` are all-reduced over the ranks. Rank 0 alone
+    validates (and broadcasts the result, so best epoch, scheduler and early stopping agree), scores the
+    cohorts, writes every file (checkpoints, history, predictions, metrics, ``run.json``, figure) and
+    prints; the other ranks wait at a barrier and return rank 0's metrics. Resuming works as in one
+    process: every rank loads ``last.pt``. The process group is destroyed at the end.
     """
+    rank, world_size, local_rank = distributed_env()
+    if world_size == 1:
+        return _train_cnn(work, out, config)
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    device = resolve_device(config.device)
+    started_here = not dist.is_initialized()
+    if started_here:
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(hours=1))
+    try:
+        return _train_cnn(work, out, config)
+    finally:
+        if started_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str, Any]:
+    """:func:`train_cnn` in one process, or in one rank of an initialised process group."""
     import pandas as pd
 
     from medvlm.runinfo import write_run_info
@@ -624,12 +734,21 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
     check_choice("model", config.model, MODELS.names())
     folds = resolve_folds(work, config.fold)
     device = resolve_device(config.device)
-    reporter = _Reporter(config.progress)
+    rank, world_size, local_rank = distributed_env() if _dist_active() else (0, 1, 0)
+    if world_size > 1 and device.type == "cuda":
+        import torch
+
+        device = torch.device("cuda", local_rank)
+    reporter = _Reporter(config.progress, silent=rank != 0)
     preflight(work, run, folds, config)
-    run.mkdir(parents=True, exist_ok=True)
-    write_run_info(run, kind="cnn", config={**config.model_dump(), "work": str(work.resolve()),
-                                            "folds": folds, "device_resolved": str(device)})
-    reporter.line(f"train-cnn: model {config.model}, folds {folds}, device {device}, run {run}")
+    extra: dict[str, Any] = {"world_size": world_size} if world_size > 1 else {}
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        write_run_info(run, kind="cnn", config={**config.model_dump(), "work": str(work.resolve()),
+                                                "folds": folds, "device_resolved": str(device), **extra})
+    _barrier()
+    reporter.line(f"train-cnn: model {config.model}, folds {folds}, device {device}, run {run}"
+                  + (f", data-parallel over {world_size} processes" if world_size > 1 else ""))
 
     histories: dict[int, list[dict[str, Any]]] = {}
     results: dict[int, dict[str, Any]] = {}
@@ -641,6 +760,8 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
         results[fold] = train_fold(work, run, fold, config, device=device, reporter=reporter,
                                    on_epoch=on_epoch)
         histories[fold] = results[fold]["history"]
+    if rank != 0:  # data-parallel: rank 0 writes the run's files and sends its metrics
+        return _broadcast(None)
     history = _write_history(run, histories)
 
     per_fold: dict[str, dict[str, Any]] = {}
@@ -697,4 +818,4 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
     summary = metrics["test"] or {}
     reporter.line(f"train-cnn: done; test ({test_source}): accuracy {_fmt(summary.get('accuracy'))} "
                   f"auc {_fmt(summary.get('auc'))}; files in {run}")
-    return metrics
+    return _broadcast(metrics)
