@@ -390,6 +390,8 @@ def print_summary(result: StudyResult, console: Any) -> None:
                 continue
             if isinstance(value, list):
                 value = ", ".join(map(str, value))
+            elif isinstance(value, float):
+                value = f"{value:.3g}"
             parts.append(f"{key}: {value}")
         table.add_row(record.name, record.status, f"{record.seconds:.1f}", "; ".join(parts))
     console.print(table)
