@@ -98,3 +98,19 @@ def test_gpu_script_without_cuda_says_so(tmp_path, capsys):
     assert gpu.main(["--out", str(tmp_path / "x.json")]) == 2
     assert "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_render_explains_missed_goals(tmp_path):
+    run = _module("run")
+    results = {"mode": "full", "date": "d", "total_s": 1.0, "errors": [],
+               "machine": {"cpus": 2, "load_average_1min": 1.0, "python": "3", "torch": "2",
+                           "torch_threads": 2, "cuda": False},
+               "results": [run.record("prepare_vs_decode", "prepare vs decode", 2.0, goal="<= 1.5",
+                                      measured={"patients": 6}),
+                           run.record("vlm_concurrency", "c16 vs c1", 15.0, goal=">= 8", measured={})]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert run.main(["--render", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| prepare vs decode | 2.00x | <= 1.5 | **no** | patients 6; load None |" in text
+    assert "## Why a goal is missed" in text and "process_patient" in text
+    assert "vlm_concurrency`:" not in text.split("## Why")[1]

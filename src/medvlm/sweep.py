@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medvlm.errors import ConfigError, DataError
 
 WHAT = ("cnn", "finetune")
-EXECUTORS = ("slurm", "local", "debug")
+EXECUTORS = ("slurm", "local")
 #: ``summary.csv`` columns before the metric columns
 SUMMARY_KEYS = ["name", "what", "fold", "lr", "folder", "job_id", "state", "error"]
 #: metrics gathered per job (``val_*``: the fold's validation cohort; ``test_*``: the test cohort)
@@ -54,7 +54,7 @@ class SweepConfig(BaseModel):
     folds: list[int] | Literal["all"] = "all"
     lrs: list[float] = Field(default_factory=lambda: [1e-4])
     options: dict[str, Any] = Field(default_factory=dict)
-    executor: Literal["slurm", "local", "debug"] = "slurm"
+    executor: Literal["slurm", "local"] = "slurm"
     partition: str | None = None
     time_min: int = Field(120, ge=1)
     gpus: int = Field(1, ge=0)

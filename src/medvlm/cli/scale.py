@@ -20,8 +20,8 @@ def sweep_command(
     option: list[str] = typer.Option([], "--option", help="key=value passed to every job's config "
                                                           "(e.g. epochs=20, base_model=/models/llama, "
                                                           "method=qlora); repeatable."),
-    executor: str = typer.Option("slurm", "--executor", help="slurm, local (subprocesses on this machine) "
-                                                             "or debug (in this process)."),
+    executor: str = typer.Option("slurm", "--executor", help="slurm, or local (subprocesses on this "
+                                                             "machine, through submitit's local executor)."),
     partition: str = typer.Option(None, "--partition", help="Slurm partition."),
     time: int = typer.Option(120, "--time", help="Wall-clock limit per job in minutes."),
     gpus: int = typer.Option(1, "--gpus", help="GPUs per job."),
@@ -53,7 +53,7 @@ def sweep_command(
                    + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
         return
     check_choice("what", what, ["cnn", "finetune"])
-    check_choice("executor", executor, ["slurm", "local", "debug"])
+    check_choice("executor", executor, ["slurm", "local"])
     for name, value in (("--time", time), ("--cpus", cpus), ("--parallel", parallel)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1; got {value}")
