@@ -81,8 +81,11 @@ def _empty(ax: Any, message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- ROC
-def roc_figure(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]] | Iterable[tuple[str, Any, Any]],
-               *, title: str = "ROC curves (HGG positive)") -> Figure:
+def roc_figure(
+    curves: Mapping[str, tuple[Sequence[int], Sequence[float]]] | Iterable[tuple[str, Any, Any]],
+    *,
+    title: str = "ROC curves (HGG positive)",
+) -> Figure:
     """ROC curves of several models on one axis, AUC in the legend.
 
     Args:
@@ -101,13 +104,20 @@ def roc_figure(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]] | Ite
         keep = np.isfinite(s)
         y, s = y[keep], s[keep]
         if y.size == 0 or len(set(y.tolist())) < 2:
-            ax.plot([], [], color=PALETTE[i % len(PALETTE)],
-                    label=f"{name}: not defined (one class / no scores)")
+            ax.plot(
+                [], [], color=PALETTE[i % len(PALETTE)], label=f"{name}: not defined (one class / no scores)"
+            )
             continue
         fpr, tpr, _ = roc_curve(y, s)
         auc = roc_auc_score(y, s)
-        ax.plot(fpr, tpr, color=PALETTE[i % len(PALETTE)], linewidth=2, drawstyle="default",
-                label=f"{name} (AUC {auc:.3f}, n = {y.size})")
+        ax.plot(
+            fpr,
+            tpr,
+            color=PALETTE[i % len(PALETTE)],
+            linewidth=2,
+            drawstyle="default",
+            label=f"{name} (AUC {auc:.3f}, n = {y.size})",
+        )
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
@@ -120,8 +130,13 @@ def roc_figure(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]] | Ite
 
 
 # ------------------------------------------------------------------------------------------- confusion
-def confusion_matrix_figure(labels: Sequence[int], preds: Sequence[int], *, title: str = "Confusion matrix",
-                            class_names: tuple[str, str] = ("LGG", "HGG")) -> Figure:
+def confusion_matrix_figure(
+    labels: Sequence[int],
+    preds: Sequence[int],
+    *,
+    title: str = "Confusion matrix",
+    class_names: tuple[str, str] = ("LGG", "HGG"),
+) -> Figure:
     """2x2 confusion matrix (rows: truth, columns: prediction), counts and row percentages."""
     y = np.asarray(labels)
     p = np.asarray(preds)
@@ -134,8 +149,15 @@ def confusion_matrix_figure(labels: Sequence[int], preds: Sequence[int], *, titl
         for q in (0, 1):
             share = f"{100 * cm[t, q] / row:.0f}%" if row else "-"
             dark = cm[t, q] > 0.6 * max(cm.max(), 1)
-            ax.text(q, t, f"{names[t, q]}\n{cm[t, q]}\n{share}", ha="center", va="center", fontsize=11,
-                    color="white" if dark else "#111827")
+            ax.text(
+                q,
+                t,
+                f"{names[t, q]}\n{cm[t, q]}\n{share}",
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="white" if dark else "#111827",
+            )
     ax.set_xticks([0, 1], [f"pred {c}" for c in class_names])
     ax.set_yticks([0, 1], [f"true {c}" for c in class_names])
     ax.set_title(f"{title} (n = {int(cm.sum())})")
@@ -166,8 +188,15 @@ def learning_curve_figure(history: pd.DataFrame, *, title: str = "Learning curve
             for split, style in (("train", "-"), ("val", "--")):
                 col = f"{split}_{metric}"
                 if col in h.columns and h[col].notna().any():
-                    ax.plot(h["epoch"], h[col], style, color=color, linewidth=1.8,
-                            marker="." if len(h) < 30 else None, label=f"fold {fold} {split}")
+                    ax.plot(
+                        h["epoch"],
+                        h[col],
+                        style,
+                        color=color,
+                        linewidth=1.8,
+                        marker="." if len(h) < 30 else None,
+                        label=f"fold {fold} {split}",
+                    )
     ax_loss.set_title("Loss")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_acc.set_title("Accuracy")
@@ -190,8 +219,9 @@ def _outcome(label: int, pred: Any) -> str | None:
     return {(1, 1): "TP", (0, 0): "TN", (0, 1): "FP", (1, 0): "FN"}[(int(label), pred)]
 
 
-def vote_figure(patients: pd.DataFrame, *, orientation: str | None = None,
-                title: str | None = None) -> Figure:
+def vote_figure(
+    patients: pd.DataFrame, *, orientation: str | None = None, title: str | None = None
+) -> Figure:
     """The study's per-patient vote plot: GLDR (share of HGG votes) per patient, LGG patients first.
 
     Args:
@@ -219,8 +249,14 @@ def vote_figure(patients: pd.DataFrame, *, orientation: str | None = None,
     if n_lgg and n_lgg < len(df):
         ax.axvspan(-0.5, n_lgg - 0.5, color="#eff6ff", zorder=0)
         ax.text((n_lgg - 1) / 2, 1.04, f"true LGG (n = {n_lgg})", ha="center", fontsize=8, color="#1e3a8a")
-        ax.text((n_lgg + len(df) - 1) / 2, 1.04, f"true HGG (n = {len(df) - n_lgg})", ha="center", fontsize=8,
-                color="#7c2d12")
+        ax.text(
+            (n_lgg + len(df) - 1) / 2,
+            1.04,
+            f"true HGG (n = {len(df) - n_lgg})",
+            ha="center",
+            fontsize=8,
+            color="#7c2d12",
+        )
     ax.axhline(0.5, color="#374151", linestyle="--", linewidth=1, label="0.5 (majority threshold)")
     x = np.arange(len(df))
     ax.vlines(x, 0, df["_order"], color="#d1d5db", linewidth=1, zorder=1)
@@ -229,19 +265,34 @@ def vote_figure(patients: pd.DataFrame, *, orientation: str | None = None,
     for key, (color, marker, meaning) in OUTCOME_STYLE.items():
         sel = np.array([o == key for o in outcomes]) & df["gldr"].notna().to_numpy()
         if sel.any():
-            ax.scatter(x[sel], df.loc[sel, "gldr"], color=color, marker=marker, s=42, zorder=3,
-                       label=f"{meaning} ({int(sel.sum())})")
+            ax.scatter(
+                x[sel],
+                df.loc[sel, "gldr"],
+                color=color,
+                marker=marker,
+                s=42,
+                zorder=3,
+                label=f"{meaning} ({int(sel.sum())})",
+            )
     none = df["gldr"].isna().to_numpy()
     if none.any():
-        ax.scatter(x[none], np.full(none.sum(), 0.5), color="#9ca3af", marker="x", s=36, zorder=3,
-                   label=f"no LGG/HGG vote ({int(none.sum())})")
+        ax.scatter(
+            x[none],
+            np.full(none.sum(), 0.5),
+            color="#9ca3af",
+            marker="x",
+            s=36,
+            zorder=3,
+            label=f"no LGG/HGG vote ({int(none.sum())})",
+        )
     ax.set_xlim(-0.5, max(len(df), 1) - 0.5)
     ax.set_ylim(-0.03, 1.1)
     ax.set_xlabel("patients (ordered by true label, then GLDR)")
     ax.set_ylabel("GLDR = HGG / (HGG + LGG) votes")
     if len(df) <= 40:
-        ax.set_xticks(x, df["patient_id"].astype(str) if "patient_id" in df.columns else x, rotation=90,
-                      fontsize=6)
+        ax.set_xticks(
+            x, df["patient_id"].astype(str) if "patient_id" in df.columns else x, rotation=90, fontsize=6
+        )
     else:
         ax.set_xticks([])
     ax.set_title(title or f"Per-patient votes{f' ({orientation})' if orientation else ''}")
@@ -254,8 +305,10 @@ def vote_figures(patients: pd.DataFrame) -> dict[str, Figure]:
     """:func:`vote_figure` for every orientation in ``patients.csv`` (key: orientation)."""
     if "orientation" not in patients.columns:
         return {"all": vote_figure(patients)}
-    return {str(o): vote_figure(patients, orientation=str(o))
-            for o in dict.fromkeys(patients["orientation"].astype(str))}
+    return {
+        str(o): vote_figure(patients, orientation=str(o))
+        for o in dict.fromkeys(patients["orientation"].astype(str))
+    }
 
 
 # ------------------------------------------------------------------------------------ answer distribution
@@ -269,9 +322,12 @@ def answer_counts(consistency: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def answer_distribution_figure(consistency: pd.DataFrame | None = None, *,
-                               summary: Mapping[str, Any] | None = None,
-                               title: str = "Answer distribution over repeats") -> Figure:
+def answer_distribution_figure(
+    consistency: pd.DataFrame | None = None,
+    *,
+    summary: Mapping[str, Any] | None = None,
+    title: str = "Answer distribution over repeats",
+) -> Figure:
     """Histogram of the answers of a consistency run (LGG, HGG, no glioma, unparsed).
 
     Args:
@@ -282,11 +338,17 @@ def answer_distribution_figure(consistency: pd.DataFrame | None = None, *,
     """
     if consistency is None and summary is None:
         raise DataError("answer_distribution_figure needs consistency.csv rows or summary.json")
-    counts = answer_counts(consistency) if consistency is not None else {
-        k: int((summary or {}).get("counts", {}).get(k, 0)) for k in ANSWER_NAMES}
+    counts = (
+        answer_counts(consistency)
+        if consistency is not None
+        else {k: int((summary or {}).get("counts", {}).get(k, 0)) for k in ANSWER_NAMES}
+    )
     keys = ["patient_id", "orientation", "slice_index"]
-    many = consistency is not None and all(k in consistency.columns for k in keys) and \
-        len(consistency.groupby(keys, dropna=False)) > 1
+    many = (
+        consistency is not None
+        and all(k in consistency.columns for k in keys)
+        and len(consistency.groupby(keys, dropna=False)) > 1
+    )
     fig, axes = _new_figure(10 if many else 5.6, 4.0, ncols=2 if many else 1)
     ax = axes[0] if many else axes
     total = sum(counts.values())
@@ -294,8 +356,15 @@ def answer_distribution_figure(consistency: pd.DataFrame | None = None, *,
     bars = ax.bar([ANSWER_NAMES[k] for k in ANSWER_NAMES], [counts[k] for k in ANSWER_NAMES], color=colors)
     for bar, k in zip(bars, ANSWER_NAMES, strict=True):
         share = f"{100 * counts[k] / total:.0f}%" if total else ""
-        ax.annotate(f"{counts[k]}\n{share}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            f"{counts[k]}\n{share}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     ax.set_ylabel("number of answers")
     ax.set_ylim(0, max(max(counts.values()), 1) * 1.25)
     ax.set_title(f"{title} (N = {total})")
@@ -306,7 +375,8 @@ def answer_distribution_figure(consistency: pd.DataFrame | None = None, *,
         ax2 = axes[1]
         choice = pd.to_numeric(consistency["choice"], errors="coerce").fillna(-1)
         agreement = choice.groupby([consistency[k] for k in keys], dropna=False).agg(
-            lambda c: c.value_counts().iloc[0] / len(c))
+            lambda c: c.value_counts().iloc[0] / len(c)
+        )
         ax2.hist(agreement.to_numpy(), bins=np.linspace(0, 1, 21), color="#56B4E9", edgecolor="white")
         ax2.set_xlabel("agreement (share of the majority answer per image)")
         ax2.set_ylabel("images")
@@ -319,14 +389,22 @@ def answer_distribution_figure(consistency: pd.DataFrame | None = None, *,
 
 
 # ------------------------------------------------------------------------------------ fine-tune loss
-def loss_curve_figure(train_log: pd.DataFrame, *, title: str = "Fine-tuning") -> Figure:
+def loss_curve_figure(
+    train_log: pd.DataFrame, *, title: str = "Fine-tuning", selected_epoch: int | None = None
+) -> Figure:
     """Training loss per step from ``train_log.csv`` (``step, epoch, loss`` and optional validation
-    metric columns, e.g. ``val_loss``/``val_accuracy``, drawn per epoch on a second panel)."""
+    metric columns, e.g. ``val_loss``/``val_accuracy``, drawn per epoch on a second panel; ``lr`` is not
+    drawn). ``selected_epoch``: a dashed vertical line on the validation panel marks it."""
     for col in ("step", "loss"):
         if col not in train_log.columns:
             raise DataError(f"train_log: missing column {col!r} (expected step, epoch, loss[, val_*])")
-    extra = [c for c in train_log.columns if c not in ("step", "epoch", "loss") and
-             train_log[c].notna().any() and np.issubdtype(train_log[c].dtype, np.number)]
+    extra = [
+        c
+        for c in train_log.columns
+        if c not in ("step", "epoch", "loss", "lr")
+        and train_log[c].notna().any()
+        and np.issubdtype(train_log[c].dtype, np.number)
+    ]
     fig, axes = _new_figure(10 if extra else 6, 4.0, ncols=2 if extra else 1)
     ax = axes[0] if extra else axes
     log = train_log.sort_values("step")
@@ -334,8 +412,13 @@ def loss_curve_figure(train_log: pd.DataFrame, *, title: str = "Fine-tuning") ->
     ax.plot(loss["step"], loss["loss"], color="#0072B2", linewidth=1, alpha=0.6, label="loss per step")
     if len(loss) >= 10:
         window = max(len(loss) // 20, 3)
-        ax.plot(loss["step"], loss["loss"].rolling(window, min_periods=1).mean(), color="#0072B2",
-                linewidth=2.2, label=f"moving mean ({window} steps)")
+        ax.plot(
+            loss["step"],
+            loss["loss"].rolling(window, min_periods=1).mean(),
+            color="#0072B2",
+            linewidth=2.2,
+            label=f"moving mean ({window} steps)",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title(f"{title}: training loss")
@@ -347,6 +430,15 @@ def loss_curve_figure(train_log: pd.DataFrame, *, title: str = "Fine-tuning") ->
             rows = log[log[col].notna()]
             xcol = "epoch" if "epoch" in rows.columns and rows["epoch"].notna().all() else "step"
             ax2.plot(rows[xcol], rows[col], marker="o", color=PALETTE[(i + 1) % len(PALETTE)], label=col)
+        if selected_epoch is not None and xcol == "epoch":
+            ax2.axvline(
+                selected_epoch,
+                color="#6b7280",
+                linestyle="--",
+                linewidth=1,
+                label=f"selected epoch {selected_epoch}",
+            )
+            ax2.xaxis.get_major_locator().set_params(integer=True)
         ax2.set_xlabel(xcol)
         ax2.set_title("validation")
         ax2.legend(fontsize=8, frameon=False)

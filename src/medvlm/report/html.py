@@ -16,6 +16,7 @@ Library use (the study code adds its own sections)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -53,6 +54,7 @@ ORIENTATION_ORDER = ("axial", "coronal", "sagittal", "combined")
 COHORT_ORDER = ("train", "val", "test")
 RAW_SAMPLE = 12
 RAW_MAX_CHARS = 400
+LONG_CELL = 160
 
 
 class ReportWarning(UserWarning):
@@ -116,7 +118,7 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 def _ci_text(ci: Any) -> str:
     if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2 and all(_is_num(v) for v in ci):
-        return f"{ci[0]:.2f}–{ci[1]:.2f}"
+        return f"{ci[0]:.2f} – {ci[1]:.2f}".replace("-", "−")
     return ""
 
 
@@ -127,10 +129,24 @@ def html_table(
     from markupsafe import Markup, escape
 
     cols = list(columns or (list(rows[0]) if rows else []))
-    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
-    )
+
+    def cell(i: int, v: Any) -> str:
+        text = fmt(v)
+        if len(text) > LONG_CELL and text[:1] in "{[":  # a JSON dump: folded, pretty-printed
+            with contextlib.suppress(json.JSONDecodeError):
+                text = json.dumps(json.loads(text), indent=2)
+            return (
+                f'<td class="l"><details><summary>show ({len(text)} characters)</summary>'
+                f"<pre>{escape(text)}</pre></details></td>"
+            )
+        if i == 0 or not (_is_num(v) or re.fullmatch(r"[−\-+0-9.,% –/]*", text)):
+            cls = "l wrap-text" if len(text) > 60 else "l"
+            return f'<td class="{cls}">{escape(text)}</td>'
+        return f"<td>{escape(text)}</td>"
+
+    left = ' class="l"'
+    head = "".join(f"<th{left if i == 0 else ''}>{escape(c)}</th>" for i, c in enumerate(cols))
+    body = "".join("<tr>" + "".join(cell(i, r.get(c)) for i, c in enumerate(cols)) + "</tr>" for r in rows)
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
     return Markup(f'<table class="data">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
@@ -221,6 +237,102 @@ def load_run(path: str | Path) -> RunData:
     )
 
 
+# ------------------------------------------------------------------------------ fine-tuned vs general VLM
+FINETUNE_CONFIG = "finetune_config.json"
+ROLE_RANK = {"cnn": 0, "fine-tuned": 1, "general": 2}
+ROLE_NAME = {"cnn": "CNN", "fine-tuned": "fine-tuned VLM", "general": "general VLM"}
+
+
+def _consistency_fn(name: str) -> Any:
+    """A figure function of :mod:`medvlm.consistency` (``agreement_figure``, ``temperature_figure``)."""
+    import medvlm.consistency as C
+
+    return getattr(C, name)
+
+
+def _finetune_config(folder: str | Path) -> dict[str, Any]:
+    """``finetune_config.json`` of an adapter folder as a dict ({} when absent or unreadable)."""
+    path = Path(folder) / FINETUNE_CONFIG
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _finetune_facts(ft: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Method, rank, epochs, steps and the selected epoch of a fine-tuning (from finetune_config.json)."""
+    if not ft:
+        return []
+    hp = ft.get("hyperparameters") if isinstance(ft.get("hyperparameters"), Mapping) else {}
+    out = [("method", str(ft.get("method") or hp.get("method") or "–"))]
+    if hp.get("rank") is not None:
+        out.append(("LoRA rank / alpha", f"{hp.get('rank')} / {fmt(hp.get('alpha'), 1)}"))
+    epochs = hp.get("epochs")
+    if epochs is not None or hp.get("max_steps") is not None:
+        out.append(
+            ("epochs", fmt(epochs) + (f" (max_steps {hp['max_steps']})" if hp.get("max_steps") else ""))
+        )
+    if ft.get("steps") is not None:
+        out.append(("steps trained", fmt(ft["steps"])))
+    if ft.get("selected_epoch") is not None:
+        how = f"{ft.get('select', '')} by {ft.get('select_metric', '')}".strip() if ft.get("select") else ""
+        out.append(("selected epoch", fmt(ft["selected_epoch"]) + (f" ({how})" if how else "")))
+    if ft.get("base_model"):
+        out.append(("base model", str(ft["base_model"])))
+    if ft.get("n_train") is not None:
+        out.append(("training examples", f"{fmt(ft['n_train'])} (validation {fmt(ft.get('n_val'))})"))
+    return out
+
+
+def _validation_table(log: Any, selected: int | None) -> dict[str, Any] | None:
+    """Validation metrics per epoch end (rows of train_log.csv with val_* values); selected row marked."""
+    import pandas as pd
+
+    vcols = [c for c in log.columns if str(c).startswith("val_") and log[c].notna().any()]
+    if not vcols or "epoch" not in log.columns:
+        return None
+    rows = []
+    for _, r in log[log[vcols].notna().any(axis=1)].iterrows():
+        ep = int(r["epoch"]) if pd.notna(r["epoch"]) else None
+        mark = "selected" if selected is not None and ep == selected else ("base model" if ep == 0 else "")
+        cells = [fmt(ep), *(fmt(float(r[c])) if pd.notna(r[c]) else "–" for c in vcols)]
+        cells.append({"v": mark, "cls": "good"} if mark == "selected" else mark)
+        rows.append(cells)
+    return {
+        "title": "Validation per epoch (train_log.csv)",
+        "columns": ["epoch", *vcols, ""],
+        "rows": rows,
+        "left": set(),
+        "note": "",
+    }
+
+
+def vlm_role(run: RunData) -> str | None:
+    """``"cnn"``, ``"fine-tuned"`` (a VLM run whose config has an ``adapter``), ``"general"`` (other VLM
+    runs) or None (consistency and fine-tuning runs)."""
+    if run.kind == "cnn":
+        return "cnn"
+    if run.kind == "vlm":
+        cfg = run.info.get("config") or {}
+        return "fine-tuned" if isinstance(cfg, Mapping) and cfg.get("adapter") else "general"
+    return None
+
+
+def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
+    cfg = run.info.get("config") or {}
+    adapter = cfg.get("adapter") if isinstance(cfg, Mapping) else None
+    if not adapter:
+        return [("variant", "general (zero-shot, no adapter)")] if run.kind == "vlm" else []
+    out = [("variant", "fine-tuned"), ("adapter", str(adapter))]
+    ft = _finetune_config(adapter)
+    if ft:
+        out += [(f"adapter {k}", v) for k, v in _finetune_facts(ft) if k != "base model"]
+    elif not Path(adapter).is_dir():
+        run.notes.append(f"adapter folder {adapter} not found here; its fine-tuning settings are not shown")
+    return out
+
+
 # ------------------------------------------------------------------------------------------ metric rows
 def _metric_cells(m: Mapping[str, Any]) -> list[dict[str, str]]:
     return [{"value": fmt(m.get(key)), "ci": _ci_text(m.get(f"{key}_ci"))} for key, _ in SUMMARY_METRICS]
@@ -232,7 +344,9 @@ def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[s
     return {
         "run": run.name,
         "kind": run.kind,
+        "role": vlm_role(run) if run.kind == "vlm" else "",
         "model": _model_name(run),
+        "model_short": Path(_model_name(run)).name if "/" in _model_name(run) else _model_name(run),
         "subset": subset,
         "n": fmt(n),
         "counts": counts,
@@ -410,7 +524,24 @@ def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
     rows = []
     for i, a in enumerate(classifiers):
         for b in classifiers[i + 1 :]:
-            row: dict[str, Any] = {"a": a.name, "b": b.name}
+            ra, rb = vlm_role(a), vlm_role(b)
+            if ROLE_RANK[rb] < ROLE_RANK[ra]:  # A is the CNN, else the fine-tuned VLM
+                a, b, ra, rb = b, a, rb, ra
+            key = ra != rb
+            row: dict[str, Any] = {
+                "a": a.name,
+                "b": b.name,
+                "role_a": ra,
+                "role_b": rb,
+                "key": key,
+                "comparison": f"{ROLE_NAME[ra]} vs {ROLE_NAME[rb]}",
+                "order": (
+                    0 if key else 1,
+                    {("fine-tuned", "general"): 0, ("cnn", "general"): 1, ("cnn", "fine-tuned"): 2}.get(
+                        (ra, rb), 3
+                    ),
+                ),
+            }
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -440,6 +571,7 @@ def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
                 "delong_p": _p(res["delong_p"]),
             }
             rows.append(row)
+    rows.sort(key=lambda r: r["order"])  # stable: run order within each comparison
     return rows
 
 
@@ -470,8 +602,8 @@ def _raw_sample(df: Any) -> list[dict[str, str]]:
     """Up to :data:`RAW_SAMPLE` raw answers: unparsed ones first (half), then parsed ones."""
     import pandas as pd
 
-    if df is None or "raw" not in df.columns:
-        return []
+    if df is None or "raw" not in df.columns or not df["raw"].fillna("").astype(str).str.strip().any():
+        return []  # no text answers (e.g. log-probability scoring)
     choice = (
         pd.to_numeric(df["choice"], errors="coerce")
         if "choice" in df.columns
@@ -502,7 +634,7 @@ def _run_details(run: RunData) -> dict[str, Any]:
 
     from medvlm.report import figures as F
 
-    d: dict[str, Any] = {"facts": [], "figures": [], "tables": [], "raw": []}
+    d: dict[str, Any] = {"facts": [], "figures": [], "tables": [], "raw": [], "role": vlm_role(run) or ""}
     facts = d["facts"]
     facts.append(("kind", run.kind))
     facts.append(("folder", str(run.path)))
@@ -543,6 +675,7 @@ def _run_details(run: RunData) -> dict[str, Any]:
             if fig:
                 d["figures"].insert(0, fig)
     elif run.kind == "vlm":
+        facts.extend(_adapter_facts(run))
         metrics = _read_json(run, "metrics.json") or {}
         slices = _read_csv(run, "slices.csv")
         n_calls = metrics.get("n_calls") if isinstance(metrics, Mapping) else None
@@ -559,6 +692,8 @@ def _run_details(run: RunData) -> dict[str, Any]:
                     "rows": [
                         [counts["0"], counts["1"], counts["2"], counts["unparsed"], sum(counts.values())]
                     ],
+                    "left": set(),
+                    "note": "",
                 }
             )
         facts.append(("model calls", fmt(n_calls)))
@@ -598,42 +733,91 @@ def _run_details(run: RunData) -> dict[str, Any]:
                     d["figures"].append(fig)
         d["raw"] = _raw_sample(slices)
     elif run.kind == "consistency":
+        from medvlm.report import consistency_view as CV
+
         summary = _read_json(run, "summary.json")
         cons = _read_csv(run, "consistency.csv")
-        if isinstance(summary, Mapping):
-            rows = []
-            for k, v in summary.items():
-                if isinstance(v, Mapping):
-                    v = ", ".join(f"{kk}: {fmt(vv)}" for kk, vv in v.items())
-                elif isinstance(v, list):
-                    v = f"{len(v)} entries"
-                rows.append([k, fmt(v)])
-            d["tables"].append({"title": "summary.json", "columns": ["key", "value"], "rows": rows})
-        if cons is not None or isinstance(summary, Mapping):
+        if CV.has_per_image(summary):
+            d["tables"].append(CV.overall_table(summary))
+            d["tables"].append(CV.per_image_table(summary["per_image"]))
+            if isinstance(summary.get("per_prompt"), list) and summary["per_prompt"]:
+                t = CV.group_table(summary["per_prompt"], "prompt", "Per prompt")
+                rob = summary.get("prompt_robustness")
+                if isinstance(rob, Mapping):
+                    t["note"] = (
+                        f"Prompt robustness: over {fmt(rob.get('n_images'))} images asked with several "
+                        f"prompts, the majority answer stayed the same under every prompt for a share "
+                        f"{fmt(rob.get('same_majority_share'))}."
+                    )
+                d["tables"].append(t)
+            if isinstance(summary.get("per_temperature"), list) and summary["per_temperature"]:
+                d["tables"].append(
+                    CV.group_table(summary["per_temperature"], "temperature", "Per temperature")
+                )
             fig = _safe_figure(
                 run,
-                "consistency.csv",
+                "summary.json",
                 lambda: (
-                    F.answer_distribution_figure(
-                        cons if cons is not None and "choice" in cons.columns else None,
-                        summary=summary if isinstance(summary, Mapping) else None,
-                        title=run.name,
+                    _consistency_fn("agreement_figure")(
+                        summary["per_image"], title=f"{run.name}: answers per image"
                     ),
-                    f"Answers of {run.name} over repeats of the same image and prompt.",
+                    f"{run.name}: share of each answer over the repeats of each image (LGG images first); "
+                    "the marker above a bar says whether its majority answer is right.",
                 ),
             )
             if fig:
                 d["figures"].append(fig)
+            if isinstance(summary.get("per_temperature"), list) and len(summary["per_temperature"]) > 1:
+                fig = _safe_figure(
+                    run,
+                    "summary.json",
+                    lambda: (
+                        _consistency_fn("temperature_figure")(
+                            summary["per_temperature"], title=f"{run.name}: temperature sweep"
+                        ),
+                        f"{run.name}: agreement, flip rate, entropy and accuracy against the sampling "
+                        "temperature.",
+                    ),
+                )
+                if fig:
+                    d["figures"].append(fig)
+        else:
+            if isinstance(summary, Mapping):
+                d["tables"].append(CV.legacy_table(summary))
+            if cons is not None or isinstance(summary, Mapping):
+                fig = _safe_figure(
+                    run,
+                    "consistency.csv",
+                    lambda: (
+                        F.answer_distribution_figure(
+                            cons if cons is not None and "choice" in cons.columns else None,
+                            summary=summary if isinstance(summary, Mapping) else None,
+                            title=run.name,
+                        ),
+                        f"Answers of {run.name} over repeats of the same image and prompt.",
+                    ),
+                )
+                if fig:
+                    d["figures"].append(fig)
         d["raw"] = _raw_sample(cons)
     elif run.kind == "finetune":
+        ft = _finetune_config(run.path)
+        selected = ft.get("selected_epoch") if isinstance(ft.get("selected_epoch"), int) else None
+        facts.extend(_finetune_facts(ft))
         log = _read_csv(run, "train_log.csv")
         if log is not None:
             fig = _safe_figure(
                 run,
                 "train_log.csv",
                 lambda: (
-                    F.loss_curve_figure(log, title=run.name),
-                    f"Training loss of {run.name} (train_log.csv).",
+                    F.loss_curve_figure(log, title=run.name, selected_epoch=selected),
+                    f"Fine-tuning of {run.name} (train_log.csv): training loss per optimizer step and the "
+                    "validation metrics at each epoch end (epoch 0 = the base model)"
+                    + (
+                        f"; the dashed line marks the selected epoch {selected}."
+                        if selected is not None
+                        else "."
+                    ),
                 ),
             )
             if fig:
@@ -648,10 +832,57 @@ def _run_details(run: RunData) -> dict[str, Any]:
                     )
                 )
                 facts.append(("final training loss", fmt(float(log["loss"].dropna().iloc[-1]))))
+            t = _validation_table(log, selected)
+            if t:
+                d["tables"].append(t)
     return d
 
 
 # ------------------------------------------------------------------------------------------------- build
+def consistency_overview(runs: Sequence[RunData]) -> dict[str, Any]:
+    """The combined "Consistency" section over all consistency runs: one row per run (``runs``), the
+    images of all runs in one table (``images``) and one answers-per-image figure (``figures``), so the
+    study's HGG/LGG pair (two runs of one image each) stands side by side. {} without consistency runs."""
+    from medvlm.report import consistency_view as CV
+
+    cons = [r for r in runs if r.kind == "consistency"]
+    if not cons:
+        return {}
+    rows, entries, names = [], [], []
+    for r in cons:
+        summary = _read_json(r, "summary.json")
+        if not isinstance(summary, Mapping):
+            continue
+        rows.append(CV.run_overview_row(r.name, summary))
+        if CV.has_per_image(summary):
+            entries.extend(summary["per_image"])
+            names.extend([r.name] * len(summary["per_image"]))
+    out: dict[str, Any] = {
+        "runs": {
+            "title": "Consistency runs",
+            "columns": CV.OVERVIEW_COLUMNS,
+            "rows": rows,
+            "left": {0, 2, 8},
+            "note": "",
+        },
+        "images": CV.per_image_table(entries, run_names=names, title="All images") if entries else None,
+        "figures": [],
+    }
+    if entries:
+        fig = _safe_figure(
+            None,
+            "summary.json",
+            lambda: (
+                _consistency_fn("agreement_figure")(entries, title="All consistency runs"),
+                "Share of each answer over the repeats of each image, all consistency runs together "
+                "(LGG first, then by HGG share); green o / red x: its majority answer is right / wrong.",
+            ),
+        )
+        if fig:
+            out["figures"].append(fig)
+    return out
+
+
 def _sections(extra: Iterable[Section | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     from markupsafe import Markup, escape
 
@@ -724,6 +955,10 @@ def render_report(
     details = [
         {"run": r, "anchor": f"run-{i}-{_slug(r.name)}", **_run_details(r)} for i, r in enumerate(data)
     ]
+    anchors = {d["run"].name: d["anchor"] for d in details}
+    consistency = consistency_overview(data)
+    for row in consistency.get("runs", {}).get("rows", []):
+        row[0] = {"v": row[0], "href": "#" + anchors[row[0]]}
     sections = _sections(extra_sections)
     import medvlm
 
@@ -744,6 +979,9 @@ def render_report(
         summary=summary,
         metric_names=[n for _, n in SUMMARY_METRICS],
         pairs=pairs,
+        key_pairs=[p for p in pairs if p["key"]],
+        other_pairs=[p for p in pairs if not p["key"]],
+        consistency=consistency,
         overview_figures=overview_figures,
         start_sections=[s for s in sections if s["position"] == "start"],
         end_sections=[s for s in sections if s["position"] == "end"],
