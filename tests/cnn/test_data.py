@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medvlm.cnn.data import EpochSampler, VolumeDataset, check_volumes, derive_seed
+from medvlm.cnn.data import EpochSampler, ItemKey, VolumeDataset, check_volumes, derive_seed
 from medvlm.data.cohorts import Cohort, load_cohort
 from medvlm.errors import DataError
 
@@ -38,6 +38,9 @@ def test_augmentation_is_seeded_per_epoch_and_key(tiny_work: Path) -> None:
     assert len({v.sum().item() for v in a}) > 1  # different draws of one patient differ
     ds.set_epoch(1)
     assert not torch.equal(ds[len(ds)][0], a[1])
+    # an ItemKey carries its epoch: the dataset's own epoch (a stale worker copy's) does not matter
+    assert torch.equal(ds[ItemKey(0, len(ds))][0], a[1])
+    assert torch.equal(again[ItemKey(1, len(ds))][0], ds[len(ds)][0])
     assert a[0].shape == plain.shape and a[0].dtype == torch.float32
 
 
@@ -47,7 +50,7 @@ def test_epoch_sampler_oversamples_lgg() -> None:
     for epoch in range(20):
         sampler = EpochSampler(labels, oversample=True, seed=0)
         sampler.set_epoch(epoch)
-        counts.update(labels[k % 100] for k in sampler)
+        counts.update(labels[k.key % 100] for k in sampler)
     assert sum(counts.values()) == 2000
     assert 0.4 < counts[0] / 2000 < 0.6  # ~balanced instead of 10 %
 
@@ -56,14 +59,17 @@ def test_epoch_sampler_permutation_and_determinism() -> None:
     labels = [0, 1] * 5
     s = EpochSampler(labels, oversample=False, seed=3)
     s.set_epoch(2)
-    keys = list(s)
+    items = list(s)
+    assert all(isinstance(item, ItemKey) and item.epoch == 2 for item in items)  # the epoch travels along
+    keys = [item.key for item in items]
+    assert keys == s.keys()
     assert sorted(k % 10 for k in keys) == list(range(10))
     assert [k // 10 for k in keys] == list(range(10))  # key = position * n + index
     s2 = EpochSampler(labels, oversample=False, seed=3)
     s2.set_epoch(2)
-    assert list(s2) == keys
+    assert list(s2) == items
     s2.set_epoch(3)
-    assert list(s2) != keys
+    assert [item.key for item in s2] != keys
     torch.manual_seed(123)  # global RNG state does not matter
     assert list(EpochSampler(labels, oversample=False, seed=3, rank=0)) == list(
         EpochSampler(labels, oversample=False, seed=3))
@@ -99,3 +105,25 @@ def test_check_volumes(tiny_work: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no patient"):
         check_volumes(tmp_path, [])
     assert len(VolumeDataset(tmp_path, Cohort("x", ["a"], [0]))) == 1
+
+
+@pytest.mark.slow
+def test_persistent_workers_see_each_epoch(tiny_work: Path) -> None:
+    """Workers started once (persistent) still augment epoch e with epoch e's seeds."""
+    cohort = load_cohort(tiny_work, "train", fold=0)
+
+    def epochs(workers: int) -> list[list[torch.Tensor]]:
+        ds = VolumeDataset(tiny_work, cohort, augment=True, seed=4)
+        sampler = EpochSampler(cohort.labels, oversample=True, seed=2)
+        extra = {"persistent_workers": True} if workers else {}
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers, **extra)
+        out = []
+        for epoch in range(3):
+            sampler.set_epoch(epoch)  # no ds.set_epoch: the epoch comes with the keys
+            out.append([x for x, _, _ in loader])
+        return out
+
+    plain, workers = epochs(0), epochs(2)
+    for e in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(plain[e], workers[e], strict=True))
+    assert not torch.equal(plain[0][0], plain[1][0])

@@ -23,6 +23,8 @@ from medvlm.cnn.train import (
     _select_value,
     load_checkpoint,
     make_config,
+    make_loader,
+    resolve_workers,
     train_cnn,
 )
 from medvlm.errors import ConfigError, DataError
@@ -164,9 +166,42 @@ def test_crash_mid_epoch_then_resume(tiny_work: Path, tmp_path: Path,
 
 @pytest.mark.slow
 def test_workers_do_not_change_results(tiny_work: Path, tmp_path: Path) -> None:
-    train_cnn(tiny_work, tmp_path / "w0", cfg(epochs=2, augment=True))
-    train_cnn(tiny_work, tmp_path / "w2", cfg(epochs=2, augment=True, workers=2))
-    pd.testing.assert_frame_equal(read_history(tmp_path / "w0"), read_history(tmp_path / "w2"))
+    # persistent workers started once per fold still see each epoch (it travels with the sampler's keys)
+    train_cnn(tiny_work, tmp_path / "w0", cfg(epochs=3, augment=True))
+    train_cnn(tiny_work, tmp_path / "w2", cfg(epochs=3, augment=True, workers=2))
+    pd.testing.assert_frame_equal(read_history(tmp_path / "w0"), read_history(tmp_path / "w2"),
+                                  check_exact=True)
+    assert same_weights(tmp_path / "w0" / "fold0" / "last.pt", tmp_path / "w2" / "fold0" / "last.pt")
+    # and a workers-2 run resumed after epoch 1 (fresh workers) matches too
+    train_cnn(tiny_work, tmp_path / "w2r", cfg(epochs=1, augment=True, workers=2))
+    train_cnn(tiny_work, tmp_path / "w2r", cfg(epochs=3, augment=True, workers=2))
+    pd.testing.assert_frame_equal(read_history(tmp_path / "w0"), read_history(tmp_path / "w2r"),
+                                  check_exact=True)
+
+
+def test_workers_auto_and_persistent_loaders(tiny_work: Path, tmp_path: Path) -> None:
+    import torch
+
+    from medvlm.cnn.data import VolumeDataset
+    from medvlm.data.cohorts import load_cohort
+
+    assert CNNConfig().workers == "auto"
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_workers("auto", cpu) == 0 and resolve_workers("auto", cuda) == 2
+    assert resolve_workers(3, cpu) == 3 and resolve_workers(0, cuda) == 0
+    ds = VolumeDataset(tiny_work, load_cohort(tiny_work, "val", fold=0))
+    auto = make_loader(ds, cfg(workers="auto"), cpu)
+    assert auto.num_workers == 0 and not auto.persistent_workers
+    two = make_loader(ds, cfg(workers=2), cpu)
+    assert two.num_workers == 2 and two.persistent_workers and two.prefetch_factor == 2
+    assert not make_loader(ds, cfg(workers=2), cpu, persistent=False).persistent_workers
+    with pytest.raises(ConfigError, match="workers"):
+        cfg(workers=-1)
+    with pytest.raises(ConfigError, match="workers"):
+        cfg(workers="many")
+    train_cnn(tiny_work, tmp_path / "auto", cfg(epochs=1, workers="auto"))
+    info = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert info["config"]["workers"] == "auto" and info["config"]["workers_resolved"] == 0
 
 
 def test_fold_all(tiny_work: Path, tmp_path: Path) -> None:
@@ -272,6 +307,8 @@ def test_cli_trains(tiny_work: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     (["--select-metric", "auc"], "Did you mean 'val_auc'"),
     (["--epochs", "0"], "'epochs'"),
     (["--device", "gpu"], "'device' parameter"),
+    (["--workers", "two"], "--workers must be a number of processes (0 or more) or 'auto', got 'two'"),
+    (["--workers", "-1"], "--workers must be a number"),
 ])
 def test_cli_bad_options(args: list[str], message: str, tiny_work: Path, tmp_path: Path,
                          capsys: pytest.CaptureFixture[str]) -> None:

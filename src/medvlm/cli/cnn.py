@@ -22,7 +22,9 @@ def train_cnn_command(
     fold: str = typer.Option("0", "--fold", help="Fold number (from 0) or 'all' (cross-validation)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, sampling and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA + mixed precision if any), cpu, cuda."),
-    workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (0: in the main process)."),
+    workers: str = typer.Option("auto", "--workers",
+                                help="DataLoader worker processes (0: in the main process); auto: 0 on CPU, "
+                                     "2 on CUDA."),
     augment: bool = typer.Option(False, "--augment/--no-augment",
                                  help="MONAI flip, affine, intensity, noise."),
     oversample: bool = typer.Option(True, "--oversample/--no-oversample",
@@ -49,11 +51,14 @@ def train_cnn_command(
         if not fold.isdigit():
             raise ConfigError(f"--fold must be a fold number (from 0) or 'all', got {fold!r}")
         fold_value = int(fold)
+    if workers != "auto" and not workers.isdigit():
+        raise ConfigError(f"--workers must be a number of processes (0 or more) or 'auto', got {workers!r}")
+    workers_value: int | str = workers if workers == "auto" else int(workers)
     check_choice("device", device, ["auto", "cpu", "cuda"])
     check_choice("checkpoint", checkpoint, ["best", "last"])
     check_choice("scheduler", scheduler, ["none", "plateau"])
     config = make_config(model=model, epochs=epochs, lr=lr, batch_size=batch_size, fold=fold_value, seed=seed,
-                         device=device, workers=workers, augment=augment, oversample=oversample,
+                         device=device, workers=workers_value, augment=augment, oversample=oversample,
                          early_stopping=early_stopping or None, select_metric=select_metric,
                          checkpoint=checkpoint, weight_decay=weight_decay, scheduler=scheduler,
                          bootstrap=bootstrap, amp=amp, progress=progress)

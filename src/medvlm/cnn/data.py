@@ -5,17 +5,20 @@ memory-mapped. Labels: LGG = 0, HGG = 1.
 
 Randomness is a pure function of ``(seed, epoch, position)``: :class:`EpochSampler` draws the epoch's
 order (optionally oversampling LGG with a :class:`torch.utils.data.WeightedRandomSampler`) from a
-generator seeded with ``(seed, epoch)``, and hands the dataset *keys* ``position * n + index``, so
-each drawn item gets its own augmentation seed. The result does not depend on the number of
-DataLoader workers, nor on whether the run was interrupted and resumed. ``rank``/``world_size``
-split an epoch's keys between data-parallel processes (the DDP hook).
+generator seeded with ``(seed, epoch)``, and hands the dataset :class:`ItemKey` ``(epoch, key)``
+pairs with ``key = position * n + index``, so each drawn item gets its own augmentation seed, derived
+from the item key alone. The sampler runs in the main process, so the epoch reaches persistent
+DataLoader workers (whose dataset copies never see a ``set_epoch`` made after they started). The
+result does not depend on the number of DataLoader workers, nor on whether they persist, nor on
+whether the run was interrupted and resumed. ``rank``/``world_size`` split an epoch's keys between
+data-parallel processes (the DDP hook).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -87,13 +90,23 @@ def default_augmentation() -> Any:
     ])
 
 
+class ItemKey(NamedTuple):
+    """What :class:`EpochSampler` yields and :class:`VolumeDataset` reads: ``key = position * n + index``
+    drawn in epoch ``epoch`` (the augmentation seed is ``(dataset seed, epoch, key)``)."""
+
+    epoch: int
+    key: int
+
+
 class VolumeDataset(Dataset):
     """Volumes and labels of one cohort; item ``key`` -> ``(x, y, index)``.
 
     ``x``: float32 tensor (4, D, H, W); ``y``: float32 scalar tensor (0. LGG, 1. HGG); ``index``:
-    position of the patient in ``cohort``. ``key = draw * n + index`` (see :class:`EpochSampler`);
-    a plain index (``draw`` 0) works too. With ``augment``, the augmentation of an item is seeded with
-    ``(seed, epoch, key)``: set the epoch with :meth:`set_epoch` before iterating.
+    position of the patient in ``cohort``. The item is an :class:`ItemKey` ``(epoch, key)`` with
+    ``key = draw * n + index`` (what :class:`EpochSampler` yields), or a plain int ``key`` (a plain
+    index, ``draw`` 0, works too), read in the epoch last given to :meth:`set_epoch` (0 by default).
+    With ``augment``, the augmentation of an item is seeded with ``(seed, epoch, key)`` only, so an
+    :class:`ItemKey` gives the same volume in any process, whatever its dataset copy's ``epoch``.
     """
 
     def __init__(self, work: str | Path, cohort: Cohort, *, augment: bool = False, seed: int = 0) -> None:
@@ -111,27 +124,32 @@ class VolumeDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        index = int(key) % len(self.patient_ids)
+    def __getitem__(self, item: ItemKey | tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if isinstance(item, tuple):
+            epoch, key = int(item[0]), int(item[1])
+        else:
+            epoch, key = self.epoch, int(item)
+        index = key % len(self.patient_ids)
         volume = np.load(volume_path(self.work, self.patient_ids[index]), mmap_mode="r")
         x = np.array(volume, dtype=np.float32, copy=True)
         if self.augment:
             if self._transform is None:
                 self._transform = default_augmentation()
-            self._transform.set_random_state(seed=derive_seed(self.seed, self.epoch, int(key)) % (2**32))
+            self._transform.set_random_state(seed=derive_seed(self.seed, epoch, key) % (2**32))
             out = self._transform(x)
             x = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
         return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(float(self.labels[index])), index
 
 
-class EpochSampler(Sampler[int]):
-    """Training order of one epoch as dataset keys ``position * n + index``.
+class EpochSampler(Sampler[ItemKey]):
+    """Training order of one epoch as :class:`ItemKey` ``(epoch, position * n + index)`` items.
 
     ``oversample``: draw ``n`` items with replacement with weights ``1 / count(class)`` (a
     :class:`WeightedRandomSampler`), so LGG and HGG are drawn equally often on average; else a
     permutation. The generator is seeded with ``(seed, epoch)``, so the order is reproducible and
     independent of global RNG state. ``rank``/``world_size``: this process's share for data-parallel
-    training (padded by wrap-around to equal length, like ``DistributedSampler``).
+    training (padded by wrap-around to equal length, like ``DistributedSampler``). Call
+    :meth:`set_epoch` in the main process before iterating; :meth:`keys` gives the plain int keys.
     """
 
     def __init__(self, labels: Sequence[int], *, oversample: bool, seed: int = 0, rank: int = 0,
@@ -159,6 +177,7 @@ class EpochSampler(Sampler[int]):
         return torch.randperm(n, generator=generator).tolist()
 
     def keys(self) -> list[int]:
+        """This rank's keys ``position * n + index`` of the epoch, in order."""
         n = len(self.labels)
         keys = [pos * n + idx for pos, idx in enumerate(self.indices())]
         if self.world_size > 1 and keys:
@@ -167,8 +186,9 @@ class EpochSampler(Sampler[int]):
             keys = padded[self.rank :: self.world_size]
         return keys
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.keys())
+    def __iter__(self) -> Iterator[ItemKey]:
+        epoch = self.epoch
+        return iter([ItemKey(epoch, key) for key in self.keys()])
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.world_size)

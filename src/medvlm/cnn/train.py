@@ -47,7 +47,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,7 +85,8 @@ class CNNConfig(BaseModel):
     fold: int | Literal["all"] = 0
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = Field(2, ge=0)
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes; auto: 0 on CPU, 2 on CUDA (see resolve_workers)")
     augment: bool = False
     oversample: bool = True
     early_stopping: int | None = Field(None, ge=1, description="patience in epochs; None: off")
@@ -191,15 +192,44 @@ def autocast_dtype(device: torch.device, config: CNNConfig) -> torch.dtype | Non
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+#: Worker processes ``--workers auto`` uses on CUDA.
+CUDA_WORKERS = 2
+#: Batches each worker loads ahead (PyTorch's default; 2 x workers batches in flight).
+PREFETCH_FACTOR = 2
+
+
+def resolve_workers(workers: int | str, device: torch.device) -> int:
+    """DataLoader worker processes: ``auto`` -> 0 on CPU, :data:`CUDA_WORKERS` on CUDA; an int as is.
+
+    On CPU the volumes are memory-mapped ``.npy`` files, so loading one is a memory copy and worker
+    processes only compete with torch's compute threads for the cores; on CUDA they overlap loading
+    (and augmentation) with the GPU's work.
+    """
+    if workers == "auto":
+        return CUDA_WORKERS if device.type == "cuda" else 0
+    return int(workers)
+
+
 def make_loader(dataset: Any, config: CNNConfig, device: torch.device, *, sampler: Any = None,
-                drop_last: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader with ``config.workers`` workers; ``sampler`` None -> the dataset's order."""
+                drop_last: bool = False, seed: int = 0, persistent: bool = True
+                ) -> torch.utils.data.DataLoader:
+    """A DataLoader with :func:`resolve_workers` workers; ``sampler`` None -> the dataset's order.
+
+    With workers, ``persistent`` (the default, for loaders iterated every epoch) keeps the worker
+    processes alive between epochs instead of forking new ones for each pass; pass False for a loader
+    iterated once. Persistent workers hold copies of the dataset made when they started, so anything
+    that changes per epoch must come through the sampler (:class:`~medvlm.cnn.data.ItemKey`).
+    """
     import torch
 
+    workers = resolve_workers(config.workers, device)
+    extra: dict[str, Any] = {}
+    if workers:
+        extra = {"persistent_workers": persistent, "prefetch_factor": PREFETCH_FACTOR}
     return torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
-        num_workers=config.workers, pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),
+        num_workers=workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed), **extra,
     )
 
 
@@ -444,8 +474,7 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
                       "scoring the existing checkpoints")
     while epoch < config.epochs and not stop_early():
         started = time.perf_counter()
-        sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)  # the epoch travels with each ItemKey, also to persistent workers
         with reporter.bar(f"fold {fold} epoch {epoch + 1}/{config.epochs}",
                           len(train_loader) + len(val_loader)) as advance:
             train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, device, dtype=dtype,
@@ -530,7 +559,7 @@ def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config:
     reporter = reporter or _Reporter(False)
     frames = []
     for name, cohort in cohorts.items():
-        loader = make_loader(VolumeDataset(work, cohort), config, device, seed=config.seed)
+        loader = make_loader(VolumeDataset(work, cohort), config, device, seed=config.seed, persistent=False)
         with reporter.bar(f"fold {fold} scoring {name}", len(loader)) as advance:
             probs, _ = predict(model, loader, device, dtype=dtype, progress=advance)
         frames.append(pd.DataFrame({"patient_id": cohort.patient_ids, "cohort": name,
@@ -745,9 +774,12 @@ def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         write_run_info(run, kind="cnn", config={**config.model_dump(), "work": str(work.resolve()),
-                                                "folds": folds, "device_resolved": str(device), **extra})
+                                                "folds": folds, "device_resolved": str(device),
+                                                "workers_resolved": resolve_workers(config.workers, device),
+                                                **extra})
     _barrier()
-    reporter.line(f"train-cnn: model {config.model}, folds {folds}, device {device}, run {run}"
+    reporter.line(f"train-cnn: model {config.model}, folds {folds}, device {device}, "
+                  f"DataLoader workers {resolve_workers(config.workers, device)}, run {run}"
                   + (f", data-parallel over {world_size} processes" if world_size > 1 else ""))
 
     histories: dict[int, list[dict[str, Any]]] = {}
