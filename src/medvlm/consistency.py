@@ -385,8 +385,8 @@ class ConsistencyConfig(BaseModel):
 
 class Sampling(BaseModel):
     """The sampling settings of one series of repeats, as sent. ``temperature``/``top_p`` None = not
-    chosen here: the server applies its (the model's) own default (sent as JSON null). ``source`` says
-    where each value came from."""
+    chosen here: the server applies its (the model's) own default (the field is left out of the request).
+    ``source`` says where each value came from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -432,8 +432,8 @@ def resolve_sampling(config: ConsistencyConfig) -> list[Sampling]:
 
     - ``transformers``: the model's ``generation_config.json`` (``do_sample`` false -> temperature 0,
       greedy; true -> its ``temperature`` and ``top_p``);
-    - ``openai``: left to the server (None, sent as JSON null: vLLM and Ollama apply the model's
-      generation config);
+    - ``openai``: left to the server (None: the field is left out of the request; vLLM and Ollama then
+      apply the model's generation config);
     - ``mock``: temperature 1.0, top-p 1.0 (its answers vary per repeat).
     """
     given_t = list(dict.fromkeys(float(t) for t in config.temperatures))
@@ -443,7 +443,7 @@ def resolve_sampling(config: ConsistencyConfig) -> list[Sampling]:
         p_default: float | None = float(gen["top_p"]) if gen["do_sample"] else 1.0
         what = "model default" + ("" if gen["do_sample"] else " (do_sample false: greedy)") + f" from {where}"
     elif config.backend == "openai":
-        t_default, p_default, what = None, None, "server default (sent as null)"  # type: ignore[assignment]
+        t_default, p_default, what = None, None, "server default (not sent)"  # type: ignore[assignment]
     else:
         t_default, p_default, what = 1.0, 1.0, f"{config.backend} default"
     top_p = config.top_p if config.top_p is not None else p_default
@@ -457,19 +457,13 @@ def resolve_sampling(config: ConsistencyConfig) -> list[Sampling]:
 
 def decoding_for(sampling: Sampling, config: ConsistencyConfig) -> Decoding:
     """The engine's :class:`~medvlm.vlm.types.Decoding` for one sampling series. A value left to the
-    server (None) is sent as JSON null through ``extra_body`` (the engine's fields need a number; the
-    placeholder there is never sent, and the null is part of the cache key)."""
+    server (None) stays None: the openai backend then leaves it out of the request, and None is a
+    cache-key value of its own."""
     from medvlm.vlm.types import Decoding
 
-    extra: dict[str, Any] = {}
-    if sampling.temperature is None:
-        extra["temperature"] = None
-    if sampling.top_p is None:
-        extra["top_p"] = None
     return Decoding(scoring=config.scoring, max_new_tokens=config.max_new_tokens,
-                    temperature=0.0 if sampling.temperature is None else sampling.temperature,
-                    top_p=1.0 if sampling.top_p is None else sampling.top_p, seed=sampling.seed,
-                    structured=config.structured, extra_body=extra)
+                    temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+                    structured=config.structured)
 
 
 # =============================================================================================== images

@@ -100,7 +100,7 @@ def test_one_image_n_times_over_http(cons_work, server, tmp_path):
     central = [s for s in patient_slices(row, "axial") if s.slice_index == 4]
     assert _image_bytes(server.bodies[0]) == central[0].png  # exactly what eval-vlm renders
     assert {b["messages"][0]["content"][1]["text"] for b in server.bodies} == {load_prompt("seed").text}
-    assert all(b["temperature"] is None and b["top_p"] is None for b in server.bodies)
+    assert all("temperature" not in b and "top_p" not in b for b in server.bodies)  # left to the server
     assert sorted(b["seed"] for b in server.bodies) == list(range(20))
 
     csv = pd.read_csv(run / "consistency.csv", keep_default_na=False)
@@ -120,13 +120,15 @@ def test_one_image_n_times_over_http(cons_work, server, tmp_path):
     assert s["consensus_accuracy"] == 0.0 and s["expected_accuracy"] == 0.2  # the truth is LGG
     assert s["fleiss_kappa"] is None and s["n_images"] == 1 and s["n_failed"] == 0
     assert s["sampling"] == [{"temperature": None, "top_p": None, "seed": 0,
-                              "source": "temperature server default (sent as null); "
-                                        "top_p server default (sent as null)"}]
+                              "source": "temperature server default (not sent); "
+                                        "top_p server default (not sent)"}]
     [img] = s["per_image"]
     assert img["patient_id"] == PATIENT_LGG and img["slice_index"] == 4 and img["label"] == 0
     assert img["counts"] == s["counts"] and "per_prompt" not in s and "per_temperature" not in s
     info = json.loads((run / "run.json").read_text())
     assert info["kind"] == "consistency" and info["config"]["repeats"] == 20
+    assert info["config"]["sampling"] == s["sampling"]  # the defaults recorded in run.json too
+    assert info["config"]["temperatures"] == [] and info["config"]["top_p"] is None
     assert info["config"]["prompts_resolved"][0]["name"] == "seed"
 
     # rerun: nothing sent, same files

@@ -158,3 +158,33 @@ def test_concurrency_limits_requests_in_flight(fake_server):
     backend = _backend([fake_server.url], concurrency=3)
     out = list(backend.answer([_req(str(i)) for i in range(12)], Decoding()))
     assert len(out) == 12 and state["max"] == 3
+
+
+def test_sampling_left_to_the_server_is_left_out_of_the_body(fake_server):
+    backend = _backend([fake_server.url])
+    list(backend.answer([_req("k1")], Decoding(temperature=None, top_p=None)))
+    list(backend.answer([_req("k2")], Decoding(temperature=0.7, top_p=None)))
+    list(backend.answer([_req("k3")], Decoding(temperature=0.7, top_p=0.9)))
+    b1, b2, b3 = fake_server.bodies
+    assert "temperature" not in b1 and "top_p" not in b1 and b1["seed"] == 0 and b1["max_tokens"] == 96
+    assert b2["temperature"] == 0.7 and "top_p" not in b2
+    assert b3["temperature"] == 0.7 and b3["top_p"] == 0.9
+    backend.close()
+
+
+def test_cache_key_stable_for_numbers_and_none_is_its_own_value():
+    from medvlm.vlm.types import cache_key
+
+    def key(decoding):
+        return cache_key(backend="openai", model="m", adapter=None, prompt="p", image=b"png",
+                         decoding=decoding, repeat=2)
+
+    # the keys numeric settings had before temperature/top_p could be None (old caches stay valid)
+    assert key(Decoding()) == "3c87452479aaf0588615e61cf72321ecebb29ea5b300a356230dba1a2d4aef81"
+    assert key(Decoding(temperature=0.7, top_p=0.9, seed=3)) == (
+        "abc3298f30a620dea3be4f2bb3878d890a9024ba7e246fcb4db070da59f57899")
+    none = {key(Decoding(temperature=None, top_p=None)), key(Decoding(temperature=None)),
+            key(Decoding(top_p=None))}
+    assert len(none) == 3 and not none & {key(Decoding()), key(Decoding(temperature=1.0, top_p=1.0))}
+    with pytest.raises(ValueError):
+        Decoding(temperature=-0.1)

@@ -68,3 +68,36 @@ def test_make_tiny_vlm_cli(tmp_path):
         main(["make-tiny-vlm", str(tmp_path / "m"), "--seed", "3"])
     assert exc.value.code in (0, None)
     assert (tmp_path / "m" / "config.json").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_transformers_none_sampling_follows_generation_config(tiny_vlm):
+    from medvlm.vlm.backends import BackendConfig
+    from medvlm.vlm.hf import TransformersBackend
+    from medvlm.vlm.types import Decoding, VLMRequest
+
+    def tiny_png(seed):
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        buf = io.BytesIO()
+        pixels = np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buf, format="PNG")
+        return buf.getvalue()
+
+    backend = TransformersBackend(BackendConfig(model=str(tiny_vlm), batch_size=4, device="cpu"))
+    reqs = [VLMRequest(key=str(i), image=tiny_png(seed=i), prompt="Grade?", repeat=i) for i in range(3)]
+    default = Decoding(temperature=None, top_p=None, max_new_tokens=4)
+    gen = backend.model.generation_config
+    gen.do_sample = False
+    assert not backend.samples(default)
+    greedy = [r.raw for _, r in backend.answer(reqs, Decoding(temperature=0.0, max_new_tokens=4))]
+    assert [r.raw for _, r in backend.answer(reqs, default)] == greedy  # the model's own: greedy
+    gen.do_sample, gen.temperature, gen.top_p = True, 50.0, 1.0  # the model's own: hot sampling
+    assert backend.samples(default) and not backend.samples(Decoding(temperature=0.0))
+    one = [r.raw for _, r in backend.answer(reqs, default)]
+    assert one == [r.raw for _, r in backend.answer(reqs, default)]  # seeded per repeat: reproducible
+    assert one != greedy
+    backend.close()

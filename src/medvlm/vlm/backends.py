@@ -96,7 +96,8 @@ class MockBackend(Backend):
     ``--model`` picks the script: ``hash`` (default; the answer is the image hash modulo 3, written as
     ``"Choice: N Reasoning: mock"``), ``always:N`` (always N), ``text:...`` (always that raw text, to
     exercise the parser), ``fail`` (every request fails). With ``--scoring logprobs`` the class
-    probabilities come from the image hash too.
+    probabilities come from the image hash too. Its own default temperature (``None``) samples: the
+    answer then varies with the repeat index, as at any temperature above 0.
     """
 
     name = "mock"
@@ -104,7 +105,8 @@ class MockBackend(Backend):
     def answer(self, requests, decoding):
         script = self.config.model
         for req in requests:
-            salt = str(req.repeat if decoding.temperature > 0 else 0).encode()
+            sampled = decoding.temperature is None or decoding.temperature > 0  # its own default samples
+            salt = str(req.repeat if sampled else 0).encode()
             h = hashlib.sha256(req.image + salt).digest()
             if script == "fail":
                 yield req, VLMResponse(error="mock failure")

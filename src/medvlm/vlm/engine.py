@@ -160,8 +160,8 @@ class VLMEvalConfig(BaseModel):
     reducer: str | None = None  # default: majority (generate) / mean_prob (logprobs)
     tie_break: Literal["hgg", "lgg"] = "hgg"
     max_new_tokens: int = Field(96, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(0.0, ge=0)  # None: the model's / server's own default
+    top_p: float | None = Field(1.0, gt=0, le=1)
     seed: int | None = 0
     concurrency: int = Field(4, ge=1)
     batch_size: int = Field(8, ge=1)

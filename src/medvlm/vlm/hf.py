@@ -106,7 +106,8 @@ class TransformersBackend(Backend):
     column holds the continuation verbatim). ``logprobs``: one forward pass; softmax over the whole
     vocabulary at the last position, P of the "0"/"1"/"2" tokens normalised, their mass kept; ``choice``
     = the most probable of the three and ``raw`` empty. ``structured="choice"`` constrains generation to
-    one of the three digits (the same forward pass; ``raw`` = the digit).
+    one of the three digits (the same forward pass; ``raw`` = the digit). ``temperature``/``top_p`` None:
+    the model's ``generation_config`` decides (``do_sample``, ``temperature``, ``top_p``).
     """
 
     name = "transformers"
@@ -194,14 +195,27 @@ class TransformersBackend(Backend):
         probs = torch.softmax(logits, dim=-1)[:, ids].cpu().tolist()
         return [normalise_probs(*row) for row in probs]
 
+    def samples(self, decoding: Any) -> bool:
+        """Whether ``generate`` samples: temperature > 0, or (temperature None) the model's
+        ``generation_config.do_sample``."""
+        if decoding.temperature is None:
+            gen = getattr(self.model, "generation_config", None)
+            return bool(getattr(gen, "do_sample", False))
+        return decoding.temperature > 0
+
     def _generate(self, batch: list[Any], decoding: Any) -> list[str]:
         import torch
 
         inputs = self._inputs(batch)
-        sample = decoding.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": decoding.max_new_tokens, "do_sample": sample}
+        sample = self.samples(decoding)
+        kwargs: dict[str, Any] = {"max_new_tokens": decoding.max_new_tokens}
+        if decoding.temperature is not None:  # None: do_sample/temperature from generation_config
+            kwargs["do_sample"] = sample
         if sample:
-            kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
+            if decoding.temperature is not None:
+                kwargs["temperature"] = decoding.temperature
+            if decoding.top_p is not None:  # None: generation_config's top_p
+                kwargs["top_p"] = decoding.top_p
             seed = decoding.request_seed(batch[0].repeat)
             torch.manual_seed(0 if seed is None else seed)
         tok = self.processor.tokenizer
@@ -216,7 +230,7 @@ class TransformersBackend(Backend):
         from medvlm.vlm.parsing import parse_choice
         from medvlm.vlm.types import VLMResponse
 
-        size = 1 if (decoding.temperature > 0 and decoding.scoring == "generate") else self.config.batch_size
+        size = 1 if (decoding.scoring == "generate" and self.samples(decoding)) else self.config.batch_size
         batch: list[Any] = []
 
         def run(batch):

@@ -53,7 +53,8 @@ def data_uri(png: bytes) -> str:
 
 
 def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[str, Any]:
-    """The chat-completions JSON body for one request."""
+    """The chat-completions JSON body for one request (``temperature``/``top_p`` None: left out, so the
+    server applies the model's own default)."""
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": [
@@ -61,9 +62,11 @@ def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[s
             {"type": "text", "text": request.prompt},
         ]}],
         "max_tokens": decoding.max_new_tokens,
-        "temperature": decoding.temperature,
-        "top_p": decoding.top_p,
     }
+    if decoding.temperature is not None:
+        body["temperature"] = decoding.temperature
+    if decoding.top_p is not None:
+        body["top_p"] = decoding.top_p
     seed = decoding.request_seed(request.repeat)
     if seed is not None:
         body["seed"] = seed

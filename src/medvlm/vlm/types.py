@@ -16,18 +16,21 @@ STRUCTURED = ("none", "choice", "json")
 class Decoding(BaseModel):
     """Everything that changes an answer besides model, prompt and image; all of it is in the cache key.
 
-    ``temperature`` 0 = greedy. ``seed``: base sampling seed (request seed = seed + repeat index), so
-    repeats of a sampled answer differ but reproduce. ``structured``: output constraint (``choice`` =
-    one of "0"/"1"/"2", ``json`` = ``{"choice", "reasoning"}``). ``extra_body``: extra JSON fields sent
-    to an OpenAI-compatible server as is.
+    ``temperature`` 0 = greedy. ``temperature``/``top_p`` None = the model's (server's) own default:
+    the ``openai`` backend leaves the field out of the request, ``transformers`` uses the model's
+    ``generation_config`` (None is a cache-key value of its own; numbers key as they always did).
+    ``seed``: base sampling seed (request seed = seed + repeat index), so repeats of a sampled answer
+    differ but reproduce. ``structured``: output constraint (``choice`` = one of "0"/"1"/"2", ``json`` =
+    ``{"choice", "reasoning"}``). ``extra_body``: extra JSON fields sent to an OpenAI-compatible
+    server as is.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     scoring: Literal["generate", "logprobs"] = "generate"
     max_new_tokens: int = Field(96, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float | None = Field(0.0, ge=0.0)
+    top_p: float | None = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = 0
     structured: Literal["none", "choice", "json"] = "none"
     top_logprobs: int = Field(20, ge=1, le=20)
