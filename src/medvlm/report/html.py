@@ -522,8 +522,9 @@ def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
 
     classifiers = [r for r in runs if r.kind in ("cnn", "vlm")]
     rows = []
-    for i, a in enumerate(classifiers):
-        for b in classifiers[i + 1 :]:
+    for i, first in enumerate(classifiers):
+        for second in classifiers[i + 1 :]:
+            a, b = first, second
             ra, rb = vlm_role(a), vlm_role(b)
             if ROLE_RANK[rb] < ROLE_RANK[ra]:  # A is the CNN, else the fine-tuned VLM
                 a, b, ra, rb = b, a, rb, ra
@@ -759,7 +760,7 @@ def _run_details(run: RunData) -> dict[str, Any]:
                 "summary.json",
                 lambda: (
                     _consistency_fn("agreement_figure")(
-                        summary["per_image"], title=f"{run.name}: answers per image"
+                        summary["per_image"], title=run.name
                     ),
                     f"{run.name}: share of each answer over the repeats of each image (LGG images first); "
                     "the marker above a bar says whether its majority answer is right.",
@@ -873,7 +874,7 @@ def consistency_overview(runs: Sequence[RunData]) -> dict[str, Any]:
             None,
             "summary.json",
             lambda: (
-                _consistency_fn("agreement_figure")(entries, title="All consistency runs"),
+                _consistency_fn("agreement_figure")(entries, title="All runs"),
                 "Share of each answer over the repeats of each image, all consistency runs together "
                 "(LGG first, then by HGG share); green o / red x: its majority answer is right / wrong.",
             ),
