@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medvlm.errors import ConfigError, DataError
+from medvlm.vlm.options import BackendOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -330,9 +331,10 @@ def summarize_images(images: Sequence[tuple[Sequence[Any], Any]], *,
 Temperature = Annotated[float, Field(ge=0.0)]
 
 
-class ConsistencyConfig(BaseModel):
+class ConsistencyConfig(BackendOptions):
     """Resolved settings of one ``medvlm consistency`` run (recorded in ``run.json``; no secrets).
 
+    The backend, model and request fields come from :class:`~medvlm.vlm.options.BackendOptions`.
     ``patients`` empty: one slice per patient of ``cohort`` (fold ``fold`` for train/val).
     ``slice_index`` None: the central tumour slice of each patient along ``orientation``.
     ``prompts``: built-in names or files (several = paraphrase robustness). ``temperatures`` empty: the
@@ -342,10 +344,6 @@ class ConsistencyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = "transformers"
-    model: str
-    base_urls: list[str] = Field(default_factory=list)
-    adapter: str | None = None
     patients: list[str] = Field(default_factory=list)
     orientation: str = "axial"
     slice_index: int | None = None
@@ -354,33 +352,8 @@ class ConsistencyConfig(BaseModel):
     prompts: list[str] = Field(default_factory=lambda: ["seed"])
     temperatures: list[Temperature] = Field(default_factory=list)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = 0
     repeats: int = Field(95, ge=1)
-    scoring: Literal["generate", "logprobs"] = "generate"
-    structured: Literal["none", "choice", "json"] = "none"
-    modalities: list[str] = Field(default_factory=lambda: ["flair"])
-    max_new_tokens: int = Field(96, ge=1)
     tie_break: Literal["hgg", "lgg"] = "hgg"
-    concurrency: int = Field(4, ge=1)
-    batch_size: int = Field(8, ge=1)
-    device: str = "auto"
-    dtype: str = "auto"
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
-    max_backoff_s: float = Field(60.0, ge=0)
-    cache: str | None = None  # default RUN/cache.sqlite
-    progress: bool = True
-
-    def backend_config(self):
-        from medvlm.vlm.backends import BackendConfig
-
-        return BackendConfig(backend=self.backend, model=self.model, adapter=self.adapter,
-                             base_urls=self.base_urls, device=self.device, dtype=self.dtype,
-                             batch_size=self.batch_size, concurrency=self.concurrency,
-                             timeout_s=self.timeout_s,
-                             max_retries=self.max_retries, backoff_s=self.backoff_s,
-                             max_backoff_s=self.max_backoff_s)
 
 
 class Sampling(BaseModel):

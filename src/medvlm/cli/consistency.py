@@ -1,10 +1,11 @@
 """``medvlm consistency``: the same image and prompt N times (a thin wrapper over
 :func:`medvlm.consistency.run_consistency`).
 
-The backend options mirror ``eval-vlm`` (:mod:`medvlm.cli.vlm`) name for name and default for default,
-except where consistency needs something else: ``--orientation`` (one) and ``--slice`` instead of
-``--orientations``/``--slices``; ``--prompt`` and ``--temperature`` repeatable; ``--temperature`` and
-``--top-p`` default to the model's own generation defaults; no ``--reducer``/``--bootstrap``.
+The backend options are ``eval-vlm``'s (one definition each in :mod:`medvlm.cli.vlm`, defaults from
+:class:`medvlm.vlm.options.BackendOptions`), except where consistency needs something else:
+``--orientation`` (one) and ``--slice`` instead of ``--orientations``/``--slices``; ``--prompt`` and
+``--temperature`` repeatable; ``--temperature`` and ``--top-p`` default to the model's own generation
+defaults; no ``--reducer``/``--bootstrap``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,33 @@ from pathlib import Path
 import typer
 
 from medvlm.cli._app import app
+from medvlm.cli.vlm import (
+    Adapter,
+    Backend,
+    BaseUrl,
+    BatchSize,
+    Cache,
+    Concurrency,
+    Device,
+    Fold,
+    MaxNewTokens,
+    MaxRetries,
+    Modalities,
+    Model,
+    Progress,
+    Scoring,
+    Seed,
+    Structured,
+    Timeout,
+    _default,
+    backend_fields,
+    build_config,
+    exit_on_failures,
+)
 
-#: config field -> command-line option, for validation messages
+#: config field -> command-line option, for validation messages (besides the shared backend options)
 _OPTION_NAMES = {"patients": "patient", "slice_index": "slice", "prompts": "prompt",
-                 "temperatures": "temperature", "base_urls": "base-url", "timeout_s": "timeout"}
-
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+                 "temperatures": "temperature"}
 
 
 @app.command("consistency")
@@ -35,59 +55,48 @@ def consistency_cmd(
     slice_index: int | None = typer.Option(None, "--slice", help="Canonical slice index (default: the "
                                            "central tumour slice of each patient)."),
     repeats: int = typer.Option(95, "--repeats", help="Times the same image and prompt are asked."),
-    backend: str = typer.Option("transformers", "--backend", help="transformers | openai | mock."),
-    model: str = typer.Option(..., "--model", help="Model folder / hub name, or the served model name."),
-    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server (repeatable: "
-                                       "requests are spread over all of them)."),
+    backend: Backend = _default("backend"),
+    model: Model = ...,  # type: ignore[assignment]
+    base_url: BaseUrl = [],  # noqa: B006 (typer copies it)
     prompt: list[str] = typer.Option([], "--prompt", help="Built-in prompt name or a text file (default "
                                      "seed; repeat for paraphrase robustness)."),
-    scoring: str = typer.Option("generate", "--scoring", help="generate | logprobs."),
-    structured: str = typer.Option("none", "--structured", help="none | choice | json."),
+    scoring: Scoring = _default("scoring"),
+    structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all (without --patient)."),
-    fold: int = typer.Option(0, "--fold"),
-    modalities: str = typer.Option("flair", "--modalities", help="e.g. flair,t1ce,t2,t1 (2x2 montage)."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight (openai)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Batch size (transformers)."),
-    adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder (transformers)."),
-    device: str = typer.Option("auto", "--device"),
+    fold: Fold = 0,
+    modalities: Modalities = ",".join(_default("modalities")),
+    concurrency: Concurrency = _default("concurrency"),
+    batch_size: BatchSize = _default("batch_size"),
+    adapter: Adapter = _default("adapter"),
+    device: Device = _default("device"),
     tie_break: str = typer.Option("hgg", "--tie-break", help="hgg | lgg: how a tie of top answers breaks."),
-    max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+    max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: list[float] = typer.Option([], "--temperature", help="Sampling temperature (repeatable: a "
                                             "sweep). Default: the model's own (generation_config / server)."),
     top_p: float | None = typer.Option(None, "--top-p", help="Default: the model's own."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed (request seed = seed + repeat)."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout in seconds (openai)."),
-    max_retries: int = typer.Option(5, "--max-retries"),
-    cache: Path | None = typer.Option(None, "--cache", help="Response cache (default RUN/cache.sqlite)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    seed: Seed = _default("seed"),
+    timeout: Timeout = _default("timeout_s"),
+    max_retries: MaxRetries = _default("max_retries"),
+    cache: Cache = _default("cache"),
+    progress: Progress = _default("progress"),
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
     Exit status 0 when every request was answered, 1 when some failed after retries (rerun the same
     command to retry only those), 2 on a user error.
     """
-    from pydantic import ValidationError
     from rich.console import Console
 
     from medvlm.consistency import ConsistencyConfig, run_consistency
-    from medvlm.errors import ConfigError
 
-    try:
-        config = ConsistencyConfig(
-            backend=backend, model=model, base_urls=list(base_url), adapter=adapter, patients=list(patient),
-            orientation=orientation, slice_index=slice_index, cohort=cohort, fold=fold,
-            prompts=list(prompt) or ["seed"], temperatures=list(temperature), top_p=top_p, seed=seed,
-            repeats=repeats, scoring=scoring, structured=structured, modalities=_csv(modalities),
-            max_new_tokens=max_new_tokens, tie_break=tie_break, concurrency=concurrency,
-            batch_size=batch_size,
-            device=device, timeout_s=timeout, max_retries=max_retries, cache=str(cache) if cache else None,
-            progress=progress)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0])
-        raise ConfigError(f"--{_OPTION_NAMES.get(name, name.replace('_', '-'))}: {err['msg']}") from None
+    shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
+                            structured=structured, modalities=modalities, concurrency=concurrency,
+                            batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
+                            timeout=timeout, max_retries=max_retries, cache=cache, progress=progress)
+    config = build_config(ConsistencyConfig, {
+        **shared, "patients": list(patient), "orientation": orientation, "slice_index": slice_index,
+        "cohort": cohort, "fold": fold, "prompts": list(prompt) or ["seed"],
+        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break},
+        renames=_OPTION_NAMES)
     result = run_consistency(work, out, config, console=Console())
-    if result.n_failed:
-        typer.echo(f"medvlm: {result.n_failed} request(s) failed after retries (see {out / 'failures.csv'}); "
-                   "rerun the same command to retry only those", err=True)
-        raise typer.Exit(1)
+    exit_on_failures(result.n_failed, out)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from medvlm.cli._app import app
+
+T = TypeVar("T")
 
 
 @app.command("make-tiny-vlm")
@@ -25,38 +28,102 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+# ------------------------------------------------------------------------ options shared with consistency
+# The backend options of eval-vlm and consistency: one definition each (name and help here, default from
+# medvlm.vlm.options.BackendOptions through _default), turned into config fields by backend_fields().
+Backend = Annotated[str, typer.Option("--backend", help="transformers | openai | mock.")]
+Model = Annotated[str, typer.Option("--model", help="Model folder / hub name, or the served model name.")]
+BaseUrl = Annotated[list[str], typer.Option("--base-url", help="OpenAI-compatible server (repeatable: "
+                                            "requests are spread over all of them).")]
+Scoring = Annotated[str, typer.Option("--scoring", help="generate | logprobs.")]
+Structured = Annotated[str, typer.Option("--structured", help="none | choice | json.")]
+Fold = Annotated[int, typer.Option("--fold")]
+Modalities = Annotated[str, typer.Option("--modalities", help="e.g. flair,t1ce,t2,t1 (2x2 montage).")]
+Concurrency = Annotated[int, typer.Option("--concurrency", help="Requests in flight (openai).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size (transformers).")]
+Adapter = Annotated[str | None, typer.Option("--adapter", help="PEFT adapter folder (transformers).")]
+Device = Annotated[str, typer.Option("--device")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens")]
+Seed = Annotated[int, typer.Option("--seed", help="Sampling seed (request seed = seed + repeat).")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds (openai).")]
+MaxRetries = Annotated[int, typer.Option("--max-retries")]
+Cache = Annotated[Path | None, typer.Option("--cache", help="Response cache (default RUN/cache.sqlite).")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
+
+
+def _default(field: str):
+    """The default of a :class:`~medvlm.vlm.options.BackendOptions` field (the CLI's default too)."""
+    from medvlm.vlm.options import BackendOptions
+
+    return BackendOptions.model_fields[field].get_default(call_default_factory=True)
+
+
+def backend_fields(*, backend: str, model: str, base_url: list[str], adapter: str | None, scoring: str,
+                   structured: str, modalities: str, concurrency: int, batch_size: int, device: str,
+                   max_new_tokens: int, seed: int | None, timeout: float, max_retries: int,
+                   cache: Path | None, progress: bool) -> dict[str, Any]:
+    """The shared command-line options -> :class:`~medvlm.vlm.options.BackendOptions` fields."""
+    return {"backend": backend, "model": model, "base_urls": list(base_url), "adapter": adapter,
+            "scoring": scoring, "structured": structured, "modalities": _csv(modalities),
+            "concurrency": concurrency, "batch_size": batch_size, "device": device,
+            "max_new_tokens": max_new_tokens, "seed": seed, "timeout_s": timeout, "max_retries": max_retries,
+            "cache": str(cache) if cache else None, "progress": progress}
+
+
+def build_config(cls: type[T], fields: dict[str, Any], *, renames: dict[str, str] | None = None) -> T:
+    """``cls(**fields)``; a validation error becomes one :class:`ConfigError` line naming the option
+    (``renames``: the command's own field -> option names, besides the shared ones)."""
+    from pydantic import ValidationError
+
+    from medvlm.errors import ConfigError
+    from medvlm.vlm.options import option_name
+
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{option_name(str(err['loc'][0]), renames)}: {err['msg']}") from None
+
+
+def exit_on_failures(n_failed: int, out: Path) -> None:
+    """Exit status 1 (with one line on stderr) when some requests failed after retries."""
+    if n_failed:
+        typer.echo(f"medvlm: {n_failed} request(s) failed after retries (see {out / 'failures.csv'}); "
+                   "rerun the same command to retry only those", err=True)
+        raise typer.Exit(1)
+
+
 @app.command("eval-vlm")
 def eval_vlm_cmd(
     work: Path = typer.Argument(..., help="Prepared work folder (manifest.csv, splits.json)."),
     out: Path = typer.Option(..., "--out", help="Run folder (rerunning resumes from its cache)."),
-    backend: str = typer.Option("transformers", "--backend", help="transformers | openai | mock."),
-    model: str = typer.Option(..., "--model", help="Model folder / hub name, or the served model name."),
-    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server (repeatable: "
-                                       "requests are spread over all of them)."),
+    backend: Backend = _default("backend"),
+    model: Model = ...,  # type: ignore[assignment]
+    base_url: BaseUrl = [],  # noqa: B006 (typer copies it)
     orientations: str = typer.Option("axial,coronal,sagittal", "--orientations"),
     prompt: str = typer.Option("seed", "--prompt", help="Built-in prompt name or a text file."),
-    scoring: str = typer.Option("generate", "--scoring", help="generate | logprobs."),
-    structured: str = typer.Option("none", "--structured", help="none | choice | json."),
+    scoring: Scoring = _default("scoring"),
+    structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all."),
-    fold: int = typer.Option(0, "--fold"),
+    fold: Fold = 0,
     slices: str = typer.Option("tumour", "--slices", help="tumour | all | central:K."),
-    modalities: str = typer.Option("flair", "--modalities", help="e.g. flair,t1ce,t2,t1 (2x2 montage)."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight (openai)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Batch size (transformers)."),
+    modalities: Modalities = ",".join(_default("modalities")),
+    concurrency: Concurrency = _default("concurrency"),
+    batch_size: BatchSize = _default("batch_size"),
     repeats: int = typer.Option(1, "--repeats", help="Times each slice is asked."),
-    adapter: str | None = typer.Option(None, "--adapter", help="PEFT adapter folder (transformers)."),
-    device: str = typer.Option("auto", "--device"),
+    adapter: Adapter = _default("adapter"),
+    device: Device = _default("device"),
     reducer: str | None = typer.Option(None, "--reducer", help="majority | mean_prob (default by scoring)."),
     tie_break: str = typer.Option("hgg", "--tie-break", help="hgg | lgg: how an LGG/HGG vote tie breaks."),
-    max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+    max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: float = typer.Option(0.0, "--temperature"),
     top_p: float = typer.Option(1.0, "--top-p"),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed (request seed = seed + repeat)."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout in seconds (openai)."),
-    max_retries: int = typer.Option(5, "--max-retries"),
-    cache: Path | None = typer.Option(None, "--cache", help="Response cache (default RUN/cache.sqlite)."),
+    seed: Seed = _default("seed"),
+    timeout: Timeout = _default("timeout_s"),
+    max_retries: MaxRetries = _default("max_retries"),
+    cache: Cache = _default("cache"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0: none)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: Progress = _default("progress"),
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -64,27 +131,17 @@ def eval_vlm_cmd(
     written from the answers received; rerun the same command to retry only the failures), 2 on a user
     error.
     """
-    from pydantic import ValidationError
     from rich.console import Console
 
-    from medvlm.errors import ConfigError
     from medvlm.vlm.engine import VLMEvalConfig, evaluate_vlm
 
-    try:
-        config = VLMEvalConfig(
-            backend=backend, model=model, base_urls=list(base_url), adapter=adapter,
-            orientations=_csv(orientations), prompt=prompt, scoring=scoring, structured=structured,
-            cohort=cohort, fold=fold, slices=slices, modalities=_csv(modalities), repeats=repeats,
-            reducer=reducer, tie_break=tie_break, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, seed=seed, concurrency=concurrency, batch_size=batch_size, device=device,
-            timeout_s=timeout, max_retries=max_retries, cache=str(cache) if cache else None,
-            n_boot=bootstrap, progress=progress)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    console = Console(stderr=False)
-    result = evaluate_vlm(work, out, config, console=console)
-    if result.n_failed:
-        typer.echo(f"medvlm: {result.n_failed} request(s) failed after retries (see {out / 'failures.csv'}); "
-                   "rerun the same command to retry only those", err=True)
-        raise typer.Exit(1)
+    shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
+                            structured=structured, modalities=modalities, concurrency=concurrency,
+                            batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
+                            timeout=timeout, max_retries=max_retries, cache=cache, progress=progress)
+    config = build_config(VLMEvalConfig, {
+        **shared, "orientations": _csv(orientations), "prompt": prompt, "cohort": cohort, "fold": fold,
+        "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
+        "temperature": temperature, "top_p": top_p, "n_boot": bootstrap}, renames={"n_boot": "bootstrap"})
+    result = evaluate_vlm(work, out, config, console=Console(stderr=False))
+    exit_on_failures(result.n_failed, out)

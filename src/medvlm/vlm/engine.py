@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from medvlm.errors import ConfigError
 from medvlm.registry import check_choice
-from medvlm.vlm.backends import BACKENDS, Backend, BackendConfig, make_backend
+from medvlm.vlm.backends import BACKENDS, Backend, make_backend
 from medvlm.vlm.cache import ResponseCache
+from medvlm.vlm.options import BackendOptions
 from medvlm.vlm.prompts import Prompt, load_prompt
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse, cache_key
 
@@ -139,43 +140,28 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
 
 
 # ------------------------------------------------------------------------------------------- evaluate
-class VLMEvalConfig(BaseModel):
-    """Resolved settings of one ``eval-vlm`` run (recorded in ``run.json``; no secrets)."""
+class VLMEvalConfig(BackendOptions):
+    """Resolved settings of one ``eval-vlm`` run (recorded in ``run.json``; no secrets).
+
+    The backend, model and request fields come from :class:`~medvlm.vlm.options.BackendOptions`.
+    ``temperature``/``top_p`` None: the model's / server's own default.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = "transformers"
-    model: str
-    base_urls: list[str] = Field(default_factory=list)
-    adapter: str | None = None
     orientations: list[str] = Field(default_factory=lambda: list(ORIENTATIONS))
     prompt: str = "seed"
-    scoring: Literal["generate", "logprobs"] = "generate"
-    structured: Literal["none", "choice", "json"] = "none"
     cohort: str = "test"
     fold: int = Field(0, ge=0)
     slices: str = "tumour"
-    modalities: list[str] = Field(default_factory=lambda: ["flair"])
     repeats: int = Field(1, ge=1)
     reducer: str | None = None  # default: majority (generate) / mean_prob (logprobs)
     tie_break: Literal["hgg", "lgg"] = "hgg"
-    max_new_tokens: int = Field(96, ge=1)
-    temperature: float | None = Field(0.0, ge=0)  # None: the model's / server's own default
+    temperature: float | None = Field(0.0, ge=0)
     top_p: float | None = Field(1.0, gt=0, le=1)
-    seed: int | None = 0
-    concurrency: int = Field(4, ge=1)
-    batch_size: int = Field(8, ge=1)
-    device: str = "auto"
-    dtype: str = "auto"
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
-    max_backoff_s: float = Field(60.0, ge=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)
-    cache: str | None = None  # default RUN/cache.sqlite
     n_boot: int = Field(1000, ge=0)
     boot_seed: int = 0
-    progress: bool = True
 
     @field_validator("orientations")
     @classmethod
@@ -194,14 +180,6 @@ class VLMEvalConfig(BaseModel):
                         temperature=self.temperature,
                         top_p=self.top_p, seed=self.seed, structured=self.structured,
                         extra_body=self.extra_body)
-
-    def backend_config(self) -> BackendConfig:
-        return BackendConfig(backend=self.backend, model=self.model, adapter=self.adapter,
-                             base_urls=self.base_urls, device=self.device, dtype=self.dtype,
-                             batch_size=self.batch_size, concurrency=self.concurrency,
-                             timeout_s=self.timeout_s,
-                             max_retries=self.max_retries, backoff_s=self.backoff_s,
-                             max_backoff_s=self.max_backoff_s)
 
 
 @dataclass

@@ -1,0 +1,71 @@
+"""Options shared by every command that asks a VLM (``eval-vlm``, ``consistency``; the experiment's run
+sections inherit them too): which backend and model, how to reach it, how to ask, where to cache.
+
+:class:`BackendOptions` is the common pydantic base of :class:`medvlm.vlm.engine.VLMEvalConfig` and
+:class:`medvlm.consistency.ConsistencyConfig`; its field names and defaults are part of the contract
+(YAML keys of ``medvlm run``, keys of ``run.json``). Only pydantic is imported here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medvlm.vlm.backends import BackendConfig
+
+
+class BackendOptions(BaseModel):
+    """Backend, model and request settings (no secrets: the API key comes from ``OPENAI_API_KEY``).
+
+    - reaching the model: ``backend`` (transformers | openai | mock), ``model``, ``base_urls`` (openai;
+      several share the load), ``adapter`` (PEFT folder, transformers), ``device``, ``dtype``,
+      ``timeout_s``, ``max_retries``, ``backoff_s``, ``max_backoff_s``, ``concurrency`` (requests in
+      flight, openai), ``batch_size`` (transformers);
+    - asking it: ``scoring`` (generate | logprobs), ``structured`` (none | choice | json),
+      ``modalities`` (one, or four for a 2x2 montage), ``max_new_tokens``, ``seed`` (base sampling seed,
+      request seed = seed + repeat index; None = send none);
+    - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = "transformers"
+    model: str
+    base_urls: list[str] = Field(default_factory=list)
+    adapter: str | None = None
+    scoring: Literal["generate", "logprobs"] = "generate"
+    structured: Literal["none", "choice", "json"] = "none"
+    modalities: list[str] = Field(default_factory=lambda: ["flair"])
+    max_new_tokens: int = Field(96, ge=1)
+    seed: int | None = 0
+    concurrency: int = Field(4, ge=1)
+    batch_size: int = Field(8, ge=1)
+    device: str = "auto"
+    dtype: str = "auto"
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    max_backoff_s: float = Field(60.0, ge=0)
+    cache: str | None = None  # default RUN/cache.sqlite
+    progress: bool = True
+
+    def backend_config(self) -> BackendConfig:
+        """The :class:`~medvlm.vlm.backends.BackendConfig` that :func:`~medvlm.vlm.backends.make_backend`
+        takes (how to reach the model; nothing here but ``model``/``adapter`` changes an answer)."""
+        return BackendConfig(**{name: getattr(self, name) for name in BackendConfig.model_fields})
+
+
+#: config field -> command-line option, where the two differ (for one-line validation messages)
+OPTION_NAMES = {"base_urls": "base-url", "timeout_s": "timeout"}
+
+
+def option_name(field: str, extra: dict[str, str] | None = None) -> str:
+    """``--option`` for a config field: ``base_urls`` -> ``--base-url``, ``max_new_tokens`` ->
+    ``--max-new-tokens``; ``extra`` adds a command's own renames.
+
+    >>> option_name("timeout_s"), option_name("max_new_tokens"), option_name("x_y", {"x_y": "slice"})
+    ('--timeout', '--max-new-tokens', '--slice')
+    """
+    names = {**OPTION_NAMES, **(extra or {})}
+    return "--" + names.get(field, field.replace("_", "-"))
