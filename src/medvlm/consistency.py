@@ -594,7 +594,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     from medvlm.runinfo import write_run_info
     from medvlm.vlm.backends import BACKENDS, make_backend
     from medvlm.vlm.cache import ResponseCache
-    from medvlm.vlm.engine import ask_images
+    from medvlm.vlm.engine import ask_images, csv_text
     from medvlm.vlm.prompts import load_prompt
 
     start = time.monotonic()
@@ -670,8 +670,8 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     fail_frame = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     if len(fail_frame):
         fail_frame = fail_frame.sort_values(["prompt", "temperature", "patient_id", "repeat"], kind="stable")
-    write_text_atomic(out / "consistency.csv", frame[CSV_COLUMNS].to_csv(index=False))
-    write_text_atomic(out / "failures.csv", fail_frame.to_csv(index=False))
+    write_text_atomic(out / "consistency.csv", csv_text(frame[CSV_COLUMNS]))
+    write_text_atomic(out / "failures.csv", csv_text(fail_frame))
 
     summary = build_summary(frame, prompts=[p.name for p in prompts], samplings=samplings,
                             repeats=config.repeats, n_failed=len(failures), tie_break=config.tie_break)

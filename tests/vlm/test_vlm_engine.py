@@ -169,3 +169,20 @@ def test_on_a_prepared_synthetic_cohort(prepared_work, tmp_path):
     cohort = load_cohort(prepared_work, "test")
     assert list(preds["patient_id"]) == cohort.patient_ids and list(preds["label"]) == cohort.labels
     assert res.n_calls == len(cohort) * 3 * 2 and res.n_failed == 0
+
+
+def test_carriage_return_in_an_answer_stays_one_csv_row(tiny_work, tmp_path):
+    # a lone "\r" in a model's text used to be written unquoted: readers split the row (n_calls 191,
+    # slices.csv 192 rows in an end-to-end run with the tiny random model)
+    import csv
+
+    cfg = VLMEvalConfig(backend="mock", model="text:Choice: 1\rReasoning: a\r\nb, \"c\"", n_boot=0,
+                        progress=False, orientations=["axial"])
+    res = evaluate_vlm(tiny_work, tmp_path / "cr", cfg)
+    metrics = json.loads((tmp_path / "cr" / "metrics.json").read_text())
+    slices = pd.read_csv(tmp_path / "cr" / "slices.csv", keep_default_na=False)
+    with open(tmp_path / "cr" / "slices.csv", newline="") as fh:
+        records = list(csv.reader(fh))[1:]
+    assert res.n_calls == metrics["n_calls"] == len(slices) == len(records) == 4 * 3
+    assert metrics["orientations"]["combined"]["n_calls"] == metrics["n_calls"]
+    assert set(slices["raw"]) == {"Choice: 1\nReasoning: a\nb, \"c\""} and set(slices["choice"]) == {1}

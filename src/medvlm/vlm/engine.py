@@ -249,6 +249,26 @@ def _slice_frame(answers: list[Answer], order: dict[str, int], orientations: lis
     return frame(rows, SLICE_COLUMNS), frame(failures, FAILURE_COLUMNS)
 
 
+def csv_text(frame) -> str:
+    """``frame.to_csv(index=False)`` with carriage returns in text cells written as newlines.
+
+    pandas (Python's csv writer, ``lineterminator="\\n"``) quotes a cell holding ``"\\n"`` but not
+    one holding a lone ``"\\r"``, which every CSV reader then takes for a line break: a model answer
+    with a carriage return became two rows. Line breaks are normalised to ``"\\n"`` (always quoted),
+    so each call stays exactly one CSV record.
+
+    >>> import pandas as pd
+    >>> csv_text(pd.DataFrame({"raw": ["a\\rb", "c\\r\\nd"], "n": [1, 2]}))
+    'raw,n\\n"a\\nb",1\\n"c\\nd",2\\n'
+    """
+    frame = frame.copy()
+    for col in frame.columns:
+        if frame[col].dtype == object or str(frame[col].dtype).startswith(("str", "string")):
+            frame[col] = [v.replace("\r\n", "\n").replace("\r", "\n") if isinstance(v, str) else v
+                          for v in frame[col]]
+    return frame.to_csv(index=False)
+
+
 def _metrics(patients, name: str, n_boot: int, seed: int) -> dict[str, Any]:
     import warnings
 
@@ -277,7 +297,10 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                  backend: Backend | None = None, console: Any = None) -> EvalResult:
     """Run ``eval-vlm``: every selected slice of every patient of ``config.cohort``, through the cache.
 
-    Writes into ``out``: ``slices.csv`` (one row per answered call; ``choice`` empty when unparsed;
+    Writes into ``out``: ``slices.csv`` (one row per answered call, so its record count is
+    ``metrics.json``'s ``n_calls``; ``raw`` verbatim except carriage returns, written as newlines so that
+    an answer stays one CSV record -- count records with a CSV reader, not lines with ``wc -l``;
+    ``choice`` empty when unparsed;
     ``mass`` = probability mass of the three answers under log-prob scoring), ``failures.csv`` (calls that
     failed after retries), ``patients.csv`` (per patient and orientation plus ``combined``; ``n_failed``
     appended), ``predictions.csv`` (the combined prediction per patient),
@@ -337,8 +360,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
         else fail_counts.get((pid, o), 0)
         for pid, o in zip(patients["patient_id"], patients["orientation"], strict=True)]
 
-    write_text_atomic(out / "slices.csv", slices.to_csv(index=False))
-    write_text_atomic(out / "failures.csv", failures.to_csv(index=False))
+    write_text_atomic(out / "slices.csv", csv_text(slices))
+    write_text_atomic(out / "failures.csv", csv_text(failures))
     write_text_atomic(out / "patients.csv", patients.to_csv(index=False))
     for name in [*config.orientations, COMBINED]:
         sub = patients[patients["orientation"] == name]
