@@ -12,6 +12,8 @@ shape and the same source files. Labels: LGG = 0, HGG = 1.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,14 +78,46 @@ def _load(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     return data, zooms  # type: ignore[return-value]
 
 
-def _resize(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Trilinear resize of ``(C, D, H, W)`` to ``(C, *shape)`` (torch interpolate, align_corners=False)."""
-    import torch
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a 1D linear resize ``n_in -> n_out`` (align_corners=False).
 
-    tensor = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None]
-    out = torch.nn.functional.interpolate(tensor, size=tuple(int(s) for s in shape), mode="trilinear",
-                                          align_corners=False)
-    return out[0].numpy().astype(np.float32, copy=False)
+    The same arithmetic as torch's ``interpolate(mode="linear")`` on CPU (float32 scale, source index
+    ``scale * (i + 0.5) - 0.5`` rounded once, clamped at 0), so the weights are bit-identical to torch's.
+    Returns ``(i0, i1, w0, w1)``: output ``j`` is ``w0[j] * x[i0[j]] + w1[j] * x[i1[j]]``.
+    """
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = (np.float64(scale) * (np.arange(n_out) + 0.5) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = np.clip(src - i0.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
+    return i0, i1, np.float32(1) - w1, w1
+
+
+def _resize(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Trilinear resize of ``(C, D, H, W)`` to ``(C, *shape)`` (align_corners=False), float32.
+
+    Separable: one linear pass per axis (shrinking axes first, so later passes touch fewer voxels).
+    Equal to ``torch.nn.functional.interpolate(mode="trilinear", align_corners=False)`` up to float32
+    rounding (a few ulp) without importing torch, so prepare's worker processes start in well under a
+    second.
+    """
+    out = np.ascontiguousarray(volume, dtype=np.float32)
+    shape = tuple(int(s) for s in shape)
+    for axis in sorted(range(3), key=lambda a: shape[a] / out.shape[a + 1]):
+        n_in, n_out = out.shape[axis + 1], shape[axis]
+        if n_in == n_out:
+            continue
+        i0, i1, w0, w1 = _linear_taps(n_in, n_out)
+        bshape = [1, 1, 1, 1]
+        bshape[axis + 1] = n_out
+        lo = np.take(out, i0, axis=axis + 1)
+        lo *= w0.reshape(bshape)
+        hi = np.take(out, i1, axis=axis + 1)
+        hi *= w1.reshape(bshape)
+        lo += hi
+        out = lo
+    return out
 
 
 def bounding_box(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -112,6 +146,46 @@ def crop_box(
     return [(max(lo - m, 0), min(hi + m, n - 1)) for (lo, hi), n, m in zip(bbox, shape, margin, strict=True)]
 
 
+def brain_mask(channels: Sequence[np.ndarray]) -> np.ndarray:
+    """Voxels non-zero in any of ``channels`` (all of one shape), as a bool array of that shape.
+
+    Integer data takes one bitwise OR per channel (a voxel is non-zero in some channel exactly when the
+    OR of the channels is non-zero), cheaper than a comparison per channel.
+
+    >>> brain_mask([np.array([0, 2, 0]), np.array([0, 0, -1])]).tolist()
+    [False, True, True]
+    """
+    dtype = np.result_type(*channels)
+    if all(c.dtype.kind in "iu" for c in channels) and dtype.kind in "iu":
+        acc = np.bitwise_or(channels[0], channels[1], dtype=dtype) if len(channels) > 1 \
+            else np.array(channels[0], dtype=dtype)
+        for c in channels[2:]:
+            np.bitwise_or(acc, c, out=acc)
+        return acc != 0
+    brain = np.asarray(channels[0]) != 0
+    for c in channels[1:]:
+        brain |= c != 0
+    return brain
+
+
+def _brain_stats(channel: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) std of ``channel`` over ``brain``; ``(0, 0)`` for an empty brain.
+
+    Integer data of up to 16 bits: exact integer sums (correctly rounded mean and variance); otherwise
+    float64 as numpy's ``mean``/``std``.
+    """
+    values = channel[brain]
+    n = int(values.size)
+    if n == 0:
+        return 0.0, 0.0
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+        s1 = int(values.sum(dtype=np.int64))
+        s2 = int(np.einsum("i,i->", values, values, dtype=np.int64))  # < n * 2**32: no overflow
+        return s1 / n, math.sqrt((n * s2 - s1 * s1) / (n * n))
+    values = values.astype(np.float64)
+    return float(values.mean()), float(values.std())
+
+
 def zscore_in_brain(channel: np.ndarray, brain: np.ndarray, *, region: tuple | None = None) -> np.ndarray:
     """``(x - mean) / std`` with mean and std over all brain voxels; 0 outside the brain (float32).
 
@@ -122,9 +196,7 @@ def zscore_in_brain(channel: np.ndarray, brain: np.ndarray, *, region: tuple | N
     >>> z.tolist()
     [0.0, -1.0, 1.0]
     """
-    values = channel[brain].astype(np.float64)
-    mean = float(values.mean()) if values.size else 0.0
-    std = float(values.std()) if values.size else 0.0
+    mean, std = _brain_stats(channel, brain)
     if region is not None:
         channel, brain = channel[region], brain[region]
     out = (channel.astype(np.float32) - np.float32(mean)) / np.float32(std if std > 0 else 1.0)
@@ -155,28 +227,29 @@ def process_patient(
                     f"{patient.files[kind].name}: shape mismatch ({'x'.join(map(str, arrays[kind].shape))} "
                     f"but {patient.files[other].name} is {'x'.join(map(str, ref))})"
                 )
+        # NIfTI data is Fortran-ordered: the transposed canonical views, axes (z, y, x), are C-ordered, so
+        # the mask, the brain gathers and the crop walk memory in order (and the crop comes out in the
+        # volume's axis order). Bounding boxes are therefore (z, y, x) here; the manifest keeps x, y, z.
+        arrays = {k: a.T for k, a in arrays.items()}
         seg = np.asarray(arrays.pop("seg"))
         if seg.dtype.kind == "f" and not np.isfinite(seg).all():
             raise _Skip(f"{patient.files['seg'].name}: mask holds NaN or infinite values")
         mask = seg > 0
         if not mask.any():
             raise _Skip(f"{patient.files['seg'].name}: empty mask (no voxel > 0)")
-        brain = np.zeros(ref, bool)
-        for kind in MODALITIES:
-            brain |= arrays[kind] != 0
-        tumour = bounding_box(mask)
-        margin = [int(np.ceil(margin_mm / max(z, 1e-6))) for z in zooms["seg"]]
-        crop = crop_box(tumour, ref, margin)
-        sl = tuple(slice(lo, hi + 1) for lo, hi in crop)
-        channels = []
         for kind in MODALITIES:
             data = arrays[kind]
             if data.dtype.kind == "f" and not np.isfinite(data).all():
                 raise _Skip(f"{patient.files[kind].name}: holds NaN or infinite values")
-            channels.append(zscore_in_brain(data, brain, region=sl))
-        stacked = np.stack(channels).transpose(0, 3, 2, 1)  # (4, x, y, z) -> (4, z, y, x)
-        volume = _resize(stacked, shape)
+        brain = brain_mask([arrays[k] for k in MODALITIES])
+        tumour_zyx = bounding_box(mask)
+        margin_zyx = [int(np.ceil(margin_mm / max(z, 1e-6))) for z in reversed(zooms["seg"])]
+        crop_zyx = crop_box(tumour_zyx, mask.shape, margin_zyx)
+        sl = tuple(slice(lo, hi + 1) for lo, hi in crop_zyx)
+        channels = [zscore_in_brain(arrays[kind], brain, region=sl) for kind in MODALITIES]
+        volume = _resize(np.stack(channels), shape)  # (4, z, y, x)
         save_npy_atomic(work / "volumes" / f"{patient.patient_id}.npy", volume)
+        tumour, crop = tumour_zyx[::-1], crop_zyx[::-1]  # x, y, z
     except _Skip as exc:
         row["status"], row["reason"] = "skipped", str(exc)
         return row
@@ -200,13 +273,26 @@ def _base_row(patient: PatientFiles, grade: str | None) -> dict[str, str]:
 
 
 def _worker(args: tuple) -> dict[str, str]:
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency of prepare
-        pass
     return process_patient(*args)
+
+
+def _cpu_count() -> int:
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)  # the CPUs this process may run on
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _pool_context():
+    """``forkserver`` where available (workers fork from a server that imported this module once, so
+    each starts in milliseconds and no worker inherits the parent's threads), else ``spawn``."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["medvlm.data.prepare"])  # ignored once the server runs
+        return ctx
+    return mp.get_context("spawn")  # pragma: no cover - Windows
 
 
 def _previous_rows(work: Path) -> dict[str, dict[str, str]]:
@@ -299,7 +385,8 @@ def prepare(
 
     with _progress(progress) as bar:
         task = bar.add_task("prepare", total=len(patients), completed=n_reused)
-        if workers == 1 or len(todo) <= 1:
+        n_procs = min(workers, len(todo), _cpu_count())  # more processes than CPUs only contend
+        if n_procs <= 1:
             for args in todo:
                 row = process_patient(*args)
                 rows[row["patient_id"]] = row
@@ -307,11 +394,9 @@ def prepare(
                     on_patient(row)
                 bar.advance(task)
         else:
-            import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=n_procs, mp_context=_pool_context()) as pool:
                 futures = [pool.submit(_worker, args) for args in todo]
                 for fut in as_completed(futures):
                     row = fut.result()
