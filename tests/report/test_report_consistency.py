@@ -85,3 +85,9 @@ def test_legacy_summary_without_per_image_still_renders(runs, tmp_path):
     html = render_report([run], n_boot=0)
     assert 'id="consistency"' in html and "summary.json" in html
     assert html.count('src="data:image/png;base64,') == 1
+
+
+def test_raw_answers_cannot_reorder_the_page():
+    from medvlm.report.html import _printable
+
+    assert _printable("a\u202eb\u200bc\x00d\ne") == "a\ufffdb\ufffdc\ufffdd\ne"

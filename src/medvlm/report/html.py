@@ -599,6 +599,17 @@ def _safe_figure(run: RunData | None, what: str, make: Any) -> dict[str, str] | 
     return _figure(fig, caption)
 
 
+def _printable(text: str) -> str:
+    """``text`` with control, format (bidi overrides, zero-width) and private/surrogate characters shown
+    as U+FFFD, so a model's noise cannot reorder or break the page; newlines and tabs are kept."""
+    import unicodedata
+
+    return "".join(
+        c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp") else "\ufffd"
+        for c in text
+    )
+
+
 def _raw_sample(df: Any) -> list[dict[str, str]]:
     """Up to :data:`RAW_SAMPLE` raw answers: unparsed ones first (half), then parsed ones."""
     import pandas as pd
@@ -614,7 +625,7 @@ def _raw_sample(df: Any) -> list[dict[str, str]]:
     parsed = df[choice.notna()].head(RAW_SAMPLE - len(unparsed))
     out = []
     for _, r in pd.concat([unparsed, parsed]).iterrows():
-        raw = "" if pd.isna(r.get("raw")) else str(r.get("raw"))
+        raw = "" if pd.isna(r.get("raw")) else _printable(str(r.get("raw")))
         c = r.get("choice")
         out.append(
             {
