@@ -129,7 +129,10 @@ def test_requests_spread_over_servers_and_avoid_a_failing_one(fake_server):
     healthy2, broken = FakeServer(), FakeServer()
     broken.behave = lambda body, n: (500, {"error": "down"}, 0)
     try:
-        backend = _backend([fake_server.url, healthy2.url, broken.url], concurrency=2, max_retries=4)
+        # rest 5 s (backoff_s * 5) so the broken server stays rested however slow the machine; retry
+        # sleeps stay short (max_backoff_s)
+        backend = _backend([fake_server.url, healthy2.url, broken.url], concurrency=2, max_retries=4,
+                           backoff_s=1.0, max_backoff_s=0.05)
         out = list(backend.answer([_req(str(i)) for i in range(30)], Decoding()))
         assert all(not r.failed for _, r in out)
         assert len(fake_server.bodies) >= 8 and len(healthy2.bodies) >= 8
