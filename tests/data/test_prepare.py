@@ -306,3 +306,41 @@ def test_cli_prepare_reports_skips(cohort, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "3 ok" in captured.out and "1 skipped" in captured.out
     assert "skipped BraTS20_Training_004: missing t2 file" in captured.err
+
+
+# --- building blocks (fast paths of process_patient) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("src", [(5, 7, 9), (12, 3, 20), (95, 128, 128), (1, 1, 4)])
+def test_resize_matches_torch_trilinear(src):
+    import torch
+
+    from medvlm.data.prepare import _resize
+
+    vol = np.random.default_rng(0).standard_normal((2, *src)).astype(np.float32)
+    shape = (95, 128, 128) if src == (95, 128, 128) else (8, 6, 11)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(vol)[None], size=shape, mode="trilinear",
+                                          align_corners=False)[0].numpy()
+    got = _resize(vol, shape)
+    assert got.shape == (2, *shape) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6)
+    assert got is not vol and not np.shares_memory(got, _resize(vol, shape, scratch=True))
+
+
+def test_brain_mask_and_stats_match_the_plain_definitions():
+    from medvlm.data.prepare import _brain_stats, brain_mask
+
+    rng = np.random.default_rng(1)
+    chans = [np.where(rng.random((6, 7, 8)) < 0.5, 0, rng.integers(-300, 3000, (6, 7, 8))).astype(np.int16)
+             for _ in range(3)]
+    chans.append(chans[0].astype(np.uint8))  # mixed integer dtypes
+    plain = np.any([c != 0 for c in chans], axis=0)
+    assert np.array_equal(brain_mask(chans), plain)
+    floats = [c.astype(np.float32) for c in chans]
+    assert np.array_equal(brain_mask(floats), plain)
+    for c in chans[:3]:
+        mean, std = _brain_stats(c, plain)
+        vals = c[plain].astype(np.float64)
+        assert mean == vals.mean() and std == pytest.approx(vals.std(), rel=1e-14)
+        assert _brain_stats(c.astype(np.float32), plain) == pytest.approx((mean, std), rel=1e-12)
+    assert _brain_stats(chans[0], np.zeros_like(plain)) == (0.0, 0.0)

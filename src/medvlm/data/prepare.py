@@ -94,30 +94,48 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return i0, i1, np.float32(1) - w1, w1
 
 
-def _resize(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+_SCRATCH: dict[str, np.ndarray] = {}
+
+
+def _scratch(name: str, shape: Sequence[int]) -> np.ndarray:
+    """A float32 work array of ``shape``, reused across calls in this process (fresh multi-MB arrays
+    cost page faults that, in a loop over patients, take longer than the arithmetic on them)."""
+    n = math.prod(shape)
+    buf = _SCRATCH.get(name)
+    if buf is None or buf.size < n:
+        buf = _SCRATCH[name] = np.empty(n, np.float32)
+    return buf[:n].reshape(shape)
+
+
+def _resize(volume: np.ndarray, shape: Sequence[int], *, scratch: bool = False) -> np.ndarray:
     """Trilinear resize of ``(C, D, H, W)`` to ``(C, *shape)`` (align_corners=False), float32.
 
     Separable: one linear pass per axis (shrinking axes first, so later passes touch fewer voxels).
     Equal to ``torch.nn.functional.interpolate(mode="trilinear", align_corners=False)`` up to float32
     rounding (a few ulp) without importing torch, so prepare's worker processes start in well under a
-    second.
+    second. With ``scratch`` the result lives in a reused work array, valid until the next call.
     """
     out = np.ascontiguousarray(volume, dtype=np.float32)
     shape = tuple(int(s) for s in shape)
+    flip = False
     for axis in sorted(range(3), key=lambda a: shape[a] / out.shape[a + 1]):
         n_in, n_out = out.shape[axis + 1], shape[axis]
         if n_in == n_out:
             continue
         i0, i1, w0, w1 = _linear_taps(n_in, n_out)
+        new_shape = list(out.shape)
+        new_shape[axis + 1] = n_out
         bshape = [1, 1, 1, 1]
         bshape[axis + 1] = n_out
-        lo = np.take(out, i0, axis=axis + 1)
+        lo = _scratch("resize_a" if flip else "resize_b", new_shape)
+        hi = _scratch("resize_hi", new_shape)
+        np.take(out, i0, axis=axis + 1, out=lo, mode="clip")  # indices are in range; "clip" avoids a copy
         lo *= w0.reshape(bshape)
-        hi = np.take(out, i1, axis=axis + 1)
+        np.take(out, i1, axis=axis + 1, out=hi, mode="clip")
         hi *= w1.reshape(bshape)
         lo += hi
-        out = lo
-    return out
+        out, flip = lo, not flip
+    return out if scratch else out.copy()
 
 
 def bounding_box(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -247,7 +265,7 @@ def process_patient(
         crop_zyx = crop_box(tumour_zyx, mask.shape, margin_zyx)
         sl = tuple(slice(lo, hi + 1) for lo, hi in crop_zyx)
         channels = [zscore_in_brain(arrays[kind], brain, region=sl) for kind in MODALITIES]
-        volume = _resize(np.stack(channels), shape)  # (4, z, y, x)
+        volume = _resize(np.stack(channels), shape, scratch=True)  # (4, z, y, x), saved at once
         save_npy_atomic(work / "volumes" / f"{patient.patient_id}.npy", volume)
         tumour, crop = tumour_zyx[::-1], crop_zyx[::-1]  # x, y, z
     except _Skip as exc:
