@@ -261,7 +261,7 @@ def bench_prepare(tmp: Path, size: dict[str, Any]) -> list[dict[str, Any]]:
            record("prepare_workers", "prepare with 2 workers vs 1 (speedup)", t_b1 / t_b2, goal=">= 1.3",
                   measured={"patients": n_big, "w1_s": round(t_b1, 3), "w2_s": round(t_b2, 3),
                             "cpus": os.cpu_count()},
-                  note="workers are spawned processes that import torch first (~2 s each)")]
+                  note="workers fork from a forkserver that preloaded medvlm.data.prepare")]
     return out
 
 
@@ -457,26 +457,19 @@ BENCHES: dict[str, Callable[[Path, dict[str, Any]], list[dict[str, Any]]]] = {
 #: Printed under the table for every benchmark whose goal is not met.
 ANALYSIS: dict[str, str] = {
     "prepare_vs_decode": (
-        "The time beyond the decode goes to the brain mask, the z-scoring and the resize. NIfTI data is "
-        "Fortran-ordered, so after `as_closest_canonical` each array is an (x, y, z) view with "
-        "negative strides. `src/medvlm/data/prepare.py::process_patient` then builds `brain = "
-        "np.zeros(ref, bool)` in C order and ORs the four `arrays[kind] != 0` into it, and "
-        "`zscore_in_brain` gathers `channel[brain]`. Both walk memory against its layout (~100 ms and "
-        "~60-90 ms per 240x240x155 patient). The fix is in process_patient, right after the `_load` "
-        "loop: take `arrays = {k: a.T for k, a in arrays.items()}` (z, y, x views, which are C-ordered), "
-        "build `brain = arrays['t1'] != 0` and then `brain |= arrays[k] != 0` for the other three, "
-        "compute `bounding_box`/`crop_box` on the transposed mask (axes z, y, x: reverse them for the "
-        "manifest's x/y/z columns), and drop the `.transpose(0, 3, 2, 1)` before `_resize`. Measured "
-        "here: brain mask 101 -> 23 ms, z-score 61 -> 35 ms, resize 43 -> 27 ms, save 20 -> 7 ms per "
-        "patient. That is ~1.45x the decode, down from ~1.9x. This file is not owned by the benchmarks."),
+        "Done so far in `src/medvlm/data/prepare.py`: work on C-ordered (z, y, x) views (brain mask "
+        "~100 -> ~25 ms, z-score ~60 -> ~35 ms per 240x240x155 patient), integer brain statistics, a "
+        "numpy separable resize into reused work arrays (no torch import), so prepare went from ~2.1x "
+        "to ~1.6x. What is left (~0.12 s per patient) is the arithmetic itself plus page faults in the "
+        "buffers nibabel allocates while decoding (with glibc's trim threshold raised through the "
+        "environment the ratio was once seen at ~1.4x, but a `mallopt` in-process and writing the "
+        "z-scored channels straight into the resize input measured no gain here). Next to try: decode "
+        "into buffers reused across patients (nibabel's opener + header offset, falling back to "
+        "`dataobj` for scaled files), or overlap the decode of patient k+1 with the processing of k."),
     "prepare_workers": (
-        "`prepare(workers=2)` uses a `spawn` process pool whose workers import torch (~2 s each on "
-        "these cores) before their first patient. On a machine whose 2 cores are shared with other "
-        "jobs (see `load`), a second worker cannot get a core of its own. Expect >= 1.6x on idle "
-        "cores with a few dozen patients. Possible changes in "
-        "`src/medvlm/data/prepare.py::prepare`: a `forkserver` context with "
-        "`set_forkserver_preload(['medvlm.data.prepare', 'torch'])`, so torch is imported once, and "
-        "`min(workers, os.cpu_count())` workers."),
+        "Workers start from a `forkserver` that preloads `medvlm.data.prepare` (no torch import), capped "
+        "at the usable CPUs. On 2 cores shared with other jobs a second worker rarely gets a core of its "
+        "own; expect more on idle cores and larger cohorts."),
     "cnn_epoch_workers2": (
         "DataLoader workers persist across epochs (`make_loader(persistent=True)`) and each item carries "
         "its epoch, so workers need no per-epoch state. What remains is 2 worker processes competing "
