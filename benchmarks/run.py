@@ -457,7 +457,7 @@ BENCHES: dict[str, Callable[[Path, dict[str, Any]], list[dict[str, Any]]]] = {
 #: Printed under the table for every benchmark whose goal is not met.
 ANALYSIS: dict[str, str] = {
     "prepare_vs_decode": (
-        "Done so far in `src/medvlm/data/prepare.py`: work on C-ordered (z, y, x) views (brain mask "
+        "Done so far in `src/medvlm/data/prepare.py::process_patient`: C-ordered (z, y, x) views (mask "
         "~100 -> ~25 ms, z-score ~60 -> ~35 ms per 240x240x155 patient), integer brain statistics, a "
         "numpy separable resize into reused work arrays (no torch import), so prepare went from ~2.1x "
         "to ~1.6x. What is left (~0.12 s per patient) is the arithmetic itself plus page faults in the "
