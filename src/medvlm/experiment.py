@@ -228,9 +228,10 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
                 workers: int = 1) -> ExperimentConfig:
     """The embedded defaults of ``medvlm demo`` (the same study as ``examples/demo.yaml``).
 
-    Sized for ~10 minutes on 2 CPU cores: a small synthetic cohort, a CNN at 48x64x64, the tiny stand-in
-    VLM with log-prob scoring on three orientations, the study's consistency test (one HGG and one LGG
-    image, 95 repeats, sampled at Llama-3.2-Vision's defaults: temperature 0.6, top-p 0.9), a LoRA
+    Sized for a few minutes on 2 CPU cores: a small synthetic cohort, a 3-fold CNN at 48x64x64, the
+    tiny stand-in VLM with log-prob scoring on every tumour slice of three orientations, the study's
+    consistency test (one HGG and one LGG image, 95 repeats, sampled at Llama-3.2-Vision's defaults:
+    temperature 0.6, top-p 0.9), a LoRA
     fine-tune on a few slices per patient and its evaluation.
     """
     return parse_experiment({
@@ -240,18 +241,18 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
         "data": {"synthetic": {"patients": patients, "lgg_fraction": 0.25, "seed": seed, "size": size}},
         "prepare": {"shape": [48, 64, 64], "workers": workers},
         "split": {"test_fraction": 0.25, "folds": 3, "seed": seed},
-        "cnn": [{"name": "cnn-small3d", "model": "small3d", "epochs": 6, "lr": 3e-4, "batch_size": 4,
-                 "fold": 0, "workers": 0, "bootstrap": 500}],
+        "cnn": [{"name": "cnn-small3d", "model": "small3d", "epochs": 12, "lr": 3e-4, "batch_size": 4,
+                 "fold": "all", "bootstrap": 500}],
         "vlm": [{"name": "vlm-zero-shot", "backend": "transformers", "model": TINY_MODEL,
                  "scoring": "logprobs", "orientations": ["axial", "coronal", "sagittal"],
-                 "slices": "central:5", "n_boot": 500}],
+                 "slices": "tumour", "n_boot": 500}],
         "consistency": [
             {"name": "consistency-hgg", "backend": "transformers", "model": TINY_MODEL, "pick": "hgg",
              "repeats": 95, "temperatures": [0.6], "top_p": 0.9, "max_new_tokens": 24},
             {"name": "consistency-lgg", "backend": "transformers", "model": TINY_MODEL, "pick": "lgg",
              "repeats": 95, "temperatures": [0.6], "top_p": 0.9, "max_new_tokens": 24},
         ],
-        "finetune": [{"name": "vlm-lora", "base_model": TINY_MODEL, "method": "lora", "epochs": 2,
-                      "lr": 2e-3, "batch_size": 8, "max_slices_per_patient": 3, "slices": "central:5",
-                      "evaluate": {"scoring": "logprobs", "slices": "central:5", "n_boot": 500}}],
+        "finetune": [{"name": "vlm-lora", "base_model": TINY_MODEL, "method": "lora", "epochs": 3,
+                      "lr": 2e-3, "batch_size": 8, "max_slices_per_patient": 4, "slices": "tumour",
+                      "evaluate": {"scoring": "logprobs", "slices": "tumour", "n_boot": 500}}],
     }, source="demo defaults")

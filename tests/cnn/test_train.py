@@ -248,7 +248,12 @@ def test_early_stopping(tiny_work: Path, tmp_path: Path) -> None:
 def test_select_value_direction() -> None:
     assert _select_value({"val_loss": 0.2}, "val_loss") > _select_value({"val_loss": 0.3}, "val_loss")
     assert _select_value({"val_auc": 0.8}, "val_auc") > _select_value({"val_auc": 0.7}, "val_auc")
-    assert _select_value({"val_auc": None}, "val_auc") == -math.inf
+    assert _select_value({"val_auc": None}, "val_auc")[0] == -math.inf
+    # a tie on the chosen metric goes to the lower validation loss
+    assert (_select_value({"val_auc": 1.0, "val_loss": 0.1}, "val_auc")
+            > _select_value({"val_auc": 1.0, "val_loss": 0.4}, "val_auc"))
+    assert (_select_value({"val_auc": 0.9, "val_loss": 0.1}, "val_auc")
+            < _select_value({"val_auc": 1.0, "val_loss": 0.4}, "val_auc"))
 
 
 def test_resume_with_other_options_is_refused(tiny_work: Path, tmp_path: Path) -> None:

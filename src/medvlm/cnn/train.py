@@ -296,12 +296,18 @@ def _check_resume(path: Path, ckpt: dict[str, Any], config: CNNConfig, input_sha
 
 
 # ------------------------------------------------------------------------------------------ one epoch
-def _select_value(row: dict[str, Any], metric: str) -> float:
-    """The selection metric of a history row as a number where larger is better (None -> -inf)."""
-    value = row.get(metric)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return -math.inf
-    return -float(value) if metric == "val_loss" else float(value)
+def _select_value(row: dict[str, Any], metric: str) -> tuple[float, float]:
+    """The selection metric of a history row where larger is better (None -> -inf), then the negative
+    validation loss as tie-breaker: a saturated metric (val AUC 1.0 from epoch 2 on a small cohort)
+    then picks the better-calibrated epoch, not the first one."""
+
+    def larger_is_better(name: str) -> float:
+        value = row.get(name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return -math.inf
+        return -float(value) if name == "val_loss" else float(value)
+
+    return larger_is_better(metric), larger_is_better("val_loss")
 
 
 def train_one_epoch(model: nn.Module, loader: Any, optimizer: Any, device: torch.device, *,
