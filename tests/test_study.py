@@ -137,3 +137,27 @@ def test_cli_demo_bad_option_exit_2(tmp_path, capsys):
     assert _exit_code(["demo", "--out", str(tmp_path), "--size", "huge"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("medvlm: error: ") and "size" in err[0]
+
+
+def _vlm_run(root: Path, name: str, preds: list[int], scores: list[float], adapter: str | None) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"kind": "vlm", "name": name, "config": {"adapter": adapter}}))
+    labels = [1, 1, 1, 1, 0, 0]
+    rows = ["patient_id,cohort,label,pred,score"] + [
+        f"P{i},test,{lab},{p},{s}" for i, (lab, p, s) in enumerate(zip(labels, preds, scores, strict=True))]
+    (run / "predictions.csv").write_text("\n".join(rows) + "\n")
+    return run
+
+
+def test_plain_summary_names_the_all_hgg_failure_and_the_fine_tuning_change(tmp_path):
+    from medvlm.study_sections import plain_summary
+
+    general = _vlm_run(tmp_path, "general", [1] * 6, [0.9, 0.8, 0.85, 0.7, 0.6, 0.65], None)
+    tuned = _vlm_run(tmp_path, "tuned", [1, 1, 1, 0, 0, 1], [0.9, 0.8, 0.85, 0.4, 0.3, 0.6], "/a")
+    text = plain_summary([general, tuned])  # general: every HGG score above every LGG one -> AUC 1
+    assert "general: accuracy 0.67, sensitivity (HGG) 1.00, specificity (LGG) 0.00, AUC 1.00" in text
+    assert "It predicted HGG for 100% of patients and recognised 0 of 2 LGG patients" in text
+    assert "the fixed 0.5 threshold, not the ranking, fails" in text
+    assert "Fine-tuning (tuned vs general) moved specificity from 0.00 to 0.50" in text
+    assert "predicting HGG for everyone scores accuracy 0.67" in text

@@ -65,8 +65,12 @@ def _num(x: Any) -> str:
 
 def plain_summary(runs: list[Path]) -> str:
     """What the numbers say, in sentences a clinician-researcher can read (test cohort only)."""
+    from medvlm.runinfo import read_run_info
+
     lines = []
     base_rate = None
+    general: list[tuple[str, dict[str, Any]]] = []
+    tuned: list[tuple[str, dict[str, Any]]] = []
     for path in runs:
         found = _test_metrics(path)
         if found is None:
@@ -79,9 +83,22 @@ def plain_summary(runs: list[Path]) -> str:
                 f"specificity (LGG) {_num(m['specificity'])}, AUC {_num(m['auc'])} "
                 f"on {m['n']} test patients.")
         if said_hgg >= 0.9 and n_lgg:
-            text += (f" It predicted HGG for {said_hgg:.0%} of patients, so it recognised "
-                     f"{m['tn']} of {n_lgg} LGG patients: the failure the original study reported.")
+            text += (f" It predicted HGG for {said_hgg:.0%} of patients and recognised {m['tn']} of {n_lgg} "
+                     "LGG patients (the failure the original study reported for its zero-shot VLM).")
+            if m["auc"] is not None and m["auc"] >= 0.75:
+                text += (f" Its AUC of {m['auc']:.2f} says its scores still rank most LGG patients below "
+                         "the HGG ones: the fixed 0.5 threshold, not the ranking, fails.")
         lines.append(text)
+        info = read_run_info(path) or {}
+        if info.get("kind") == "vlm":
+            (tuned if (info.get("config") or {}).get("adapter") else general).append((path.name, m))
+    for name_t, m_t in tuned:
+        for name_g, m_g in general:
+            lines.append(
+                f"Fine-tuning ({name_t} vs {name_g}) moved specificity from {_num(m_g['specificity'])} to "
+                f"{_num(m_t['specificity'])}, sensitivity from {_num(m_g['recall'])} to "
+                f"{_num(m_t['recall'])} and AUC from {_num(m_g['auc'])} to {_num(m_t['auc'])}; the paired "
+                "tests below say whether such a difference is more than chance on this many patients.")
     if base_rate is not None:
         lines.append(f"For comparison, predicting HGG for everyone scores accuracy {base_rate:.2f} on this "
                      "test cohort: accuracy alone cannot separate a model from that rule, which is why "
