@@ -222,11 +222,15 @@ def zscore_in_brain(channel: np.ndarray, brain: np.ndarray, *, region: tuple | N
     return out
 
 
-def process_patient(
-    patient: PatientFiles, grade: str | None, work: Path, shape: Sequence[int], margin_mm: float
-) -> dict[str, str]:
-    """Prepare one patient: write ``work/volumes/<id>.npy`` and return its manifest row (ok or skipped)."""
-    row = _base_row(patient, grade)
+Loaded = tuple[dict[str, np.ndarray], dict[str, tuple[float, float, float]]]
+
+
+def load_patient(patient: PatientFiles, grade: str | None) -> Loaded | _Skip:
+    """Decode the five files of one patient (canonical arrays and voxel sizes), or the reason to skip.
+
+    Returns the problem instead of raising it, so that the decode can run ahead in a thread (see
+    :func:`prepare`) and the skip is reported in order.
+    """
     try:
         if patient.problems:
             raise _Skip("; ".join(patient.problems))
@@ -236,6 +240,26 @@ def process_patient(
         zooms: dict[str, tuple[float, float, float]] = {}
         for kind in FILE_KINDS:
             arrays[kind], zooms[kind] = _load(patient.files[kind])
+    except _Skip as exc:
+        return exc
+    return arrays, zooms
+
+
+def process_patient(
+    patient: PatientFiles, grade: str | None, work: Path, shape: Sequence[int], margin_mm: float,
+    *, loaded: Loaded | _Skip | None = None,
+) -> dict[str, str]:
+    """Prepare one patient: write ``work/volumes/<id>.npy`` and return its manifest row (ok or skipped).
+
+    ``loaded``: the result of :func:`load_patient` when the files were decoded ahead of time.
+    """
+    row = _base_row(patient, grade)
+    try:
+        if loaded is None:
+            loaded = load_patient(patient, grade)
+        if isinstance(loaded, _Skip):
+            raise loaded
+        arrays, zooms = loaded
         shapes = [arrays[k].shape for k in FILE_KINDS]
         ref = max(shapes, key=shapes.count)  # the majority shape; the odd file out is named
         for kind in FILE_KINDS:
@@ -405,12 +429,20 @@ def prepare(
         task = bar.add_task("prepare", total=len(patients), completed=n_reused)
         n_procs = min(workers, len(todo), _cpu_count())  # more processes than CPUs only contend
         if n_procs <= 1:
-            for args in todo:
-                row = process_patient(*args)
-                rows[row["patient_id"]] = row
-                if on_patient:
-                    on_patient(row)
-                bar.advance(task)
+            # One process: a thread decodes patient k+1 (zlib and file reads release the GIL) while
+            # this one normalises, crops, resizes and saves patient k.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="medvlm-decode") as reader:
+                ahead = reader.submit(load_patient, todo[0][0], todo[0][1]) if todo else None
+                for i, args in enumerate(todo):
+                    loaded = ahead.result()  # type: ignore[union-attr]
+                    ahead = reader.submit(load_patient, *todo[i + 1][:2]) if i + 1 < len(todo) else None
+                    row = process_patient(*args, loaded=loaded)
+                    rows[row["patient_id"]] = row
+                    if on_patient:
+                        on_patient(row)
+                    bar.advance(task)
         else:
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
