@@ -21,6 +21,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ...     _ = tmp.write_text("hi")
     >>> (d / "x.txt").read_text()
     'hi'
+    >>> oct((d / "x.txt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    True
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,10 +31,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
