@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medvlm.cli import main
+from medvlm.cli import invoke as _exit_code
 from medvlm.errors import ConfigError
 from medvlm.experiment import demo_config, load_experiment, parse_experiment
 
@@ -28,14 +28,6 @@ TINY_STUDY = {
                   "max_slices_per_patient": 1, "slices": "central:2",
                   "evaluate": {"scoring": "logprobs", "slices": "central:2", "n_boot": 50}}],
 }
-
-
-def _exit_code(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.mark.slow

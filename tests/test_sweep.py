@@ -10,19 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from medvlm.cli import invoke as _run
 from medvlm.sweep import SweepConfig, collect_sweep, lr_tag, plan_sweep, submit_sweep
 
 CNN_OPTIONS = {"epochs": 1, "batch_size": 2, "workers": 0, "bootstrap": 0, "device": "cpu"}
 
 
-def _run(args):
-    from medvlm.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def test_plan_names_and_validates_every_job(prepared_work, tmp_path):

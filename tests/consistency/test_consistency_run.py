@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from medvlm.cli import invoke as _run
 from medvlm.consistency import CSV_COLUMNS, fleiss_kappa
 
 
@@ -55,14 +56,6 @@ def tiny_model(tmp_path_factory) -> Path:
 PATIENT_LGG = "P001"  # label 0, tumour z 3..5 -> central axial slice 4
 
 
-def _run(args):
-    from medvlm.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def _by_seed(body):

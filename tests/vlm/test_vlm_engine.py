@@ -13,17 +13,8 @@ import time
 import pandas as pd
 import pytest
 
+from medvlm.cli import invoke as _run
 from medvlm.vlm.engine import VLMEvalConfig, evaluate_vlm
-
-
-def _run(args):
-    from medvlm.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def test_outputs_follow_the_contract(tiny_work, tmp_path):

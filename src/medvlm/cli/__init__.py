@@ -38,4 +38,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
-__all__ = ["app", "main"]
+def invoke(argv: list[str]) -> int:
+    """Run one ``medvlm`` command in this process and return its exit status (0 ok, 1 finished with
+    failed requests, 2 user error) instead of exiting.
+
+    >>> invoke(["metrics", "/nonexistent.csv"])
+    2
+    """
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+__all__ = ["app", "invoke", "main"]
