@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from medvlm.vlm.backends import BackendConfig
 
 
-class BackendOptions(BaseModel):
+class BackendOptions(BackendConfig):
     """Backend, model and request settings (no secrets: the API key comes from ``OPENAI_API_KEY``).
 
-    - reaching the model: ``backend`` (transformers | openai | mock), ``model``, ``base_urls`` (openai;
-      several share the load), ``adapter`` (PEFT folder, transformers), ``device``, ``dtype``,
-      ``timeout_s``, ``max_retries``, ``backoff_s``, ``max_backoff_s``, ``concurrency`` (requests in
-      flight, openai), ``batch_size`` (transformers);
+    - reaching the model: the fields of :class:`~medvlm.vlm.backends.BackendConfig` (``backend``
+      transformers | openai | mock, ``model``, ``adapter``, ``base_urls``, ``device``, ``dtype``,
+      ``batch_size``, ``concurrency``, ``timeout_s``, ``max_retries``, ``backoff_s``, ``max_backoff_s``);
     - asking it: ``scoring`` (generate | logprobs), ``structured`` (none | choice | json),
       ``modalities`` (one, or four for a 2x2 montage), ``max_new_tokens``, ``seed`` (base sampling seed,
       request seed = seed + repeat index; None = send none);
@@ -30,30 +29,18 @@ class BackendOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = "transformers"
-    model: str
-    base_urls: list[str] = Field(default_factory=list)
-    adapter: str | None = None
     scoring: Literal["generate", "logprobs"] = "generate"
     structured: Literal["none", "choice", "json"] = "none"
     modalities: list[str] = Field(default_factory=lambda: ["flair"])
     max_new_tokens: int = Field(96, ge=1)
     seed: int | None = 0
-    concurrency: int = Field(4, ge=1)
-    batch_size: int = Field(8, ge=1)
-    device: str = "auto"
-    dtype: str = "auto"
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
-    max_backoff_s: float = Field(60.0, ge=0)
     cache: str | None = None  # default RUN/cache.sqlite
     progress: bool = True
 
     def backend_config(self) -> BackendConfig:
-        """The :class:`~medvlm.vlm.backends.BackendConfig` that :func:`~medvlm.vlm.backends.make_backend`
-        takes (how to reach the model; nothing here but ``model``/``adapter`` changes an answer)."""
-        return BackendConfig(**{name: getattr(self, name) for name in BackendConfig.model_fields})
+        """The plain :class:`~medvlm.vlm.backends.BackendConfig` part that
+        :func:`~medvlm.vlm.backends.make_backend` takes (how to reach the model)."""
+        return BackendConfig(**self.model_dump(include=set(BackendConfig.model_fields)))
 
 
 #: config field -> command-line option, where the two differ (for one-line validation messages)
