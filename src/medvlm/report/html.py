@@ -151,37 +151,33 @@ def html_table(
     return Markup(f'<table class="data">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
 
+def _read_file(run: RunData, name: str, parse: Any) -> Any:
+    """``parse(RUN/name)`` (cached per run), or None when the run has no such file; a file that cannot
+    be parsed is recorded as one of the run's problems (the report goes on)."""
+    key = f"file:{name}"
+    if key not in run.cache:
+        value = None
+        if name in run.files:
+            try:
+                value = parse(run.path / name)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a visible note
+                first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                run.problems.append(f"{name} could not be read: {first_line}")
+        run.cache[key] = value
+    return run.cache[key]
+
+
 def _read_csv(run: RunData, name: str) -> Any:
-    """``RUN/name`` as a DataFrame (cached), or None; an unreadable file is recorded as a problem."""
+    """``RUN/name`` as a DataFrame (ids, cohorts, orientations and raw answers kept as text), or None."""
     import pandas as pd
 
-    key = f"csv:{name}"
-    if key in run.cache:
-        return run.cache[key]
-    df = None
-    if name in run.files:
-        try:
-            df = pd.read_csv(
-                run.path / name, dtype={"patient_id": str, "cohort": str, "orientation": str, "raw": str}
-            )
-        except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a visible note
-            run.problems.append(f"{name} could not be read: {str(exc).splitlines()[0] if str(exc) else exc}")
-    run.cache[key] = df
-    return df
+    text_columns = {"patient_id": str, "cohort": str, "orientation": str, "raw": str}
+    return _read_file(run, name, lambda path: pd.read_csv(path, dtype=text_columns))
 
 
 def _read_json(run: RunData, name: str) -> Any:
-    key = f"json:{name}"
-    if key in run.cache:
-        return run.cache[key]
-    obj = None
-    if name in run.files:
-        try:
-            obj = json.loads((run.path / name).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            run.problems.append(f"{name} could not be read: {exc}")
-    run.cache[key] = obj
-    return obj
+    """``RUN/name`` parsed as JSON, or None."""
+    return _read_file(run, name, lambda path: json.loads(path.read_text()))
 
 
 def _infer_kind(files: list[str]) -> str | None:
@@ -357,7 +353,7 @@ def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[s
 
 def _model_name(run: RunData) -> str:
     cfg = run.info.get("config") or {}
-    metrics = run.cache.get("json:metrics.json") or {}
+    metrics = run.cache.get("file:metrics.json")  # only if already read or {}
     for key in ("model", "base_model", "model_name"):
         if isinstance(metrics, Mapping) and metrics.get(key):
             return str(metrics[key])
