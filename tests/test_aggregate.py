@@ -1,4 +1,5 @@
-"""Votes, GLDR and reducers on hand-computed cases."""
+"""Votes, positive-vote share (GLDR) and reducers on hand-computed cases, with the study's task and a
+slice-level one."""
 
 from __future__ import annotations
 
@@ -7,16 +8,31 @@ import math
 import pandas as pd
 import pytest
 
-from medvlm.aggregate import REDUCERS, Counts, Vote, gldr, majority, mean_prob, patient_rows, vote_counts
+from medvlm.aggregate import (
+    REDUCERS,
+    Vote,
+    keyed_rows,
+    majority,
+    mean_prob,
+    patient_rows,
+    vote_counts,
+    vote_share,
+)
 from medvlm.errors import ConfigError
+from medvlm.tasks import get_task
+
+GRADING = get_task("brats-grading")
 
 
 def test_counts_and_gldr():
-    assert vote_counts([0, 0, 1, 2, 2, 2, None, float("nan")]) == Counts(2, 1, 3, 2)
-    assert gldr(2, 1) == pytest.approx(1 / 3)
-    assert gldr(0, 5) == 1.0 and gldr(0, 0) is None
+    assert vote_counts([0, 0, 1, 2, 2, 2, None, float("nan")]) == (2, 1, 3, 2)
+    assert vote_counts([0, 1, 1, None], 2) == (1, 2, 1)
+    assert vote_share(2, 1) == pytest.approx(1 / 3)
+    assert vote_share(0, 5) == 1.0 and vote_share(0, 0) is None
     with pytest.raises(ValueError):
         vote_counts([3])
+    with pytest.raises(ValueError):
+        vote_counts([2], 2)
 
 
 @pytest.mark.parametrize(("choices", "tie", "expected"), [
@@ -50,7 +66,7 @@ def test_patient_rows_per_orientation_and_combined():
         "orientation": ["axial", "axial", "axial", "coronal", "coronal", "axial", "axial", "coronal"],
         "choice": pd.array([1, 1, 0, 0, None, 2, 2, 0], dtype="Int64"),
     })
-    rows = patient_rows(slices, {"A": 1, "B": 0, "C": 1}, orientations=["axial", "coronal"])
+    rows = patient_rows(slices, {"A": 1, "B": 0, "C": 1}, task=GRADING, orientations=["axial", "coronal"])
     assert list(rows.columns) == ["patient_id", "orientation", "label", "n_lgg", "n_hgg", "n_ng",
                                   "n_unparsed",
                                   "gldr", "score", "pred"]
@@ -68,3 +84,21 @@ def test_patient_rows_per_orientation_and_combined():
     c = by[("C", "combined")]  # a patient without slices is kept, with zero counts
     assert (c.n_lgg, c.n_hgg, c.n_ng, c.n_unparsed) == (0, 0, 0, 0)
     assert len(rows) == 9
+
+
+def test_keyed_rows_reduce_repeats_per_slice_with_the_tumour_task():
+    task = get_task("brats-tumour")
+    calls = pd.DataFrame({
+        "patient_id": ["A", "A", "A", "A", "B"], "orientation": ["axial"] * 5,
+        "slice_index": [3, 3, 3, 7, 2], "repeat": [0, 1, 2, 0, 0],
+        "choice": pd.array([1, 1, 0, None, 0], dtype="Int64"),
+    })
+    units = pd.DataFrame({"patient_id": ["A", "A", "B", "B"], "orientation": ["axial"] * 4,
+                          "slice_index": [3, 7, 2, 9], "label": [1, 0, 0, 1]})
+    rows = keyed_rows(calls, units, task=task, keys=["patient_id", "orientation", "slice_index"])
+    assert list(rows.columns) == ["patient_id", "orientation", "slice_index", "label", *task.count_columns,
+                                  "n_unparsed", task.share_column, "score", "pred"]
+    assert rows["pred"].tolist() == [1, 1, 0, 1]   # 2 vs 1; unparsed only -> tie -> positive; 0; none -> tie
+    assert rows["score"].tolist()[0] == pytest.approx(2 / 3)
+    assert rows["n_unparsed"].tolist() == [0, 1, 0, 0]
+    assert pd.isna(rows["score"].iloc[1]) and pd.isna(rows["score"].iloc[3])

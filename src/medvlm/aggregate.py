@@ -1,23 +1,23 @@
-"""Slice answers -> patient predictions: vote counts, GLDR and named reducers (pure functions).
+"""Answers -> predictions: vote counts, the positive-vote share and named reducers (pure functions).
 
-Conventions: patient labels LGG = 0, HGG = 1 (HGG positive); VLM answers 0 LGG, 1 HGG, 2 no glioma,
-``None`` unparsed. "No glioma" and unparsed answers do not vote.
+Knows no task: the task supplies its answer codes (code ``i`` < number of classes means class ``i``;
+higher codes abstain, like "no glioma"), its positive class and its column names. ``None`` (or NaN) is
+an unparsed answer. Abstaining and unparsed answers do not vote.
 
-- GLDR (glioma-level detection ratio) = n_hgg / (n_lgg + n_hgg), None when both are 0.
-- ``majority`` (the study's rule): pred 1 where n_hgg > n_lgg, 0 where n_lgg > n_hgg. **Ties break to
-  HGG (1)** by default (``tie_break=1``; the prior of BraTS, 80 % HGG) -- including a patient with no
-  LGG/HGG vote at all, whose score stays None. Score = GLDR.
-- ``mean_prob`` (log-prob scoring): mean P(LGG) and mean P(HGG) over the slices that have class
-  probabilities; pred 1 where mean P(HGG) > mean P(LGG), 0 where less, ties as above. Score = mean P(HGG).
-- "combined": all slices of all orientations of a patient pooled, then the same reducer.
+- share = positive votes / class votes, None when there are none (BraTS grading calls it GLDR).
+- ``majority`` (the study's rule): the class with most votes; a tie (and no vote at all) goes to
+  ``tie_break``, the score staying None without votes. Score = share.
+- ``mean_prob`` (log-prob scoring): mean class probabilities over the answers that have them; pred by
+  the larger mean (ties as above). Score = mean P(positive).
+- "combined" (patient unit): all slices of all orientations of a patient pooled, then the same reducer.
 
 >>> majority([1, 1, 0, 2, None])
 Vote(pred=1, score=0.6666666666666666)
->>> majority([0, 1])  # a tie breaks to HGG
+>>> majority([0, 1])  # a tie breaks to the positive class by default
 Vote(pred=1, score=0.5)
 >>> majority([0, 1], tie_break=0).pred
 0
->>> gldr(0, 0) is None
+>>> vote_share(0, 0) is None
 True
 """
 
@@ -26,27 +26,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from medvlm.registry import Registry
 
+if TYPE_CHECKING:
+    from medvlm.tasks.base import Task
+
 COMBINED = "combined"
-PATIENT_COLUMNS = ["patient_id", "orientation", "label", "n_lgg", "n_hgg", "n_ng", "n_unparsed", "gldr",
-                   "score", "pred"]
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Answers of one patient/orientation: LGG, HGG, no-glioma and unparsed counts."""
-
-    n_lgg: int
-    n_hgg: int
-    n_ng: int
-    n_unparsed: int
 
 
 @dataclass(frozen=True)
 class Vote:
-    """A patient prediction: ``pred`` (0 LGG, 1 HGG) and ``score`` (higher = more HGG; None if undefined)."""
+    """A prediction: ``pred`` (a label) and ``score`` (P or share of the positive class; None if undefined)."""
 
     pred: int
     score: float | None
@@ -58,48 +50,55 @@ def _is_missing(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def vote_counts(choices: Sequence[int | None]) -> Counts:
-    """Count answers (0, 1, 2; None or NaN = unparsed).
+def vote_counts(choices: Sequence[int | None], n_codes: int = 3) -> tuple[int, ...]:
+    """Count answers per code ``0..n_codes-1``, then the unparsed ones (None or NaN).
 
     >>> vote_counts([0, 1, 1, 2, None])
-    Counts(n_lgg=1, n_hgg=2, n_ng=1, n_unparsed=1)
+    (1, 2, 1, 1)
     """
-    n = [0, 0, 0, 0]
+    n = [0] * (n_codes + 1)
     for c in choices:
         if _is_missing(c):
-            n[3] += 1
-        elif int(c) in (0, 1, 2):
+            n[-1] += 1
+        elif 0 <= int(c) < n_codes and int(c) == c:
             n[int(c)] += 1
         else:
-            raise ValueError(f"answer {c!r} is not 0, 1, 2 or None")
-    return Counts(*n)
+            raise ValueError(f"answer {c!r} is not one of 0..{n_codes - 1} or None")
+    return tuple(n)
 
 
-def gldr(n_lgg: int, n_hgg: int) -> float | None:
-    """n_hgg / (n_lgg + n_hgg); None when both are 0.
+def vote_share(n_negative: int, n_positive: int) -> float | None:
+    """n_positive / (n_negative + n_positive); None when both are 0.
 
-    >>> gldr(1, 3)
+    >>> vote_share(1, 3)
     0.75
     """
-    total = n_lgg + n_hgg
-    return None if total == 0 else n_hgg / total
+    total = n_negative + n_positive
+    return None if total == 0 else n_positive / total
 
 
-def _decide(hgg: float, lgg: float, tie_break: int) -> int:
-    if tie_break not in (0, 1):
-        raise ValueError("tie_break must be 0 (LGG) or 1 (HGG)")
-    return 1 if hgg > lgg else 0 if lgg > hgg else tie_break
+def _decide(values: Sequence[float], tie_break: int) -> int:
+    """The label with the largest value; a tie among the largest goes to ``tie_break``."""
+    if not 0 <= tie_break < len(values):
+        raise ValueError(f"tie_break must be a label 0..{len(values) - 1}")
+    top = max(values)
+    best = [i for i, v in enumerate(values) if v == top]
+    return best[0] if len(best) == 1 else tie_break if tie_break in best else best[0]
 
 
-def majority(choices: Sequence[int | None], probs: Sequence | None = None, *, tie_break: int = 1) -> Vote:
-    """The study's vote: LGG vs HGG answers; ties (and no votes) -> ``tie_break``; score = GLDR."""
-    counts = vote_counts(choices)
-    return Vote(_decide(counts.n_hgg, counts.n_lgg, tie_break), gldr(counts.n_lgg, counts.n_hgg))
+def majority(choices: Sequence[int | None], probs: Sequence | None = None, *, tie_break: int = 1,
+             n_classes: int = 2, positive: int = 1) -> Vote:
+    """The study's vote over class answers (codes >= ``n_classes`` abstain); score = positive share."""
+    counts = vote_counts([c if _is_missing(c) or int(c) < n_classes else None for c in choices], n_classes)
+    votes = counts[:n_classes]
+    share = vote_share(sum(votes) - votes[positive], votes[positive]) if n_classes == 2 else None
+    return Vote(_decide(votes, tie_break), share)
 
 
-def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, tie_break: int = 1) -> Vote:
-    """Mean class probabilities over slices with probabilities (``probs`` rows ``(p_lgg, p_hgg, p_ng)``
-    or None); pred by mean P(HGG) vs mean P(LGG); score = mean P(HGG); no probabilities -> (tie, None).
+def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, tie_break: int = 1,
+              n_classes: int = 2, positive: int = 1) -> Vote:
+    """Mean class probabilities over answers with probabilities (``probs`` rows, one value per answer
+    code, or None); pred = the larger mean; score = mean P(positive); no probabilities -> (tie, None).
 
     >>> mean_prob([None, None], [(0.2, 0.7, 0.1), (0.4, 0.5, 0.1)])
     Vote(pred=1, score=0.6)
@@ -107,9 +106,8 @@ def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, t
     rows = [p for p in (probs or []) if p is not None and not any(_is_missing(v) for v in p)]
     if not rows:
         return Vote(tie_break, None)
-    p_lgg = sum(float(p[0]) for p in rows) / len(rows)
-    p_hgg = sum(float(p[1]) for p in rows) / len(rows)
-    return Vote(_decide(round(p_hgg, 12), round(p_lgg, 12), tie_break), p_hgg)
+    means = [sum(float(p[i]) for p in rows) / len(rows) for i in range(n_classes)]
+    return Vote(_decide([round(m, 12) for m in means], tie_break), means[positive])
 
 
 REDUCERS = Registry("reducer")
@@ -117,14 +115,32 @@ REDUCERS.register("majority", majority)
 REDUCERS.register("mean_prob", mean_prob)
 
 
-def patient_rows(slices, labels: dict[str, int], *, reducer: str = "majority", tie_break: int = 1,
-                 orientations: Sequence[str] | None = None, combined: bool = True):
-    """``patients.csv`` rows from ``slices.csv`` rows (a DataFrame).
+def unit_columns(task: Task, keys: Sequence[str]) -> list[str]:
+    """Columns of patients.csv (``keys`` = patient_id, orientation) or of a slice unit's table."""
+    return [*keys, "label", *task.count_columns, "n_unparsed", task.share_column, "score", "pred"]
 
-    ``slices`` has ``patient_id, orientation, choice`` (NaN = unparsed) and, for ``mean_prob``,
-    ``p_lgg, p_hgg, p_ng``. Returns a DataFrame with :data:`PATIENT_COLUMNS`: one row per patient and
-    orientation (in ``orientations`` order; patients in ``labels`` order, those without slices get zero
-    counts) plus, with ``combined``, one ``"combined"`` row per patient over all its slices.
+
+def _unit_row(frame, task: Task, fn, tie_break: int) -> dict:
+    choices = [None if _is_missing(c) else int(c) for c in frame["choice"]] if len(frame) else []
+    prob_cols = task.prob_columns
+    has_probs = all(c in frame.columns for c in prob_cols)
+    probs = list(zip(*(frame[c] for c in prob_cols), strict=True)) if has_probs and len(frame) else []
+    counts = vote_counts(choices, len(task.answers))
+    vote = fn(choices, probs, tie_break=tie_break, n_classes=task.n_classes, positive=task.positive_label)
+    votes = counts[:task.n_classes]
+    share = vote_share(sum(votes) - votes[task.positive_label], votes[task.positive_label])
+    return {**dict(zip(task.count_columns, counts[:-1], strict=True)), "n_unparsed": counts[-1],
+            task.share_column: share, "score": vote.score, "pred": vote.pred}
+
+
+def patient_rows(slices, labels: dict[str, int], *, task: Task, reducer: str = "majority",
+                 tie_break: int = 1, orientations: Sequence[str] | None = None, combined: bool = True):
+    """``patients.csv`` rows from per-call rows (a DataFrame), for a task whose unit is the patient.
+
+    ``slices`` has ``patient_id, orientation, choice`` (NaN = unparsed) and, for ``mean_prob``, the
+    task's probability columns. Returns a DataFrame with :func:`unit_columns`: one row per patient and
+    orientation (in ``orientations`` order; patients in ``labels`` order, those without answers get zero
+    counts) plus, with ``combined``, one ``"combined"`` row per patient over all its answers.
     """
     import pandas as pd
 
@@ -133,18 +149,11 @@ def patient_rows(slices, labels: dict[str, int], *, reducer: str = "majority", t
         orientations = list(dict.fromkeys(slices["orientation"])) if len(slices) else []
     groups = {key: g for key, g in slices.groupby(["patient_id", "orientation"], sort=False)} if len(slices) \
         else {}
-    has_probs = all(c in slices.columns for c in ("p_lgg", "p_hgg", "p_ng"))
     empty = slices.iloc[0:0]
 
     def row(pid: str, name: str, frame) -> dict:
-        choices = [None if _is_missing(c) else int(c) for c in frame["choice"]] if len(frame) else []
-        probs = (list(zip(frame["p_lgg"], frame["p_hgg"], frame["p_ng"], strict=True))
-                 if has_probs and len(frame) else [])
-        counts = vote_counts(choices)
-        vote = fn(choices, probs, tie_break=tie_break)
-        return {"patient_id": pid, "orientation": name, "label": labels[pid], "n_lgg": counts.n_lgg,
-                "n_hgg": counts.n_hgg, "n_ng": counts.n_ng, "n_unparsed": counts.n_unparsed,
-                "gldr": gldr(counts.n_lgg, counts.n_hgg), "score": vote.score, "pred": vote.pred}
+        return {"patient_id": pid, "orientation": name, "label": labels[pid],
+                **_unit_row(frame, task, fn, tie_break)}
 
     out = []
     for name in orientations:
@@ -154,4 +163,22 @@ def patient_rows(slices, labels: dict[str, int], *, reducer: str = "majority", t
         for pid in labels:
             frames = [groups[(pid, name)] for name in orientations if (pid, name) in groups]
             out.append(row(pid, COMBINED, pd.concat(frames) if frames else empty))
-    return pd.DataFrame(out, columns=PATIENT_COLUMNS)
+    return pd.DataFrame(out, columns=unit_columns(task, ["patient_id", "orientation"]))
+
+
+def keyed_rows(calls, units, *, task: Task, keys: Sequence[str], reducer: str = "majority",
+               tie_break: int = 1):
+    """One row per unit of ``units`` (a DataFrame with ``keys`` and ``label``, in its order) from
+    per-call rows (repeats of one unit are reduced together), for slice- and image-level tasks."""
+    import pandas as pd
+
+    fn = REDUCERS.get(reducer)
+    keys = list(keys)
+    groups = {k: g for k, g in calls.groupby(keys, sort=False)} if len(calls) else {}
+    empty = calls.iloc[0:0]
+    out = []
+    for unit in units[[*keys, "label"]].itertuples(index=False):
+        key = tuple(unit[:len(keys)])
+        out.append({**dict(zip(keys, key, strict=True)), "label": int(unit[-1]),
+                    **_unit_row(groups.get(key if len(keys) > 1 else key[0], empty), task, fn, tie_break)})
+    return pd.DataFrame(out, columns=unit_columns(task, keys))

@@ -59,7 +59,7 @@ def test_unparsed_answers_and_failures(tiny_work, tmp_path):
     fails = pd.read_csv(tmp_path / "f" / "failures.csv")
     assert len(fails) == 12 and set(fails["error"]) == {"mock failure"}
     db = sqlite3.connect(tmp_path / "f" / "cache.sqlite")
-    assert db.execute("SELECT status, COUNT(*) FROM responses GROUP BY status").fetchall() == [("failed", 12)]
+    assert db.execute("SELECT status, COUNT(*) FROM answers GROUP BY status").fetchall() == [("failed", 12)]
 
 
 def test_bad_options_exit_2(tiny_work, tmp_path, capsys):
@@ -105,7 +105,7 @@ def test_transformers_tiny_generate_and_logprobs(tiny_work, tiny_vlm, tmp_path):
 def _count(db_path):
     try:
         con = sqlite3.connect(db_path, timeout=1)
-        n = con.execute("SELECT COUNT(*) FROM responses WHERE status='ok'").fetchone()[0]
+        n = con.execute("SELECT COUNT(*) FROM answers WHERE status='ok'").fetchone()[0]
         con.close()
         return n
     except sqlite3.Error:

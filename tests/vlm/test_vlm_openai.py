@@ -9,9 +9,11 @@ import time
 import pytest
 
 from medvlm.errors import BackendError
+from medvlm.tasks import get_task
 from medvlm.vlm.backends import BackendConfig
 from medvlm.vlm.engine import ask_images
 from medvlm.vlm.openai_compat import OpenAIBackend
+from medvlm.vlm.records import interpret
 from medvlm.vlm.types import Decoding
 
 PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
@@ -59,7 +61,7 @@ def test_structured_outputs_in_payload(fake_server):
 def _req(key):
     from medvlm.vlm.types import VLMRequest
 
-    return VLMRequest(key=key, image=PNG, prompt="p", repeat=0)
+    return VLMRequest(key=key, image=PNG, prompt="p", repeat=0, codes=("0", "1", "2"), prefix="Choice:")
 
 
 def test_retries_on_429_and_500_then_success(fake_server):
@@ -73,7 +75,8 @@ def test_retries_on_429_and_500_then_success(fake_server):
     fake_server.behave = behave
     backend = _backend([fake_server.url], concurrency=1)
     [(_, resp)] = list(backend.answer([_req("k")], Decoding()))
-    assert resp.choice == 1 and not resp.failed
+    assert resp.raw == "Choice: 1 Reasoning: enhancing" and not resp.failed
+    assert resp.choice is None  # a backend never parses: the engine does, through the task
     assert len(fake_server.bodies) == 3 and backend.n_http == 3
 
 
@@ -85,7 +88,7 @@ def test_slow_answer_times_out_then_retry_succeeds(fake_server):
     backend = _backend([fake_server.url], timeout_s=0.3, concurrency=1)
     t0 = time.monotonic()
     [(_, resp)] = list(backend.answer([_req("k")], Decoding()))
-    assert resp.choice == 0 and len(fake_server.bodies) == 2
+    assert resp.raw.startswith("Choice: 0") and len(fake_server.bodies) == 2
     assert time.monotonic() - t0 < 1.4  # did not wait for the slow answer
 
 
@@ -115,9 +118,12 @@ def test_logprobs_read_and_missing_logprobs_is_a_clear_error(fake_server):
     backend = _backend([fake_server.url])
     [(_, resp)] = list(backend.answer([_req("k")], Decoding(scoring="logprobs")))
     assert fake_server.bodies[0]["logprobs"] is True and fake_server.bodies[0]["top_logprobs"] == 20
+    assert set(resp.code_probs) == {"0", "1", "2"}
+    assert math.isclose(resp.code_probs["1"], 0.7) and math.isclose(resp.code_probs["0"], 0.2)
+    assert math.isclose(resp.mass, 0.95)
+    interpret(resp, get_task("brats-grading"))
     p0, p1, p2 = resp.probs
-    assert math.isclose(resp.mass, 0.95) and math.isclose(p1, 0.7 / 0.95) and math.isclose(p0, 0.2 / 0.95)
-    assert resp.choice == 1
+    assert math.isclose(p1, 0.7 / 0.95) and math.isclose(p0, 0.2 / 0.95) and resp.choice == 1
     fake_server.behave = lambda body, n: (200, fake_server.completion("Choice: 1"), 0)
     with pytest.raises(BackendError, match="returned no logprobs"):
         list(backend.answer([_req("k2")], Decoding(scoring="logprobs")))

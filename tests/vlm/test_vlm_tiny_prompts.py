@@ -88,7 +88,8 @@ def test_transformers_none_sampling_follows_generation_config(tiny_vlm):
         return buf.getvalue()
 
     backend = TransformersBackend(BackendConfig(model=str(tiny_vlm), batch_size=4, device="cpu"))
-    reqs = [VLMRequest(key=str(i), image=tiny_png(seed=i), prompt="Grade?", repeat=i) for i in range(3)]
+    reqs = [VLMRequest(key=str(i), image=tiny_png(seed=i), prompt="Grade?", repeat=i, codes=("0", "1", "2"),
+                       prefix="Choice:") for i in range(3)]
     default = Decoding(temperature=None, top_p=None, max_new_tokens=4)
     gen = backend.model.generation_config
     gen.do_sample = False

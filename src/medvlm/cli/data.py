@@ -40,11 +40,14 @@ def prepare_cmd(
     shape: tuple[int, int, int] = typer.Option((95, 128, 128), "--shape", help="D H W of the volumes."),
     workers: int = typer.Option(1, "--workers", help="Patients prepared in parallel processes."),
     margin: float = typer.Option(10.0, "--margin", help="Margin around the tumour box, in mm."),
+    task: str = typer.Option("brats-grading", "--task", help="The task to prepare for (`medvlm tasks`); "
+                             "WORK records it and every later command reads it from there."),
 ) -> None:
-    """Normalise, crop around the tumour and resize every patient; write manifest.csv and volumes/."""
-    from medvlm.data.prepare import prepare
+    """Normalise, crop (around the tumour, or the whole brain for brats-tumour) and resize every patient;
+    write manifest.csv, volumes/ and task.json."""
+    from medvlm.tasks import prepare_work
 
-    result = prepare(data, out, shape=shape, workers=workers, margin_mm=margin)
+    result = prepare_work(data, out, task, shape=shape, workers=workers, margin_mm=margin)
     print(f"{result.n_ok} ok ({result.n_reused} reused), {result.n_skipped} skipped -> "
           f"{result.work / 'manifest.csv'}")
     for pid, reason in result.skipped():
@@ -68,3 +71,22 @@ def split_cmd(
         print(f"medvlm: warning: {w.message}", file=sys.stderr)
     sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"])
     print(f"test {len(split['test'])}, folds (train/val) {sizes} -> {work / 'splits.json'}")
+
+
+@app.command("tasks")
+def tasks_cmd(
+    as_json: bool = typer.Option(False, "--json", help="One JSON list of task objects on stdout."),
+) -> None:
+    """List the registered tasks: name, classes (label order), positive class, unit."""
+    import json
+
+    from medvlm.tasks import all_tasks
+
+    tasks = [t.describe() for t in all_tasks()]
+    if as_json:
+        print(json.dumps(tasks, indent=2))
+        return
+    for t in tasks:
+        classes = ", ".join(f"{i} {c}" for i, c in enumerate(t["classes"]))
+        print(f"{t['name']:<16} unit {t['unit']:<8} classes {classes} (positive: {t['positive']})")
+        print(f"{'':<16} {t['description']}")

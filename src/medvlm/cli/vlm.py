@@ -100,13 +100,16 @@ def eval_vlm_cmd(
     backend: Backend = _default("backend"),
     model: Model = ...,  # type: ignore[assignment]
     base_url: BaseUrl = [],  # noqa: B006 (typer copies it)
-    orientations: str = typer.Option("axial,coronal,sagittal", "--orientations"),
-    prompt: str = typer.Option("seed", "--prompt", help="Built-in prompt name or a text file."),
+    orientations: str | None = typer.Option(None, "--orientations",
+                                            help="e.g. axial,coronal,sagittal (default: the task's)."),
+    prompt: str | None = typer.Option(None, "--prompt", help="Built-in prompt name or a text file "
+                                      "(default: the task's, 'seed' for brats-grading)."),
     scoring: Scoring = _default("scoring"),
     structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all."),
     fold: Fold = 0,
-    slices: str = typer.Option("tumour", "--slices", help="tumour | all | central:K."),
+    slices: str | None = typer.Option(None, "--slices", help="tumour | all | central:K (default: the task's, "
+                                      "tumour for brats-grading)."),
     modalities: Modalities = ",".join(_default("modalities")),
     concurrency: Concurrency = _default("concurrency"),
     batch_size: BatchSize = _default("batch_size"),
@@ -114,7 +117,8 @@ def eval_vlm_cmd(
     adapter: Adapter = _default("adapter"),
     device: Device = _default("device"),
     reducer: str | None = typer.Option(None, "--reducer", help="majority | mean_prob (default by scoring)."),
-    tie_break: str = typer.Option("hgg", "--tie-break", help="hgg | lgg: how an LGG/HGG vote tie breaks."),
+    tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (hgg | lgg for "
+                                         "brats-grading): where a vote tie goes (default: the positive class)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: float = typer.Option(0.0, "--temperature"),
     top_p: float = typer.Option(1.0, "--top-p"),
@@ -140,7 +144,7 @@ def eval_vlm_cmd(
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress)
     config = build_config(VLMEvalConfig, {
-        **shared, "orientations": _csv(orientations), "prompt": prompt, "cohort": cohort, "fold": fold,
+        **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt, "cohort": cohort, "fold": fold,
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap}, renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=Console(stderr=False))

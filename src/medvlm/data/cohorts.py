@@ -113,3 +113,33 @@ def cohort_of(work: str | Path, *, fold: int = 0) -> dict[str, str]:
         out.update({pid: "train" for pid in splits["folds"][fold]["train"]})
         out.update({pid: "val" for pid in splits["folds"][fold]["val"]})
     return out
+
+
+UNITS_FILE = "units.csv"
+
+
+def cohort_units(work: str | Path, cohort: Cohort, *, unit: str, orientations: list[str]) -> pd.DataFrame:
+    """The prediction units of a cohort, in a stable order, with their labels.
+
+    ``patient``: one row per patient (``patient_id, label``, cohort order). ``slice``: the rows of
+    ``WORK/units.csv`` (written by ``prepare`` for slice-level tasks: ``patient_id, orientation,
+    slice_index, label``) of the cohort's patients in ``orientations``, ordered by patient (cohort
+    order), orientation (as given), slice index.
+    """
+    if unit == "patient":
+        return pd.DataFrame({"patient_id": cohort.patient_ids, "label": cohort.labels})
+    path = Path(work) / UNITS_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: missing; this {unit}-level task's units are written by `medvlm prepare`")
+    units = pd.read_csv(path, dtype={"patient_id": str, "orientation": str})
+    missing = {"patient_id", "orientation", "slice_index", "label"} - set(units.columns)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}")
+    order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
+    o_rank = {o: i for i, o in enumerate(orientations)}
+    units = units[units["patient_id"].isin(order) & units["orientation"].isin(o_rank)].copy()
+    units["_p"], units["_o"] = units["patient_id"].map(order), units["orientation"].map(o_rank)
+    units = units.sort_values(["_p", "_o", "slice_index"], kind="stable").drop(columns=["_p", "_o"])
+    units["slice_index"] = units["slice_index"].astype(int)
+    units["label"] = units["label"].astype(int)
+    return units.reset_index(drop=True)

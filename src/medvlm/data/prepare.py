@@ -247,11 +247,12 @@ def load_patient(patient: PatientFiles, grade: str | None) -> Loaded | _Skip:
 
 def process_patient(
     patient: PatientFiles, grade: str | None, work: Path, shape: Sequence[int], margin_mm: float,
-    *, loaded: Loaded | _Skip | None = None,
+    *, loaded: Loaded | _Skip | None = None, crop: str = "tumour",
 ) -> dict[str, str]:
     """Prepare one patient: write ``work/volumes/<id>.npy`` and return its manifest row (ok or skipped).
 
     ``loaded``: the result of :func:`load_patient` when the files were decoded ahead of time.
+    ``crop``: ``tumour`` (the tumour's box plus ``margin_mm``) or ``brain`` (the whole brain's box).
     """
     row = _base_row(patient, grade)
     try:
@@ -286,17 +287,18 @@ def process_patient(
         brain = brain_mask([arrays[k] for k in MODALITIES])
         tumour_zyx = bounding_box(mask)
         margin_zyx = [int(np.ceil(margin_mm / max(z, 1e-6))) for z in reversed(zooms["seg"])]
-        crop_zyx = crop_box(tumour_zyx, mask.shape, margin_zyx)
+        crop_zyx = (crop_box(tumour_zyx, mask.shape, margin_zyx) if crop == "tumour"
+                    else bounding_box(brain | mask))
         sl = tuple(slice(lo, hi + 1) for lo, hi in crop_zyx)
         channels = [zscore_in_brain(arrays[kind], brain, region=sl) for kind in MODALITIES]
         volume = _resize(np.stack(channels), shape, scratch=True)  # (4, z, y, x), saved at once
         save_npy_atomic(work / "volumes" / f"{patient.patient_id}.npy", volume)
-        tumour, crop = tumour_zyx[::-1], crop_zyx[::-1]  # x, y, z
+        tumour, box = tumour_zyx[::-1], crop_zyx[::-1]  # x, y, z
     except _Skip as exc:
         row["status"], row["reason"] = "skipped", str(exc)
         return row
     row.update(status="ok", orig_shape="x".join(map(str, ref)), volume=f"volumes/{patient.patient_id}.npy")
-    for axis, (lo, hi), (clo, chi) in zip("xyz", tumour, crop, strict=True):
+    for axis, (lo, hi), (clo, chi) in zip("xyz", tumour, box, strict=True):
         row.update({f"tumour_{axis}_min": str(lo), f"tumour_{axis}_max": str(hi),
                     f"crop_{axis}_min": str(clo), f"crop_{axis}_max": str(chi)})
     return row
@@ -315,7 +317,9 @@ def _base_row(patient: PatientFiles, grade: str | None) -> dict[str, str]:
 
 
 def _worker(args: tuple) -> dict[str, str]:
-    return process_patient(*args)
+    """``args``: (patient, grade, work, shape, margin_mm, crop)."""
+    *head, crop = args
+    return process_patient(*head, crop=crop)
 
 
 def _cpu_count() -> int:
@@ -385,6 +389,7 @@ def prepare(
     shape: Sequence[int] = DEFAULT_SHAPE,
     workers: int = 1,
     margin_mm: float = DEFAULT_MARGIN_MM,
+    crop: str = "tumour",
     progress: bool = True,
     on_patient: Callable[[dict[str, str]], None] | None = None,
 ) -> PrepareResult:
@@ -392,7 +397,8 @@ def prepare(
 
     Writes ``out/manifest.csv`` (one row per patient folder, ok or skipped with a reason),
     ``out/volumes/<patient_id>.npy`` (float32 ``(4, *shape)``, channels t1, t1ce, t2, flair, axes
-    z, y, x of the canonical crop) and ``out/prepare.json`` (parameters and counts).
+    z, y, x of the canonical crop) and ``out/prepare.json`` (parameters and counts). ``crop``:
+    ``tumour`` (the study: the tumour's box plus ``margin_mm``) or ``brain`` (the whole brain).
     Raises :class:`DataError` for a bad DATA path or no patient, :class:`ConfigError` for bad options.
     """
     shape = tuple(int(s) for s in shape)
@@ -402,6 +408,8 @@ def prepare(
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if margin_mm < 0:
         raise ConfigError(f"--margin must be >= 0 mm, got {margin_mm}")
+    if crop not in ("tumour", "brain"):
+        raise ConfigError(f"crop must be 'tumour' or 'brain', got {crop!r}")
     training, mapping, patients = discover(data)
     if not patients:  # pragma: no cover - discover raises first
         raise DataError(f"{data}: no patient folder found")
@@ -420,7 +428,7 @@ def prepare(
         if not patient.problems and grade is not None and _reusable(prev, fresh, work, shape):
             rows[patient.patient_id] = {k: prev.get(k, "") for k in MANIFEST_COLUMNS}  # type: ignore[union-attr]
         else:
-            todo.append((patient, grade, work, shape, margin_mm))
+            todo.append((patient, grade, work, shape, margin_mm, crop))
     n_reused = len(rows)
 
     from medvlm.data.synth import _progress
@@ -438,7 +446,7 @@ def prepare(
                 for i, args in enumerate(todo):
                     loaded = ahead.result()  # type: ignore[union-attr]
                     ahead = reader.submit(load_patient, *todo[i + 1][:2]) if i + 1 < len(todo) else None
-                    row = process_patient(*args, loaded=loaded)
+                    row = process_patient(*args[:5], crop=crop, loaded=loaded)
                     rows[row["patient_id"]] = row
                     if on_patient:
                         on_patient(row)
@@ -460,6 +468,7 @@ def prepare(
     result = PrepareResult(work, ordered, n_reused)
     write_json_atomic(work / "prepare.json", {
         "data": str(training), "shape": list(shape), "margin_mm": margin_mm,
+        **({"crop": crop} if crop != "tumour" else {}),
         "channels": list(MODALITIES), "axes": ["channel", "z", "y", "x"],
         "n_patients": len(ordered), "n_ok": result.n_ok, "n_skipped": result.n_skipped,
         "n_reused": n_reused, "workers": workers,

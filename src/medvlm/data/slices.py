@@ -232,13 +232,14 @@ def slice_indices(row: Any, orientation: str, selection: str, size: int) -> list
 
 
 def patient_slices(row: Any, orientation: str, *, selection: str = "tumour",
-                   modalities: tuple[str, ...] | list[str] | str = ("flair",)) -> list[SliceImage]:
+                   modalities: tuple[str, ...] | list[str] | str = ("flair",),
+                   indices: list[int] | None = None) -> list[SliceImage]:
     """Render one patient's slices along ``orientation`` (``axial``, ``coronal`` or ``sagittal``).
 
     ``row``: a manifest row (dict or pandas Series) with absolute NIfTI paths in ``t1..flair`` and the
     inclusive canonical tumour extents ``tumour_{x,y,z}_{min,max}``. Returns :class:`SliceImage` objects
-    in increasing slice index, each an 8-bit PNG (greyscale; a labelled 2x2 montage for several
-    modalities).
+    in increasing slice index (``indices``: exactly these, in this order, instead of ``selection``),
+    each an 8-bit PNG (greyscale; a labelled 2x2 montage for several modalities).
     """
     from PIL import Image
 
@@ -256,7 +257,9 @@ def patient_slices(row: Any, orientation: str, *, selection: str = "tumour",
         raise DataError(f"patient {pid}: modalities {list(mods)} have different shapes {sorted(shapes)}")
     size = volumes[0][0].shape[AXIS[orientation]]
     out = []
-    for index in slice_indices(row, orientation, selection, size):
+    for index in (slice_indices(row, orientation, selection, size) if indices is None else indices):
+        if not 0 <= index < size:
+            raise DataError(f"patient {pid}: {orientation} slice {index} is outside 0..{size - 1}")
         tiles = []
         for data, zooms, (lo, hi) in volumes:
             pixels = window_to_uint8(display_slice(data, orientation, index), lo, hi)
@@ -286,3 +289,30 @@ def count_slices(row: Any, orientation: str, *, selection: str = "tumour") -> in
     lo, hi = max(0, extent[0]), extent[1] if size is None else min(size - 1, extent[1])
     n = max(0, hi - lo + 1)
     return min(n, k) if kind == "central" and k is not None else n
+
+
+def unit_images(manifest: Any, units: Any, *, orientations: list[str], selection: str,
+                modalities: tuple[str, ...], unit: str) -> tuple[int | None, Any]:
+    """The images a VLM is asked about for a cohort, and their number (None when unknown up front).
+
+    ``units``: the cohort's prediction units (a DataFrame: ``patient_id`` for the patient unit, plus
+    ``orientation, slice_index`` for the slice unit); ``manifest`` indexed by ``patient_id``. Patient
+    unit: every ``selection`` slice of each patient in each orientation. Slice unit: exactly the
+    units' slices. Yields ``((patient_id, orientation, slice_index), png)`` lazily.
+    """
+    if unit == "slice":
+        groups = units.groupby(["patient_id", "orientation"], sort=False)["slice_index"]
+        plan = [(pid, o, [int(i) for i in idx]) for (pid, o), idx in groups]
+        total: int | None = len(units)
+    else:
+        plan = [(pid, o, None) for pid in units["patient_id"] for o in orientations]
+        counts = [count_slices(manifest.loc[pid], o, selection=selection) for pid, o, _ in plan]
+        total = None if any(c is None for c in counts) else sum(counts)  # type: ignore[arg-type]
+
+    def images():
+        for pid, orientation, indices in plan:
+            for s in patient_slices(manifest.loc[pid], orientation, selection=selection, modalities=modalities,
+                                    indices=indices):
+                yield (pid, orientation, s.slice_index), s.png
+
+    return total, images()

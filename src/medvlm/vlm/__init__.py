@@ -6,7 +6,7 @@ Public entry points (heavy libraries are imported only inside them):
 - :func:`medvlm.vlm.engine.ask_images` -- ask a backend about images, N times each, through the cache
   (reused by the consistency command).
 - :func:`medvlm.vlm.prompts.load_prompt`, :data:`medvlm.vlm.prompts.ANSWER_PREFIX`.
-- :func:`medvlm.vlm.parsing.parse_choice` -- answer text -> 0 (LGG), 1 (HGG), 2 (no glioma) or None.
+- :class:`medvlm.vlm.parsing.ChoiceParser` -- answer text -> answer code or None (each task builds one).
 - :func:`medvlm.vlm.tiny.make_tiny_vlm` -- a tiny random Llama-3.2-Vision for tests and the demo.
 - :func:`medvlm.vlm.hf.build_chat_text` -- the chat text the transformers backend (and fine-tuning) uses.
 """

@@ -18,8 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from medvlm.registry import Registry
-from medvlm.vlm.parsing import parse_choice
-from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse, normalise_probs
+from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
 
 
 class BackendConfig(BaseModel):
@@ -42,9 +41,14 @@ class BackendConfig(BaseModel):
 
 
 class Backend:
-    """Base class: subclasses set ``name`` and implement :meth:`answer`."""
+    """Base class: subclasses set ``name`` and implement :meth:`answer`.
+
+    ``prefills_answer``: whether the backend writes the request's ``prefix`` at the start of the
+    model's turn itself (its ``raw`` is then the continuation after it).
+    """
 
     name = "base"
+    prefills_answer = False
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
@@ -93,11 +97,12 @@ def fingerprint(name_or_path: str) -> str:
 class MockBackend(Backend):
     """A scripted backend: answers from the image bytes alone, no model, no network.
 
-    ``--model`` picks the script: ``hash`` (default; the answer is the image hash modulo 3, written as
-    ``"Choice: N Reasoning: mock"``), ``always:N`` (always N), ``text:...`` (always that raw text, to
-    exercise the parser), ``fail`` (every request fails). With ``--scoring logprobs`` the class
-    probabilities come from the image hash too. Its own default temperature (``None``) samples: the
-    answer then varies with the repeat index, as at any temperature above 0.
+    ``--model`` picks the script: ``hash`` (default; the answer is the code at the image hash modulo
+    the number of codes, written as ``"<prefix> N Reasoning: mock"``), ``always:N`` (always N),
+    ``text:...`` (always that raw text, to exercise the parser), ``fail`` (every request fails). With
+    ``--scoring logprobs`` the code probabilities come from the image hash too. Its own default
+    temperature (``None``) samples: the answer then varies with the repeat index, as at any
+    temperature above 0.
     """
 
     name = "mock"
@@ -111,19 +116,17 @@ class MockBackend(Backend):
             if script == "fail":
                 yield req, VLMResponse(error="mock failure")
                 continue
+            codes = req.codes or ("0",)
             if script.startswith("always:"):
-                digit = int(script.split(":", 1)[1])
-                raw = f"Choice: {digit} Reasoning: mock"
+                raw = f"{req.prefix} {script.split(':', 1)[1]} Reasoning: mock".lstrip()
             elif script.startswith("text:"):
                 raw = script.split(":", 1)[1]
             else:
-                raw = f"Choice: {h[0] % 3} Reasoning: mock"
-            response = VLMResponse(raw=raw, choice=parse_choice(raw))
+                raw = f"{req.prefix} {codes[h[0] % len(codes)]} Reasoning: mock".lstrip()
+            response = VLMResponse(raw=raw, finish_reason="stop")
             if decoding.scoring == "logprobs":
-                weights = [h[1] + 1.0, h[2] + 1.0, h[3] + 1.0]
-                probs, _ = normalise_probs(*weights)
-                response.probs, response.mass = probs, 0.9
-                response.choice = max(range(3), key=lambda i: probs[i])  # type: ignore[index]
+                response.code_probs = {c: h[1 + i] + 1.0 for i, c in enumerate(codes)}
+                response.mass = 0.9
             yield req, response
 
 

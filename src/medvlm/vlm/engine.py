@@ -9,7 +9,8 @@ Two layers:
   ``patients.csv``, ``predictions.csv`` (+ ``predictions_<orientation>.csv``), ``metrics.json``,
   ``failures.csv`` and ``run.json`` into the run folder.
 
-Labels: LGG 0, HGG 1; answers 0 LGG, 1 HGG, 2 no glioma, empty = unparsed.
+Labels, answer codes, column names and the parser come from the work folder's task
+(:mod:`medvlm.tasks`); answers are parsed after the cache (:mod:`medvlm.vlm.records`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -28,15 +29,14 @@ from medvlm.vlm.backends import BACKENDS, Backend, make_backend
 from medvlm.vlm.cache import ResponseCache
 from medvlm.vlm.options import BackendOptions
 from medvlm.vlm.prompts import Prompt, load_prompt
+from medvlm.vlm.records import call_frame, interpret
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse, cache_key
 
-ORIENTATIONS = ("axial", "coronal", "sagittal")
-SLICE_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "choice", "p_lgg", "p_hgg", "p_ng",
-                 "raw", "mass"]
+if TYPE_CHECKING:
+    from medvlm.tasks.base import Task
+
 FAILURE_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "error"]
 PREDICTION_COLUMNS = ["patient_id", "cohort", "label", "pred", "score"]
-#: score given, for AUC only, to a patient without one (no LGG/HGG vote, no probabilities)
-NEUTRAL_SCORE = 0.5
 
 
 # ------------------------------------------------------------------------------------------- ask_images
@@ -89,11 +89,14 @@ def _progress(enabled: bool, total: int | None, description: str):
 
 
 def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt: Prompt | str,
-               decoding: Decoding, repeats: int = 1, cache: ResponseCache | None = None,
+               decoding: Decoding, task: Task | str | None = None, repeats: int = 1,
+               cache: ResponseCache | None = None,
                total: int | None = None, progress: bool = False, description: str = "asking",
                on_answer: Callable[[Answer], None] | None = None) -> AskResult:
     """Ask ``backend`` about each ``(meta, png_bytes)`` of ``images`` ``repeats`` times.
 
+    Each request names the ``task``'s answer codes and prefix (default: the study's task); every answer,
+    cached or new, is parsed through the task (:func:`~medvlm.vlm.records.interpret`).
     Each request's cache key covers backend, model, adapter, prompt text, image bytes, ``decoding``
     (sampling settings included) and the repeat index. Cached answers are not sent again; failures are
     recorded in the cache as failures (retried next time) and returned with ``response.error`` set.
@@ -103,15 +106,20 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
     """
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1; got {repeats}")
+    from medvlm.tasks import get_task
+
+    task = get_task(task)
+    codes, prefix = task.codes, task.answer_prefix
+    legacy_prefill = prefix if backend.prefills_answer else ""
     backend.check(decoding)
     prompt_text = prompt.text if isinstance(prompt, Prompt) else str(prompt)
     model_id, adapter_id = backend.model_identity(), backend.adapter_identity()
     result = AskResult()
-    bar, task = _progress(progress, total, description)
+    bar, bar_task = _progress(progress, total, description)
 
     def record(answer: Answer) -> None:
         result.answers.append(answer)
-        bar.update(task, advance=1, info=f"sent {result.n_sent}, cached {result.n_cached}, "
+        bar.update(bar_task, advance=1, info=f"sent {result.n_sent}, cached {result.n_cached}, "
                                           f"failed {result.n_failed}")
         if on_answer is not None:
             on_answer(answer)
@@ -120,14 +128,15 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
         for meta, png in images:
             for repeat in range(repeats):
                 key = cache_key(backend=backend.name, model=model_id, adapter=adapter_id, prompt=prompt_text,
-                                image=png, decoding=decoding, repeat=repeat)
+                                image=png, decoding=decoding, repeat=repeat, prefix=prefix, codes=codes)
                 hit = cache.get(key) if cache is not None else None
                 if hit is not None:
                     result.n_cached += 1
-                    record(Answer(meta, repeat, hit))
+                    record(Answer(meta, repeat, interpret(hit, task, prefill=legacy_prefill)))
                     continue
                 result.n_sent += 1
-                yield VLMRequest(key=key, image=png, prompt=prompt_text, repeat=repeat, meta=(meta,))
+                yield VLMRequest(key=key, image=png, prompt=prompt_text, repeat=repeat, meta=(meta,),
+                                 codes=codes, prefix=prefix)
 
     with bar:
         for request, response in backend.answer(requests(), decoding):
@@ -135,7 +144,7 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
                 cache.put(request.key, response)
             if response.failed:
                 result.n_failed += 1
-            record(Answer(request.meta[0], request.repeat, response))
+            record(Answer(request.meta[0], request.repeat, interpret(response, task)))
     return result
 
 
@@ -149,14 +158,14 @@ class VLMEvalConfig(BackendOptions):
 
     model_config = ConfigDict(extra="forbid")
 
-    orientations: list[str] = Field(default_factory=lambda: list(ORIENTATIONS))
-    prompt: str = "seed"
+    orientations: list[str] | None = None  # default: the task's
+    prompt: str | None = None  # default: the task's first prompt
     cohort: str = "test"
     fold: int = Field(0, ge=0)
-    slices: str = "tumour"
+    slices: str | None = None  # default: the task's
     repeats: int = Field(1, ge=1)
     reducer: str | None = None  # default: majority (generate) / mean_prob (logprobs)
-    tie_break: Literal["hgg", "lgg"] = "hgg"
+    tie_break: str | None = None  # a class name; default: the positive class
     temperature: float | None = Field(0.0, ge=0)
     top_p: float | None = Field(1.0, gt=0, le=1)
     extra_body: dict[str, Any] = Field(default_factory=dict)
@@ -165,12 +174,23 @@ class VLMEvalConfig(BackendOptions):
 
     @field_validator("orientations")
     @classmethod
-    def _orientations(cls, value: list[str]) -> list[str]:
-        if not value:
+    def _orientations(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
             raise ValueError("give at least one orientation")
-        for o in value:
-            check_choice("orientations", o, ORIENTATIONS)
-        return list(dict.fromkeys(value))
+        return None if value is None else list(dict.fromkeys(value))
+
+    def for_task(self, task: Task) -> VLMEvalConfig:
+        """A copy with every task default filled in and checked against the task (ConfigError)."""
+        orientations = self.orientations or list(task.default_orientations)
+        for o in orientations:
+            check_choice("orientations", o, task.orientations)
+        modalities = self.modalities or list(task.default_modalities)
+        for m in modalities:
+            check_choice("modalities", m.strip().lower(), task.modalities)
+        return self.model_copy(update={
+            "orientations": orientations, "modalities": modalities,
+            "prompt": self.prompt or task.default_prompt, "slices": self.slices or task.default_slices,
+            "tie_break": task.tie_break_name(self.tie_break)})
 
     def resolved_reducer(self) -> str:
         return self.reducer or ("mean_prob" if self.scoring == "logprobs" else "majority")
@@ -200,53 +220,48 @@ class EvalResult:
         return 1 if self.n_failed else 0
 
 
-def validate_config(config: VLMEvalConfig) -> tuple[Prompt, Decoding, str]:
-    """Check options before any work (ConfigError naming the option)."""
+def validate_config(config: VLMEvalConfig, task: Task | str | None = None
+                    ) -> tuple[VLMEvalConfig, Prompt, Decoding, str]:
+    """Check options before any work (ConfigError naming the option); returns the config with the
+    task's defaults filled in, the prompt, the decoding settings and the reducer."""
     from medvlm.aggregate import REDUCERS
     from medvlm.data.slices import parse_modalities, parse_selection
+    from medvlm.tasks import get_task
 
     check_choice("backend", config.backend, BACKENDS.names())
-    parse_selection(config.slices)
+    config = config.for_task(get_task(task))
+    parse_selection(config.slices)  # type: ignore[arg-type]
     parse_modalities(config.modalities)
     reducer = config.resolved_reducer()
     REDUCERS.get(reducer)
     if reducer == "mean_prob" and config.scoring != "logprobs":
         raise ConfigError("--reducer mean_prob needs class probabilities: use --scoring logprobs")
-    return load_prompt(config.prompt), config.decoding(), reducer
+    return config, load_prompt(config.prompt), config.decoding(), reducer  # type: ignore[arg-type]
 
 
-def _slice_frame(answers: list[Answer], order: dict[str, int], orientations: list[str]):
+def _call_frames(answers: list[Answer], order: dict[str, int], orientations: list[str], task: Task):
+    """(per-call rows, failures), sorted by patient (cohort order), orientation, slice, repeat."""
     import pandas as pd
 
     rows, failures = [], []
     for a in answers:
         pid, orientation, index = a.meta
-        r = a.response
-        if r.failed:
+        if a.response.failed:
             failures.append({"patient_id": pid, "orientation": orientation, "slice_index": index,
-                             "repeat": a.repeat, "error": r.error})
-            continue
-        p = r.probs or (None, None, None)
-        rows.append({"patient_id": pid, "orientation": orientation, "slice_index": index, "repeat": a.repeat,
-                     "choice": r.choice, "p_lgg": p[0], "p_hgg": p[1], "p_ng": p[2], "raw": r.raw or "",
-                     "mass": r.mass})
+                             "repeat": a.repeat, "error": a.response.error})
+        else:
+            rows.append({"patient_id": pid, "orientation": orientation, "slice_index": index,
+                         "repeat": a.repeat, "response": a.response})
     o_rank = {o: i for i, o in enumerate(orientations)}
 
-    def frame(records, columns):
-        df = pd.DataFrame(records, columns=columns)
+    def ordered(df):
         if len(df):
             df = df.sort_values(["patient_id", "orientation", "slice_index", "repeat"],
                                 key=lambda s: s.map(order) if s.name == "patient_id"
                                 else s.map(o_rank) if s.name == "orientation" else s, kind="stable")
-        df = df.reset_index(drop=True)
-        if "choice" in df:
-            df["choice"] = df["choice"].astype("Int64")
-        for c in ("p_lgg", "p_hgg", "p_ng", "mass"):
-            if c in df:
-                df[c] = df[c].astype("float64")
-        return df
+        return df.reset_index(drop=True)
 
-    return frame(rows, SLICE_COLUMNS), frame(failures, FAILURE_COLUMNS)
+    return ordered(call_frame(rows, task)), ordered(pd.DataFrame(failures, columns=FAILURE_COLUMNS))
 
 
 def csv_text(frame) -> str:
@@ -269,120 +284,142 @@ def csv_text(frame) -> str:
     return frame.to_csv(index=False)
 
 
-def _metrics(patients, name: str, n_boot: int, seed: int) -> dict[str, Any]:
+def _metrics(units, calls, n_failed: int, *, task: Task, n_boot: int, seed: int) -> dict[str, Any]:
+    """Metrics of one set of predictions (one orientation, or combined), through the one shared path
+    (:func:`medvlm.metrics.metrics_from_frame`; bootstrap clustered by patient for slice units), plus
+    the call counts behind them."""
     import warnings
 
-    import numpy as np
+    from medvlm.metrics import metrics_from_frame
 
-    from medvlm.metrics import metrics_with_ci
-
-    sub = patients[patients["orientation"] == name]
-    labels = sub["label"].astype(int).to_numpy()
-    preds = sub["pred"].astype(int).to_numpy()
-    scores = sub["score"].astype("float64").to_numpy()
-    no_score = int(np.isnan(scores).sum())
-    scores = np.where(np.isnan(scores), NEUTRAL_SCORE, scores)
+    clusters = "patient_id" if task.unit != "patient" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = metrics_with_ci(labels, preds, scores, n_boot=n_boot, seed=seed)
-    calls = int(sub[["n_lgg", "n_hgg", "n_ng", "n_unparsed"]].to_numpy().sum())
-    out.update({"n_calls": calls, "n_unparsed": int(sub["n_unparsed"].sum()),
-                "n_failed": int(sub["n_failed"].sum()),
-                "parsed_share": (calls - int(sub["n_unparsed"].sum())) / calls if calls else None,
-                "n_no_score": no_score})
+        out = metrics_from_frame(units, n_boot=n_boot, seed=seed, clusters=clusters)
+    n_calls = len(calls)
+    n_unparsed = int(calls["choice"].isna().sum())
+    out.update({"n_calls": n_calls, "n_unparsed": n_unparsed, "n_failed": n_failed,
+                "parsed_share": (n_calls - n_unparsed) / n_calls if n_calls else None,
+                "n_no_score": int(units["score"].isna().sum())})
     return out
+
+
+def _reduce(calls, failures, units, *, task: Task, reducer: str, tie_break: int, orientations: list[str]):
+    """Per-unit rows for each orientation and ``combined``: ``{name: (unit rows, their calls,
+    n_failed)}``, and the table written as patients.csv (patient unit) or units.csv (others)."""
+    import pandas as pd
+
+    from medvlm.aggregate import COMBINED, keyed_rows, patient_rows
+
+    names = [*orientations, COMBINED]
+    if task.unit == "patient":
+        labels = dict(zip(units["patient_id"], units["label"], strict=True))
+        table = patient_rows(calls, labels, task=task, reducer=reducer, tie_break=tie_break,
+                             orientations=orientations)
+        fail_counts = failures.groupby(["patient_id", "orientation"]).size().to_dict() if len(failures) else {}
+        table["n_failed"] = [
+            sum(v for (p, _o), v in fail_counts.items() if p == pid) if o == COMBINED
+            else fail_counts.get((pid, o), 0)
+            for pid, o in zip(table["patient_id"], table["orientation"], strict=True)]
+        parts = {name: table[table["orientation"] == name] for name in names}
+    else:
+        keys = ["patient_id", *task.unit_keys]
+        table = keyed_rows(calls, units, task=task, keys=keys, reducer=reducer, tie_break=tie_break)
+        fails = failures.groupby(keys).size() if len(failures) else pd.Series(dtype=int)
+        table["n_failed"] = [int(fails.get(tuple(k), 0)) for k in table[keys].itertuples(index=False)]
+        parts = {name: table if name == COMBINED else table[table["orientation"] == name] for name in names}
+    out = {}
+    for name, part in parts.items():
+        sub_calls = calls if name == COMBINED else calls[calls["orientation"] == name]
+        out[name] = (part, sub_calls, int(part["n_failed"].sum()))
+    return out, table
 
 
 def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                  backend: Backend | None = None, console: Any = None) -> EvalResult:
-    """Run ``eval-vlm``: every selected slice of every patient of ``config.cohort``, through the cache.
+    """Run ``eval-vlm``: every image of every unit of ``config.cohort`` (the work folder's task decides
+    which), through the cache.
 
     Writes into ``out``: ``slices.csv`` (one row per answered call, so its record count is
     ``metrics.json``'s ``n_calls``; ``raw`` verbatim except carriage returns, written as newlines so that
     an answer stays one CSV record -- count records with a CSV reader, not lines with ``wc -l``;
-    ``choice`` empty when unparsed;
-    ``mass`` = probability mass of the three answers under log-prob scoring), ``failures.csv`` (calls that
-    failed after retries), ``patients.csv`` (per patient and orientation plus ``combined``; ``n_failed``
-    appended), ``predictions.csv`` (the combined prediction per patient),
-    ``predictions_<orientation>.csv``, ``metrics.json`` and ``run.json``. Returns an :class:`EvalResult`
-    whose ``exit_code`` is 1 when some requests failed (they are retried by the next run).
+    ``choice`` empty when unparsed; one probability column per answer code and
+    ``mass`` = their probability mass under log-prob scoring), ``failures.csv`` (calls that
+    failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
+    or ``units.csv`` (slice unit: one row per slice), ``n_failed`` appended, ``predictions.csv`` (all
+    orientations combined), ``predictions_<orientation>.csv``, ``metrics.json`` and ``run.json``.
+    Returns an :class:`EvalResult` whose ``exit_code`` is 1 when some requests failed (they are retried
+    by the next run).
     """
     import pandas as pd
 
     from medvlm._io import write_json_atomic, write_text_atomic
-    from medvlm.aggregate import COMBINED, patient_rows
-    from medvlm.data.cohorts import load_cohort, read_manifest
-    from medvlm.data.slices import count_slices, parse_modalities, patient_slices
+    from medvlm.aggregate import COMBINED
+    from medvlm.data.cohorts import cohort_units, load_cohort, read_manifest
+    from medvlm.data.slices import parse_modalities, unit_images
     from medvlm.runinfo import write_run_info
+    from medvlm.tasks import work_task
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
-    prompt, decoding, reducer = validate_config(config)
-    modalities = parse_modalities(config.modalities)
+    task = work_task(work)
+    config, prompt, decoding, reducer = validate_config(config, task)
+    orientations = list(config.orientations or [])
     cohort = load_cohort(work, config.cohort, fold=config.fold)
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
-    labels = dict(zip(cohort.patient_ids, cohort.labels, strict=True))
+    units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**config.model_dump(mode="json"), "reducer": reducer, "prompt_name": prompt.name,
                   "prompt_sha": prompt.sha, "prompt_text": prompt.text, "work": str(work.resolve()),
-                  "n_patients": len(cohort)}
+                  "n_patients": len(cohort), "task": task.describe()}
     write_run_info(out, kind="vlm", config=run_config)
 
-    counts = [count_slices(manifest.loc[pid], o, selection=config.slices)
-              for pid in cohort.patient_ids for o in config.orientations]
-    total = None if any(c is None for c in counts) else sum(counts) * config.repeats  # type: ignore[misc]
-
-    def images():
-        for pid in cohort.patient_ids:
-            row = manifest.loc[pid]
-            for orientation in config.orientations:
-                for s in patient_slices(row, orientation, selection=config.slices, modalities=modalities):
-                    yield (pid, orientation, s.slice_index), s.png
-
+    total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
+                                modalities=parse_modalities(config.modalities), unit=task.unit)
     own_backend = backend is None
     backend = backend or make_backend(config.backend_config())
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")
     try:
-        asked = ask_images(backend, images(), prompt=prompt, decoding=decoding, repeats=config.repeats,
-                           cache=cache, total=total, progress=config.progress, description="eval-vlm")
+        asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task, repeats=config.repeats,
+                           cache=cache, total=None if total is None else total * config.repeats,
+                           progress=config.progress, description="eval-vlm")
     finally:
         cache.close()
         if own_backend:
             backend.close()
 
-    slices, failures = _slice_frame(asked.answers, order, list(config.orientations))
-    tie = 1 if config.tie_break == "hgg" else 0
-    patients = patient_rows(slices, labels, reducer=reducer, tie_break=tie, orientations=config.orientations)
-    fail_counts = failures.groupby(["patient_id", "orientation"]).size().to_dict() if len(failures) else {}
-    patients["n_failed"] = [
-        sum(v for (p, _o), v in fail_counts.items() if p == pid) if o == COMBINED
-        else fail_counts.get((pid, o), 0)
-        for pid, o in zip(patients["patient_id"], patients["orientation"], strict=True)]
-
-    write_text_atomic(out / "slices.csv", csv_text(slices))
+    calls, failures = _call_frames(asked.answers, order, orientations, task)
+    parts, table = _reduce(calls, failures, units, task=task, reducer=reducer,
+                           tie_break=task.tie_break_label(config.tie_break), orientations=orientations)
+    write_text_atomic(out / "slices.csv", csv_text(calls))
     write_text_atomic(out / "failures.csv", csv_text(failures))
-    write_text_atomic(out / "patients.csv", patients.to_csv(index=False))
-    for name in [*config.orientations, COMBINED]:
-        sub = patients[patients["orientation"] == name]
-        preds = pd.DataFrame({"patient_id": sub["patient_id"], "cohort": config.cohort, "label": sub["label"],
-                              "pred": sub["pred"], "score": sub["score"]}, columns=PREDICTION_COLUMNS)
+    write_text_atomic(out / ("patients.csv" if task.unit == "patient" else "units.csv"), table.to_csv(index=False))
+    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:]]
+    metrics_by_name = {}
+    for name, (part, sub_calls, n_failed) in parts.items():
+        preds = pd.DataFrame({**{k: part[k] for k in ["patient_id", *task.unit_keys]}, "cohort": config.cohort,
+                              "label": part["label"], "pred": part["pred"], "score": part["score"]},
+                             columns=columns)
         target = "predictions.csv" if name == COMBINED else f"predictions_{name}.csv"
         write_text_atomic(out / target, preds.to_csv(index=False))
+        metrics_by_name[name] = _metrics(preds, sub_calls, n_failed, task=task, n_boot=config.n_boot,
+                                         seed=config.boot_seed)
 
-    n_unparsed = int(slices["choice"].isna().sum())
+    n_unparsed = int(calls["choice"].isna().sum())
     metrics = {
-        "orientations": {name: _metrics(patients, name, config.n_boot, config.boot_seed)
-                         for name in [*config.orientations, COMBINED]},
-        "n_calls": len(slices), "n_unparsed": n_unparsed, "n_failed": len(failures),
+        "orientations": metrics_by_name,
+        "n_calls": len(calls), "n_unparsed": n_unparsed, "n_failed": len(failures),
         "n_patients": len(cohort), "cohort": config.cohort, "reducer": reducer, "tie_break": config.tie_break,
         "scoring": config.scoring, "backend": config.backend, "model": config.model,
         "adapter": config.adapter,
         "prompt_sha": prompt.sha, "n_sent": asked.n_sent, "n_cached": asked.n_cached,
     }
+    if task.unit != "patient":
+        metrics["unit"], metrics["n_units"] = task.unit, len(units)
     write_json_atomic(out / "metrics.json", metrics)
     write_run_info(out, kind="vlm", config=run_config)
-    result = EvalResult(out=out, metrics=metrics, n_calls=len(slices), n_unparsed=n_unparsed,
+    result = EvalResult(out=out, metrics=metrics, n_calls=len(calls), n_unparsed=n_unparsed,
                         n_failed=len(failures), n_sent=asked.n_sent, n_cached=asked.n_cached,
                         elapsed_s=time.monotonic() - start)
     if console is not None:

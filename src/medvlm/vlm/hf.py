@@ -19,11 +19,13 @@ def _messages(prompt_text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt_text}]}]
 
 
-def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None = None) -> str:
+def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None = None, *,
+                    prefix: str = ANSWER_PREFIX) -> str:
     """Chat text for one image + prompt.
 
-    - ``answer is None``: ``<user turn with <|image|> and prompt_text><assistant header>Choice:`` -- the
-      model continues with `` 1 Reasoning: ...`` (generate) or its next tokens are scored (logprobs).
+    - ``answer is None``: ``<user turn with <|image|> and prompt_text><assistant header><prefix>`` (the
+      task's answer prefix, ``Choice:``) -- the model continues with `` 1 Reasoning: ...`` (generate) or
+      its next tokens are scored (logprobs).
     - ``answer`` given (0/1/2, or a string): the same text followed by `` <answer>`` and the end of the
       assistant turn, for supervised fine-tuning. A string that already starts with ``Choice:`` is used
       as the whole answer (e.g. ``"Choice: 1 Reasoning: enhancing rim"``).
@@ -39,10 +41,10 @@ def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None =
     """
     head = processor.apply_chat_template(_messages(prompt_text), add_generation_prompt=True, tokenize=False)
     if answer is None:
-        return head + ANSWER_PREFIX
+        return head + prefix
     answer_text = str(answer)
-    if not answer_text.startswith(ANSWER_PREFIX):
-        answer_text = f"{ANSWER_PREFIX} {answer_text}"
+    if not answer_text.startswith(prefix):
+        answer_text = f"{prefix} {answer_text}"
     full = processor.apply_chat_template(
         _messages(prompt_text) + [{"role": "assistant", "content": [{"type": "text", "text": answer_text}]}],
         add_generation_prompt=False, tokenize=False)
@@ -65,22 +67,22 @@ def encode_batch(processor: Any, images: list[Any], texts: list[str]) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- backend
-def answer_token_ids(tokenizer: Any) -> tuple[str, list[int]]:
-    """(separator, ids of "0", "1", "2") such that ``"Choice:" + sep + d`` tokenizes as the tokens of
-    ``"Choice:" + sep`` plus one token for ``d``. Tries ``" "`` first (Llama 3 splits digits off, so the
+def answer_token_ids(tokenizer: Any, prefix: str, codes: tuple[str, ...]) -> tuple[str, list[int]]:
+    """(separator, ids of the ``codes``) such that ``prefix + sep + code`` tokenizes as the tokens of
+    ``prefix + sep`` plus one token for the code. Tries ``" "`` first (Llama 3 splits digits off, so the
     digit follows a space token), then ``""`` (tokenizers with merged ``" 1"`` tokens)."""
     from medvlm.errors import BackendError
 
     for sep in (" ", ""):
-        head = tokenizer(ANSWER_PREFIX + sep, add_special_tokens=False)["input_ids"]
+        head = tokenizer(prefix + sep, add_special_tokens=False)["input_ids"]
         ids = []
-        for digit in ("0", "1", "2") if sep else (" 0", " 1", " 2"):
-            full = tokenizer(ANSWER_PREFIX + sep + digit, add_special_tokens=False)["input_ids"]
+        for code in codes if sep else tuple(" " + c for c in codes):
+            full = tokenizer(prefix + sep + code, add_special_tokens=False)["input_ids"]
             if full[:len(head)] == head and len(full) == len(head) + 1:
                 ids.append(full[-1])
-        if len(ids) == 3 and len(set(ids)) == 3:
+        if len(ids) == len(codes) and len(set(ids)) == len(codes):
             return sep, ids
-    raise BackendError(f"the tokenizer has no single next token for 0, 1 and 2 after {ANSWER_PREFIX!r}; "
+    raise BackendError(f"the tokenizer has no single next token for each of {list(codes)} after {prefix!r}; "
                        "use --scoring generate")
 
 
@@ -102,15 +104,16 @@ class TransformersBackend(Backend):
 
     Batched (``batch_size``, left padding); bf16 on CUDA, float32 elsewhere (``dtype`` overrides);
     optional PEFT adapter. ``generate``: greedy (or sampled, one request at a time with a per-request
-    seed) continuation of :func:`build_chat_text`, parsed as ``"Choice:" + continuation`` (the ``raw``
-    column holds the continuation verbatim). ``logprobs``: one forward pass; softmax over the whole
-    vocabulary at the last position, P of the "0"/"1"/"2" tokens normalised, their mass kept; ``choice``
-    = the most probable of the three and ``raw`` empty. ``structured="choice"`` constrains generation to
-    one of the three digits (the same forward pass; ``raw`` = the digit). ``temperature``/``top_p`` None:
+    seed) continuation of :func:`build_chat_text` after the request's prefix (``raw`` = the continuation
+    verbatim, ``prefill`` = the prefix). ``logprobs``: one forward pass; softmax over the whole
+    vocabulary at the last position, P of each of the request's code tokens and their mass; ``raw``
+    empty. ``structured="choice"`` constrains generation to one of the codes (the same forward pass;
+    ``raw`` = the most probable code). ``temperature``/``top_p`` None:
     the model's ``generation_config`` decides (``do_sample``, ``temperature``, ``top_p``).
     """
 
     name = "transformers"
+    prefills_answer = True
 
     def __init__(self, config: Any) -> None:
         from medvlm.errors import BackendError, require
@@ -148,7 +151,7 @@ class TransformersBackend(Backend):
                                    f"({str(exc).splitlines()[0]})") from exc
         self.model = model.to(self.device).eval()
         self._fingerprint = fingerprint
-        self._digits: tuple[str, list[int]] | None = None
+        self._digits: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
 
     def model_identity(self) -> str:
         return self._fingerprint(self.config.model)
@@ -175,25 +178,24 @@ class TransformersBackend(Backend):
         from PIL import Image
 
         images = [Image.open(io.BytesIO(r.image)).convert("RGB") for r in batch]
-        texts = [build_chat_text(self.processor, r.prompt) + suffix for r in batch]
+        texts = [build_chat_text(self.processor, r.prompt, prefix=r.prefix) + suffix for r in batch]
         inputs = encode_batch(self.processor, images, texts).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
 
-    def _class_probs(self, batch: list[Any]) -> list[tuple[tuple[float, float, float] | None, float]]:
+    def _code_probs(self, batch: list[Any]) -> list[list[float]]:
+        """P(code) at the answer position, one row per request (the batch shares prefix and codes)."""
         import torch
 
-        from medvlm.vlm.types import normalise_probs
-
-        if self._digits is None:
-            self._digits = answer_token_ids(self.processor.tokenizer)
-        sep, ids = self._digits
+        answer = (batch[0].prefix, tuple(batch[0].codes))
+        if answer not in self._digits:
+            self._digits[answer] = answer_token_ids(self.processor.tokenizer, *answer)
+        sep, ids = self._digits[answer]
         inputs = self._inputs(batch, suffix=sep)
         with torch.no_grad():
             logits = self.model(**inputs).logits[:, -1, :].float()
-        probs = torch.softmax(logits, dim=-1)[:, ids].cpu().tolist()
-        return [normalise_probs(*row) for row in probs]
+        return torch.softmax(logits, dim=-1)[:, ids].cpu().tolist()
 
     def samples(self, decoding: Any) -> bool:
         """Whether ``generate`` samples: temperature > 0, or (temperature None) the model's
@@ -227,24 +229,28 @@ class TransformersBackend(Backend):
 
     # ------------------------------------------------------------------ many requests
     def answer(self, requests, decoding):
-        from medvlm.vlm.parsing import parse_choice
-        from medvlm.vlm.types import VLMResponse
+        from medvlm.vlm.types import VLMResponse, normalise_probs
 
         size = 1 if (decoding.scoring == "generate" and self.samples(decoding)) else self.config.batch_size
         batch: list[Any] = []
 
         def run(batch):
             if decoding.scoring == "logprobs" or decoding.structured == "choice":
-                results = self._class_probs(batch)
-                for req, (probs, mass) in zip(batch, results, strict=True):
-                    choice = None if probs is None else max(range(3), key=lambda i: probs[i])
-                    raw = "" if decoding.scoring == "logprobs" else ("" if choice is None else str(choice))
-                    yield req, VLMResponse(raw=raw, choice=choice, probs=probs, mass=mass)
+                for req, row in zip(batch, self._code_probs(batch), strict=True):
+                    raw = ""
+                    if decoding.scoring != "logprobs":
+                        probs, _ = normalise_probs(*row)
+                        raw = "" if probs is None else req.codes[max(range(len(row)), key=lambda i: probs[i])]
+                    yield req, VLMResponse(raw=raw, prefill=req.prefix, code_probs=dict(zip(req.codes, row)),
+                                           mass=float(sum(row)))
             else:
                 for req, text in zip(batch, self._generate(batch, decoding), strict=True):
-                    yield req, VLMResponse(raw=text, choice=parse_choice(ANSWER_PREFIX + text))
+                    yield req, VLMResponse(raw=text, prefill=req.prefix)
 
         for req in requests:
+            if batch and (req.prefix, req.codes) != (batch[0].prefix, batch[0].codes):
+                yield from run(batch)
+                batch = []
             batch.append(req)
             if len(batch) >= size:
                 yield from run(batch)

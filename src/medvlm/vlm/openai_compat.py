@@ -9,12 +9,12 @@
 - Retries on 429, 408, 5xx, timeouts and connection errors with exponential backoff and jitter
   (``Retry-After`` honoured), up to ``max_retries``; then the request is returned as a failure.
   401/403/404 raise :class:`BackendError` at once (every request would fail the same way).
-- ``scoring="logprobs"``: asks for ``logprobs``/``top_logprobs`` and reads P("0"), P("1"), P("2") at the
-  token that carries the answer (the first digit token after ``Choice:``/``"choice":`` or at the start);
-  variants such as ``" 1"`` are summed; a class outside the top-k counts as 0. A server that returns no
-  log-probs raises :class:`BackendError`.
+- ``scoring="logprobs"``: asks for ``logprobs``/``top_logprobs`` and reads P(code) of each of the
+  request's answer codes at the token that carries the answer (the first code token after a colon, or
+  at the start); variants such as ``" 1"`` are summed; a code outside the top-k counts as 0. A server
+  that returns no log-probs raises :class:`BackendError`.
 - ``structured``: ``json`` -> ``response_format`` with a JSON schema (OpenAI, vLLM, Ollama, llama.cpp);
-  ``choice`` -> vLLM's ``guided_choice`` ["0", "1", "2"] (other servers ignore or reject it).
+  ``choice`` -> vLLM's ``guided_choice`` with the request's codes (other servers ignore or reject it).
 """
 
 from __future__ import annotations
@@ -32,19 +32,23 @@ from typing import Any
 
 from medvlm.errors import BackendError, ConfigError
 from medvlm.vlm.backends import Backend, BackendConfig, api_key
-from medvlm.vlm.parsing import parse_choice
-from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse, normalise_probs
+from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 FAILS_BEFORE_REST = 3
 
-JSON_SCHEMA = {
-    "type": "object",
-    "properties": {"choice": {"type": "integer", "enum": [0, 1, 2]}, "reasoning": {"type": "string"}},
-    "required": ["choice", "reasoning"],
-    "additionalProperties": False,
-}
+
+
+def json_schema(codes: tuple[str, ...]) -> dict[str, Any]:
+    """``{"choice": <one of the codes>, "reasoning": "..."}`` as a JSON schema."""
+    return {
+        "type": "object",
+        "properties": {"choice": {"type": "integer", "enum": [int(c) for c in codes]},
+                       "reasoning": {"type": "string"}},
+        "required": ["choice", "reasoning"],
+        "additionalProperties": False,
+    }
 
 
 def data_uri(png: bytes) -> str:
@@ -75,10 +79,10 @@ def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[s
         body["top_logprobs"] = decoding.top_logprobs
     if decoding.structured == "json":
         body["response_format"] = {"type": "json_schema",
-                                   "json_schema": {"name": "glioma_choice", "strict": True,
-                                                   "schema": JSON_SCHEMA}}
+                                   "json_schema": {"name": "answer_choice", "strict": True,
+                                                   "schema": json_schema(request.codes)}}
     elif decoding.structured == "choice":
-        body["guided_choice"] = ["0", "1", "2"]
+        body["guided_choice"] = list(request.codes)
     body.update(decoding.extra_body)
     return body
 
@@ -86,12 +90,12 @@ def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[s
 _BEFORE_ANSWER = re.compile(r"(?:^|:)\s*[\"'(\[<]?\s*$")
 
 
-def answer_probs(content: list[dict[str, Any]]) -> tuple[tuple[float, float, float] | None, float | None]:
-    """Class probabilities from chat-completions ``logprobs.content``.
+def answer_probs(content: list[dict[str, Any]], codes: tuple[str, ...]) -> dict[str, float] | None:
+    """P(code) of each answer code from chat-completions ``logprobs.content``.
 
-    Finds the first token that is a bare 0/1/2 digit (spaces allowed) with nothing but markup before it
-    or right after a colon (``Choice: 1``, ``{"choice": 1``); sums ``exp(logprob)`` of the top-k entries
-    per digit. Returns (normalised probs, mass) or (None, None) when no answer token is found.
+    Finds the first token that is a bare code (spaces allowed) with nothing but markup before it or
+    right after a colon (``Choice: 1``, ``{"choice": 1``); sums ``exp(logprob)`` of the top-k entries
+    per code (a code outside the top-k: 0). Returns None when no answer token is found.
 
     >>> content = [{"token": "Choice", "logprob": 0.0, "top_logprobs": []},
     ...            {"token": ":", "logprob": 0.0, "top_logprobs": []},
@@ -99,28 +103,26 @@ def answer_probs(content: list[dict[str, Any]]) -> tuple[tuple[float, float, flo
     ...                {"token": " 1", "logprob": math.log(0.6)}, {"token": "1", "logprob": math.log(0.1)},
     ...                {"token": " 0", "logprob": math.log(0.2)},
     ...                {"token": " The", "logprob": math.log(0.1)}]}]
-    >>> probs, mass = answer_probs(content)
-    >>> [round(p, 4) for p in probs], round(mass, 4)
-    ([0.2222, 0.7778, 0.0], 0.9)
+    >>> {c: round(p, 4) for c, p in answer_probs(content, ("0", "1", "2")).items()}
+    {'0': 0.2, '1': 0.7, '2': 0.0}
     """
     text = ""
     for entry in content:
         token = str(entry.get("token", ""))
-        if token.strip() in ("0", "1", "2"):
+        if token.strip() in codes:
             before = re.sub(r"[*_`#]", "", text)
             if _BEFORE_ANSWER.search(before):
-                p = [0.0, 0.0, 0.0]
+                p = dict.fromkeys(codes, 0.0)
                 tops = entry.get("top_logprobs") or [{"token": token, "logprob": entry.get("logprob")}]
                 seen = set()
                 for top in tops:
                     t = str(top.get("token", ""))
-                    if t.strip() in ("0", "1", "2") and t not in seen and top.get("logprob") is not None:
+                    if t.strip() in p and t not in seen and top.get("logprob") is not None:
                         seen.add(t)
-                        p[int(t.strip())] += math.exp(float(top["logprob"]))
-                probs, mass = normalise_probs(*p)
-                return probs, mass
+                        p[t.strip()] += math.exp(float(top["logprob"]))
+                return p
         text += token
-    return None, None
+    return None
 
 
 class _Fatal(Exception):
@@ -232,7 +234,7 @@ class OpenAIBackend(Backend):
                     except ValueError:
                         last_error = f"{url}: HTTP 200 with a body that is not JSON"
                         continue
-                    return self._read(data, decoding, url)
+                    return self._read(data, decoding, url, request.codes)
                 text = resp.text[:200].replace("\n", " ")
                 last_error = f"{url}: HTTP {status}: {text}"
                 if status in (401, 403):
@@ -253,13 +255,13 @@ class OpenAIBackend(Backend):
                 time.sleep(self._delay(attempt, retry_after))
         return VLMResponse(error=f"failed after {self.config.max_retries + 1} attempts; last: {last_error}")
 
-    def _read(self, data: dict[str, Any], decoding: Decoding, url: str) -> VLMResponse:
+    def _read(self, data: dict[str, Any], decoding: Decoding, url: str, codes: tuple[str, ...]) -> VLMResponse:
         try:
             choice0 = data["choices"][0]
             raw = choice0["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
             return VLMResponse(error=f"{url}: unexpected response shape: {str(data)[:200]}")
-        response = VLMResponse(raw=raw, choice=parse_choice(raw))
+        response = VLMResponse(raw=raw, finish_reason=choice0.get("finish_reason"))
         if decoding.scoring == "logprobs":
             logprobs = choice0.get("logprobs") or {}
             content = logprobs.get("content") if isinstance(logprobs, dict) else None
@@ -267,10 +269,9 @@ class OpenAIBackend(Backend):
                 raise _Fatal(f"{url} returned no logprobs for model {self.config.model!r}: the server "
                              "does not "
                              "support them; use --scoring generate")
-            probs, mass = answer_probs(content)
-            response.probs, response.mass = probs, mass
-            if probs is not None:
-                response.choice = max(range(3), key=lambda i: probs[i])
+            code_probs = answer_probs(content, codes)
+            if code_probs is not None:
+                response.code_probs, response.mass = code_probs, float(sum(code_probs.values()))
         return response
 
     # ------------------------------------------------------------------ many requests

@@ -1,42 +1,33 @@
-"""Read the class out of what a VLM wrote: 0 (LGG), 1 (HGG), 2 (no glioma), or None.
+"""Read the answer code out of what a VLM wrote: a code index (0, 1, ...) or None. Knows no task.
 
-The parser accepts what real models write -- ``"Choice: 1 Reasoning: ..."``, the choice on its own line
-after blank lines or a heading (``"## Choice\\n\\n1"``), markdown emphasis (``"**Choice:** 0"``), JSON
-(``{"choice": 1}``, also inside a code fence), a bare digit, or a class name after the keyword
-(``"Choice: High Grade Glioma"``) -- and never guesses: no keyword, an echoed template
-(``"Choice: <0, 1, or 2>"``), a hedge (``"1 or 2"``) or two different choices give None (counted as
-unparsed; the raw text is kept verbatim elsewhere).
+A task builds one :class:`ChoiceParser` from its answer codes (digits ``0..n-1``) and, optionally, the
+words that name each answer (regexes, e.g. a class name). The parser accepts what real models write --
+``"Choice: 1 Reasoning: ..."``, the choice on its own line after blank lines or a heading
+(``"## Choice\\n\\n1"``), markdown emphasis (``"**Choice:** 0"``), JSON (``{"choice": 1}``, also inside
+a code fence), a bare digit, or an answer's name after the keyword -- and never guesses: no keyword, an
+echoed template (``"Choice: <0, 1, or 2>"``), a hedge (``"1 or 2"``) or two different choices give None
+(counted as unparsed; the raw text is kept verbatim elsewhere).
 
->>> parse_choice("Choice: 1 Reasoning: enhancing rim, necrosis")
+>>> parse = ChoiceParser(3, names=[(r"\\bred\\b", 0), (r"\\bblue\\b", 1)])
+>>> parse("Choice: 1 Reasoning: looks blue")
 1
->>> parse_choice("**Choice:** 0")
+>>> parse("**Choice:** 0")
 0
->>> parse_choice('{"choice": 2, "reasoning": "normal"}')
+>>> parse('{"choice": 2, "reasoning": "neither"}')
 2
->>> parse_choice("This looks like a high grade glioma.") is None
-True
+>>> parse("Choice: red."), parse("It looks red.") is None
+(0, True)
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 
 _KEYWORD = r"(?:choice|answer|classification|final\s+answer)"
-_DIGIT = re.compile(
-    rf"\b{_KEYWORD}\b[\"']?[^\S\n]*(?:is)?[^\S\n]*[:=\-]?\s*[\(\[<\"']?\s*([0-2])(?!\d|\.\d)"
-    r"(?!\s*[,/]\s*\d)(?!\s*(?:or|and)\s+\d)",
-    re.IGNORECASE,
-)
-_NAMES = [
-    (re.compile(r"no\s+glioma|no\s+tumou?r|healthy|normal", re.I), 2),
-    (re.compile(r"low[\s-]*grade(?:\s+glioma)?|\blgg\b", re.I), 0),
-    (re.compile(r"high[\s-]*grade(?:\s+glioma)?|\bhgg\b", re.I), 1),
-]
-_NAME_AFTER_KEYWORD = re.compile(rf"\b{_KEYWORD}\b[^\S\n]*[:=\-]\s*([^\n.,;(]*)", re.IGNORECASE)
-_BARE = re.compile(r"^\s*[\(\[]?([0-2])[\)\]]?\s*[.:]?\s*$")
-_FIRST_LINE = re.compile(r"^\s*[\(\[]?([0-2])[\)\]]?(?:\s*[.:\-\u2013\u2014]\s+|\s+-\s+|\s*$)")
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
+_JSON_KEYS = ("choice", "answer", "class", "label")
 
 
 def _clean(text: str) -> str:
@@ -46,58 +37,80 @@ def _clean(text: str) -> str:
     return text
 
 
-def _from_json(text: str) -> tuple[bool, int | None]:
-    """(found a JSON object with a choice key, its value if valid)."""
-    for match in _JSON_OBJECT.finditer(text):
-        try:
-            obj = json.loads(match.group(0))
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(obj, dict):
-            continue
-        for key, value in obj.items():
-            if str(key).strip().lower() in ("choice", "answer", "class", "label"):
-                if isinstance(value, bool):
+class ChoiceParser:
+    """``parser(text) -> code index or None`` for answer codes ``0..n_codes-1`` (1 to 10 codes).
+
+    ``names``: ``(regex, code)`` pairs naming answers in words (case-insensitive), read only right
+    after the keyword (``"Choice: <name>"``); a fragment naming two different codes gives None.
+    Never raises.
+    """
+
+    def __init__(self, n_codes: int, *, names: Sequence[tuple[str, int]] = ()) -> None:
+        if not 1 <= n_codes <= 10:
+            raise ValueError("a choice parser reads single-digit codes: 1 to 10 of them")
+        self.n_codes = n_codes
+        d = f"[0-{n_codes - 1}]"
+        self._digit = re.compile(
+            rf"\b{_KEYWORD}\b[\"']?[^\S\n]*(?:is)?[^\S\n]*[:=\-]?\s*[\(\[<\"']?\s*({d})(?!\d|\.\d)"
+            r"(?!\s*[,/]\s*\d)(?!\s*(?:or|and)\s+\d)",
+            re.IGNORECASE,
+        )
+        self._names = [(re.compile(pattern, re.IGNORECASE), int(code)) for pattern, code in names]
+        self._name_after_keyword = re.compile(rf"\b{_KEYWORD}\b[^\S\n]*[:=\-]\s*([^\n.,;(]*)", re.IGNORECASE)
+        self._bare = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?\s*[.:]?\s*$")
+        self._first_line = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?(?:\s*[.:\-\u2013\u2014]\s+|\s+-\s+|\s*$)")
+        self._codes = {str(i) for i in range(n_codes)}
+
+    def _from_json(self, text: str) -> tuple[bool, int | None]:
+        """(found a JSON object with a choice key, its value if valid)."""
+        for match in _JSON_OBJECT.finditer(text):
+            try:
+                obj = json.loads(match.group(0))
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            for key, value in obj.items():
+                if str(key).strip().lower() in _JSON_KEYS:
+                    if isinstance(value, bool):
+                        return True, None
+                    if isinstance(value, int) and 0 <= value < self.n_codes:
+                        return True, value
+                    if isinstance(value, str) and value.strip() in self._codes:
+                        return True, int(value.strip())
                     return True, None
-                if isinstance(value, int) and value in (0, 1, 2):
-                    return True, value
-                if isinstance(value, str) and value.strip() in ("0", "1", "2"):
-                    return True, int(value.strip())
-                return True, None
-    return False, None
+        return False, None
 
+    def _name_choice(self, fragment: str) -> int | None:
+        hits = {code for pattern, code in self._names if pattern.search(fragment)}
+        return hits.pop() if len(hits) == 1 else None
 
-def _name_choice(fragment: str) -> int | None:
-    hits = {code for pattern, code in _NAMES if pattern.search(fragment)}
-    return hits.pop() if len(hits) == 1 else None
-
-
-def parse_choice(text: str | None) -> int | None:
-    """The unambiguous choice in ``text`` (0 LGG, 1 HGG, 2 no glioma) or None. Never raises."""
-    if not text or not text.strip():
+    def __call__(self, text: str | None) -> int | None:
+        if not text or not text.strip():
+            return None
+        found, value = self._from_json(text)
+        if found:
+            return value
+        clean = _clean(text)
+        digits = {int(m.group(1)) for m in self._digit.finditer(clean)}
+        if len(digits) == 1:
+            return digits.pop()
+        if len(digits) > 1:
+            return None
+        names = set()
+        for match in self._name_after_keyword.finditer(clean):
+            code = self._name_choice(match.group(1))
+            if code is not None:
+                names.add(code)
+        if len(names) == 1:
+            return names.pop()
+        if len(names) > 1:
+            return None
+        bare = self._bare.match(clean)
+        if bare:
+            return int(bare.group(1))
+        first = next((line for line in clean.splitlines() if line.strip()), "")
+        match = self._first_line.match(first)
+        if match and not re.search(r"\d", clean[clean.find(first) + match.end():].split("\n", 1)[0][:3]):
+            return int(match.group(1))
         return None
-    found, value = _from_json(text)
-    if found:
-        return value
-    clean = _clean(text)
-    digits = {int(m.group(1)) for m in _DIGIT.finditer(clean)}
-    if len(digits) == 1:
-        return digits.pop()
-    if len(digits) > 1:
-        return None
-    names = set()
-    for match in _NAME_AFTER_KEYWORD.finditer(clean):
-        code = _name_choice(match.group(1))
-        if code is not None:
-            names.add(code)
-    if len(names) == 1:
-        return names.pop()
-    if len(names) > 1:
-        return None
-    if _BARE.match(clean):
-        return int(_BARE.match(clean).group(1))  # type: ignore[union-attr]
-    first = next((line for line in clean.splitlines() if line.strip()), "")
-    match = _FIRST_LINE.match(first)
-    if match and not re.search(r"\d", clean[clean.find(first) + match.end():].split("\n", 1)[0][:3]):
-        return int(match.group(1))
-    return None

@@ -20,7 +20,7 @@ class Decoding(BaseModel):
     the ``openai`` backend leaves the field out of the request, ``transformers`` uses the model's
     ``generation_config`` (None is a cache-key value of its own; numbers key as they always did).
     ``seed``: base sampling seed (request seed = seed + repeat index), so repeats of a sampled answer
-    differ but reproduce. ``structured``: output constraint (``choice`` = one of "0"/"1"/"2", ``json`` =
+    differ but reproduce. ``structured``: output constraint (``choice`` = one of the request's answer codes, ``json`` =
     ``{"choice", "reasoning"}``). ``extra_body``: extra JSON fields sent to an OpenAI-compatible
     server as is.
     """
@@ -43,28 +43,48 @@ class Decoding(BaseModel):
 @dataclass(frozen=True)
 class VLMRequest:
     """One model call: an image (PNG bytes) and a prompt, the ``repeat``-th time. ``meta`` is opaque to
-    backends (the engine puts ``(patient_id, orientation, slice_index)`` there); ``key`` is the cache key."""
+    backends (the engine puts the unit's key there); ``key`` is the cache key.
+
+    ``codes``: the answer codes to score under log-prob scoring (``("0", "1", "2")``); ``prefix``: the
+    text an answer starts with (``"Choice:"``), which a backend that writes the start of the model's
+    turn itself puts there. Both come from the task; a backend knows no labels.
+    """
 
     key: str
     image: bytes
     prompt: str
     repeat: int
     meta: tuple = ()
+    codes: tuple[str, ...] = ()
+    prefix: str = ""
 
 
 @dataclass
 class VLMResponse:
-    """What came back: ``raw`` text (verbatim), ``choice`` (0/1/2/None), class ``probs``
-    ``(p_lgg, p_hgg, p_ng)`` normalised over the three answers and ``mass`` (their share of the full
-    next-token distribution) for log-prob scoring; ``error`` set when the call failed after retries."""
+    """What came back, as the backend saw it (no labels):
+
+    - ``raw``: the model's text, verbatim; ``prefill``: text the backend wrote before it (the request's
+      ``prefix`` when the backend starts the model's turn itself, else ""), so the full answer is
+      ``prefill + raw``;
+    - ``code_probs``: log-prob scoring, ``{code: P(code)}`` (``exp`` of the log-prob, summed over a
+      code's token variants; 0 for a code outside the returned top-k) and ``mass`` (their share of the
+      next-token distribution);
+    - ``finish_reason`` as the backend reported it; ``error`` set when the call failed after retries.
+
+    ``choice`` (an answer code index or None) and ``probs`` (normalised over the codes) are filled by
+    the engine from the task's parser (:func:`medvlm.vlm.records.interpret`), never by a backend.
+    """
 
     raw: str | None = None
-    choice: int | None = None
-    probs: tuple[float, float, float] | None = None
+    prefill: str = ""
+    code_probs: dict[str, float] | None = None
     mass: float | None = None
+    finish_reason: str | None = None
     error: str | None = None
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    choice: int | None = None
+    probs: tuple[float, ...] | None = None
 
     @property
     def failed(self) -> bool:
@@ -75,26 +95,35 @@ def image_sha(image: bytes) -> str:
     return hashlib.sha256(image).hexdigest()
 
 
+#: what every request asked for before tasks named their answers: keys of such requests stay as they were
+_V1_ANSWER = ("Choice:", ("0", "1", "2"))
+
+
 def cache_key(*, backend: str, model: str, adapter: str | None, prompt: str, image: bytes,
-              decoding: Decoding, repeat: int) -> str:
+              decoding: Decoding, repeat: int, prefix: str = _V1_ANSWER[0],
+              codes: tuple[str, ...] = _V1_ANSWER[1]) -> str:
     """SHA-256 over what changes the answer (never timeouts, retries, server URLs or concurrency).
 
-    ``model``/``adapter`` are identities (a name, or a fingerprint of a local folder).
+    ``model``/``adapter`` are identities (a name, or a fingerprint of a local folder); ``prefix`` and
+    ``codes`` (the answer prefix and the codes scored) enter the key only when they differ from what
+    every request asked before tasks existed, so caches written then keep their keys.
     """
-    payload = {
+    payload: dict[str, Any] = {
         "v": 1, "backend": backend, "model": model, "adapter": adapter, "prompt": prompt,
         "image": image_sha(image), "decoding": decoding.model_dump(mode="json"), "repeat": int(repeat),
     }
+    if (prefix, tuple(codes)) != _V1_ANSWER:
+        payload["answer"] = {"prefix": prefix, "codes": list(codes)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def normalise_probs(p0: float, p1: float, p2: float) -> tuple[tuple[float, float, float] | None, float]:
-    """Raw probabilities of the three answer tokens -> (normalised triple or None if all 0, their mass).
+def normalise_probs(*p: float) -> tuple[tuple[float, ...] | None, float]:
+    """Raw probabilities of the answer codes -> (normalised tuple or None if all 0, their mass).
 
     >>> normalise_probs(1.0, 3.0, 0.0)
     ((0.25, 0.75, 0.0), 4.0)
     """
-    mass = float(p0 + p1 + p2)
+    mass = float(sum(p))
     if mass <= 0:
         return None, 0.0
-    return (p0 / mass, p1 / mass, p2 / mass), mass
+    return tuple(x / mass for x in p), mass

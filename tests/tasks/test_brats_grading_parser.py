@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medvlm.vlm.parsing import parse_choice
+from medvlm.tasks.brats_grading import parse_grade
 from medvlm.vlm.prompts import ANSWER_PREFIX
 
 CASES = [
@@ -65,9 +65,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("text", "expected"), CASES)
-def test_parse_choice(text, expected):
-    assert parse_choice(text) == expected
+def test_parse_grade(text, expected):
+    assert parse_grade(text) == expected
 
 
 def test_repeated_consistent_choice_is_fine():
-    assert parse_choice("Choice: 1\n\nSummary: Choice: 1") == 1
+    assert parse_grade("Choice: 1\n\nSummary: Choice: 1") == 1

@@ -1,0 +1,78 @@
+"""Tasks: what is asked, of which data, and how answers become predictions (one file per task).
+
+``TASKS`` maps a task name to its :class:`~medvlm.tasks.base.Task` (lazy ``"module:TASK"`` targets);
+:func:`get_task` looks one up ("did you mean" on a miss), :func:`work_task` reads the task a work folder
+was prepared for (``WORK/task.json``; a work folder from before tasks existed is ``brats-grading``).
+
+Adding a task: one module here declaring ``TASK = Task(...)``, one ``TASKS.register`` line below
+(``docs/internals.md``, "Adding a task").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medvlm.registry import Registry
+from medvlm.tasks.base import AnswerCode, Task
+
+__all__ = ["DEFAULT_TASK", "TASKS", "AnswerCode", "Task", "get_task", "work_task", "write_work_task"]
+
+TASKS = Registry("task")
+TASKS.register("brats-grading", "medvlm.tasks.brats_grading:TASK")
+TASKS.register("brats-tumour", "medvlm.tasks.brats_tumour:TASK")
+
+#: the study, and the task of every work folder without a task.json
+DEFAULT_TASK = "brats-grading"
+TASK_FILE = "task.json"
+
+
+def get_task(name: str | Task | None = None) -> Task:
+    """The registered task ``name`` (None: :data:`DEFAULT_TASK`); a Task is returned as is."""
+    if isinstance(name, Task):
+        return name
+    return TASKS.get(name or DEFAULT_TASK)
+
+
+def all_tasks() -> list[Task]:
+    return [get_task(name) for name in TASKS.names()]
+
+
+def work_task(work: str | Path) -> Task:
+    """The task ``WORK`` was prepared for (``WORK/task.json``; absent = :data:`DEFAULT_TASK`)."""
+    from medvlm.errors import DataError
+
+    path = Path(work) / TASK_FILE
+    if not path.is_file():
+        return get_task(DEFAULT_TASK)
+    try:
+        name = json.loads(path.read_text(encoding="utf-8"))["name"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a readable task record ({exc})") from exc
+    return get_task(name)
+
+
+def write_work_task(work: str | Path, task: Task) -> None:
+    """Record in ``WORK/task.json`` which task the folder was prepared for."""
+    from medvlm._io import write_json_atomic
+
+    write_json_atomic(Path(work) / TASK_FILE, task.describe())
+
+
+def prepare_work(data: str | Path, out: str | Path, task: str | Task | None = None, **options):
+    """``medvlm prepare DATA --out WORK --task NAME``: the task's own preparation, then ``WORK/task.json``.
+
+    A work folder already prepared for another task is refused (its volumes and units would be mixed
+    with this task's): give another ``--out``. ``options`` go to the task's ``prepare`` function.
+    """
+    from medvlm.errors import ConfigError
+
+    task = get_task(task)
+    if (Path(out) / TASK_FILE).is_file() or (Path(out) / "manifest.csv").is_file():
+        previous = work_task(out)
+        if previous.name != task.name:
+            raise ConfigError(f"--out {out}: prepared for task {previous.name!r}, not {task.name!r}; "
+                              "give another --out")
+    result = task.function("prepare")(data, out, **options)
+    write_work_task(result.work, task)
+    return result

@@ -1,0 +1,164 @@
+"""What a task is: its classes, answer codes and parser, its unit, and where its data and views live.
+
+A task is one frozen :class:`Task` declared in one module of ``medvlm.tasks`` and registered by name in
+:data:`medvlm.tasks.TASKS`. Everything generic (backends, cache, engine, aggregation, metrics, report)
+takes its class names, answer codes, column names and parser from the task -- never from a constant of
+its own.
+
+Conventions: class ``i`` of ``classes`` has label ``i``; answer code ``i`` (the digit the prompt asks
+for) means class ``i`` for ``i < len(classes)``; codes beyond the classes abstain (e.g. "no glioma").
+The positive class of a binary task is the one whose probability is ``score``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from medvlm.vlm.parsing import ChoiceParser
+
+UNITS = ("patient", "slice", "image")
+#: key columns of one prediction row, per unit (patient_id is always there)
+UNIT_KEYS = {"patient": [], "slice": ["orientation", "slice_index"], "image": ["image_id"]}
+
+
+def slug(name: str) -> str:
+    """A column-safe lower-case name: ``"no tumour"`` -> ``"no_tumour"``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class AnswerCode:
+    """One answer a prompt asks for: its digit is its index in :attr:`Task.answers`.
+
+    ``name``: shown in reports (``"LGG"``, ``"no glioma"``); ``prob_column``/``count_column``: its
+    columns in slices.csv (class probability) and patients.csv (vote count).
+    """
+
+    name: str
+    prob_column: str
+    count_column: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """One imaging task. See the module docstring for the label and answer conventions.
+
+    - ``classes``: class names in label order; ``positive``: the positive class (binary tasks).
+    - ``answers``: the answer codes the prompt asks for (the first ``len(classes)`` are the classes).
+    - ``parser``: raw answer text -> answer code or None; ``parser_version`` is recorded in run.json
+      (bump it when the parser changes what it reads; cached raw answers are re-parsed for free).
+    - ``answer_prefix``: the text an answer starts with (``"Choice:"``); a backend that writes the
+      start of the model's turn itself (transformers) ends its prompt with it.
+    - ``unit``: what one row of predictions.csv is (``patient``, ``slice`` or ``image``).
+    - ``share_column``: name of the per-patient share of positive votes in patients.csv.
+    - ``prompts``: the built-in prompt names of this task, the first one the default.
+    - ``orientations``/``modalities``/``default_modalities``: the views a VLM may ask for.
+    - ``cnn_model``: the default ``train-cnn --model``.
+    - ``source``: lazy ``"module:attr"`` targets of the task's data functions: ``prepare`` (DATA ->
+      WORK), ``synth`` (a synthetic cohort for tests), ``units`` (WORK, cohort ids -> prediction units
+      with labels), ``vlm_images`` (a unit -> rendered images), ``cnn_dataset``.
+    """
+
+    name: str
+    description: str
+    classes: tuple[str, ...]
+    positive: str | None
+    answers: tuple[AnswerCode, ...]
+    parser: Callable[[str | None], int | None]
+    parser_version: str
+    unit: Literal["patient", "slice", "image"]
+    answer_prefix: str = "Choice:"
+    share_column: str = "share"
+    prompts: tuple[str, ...] = ("seed",)
+    orientations: tuple[str, ...] = ()
+    default_orientations: tuple[str, ...] = ()
+    modalities: tuple[str, ...] = ()
+    default_modalities: tuple[str, ...] = ()
+    cnn_model: str = "small3d"
+    cnn_spatial_dims: int = 3
+    default_slices: str = "tumour"
+    source: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"task {self.name}: unit must be one of {UNITS}")
+        if len(self.answers) < len(self.classes):
+            raise ValueError(f"task {self.name}: every class needs an answer code")
+        if self.positive is not None and self.positive not in self.classes:
+            raise ValueError(f"task {self.name}: positive {self.positive!r} is not a class")
+
+    # ---------------------------------------------------------------- derived, never stored twice
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def positive_label(self) -> int:
+        """Label of the positive class (the last class when none is named)."""
+        return self.classes.index(self.positive) if self.positive is not None else self.n_classes - 1
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The answer codes as the digits a model writes: ``("0", "1", "2")``."""
+        return tuple(str(i) for i in range(len(self.answers)))
+
+    @property
+    def prob_columns(self) -> list[str]:
+        return [a.prob_column for a in self.answers]
+
+    @property
+    def count_columns(self) -> list[str]:
+        return [a.count_column for a in self.answers]
+
+    @property
+    def answer_names(self) -> dict[str, str]:
+        """``{"0": "LGG", ...}``: code -> name."""
+        return {str(i): a.name for i, a in enumerate(self.answers)}
+
+    @property
+    def unit_keys(self) -> list[str]:
+        return list(UNIT_KEYS[self.unit])
+
+    @property
+    def default_prompt(self) -> str:
+        return self.prompts[0]
+
+    def tie_break_label(self, name: str | None) -> int:
+        """``--tie-break`` (a class name, any case; None = the positive class) -> its label."""
+        from medvlm.registry import check_choice
+
+        if name is None:
+            return self.positive_label
+        names = [c.lower() for c in self.classes]
+        return names.index(check_choice("tie_break", name.lower(), names))
+
+    def tie_break_name(self, name: str | None) -> str:
+        return self.classes[self.tie_break_label(name)].lower()
+
+    def function(self, what: str) -> Callable[..., Any]:
+        """The task's data function ``what`` (lazy ``"module:attr"``)."""
+        import importlib
+
+        from medvlm.errors import ConfigError
+
+        target = self.source.get(what)
+        if target is None:
+            raise ConfigError(f"task {self.name!r} has no {what!r}")
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON description (``medvlm tasks --json``; run.json's ``task``)."""
+        return {"name": self.name, "description": self.description, "classes": list(self.classes),
+                "positive": self.positive, "unit": self.unit,
+                "answers": {str(i): a.name for i, a in enumerate(self.answers)},
+                "parser_version": self.parser_version, "prompts": list(self.prompts),
+                "cnn_model": self.cnn_model}
+
+
+def choice_parser(n_codes: int, names: list[tuple[str, int]]) -> ChoiceParser:
+    """A task's parser (see :class:`medvlm.vlm.parsing.ChoiceParser`)."""
+    return ChoiceParser(n_codes, names=names)

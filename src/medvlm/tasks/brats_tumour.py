@@ -1,0 +1,39 @@
+"""``brats-tumour``: does this slice show tumour? (no tumour 0, tumour 1; one prediction per slice).
+
+The control a reader wants before believing any grading result: a VLM that cannot tell tumour slices
+from tumour-free slices of the same brains cannot grade them. Same BraTS data as ``brats-grading``,
+prepared with the whole brain kept (:mod:`medvlm.data.brats_tumour`): tumour slices are labelled 1, a
+seeded, equal number of tumour-free brain slices 0, slices with only a sliver of tumour left out.
+Bootstrap CIs resample patients (all slices of a patient together); the CNN is a 2D network.
+"""
+
+from __future__ import annotations
+
+from medvlm.tasks.base import AnswerCode, Task, choice_parser
+from medvlm.tasks.brats_grading import MODALITIES, ORIENTATIONS
+
+ANSWER_WORDS = [
+    (r"\bno\s+tumou?r\b|\bnormal\b|\bhealthy\b|\btumou?r[\s-]*free\b", 0),
+    (r"(?<!no )\btumou?r\b(?![\s-]*free)|\blesion\b|\bglioma\b", 1),
+]
+
+TASK = Task(
+    name="brats-tumour",
+    description="BraTS 2020: does this slice show tumour? One prediction per slice: no tumour (0), tumour (1)",
+    classes=("no tumour", "tumour"),
+    positive="tumour",
+    answers=(AnswerCode("no tumour", "p_no_tumour", "n_no_tumour"), AnswerCode("tumour", "p_tumour", "n_tumour")),
+    parser=choice_parser(2, ANSWER_WORDS),
+    parser_version="1",
+    unit="slice",
+    share_column="tumour_share",
+    prompts=("tumour",),
+    orientations=ORIENTATIONS,
+    default_orientations=("axial",),
+    modalities=MODALITIES,
+    default_modalities=("flair",),
+    cnn_model="densenet2d",
+    cnn_spatial_dims=2,
+    default_slices="all",
+    source={"prepare": "medvlm.data.brats_tumour:prepare_tumour", "synth": "medvlm.data.synth:synth_cohort"},
+)
