@@ -5,7 +5,7 @@ synthetic cohort), preprocessing, the split, one or more CNNs, one or more VLM e
 runs, LoRA/QLoRA fine-tuning (each followed by an evaluation of the fine-tuned model exactly like the
 general one) and the report. Each run section holds the same fields as the matching command's config
 (:class:`medvlm.cnn.train.CNNConfig`, :class:`medvlm.vlm.engine.VLMEvalConfig`,
-:class:`medvlm.finetune.config.FinetuneConfig`, :class:`medvlm.consistency.ConsistencyConfig`) plus a
+:class:`medvlm.finetune.config.FinetuneConfig`, :class:`medvlm.consistency.config.ConsistencyConfig`) plus a
 ``name``. Unknown keys are rejected with a "did you mean".
 
 ``model: tiny`` (or ``base_model: tiny``) stands for the tiny randomly initialised
@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medvlm.cnn.train import CNNConfig
-from medvlm.consistency import ConsistencyConfig
+from medvlm.consistency.config import ConsistencyConfig
 from medvlm.errors import ConfigError
 from medvlm.finetune.config import FinetuneConfig
 from medvlm.registry import did_you_mean

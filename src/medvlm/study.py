@@ -214,7 +214,8 @@ def _pick_patient(p: _Paths, grade: str) -> str:
 
 
 def _stage_consistency(p: _Paths, run: Any, progress: bool) -> StageRecord:
-    from medvlm.consistency import ConsistencyConfig, run_consistency
+    from medvlm.consistency.config import ConsistencyConfig
+    from medvlm.consistency.run import run_consistency
 
     fields = _fields(run, drop=("name", "pick"))
     fields["model"] = p.model(fields["model"])

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from medvlm.cli import invoke as _run
-from medvlm.consistency import CSV_COLUMNS, fleiss_kappa
+from medvlm.consistency.run import CSV_COLUMNS
+from medvlm.consistency.stats import fleiss_kappa
 
 
 def _vlm_helpers():
@@ -196,7 +197,7 @@ def test_cohort_mode_central_slices_and_figure(cons_work, tmp_path):
     expect = [sum(str(c) == str(i["label"]) for c in csv[csv.patient_id == i["patient_id"]]["choice"]) / 12
               for i in s["per_image"]]
     assert math.isclose(s["expected_accuracy"], sum(expect) / 4)
-    from medvlm.consistency import agreement_figure
+    from medvlm.consistency.figures import agreement_figure
 
     fig = agreement_figure(s)
     assert len(fig.axes[0].patches) == 4 * 4

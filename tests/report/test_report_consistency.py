@@ -8,7 +8,7 @@ import shutil
 
 from report_runs import SCRIPT, make_cnn_run, make_finetune_run, make_vlm_run
 
-from medvlm.consistency import summarize_answers, summarize_images
+from medvlm.consistency.stats import summarize_answers, summarize_images
 from medvlm.report.html import html_table, render_report
 from medvlm.runinfo import write_run_info
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medvlm.consistency import ConsistencyConfig
+from medvlm.consistency.config import ConsistencyConfig
 from medvlm.vlm.backends import BackendConfig
 from medvlm.vlm.engine import VLMEvalConfig
 from medvlm.vlm.options import BackendOptions

@@ -1,5 +1,5 @@
 """``medvlm consistency``: the same image and prompt N times (a thin wrapper over
-:func:`medvlm.consistency.run_consistency`).
+:func:`medvlm.consistency.run.run_consistency`).
 
 The backend options are ``eval-vlm``'s (one definition each in :mod:`medvlm.cli.vlm`, defaults from
 :class:`medvlm.vlm.options.BackendOptions`), except where consistency needs something else:
@@ -87,7 +87,8 @@ def consistency_cmd(
     """
     from rich.console import Console
 
-    from medvlm.consistency import ConsistencyConfig, run_consistency
+    from medvlm.consistency.config import ConsistencyConfig
+    from medvlm.consistency.run import run_consistency
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,

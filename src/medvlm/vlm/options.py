@@ -2,7 +2,7 @@
 sections inherit them too): which backend and model, how to reach it, how to ask, where to cache.
 
 :class:`BackendOptions` is the common pydantic base of :class:`medvlm.vlm.engine.VLMEvalConfig` and
-:class:`medvlm.consistency.ConsistencyConfig`; its field names and defaults are part of the contract
+:class:`medvlm.consistency.config.ConsistencyConfig`; its field names and defaults are part of the contract
 (YAML keys of ``medvlm run``, keys of ``run.json``). Only pydantic is imported here.
 """
 

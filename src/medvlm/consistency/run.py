@@ -1,0 +1,354 @@
+"""A consistency run: render the images (:func:`select_images`, :func:`central_tumour_slice`), ask each
+``repeats`` times per prompt and temperature (:func:`run_consistency`), write ``consistency.csv``,
+``failures.csv`` and ``summary.json`` (:func:`build_summary`) and print them (:func:`print_summary`).
+
+Requests go through :func:`medvlm.vlm.engine.ask_images` and its response cache, keyed by the repeat
+index: rerunning sends nothing, raising ``--repeats`` sends only the new repeats.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from medvlm.consistency.config import (
+    ConsistencyConfig,
+    Sampling,
+    decoding_for,
+    format_temperature,
+    resolve_sampling,
+)
+from medvlm.consistency.stats import prompt_robustness, summarize_answers, summarize_images
+from medvlm.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from medvlm.vlm.backends import Backend
+
+#: ``consistency.csv``: the contract's columns, then the label, the prompt and the sampling settings of
+#: each call (``temperature``/``top_p`` empty = the server's own default; ``seed`` = seed + repeat), and
+#: ``mass`` (probability mass of the three answers under log-prob scoring).
+CSV_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "choice", "p_lgg", "p_hgg", "p_ng",
+               "raw", "label", "prompt", "temperature", "top_p", "seed", "mass"]
+FAILURE_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "prompt", "temperature", "error"]
+
+
+# =============================================================================================== images
+@dataclass(frozen=True)
+class ConsistencyImage:
+    """One image asked N times: patient, orientation, canonical slice index, truth label, PNG bytes."""
+
+    patient_id: str
+    orientation: str
+    slice_index: int
+    label: int | None
+    png: bytes = field(repr=False)
+
+
+def _row_label(row: Any) -> int | None:
+    try:
+        value = row["label"]
+    except (KeyError, IndexError):
+        return None
+    try:
+        return None if value is None or str(value) in ("", "<NA>", "nan") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def select_images(work: str | Path, config: ConsistencyConfig) -> list[ConsistencyImage]:
+    """Render the images of the run: for each patient (``config.patients`` or the cohort), slice
+    ``config.slice_index`` or the central tumour slice along ``config.orientation``, exactly as
+    ``eval-vlm`` renders it (:func:`medvlm.data.slices.patient_slices`).
+
+    Raises :class:`DataError` for an unknown or skipped patient, a slice out of range or a patient
+    without a tumour extent (one line naming the option and the patient).
+    """
+    from medvlm.data.cohorts import load_cohort, read_manifest
+    from medvlm.data.slices import AXIS, ORIENTATIONS, load_canonical, parse_modalities, patient_slices
+    from medvlm.registry import check_choice, did_you_mean
+
+    check_choice("orientation", config.orientation, ORIENTATIONS)
+    modalities = parse_modalities(config.modalities)
+    work = Path(work)
+    manifest = read_manifest(work)
+    rows = {str(r["patient_id"]): r for r in manifest.to_dict("records")}
+    if config.patients:
+        ids = list(dict.fromkeys(config.patients))
+        for pid in ids:
+            if pid not in rows:
+                raise DataError(f"--patient {pid!r}: no such patient in {work / 'manifest.csv'}."
+                                + did_you_mean(pid, list(rows)))
+            if rows[pid].get("status") != "ok":
+                reason = rows[pid].get("reason") or "no reason given"
+                raise DataError(f"--patient {pid}: skipped by prepare ({reason}); pick another patient")
+    else:
+        ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
+    axis = AXIS[config.orientation]
+    letter = "xyz"[axis]
+    images = []
+    for pid in ids:
+        row = dict(rows[pid])
+        path = row.get(modalities[0])
+        if not path or not Path(str(path)).is_file():
+            raise DataError(f"patient {pid}: {modalities[0]} file {path!r} does not exist")
+        size = load_canonical(path, pid)[0].shape[axis]
+        if config.slice_index is not None:
+            index = int(config.slice_index)
+            if not 0 <= index < size:
+                raise DataError(f"--slice {index}: out of range for patient {pid} along {config.orientation} "
+                                f"(valid 0..{size - 1})")
+        else:
+            index = central_tumour_slice(row, config.orientation, size)
+        # render exactly one slice with the engine's renderer: a one-slice "tumour" range at ``index``
+        one = {**row, f"tumour_{letter}_min": index, f"tumour_{letter}_max": index}
+        [image] = patient_slices(one, config.orientation, selection="tumour", modalities=modalities)
+        images.append(ConsistencyImage(pid, config.orientation, index, _row_label(row), image.png))
+    return images
+
+
+def central_tumour_slice(row: Mapping[str, Any], orientation: str, size: int) -> int:
+    """The central slice of the tumour's extent along ``orientation`` (the manifest's inclusive
+    ``tumour_*_min..max``, clipped to the volume; ``(lo + hi) // 2``), the slice eval-vlm's
+    ``--slices central:1`` picks.
+
+    >>> central_tumour_slice({"patient_id": "P", "tumour_z_min": 3, "tumour_z_max": 6}, "axial", 10)
+    4
+    """
+    from medvlm.data.slices import AXIS, slice_indices
+
+    try:
+        [index] = slice_indices(row, orientation, "central:1", size)
+    except DataError as exc:
+        letter = "xyz"[AXIS[orientation]]
+        pid = row.get("patient_id", "?")
+        raise DataError(f"patient {pid}: no usable tumour extent along {letter} in the manifest ({exc}); "
+                        "give --slice N") from None
+    return int(index)
+
+
+# ================================================================================================== run
+@dataclass
+class ConsistencyResult:
+    """What :func:`run_consistency` wrote and counted. ``exit_code``: 0, or 1 when some calls failed."""
+
+    out: Path
+    summary: dict[str, Any]
+    n_calls: int
+    n_failed: int
+    n_sent: int
+    n_cached: int
+    notes: list[str]
+    elapsed_s: float
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.n_failed else 0
+
+
+def _group_summary(frame: pd.DataFrame, keys: list[str], tie_break: str) -> tuple[dict[str, Any], list]:
+    """Summary over the images of ``frame`` (image = one combination of ``keys``), and the per-image
+    groups in frame order."""
+    import pandas as pd
+
+    groups = []
+    for _, g in frame.groupby(keys, sort=False, dropna=False):
+        g = g.sort_values("repeat", kind="stable")
+        choices = [None if pd.isna(c) else int(c) for c in g["choice"]]
+        groups.append((g.iloc[0], choices))
+    summary = summarize_images([(c, r["label"]) for r, c in groups], tie_break=tie_break)  # type: ignore[arg-type]
+    return summary, groups
+
+
+def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig, *,
+                    backend: Backend | None = None, console: Any = None) -> ConsistencyResult:
+    """Run ``medvlm consistency``: each selected image, each prompt, each temperature, ``repeats`` times.
+
+    Writes into ``out``:
+
+    - ``consistency.csv`` -- one row per answered call (:data:`CSV_COLUMNS`; ``choice`` empty when
+      unparsed), ordered by prompt, temperature, patient, repeat;
+    - ``summary.json`` -- the contract's keys over all answers (``n``, ``counts``, ``majority``,
+      ``agreement``, ``entropy``), the cross-image summary of :func:`summarize_images`, ``repeats``,
+      ``n_failed``, ``sampling`` (one entry per temperature), ``per_image`` (one entry per image x
+      prompt x temperature, :func:`summarize_answers` plus its identity), and ``per_prompt`` /
+      ``per_temperature`` (one :func:`summarize_images` entry per prompt / temperature) when the run has
+      several;
+    - ``failures.csv`` (calls that failed after retries; retried by the next run), ``run.json``
+      (kind ``consistency``) and ``cache.sqlite`` (unless ``config.cache`` points elsewhere).
+    """
+    import pandas as pd
+
+    from medvlm._io import write_json_atomic, write_text_atomic
+    from medvlm.registry import check_choice
+    from medvlm.runinfo import write_run_info
+    from medvlm.vlm.backends import BACKENDS, make_backend
+    from medvlm.vlm.cache import ResponseCache
+    from medvlm.vlm.engine import ask_images, csv_text
+    from medvlm.vlm.prompts import load_prompt
+
+    start = time.monotonic()
+    work, out = Path(work), Path(out)
+    check_choice("backend", config.backend, BACKENDS.names())
+    prompts = [load_prompt(p) for p in dict.fromkeys(config.prompts)]
+    shas = [p.sha for p in prompts]
+    if len(set(shas)) != len(shas):
+        dup = next(p.name for i, p in enumerate(prompts) if p.sha in shas[:i])
+        raise ConfigError(f"--prompt {dup}: the same text as another --prompt; give each paraphrase once")
+    samplings = resolve_sampling(config)
+    decodings = [decoding_for(s, config) for s in samplings]
+    images = select_images(work, config)
+    notes: list[str] = []
+    if config.repeats > 1:
+        if config.scoring == "logprobs" and config.backend == "transformers":
+            notes.append("log-prob scoring with the transformers backend is one deterministic forward pass: "
+                         "every repeat gives the same answer")
+        elif any(s.temperature == 0 for s in samplings) and config.backend != "openai":
+            notes.append("temperature 0 is greedy decoding: every repeat gives the same answer; pass "
+                         "--temperature T (> 0) to sample")
+
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = {
+        **config.model_dump(mode="json"), "work": str(work.resolve()),
+        "prompts_resolved": [{"name": p.name, "sha": p.sha, "text": p.text} for p in prompts],
+        "sampling": [s.model_dump(mode="json") for s in samplings],
+        "images": [{"patient_id": im.patient_id, "orientation": im.orientation, "slice_index": im.slice_index,
+                    "label": im.label} for im in images],
+    }
+    write_run_info(out, kind="consistency", config=run_config)
+
+    own_backend = backend is None
+    backend = backend or make_backend(config.backend_config())
+    cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")
+    rows, failures = [], []
+    n_sent = n_cached = 0
+    try:
+        for i_prompt, prompt in enumerate(prompts):
+            for i_sampling, (sampling, decoding) in enumerate(zip(samplings, decodings, strict=True)):
+                label = f"consistency {Path(prompt.name).name}, T={format_temperature(sampling.temperature)}"
+                asked = ask_images(backend, ((i, im.png) for i, im in enumerate(images)), prompt=prompt,
+                                   decoding=decoding, repeats=config.repeats, cache=cache,
+                                   total=len(images) * config.repeats, progress=config.progress,
+                                   description=label)
+                n_sent, n_cached = n_sent + asked.n_sent, n_cached + asked.n_cached
+                for a in asked.answers:
+                    im, r = images[a.meta], a.response
+                    ident = {"patient_id": im.patient_id, "orientation": im.orientation,
+                             "slice_index": im.slice_index, "repeat": a.repeat}
+                    if r.failed:
+                        failures.append({**ident, "prompt": prompt.name, "temperature": sampling.temperature,
+                                         "error": r.error})
+                        continue
+                    p = r.probs or (None, None, None)
+                    rows.append({**ident, "choice": r.choice, "p_lgg": p[0], "p_hgg": p[1], "p_ng": p[2],
+                                 "raw": r.raw or "", "label": im.label, "prompt": prompt.name,
+                                 "temperature": sampling.temperature, "top_p": sampling.top_p,
+                                 "seed": decoding.request_seed(a.repeat), "mass": r.mass,
+                                 "_image": a.meta, "_prompt": i_prompt, "_sampling": i_sampling})
+    finally:
+        cache.close()
+        if own_backend:
+            backend.close()
+
+    frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "_image", "_prompt", "_sampling"])
+    frame = frame.sort_values(["_prompt", "_sampling", "_image", "repeat"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    for col in ("choice", "label", "seed", "slice_index", "repeat"):
+        frame[col] = frame[col].astype("Int64")
+    for col in ("p_lgg", "p_hgg", "p_ng", "mass", "temperature", "top_p"):
+        frame[col] = frame[col].astype("float64")
+    fail_frame = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    if len(fail_frame):
+        fail_frame = fail_frame.sort_values(["prompt", "temperature", "patient_id", "repeat"], kind="stable")
+    write_text_atomic(out / "consistency.csv", csv_text(frame[CSV_COLUMNS]))
+    write_text_atomic(out / "failures.csv", csv_text(fail_frame))
+
+    summary = build_summary(frame, prompts=[p.name for p in prompts], samplings=samplings,
+                            repeats=config.repeats, n_failed=len(failures), tie_break=config.tie_break)
+    write_json_atomic(out / "summary.json", summary)
+    write_run_info(out, kind="consistency", config=run_config)
+    result = ConsistencyResult(out=out, summary=summary, n_calls=len(frame), n_failed=len(failures),
+                               n_sent=n_sent, n_cached=n_cached, notes=notes,
+                               elapsed_s=time.monotonic() - start)
+    if console is not None:
+        print_summary(result, console)
+    return result
+
+
+_IMAGE_KEYS = ["_prompt", "_sampling", "_image"]
+
+
+def build_summary(frame: pd.DataFrame, *, prompts: list[str], samplings: list[Sampling], repeats: int,
+                  n_failed: int = 0, tie_break: Literal["hgg", "lgg"] = "hgg") -> dict[str, Any]:
+    """``summary.json`` from the answer rows (``consistency.csv`` plus the private ``_prompt``,
+    ``_sampling``, ``_image`` index columns). See :func:`run_consistency` for the keys."""
+    overall, groups = _group_summary(frame, _IMAGE_KEYS, tie_break)
+    summary: dict[str, Any] = {**overall, "repeats": repeats, "n_failed": n_failed, "tie_break": tie_break,
+                               "prompts": prompts, "sampling": [s.model_dump(mode="json") for s in samplings]}
+    per_image = []
+    for row, choices in groups:
+        s = summarize_answers(choices, label=row["label"], tie_break=tie_break)
+        per_image.append({"patient_id": str(row["patient_id"]), "orientation": str(row["orientation"]),
+                          "slice_index": int(row["slice_index"]), "prompt": prompts[int(row["_prompt"])],
+                          "temperature": samplings[int(row["_sampling"])].temperature, **s})
+    summary["per_image"] = per_image
+    if len(prompts) > 1:
+        summary["per_prompt"] = []
+        for i, name in enumerate(prompts):
+            sub, _ = _group_summary(frame[frame["_prompt"] == i], _IMAGE_KEYS, tie_break)
+            summary["per_prompt"].append({"prompt": name, **sub})
+        summary["prompt_robustness"] = prompt_robustness(per_image)
+    if len(samplings) > 1:
+        summary["per_temperature"] = []
+        for i, s in enumerate(samplings):
+            sub, _ = _group_summary(frame[frame["_sampling"] == i], _IMAGE_KEYS, tie_break)
+            summary["per_temperature"].append({"temperature": s.temperature, "top_p": s.top_p, **sub})
+    return summary
+
+
+def print_summary(result: ConsistencyResult, console: Any) -> None:
+    """A rich table per image (first 40) and the overall line."""
+    from rich.table import Table
+
+    def fmt(x: Any, digits: int = 3) -> str:
+        return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+    s = result.summary
+    names = {"0": "LGG", "1": "HGG", "2": "no glioma", "unparsed": "unparsed", None: "-"}
+    short = {**names, "2": "NG"}
+    many_prompts, many_t = len(s["prompts"]) > 1, len(s["sampling"]) > 1
+    table = Table(title=f"consistency: {result.out}")
+    columns = ["patient", "slice", "truth", *(["prompt"] if many_prompts else []), *(["T"] if many_t else []),
+               "n", "LGG", "HGG", "NG", "unp.", "majority", "agree", "H bits", "flips"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("patient", "prompt", "majority") else "right")
+    for r in s["per_image"][:40]:
+        c = r["counts"]
+        cells = [r["patient_id"], f"{r['orientation'][:3]} {r['slice_index']}",
+                 "-" if r["label"] is None else ("HGG" if r["label"] else "LGG")]
+        cells += [Path(r["prompt"]).name] if many_prompts else []
+        cells += [format_temperature(r["temperature"])] if many_t else []
+        cells += [str(r["n"]), str(c["0"]), str(c["1"]), str(c["2"]), str(c["unparsed"]),
+                  short[r["majority"]] + ("*" if r["tie"] else ""), fmt(r["agreement"], 2),
+                  fmt(r["entropy"], 2), fmt(r["flip_rate"], 2)]
+        table.add_row(*cells)
+    console.print(table)
+    if len(s["per_image"]) > 40:
+        console.print(f"... {len(s['per_image']) - 40} more images in {result.out / 'summary.json'}")
+    if any(r["tie"] for r in s["per_image"]):
+        console.print(f"* tie between the most frequent answers, broken to {s['tie_break'].upper()}")
+    c = s["counts"]
+    console.print(f"{s['n']} answers over {s['n_images']} image(s): LGG {c['0']}, HGG {c['1']}, "
+                  f"no glioma {c['2']}, unparsed {c['unparsed']}; majority {names[s['majority']]}, "
+                  f"agreement {fmt(s['agreement'])}, "
+                  f"entropy {fmt(s['entropy'])} bits, flip rate {fmt(s['flip_rate'])}, Fleiss' kappa "
+                  f"{fmt(s['fleiss_kappa'])}, consensus accuracy {fmt(s['consensus_accuracy'])}, expected "
+                  f"accuracy {fmt(s['expected_accuracy'])}")
+    console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), failed "
+                  f"{result.n_failed}, {result.elapsed_s:.1f} s")
+    for note in result.notes:
+        console.print(f"note: {note}")
