@@ -14,7 +14,10 @@ import pandas as pd
 import pytest
 
 from medvlm.cli import invoke as _run
-from medvlm.consistency.run import CSV_COLUMNS
+from medvlm.consistency.run import csv_columns
+from medvlm.tasks import get_task
+
+CSV_COLUMNS = csv_columns(get_task("brats-grading"))
 from medvlm.consistency.stats import fleiss_kappa
 
 

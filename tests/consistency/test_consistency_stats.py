@@ -71,7 +71,7 @@ def test_edge_cases():
     assert entropy_bits(count_answers([0, 1, 2, None])) == 2.0
     assert majority_answer(count_answers([None, None, 1])) == "unparsed"
     tied = count_answers([0, 1, 1, 0, 2])
-    assert majority_answer(tied) == "1" and majority_answer(tied, tie_break="lgg") == "0"
+    assert majority_answer(tied) == "1" and majority_answer(tied, first="0") == "0"
     assert summarize_answers([0, 1], label=0)["tie"] is True
     assert majority_answer(count_answers([2, 2, None, None])) == "2"  # no LGG/HGG in the tie: NG first
     with pytest.raises(ValueError, match="label"):

@@ -51,7 +51,8 @@ def consistency_cmd(
                              "are sent)."),
     patient: list[str] = typer.Option([], "--patient", help="Patient id (repeatable). Without it: one slice "
                                       "per patient of --cohort."),
-    orientation: str = typer.Option("axial", "--orientation", help="axial | coronal | sagittal."),
+    orientation: str | None = typer.Option(None, "--orientation", help="axial | coronal | sagittal (default: "
+                                           "the task's first, axial)."),
     slice_index: int | None = typer.Option(None, "--slice", help="Canonical slice index (default: the "
                                            "central tumour slice of each patient)."),
     repeats: int = typer.Option(95, "--repeats", help="Times the same image and prompt are asked."),
@@ -69,7 +70,8 @@ def consistency_cmd(
     batch_size: BatchSize = _default("batch_size"),
     adapter: Adapter = _default("adapter"),
     device: Device = _default("device"),
-    tie_break: str = typer.Option("hgg", "--tie-break", help="hgg | lgg: how a tie of top answers breaks."),
+    tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (hgg | lgg for brats-grading): "
+                                         "where a tie of top answers goes (default: the positive class)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: list[float] = typer.Option([], "--temperature", help="Sampling temperature (repeatable: a "
                                             "sweep). Default: the model's own (generation_config / server)."),
@@ -96,7 +98,7 @@ def consistency_cmd(
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress)
     config = build_config(ConsistencyConfig, {
         **shared, "patients": list(patient), "orientation": orientation, "slice_index": slice_index,
-        "cohort": cohort, "fold": fold, "prompts": list(prompt) or ["seed"],
+        "cohort": cohort, "fold": fold, "prompts": list(prompt),
         "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break},
         renames=_OPTION_NAMES)
     result = run_consistency(work, out, config, console=Console())

@@ -44,7 +44,8 @@ from medvlm.consistency.config import (
 )
 from medvlm.consistency.figures import agreement_figure, temperature_figure
 from medvlm.consistency.run import (
-    CSV_COLUMNS,
+    EXTRA_COLUMNS,
+    csv_columns,
     FAILURE_COLUMNS,
     ConsistencyImage,
     ConsistencyResult,
@@ -73,7 +74,8 @@ from medvlm.consistency.stats import (
 
 __all__ = [
     "CATEGORIES",
-    "CSV_COLUMNS",
+    "EXTRA_COLUMNS",
+    "csv_columns",
     "FAILURE_COLUMNS",
     "ConsistencyConfig",
     "ConsistencyImage",

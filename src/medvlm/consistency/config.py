@@ -15,6 +15,7 @@ from medvlm.errors import DataError
 from medvlm.vlm.options import BackendOptions
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medvlm.tasks.base import Task
     from medvlm.vlm.types import Decoding
 
 #: a sampling temperature (>= 0)
@@ -35,15 +36,26 @@ class ConsistencyConfig(BackendOptions):
     model_config = ConfigDict(extra="forbid")
 
     patients: list[str] = Field(default_factory=list)
-    orientation: str = "axial"
+    orientation: str | None = None  # default: the task's first orientation
     slice_index: int | None = None
     cohort: str = "test"
     fold: int = Field(0, ge=0)
-    prompts: list[str] = Field(default_factory=lambda: ["seed"])
+    prompts: list[str] = Field(default_factory=list)  # default: the task's first prompt
     temperatures: list[Temperature] = Field(default_factory=list)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     repeats: int = Field(95, ge=1)
-    tie_break: Literal["hgg", "lgg"] = "hgg"
+    tie_break: str | None = None  # a class name; default: the positive class
+
+    def for_task(self, task: Task) -> ConsistencyConfig:
+        """A copy with the task's defaults filled in (orientation, prompt, modalities, tie-break)."""
+        from medvlm.registry import check_choice
+
+        orientation = check_choice("orientation", self.orientation or task.default_orientations[0],
+                                   task.orientations)
+        return self.model_copy(update={
+            "orientation": orientation, "prompts": self.prompts or [task.default_prompt],
+            "modalities": self.modalities or list(task.default_modalities),
+            "tie_break": task.tie_break_name(self.tie_break)})
 
 
 class Sampling(BaseModel):

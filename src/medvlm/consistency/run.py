@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from medvlm.consistency.config import (
     ConsistencyConfig,
@@ -21,20 +21,28 @@ from medvlm.consistency.config import (
     format_temperature,
     resolve_sampling,
 )
-from medvlm.consistency.stats import prompt_robustness, summarize_answers, summarize_images
+from medvlm.consistency.stats import answer_categories, prompt_robustness, summarize_answers, summarize_images
 from medvlm.errors import ConfigError, DataError
+from medvlm.vlm.records import CALL_KEY, call_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from medvlm.tasks.base import Task
+
     from medvlm.vlm.backends import Backend
 
-#: ``consistency.csv``: the contract's columns, then the label, the prompt and the sampling settings of
-#: each call (``temperature``/``top_p`` empty = the server's own default; ``seed`` = seed + repeat), and
-#: ``mass`` (probability mass of the three answers under log-prob scoring).
-CSV_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "choice", "p_lgg", "p_hgg", "p_ng",
-               "raw", "label", "prompt", "temperature", "top_p", "seed", "mass"]
+#: ``consistency.csv`` after the per-call columns (:func:`csv_columns`): the label, the prompt and the
+#: sampling settings of each call (``temperature``/``top_p`` empty = the server's own default; ``seed`` =
+#: seed + repeat), and ``mass`` (probability mass of the answer codes under log-prob scoring).
+EXTRA_COLUMNS = ["label", "prompt", "temperature", "top_p", "seed"]
 FAILURE_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "prompt", "temperature", "error"]
+
+
+def csv_columns(task: Task) -> list[str]:
+    """``consistency.csv``'s columns: the contract's (key, repeat, choice, one probability column per
+    answer code of the task, raw), then :data:`EXTRA_COLUMNS` and ``mass``."""
+    return [*CALL_KEY, "repeat", "choice", *task.prob_columns, "raw", *EXTRA_COLUMNS, "mass"]
 
 
 # =============================================================================================== images
@@ -60,19 +68,25 @@ def _row_label(row: Any) -> int | None:
         return None
 
 
-def select_images(work: str | Path, config: ConsistencyConfig) -> list[ConsistencyImage]:
+def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None = None
+                  ) -> list[ConsistencyImage]:
     """Render the images of the run: for each patient (``config.patients`` or the cohort), slice
     ``config.slice_index`` or the central tumour slice along ``config.orientation``, exactly as
-    ``eval-vlm`` renders it (:func:`medvlm.data.slices.patient_slices`).
+    ``eval-vlm`` renders it (:func:`medvlm.data.slices.patient_slices`). The truth label is the
+    patient's for a patient-level task, the slice's (``WORK/units.csv``; None when the slice is not one
+    of the task's units) for a slice-level one. ``config`` has the task's defaults filled in.
 
     Raises :class:`DataError` for an unknown or skipped patient, a slice out of range or a patient
     without a tumour extent (one line naming the option and the patient).
     """
-    from medvlm.data.cohorts import load_cohort, read_manifest
-    from medvlm.data.slices import AXIS, ORIENTATIONS, load_canonical, parse_modalities, patient_slices
-    from medvlm.registry import check_choice, did_you_mean
+    from medvlm.data.cohorts import Cohort, cohort_units, load_cohort, read_manifest
+    from medvlm.data.slices import AXIS, load_canonical, parse_modalities, patient_slices
+    from medvlm.registry import did_you_mean
+    from medvlm.tasks import get_task
 
-    check_choice("orientation", config.orientation, ORIENTATIONS)
+    task = get_task(task)
+    config = config.for_task(task)
+    assert config.orientation is not None
     modalities = parse_modalities(config.modalities)
     work = Path(work)
     manifest = read_manifest(work)
@@ -90,6 +104,12 @@ def select_images(work: str | Path, config: ConsistencyConfig) -> list[Consisten
         ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
     axis = AXIS[config.orientation]
     letter = "xyz"[axis]
+    unit_labels: dict[tuple[str, int], int] = {}
+    if task.unit == "slice":
+        units = cohort_units(work, Cohort("selected", list(ids), [0] * len(ids)), unit=task.unit,
+                             orientations=[config.orientation])
+        unit_labels = {(p, int(i)): int(lab) for p, i, lab in
+                       zip(units["patient_id"], units["slice_index"], units["label"], strict=True)}
     images = []
     for pid in ids:
         row = dict(rows[pid])
@@ -107,7 +127,8 @@ def select_images(work: str | Path, config: ConsistencyConfig) -> list[Consisten
         # render exactly one slice with the engine's renderer: a one-slice "tumour" range at ``index``
         one = {**row, f"tumour_{letter}_min": index, f"tumour_{letter}_max": index}
         [image] = patient_slices(one, config.orientation, selection="tumour", modalities=modalities)
-        images.append(ConsistencyImage(pid, config.orientation, index, _row_label(row), image.png))
+        label = _row_label(row) if task.unit == "patient" else unit_labels.get((pid, index))
+        images.append(ConsistencyImage(pid, config.orientation, index, label, image.png))
     return images
 
 
@@ -144,13 +165,14 @@ class ConsistencyResult:
     n_cached: int
     notes: list[str]
     elapsed_s: float
+    answer_names: dict[str, str] = field(default_factory=dict)  # code -> the task's name for it
 
     @property
     def exit_code(self) -> int:
         return 1 if self.n_failed else 0
 
 
-def _group_summary(frame: pd.DataFrame, keys: list[str], tie_break: str) -> tuple[dict[str, Any], list]:
+def _group_summary(frame: pd.DataFrame, keys: list[str], answers: dict[str, Any]) -> tuple[dict[str, Any], list]:
     """Summary over the images of ``frame`` (image = one combination of ``keys``), and the per-image
     groups in frame order."""
     import pandas as pd
@@ -160,7 +182,7 @@ def _group_summary(frame: pd.DataFrame, keys: list[str], tie_break: str) -> tupl
         g = g.sort_values("repeat", kind="stable")
         choices = [None if pd.isna(c) else int(c) for c in g["choice"]]
         groups.append((g.iloc[0], choices))
-    summary = summarize_images([(c, r["label"]) for r, c in groups], tie_break=tie_break)  # type: ignore[arg-type]
+    summary = summarize_images([(c, r["label"]) for r, c in groups], **answers)
     return summary, groups
 
 
@@ -170,7 +192,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
 
     Writes into ``out``:
 
-    - ``consistency.csv`` -- one row per answered call (:data:`CSV_COLUMNS`; ``choice`` empty when
+    - ``consistency.csv`` -- one row per answered call (:func:`csv_columns`; ``choice`` empty when
       unparsed), ordered by prompt, temperature, patient, repeat;
     - ``summary.json`` -- the contract's keys over all answers (``n``, ``counts``, ``majority``,
       ``agreement``, ``entropy``), the cross-image summary of :func:`summarize_images`, ``repeats``,
@@ -188,12 +210,15 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     from medvlm.runinfo import write_run_info
     from medvlm.vlm.backends import BACKENDS, make_backend
     from medvlm.vlm.cache import ResponseCache
+    from medvlm.tasks import work_task
     from medvlm.vlm.engine import ask_images, csv_text
     from medvlm.vlm.prompts import load_prompt
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
     check_choice("backend", config.backend, BACKENDS.names())
+    task = work_task(work)
+    config = config.for_task(task)
     prompts = [load_prompt(p) for p in dict.fromkeys(config.prompts)]
     shas = [p.sha for p in prompts]
     if len(set(shas)) != len(shas):
@@ -201,7 +226,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
         raise ConfigError(f"--prompt {dup}: the same text as another --prompt; give each paraphrase once")
     samplings = resolve_sampling(config)
     decodings = [decoding_for(s, config) for s in samplings]
-    images = select_images(work, config)
+    images = select_images(work, config, task)
     notes: list[str] = []
     if config.repeats > 1:
         if config.scoring == "logprobs" and config.backend == "transformers":
@@ -213,7 +238,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
 
     out.mkdir(parents=True, exist_ok=True)
     run_config = {
-        **config.model_dump(mode="json"), "work": str(work.resolve()),
+        **config.model_dump(mode="json"), "work": str(work.resolve()), "task": task.describe(),
         "prompts_resolved": [{"name": p.name, "sha": p.sha, "text": p.text} for p in prompts],
         "sampling": [s.model_dump(mode="json") for s in samplings],
         "images": [{"patient_id": im.patient_id, "orientation": im.orientation, "slice_index": im.slice_index,
@@ -231,7 +256,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
             for i_sampling, (sampling, decoding) in enumerate(zip(samplings, decodings, strict=True)):
                 label = f"consistency {Path(prompt.name).name}, T={format_temperature(sampling.temperature)}"
                 asked = ask_images(backend, ((i, im.png) for i, im in enumerate(images)), prompt=prompt,
-                                   decoding=decoding, repeats=config.repeats, cache=cache,
+                                   decoding=decoding, task=task, repeats=config.repeats, cache=cache,
                                    total=len(images) * config.repeats, progress=config.progress,
                                    description=label)
                 n_sent, n_cached = n_sent + asked.n_sent, n_cached + asked.n_cached
@@ -243,37 +268,38 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                         failures.append({**ident, "prompt": prompt.name, "temperature": sampling.temperature,
                                          "error": r.error})
                         continue
-                    p = r.probs or (None, None, None)
-                    rows.append({**ident, "choice": r.choice, "p_lgg": p[0], "p_hgg": p[1], "p_ng": p[2],
-                                 "raw": r.raw or "", "label": im.label, "prompt": prompt.name,
+                    rows.append({**ident, "response": r, "label": im.label, "prompt": prompt.name,
                                  "temperature": sampling.temperature, "top_p": sampling.top_p,
-                                 "seed": decoding.request_seed(a.repeat), "mass": r.mass,
+                                 "seed": decoding.request_seed(a.repeat),
                                  "_image": a.meta, "_prompt": i_prompt, "_sampling": i_sampling})
     finally:
         cache.close()
         if own_backend:
             backend.close()
 
-    frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "_image", "_prompt", "_sampling"])
+    columns = csv_columns(task)
+    frame = call_frame(rows, task, extra=[*EXTRA_COLUMNS, "_image", "_prompt", "_sampling"])
+    frame = frame[[*columns, "_image", "_prompt", "_sampling"]]
     frame = frame.sort_values(["_prompt", "_sampling", "_image", "repeat"], kind="stable")
     frame = frame.reset_index(drop=True)
     for col in ("choice", "label", "seed", "slice_index", "repeat"):
         frame[col] = frame[col].astype("Int64")
-    for col in ("p_lgg", "p_hgg", "p_ng", "mass", "temperature", "top_p"):
+    for col in ("temperature", "top_p"):
         frame[col] = frame[col].astype("float64")
     fail_frame = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     if len(fail_frame):
         fail_frame = fail_frame.sort_values(["prompt", "temperature", "patient_id", "repeat"], kind="stable")
-    write_text_atomic(out / "consistency.csv", csv_text(frame[CSV_COLUMNS]))
+    write_text_atomic(out / "consistency.csv", csv_text(frame[columns]))
     write_text_atomic(out / "failures.csv", csv_text(fail_frame))
 
     summary = build_summary(frame, prompts=[p.name for p in prompts], samplings=samplings,
-                            repeats=config.repeats, n_failed=len(failures), tie_break=config.tie_break)
+                            repeats=config.repeats, n_failed=len(failures), task=task,
+                            tie_break=config.tie_break)
     write_json_atomic(out / "summary.json", summary)
     write_run_info(out, kind="consistency", config=run_config)
     result = ConsistencyResult(out=out, summary=summary, n_calls=len(frame), n_failed=len(failures),
                                n_sent=n_sent, n_cached=n_cached, notes=notes,
-                               elapsed_s=time.monotonic() - start)
+                               elapsed_s=time.monotonic() - start, answer_names=task.answer_names)
     if console is not None:
         print_summary(result, console)
     return result
@@ -283,15 +309,19 @@ _IMAGE_KEYS = ["_prompt", "_sampling", "_image"]
 
 
 def build_summary(frame: pd.DataFrame, *, prompts: list[str], samplings: list[Sampling], repeats: int,
-                  n_failed: int = 0, tie_break: Literal["hgg", "lgg"] = "hgg") -> dict[str, Any]:
+                  task: Task, n_failed: int = 0, tie_break: str | None = None) -> dict[str, Any]:
     """``summary.json`` from the answer rows (``consistency.csv`` plus the private ``_prompt``,
-    ``_sampling``, ``_image`` index columns). See :func:`run_consistency` for the keys."""
-    overall, groups = _group_summary(frame, _IMAGE_KEYS, tie_break)
+    ``_sampling``, ``_image`` index columns). Categories: the task's answer codes and "unparsed"; a tie
+    goes to the ``tie_break`` class (default: the positive one). See :func:`run_consistency` for the
+    keys."""
+    tie_break = task.tie_break_name(tie_break)
+    answers = {"categories": answer_categories(task.codes), "first": str(task.tie_break_label(tie_break))}
+    overall, groups = _group_summary(frame, _IMAGE_KEYS, answers)
     summary: dict[str, Any] = {**overall, "repeats": repeats, "n_failed": n_failed, "tie_break": tie_break,
                                "prompts": prompts, "sampling": [s.model_dump(mode="json") for s in samplings]}
     per_image = []
     for row, choices in groups:
-        s = summarize_answers(choices, label=row["label"], tie_break=tie_break)
+        s = summarize_answers(choices, label=row["label"], **answers)
         per_image.append({"patient_id": str(row["patient_id"]), "orientation": str(row["orientation"]),
                           "slice_index": int(row["slice_index"]), "prompt": prompts[int(row["_prompt"])],
                           "temperature": samplings[int(row["_sampling"])].temperature, **s})
@@ -299,13 +329,13 @@ def build_summary(frame: pd.DataFrame, *, prompts: list[str], samplings: list[Sa
     if len(prompts) > 1:
         summary["per_prompt"] = []
         for i, name in enumerate(prompts):
-            sub, _ = _group_summary(frame[frame["_prompt"] == i], _IMAGE_KEYS, tie_break)
+            sub, _ = _group_summary(frame[frame["_prompt"] == i], _IMAGE_KEYS, answers)
             summary["per_prompt"].append({"prompt": name, **sub})
         summary["prompt_robustness"] = prompt_robustness(per_image)
     if len(samplings) > 1:
         summary["per_temperature"] = []
         for i, s in enumerate(samplings):
-            sub, _ = _group_summary(frame[frame["_sampling"] == i], _IMAGE_KEYS, tie_break)
+            sub, _ = _group_summary(frame[frame["_sampling"] == i], _IMAGE_KEYS, answers)
             summary["per_temperature"].append({"temperature": s.temperature, "top_p": s.top_p, **sub})
     return summary
 
@@ -318,32 +348,32 @@ def print_summary(result: ConsistencyResult, console: Any) -> None:
         return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
     s = result.summary
-    names = {"0": "LGG", "1": "HGG", "2": "no glioma", "unparsed": "unparsed", None: "-"}
-    short = {**names, "2": "NG"}
+    names = {**result.answer_names, "unparsed": "unparsed", None: "-"}
+    codes = list(result.answer_names)
     many_prompts, many_t = len(s["prompts"]) > 1, len(s["sampling"]) > 1
     table = Table(title=f"consistency: {result.out}")
     columns = ["patient", "slice", "truth", *(["prompt"] if many_prompts else []), *(["T"] if many_t else []),
-               "n", "LGG", "HGG", "NG", "unp.", "majority", "agree", "H bits", "flips"]
+               "n", *(names[k] for k in codes), "unp.", "majority", "agree", "H bits", "flips"]
     for col in columns:
         table.add_column(col, justify="left" if col in ("patient", "prompt", "majority") else "right")
     for r in s["per_image"][:40]:
         c = r["counts"]
         cells = [r["patient_id"], f"{r['orientation'][:3]} {r['slice_index']}",
-                 "-" if r["label"] is None else ("HGG" if r["label"] else "LGG")]
+                 "-" if r["label"] is None else names.get(str(r["label"]), str(r["label"]))]
         cells += [Path(r["prompt"]).name] if many_prompts else []
         cells += [format_temperature(r["temperature"])] if many_t else []
-        cells += [str(r["n"]), str(c["0"]), str(c["1"]), str(c["2"]), str(c["unparsed"]),
-                  short[r["majority"]] + ("*" if r["tie"] else ""), fmt(r["agreement"], 2),
+        cells += [str(r["n"]), *(str(c[k]) for k in codes), str(c["unparsed"]),
+                  names[r["majority"]] + ("*" if r["tie"] else ""), fmt(r["agreement"], 2),
                   fmt(r["entropy"], 2), fmt(r["flip_rate"], 2)]
         table.add_row(*cells)
     console.print(table)
     if len(s["per_image"]) > 40:
         console.print(f"... {len(s['per_image']) - 40} more images in {result.out / 'summary.json'}")
     if any(r["tie"] for r in s["per_image"]):
-        console.print(f"* tie between the most frequent answers, broken to {s['tie_break'].upper()}")
+        console.print(f"* tie between the most frequent answers, broken to {s['tie_break']}")
     c = s["counts"]
-    console.print(f"{s['n']} answers over {s['n_images']} image(s): LGG {c['0']}, HGG {c['1']}, "
-                  f"no glioma {c['2']}, unparsed {c['unparsed']}; majority {names[s['majority']]}, "
+    counts = ", ".join(f"{names[k]} {c[k]}" for k in [*codes, "unparsed"])
+    console.print(f"{s['n']} answers over {s['n_images']} image(s): {counts}; majority {names[s['majority']]}, "
                   f"agreement {fmt(s['agreement'])}, "
                   f"entropy {fmt(s['entropy'])} bits, flip rate {fmt(s['flip_rate'])}, Fleiss' kappa "
                   f"{fmt(s['fleiss_kappa'])}, consensus accuracy {fmt(s['consensus_accuracy'])}, expected "

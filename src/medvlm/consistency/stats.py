@@ -1,8 +1,9 @@
 """The pure summary functions of a consistency run: one image's repeated answers, several images, and
 the robustness of the majority answer to a paraphrase of the prompt (doctested; no I/O).
 
-Answer categories: ``"0"`` LGG, ``"1"`` HGG, ``"2"`` no glioma, ``"unparsed"`` (an answer that could
-not be read is a category of its own, never a guess). Truth labels: LGG 0, HGG 1.
+Answer categories: the task's answer codes (``"0"``, ``"1"``, ...) and ``"unparsed"`` (an answer that
+could not be read is a category of its own, never a guess); :func:`answer_categories` builds them. A
+truth label ``i`` is right for answer code ``"i"``. The default categories are a three-code task's.
 
 One image: :func:`category`, :func:`count_answers`, :func:`majority_answer`, :func:`is_tie`,
 :func:`agreement`, :func:`entropy_bits`, :func:`flips`, :func:`flip_rate`, :func:`expected_accuracy`,
@@ -14,66 +15,85 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-#: Answer categories, in this order everywhere (``counts`` keys, Fleiss' kappa columns).
-CATEGORIES = ("0", "1", "2", "unparsed")
-#: what a tie between the most frequent answers breaks to, in order of preference
-_TIE_ORDER = {"hgg": ("1", "0", "2", "unparsed"), "lgg": ("0", "1", "2", "unparsed")}
+UNPARSED = "unparsed"
 
 
-def category(choice: Any) -> str:
-    """One answer -> its category: 0/1/2 (int, float or digit string) -> ``"0"/"1"/"2"``, anything else
-    (None, NaN, empty, other numbers) -> ``"unparsed"``.
+def answer_categories(codes: Sequence[str]) -> tuple[str, ...]:
+    """A task's answer codes plus ``"unparsed"``: the categories, in this order everywhere (``counts``
+    keys, Fleiss' kappa columns).
+
+    >>> answer_categories(("0", "1"))
+    ('0', '1', 'unparsed')
+    """
+    return (*codes, UNPARSED)
+
+
+#: the default categories (a three-code task, e.g. brats-grading's 0, 1, 2)
+CATEGORIES = answer_categories(("0", "1", "2"))
+
+
+def category(choice: Any, categories: Sequence[str] = CATEGORIES) -> str:
+    """One answer -> its category: an answer code (int, float or digit string) -> ``"0"``, ``"1"``, ...;
+    anything else (None, NaN, empty, codes not in ``categories``) -> ``"unparsed"``.
 
     >>> [category(c) for c in (1, 0.0, "2", None, float("nan"), "", 3)]
     ['1', '0', '2', 'unparsed', 'unparsed', 'unparsed', 'unparsed']
     """
+    code = _code(choice)
+    return code if code in categories else UNPARSED
+
+
+def _code(choice: Any) -> str:
+    """An answer as its code string (any non-negative integer), else ``"unparsed"``."""
     if choice is None:
-        return "unparsed"
+        return UNPARSED
     try:
         value = float(choice)
     except (TypeError, ValueError):
-        return "unparsed"
-    if math.isnan(value) or value not in (0.0, 1.0, 2.0):
-        return "unparsed"
+        return UNPARSED
+    if math.isnan(value) or not value.is_integer() or value < 0:
+        return UNPARSED
     return str(int(value))
 
 
-def count_answers(choices: Iterable[Any]) -> dict[str, int]:
-    """Counts of the four categories (keys ``"0", "1", "2", "unparsed"``, all present).
+def count_answers(choices: Iterable[Any], categories: Sequence[str] = CATEGORIES) -> dict[str, int]:
+    """Counts of the categories (every key present, in order).
 
     >>> count_answers([1, 1, 0, None, 2, 1])
     {'0': 1, '1': 3, '2': 1, 'unparsed': 1}
     """
-    counts = dict.fromkeys(CATEGORIES, 0)
+    counts = dict.fromkeys(categories, 0)
     for c in choices:
-        counts[category(c)] += 1
+        counts[category(c, categories)] += 1
     return counts
 
 
 def _n(counts: Mapping[str, int]) -> int:
-    return int(sum(int(counts.get(k, 0)) for k in CATEGORIES))
+    return int(sum(int(v) for v in counts.values()))
 
 
-def majority_answer(counts: Mapping[str, int], *, tie_break: Literal["hgg", "lgg"] = "hgg") -> str | None:
+def majority_answer(counts: Mapping[str, int], *, first: str | None = "1") -> str | None:
     """The most frequent category (may be ``"unparsed"``); None when there is no answer.
 
-    A tie between the most frequent categories breaks to HGG (``tie_break="hgg"``, as eval-vlm's
-    default), else LGG, then no glioma, then unparsed (``"lgg"``: LGG first).
+    A tie between the most frequent categories goes to ``first`` (the tie-break class's code; "1", the
+    positive class of a binary task, by default) when it is among them, else to the first of them in
+    the counts' order.
 
     >>> majority_answer({"0": 18, "1": 77, "2": 0, "unparsed": 0})
     '1'
     >>> tied = {"0": 2, "1": 2, "2": 0, "unparsed": 0}
-    >>> majority_answer(tied), majority_answer(tied, tie_break="lgg")
+    >>> majority_answer(tied), majority_answer(tied, first="0")
     ('1', '0')
     >>> majority_answer({"0": 1, "1": 0, "2": 0, "unparsed": 3})
     'unparsed'
     """
     if _n(counts) == 0:
         return None
-    top = max(int(counts.get(k, 0)) for k in CATEGORIES)
-    return next(k for k in _TIE_ORDER[tie_break] if int(counts.get(k, 0)) == top)
+    top = max(int(v) for v in counts.values())
+    best = [k for k, v in counts.items() if int(v) == top]
+    return first if first in best else best[0]
 
 
 def is_tie(counts: Mapping[str, int]) -> bool:
@@ -82,7 +102,7 @@ def is_tie(counts: Mapping[str, int]) -> bool:
     >>> is_tie({"0": 2, "1": 2}), is_tie({"0": 1, "1": 2})
     (True, False)
     """
-    values = [int(counts.get(k, 0)) for k in CATEGORIES]
+    values = [int(v) for v in counts.values()]
     return max(values) > 0 and values.count(max(values)) > 1
 
 
@@ -93,11 +113,11 @@ def agreement(counts: Mapping[str, int]) -> float | None:
     0.8105
     """
     n = _n(counts)
-    return None if n == 0 else max(int(counts.get(k, 0)) for k in CATEGORIES) / n
+    return None if n == 0 else max(int(v) for v in counts.values()) / n
 
 
 def entropy_bits(counts: Mapping[str, int]) -> float | None:
-    """Shannon entropy (bits) of the answer distribution over the four categories: 0 when every answer
+    """Shannon entropy (bits) of the answer distribution over the categories: 0 when every answer
     is the same, 1 for an even split of two, 2 for an even split of four; None without answers.
 
     >>> entropy_bits({"0": 5, "1": 5, "2": 0, "unparsed": 0})
@@ -110,7 +130,7 @@ def entropy_bits(counts: Mapping[str, int]) -> float | None:
     n = _n(counts)
     if n == 0:
         return None
-    h = -sum((c / n) * math.log2(c / n) for c in (int(counts.get(k, 0)) for k in CATEGORIES) if c)
+    h = -sum((c / n) * math.log2(c / n) for c in (int(v) for v in counts.values()) if c)
     return abs(h)  # no -0.0
 
 
@@ -120,7 +140,7 @@ def flips(choices: Sequence[Any]) -> tuple[int, int]:
     >>> flips([1, 1, 0, 0, None, None, 1])
     (3, 6)
     """
-    cats = [category(c) for c in choices]
+    cats = [_code(c) for c in choices]
     changed = sum(a != b for a, b in zip(cats, cats[1:], strict=False))
     return changed, max(len(cats) - 1, 0)
 
@@ -140,8 +160,8 @@ def flip_rate(choices: Sequence[Any]) -> float | None:
 
 
 def truth_label(label: Any) -> int | None:
-    """A truth label -> 0 (LGG) or 1 (HGG); None when missing (None, NaN, not a number). Any other
-    number raises ValueError.
+    """A truth label -> a non-negative integer (a class); None when missing (None, NaN, not a number).
+    Any other number raises ValueError.
 
     >>> truth_label(1.0), truth_label("0"), truth_label(None), truth_label(float("nan"))
     (1, 0, None, None)
@@ -154,15 +174,15 @@ def truth_label(label: Any) -> int | None:
         return None
     if math.isnan(value):
         return None
-    if value not in (0.0, 1.0):
-        raise ValueError(f"label must be 0 (LGG) or 1 (HGG); got {label!r}")
+    if value < 0 or not value.is_integer():
+        raise ValueError(f"label must be a class number 0, 1, ...; got {label!r}")
     return int(value)
 
 
 def expected_accuracy(choices: Sequence[Any], label: Any) -> float | None:
-    """Mean accuracy of single answers against the truth ``label`` (LGG 0, HGG 1): the chance that one
-    call, picked at random, is right. "No glioma" and unparsed answers count as wrong. None without a
-    label or without answers.
+    """Mean accuracy of single answers against the truth ``label``: the chance that one call, picked at
+    random, is right. Abstaining and unparsed answers count as wrong. None without a label or without
+    answers.
 
     >>> expected_accuracy([1, 1, 1, 0, None], 0)
     0.2
@@ -172,7 +192,7 @@ def expected_accuracy(choices: Sequence[Any], label: Any) -> float | None:
     lab = truth_label(label)
     if lab is None or len(choices) == 0:
         return None
-    return sum(category(c) == str(lab) for c in choices) / len(choices)
+    return sum(_code(c) == str(lab) for c in choices) / len(choices)
 
 
 def fleiss_kappa(table: Sequence[Sequence[int]]) -> float | None:
@@ -216,13 +236,13 @@ def fleiss_kappa(table: Sequence[Sequence[int]]) -> float | None:
     return (p_bar - p_e) / (1 - p_e)
 
 
-def summarize_answers(choices: Sequence[Any], *, label: Any = None,
-                      tie_break: Literal["hgg", "lgg"] = "hgg") -> dict[str, Any]:
-    """Summary of one image's repeated answers (``choices`` in repeat order; 0/1/2, None = unparsed).
+def summarize_answers(choices: Sequence[Any], *, label: Any = None, categories: Sequence[str] = CATEGORIES,
+                      first: str | None = "1") -> dict[str, Any]:
+    """Summary of one image's repeated answers (``choices`` in repeat order; codes, None = unparsed).
 
-    Keys: ``n``, ``counts`` {"0","1","2","unparsed"}, ``majority`` (a category key, see
-    :func:`majority_answer`), ``tie`` (the top counts tied), ``agreement``, ``entropy`` (bits),
-    ``flip_rate``, ``label`` (LGG 0 / HGG 1 or None), ``consensus_correct`` (1.0 when the majority
+    Keys: ``n``, ``counts`` (every category), ``majority`` (a category key, see
+    :func:`majority_answer`; ``first`` breaks ties), ``tie`` (the top counts tied), ``agreement``,
+    ``entropy`` (bits), ``flip_rate``, ``label`` (a class or None), ``consensus_correct`` (1.0 when the majority
     answer equals the label, 0.0 when not, None without label), ``expected_accuracy``.
 
     >>> s = summarize_answers([1] * 77 + [0] * 18, label=0)
@@ -231,8 +251,8 @@ def summarize_answers(choices: Sequence[Any], *, label: Any = None,
     >>> s["consensus_correct"], round(s["expected_accuracy"], 3), round(s["flip_rate"], 3)
     (0.0, 0.189, 0.011)
     """
-    counts = count_answers(choices)
-    majority = majority_answer(counts, tie_break=tie_break)
+    counts = count_answers(choices, categories)
+    majority = majority_answer(counts, first=first)
     lab = truth_label(label)
     return {
         "n": _n(counts),
@@ -253,8 +273,8 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def summarize_images(images: Sequence[tuple[Sequence[Any], Any]], *,
-                     tie_break: Literal["hgg", "lgg"] = "hgg") -> dict[str, Any]:
+def summarize_images(images: Sequence[tuple[Sequence[Any], Any]], *, categories: Sequence[str] = CATEGORIES,
+                     first: str | None = "1") -> dict[str, Any]:
     """Summary over several images, each ``(choices in repeat order, label or None)``.
 
     The contract's keys are over *all* answers pooled: ``n``, ``counts``, ``majority``, ``agreement``,
@@ -270,10 +290,10 @@ def summarize_images(images: Sequence[tuple[Sequence[Any], Any]], *,
     >>> round(s["expected_accuracy"], 4), round(s["mean_agreement"], 4)
     (0.5947, 0.9053)
     """
-    per = [summarize_answers(c, label=lab, tie_break=tie_break) for c, lab in images]
-    pooled = dict.fromkeys(CATEGORIES, 0)
+    per = [summarize_answers(c, label=lab, categories=categories, first=first) for c, lab in images]
+    pooled = dict.fromkeys(categories, 0)
     for s in per:
-        for k in CATEGORIES:
+        for k in categories:
             pooled[k] += s["counts"][k]
     changed = pairs = 0
     for choices, _ in images:
@@ -283,14 +303,14 @@ def summarize_images(images: Sequence[tuple[Sequence[Any], Any]], *,
     return {
         "n": _n(pooled),
         "counts": pooled,
-        "majority": majority_answer(pooled, tie_break=tie_break),
+        "majority": majority_answer(pooled, first=first),
         "agreement": agreement(pooled),
         "entropy": entropy_bits(pooled),
         "n_images": len(per),
         "flip_rate": changed / pairs if pairs else None,
         "mean_agreement": _mean(s["agreement"] for s in per),
         "mean_entropy": _mean(s["entropy"] for s in per),
-        "fleiss_kappa": fleiss_kappa([[s["counts"][k] for k in CATEGORIES] for s in per]),
+        "fleiss_kappa": fleiss_kappa([[s["counts"][k] for k in categories] for s in per]),
         "n_labelled": len(labelled),
         "consensus_accuracy": _mean(s["consensus_correct"] for s in labelled),
         "expected_accuracy": _mean(s["expected_accuracy"] for s in labelled),
