@@ -12,53 +12,51 @@ Library use (the study code adds its own sections)::
     build_report([run_a, run_b], out / "report.html", title="My study",
                  extra_sections=[Section("Plain-language summary", text="...", position="start"),
                                  Section("Cohort", html=html_table(rows))])
+
+Layout: :mod:`medvlm.report.runs` reads run folders, :mod:`medvlm.report.summary` builds the summary
+table and the paired tests, :mod:`medvlm.report.format` holds the shared formatting helpers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import math
-import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medvlm.errors import DataError
-
-RUN_FILES = (
-    "run.json",
-    "predictions.csv",
-    "metrics.json",
-    "history.csv",
-    "patients.csv",
-    "slices.csv",
-    "consistency.csv",
-    "summary.json",
-    "train_log.csv",
+from medvlm.report.format import _figure, _is_num, _raw_sample, _safe_figure, _slug, fmt, html_table
+from medvlm.report.runs import (
+    RUN_FILES,
+    ReportWarning,
+    RunData,
+    _finetune_config,
+    _model_name,
+    _read_csv,
+    _read_json,
+    _unique_names,
+    load_run,
+    vlm_role,
 )
-SUMMARY_METRICS = (
-    ("accuracy", "Accuracy"),
-    ("precision", "Precision"),
-    ("recall", "Sensitivity"),
-    ("specificity", "Specificity"),
-    ("f1", "F1"),
-    ("balanced_accuracy", "Bal. acc."),
-    ("mcc", "MCC"),
-    ("auc", "AUC"),
-)
-ORIENTATION_ORDER = ("axial", "coronal", "sagittal", "combined")
-COHORT_ORDER = ("train", "val", "test")
-RAW_SAMPLE = 12
-RAW_MAX_CHARS = 400
-LONG_CELL = 160
+from medvlm.report.summary import SUMMARY_METRICS, paired_tests, summary_rows, test_cohort_predictions
 
-
-class ReportWarning(UserWarning):
-    """A run file could not be used; the report says so in the run's section."""
+__all__ = [
+    "RUN_FILES",
+    "ReportWarning",
+    "RunData",
+    "Section",
+    "build_report",
+    "consistency_overview",
+    "fmt",
+    "html_table",
+    "load_run",
+    "paired_tests",
+    "render_report",
+    "summary_rows",
+    "test_cohort_predictions",
+]
 
 
 @dataclass
@@ -77,183 +75,11 @@ class Section:
     position: str = "end"
 
 
-@dataclass
-class RunData:
-    """What the report knows about one run folder."""
-
-    path: Path
-    name: str
-    kind: str
-    info: dict[str, Any]
-    files: list[str]
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    cache: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------- small helpers
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def fmt(x: Any, digits: int = 3) -> str:
-    """A number for a table: 3 decimals, ints as is, None/NaN as an en dash."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    if isinstance(x, Mapping) and "mean" in x:
-        sd = x.get("std", x.get("sd"))
-        return f"{fmt(x['mean'], digits)} ± {fmt(sd, digits)}" if sd is not None else fmt(x["mean"], digits)
-    return str(x)
-
-
-def _ci_text(ci: Any) -> str:
-    if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2 and all(_is_num(v) for v in ci):
-        return f"{ci[0]:.2f} – {ci[1]:.2f}".replace("-", "−")
-    return ""
-
-
-def html_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *, caption: str | None = None
-) -> str:
-    """A ``<table>`` from rows of dicts, every cell escaped (for :class:`Section` ``html``)."""
-    from markupsafe import Markup, escape
-
-    cols = list(columns or (list(rows[0]) if rows else []))
-
-    def cell(i: int, v: Any) -> str:
-        text = fmt(v)
-        if len(text) > LONG_CELL and text[:1] in "{[":  # a JSON dump: folded, pretty-printed
-            with contextlib.suppress(json.JSONDecodeError):
-                text = json.dumps(json.loads(text), indent=2)
-            return (
-                f'<td class="l"><details><summary>show ({len(text)} characters)</summary>'
-                f"<pre>{escape(text)}</pre></details></td>"
-            )
-        if i == 0 or not (_is_num(v) or re.fullmatch(r"[−\-+0-9.,% –/]*", text)):
-            cls = "l wrap-text" if len(text) > 60 else "l"
-            return f'<td class="{cls}">{escape(text)}</td>'
-        return f"<td>{escape(text)}</td>"
-
-    left = ' class="l"'
-    head = "".join(f"<th{left if i == 0 else ''}>{escape(c)}</th>" for i, c in enumerate(cols))
-    body = "".join("<tr>" + "".join(cell(i, r.get(c)) for i, c in enumerate(cols)) + "</tr>" for r in rows)
-    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return Markup(f'<table class="data">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
-
-
-def _read_file(run: RunData, name: str, parse: Any) -> Any:
-    """``parse(RUN/name)`` (cached per run), or None when the run has no such file; a file that cannot
-    be parsed is recorded as one of the run's problems (the report goes on)."""
-    key = f"file:{name}"
-    if key not in run.cache:
-        value = None
-        if name in run.files:
-            try:
-                value = parse(run.path / name)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a visible note
-                first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
-                run.problems.append(f"{name} could not be read: {first_line}")
-        run.cache[key] = value
-    return run.cache[key]
-
-
-def _read_csv(run: RunData, name: str) -> Any:
-    """``RUN/name`` as a DataFrame (ids, cohorts, orientations and raw answers kept as text), or None."""
-    import pandas as pd
-
-    text_columns = {"patient_id": str, "cohort": str, "orientation": str, "raw": str}
-    return _read_file(run, name, lambda path: pd.read_csv(path, dtype=text_columns))
-
-
-def _read_json(run: RunData, name: str) -> Any:
-    """``RUN/name`` parsed as JSON, or None."""
-    return _read_file(run, name, lambda path: json.loads(path.read_text()))
-
-
-def _infer_kind(files: list[str]) -> str | None:
-    if "consistency.csv" in files or "summary.json" in files:
-        return "consistency"
-    if "slices.csv" in files or "patients.csv" in files:
-        return "vlm"
-    if "history.csv" in files:
-        return "cnn"
-    if "train_log.csv" in files:
-        return "finetune"
-    return None
-
-
-def load_run(path: str | Path) -> RunData:
-    """Read what the report needs to know about a run folder (files are read lazily later).
-
-    Raises :class:`DataError` when the folder does not exist or holds no run file at all.
-    """
-    from medvlm.runinfo import RUN_KINDS
-
-    path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"{path}: not a run folder (no such directory)")
-    files = [f for f in RUN_FILES if (path / f).is_file()]
-    problems: list[str] = []
-    info: dict[str, Any] = {}
-    if "run.json" in files:
-        try:
-            info = json.loads((path / "run.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path / 'run.json'}: not valid JSON ({exc})") from None
-    kind = info.get("kind")
-    if kind not in RUN_KINDS:
-        inferred = _infer_kind(files)
-        if inferred is None:
-            raise DataError(
-                f"{path}: no run.json and none of the run files ({', '.join(RUN_FILES[1:])}); "
-                "is this a medvlm run folder?"
-            )
-        problems.append(
-            f"run.json {'missing' if not info else 'has no valid kind'}; kind inferred from the "
-            f"files: {inferred}"
-        )
-        kind = inferred
-    return RunData(
-        path=path,
-        name=str(info.get("name") or path.name),
-        kind=kind,
-        info=info,
-        files=files,
-        problems=problems,
-    )
-
-
-# ------------------------------------------------------------------------------ fine-tuned vs general VLM
-FINETUNE_CONFIG = "finetune_config.json"
-ROLE_RANK = {"cnn": 0, "fine-tuned": 1, "general": 2}
-ROLE_NAME = {"cnn": "CNN", "fine-tuned": "fine-tuned VLM", "general": "general VLM"}
-
-
 def _consistency_fn(name: str) -> Any:
     """A figure function of :mod:`medvlm.consistency` (``agreement_figure``, ``temperature_figure``)."""
     import medvlm.consistency as C
 
     return getattr(C, name)
-
-
-def _finetune_config(folder: str | Path) -> dict[str, Any]:
-    """``finetune_config.json`` of an adapter folder as a dict ({} when absent or unreadable)."""
-    path = Path(folder) / FINETUNE_CONFIG
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def _finetune_facts(ft: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -304,17 +130,6 @@ def _validation_table(log: Any, selected: int | None) -> dict[str, Any] | None:
     }
 
 
-def vlm_role(run: RunData) -> str | None:
-    """``"cnn"``, ``"fine-tuned"`` (a VLM run whose config has an ``adapter``), ``"general"`` (other VLM
-    runs) or None (consistency and fine-tuning runs)."""
-    if run.kind == "cnn":
-        return "cnn"
-    if run.kind == "vlm":
-        cfg = run.info.get("config") or {}
-        return "fine-tuned" if isinstance(cfg, Mapping) and cfg.get("adapter") else "general"
-    return None
-
-
 def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
     cfg = run.info.get("config") or {}
     adapter = cfg.get("adapter") if isinstance(cfg, Mapping) else None
@@ -326,313 +141,6 @@ def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
         out += [(f"adapter {k}", v) for k, v in _finetune_facts(ft) if k != "base model"]
     elif not Path(adapter).is_dir():
         run.notes.append(f"adapter folder {adapter} not found here; its fine-tuning settings are not shown")
-    return out
-
-
-# ------------------------------------------------------------------------------------------ metric rows
-def _metric_cells(m: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [{"value": fmt(m.get(key)), "ci": _ci_text(m.get(f"{key}_ci"))} for key, _ in SUMMARY_METRICS]
-
-
-def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[str, Any]:
-    n = m.get("n")
-    counts = "/".join(fmt(m.get(k)) for k in ("tp", "fp", "tn", "fn")) if "tp" in m else ""
-    return {
-        "run": run.name,
-        "kind": run.kind,
-        "role": vlm_role(run) if run.kind == "vlm" else "",
-        "model": _model_name(run),
-        "model_short": Path(_model_name(run)).name if "/" in _model_name(run) else _model_name(run),
-        "subset": subset,
-        "n": fmt(n),
-        "counts": counts,
-        "cells": _metric_cells(m),
-        "source": source,
-    }
-
-
-def _model_name(run: RunData) -> str:
-    cfg = run.info.get("config") or {}
-    metrics = run.cache.get("file:metrics.json")  # only if already read or {}
-    for key in ("model", "base_model", "model_name"):
-        if isinstance(metrics, Mapping) and metrics.get(key):
-            return str(metrics[key])
-        if isinstance(cfg, Mapping) and cfg.get(key):
-            return str(cfg[key])
-    return ""
-
-
-def _looks_like_metrics(d: Any) -> bool:
-    return isinstance(d, Mapping) and any(k in d for k in ("accuracy", "auc", "tp", "n"))
-
-
-def _frame_metrics(df: Any, n_boot: int, seed: int) -> dict[str, Any]:
-    from medvlm.metrics import metrics_with_ci
-
-    scores = (
-        df["score"].to_numpy(dtype=float) if "score" in df.columns and df["score"].notna().any() else None
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return metrics_with_ci(
-            df["label"].to_numpy(), df["pred"].to_numpy(), scores, n_boot=n_boot, seed=seed
-        )
-
-
-def _valid_predictions(run: RunData, name: str = "predictions.csv") -> Any:
-    """``predictions.csv`` validated with :func:`medvlm.metrics.read_predictions`, or None (+ problem)."""
-    from medvlm.metrics import read_predictions
-
-    key = f"pred:{name}"
-    if key in run.cache:
-        return run.cache[key]
-    df = None
-    if name in run.files:
-        try:
-            df = read_predictions(run.path / name)
-        except DataError as exc:
-            run.problems.append(str(exc))
-    run.cache[key] = df
-    return df
-
-
-def summary_rows(run: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
-    """Rows of the summary table for a CNN (per fold and cohort) or VLM run (per orientation).
-
-    ``metrics.json`` is used as the run wrote it (with its CIs); without it, metrics are computed from
-    ``predictions.csv`` / ``patients.csv`` with ``n_boot`` bootstrap resamples.
-    """
-    rows: list[dict[str, Any]] = []
-    metrics = _read_json(run, "metrics.json")
-    if run.kind == "cnn":
-        if isinstance(metrics, Mapping) and isinstance(metrics.get("folds"), Mapping):
-            for fold, cohorts in metrics["folds"].items():
-                if not isinstance(cohorts, Mapping):
-                    continue
-                for cohort in sorted(cohorts, key=lambda c: (COHORT_ORDER + (c,)).index(c)):
-                    if _looks_like_metrics(cohorts[cohort]):
-                        label = cohort if len(metrics["folds"]) == 1 else f"fold {fold} · {cohort}"
-                        rows.append(_row(run, label, cohorts[cohort], "metrics.json"))
-            cv = metrics.get("cv")
-            if _looks_like_metrics(cv):
-                rows.append(_row(run, "cross-validation", cv, "metrics.json"))
-            elif isinstance(cv, Mapping):
-                for key, val in cv.items():
-                    if _looks_like_metrics(val):
-                        rows.append(_row(run, f"cross-validation · {key}", val, "metrics.json"))
-            if rows:
-                return rows
-        df = _valid_predictions(run)
-        if df is not None:
-            keys = [c for c in ("fold", "cohort") if c in df.columns]
-            groups = df.groupby(keys, sort=False) if keys else [((), df)]
-            for key, part in groups:
-                key = key if isinstance(key, tuple) else (key,)
-                label = " · ".join(
-                    f"fold {v}" if k == "fold" else str(v) for k, v in zip(keys, key, strict=True)
-                )
-                rows.append(_row(run, label or "all", _frame_metrics(part, n_boot, seed), "predictions.csv"))
-        return rows
-    if run.kind == "vlm":
-        if isinstance(metrics, Mapping) and isinstance(metrics.get("orientations"), Mapping):
-            ors = metrics["orientations"]
-            for o in sorted(ors, key=lambda o: (ORIENTATION_ORDER + (o,)).index(o)):
-                if _looks_like_metrics(ors[o]):
-                    rows.append(_row(run, o, ors[o], "metrics.json"))
-            if rows:
-                return rows
-        pats = _read_csv(run, "patients.csv")
-        if pats is not None and {"orientation", "label", "pred"} <= set(pats.columns):
-            for o, part in pats.groupby("orientation", sort=False):
-                part = part[part["pred"].notna()]
-                if len(part):
-                    rows.append(_row(run, str(o), _frame_metrics(part, n_boot, seed), "patients.csv"))
-        df = _valid_predictions(run)
-        if df is not None and not any(r["subset"] == "combined" for r in rows):
-            rows.append(
-                _row(run, "combined" if rows else "all", _frame_metrics(df, n_boot, seed), "predictions.csv")
-            )
-        return rows
-    return rows
-
-
-# ------------------------------------------------------------------------------------------ paired tests
-def test_cohort_predictions(run: RunData) -> Any:
-    """One row per test-cohort patient (``patient_id,label,pred[,score]``) for the paired tests.
-
-    VLM predictions with an ``orientation`` column use the ``combined`` rows; CNN predictions with a
-    ``fold`` column and several folds on the test cohort become the fold ensemble (mean score; the
-    majority of the fold predictions, ties broken by mean score >= 0.5), noted in the run's section.
-    Raises :class:`DataError` when the run has no usable test-cohort predictions.
-    """
-    import numpy as np
-
-    key = "test_cohort_predictions"
-    if key in run.cache:
-        if isinstance(run.cache[key], DataError):
-            raise run.cache[key]
-        return run.cache[key]
-    try:
-        df = _valid_predictions(run)
-        if df is None:
-            raise DataError(f"{run.name}: no valid predictions.csv")
-        if "orientation" in df.columns:
-            comb = df[df["orientation"].astype(str) == "combined"]
-            if comb.empty:
-                raise DataError(
-                    f"{run.name}: predictions.csv has an orientation column but no 'combined' rows"
-                )
-            df = comb
-        if "cohort" in df.columns:
-            df = df[df["cohort"].astype(str) == "test"]
-            if df.empty:
-                raise DataError(f"{run.name}: no test-cohort rows in predictions.csv")
-        if "patient_id" not in df.columns:
-            raise DataError(f"{run.name}: predictions.csv has no patient_id column")
-        if "fold" in df.columns and df["fold"].nunique() > 1:
-            k = df["fold"].nunique()
-            agg: dict[str, Any] = {"label": ("label", "first"), "pred_mean": ("pred", "mean")}
-            if "score" in df.columns:
-                agg["score"] = ("score", "mean")
-            g = df.groupby("patient_id", sort=False).agg(**agg).reset_index()
-            tie_break = (g["score"] >= 0.5) if "score" in g.columns else np.ones(len(g), bool)
-            g["pred"] = np.where(
-                g["pred_mean"] > 0.5, 1, np.where(g["pred_mean"] < 0.5, 0, tie_break)
-            ).astype(int)
-            df = g.drop(columns="pred_mean").assign(cohort="test")
-            run.notes.append(
-                f"paired tests and ROC use the ensemble of the {k} folds on the test cohort "
-                "(mean score; majority of fold predictions)"
-            )
-        run.cache[key] = df.reset_index(drop=True)
-        return run.cache[key]
-    except DataError as exc:
-        run.cache[key] = exc
-        raise
-
-
-def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
-    """McNemar and DeLong (:func:`medvlm.stats.compare_predictions`) for every pair of classifier runs
-    on the test cohort; a pair that cannot be compared gets a row with the reason."""
-    from medvlm.stats import compare_predictions
-
-    classifiers = [r for r in runs if r.kind in ("cnn", "vlm")]
-    rows = []
-    for i, first in enumerate(classifiers):
-        for second in classifiers[i + 1 :]:
-            a, b = first, second
-            ra, rb = vlm_role(a), vlm_role(b)
-            if ROLE_RANK[rb] < ROLE_RANK[ra]:  # A is the CNN, else the fine-tuned VLM
-                a, b, ra, rb = b, a, rb, ra
-            key = ra != rb
-            row: dict[str, Any] = {
-                "a": a.name,
-                "b": b.name,
-                "role_a": ra,
-                "role_b": rb,
-                "key": key,
-                "comparison": f"{ROLE_NAME[ra]} vs {ROLE_NAME[rb]}",
-                "order": (
-                    0 if key else 1,
-                    {("fine-tuned", "general"): 0, ("cnn", "general"): 1, ("cnn", "fine-tuned"): 2}.get(
-                        (ra, rb), 3
-                    ),
-                ),
-            }
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = compare_predictions(
-                        test_cohort_predictions(a), test_cohort_predictions(b), name_a=a.name, name_b=b.name
-                    )
-            except DataError as exc:
-                row["error"] = str(exc)
-                rows.append(row)
-                continue
-            row.update(res)
-            row["fmt"] = {
-                "n": fmt(res["n"]),
-                "acc_a": fmt(res["accuracy_a"]),
-                "acc_b": fmt(res["accuracy_b"]),
-                "acc_diff": fmt(res["accuracy_diff"]),
-                "acc_ci": _ci_text(res["accuracy_diff_ci"]),
-                "b": fmt(res["mcnemar_b"]),
-                "c": fmt(res["mcnemar_c"]),
-                "mcnemar_p": _p(res["mcnemar_p"]),
-                "mcnemar_method": res["mcnemar_method"],
-                "auc_a": fmt(res["auc_a"]),
-                "auc_b": fmt(res["auc_b"]),
-                "auc_diff": fmt(res["auc_diff"]),
-                "auc_ci": _ci_text(res["auc_diff_ci"]),
-                "z": fmt(res["delong_z"], 2),
-                "delong_p": _p(res["delong_p"]),
-            }
-            rows.append(row)
-    rows.sort(key=lambda r: r["order"])  # stable: run order within each comparison
-    return rows
-
-
-def _p(p: Any) -> str:
-    if not _is_num(p):
-        return "–"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-# ----------------------------------------------------------------------------------------------- figures
-def _figure(fig: Any, caption: str, alt: str | None = None) -> dict[str, str]:
-    from medvlm.report.figures import figure_to_data_uri
-
-    return {"src": figure_to_data_uri(fig), "caption": caption, "alt": alt or caption}
-
-
-def _safe_figure(run: RunData | None, what: str, make: Any) -> dict[str, str] | None:
-    try:
-        fig, caption = make()
-    except (DataError, KeyError, ValueError, TypeError) as exc:
-        if run is not None:
-            run.problems.append(f"{what} could not be drawn: {exc}")
-        return None
-    return _figure(fig, caption)
-
-
-def _printable(text: str) -> str:
-    """``text`` with control, format (bidi overrides, zero-width) and private/surrogate characters shown
-    as U+FFFD, so a model's noise cannot reorder or break the page; newlines and tabs are kept."""
-    import unicodedata
-
-    return "".join(
-        c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp") else "\ufffd"
-        for c in text
-    )
-
-
-def _raw_sample(df: Any) -> list[dict[str, str]]:
-    """Up to :data:`RAW_SAMPLE` raw answers: unparsed ones first (half), then parsed ones."""
-    import pandas as pd
-
-    if df is None or "raw" not in df.columns or not df["raw"].fillna("").astype(str).str.strip().any():
-        return []  # no text answers (e.g. log-probability scoring)
-    choice = (
-        pd.to_numeric(df["choice"], errors="coerce")
-        if "choice" in df.columns
-        else pd.Series(float("nan"), index=df.index)
-    )
-    unparsed = df[choice.isna()].head(RAW_SAMPLE // 2)
-    parsed = df[choice.notna()].head(RAW_SAMPLE - len(unparsed))
-    out = []
-    for _, r in pd.concat([unparsed, parsed]).iterrows():
-        raw = "" if pd.isna(r.get("raw")) else _printable(str(r.get("raw")))
-        c = r.get("choice")
-        out.append(
-            {
-                "patient_id": str(r.get("patient_id", "")),
-                "orientation": str(r.get("orientation", "")),
-                "slice_index": fmt(r.get("slice_index")) if pd.notna(r.get("slice_index")) else "",
-                "repeat": fmt(r.get("repeat")) if pd.notna(r.get("repeat")) else "",
-                "choice": "unparsed" if pd.isna(pd.to_numeric(c, errors="coerce")) else str(int(float(c))),
-                "raw": raw if len(raw) <= RAW_MAX_CHARS else raw[:RAW_MAX_CHARS] + " …",
-            }
-        )
     return out
 
 
@@ -766,9 +274,7 @@ def _run_details(run: RunData) -> dict[str, Any]:
                 run,
                 "summary.json",
                 lambda: (
-                    _consistency_fn("agreement_figure")(
-                        summary["per_image"], title=run.name
-                    ),
+                    _consistency_fn("agreement_figure")(summary["per_image"], title=run.name),
                     f"{run.name}: share of each answer over the repeats of each image (LGG images first); "
                     "the marker above a bar says whether its majority answer is right.",
                 ),
@@ -909,16 +415,6 @@ def _sections(extra: Iterable[Section | Mapping[str, Any]] | None) -> list[dict[
             {"title": s.title, "anchor": s.anchor or _slug(s.title), "body": body, "position": s.position}
         )
     return out
-
-
-def _unique_names(runs: list[RunData]) -> None:
-    seen: dict[str, int] = {}
-    for r in runs:
-        if r.name in seen:
-            seen[r.name] += 1
-            r.name = f"{r.name} ({seen[r.name]})"
-        else:
-            seen[r.name] = 1
 
 
 def render_report(
