@@ -88,6 +88,6 @@ def test_legacy_summary_without_per_image_still_renders(runs, tmp_path):
 
 
 def test_raw_answers_cannot_reorder_the_page():
-    from medvlm.report.html import _printable
+    from medvlm.report.format import _printable
 
     assert _printable("a\u202eb\u200bc\x00d\ne") == "a\ufffdb\ufffdc\ufffdd\ne"

@@ -120,6 +120,14 @@ def test_bad_run_folders(tmp_path):
         build_report([tmp_path / "empty"], tmp_path / "r.html")
 
 
+def test_every_run_kind_has_a_section_renderer():
+    from medvlm.report.sections import RUN_SECTIONS
+    from medvlm.runinfo import RUN_KINDS
+
+    assert sorted(RUN_SECTIONS) == sorted(RUN_KINDS)
+    assert all(callable(RUN_SECTIONS.get(kind)) for kind in RUN_KINDS)
+
+
 def test_html_table_escapes():
     html = str(html_table([{"a": "<i>x</i>", "b": 0.12345}], caption="c<d"))
     assert "&lt;i&gt;x&lt;/i&gt;" in html and "0.123" in html and "c&lt;d" in html

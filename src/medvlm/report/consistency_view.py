@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medvlm.report.format import fmt
+
 CATS = ("0", "1", "2", "unparsed")
 ANSWER = {"0": "LGG", "1": "HGG", "2": "no glioma", "unparsed": "unparsed", None: "–"}
 TRUTH = {0: "LGG (0)", 1: "HGG (1)"}
@@ -42,8 +44,6 @@ OVERALL_MEASURES = (
 
 
 def _f(x: Any, digits: int = 3) -> str:
-    from medvlm.report.html import fmt
-
     return fmt(x, digits)
 
 

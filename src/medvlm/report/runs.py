@@ -1,0 +1,187 @@
+"""Reading run folders for the report: :class:`RunData`, :func:`load_run` and the cached file readers.
+
+Files are read lazily and at most once per run (``run.cache``); a file that cannot be parsed becomes
+one of the run's ``problems`` (listed in its section) instead of stopping the report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medvlm.errors import DataError
+
+RUN_FILES = (
+    "run.json",
+    "predictions.csv",
+    "metrics.json",
+    "history.csv",
+    "patients.csv",
+    "slices.csv",
+    "consistency.csv",
+    "summary.json",
+    "train_log.csv",
+)
+FINETUNE_CONFIG = "finetune_config.json"
+
+
+class ReportWarning(UserWarning):
+    """A run file could not be used; the report says so in the run's section."""
+
+
+@dataclass
+class RunData:
+    """What the report knows about one run folder."""
+
+    path: Path
+    name: str
+    kind: str
+    info: dict[str, Any]
+    files: list[str]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_file(run: RunData, name: str, parse: Any) -> Any:
+    """``parse(RUN/name)`` (cached per run), or None when the run has no such file; a file that cannot
+    be parsed is recorded as one of the run's problems (the report goes on)."""
+    key = f"file:{name}"
+    if key not in run.cache:
+        value = None
+        if name in run.files:
+            try:
+                value = parse(run.path / name)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a visible note
+                first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                run.problems.append(f"{name} could not be read: {first_line}")
+        run.cache[key] = value
+    return run.cache[key]
+
+
+def _read_csv(run: RunData, name: str) -> Any:
+    """``RUN/name`` as a DataFrame (ids, cohorts, orientations and raw answers kept as text), or None."""
+    import pandas as pd
+
+    text_columns = {"patient_id": str, "cohort": str, "orientation": str, "raw": str}
+    return _read_file(run, name, lambda path: pd.read_csv(path, dtype=text_columns))
+
+
+def _read_json(run: RunData, name: str) -> Any:
+    """``RUN/name`` parsed as JSON, or None."""
+    return _read_file(run, name, lambda path: json.loads(path.read_text()))
+
+
+def _infer_kind(files: list[str]) -> str | None:
+    if "consistency.csv" in files or "summary.json" in files:
+        return "consistency"
+    if "slices.csv" in files or "patients.csv" in files:
+        return "vlm"
+    if "history.csv" in files:
+        return "cnn"
+    if "train_log.csv" in files:
+        return "finetune"
+    return None
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read what the report needs to know about a run folder (files are read lazily later).
+
+    Raises :class:`DataError` when the folder does not exist or holds no run file at all.
+    """
+    from medvlm.runinfo import RUN_KINDS
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: not a run folder (no such directory)")
+    files = [f for f in RUN_FILES if (path / f).is_file()]
+    problems: list[str] = []
+    info: dict[str, Any] = {}
+    if "run.json" in files:
+        try:
+            info = json.loads((path / "run.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path / 'run.json'}: not valid JSON ({exc})") from None
+    kind = info.get("kind")
+    if kind not in RUN_KINDS:
+        inferred = _infer_kind(files)
+        if inferred is None:
+            raise DataError(
+                f"{path}: no run.json and none of the run files ({', '.join(RUN_FILES[1:])}); "
+                "is this a medvlm run folder?"
+            )
+        problems.append(
+            f"run.json {'missing' if not info else 'has no valid kind'}; kind inferred from the "
+            f"files: {inferred}"
+        )
+        kind = inferred
+    return RunData(
+        path=path,
+        name=str(info.get("name") or path.name),
+        kind=kind,
+        info=info,
+        files=files,
+        problems=problems,
+    )
+
+
+def _unique_names(runs: list[RunData]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        if r.name in seen:
+            seen[r.name] += 1
+            r.name = f"{r.name} ({seen[r.name]})"
+        else:
+            seen[r.name] = 1
+
+
+def vlm_role(run: RunData) -> str | None:
+    """``"cnn"``, ``"fine-tuned"`` (a VLM run whose config has an ``adapter``), ``"general"`` (other VLM
+    runs) or None (consistency and fine-tuning runs)."""
+    if run.kind == "cnn":
+        return "cnn"
+    if run.kind == "vlm":
+        cfg = run.info.get("config") or {}
+        return "fine-tuned" if isinstance(cfg, Mapping) and cfg.get("adapter") else "general"
+    return None
+
+
+def _model_name(run: RunData) -> str:
+    cfg = run.info.get("config") or {}
+    metrics = run.cache.get("file:metrics.json")  # only if already read or {}
+    for key in ("model", "base_model", "model_name"):
+        if isinstance(metrics, Mapping) and metrics.get(key):
+            return str(metrics[key])
+        if isinstance(cfg, Mapping) and cfg.get(key):
+            return str(cfg[key])
+    return ""
+
+
+def _valid_predictions(run: RunData, name: str = "predictions.csv") -> Any:
+    """``predictions.csv`` validated with :func:`medvlm.metrics.read_predictions`, or None (+ problem)."""
+    from medvlm.metrics import read_predictions
+
+    key = f"pred:{name}"
+    if key in run.cache:
+        return run.cache[key]
+    df = None
+    if name in run.files:
+        try:
+            df = read_predictions(run.path / name)
+        except DataError as exc:
+            run.problems.append(str(exc))
+    run.cache[key] = df
+    return df
+
+
+def _finetune_config(folder: str | Path) -> dict[str, Any]:
+    """``finetune_config.json`` of an adapter folder as a dict ({} when absent or unreadable)."""
+    path = Path(folder) / FINETUNE_CONFIG
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}

@@ -1,0 +1,91 @@
+"""The section of a VLM run: adapter (general or fine-tuned), answer counts, unparsed rate, vote figures,
+ROC per orientation and a sample of raw answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from medvlm.errors import DataError
+from medvlm.report.format import _figure, _is_num, _raw_sample, _safe_figure, fmt
+from medvlm.report.runs import RunData, _finetune_config, _read_csv, _read_json
+from medvlm.report.sections._classifier import add_confusion_matrix
+from medvlm.report.sections.finetune import _finetune_facts
+
+
+def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
+    cfg = run.info.get("config") or {}
+    adapter = cfg.get("adapter") if isinstance(cfg, Mapping) else None
+    if not adapter:
+        return [("variant", "general (zero-shot, no adapter)")] if run.kind == "vlm" else []
+    out = [("variant", "fine-tuned"), ("adapter", str(adapter))]
+    ft = _finetune_config(adapter)
+    if ft:
+        out += [(f"adapter {k}", v) for k, v in _finetune_facts(ft) if k != "base model"]
+    elif not Path(adapter).is_dir():
+        run.notes.append(f"adapter folder {adapter} not found here; its fine-tuning settings are not shown")
+    return out
+
+
+def details(run: RunData, d: dict[str, Any]) -> None:
+    """The confusion matrix on the test cohort, then what the model answered (slices.csv, patients.csv)."""
+    from medvlm.report import figures as F
+
+    add_confusion_matrix(run, d)
+    facts = d["facts"]
+    facts.extend(_adapter_facts(run))
+    metrics = _read_json(run, "metrics.json") or {}
+    slices = _read_csv(run, "slices.csv")
+    n_calls = metrics.get("n_calls") if isinstance(metrics, Mapping) else None
+    n_unparsed = metrics.get("n_unparsed") if isinstance(metrics, Mapping) else None
+    n_failed = metrics.get("n_failed") if isinstance(metrics, Mapping) else None
+    if slices is not None and "choice" in slices.columns:
+        counts = F.answer_counts(slices)
+        n_calls = n_calls if n_calls is not None else len(slices)
+        n_unparsed = n_unparsed if n_unparsed is not None else counts["unparsed"]
+        d["tables"].append(
+            {
+                "title": "Answers (slices.csv)",
+                "columns": ["LGG (0)", "HGG (1)", "no glioma (2)", "unparsed", "total"],
+                "rows": [[counts["0"], counts["1"], counts["2"], counts["unparsed"], sum(counts.values())]],
+                "left": set(),
+                "note": "",
+            }
+        )
+    facts.append(("model calls", fmt(n_calls)))
+    facts.append(("unparsed answers", fmt(n_unparsed)))
+    if _is_num(n_calls) and _is_num(n_unparsed) and n_calls:
+        facts.append(("unparsed rate", f"{100 * n_unparsed / n_calls:.1f}%"))
+    if n_failed is not None:
+        facts.append(("failed calls", fmt(n_failed)))
+    pats = _read_csv(run, "patients.csv")
+    if pats is not None:
+        try:
+            for o, fig in F.vote_figures(pats).items():
+                d["figures"].append(
+                    _figure(
+                        fig,
+                        f"{run.name}, {o}: share of HGG votes per patient (GLDR), "
+                        "patients ordered by true label; markers show TP/FP/TN/FN "
+                        "of the majority vote.",
+                    )
+                )
+        except (DataError, KeyError, ValueError) as exc:
+            run.problems.append(f"patients.csv could not be drawn: {exc}")
+        if {"orientation", "label", "score"} <= set(pats.columns) and pats["score"].notna().any():
+            curves = [
+                (str(o), part["label"].to_numpy(), part["score"].to_numpy(dtype=float))
+                for o, part in pats.groupby("orientation", sort=False)
+            ]
+            fig = _safe_figure(
+                run,
+                "patients.csv",
+                lambda: (
+                    F.roc_figure(curves, title=f"{run.name}: ROC per orientation"),
+                    f"ROC curves of {run.name} per orientation (patient score from patients.csv).",
+                ),
+            )
+            if fig:
+                d["figures"].append(fig)
+    d["raw"] = _raw_sample(slices)

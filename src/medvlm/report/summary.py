@@ -1,0 +1,247 @@
+"""The report's comparison tables: summary rows per run, test-cohort predictions and paired tests.
+
+:func:`summary_rows` gives the rows of the summary table (per fold and cohort for a CNN run, per
+orientation for a VLM run); :func:`test_cohort_predictions` the one-row-per-patient test predictions
+of a classifier run; :func:`paired_tests` McNemar and DeLong between every pair of classifier runs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medvlm.errors import DataError
+from medvlm.report.format import _ci_text, _p, fmt
+from medvlm.report.runs import RunData, _model_name, _read_csv, _read_json, _valid_predictions, vlm_role
+
+SUMMARY_METRICS = (
+    ("accuracy", "Accuracy"),
+    ("precision", "Precision"),
+    ("recall", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("f1", "F1"),
+    ("balanced_accuracy", "Bal. acc."),
+    ("mcc", "MCC"),
+    ("auc", "AUC"),
+)
+ORIENTATION_ORDER = ("axial", "coronal", "sagittal", "combined")
+COHORT_ORDER = ("train", "val", "test")
+ROLE_RANK = {"cnn": 0, "fine-tuned": 1, "general": 2}
+ROLE_NAME = {"cnn": "CNN", "fine-tuned": "fine-tuned VLM", "general": "general VLM"}
+
+
+# ------------------------------------------------------------------------------------------ metric rows
+def _metric_cells(m: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"value": fmt(m.get(key)), "ci": _ci_text(m.get(f"{key}_ci"))} for key, _ in SUMMARY_METRICS]
+
+
+def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[str, Any]:
+    n = m.get("n")
+    counts = "/".join(fmt(m.get(k)) for k in ("tp", "fp", "tn", "fn")) if "tp" in m else ""
+    return {
+        "run": run.name,
+        "kind": run.kind,
+        "role": vlm_role(run) if run.kind == "vlm" else "",
+        "model": _model_name(run),
+        "model_short": Path(_model_name(run)).name if "/" in _model_name(run) else _model_name(run),
+        "subset": subset,
+        "n": fmt(n),
+        "counts": counts,
+        "cells": _metric_cells(m),
+        "source": source,
+    }
+
+
+def _looks_like_metrics(d: Any) -> bool:
+    return isinstance(d, Mapping) and any(k in d for k in ("accuracy", "auc", "tp", "n"))
+
+
+def _frame_metrics(df: Any, n_boot: int, seed: int) -> dict[str, Any]:
+    from medvlm.metrics import metrics_with_ci
+
+    scores = (
+        df["score"].to_numpy(dtype=float) if "score" in df.columns and df["score"].notna().any() else None
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return metrics_with_ci(
+            df["label"].to_numpy(), df["pred"].to_numpy(), scores, n_boot=n_boot, seed=seed
+        )
+
+
+def summary_rows(run: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Rows of the summary table for a CNN (per fold and cohort) or VLM run (per orientation).
+
+    ``metrics.json`` is used as the run wrote it (with its CIs); without it, metrics are computed from
+    ``predictions.csv`` / ``patients.csv`` with ``n_boot`` bootstrap resamples.
+    """
+    rows: list[dict[str, Any]] = []
+    metrics = _read_json(run, "metrics.json")
+    if run.kind == "cnn":
+        if isinstance(metrics, Mapping) and isinstance(metrics.get("folds"), Mapping):
+            for fold, cohorts in metrics["folds"].items():
+                if not isinstance(cohorts, Mapping):
+                    continue
+                for cohort in sorted(cohorts, key=lambda c: (COHORT_ORDER + (c,)).index(c)):
+                    if _looks_like_metrics(cohorts[cohort]):
+                        label = cohort if len(metrics["folds"]) == 1 else f"fold {fold} · {cohort}"
+                        rows.append(_row(run, label, cohorts[cohort], "metrics.json"))
+            cv = metrics.get("cv")
+            if _looks_like_metrics(cv):
+                rows.append(_row(run, "cross-validation", cv, "metrics.json"))
+            elif isinstance(cv, Mapping):
+                for key, val in cv.items():
+                    if _looks_like_metrics(val):
+                        rows.append(_row(run, f"cross-validation · {key}", val, "metrics.json"))
+            if rows:
+                return rows
+        df = _valid_predictions(run)
+        if df is not None:
+            keys = [c for c in ("fold", "cohort") if c in df.columns]
+            groups = df.groupby(keys, sort=False) if keys else [((), df)]
+            for key, part in groups:
+                key = key if isinstance(key, tuple) else (key,)
+                label = " · ".join(
+                    f"fold {v}" if k == "fold" else str(v) for k, v in zip(keys, key, strict=True)
+                )
+                rows.append(_row(run, label or "all", _frame_metrics(part, n_boot, seed), "predictions.csv"))
+        return rows
+    if run.kind == "vlm":
+        if isinstance(metrics, Mapping) and isinstance(metrics.get("orientations"), Mapping):
+            ors = metrics["orientations"]
+            for o in sorted(ors, key=lambda o: (ORIENTATION_ORDER + (o,)).index(o)):
+                if _looks_like_metrics(ors[o]):
+                    rows.append(_row(run, o, ors[o], "metrics.json"))
+            if rows:
+                return rows
+        pats = _read_csv(run, "patients.csv")
+        if pats is not None and {"orientation", "label", "pred"} <= set(pats.columns):
+            for o, part in pats.groupby("orientation", sort=False):
+                part = part[part["pred"].notna()]
+                if len(part):
+                    rows.append(_row(run, str(o), _frame_metrics(part, n_boot, seed), "patients.csv"))
+        df = _valid_predictions(run)
+        if df is not None and not any(r["subset"] == "combined" for r in rows):
+            rows.append(
+                _row(run, "combined" if rows else "all", _frame_metrics(df, n_boot, seed), "predictions.csv")
+            )
+        return rows
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ paired tests
+def test_cohort_predictions(run: RunData) -> Any:
+    """One row per test-cohort patient (``patient_id,label,pred[,score]``) for the paired tests.
+
+    VLM predictions with an ``orientation`` column use the ``combined`` rows; CNN predictions with a
+    ``fold`` column and several folds on the test cohort become the fold ensemble (mean score; the
+    majority of the fold predictions, ties broken by mean score >= 0.5), noted in the run's section.
+    Raises :class:`DataError` when the run has no usable test-cohort predictions.
+    """
+    import numpy as np
+
+    key = "test_cohort_predictions"
+    if key in run.cache:
+        if isinstance(run.cache[key], DataError):
+            raise run.cache[key]
+        return run.cache[key]
+    try:
+        df = _valid_predictions(run)
+        if df is None:
+            raise DataError(f"{run.name}: no valid predictions.csv")
+        if "orientation" in df.columns:
+            comb = df[df["orientation"].astype(str) == "combined"]
+            if comb.empty:
+                raise DataError(
+                    f"{run.name}: predictions.csv has an orientation column but no 'combined' rows"
+                )
+            df = comb
+        if "cohort" in df.columns:
+            df = df[df["cohort"].astype(str) == "test"]
+            if df.empty:
+                raise DataError(f"{run.name}: no test-cohort rows in predictions.csv")
+        if "patient_id" not in df.columns:
+            raise DataError(f"{run.name}: predictions.csv has no patient_id column")
+        if "fold" in df.columns and df["fold"].nunique() > 1:
+            k = df["fold"].nunique()
+            agg: dict[str, Any] = {"label": ("label", "first"), "pred_mean": ("pred", "mean")}
+            if "score" in df.columns:
+                agg["score"] = ("score", "mean")
+            g = df.groupby("patient_id", sort=False).agg(**agg).reset_index()
+            tie_break = (g["score"] >= 0.5) if "score" in g.columns else np.ones(len(g), bool)
+            g["pred"] = np.where(
+                g["pred_mean"] > 0.5, 1, np.where(g["pred_mean"] < 0.5, 0, tie_break)
+            ).astype(int)
+            df = g.drop(columns="pred_mean").assign(cohort="test")
+            run.notes.append(
+                f"paired tests and ROC use the ensemble of the {k} folds on the test cohort "
+                "(mean score; majority of fold predictions)"
+            )
+        run.cache[key] = df.reset_index(drop=True)
+        return run.cache[key]
+    except DataError as exc:
+        run.cache[key] = exc
+        raise
+
+
+def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
+    """McNemar and DeLong (:func:`medvlm.stats.compare_predictions`) for every pair of classifier runs
+    on the test cohort; a pair that cannot be compared gets a row with the reason."""
+    from medvlm.stats import compare_predictions
+
+    classifiers = [r for r in runs if r.kind in ("cnn", "vlm")]
+    rows = []
+    for i, first in enumerate(classifiers):
+        for second in classifiers[i + 1 :]:
+            a, b = first, second
+            ra, rb = vlm_role(a), vlm_role(b)
+            if ROLE_RANK[rb] < ROLE_RANK[ra]:  # A is the CNN, else the fine-tuned VLM
+                a, b, ra, rb = b, a, rb, ra
+            key = ra != rb
+            row: dict[str, Any] = {
+                "a": a.name,
+                "b": b.name,
+                "role_a": ra,
+                "role_b": rb,
+                "key": key,
+                "comparison": f"{ROLE_NAME[ra]} vs {ROLE_NAME[rb]}",
+                "order": (
+                    0 if key else 1,
+                    {("fine-tuned", "general"): 0, ("cnn", "general"): 1, ("cnn", "fine-tuned"): 2}.get(
+                        (ra, rb), 3
+                    ),
+                ),
+            }
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = compare_predictions(
+                        test_cohort_predictions(a), test_cohort_predictions(b), name_a=a.name, name_b=b.name
+                    )
+            except DataError as exc:
+                row["error"] = str(exc)
+                rows.append(row)
+                continue
+            row.update(res)
+            row["fmt"] = {
+                "n": fmt(res["n"]),
+                "acc_a": fmt(res["accuracy_a"]),
+                "acc_b": fmt(res["accuracy_b"]),
+                "acc_diff": fmt(res["accuracy_diff"]),
+                "acc_ci": _ci_text(res["accuracy_diff_ci"]),
+                "b": fmt(res["mcnemar_b"]),
+                "c": fmt(res["mcnemar_c"]),
+                "mcnemar_p": _p(res["mcnemar_p"]),
+                "mcnemar_method": res["mcnemar_method"],
+                "auc_a": fmt(res["auc_a"]),
+                "auc_b": fmt(res["auc_b"]),
+                "auc_diff": fmt(res["auc_diff"]),
+                "auc_ci": _ci_text(res["auc_diff_ci"]),
+                "z": fmt(res["delong_z"], 2),
+                "delong_p": _p(res["delong_p"]),
+            }
+            rows.append(row)
+    rows.sort(key=lambda r: r["order"])  # stable: run order within each comparison
+    return rows
