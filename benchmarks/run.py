@@ -369,7 +369,8 @@ def bench_cnn(tmp: Path, size: dict[str, Any]) -> list[dict[str, Any]]:
 def _bench_cnn(tmp: Path, size: dict[str, Any], rounds: int = 2) -> list[dict[str, Any]]:
     import pandas as pd
 
-    from medvlm.cnn.train import make_config, train_cnn
+    from medvlm.cnn.config import make_config
+    from medvlm.cnn.train import train_cnn
     from medvlm.data.cohorts import read_manifest
 
     work = cnn_work(tmp, size["cnn_shape"], size["cnn_train"], size["cnn_val"])

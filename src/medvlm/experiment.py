@@ -4,7 +4,7 @@ An :class:`ExperimentConfig` names every stage of the study: the data (a BraTS 2
 synthetic cohort), preprocessing, the split, one or more CNNs, one or more VLM evaluations, consistency
 runs, LoRA/QLoRA fine-tuning (each followed by an evaluation of the fine-tuned model exactly like the
 general one) and the report. Each run section holds the same fields as the matching command's config
-(:class:`medvlm.cnn.train.CNNConfig`, :class:`medvlm.vlm.engine.VLMEvalConfig`,
+(:class:`medvlm.cnn.config.CNNConfig`, :class:`medvlm.vlm.engine.VLMEvalConfig`,
 :class:`medvlm.finetune.config.FinetuneConfig`, :class:`medvlm.consistency.config.ConsistencyConfig`) plus a
 ``name``. Unknown keys are rejected with a "did you mean".
 
@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medvlm.cnn.train import CNNConfig
+from medvlm.cnn.config import CNNConfig
 from medvlm.consistency.config import ConsistencyConfig
 from medvlm.errors import ConfigError
 from medvlm.finetune.config import FinetuneConfig

@@ -152,7 +152,8 @@ def _fields(run: Any, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
 
 
 def _stage_cnn(p: _Paths, run: Any, progress: bool) -> StageRecord:
-    from medvlm.cnn.train import CNNConfig, train_cnn
+    from medvlm.cnn.config import CNNConfig
+    from medvlm.cnn.train import train_cnn
 
     config = CNNConfig(**{**_fields(run), "progress": progress})
     metrics = train_cnn(p.work, p.run(run.name), config)

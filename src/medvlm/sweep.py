@@ -41,7 +41,7 @@ class SweepConfig(BaseModel):
     """What to sweep and where to run it.
 
     ``folds``: fold numbers or ``"all"`` (every fold of ``splits.json``); ``lrs``: learning rates;
-    ``options``: further options of the step's config (:class:`medvlm.cnn.train.CNNConfig` or
+    ``options``: further options of the step's config (:class:`medvlm.cnn.config.CNNConfig` or
     :class:`medvlm.finetune.config.FinetuneConfig`; ``fold`` and ``lr`` are set per job).
     Cluster: ``partition``, ``time_min`` (wall-clock limit per job), ``gpus`` per job, ``cpus`` per job,
     ``mem_gb`` per job, ``array_parallelism`` (jobs of the array running at once; Slurm ``%N``),
@@ -147,7 +147,7 @@ def job_config(what: str, options: dict[str, Any], fold: int, lr: float) -> Any:
         opts.setdefault("progress", False)
     try:
         if what == "cnn":
-            from medvlm.cnn.train import make_config
+            from medvlm.cnn.config import make_config
 
             return make_config(**opts)
         from medvlm.finetune.config import FinetuneConfig

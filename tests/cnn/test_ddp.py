@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medvlm.cnn.train import HISTORY_COLUMNS, load_checkpoint
+from medvlm.cnn.checkpoints import load_checkpoint
+from medvlm.cnn.train import HISTORY_COLUMNS
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

@@ -17,16 +17,10 @@ from cnn_helpers import make_work
 
 from medvlm.cli import main
 from medvlm.cnn import train as train_mod
-from medvlm.cnn.train import (
-    HISTORY_COLUMNS,
-    CNNConfig,
-    _select_value,
-    load_checkpoint,
-    make_config,
-    make_loader,
-    resolve_workers,
-    train_cnn,
-)
+from medvlm.cnn.checkpoints import load_checkpoint
+from medvlm.cnn.config import CNNConfig, make_config
+from medvlm.cnn.loop import make_loader, resolve_workers
+from medvlm.cnn.train import HISTORY_COLUMNS, _select_value, train_cnn
 from medvlm.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

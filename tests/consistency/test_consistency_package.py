@@ -19,7 +19,7 @@ def test_public_names_are_re_exported_from_their_module(name):
 
 
 def test_report_finds_the_figure_functions_by_name():
-    from medvlm.report.html import _consistency_fn
+    from medvlm.report.sections.consistency import _consistency_fn
 
     assert _consistency_fn("agreement_figure") is figures.agreement_figure
     assert _consistency_fn("temperature_figure") is figures.temperature_figure

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from medvlm.consistency.stats import (
+    answer_categories,
     CATEGORIES,
     agreement,
     count_answers,
@@ -75,7 +76,16 @@ def test_edge_cases():
     assert summarize_answers([0, 1], label=0)["tie"] is True
     assert majority_answer(count_answers([2, 2, None, None])) == "2"  # no LGG/HGG in the tie: NG first
     with pytest.raises(ValueError, match="label"):
-        expected_accuracy([1], 2)
+        expected_accuracy([1], -1)
+    with pytest.raises(ValueError, match="label"):
+        expected_accuracy([1], 0.5)
+
+
+def test_a_two_code_task_has_three_categories():
+    cats = answer_categories(("0", "1"))
+    assert count_answers([0, 1, 1, 2, None], cats) == {"0": 1, "1": 2, "unparsed": 2}  # 2 is no code here
+    s = summarize_answers([0, 0, 1, 1], label=0, categories=cats, first="0")
+    assert s["majority"] == "0" and s["tie"] and s["counts"] == {"0": 2, "1": 2, "unparsed": 0}
 
 
 def test_fleiss_kappa_wikipedia_example():

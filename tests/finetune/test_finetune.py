@@ -53,8 +53,8 @@ def test_batch_labels_cover_the_answer_only(ft_base):
     from transformers import AutoProcessor
 
     from medvlm.finetune._render import scoring_context
+    from medvlm.finetune._steps import make_batch
     from medvlm.finetune.data import Example
-    from medvlm.finetune.train import make_batch
     from medvlm.vlm.hf import build_chat_text
 
     buf = io.BytesIO()

@@ -43,7 +43,8 @@ def train_cnn_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Train the CNN baseline; writes history.csv, predictions.csv, metrics.json and checkpoints in RUN."""
-    from medvlm.cnn.train import make_config, train_cnn
+    from medvlm.cnn.config import make_config
+    from medvlm.cnn.train import train_cnn
     from medvlm.registry import check_choice
 
     fold_value: int | str = fold

@@ -3,7 +3,7 @@
 The Mllama pitfalls (see NOTES): the prompt/completion dataset format fails (the cross-attention mask
 is built from the prompt only), and ``assistant_only_loss`` needs ``{% generation %}`` markers the real
 Llama-3.2-Vision template lacks. So the dataset holds example indices only, dataset preparation is
-skipped, and our collator (:func:`medvlm.finetune.train.make_batch`) renders exactly what ``eval-vlm``
+skipped, and our collator (:func:`medvlm.finetune._steps.make_batch`) renders exactly what ``eval-vlm``
 scores, with labels on the answer tokens. Checkpoints and resuming are TRL's (``ADAPTER/trl/``).
 """
 
@@ -14,16 +14,24 @@ import math
 from typing import Any
 
 from medvlm._io import write_json_atomic
+from medvlm.finetune._checkpoint import save_adapter_weights
+from medvlm.finetune._steps import (
+    BEST,
+    _Context,
+    _improved,
+    load_model,
+    make_batch,
+    steps_per_epoch,
+    validate,
+)
 
 
-def train_trl(ctx: Any) -> tuple[Any, Any, dict[str, Any]]:
+def train_trl(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
-
-    from medvlm.finetune.train import BEST, _improved, load_model, make_batch, steps_per_epoch, validate
 
     cfg = ctx.cfg
     model, processor = load_model(ctx)
@@ -47,8 +55,6 @@ def train_trl(ctx: Any) -> tuple[Any, Any, dict[str, Any]]:
             metrics = validate(model, processor, ctx.prompt, ctx.val)
             saved["val_rows"].append({"step": state.global_step, "epoch": epoch, **metrics})
             if _improved(metrics, saved["best"], cfg.select_metric):
-                from medvlm.finetune._checkpoint import save_adapter_weights
-
                 save_adapter_weights(model, ctx.out / BEST)
                 saved["best"] = {"epoch": epoch, "step": state.global_step,
                                  "value": metrics[cfg.select_metric]}

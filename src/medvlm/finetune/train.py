@@ -15,7 +15,6 @@ What lands in ``out`` (the ADAPTER folder):
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,21 @@ from medvlm.finetune._checkpoint import (
     save_adapter_weights,
     save_checkpoint,
 )
+from medvlm.finetune._steps import (
+    BEST,
+    _Context,
+    _improved,
+    load_model,
+    make_batch,
+    steps_per_epoch,
+    validate,
+)
+from medvlm.finetune._trl import train_trl
 from medvlm.finetune.config import RESUMABLE_FIELDS, FinetuneConfig
 from medvlm.finetune.data import Example, balance_examples, cohort_examples, examples_fingerprint
 
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_nll", "val_p_true", "val_accuracy",
                "val_balanced_accuracy", "val_patient_balanced_accuracy"]
-BEST = "best_adapter.safetensors"
 
 
 def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[str, Any]:
@@ -92,8 +100,6 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
     context = _Context(cfg=cfg, base_model=base_model, prompt=prompt.text, out=out, train=train, val=val,
                        fingerprint=fingerprint)
     if cfg.engine == "trl":
-        from medvlm.finetune._trl import train_trl
-
         model, processor, state = train_trl(context)
     else:
         model, processor, state = train_peft(context)
@@ -130,19 +136,6 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
     return summary
 
 
-class _Context:
-    """What an engine needs: config, base model path, prompt text, output folder, examples."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.cfg: FinetuneConfig = kwargs["cfg"]
-        self.base_model: str = kwargs["base_model"]
-        self.prompt: str = kwargs["prompt"]
-        self.out: Path = kwargs["out"]
-        self.train: list[Example] = kwargs["train"]
-        self.val: list[Example] = kwargs["val"]
-        self.fingerprint: str = kwargs["fingerprint"]
-
-
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RESUMABLE_FIELDS}
 
@@ -162,133 +155,12 @@ def _check_resume(out: Path, cfg: FinetuneConfig) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------- PEFT loop
-def steps_per_epoch(n_examples: int, batch_size: int, grad_accum: int) -> int:
-    """Optimiser steps in one pass over ``n_examples`` (the last step may hold fewer examples).
-
-    >>> steps_per_epoch(10, 4, 1), steps_per_epoch(10, 2, 2), steps_per_epoch(8, 4, 2)
-    (3, 3, 1)
-    """
-    return math.ceil(n_examples / (batch_size * grad_accum))
-
-
 def epoch_order(n: int, *, seed: int, epoch: int) -> list[int]:
     """The example order of ``epoch`` (1-based): a permutation that depends only on seed and epoch."""
     import torch
 
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=gen).tolist()
-
-
-def make_batch(processor: Any, prompt: str, examples: list[Example]) -> Any:
-    """Model inputs for ``examples`` with ``labels`` = the answer tokens (everything else -100).
-
-    Shapes: ``input_ids``/``attention_mask``/``labels`` ``(B, T)`` (right padding), ``pixel_values``
-    ``(B, 1, tiles, 3, H, W)`` and the cross-attention inputs of the processor.
-    """
-    import torch
-
-    from medvlm.finetune import _render
-
-    prefix = _render.prompt_text(processor, prompt)
-    texts = [_render.answer_text(processor, prompt, e.label) for e in examples]
-    enc = _render.encode(processor, [_render.image_from_png(e.png) for e in examples], texts,
-                         padding_side="right")
-    prefix_ids = processor.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    context, class_ids = _render.scoring_context(processor, prompt)
-    n_prefix = len(prefix_ids)
-    n_context = len(processor.tokenizer(context, add_special_tokens=False)["input_ids"])
-    labels = torch.full_like(enc["input_ids"], -100)
-    for b, e in enumerate(examples):
-        n_tokens = int(enc["attention_mask"][b].sum())
-        if (enc["input_ids"][b, :n_prefix].tolist() != prefix_ids
-                or int(enc["input_ids"][b, n_context]) != class_ids[e.label]):
-            raise RuntimeError("the training text does not continue the scoring prompt with the label token")
-        labels[b, n_prefix:n_tokens] = enc["input_ids"][b, n_prefix:n_tokens]
-    enc["labels"] = labels
-    return enc
-
-
-def load_model(ctx: _Context) -> tuple[Any, Any]:
-    """The base model wrapped with a fresh LoRA adapter (seeded), and the processor."""
-    import torch
-    from peft import get_peft_model
-
-    from medvlm.finetune._model import device_of, load_base_model, load_processor, lora_config
-
-    cfg = ctx.cfg
-    torch.manual_seed(cfg.seed)
-    device = device_of(cfg.engine)
-    processor = load_processor(ctx.base_model)
-    lcfg = lora_config(target=cfg.target, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
-    if cfg.engine == "unsloth":
-        from medvlm.finetune._unsloth import load_unsloth
-
-        model = load_unsloth(ctx.base_model, cfg)
-    else:
-        model = get_peft_model(load_base_model(ctx.base_model, method=cfg.method, device=device), lcfg)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    return model, processor
-
-
-def validate(model: Any, processor: Any, prompt: str, val: list[Example]) -> dict[str, float]:
-    """Validation metrics of ``model`` on ``val`` (slices), from log-prob class scoring.
-
-    ``val_p_true``: mean P(true class) (softmax over the answers 0, 1, 2); ``val_nll``: mean -log of it;
-    ``val_accuracy`` / ``val_balanced_accuracy``: slice argmax over the three answers against the label;
-    ``val_patient_balanced_accuracy``: per patient and orientation, majority of slice answers (ties and
-    "no glioma" majorities count as wrong), balanced over LGG/HGG.
-    """
-    import numpy as np
-
-    from medvlm.finetune import _render
-
-    if not val:
-        return {}
-    was_training = model.training
-    model.eval()
-    probs = _render.class_probs(model, processor, [e.png for e in val], prompt)
-    if was_training:
-        model.train()
-    labels = np.array([e.label for e in val])
-    p_true = probs[np.arange(len(val)), labels]
-    preds = probs.argmax(1)
-    groups: dict[tuple[str, str], list[int]] = {}
-    for e, p in zip(val, preds, strict=True):
-        groups.setdefault((e.patient_id, e.orientation), []).append(int(p))
-    g_labels, g_preds = [], []
-    for (pid, _o), votes in groups.items():
-        n_lgg, n_hgg = votes.count(0), votes.count(1)
-        g_labels.append(next(e.label for e in val if e.patient_id == pid))
-        g_preds.append(1 if n_hgg > n_lgg else 0 if n_lgg > n_hgg else -1)
-    return {
-        "val_nll": float(-np.log(np.clip(p_true, 1e-12, None)).mean()),
-        "val_p_true": float(p_true.mean()),
-        "val_accuracy": float((preds == labels).mean()),
-        "val_balanced_accuracy": balanced_accuracy(labels, preds),
-        "val_patient_balanced_accuracy": balanced_accuracy(np.array(g_labels), np.array(g_preds)),
-    }
-
-
-def balanced_accuracy(labels: Any, preds: Any) -> float:
-    """Mean recall over the classes present in ``labels`` (a prediction outside {0, 1} is wrong).
-
-    >>> import numpy as np
-    >>> balanced_accuracy(np.array([0, 0, 1, 1, 1]), np.array([0, 2, 1, 1, 0]))
-    0.5833333333333333
-    """
-    import numpy as np
-
-    recalls = [float((preds[labels == c] == c).mean()) for c in (0, 1) if (labels == c).any()]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
-def _improved(metrics: dict[str, float], best: dict[str, Any] | None, key: str) -> bool:
-    value = metrics.get(key)
-    if value is None or value != value:  # NaN
-        return False
-    return best is None or value > best["value"]
 
 
 def train_peft(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
