@@ -10,13 +10,17 @@ import pandas as pd
 import pytest
 from tests.finetune.conftest import FAST
 
+from medvlm.tasks import get_task  # noqa: E402
+
+GRADING = get_task("brats-grading")
+
 
 def _train_examples(work, **kw):
     from medvlm.data.cohorts import load_cohort
     from medvlm.finetune.data import cohort_examples
 
     cohort = load_cohort(work, "train", fold=0)
-    return cohort_examples(work, cohort, orientations=["axial"], max_slices_per_patient=2, **kw)[0]
+    return cohort_examples(work, cohort, task=GRADING, orientations=["axial"], max_slices_per_patient=2, **kw)[0]
 
 
 def _probs(model_or_path, base, examples, *, adapter=None):
@@ -30,7 +34,7 @@ def _probs(model_or_path, base, examples, *, adapter=None):
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter)).eval()
     processor = AutoProcessor.from_pretrained(str(base))
-    return class_probs(model, processor, [e.png for e in examples], load_prompt("seed").text)
+    return class_probs(model, processor, [e.png for e in examples], load_prompt("seed").text, GRADING)
 
 
 # ------------------------------------------------------------------------------------------ pure parts
@@ -39,7 +43,7 @@ def test_balance_oversamples_lgg_to_hgg_count():
 
     ex = [Example("l", "axial", i, 0, b"") for i in range(3)] + [Example("h", "axial", i, 1, b"")
                                                                  for i in range(8)]
-    out, info = balance_examples(ex, seed=1)
+    out, info = balance_examples(ex, seed=1, names=("lgg", "hgg"))
     assert info == {"lgg": 3, "hgg": 8, "lgg_balanced": 8, "hgg_balanced": 8}
     lgg = [e.slice_index for e in out if e.label == 0]
     assert sorted(set(lgg)) == [0, 1, 2] and all(lgg.count(i) in (2, 3) for i in range(3))
@@ -61,7 +65,7 @@ def test_batch_labels_cover_the_answer_only(ft_base):
     Image.fromarray(np.full((20, 20), 99, np.uint8)).save(buf, format="PNG")
     proc = AutoProcessor.from_pretrained(str(ft_base))
     ex = [Example("a", "axial", 0, 1, buf.getvalue()), Example("b", "axial", 1, 0, buf.getvalue())]
-    batch = make_batch(proc, "Grade?", ex)
+    batch = make_batch(proc, "Grade?", ex, GRADING)
     for b, e in enumerate(ex):
         ids = batch["input_ids"][b][batch["labels"][b] != -100]
         assert proc.tokenizer.decode(ids) == f" {e.label}<|eot_id|>"
@@ -69,7 +73,7 @@ def test_batch_labels_cover_the_answer_only(ft_base):
         text = proc.tokenizer.decode(batch["input_ids"][b][:n_text])
         assert text == build_chat_text(proc, "Grade?", e.label)
     # the token scoring reads is the label token of the training target
-    context, class_ids = scoring_context(proc, "Grade?")
+    context, class_ids = scoring_context(proc, "Grade?", GRADING)
     assert context == build_chat_text(proc, "Grade?") + " "
     assert class_ids == [proc.tokenizer.convert_tokens_to_ids(c) for c in "012"]
 
@@ -110,8 +114,8 @@ def test_adapter_reload_and_merge_reproduce_probabilities(lora_run, prepared_wor
     from medvlm.finetune.data import cohort_examples
 
     out, summary = lora_run
-    val = cohort_examples(prepared_work, load_cohort(prepared_work, "val", fold=0), orientations=["axial"],
-                          max_slices_per_patient=1)[0]
+    val = cohort_examples(prepared_work, load_cohort(prepared_work, "val", fold=0), task=GRADING,
+                          orientations=["axial"], max_slices_per_patient=1)[0]
     p_adapter = _probs(ft_base, ft_base, val, adapter=out)
     labels = np.array([e.label for e in val])
     # the reloaded adapter gives exactly the validation metric logged for the selected epoch
@@ -222,7 +226,8 @@ def test_eval_vlm_with_the_adapter_scores_as_finetune_does(lora_run, prepared_wo
         backend="transformers", model=str(ft_base), adapter=str(out), scoring="logprobs", cohort="val",
         orientations=["axial"], n_boot=0, progress=False, device="cpu"))
     slices = pd.read_csv(tmp_path / "run" / "slices.csv", dtype={"patient_id": str})
-    val = cohort_examples(prepared_work, load_cohort(prepared_work, "val", fold=0), orientations=["axial"])[0]
+    val = cohort_examples(prepared_work, load_cohort(prepared_work, "val", fold=0), task=GRADING,
+                          orientations=["axial"])[0]
     ours = _probs(ft_base, ft_base, val, adapter=out)
     key = {(e.patient_id, e.slice_index): p for e, p in zip(val, ours, strict=True)}
     assert len(slices) == len(val)

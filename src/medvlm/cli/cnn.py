@@ -15,7 +15,8 @@ from medvlm.errors import ConfigError
 def train_cnn_command(
     work: Path = typer.Argument(..., help="Work folder written by `medvlm prepare` and `medvlm split`."),
     out: Path = typer.Option(..., "--out", help="Run folder; rerunning with the same folder resumes."),
-    model: str = typer.Option("small3d", "--model", help="small3d (the study's CNN), densenet121, resnet18."),
+    model: str | None = typer.Option(None, "--model", help="small3d (the study's CNN), densenet121, resnet18 (3D); "
+                                     "densenet2d, resnet2d (2D). Default: the task's (small3d for brats-grading)."),
     epochs: int = typer.Option(20, "--epochs", help="Total epochs per fold (more extends a finished run)."),
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
     batch_size: int = typer.Option(4, "--batch-size", help="Volumes per batch."),

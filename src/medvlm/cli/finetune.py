@@ -38,7 +38,7 @@ def finetune_cmd(
         None, "--max-slices-per-patient", help="At most N slices per patient and orientation (even spread)."),
     max_val_slices_per_patient: int | None = typer.Option(
         None, "--max-val-slices-per-patient", help="Same for validation (default: the above)."),
-    balance: bool = typer.Option(True, "--balance/--no-balance", help="Oversample LGG to balance classes."),
+    balance: bool = typer.Option(True, "--balance/--no-balance", help="Oversample the minority class (LGG in brats-grading)."),
     validate: bool = typer.Option(True, "--val/--no-val", help="Score the validation cohort each epoch."),
     select: str = typer.Option("best", "--select", help="Adapter kept: best (by validation) or last epoch."),
     select_metric: str = typer.Option("val_p_true", "--select-metric",
@@ -71,9 +71,9 @@ def finetune_cmd(
     summary = finetune(work, out, config)
     val = summary["val"]
     val_text = ", ".join(f"{k} {v:.3f}" for k, v in val.items() if v is not None) or "no validation"
-    print(f"{summary['steps']} steps on {summary['n_train']} slices (LGG {summary['balance']['lgg']}, "
-          f"HGG {summary['balance']['hgg']} before balancing); epoch {summary['selected_epoch']} kept "
-          f"({val_text}) -> {out}")
+    counts = ", ".join(f"{k} {v}" for k, v in summary["balance"].items() if not k.endswith("_balanced"))
+    print(f"{summary['steps']} steps on {summary['n_train']} slices ({counts} before balancing); "
+          f"epoch {summary['selected_epoch']} kept ({val_text}) -> {out}")
     for problem in summary["problems"]:
         print(f"  skipped {problem}", file=sys.stderr)
     if summary["merged"]:

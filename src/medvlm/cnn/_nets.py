@@ -69,3 +69,18 @@ def resnet18(input_shape: Sequence[int]) -> nn.Module:
     from monai.networks.nets import resnet18 as monai_resnet18
 
     return monai_resnet18(spatial_dims=3, n_input_channels=int(input_shape[0]), num_classes=1)
+
+
+def densenet2d(input_shape: Sequence[int]) -> nn.Module:
+    """MONAI ``DenseNet121(spatial_dims=2, in_channels=4, out_channels=1)``: the 2D network of slice-level
+    tasks; ``input_shape`` = (4, H, W), H and W >= 32."""
+    from monai.networks.nets import DenseNet121
+
+    return DenseNet121(spatial_dims=2, in_channels=int(input_shape[0]), out_channels=1)
+
+
+def resnet2d(input_shape: Sequence[int]) -> nn.Module:
+    """MONAI 2D ResNet-18 (``spatial_dims=2``), 4 input channels, 1 logit; ``input_shape`` = (4, H, W)."""
+    from monai.networks.nets import resnet18 as monai_resnet18
+
+    return monai_resnet18(spatial_dims=2, n_input_channels=int(input_shape[0]), num_classes=1)

@@ -22,7 +22,7 @@ class CNNConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "small3d"
+    model: str | None = None  # default: the task's network (small3d for brats-grading)
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(4, ge=1)
@@ -60,4 +60,5 @@ def check_choices(config: CNNConfig) -> None:
     check_choice("select_metric", config.select_metric, SELECT_METRICS)
     from medvlm.cnn.models import MODELS
 
-    check_choice("model", config.model, MODELS.names())
+    if config.model is not None:
+        check_choice("model", config.model, MODELS.names())

@@ -1,7 +1,8 @@
 """Datasets and samplers over the prepared volume cache ``WORK/volumes/<patient_id>.npy``.
 
-A volume is float32 ``(4, D, H, W)`` (channels t1, t1ce, t2, flair; see docs/internals.md), read
-memory-mapped. Labels: LGG = 0, HGG = 1.
+A volume is float32 ``(4, D, H, W)`` (the four prepared channels; see docs/internals.md), read
+memory-mapped. Labels as the task defines them (patient-level: the patient's; slice-level tasks read
+2D slices of the volumes, :class:`SliceDataset`).
 
 Randomness is a pure function of ``(seed, epoch, position)``: :class:`EpochSampler` draws the epoch's
 order (optionally oversampling LGG with a :class:`torch.utils.data.WeightedRandomSampler`) from a
@@ -17,6 +18,7 @@ data-parallel processes (the DDP hook).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,11 +67,12 @@ def check_volumes(work: str | Path, patient_ids: Sequence[str]) -> tuple[int, in
     return shape  # type: ignore[return-value]
 
 
-def default_augmentation() -> Any:
-    """MONAI array transforms applied to a ``(4, D, H, W)`` volume during training.
+def default_augmentation(spatial_dims: int = 3) -> Any:
+    """MONAI array transforms applied to a ``(4, D, H, W)`` volume (or a ``(4, H, W)`` slice, with
+    ``spatial_dims=2``) during training.
 
-    Left-right flip (axis x, p 0.5), a small affine (rotation <= 0.1 rad, scale <= 10 %, p 0.3),
-    intensity scale and shift (<= 10 %, p 0.3 each) and Gaussian noise (sd 0.05, p 0.2).
+    Left-right flip (the last axis, x, p 0.5), a small affine (rotation <= 0.1 rad, scale <= 10 %,
+    p 0.3), intensity scale and shift (<= 10 %, p 0.3 each) and Gaussian noise (sd 0.05, p 0.2).
     """
     from monai.transforms import (
         Compose,
@@ -81,9 +84,9 @@ def default_augmentation() -> Any:
     )
 
     return Compose([
-        RandFlip(prob=0.5, spatial_axis=2),
-        RandAffine(prob=0.3, rotate_range=(0.1, 0.1, 0.1), scale_range=(0.1, 0.1, 0.1),
-                   padding_mode="zeros"),
+        RandFlip(prob=0.5, spatial_axis=spatial_dims - 1),
+        RandAffine(prob=0.3, rotate_range=(0.1,) * (1 if spatial_dims == 2 else 3),
+                   scale_range=(0.1,) * spatial_dims, padding_mode="zeros"),
         RandScaleIntensity(factors=0.1, prob=0.3),
         RandShiftIntensity(offsets=0.1, prob=0.3),
         RandGaussianNoise(prob=0.2, std=0.05),
@@ -192,3 +195,116 @@ class EpochSampler(Sampler[ItemKey]):
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.world_size)
+
+
+# ------------------------------------------------------------------------------ slice-level tasks (2D)
+@dataclass(frozen=True)
+class SliceCohort:
+    """The labelled slices of one cohort (a slice-level task): parallel lists, one entry per slice.
+
+    ``patient_ids`` repeat (one per slice), ``labels`` are the slices' labels; ``orientations`` and
+    ``slice_indices`` (canonical) locate each slice. Quacks like :class:`~medvlm.data.cohorts.Cohort`.
+    """
+
+    name: str
+    patient_ids: list[str]
+    labels: list[int]
+    orientations: list[str]
+    slice_indices: list[int]
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    def keys(self) -> dict[str, list]:
+        """The unit key columns of a predictions frame."""
+        return {"orientation": self.orientations, "slice_index": self.slice_indices}
+
+
+def unit_cohort(work: str | Path, cohort: Cohort, task: Any) -> Cohort | SliceCohort:
+    """A cohort's prediction units: the cohort itself (patient unit) or its labelled slices in the
+    task's default orientations (slice unit)."""
+    from medvlm.data.cohorts import cohort_units
+
+    if task.unit == "patient":
+        return cohort
+    units = cohort_units(work, cohort, unit=task.unit, orientations=list(task.default_orientations))
+    return SliceCohort(cohort.name, units["patient_id"].tolist(), units["label"].astype(int).tolist(),
+                       units["orientation"].tolist(), units["slice_index"].astype(int).tolist())
+
+
+def prepared_index(canonical: int, lo: int, hi: int, n_out: int) -> int:
+    """The index along a resized axis of a canonical voxel index inside the crop ``lo..hi`` (inclusive).
+
+    >>> prepared_index(10, 10, 19, 5), prepared_index(19, 10, 19, 5), prepared_index(14, 10, 19, 5)
+    (0, 4, 2)
+    """
+    n_in = hi - lo + 1
+    pos = (canonical - lo + 0.5) * n_out / n_in - 0.5
+    return int(min(max(round(pos), 0), n_out - 1))
+
+
+class SliceDataset(Dataset):
+    """2D slices of prepared volumes: item ``key`` -> ``(x, y, index)``, ``x`` float32 (4, S, S).
+
+    The slice at canonical index ``slice_indices[i]`` along ``orientations[i]`` is taken from the
+    patient's prepared volume (axes z, y, x; its crop box from the manifest maps canonical to prepared
+    indices) and resized bilinearly to ``S x S``. Items and augmentation seeding as in
+    :class:`VolumeDataset`.
+    """
+
+    def __init__(self, work: str | Path, cohort: SliceCohort, *, size: int, augment: bool = False,
+                 seed: int = 0) -> None:
+        from medvlm.data.cohorts import read_manifest
+
+        self.work, self.cohort, self.size = Path(work), cohort, int(size)
+        self.labels = list(cohort.labels)
+        self.augment, self.seed, self.epoch = augment, int(seed), 0
+        self._transform: Any = None
+        manifest = read_manifest(work, ok_only=True).set_index("patient_id")
+        self._crops = {pid: {a: (int(manifest.loc[pid, f"crop_{a}_min"]), int(manifest.loc[pid, f"crop_{a}_max"]))
+                             for a in "xyz"} for pid in dict.fromkeys(cohort.patient_ids)}
+
+    def __len__(self) -> int:
+        return len(self.cohort)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def slice(self, index: int) -> np.ndarray:
+        """The resized ``(4, S, S)`` float32 slice of item ``index``."""
+        import torch.nn.functional as F
+
+        pid = self.cohort.patient_ids[index]
+        volume = np.load(volume_path(self.work, pid), mmap_mode="r")  # (4, z, y, x)
+        axis = {"axial": ("z", 1), "coronal": ("y", 2), "sagittal": ("x", 3)}[self.cohort.orientations[index]]
+        lo, hi = self._crops[pid][axis[0]]
+        i = prepared_index(self.cohort.slice_indices[index], lo, hi, volume.shape[axis[1]])
+        plane = np.array(np.take(volume, i, axis=axis[1]), dtype=np.float32)
+        t = torch.from_numpy(plane)[None]
+        return F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)[0].numpy()
+
+    def __getitem__(self, item: ItemKey | tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        epoch, key = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (self.epoch, int(item))
+        index = key % len(self.cohort)
+        x = self.slice(index)
+        if self.augment:
+            if self._transform is None:
+                self._transform = default_augmentation(spatial_dims=2)
+            self._transform.set_random_state(seed=derive_seed(self.seed, epoch, key) % (2**32))
+            out = self._transform(x)
+            x = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(float(self.labels[index])), index
+
+
+def make_dataset(work: str | Path, cohort: Cohort | SliceCohort, *, augment: bool = False, seed: int = 0
+                 ) -> Dataset:
+    """The dataset of a cohort: volumes (patient unit) or 2D slices (slice unit)."""
+    if isinstance(cohort, SliceCohort):
+        return SliceDataset(work, cohort, size=input_shape(work, cohort)[-1], augment=augment, seed=seed)
+    return VolumeDataset(work, cohort, augment=augment, seed=seed)
+
+
+def input_shape(work: str | Path, cohort: Cohort | SliceCohort) -> tuple[int, ...]:
+    """What the network takes: ``(4, D, H, W)`` volumes, or ``(4, S, S)`` slices (S = the volumes' W)."""
+    shape = check_volumes(work, list(dict.fromkeys(cohort.patient_ids)))
+    return (shape[0], shape[-1], shape[-1]) if isinstance(cohort, SliceCohort) else shape

@@ -48,43 +48,51 @@ def resolve_folds(work: str | Path, fold: int | str) -> list[int]:
 
 
 def fold_cohorts(work: Path, fold: int) -> dict[str, Any]:
-    """The train, val and test :class:`~medvlm.data.cohorts.Cohort` of ``fold`` (test left out if empty).
+    """The train, val and test cohorts of ``fold`` (test left out if empty), as prediction units of the
+    work folder's task: :class:`~medvlm.data.cohorts.Cohort` (patients) or
+    :class:`~medvlm.cnn.data.SliceCohort` (labelled slices).
 
     An empty train or val cohort, a fold out of range or a missing split raise :class:`DataError`.
     """
+    from medvlm.cnn.data import unit_cohort
     from medvlm.data.cohorts import load_cohort
+    from medvlm.tasks import work_task
 
+    task = work_task(work)
     cohorts = {"train": load_cohort(work, "train", fold=fold), "val": load_cohort(work, "val", fold=fold)}
     try:
         cohorts["test"] = load_cohort(work, "test", fold=fold)
     except DataError as exc:
         if "has no patient" not in str(exc):
             raise
-    return cohorts
+    return {name: unit_cohort(work, cohort, task) for name, cohort in cohorts.items()}
 
 
 # ------------------------------------------------------------------------------------------- scoring
 def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config: CNNConfig,
                   device: Any, *, fold: int, dtype: Any = None, reporter: _Reporter | None = None
                   ) -> pd.DataFrame:
-    """``patient_id,cohort,label,pred,score,fold`` rows of ``model`` on each cohort (no augmentation)."""
+    """``patient_id[,orientation,slice_index],cohort,label,pred,score,fold`` rows of ``model`` on each
+    cohort (no augmentation; the unit key columns of slice-level tasks after ``patient_id``)."""
     import pandas as pd
 
-    from medvlm.cnn.data import VolumeDataset
+    from medvlm.cnn.data import make_dataset
 
     reporter = reporter or _Reporter(False)
     frames = []
     for name, cohort in cohorts.items():
-        loader = make_loader(VolumeDataset(work, cohort), config, device, seed=config.seed, persistent=False)
+        loader = make_loader(make_dataset(work, cohort), config, device, seed=config.seed, persistent=False)
         with reporter.bar(f"fold {fold} scoring {name}", len(loader)) as advance:
             probs, _ = predict(model, loader, device, dtype=dtype, progress=advance)
-        frames.append(pd.DataFrame({"patient_id": cohort.patient_ids, "cohort": name,
+        keys = cohort.keys() if hasattr(cohort, "keys") else {}
+        frames.append(pd.DataFrame({"patient_id": cohort.patient_ids, **keys, "cohort": name,
                                     "label": cohort.labels, "pred": (probs >= 0.5).astype(int),
                                     "score": np.round(probs, 6), "fold": str(fold)}))
     return pd.concat(frames, ignore_index=True)
 
 
-def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int]) -> tuple[pd.DataFrame, str]:
+def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *, positive: str = "positive class"
+                        ) -> tuple[pd.DataFrame, str]:
     """The run's ``predictions.csv`` rows and where its test rows come from.
 
     One fold: that fold's rows. Several: every fold's val rows (out-of-fold) plus, when every fold has
@@ -102,30 +110,30 @@ def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int]) ->
         parts = [oof]
         if all(len(t) for t in tests):
             probs = np.mean([t["score"].to_numpy() for t in tests], axis=0)
-            first = tests[0]
-            parts.append(pd.DataFrame({"patient_id": first["patient_id"].to_numpy(), "cohort": "test",
-                                       "label": first["label"].to_numpy(), "pred": (probs >= 0.5).astype(int),
-                                       "score": np.round(probs, 6), "fold": "ensemble"}))
+            ensemble = tests[0].drop(columns=["pred", "score", "fold"]).reset_index(drop=True)
+            ensemble["pred"], ensemble["score"] = (probs >= 0.5).astype(int), np.round(probs, 6)
+            ensemble["fold"] = "ensemble"
+            parts.append(ensemble)
         predictions = pd.concat(parts, ignore_index=True)
-        test_source = f"ensemble: mean P(HGG) of the {len(folds)} fold models"
-    return predictions[["patient_id", "cohort", "label", "pred", "score", "fold"]], test_source
+        test_source = f"ensemble: mean P({positive}) of the {len(folds)} fold models"
+    keys = [c for c in ("orientation", "slice_index") if c in predictions.columns]
+    return predictions[["patient_id", *keys, "cohort", "label", "pred", "score", "fold"]], test_source
 
 
 # ------------------------------------------------------------------------------------------- metrics
 def cohort_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int, notes: list[str] | None = None,
                    where: str = "") -> dict[str, Any]:
-    """``binary_metrics`` plus bootstrap ``_ci`` keys of a predictions frame (labels, preds, scores).
+    """Metrics with bootstrap ``_ci`` keys of a predictions frame, through the one shared path
+    (:func:`medvlm.metrics.metrics_from_frame`; CIs resample patients when rows are slices).
 
     Warnings about undefined metrics are appended to ``notes`` as ``"<where>: <message>"`` lines.
     """
-    from medvlm.metrics import binary_metrics, bootstrap_metrics
+    from medvlm.metrics import metrics_from_frame
 
-    labels, preds, scores = frame["label"].to_numpy(), frame["pred"].to_numpy(), frame["score"].to_numpy()
+    clusters = "patient_id" if "slice_index" in frame.columns else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = binary_metrics(labels, preds, scores)
-        if n_boot:
-            out.update(bootstrap_metrics(labels, preds, scores, n_boot=n_boot, seed=seed))
+        out = metrics_from_frame(frame, n_boot=n_boot, seed=seed, clusters=clusters)
     if notes is not None:
         notes.extend(f"{where}: {w.message}" for w in caught)
     return out

@@ -1,11 +1,12 @@
-"""CNN models by name: ``small3d`` (the study's network), ``densenet121``, ``resnet18`` (MONAI, 3D).
+"""CNN models by name: ``small3d`` (the study's network), ``densenet121``, ``resnet18`` (MONAI, 3D), and
+``densenet2d``, ``resnet2d`` (MONAI, 2D: slice-level tasks).
 
 This module does not import torch (the registry targets are lazy), so listing names is free.
-Every model maps ``(B, 4, D, H, W)`` float32 volumes (channels t1, t1ce, t2, flair) to logits
-``(B, 1)``; ``sigmoid(logit)`` = P(HGG) (LGG = 0, HGG = 1).
+Every 3D model maps ``(B, 4, D, H, W)`` float32 volumes, every 2D model ``(B, 4, H, W)`` slices, to
+logits ``(B, 1)``; ``sigmoid(logit)`` = P(positive class, label 1).
 
 >>> MODELS.names()
-['densenet121', 'resnet18', 'small3d']
+['densenet121', 'densenet2d', 'resnet18', 'resnet2d', 'small3d']
 >>> try:
 ...     MODELS.get("smal3d")
 ... except Exception as exc:
@@ -29,6 +30,8 @@ MODELS = Registry("model")
 MODELS.register("small3d", "medvlm.cnn._nets:small3d")
 MODELS.register("densenet121", "medvlm.cnn._nets:densenet121")
 MODELS.register("resnet18", "medvlm.cnn._nets:resnet18")
+MODELS.register("densenet2d", "medvlm.cnn._nets:densenet2d")
+MODELS.register("resnet2d", "medvlm.cnn._nets:resnet2d")
 
 
 def model_names() -> list[str]:
@@ -36,7 +39,7 @@ def model_names() -> list[str]:
     return MODELS.names()
 
 
-def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, int, int]:
+def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, ...]:
     """Check model ``name`` takes volumes of ``input_shape = (4, D, H, W)``; return the shape as ints.
 
     Raises :class:`ConfigError` for an unknown name (with the list and a "did you mean") or a shape the
@@ -46,8 +49,9 @@ def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, 
 
     factory = MODELS.get(name)
     shape = tuple(int(v) for v in input_shape)
-    if len(shape) != 4:
-        raise ConfigError(f"model {name!r}: input shape must be (channels, D, H, W), got {shape}")
+    if len(shape) not in (3, 4):
+        raise ConfigError(f"model {name!r}: input shape must be (channels, D, H, W) or (channels, H, W), "
+                          f"got {shape}")
     try:
         with torch.device("meta"):
             probe = factory(shape)
@@ -56,8 +60,8 @@ def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, 
             out = probe(torch.zeros((2, *shape), device="meta"))
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(
-            f"model {name!r} cannot take volumes of shape {'x'.join(map(str, shape))} (too small?): "
-            f"{str(exc).splitlines()[0]}"
+            f"model {name!r} cannot take inputs of shape {'x'.join(map(str, shape))} (too small, or a "
+            f"{len(shape) - 1}D input for a network of other dimensions?): {str(exc).splitlines()[0]}"
         ) from exc
     if tuple(out.shape) != (2, 1):
         raise ConfigError(f"model {name!r} returns shape {tuple(out.shape)[1:]}, expected (1,)")

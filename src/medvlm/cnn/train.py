@@ -131,14 +131,14 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
     """
     import torch
 
-    from medvlm.cnn.data import EpochSampler, VolumeDataset, check_volumes, derive_seed
+    from medvlm.cnn.data import EpochSampler, derive_seed, make_dataset
     from medvlm.cnn.models import build_model, count_parameters
 
     cohorts = fold_cohorts(work, fold)
     if "test" not in cohorts:
         reporter.line(f"[yellow]warning:[/] {work}: the test cohort is empty; test predictions and "
                       "metrics are left out")
-    input_shape = check_volumes(work, [pid for c in cohorts.values() for pid in c.patient_ids])
+    input_shape = _input_shape(work, cohorts)
     if len(set(cohorts["train"].labels)) < 2:
         reporter.line(f"[yellow]warning:[/] fold {fold}: the training cohort has one class only")
 
@@ -164,14 +164,13 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
     # the network that trains: `model`, or its DDP wrapper; checkpoints, validation and scoring use `model`
     net = wrap_model(model, device, world_size)
 
-    train_ds = VolumeDataset(work, cohorts["train"], augment=config.augment,
-                             seed=derive_seed(config.seed, fold))
+    train_ds = make_dataset(work, cohorts["train"], augment=config.augment, seed=derive_seed(config.seed, fold))
     sampler = EpochSampler(cohorts["train"].labels, oversample=config.oversample,
                            seed=derive_seed(config.seed, fold, 1), rank=rank, world_size=world_size)
     n_train = len(sampler)  # this rank's items per epoch (all of them in a single process)
     train_loader = make_loader(train_ds, config, device, sampler=sampler,
                                drop_last=n_train > 1 and n_train % config.batch_size == 1, seed=config.seed)
-    val_ds = VolumeDataset(work, cohorts["val"])
+    val_ds = make_dataset(work, cohorts["val"])
     val_loader = make_loader(val_ds, config, device, seed=config.seed)
     val_labels = np.asarray(cohorts["val"].labels)
 
@@ -296,16 +295,23 @@ def _learning_curve(run: Path, history: pd.DataFrame, reporter: _Reporter) -> Pa
     return path
 
 
+def _input_shape(work: Path, cohorts: dict[str, Any]) -> tuple[int, ...]:
+    """The one input shape of every cohort's items (volumes or slices; DataError naming the file)."""
+    from medvlm.cnn.data import input_shape
+
+    shapes = {input_shape(work, c) for c in cohorts.values()}
+    if len(shapes) != 1:
+        raise DataError(f"{work}: the cohorts' volumes differ in shape {sorted(shapes)}; prepare again")
+    return shapes.pop()
+
+
 def preflight(work: Path, run: Path, folds: list[int], config: CNNConfig) -> None:
     """Fail before anything is written: cohorts, volumes, model vs input shape, options vs ``run.json``."""
-    from medvlm.cnn.data import check_volumes
     from medvlm.cnn.models import check_input_shape
     from medvlm.runinfo import read_run_info
 
-    ids: list[str] = []
     for fold in folds:
-        ids += [pid for c in fold_cohorts(work, fold).values() for pid in c.patient_ids]
-    check_input_shape(config.model, check_volumes(work, list(dict.fromkeys(ids))))
+        check_input_shape(config.model, _input_shape(work, fold_cohorts(work, fold)))  # type: ignore[arg-type]
     info = read_run_info(run) if (run / "run.json").is_file() else None
     saved = (info or {}).get("config") or {}
     if info and info.get("kind") != "cnn":
@@ -342,9 +348,13 @@ def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str
     """:func:`train_cnn` in one process, or in one rank of an initialised process group."""
     from medvlm.runinfo import write_run_info
 
+    from medvlm.tasks import work_task
+
     work, run = Path(work), Path(out)
     if not work.is_dir():
         raise DataError(f"{work}: work folder not found (run `medvlm prepare` first)")
+    task = work_task(work)
+    config = config.model_copy(update={"model": config.model or task.cnn_model})
     check_choices(config)
     folds = resolve_folds(work, config.fold)
     device = resolve_device(config.device)
@@ -383,7 +393,7 @@ def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str
 
     notes: list[str] = []
     per_fold = fold_metrics(results, config, notes)
-    predictions, test_source = combine_predictions(results, folds)
+    predictions, test_source = combine_predictions(results, folds, positive=str(task.positive))
     write_text_atomic(run / "predictions.csv", predictions.to_csv(index=False))
     metrics = run_metrics(results, folds, per_fold, predictions, test_source, config, notes)
     for note in notes:

@@ -41,7 +41,7 @@ def slice_units(seg: np.ndarray, brain: np.ndarray, orientation: str, *, rng: np
     >>> seg = np.zeros((1, 1, 6), int); seg[0, 0, 1:3] = 1
     >>> brain = np.ones((1, 1, 6), bool)
     >>> [u[:2] for u in slice_units(seg, brain, "axial", rng=np.random.default_rng(0))]
-    [(0, 0), (1, 1), (2, 1), (5, 0)]
+    [(1, 1), (2, 1), (4, 0), (5, 0)]
     """
     axis = AXIS[orientation]
     other = tuple(a for a in range(3) if a != axis)

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medvlm.finetune.config import FinetuneConfig
 from medvlm.finetune.data import Example
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medvlm.tasks.base import Task
 
 #: The adapter weights of the best epoch so far, in the ADAPTER folder (``--select best``).
 BEST = "best_adapter.safetensors"
 
 
 class _Context:
-    """What an engine needs: config, base model path, prompt text, output folder, examples."""
+    """What an engine needs: config, task, base model path, prompt text, output folder, examples."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.cfg: FinetuneConfig = kwargs["cfg"]
+        self.task: Task = kwargs["task"]
         self.base_model: str = kwargs["base_model"]
         self.prompt: str = kwargs["prompt"]
         self.out: Path = kwargs["out"]
@@ -40,7 +44,7 @@ def steps_per_epoch(n_examples: int, batch_size: int, grad_accum: int) -> int:
     return math.ceil(n_examples / (batch_size * grad_accum))
 
 
-def make_batch(processor: Any, prompt: str, examples: list[Example]) -> Any:
+def make_batch(processor: Any, prompt: str, examples: list[Example], task: Task) -> Any:
     """Model inputs for ``examples`` with ``labels`` = the answer tokens (everything else -100).
 
     Shapes: ``input_ids``/``attention_mask``/``labels`` ``(B, T)`` (right padding), ``pixel_values``
@@ -50,12 +54,12 @@ def make_batch(processor: Any, prompt: str, examples: list[Example]) -> Any:
 
     from medvlm.finetune import _render
 
-    prefix = _render.prompt_text(processor, prompt)
-    texts = [_render.answer_text(processor, prompt, e.label) for e in examples]
+    prefix = _render.prompt_text(processor, prompt, task)
+    texts = [_render.answer_text(processor, prompt, e.label, task) for e in examples]
     enc = _render.encode(processor, [_render.image_from_png(e.png) for e in examples], texts,
                          padding_side="right")
     prefix_ids = processor.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    context, class_ids = _render.scoring_context(processor, prompt)
+    context, class_ids = _render.scoring_context(processor, prompt, task)
     n_prefix = len(prefix_ids)
     n_context = len(processor.tokenizer(context, add_special_tokens=False)["input_ids"])
     labels = torch.full_like(enc["input_ids"], -100)
@@ -93,13 +97,13 @@ def load_model(ctx: _Context) -> tuple[Any, Any]:
     return model, processor
 
 
-def validate(model: Any, processor: Any, prompt: str, val: list[Example]) -> dict[str, float]:
+def validate(model: Any, processor: Any, prompt: str, val: list[Example], task: Task) -> dict[str, float]:
     """Validation metrics of ``model`` on ``val`` (slices), from log-prob class scoring.
 
-    ``val_p_true``: mean P(true class) (softmax over the answers 0, 1, 2); ``val_nll``: mean -log of it;
-    ``val_accuracy`` / ``val_balanced_accuracy``: slice argmax over the three answers against the label;
+    ``val_p_true``: mean P(true class) (softmax over the task's answer codes); ``val_nll``: mean -log of
+    it; ``val_accuracy`` / ``val_balanced_accuracy``: slice argmax over the codes against the label;
     ``val_patient_balanced_accuracy``: per patient and orientation, majority of slice answers (ties and
-    "no glioma" majorities count as wrong), balanced over LGG/HGG.
+    abstaining majorities count as wrong), balanced over the classes.
     """
     import numpy as np
 
@@ -109,7 +113,7 @@ def validate(model: Any, processor: Any, prompt: str, val: list[Example]) -> dic
         return {}
     was_training = model.training
     model.eval()
-    probs = _render.class_probs(model, processor, [e.png for e in val], prompt)
+    probs = _render.class_probs(model, processor, [e.png for e in val], prompt, task)
     if was_training:
         model.train()
     labels = np.array([e.label for e in val])
@@ -120,20 +124,22 @@ def validate(model: Any, processor: Any, prompt: str, val: list[Example]) -> dic
         groups.setdefault((e.patient_id, e.orientation), []).append(int(p))
     g_labels, g_preds = [], []
     for (pid, _o), votes in groups.items():
-        n_lgg, n_hgg = votes.count(0), votes.count(1)
+        counts = [votes.count(c) for c in range(task.n_classes)]
+        top = max(counts)
         g_labels.append(next(e.label for e in val if e.patient_id == pid))
-        g_preds.append(1 if n_hgg > n_lgg else 0 if n_lgg > n_hgg else -1)
+        g_preds.append(counts.index(top) if top and counts.count(top) == 1 else -1)
     return {
         "val_nll": float(-np.log(np.clip(p_true, 1e-12, None)).mean()),
         "val_p_true": float(p_true.mean()),
         "val_accuracy": float((preds == labels).mean()),
-        "val_balanced_accuracy": balanced_accuracy(labels, preds),
-        "val_patient_balanced_accuracy": balanced_accuracy(np.array(g_labels), np.array(g_preds)),
+        "val_balanced_accuracy": balanced_accuracy(labels, preds, task.n_classes),
+        "val_patient_balanced_accuracy": balanced_accuracy(np.array(g_labels), np.array(g_preds), task.n_classes),
     }
 
 
-def balanced_accuracy(labels: Any, preds: Any) -> float:
-    """Mean recall over the classes present in ``labels`` (a prediction outside {0, 1} is wrong).
+def balanced_accuracy(labels: Any, preds: Any, n_classes: int = 2) -> float:
+    """Mean recall over the classes ``0..n_classes-1`` present in ``labels`` (any other prediction is
+    wrong).
 
     >>> import numpy as np
     >>> balanced_accuracy(np.array([0, 0, 1, 1, 1]), np.array([0, 2, 1, 1, 0]))
@@ -141,7 +147,7 @@ def balanced_accuracy(labels: Any, preds: Any) -> float:
     """
     import numpy as np
 
-    recalls = [float((preds[labels == c] == c).mean()) for c in (0, 1) if (labels == c).any()]
+    recalls = [float((preds[labels == c] == c).mean()) for c in range(n_classes) if (labels == c).any()]
     return float(np.mean(recalls)) if recalls else float("nan")
 
 

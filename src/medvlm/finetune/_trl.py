@@ -44,7 +44,7 @@ def train_trl(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
     else:
         saved = {"val_rows": [], "best": None}
         if ctx.val:
-            metrics = validate(model, processor, ctx.prompt, ctx.val)
+            metrics = validate(model, processor, ctx.prompt, ctx.val, ctx.task)
             saved["val_rows"].append({"step": 0, "epoch": 0, **metrics})
 
     class _Validate(TrainerCallback):
@@ -52,7 +52,7 @@ def train_trl(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
             if not ctx.val:
                 return
             epoch = math.ceil(state.global_step / per_epoch)
-            metrics = validate(model, processor, ctx.prompt, ctx.val)
+            metrics = validate(model, processor, ctx.prompt, ctx.val, ctx.task)
             saved["val_rows"].append({"step": state.global_step, "epoch": epoch, **metrics})
             if _improved(metrics, saved["best"], cfg.select_metric):
                 save_adapter_weights(model, ctx.out / BEST)
@@ -72,7 +72,7 @@ def train_trl(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
     dataset = Dataset.from_dict({"idx": list(range(len(ctx.train)))})
 
     def collate(rows: list[dict[str, int]]) -> Any:
-        return make_batch(processor, ctx.prompt, [ctx.train[r["idx"]] for r in rows])
+        return make_batch(processor, ctx.prompt, [ctx.train[r["idx"]] for r in rows], ctx.task)
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
                          processing_class=processor, callbacks=[_Validate()])

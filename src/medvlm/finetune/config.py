@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ORIENTATIONS = ("axial", "coronal", "sagittal")
+if TYPE_CHECKING:  # pragma: no cover
+    from medvlm.tasks.base import Task
+
 METHODS = ("lora", "qlora")
 ENGINES = ("peft", "trl", "unsloth")
 TARGETS = ("language", "vision", "all")
@@ -44,10 +46,11 @@ class FinetuneConfig(BaseModel):
     grad_accum: int = Field(1, ge=1)
     seed: int = 0
     fold: int = Field(0, ge=0)
-    orientations: list[str] = Field(default_factory=lambda: list(ORIENTATIONS))
-    prompt: str = "seed"
-    slices: str = Field("tumour", description="slice selection as in eval-vlm: tumour, all or central:K")
-    modalities: list[str] = Field(default_factory=lambda: ["flair"], description="as in eval-vlm")
+    orientations: list[str] | None = Field(None, description="default: the task's")
+    prompt: str | None = Field(None, description="default: the task's first prompt")
+    slices: str | None = Field(None, description="as in eval-vlm: tumour, all or central:K (default: the "
+                               "task's)")
+    modalities: list[str] | None = Field(None, description="as in eval-vlm (default: the task's)")
     max_slices_per_patient: int | None = Field(None, ge=1, description="per patient and orientation")
     max_val_slices_per_patient: int | None = Field(None, ge=1, description="default: max_slices_per_patient")
     balance: bool = True
@@ -60,11 +63,19 @@ class FinetuneConfig(BaseModel):
 
     @field_validator("orientations")
     @classmethod
-    def _check_orientations(cls, value: list[str]) -> list[str]:
+    def _check_orientations(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("at least one orientation is needed")
+        return None if value is None else list(dict.fromkeys(value))
+
+    def for_task(self, task: Task) -> FinetuneConfig:
+        """A copy with the task's defaults filled in and checked against the task (ConfigError)."""
         from medvlm.registry import check_choice
 
-        if not value:
-            raise ValueError("at least one orientation is needed")
-        for orientation in value:
-            check_choice("orientations", orientation, ORIENTATIONS)
-        return list(dict.fromkeys(value))
+        orientations = self.orientations or list(task.default_orientations)
+        for orientation in orientations:
+            check_choice("orientations", orientation, task.orientations)
+        return self.model_copy(update={
+            "orientations": orientations, "prompt": self.prompt or task.default_prompt,
+            "slices": self.slices or task.default_slices,
+            "modalities": self.modalities or list(task.default_modalities)})

@@ -1,8 +1,9 @@
 """Training and validation examples: slices of a cohort, rendered as ``eval-vlm`` renders them.
 
-An :class:`Example` is one slice image (PNG bytes, exactly the bytes ``eval-vlm`` sends) with the
-patient's label (LGG 0, HGG 1) as the answer. LGG is the minority class in BraTS (76 of 369): the
-training examples are balanced by oversampling the minority class (:func:`balance_examples`).
+An :class:`Example` is one slice image (PNG bytes, exactly the bytes ``eval-vlm`` sends) with its
+unit's label as the answer: the patient's for a patient-level task (brats-grading), the slice's for a
+slice-level one. A minority class (LGG in BraTS, 76 of 369) is oversampled until the classes are even
+(:func:`balance_examples`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medvlm.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medvlm.tasks.base import Task
 
 
 @dataclass(frozen=True)
 class Example:
-    """One slice of one patient: ``png`` is the rendered image, ``label`` 0 (LGG) or 1 (HGG)."""
+    """One slice of one patient: ``png`` is the rendered image, ``label`` the class (the answer)."""
 
     patient_id: str
     orientation: str
@@ -43,27 +47,35 @@ def even_subset(items: list[Any], k: int | None) -> list[Any]:
     return [items[round(i * step)] for i in range(k)]
 
 
-def cohort_examples(work: str | Path, cohort: Any, *, orientations: list[str],
+def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: list[str],
                     max_slices_per_patient: int | None = None, selection: str = "tumour",
                     modalities: tuple[str, ...] | list[str] = ("flair",)) -> tuple[list[Example], list[str]]:
     """The slices of every patient of ``cohort`` (a :class:`medvlm.data.cohorts.Cohort`), per orientation.
 
-    Rendering is ``medvlm.data.slices.patient_slices(row, orientation, selection=..., modalities=...)``,
-    the function ``eval-vlm`` renders with (same options, same PNG bytes). With
-    ``max_slices_per_patient`` at most that many slices per patient and orientation, spread evenly.
-    Returns ``(examples, problems)``: ``problems`` has one line per patient/orientation without slices.
+    Rendering is ``medvlm.data.slices.patient_slices``, the function ``eval-vlm`` renders with (same
+    options, same PNG bytes). Patient unit: the ``selection`` slices, labelled with the patient's label.
+    Slice unit: the task's labelled slices (``WORK/units.csv``). With ``max_slices_per_patient`` at most
+    that many slices per patient and orientation, spread evenly. Returns ``(examples, problems)``:
+    ``problems`` has one line per patient/orientation without slices.
     """
-    from medvlm.data.cohorts import read_manifest
+    from medvlm.data.cohorts import cohort_units, read_manifest
     from medvlm.data.slices import patient_slices
 
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
+    slice_labels: dict[tuple[str, str], dict[int, int]] = {}
+    if task.unit == "slice":
+        units = cohort_units(work, cohort, unit=task.unit, orientations=list(orientations))
+        for pid, o, i, lab in units[["patient_id", "orientation", "slice_index", "label"]].itertuples(index=False):
+            slice_labels.setdefault((pid, o), {})[int(i)] = int(lab)
     examples: list[Example] = []
     problems: list[str] = []
     for patient_id, label in zip(cohort.patient_ids, cohort.labels, strict=True):
         row = manifest.loc[patient_id]
         for orientation in orientations:
+            labelled = slice_labels.get((patient_id, orientation), {})
             try:
-                slices = patient_slices(row, orientation, selection=selection, modalities=tuple(modalities))
+                slices = patient_slices(row, orientation, selection=selection, modalities=tuple(modalities),
+                                        indices=sorted(labelled) if task.unit == "slice" else None)
             except DataError as exc:
                 problems.append(f"{patient_id} {orientation}: {exc}")
                 continue
@@ -71,23 +83,25 @@ def cohort_examples(work: str | Path, cohort: Any, *, orientations: list[str],
                 problems.append(f"{patient_id} {orientation}: no slice rendered")
                 continue
             for s in even_subset(list(slices), max_slices_per_patient):
-                examples.append(Example(patient_id, orientation, int(s.slice_index), int(label), s.png))
+                answer = labelled[s.slice_index] if task.unit == "slice" else int(label)
+                examples.append(Example(patient_id, orientation, int(s.slice_index), answer, s.png))
     return examples, problems
 
 
-def balance_examples(examples: list[Example], *, seed: int = 0) -> tuple[list[Example], dict[str, int]]:
+def balance_examples(examples: list[Example], *, seed: int = 0, names: tuple[str, str] | list[str] = ("0", "1")
+                     ) -> tuple[list[Example], dict[str, int]]:
     """Oversample the minority class until both classes have as many examples as the majority.
 
     Every minority example is repeated ``n_major // n_minor`` times and a seeded random choice (without
     replacement) of the minority examples fills the remainder. With one class only, nothing changes.
-    Returns ``(balanced, info)`` with ``info`` = counts before and after (keys ``lgg``, ``hgg``,
-    ``lgg_balanced``, ``hgg_balanced``).
+    Returns ``(balanced, info)`` with ``info`` = counts before and after, keyed by the class ``names``
+    (``<name>`` and ``<name>_balanced``).
 
     >>> ex = [Example("a", "axial", i, 0, b"") for i in range(2)] + [Example("b", "axial", i, 1, b"")
     ...                                                              for i in range(5)]
-    >>> out, info = balance_examples(ex)
+    >>> out, info = balance_examples(ex, names=("neg", "pos"))
     >>> info
-    {'lgg': 2, 'hgg': 5, 'lgg_balanced': 5, 'hgg_balanced': 5}
+    {'neg': 2, 'pos': 5, 'neg_balanced': 5, 'pos_balanced': 5}
     """
     by_label = {0: [e for e in examples if e.label == 0], 1: [e for e in examples if e.label == 1]}
     n0, n1 = len(by_label[0]), len(by_label[1])
@@ -98,8 +112,8 @@ def balance_examples(examples: list[Example], *, seed: int = 0) -> tuple[list[Ex
         reps, rest = divmod(n_target, len(pool))
         extra = pool * (reps - 1) + random.Random(seed).sample(pool, rest)
         out += extra
-    info = {"lgg": n0, "hgg": n1,
-            "lgg_balanced": sum(e.label == 0 for e in out), "hgg_balanced": sum(e.label == 1 for e in out)}
+    info = {names[0]: n0, names[1]: n1, f"{names[0]}_balanced": sum(e.label == 0 for e in out),
+            f"{names[1]}_balanced": sum(e.label == 1 for e in out)}
     return out, info
 
 

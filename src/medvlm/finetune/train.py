@@ -40,6 +40,7 @@ from medvlm.finetune._steps import (
 from medvlm.finetune._trl import train_trl
 from medvlm.finetune.config import RESUMABLE_FIELDS, FinetuneConfig
 from medvlm.finetune.data import Example, balance_examples, cohort_examples, examples_fingerprint
+from medvlm.tasks.base import slug
 
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "val_nll", "val_p_true", "val_accuracy",
                "val_balanced_accuracy", "val_patient_balanced_accuracy"]
@@ -60,8 +61,11 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
     from medvlm.finetune._model import check_base_model, check_engine
     from medvlm.vlm.prompts import load_prompt
 
+    from medvlm.tasks import work_task
+
     work, out = Path(work), Path(out)
-    cfg = config
+    task = work_task(work)
+    cfg = config.for_task(task)
     parse_selection(cfg.slices)
     parse_modalities(cfg.modalities)
     base_model = check_base_model(cfg.base_model)
@@ -71,14 +75,15 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
     prompt = load_prompt(cfg.prompt)
     resume = _check_resume(out, cfg)
 
-    render = {"selection": cfg.slices, "modalities": cfg.modalities}
+    render = {"selection": cfg.slices, "modalities": cfg.modalities, "task": task}
     train_raw, problems = cohort_examples(work, train_cohort, orientations=cfg.orientations,
                                           max_slices_per_patient=cfg.max_slices_per_patient, **render)
     if not train_raw:
         raise DataError(f"{work}: the training cohort of fold {cfg.fold} gave no slice ({len(problems)} "
                         f"patient/orientation without slices)")
-    train, balance = balance_examples(train_raw, seed=cfg.seed) if cfg.balance else (
-        train_raw, {"lgg": sum(e.label == 0 for e in train_raw), "hgg": sum(e.label == 1 for e in train_raw)})
+    names = [slug(c) for c in task.classes]
+    train, balance = balance_examples(train_raw, seed=cfg.seed, names=names) if cfg.balance else (
+        train_raw, {name: sum(e.label == i for e in train_raw) for i, name in enumerate(names)})
     val: list[Example] = []
     if val_cohort is not None:
         val, val_problems = cohort_examples(
@@ -97,7 +102,7 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
 
     write_run_info(out, kind="finetune", config=run_config)
 
-    context = _Context(cfg=cfg, base_model=base_model, prompt=prompt.text, out=out, train=train, val=val,
+    context = _Context(cfg=cfg, task=task, base_model=base_model, prompt=prompt.text, out=out, train=train, val=val,
                        fingerprint=fingerprint)
     if cfg.engine == "trl":
         model, processor, state = train_trl(context)
@@ -180,7 +185,7 @@ def train_peft(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
     else:
         state = {"step": 0, "epoch": 0, "log": [], "best": None}
         if ctx.val:  # the base model's validation metrics, logged at step 0
-            metrics = validate(model, processor, ctx.prompt, ctx.val)
+            metrics = validate(model, processor, ctx.prompt, ctx.val, ctx.task)
             state["log"].append({"step": 0, "epoch": 0, **metrics})
     state.update(config=cfg.model_dump(), fingerprint=ctx.fingerprint, steps_per_epoch=per_epoch)
     device = next(model.parameters()).device
@@ -199,7 +204,7 @@ def train_peft(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
             losses = []
             n_in_step = len(chunk)
             for idx in micro:
-                batch = make_batch(processor, ctx.prompt, [ctx.train[i] for i in idx]).to(device)
+                batch = make_batch(processor, ctx.prompt, [ctx.train[i] for i in idx], ctx.task).to(device)
                 loss = model(**batch).loss
                 (loss * len(idx) / n_in_step).backward()
                 losses.append(float(loss.detach()) * len(idx) / n_in_step)
@@ -211,7 +216,7 @@ def train_peft(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
             progress.update(task, completed=state["step"], info=f"loss {sum(losses):.4f}")
             epoch_end = state["step"] % per_epoch == 0 or state["step"] == total
             if epoch_end and ctx.val:
-                metrics = validate(model, processor, ctx.prompt, ctx.val)
+                metrics = validate(model, processor, ctx.prompt, ctx.val, ctx.task)
                 state["log"].append({"step": state["step"], "epoch": epoch, **metrics})
                 if _improved(metrics, state["best"], cfg.select_metric):
                     save_adapter_weights(model, ctx.out / BEST)
