@@ -30,7 +30,7 @@ def test_quick_run_writes_every_ratio(tmp_path):
     by_name = {r["name"]: r for r in results["results"]}
     assert set(by_name) == {"vlm_concurrency", "vlm_rerun", "vlm_engine_overhead", "vlm_two_servers",
                             "prepare_vs_decode", "prepare_workers", "cnn_epoch_workers0",
-                            "logprobs_vs_generate"}
+                            "logprobs_vs_generate", "logprob_scoring_vs_bare_forward"}
     for r in by_name.values():
         assert r["figure"] is not None and r["figure"] > 0, r
         assert (r["met"] is None) == (r["goal"] is None)

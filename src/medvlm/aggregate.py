@@ -38,7 +38,8 @@ COMBINED = "combined"
 
 @dataclass(frozen=True)
 class Vote:
-    """A prediction: ``pred`` (a label) and ``score`` (P or share of the positive class; None if undefined)."""
+    """A prediction: ``pred`` (a label) and ``score`` (P or share of the positive class; None if
+    undefined)."""
 
     pred: int
     score: float | None

@@ -100,12 +100,12 @@ class VLMRun(VLMEvalConfig):
 class ConsistencyRun(ConsistencyConfig):
     """One ``consistency`` run: ``name`` plus the fields of :class:`ConsistencyConfig`.
 
-    ``pick: hgg|lgg`` chooses the patient for you: the first test patient of that grade (the study
-    asked about one HGG and one LGG image).
+    ``pick: CLASS`` chooses the patient for you: the first test patient of that class, a class name of
+    the task (patient-level tasks; the study asked about one image of each grade).
     """
 
     name: str = Field(pattern=_NAME_PATTERN)
-    pick: Literal["hgg", "lgg"] | None = None
+    pick: str | None = None
 
 
 class FinetuneRun(FinetuneConfig):
@@ -142,6 +142,7 @@ class ExperimentConfig(_Strict):
     name: str = "experiment"
     out: str = "medvlm-run"
     description: str | None = None
+    task: str = "brats-grading"  # a registered task (`medvlm tasks`); every stage reads it from WORK
     data: DataSection
     prepare: PrepareSection = Field(default_factory=PrepareSection)
     split: SplitSection = Field(default_factory=SplitSection)
@@ -150,6 +151,15 @@ class ExperimentConfig(_Strict):
     consistency: list[ConsistencyRun] = Field(default_factory=list)
     finetune: list[FinetuneRun] = Field(default_factory=list)
     report: ReportSection = Field(default_factory=ReportSection)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from medvlm.registry import check_choice
+        from medvlm.tasks import TASKS
+
+        check_choice("task", value, TASKS.names())
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> ExperimentConfig:

@@ -1,8 +1,8 @@
 """Binary classification metrics with bootstrap confidence intervals (pure functions).
 
-Conventions: labels are LGG = 0, HGG = 1; HGG is the positive class. ``preds`` are hard 0/1
-predictions; ``scores`` are optional P(HGG) (or any score where higher means "more HGG", e.g. the
-share of HGG votes), used only for the ROC AUC.
+Conventions: labels are 0 and 1, and 1 is the positive class (the task names them: HGG for
+brats-grading). ``preds`` are hard 0/1 predictions; ``scores`` are optional P(label 1) (or any score
+where higher means "more of class 1", e.g. the share of positive votes), used only for the ROC AUC.
 
 Undefined values (a zero denominator, one class only, no scores) are ``None`` in the result and a
 :class:`MetricWarning` says why; nothing crashes on degenerate input.
@@ -49,7 +49,7 @@ def _as_binary(values: Any, name: str) -> np.ndarray:
         raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.size and not np.all(np.isin(arr, (0, 1))):
         bad = arr[~np.isin(arr, (0, 1))][0]
-        raise DataError(f"{name} must contain only 0 (LGG) and 1 (HGG), found {bad!r}")
+        raise DataError(f"{name} must contain only 0 and 1 (the positive class), found {bad!r}")
     return arr.astype(np.int64)
 
 
@@ -130,9 +130,9 @@ def binary_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | None
     """Confusion counts and metrics of hard predictions, plus ROC AUC from scores.
 
     Args:
-        labels: shape (n,), true classes, 0 = LGG, 1 = HGG (positive).
+        labels: shape (n,), true classes 0/1, 1 = the positive class.
         preds: shape (n,), predicted classes 0/1.
-        scores: optional shape (n,), P(HGG) or any score increasing with HGG; all-NaN counts as absent,
+        scores: optional shape (n,), P(label 1) or any score increasing with it; all-NaN counts as absent,
             rows with a NaN score are left out of the AUC only (with a warning).
 
     Returns:
@@ -228,7 +228,7 @@ def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | N
     default_rng(seed)``, so the same call gives the same intervals). With ``clusters`` (shape (n,),
     e.g. the patient id of each slice), whole clusters are drawn with replacement and all their rows
     kept: the cluster bootstrap for slice-level data. A resample on which a metric is undefined (e.g.
-    no HGG patient drawn) is left out for that metric only; a :class:`MetricWarning` reports how many.
+    no positive patient drawn) is left out for that metric only; a :class:`MetricWarning` reports how many.
 
     Args:
         labels, preds, scores: as for :func:`binary_metrics`.
@@ -350,7 +350,8 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raw = df[col].iloc[row]
             shown = "empty" if pd.isna(raw) else repr(str(raw))
-            raise DataError(f"{path}: row {row + 1}, column {col!r}: {shown} is not 0 (LGG) or 1 (HGG)")
+            raise DataError(f"{path}: row {row + 1}, column {col!r}: {shown} is not 0 or 1 (1 = the positive "
+                            "class)")
         df[col] = values.astype(np.int64)
     if "score" in df.columns:
         values = pd.to_numeric(df["score"], errors="coerce")

@@ -1,6 +1,6 @@
 """Paired comparisons of two models on the same patients: McNemar and DeLong (pure functions).
 
-Conventions: labels LGG = 0, HGG = 1 (positive); scores increase with HGG.
+Conventions: labels 0 and 1 (1 the positive class); scores increase with class 1.
 
 - :func:`mcnemar` compares the *correctness* of two sets of hard predictions. With ``b`` = patients
   model A gets right and B wrong and ``c`` = the reverse, the two-sided p-value is the **exact
@@ -48,7 +48,7 @@ def mcnemar(labels: Any, preds_a: Any, preds_b: Any, *, method: str = "auto",
     """McNemar's test of two models' hard predictions on the same patients.
 
     Args:
-        labels, preds_a, preds_b: shape (n,), 0 = LGG, 1 = HGG.
+        labels, preds_a, preds_b: shape (n,), 0 or 1.
         method: ``"auto"`` (exact below :data:`EXACT_BELOW` discordant pairs, else chi-square with
             continuity correction), ``"exact"`` or ``"chi2"``.
 
@@ -141,9 +141,9 @@ def _check_scores(labels: Any, *scores: Any) -> tuple[np.ndarray, np.ndarray]:
     if np.isnan(s).any():
         raise DataError("scores contain missing values; DeLong needs a score for every patient")
     if not np.all(np.isin(y, (0, 1))):
-        raise DataError("labels must contain only 0 (LGG) and 1 (HGG)")
+        raise DataError("labels must contain only 0 and 1 (1 = the positive class)")
     if y.sum() == 0 or y.sum() == y.size:
-        raise DataError("DeLong needs both classes among the labels (LGG 0 and HGG 1)")
+        raise DataError("DeLong needs both classes among the labels (0 and 1)")
     return y, s
 
 
@@ -166,8 +166,8 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float 
     """DeLong's test for two correlated ROC AUCs measured on the same patients.
 
     Args:
-        labels: shape (n,), 0 = LGG, 1 = HGG; both classes required.
-        scores_a, scores_b: shape (n,), higher = more HGG; no missing values.
+        labels: shape (n,), 0 or 1; both classes required.
+        scores_a, scores_b: shape (n,), higher = more of class 1; no missing values.
 
     Returns:
         ``{"n", "auc_a", "auc_b", "auc_diff" (a - b), "se", "auc_diff_ci" ([low, high]), "z", "p"}``;
@@ -201,21 +201,24 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float 
 
 # --------------------------------------------------------------------------------------- prediction files
 def _prepare_side(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The test rows of one side, indexed by unit (the patient, or ``patient:orientation:slice`` for
+    slice-level predictions)."""
+    from medvlm.predictions import select_cohort, unit_keys
+
     if "patient_id" not in df.columns:
         raise DataError(f"{name}: no 'patient_id' column; a paired comparison joins the files on patient_id")
-    if "cohort" in df.columns:
-        cohorts = df["cohort"].astype(str).str.strip()
-        if not (cohorts == "test").any():
-            found = ", ".join(sorted(set(cohorts)))
-            raise DataError(f"{name}: no row of cohort 'test' (cohorts found: {found}); "
-                            "the comparison uses the test cohort")
-        df = df[cohorts == "test"]
-    dup = df["patient_id"].duplicated(keep=False)
+    df = select_cohort(df, "test", source=name)
+    keys = unit_keys(df)
+    unit = df["patient_id"].astype(str)
+    for k in keys[1:]:
+        unit = unit + ":" + df[k].astype(str)
+    dup = unit.duplicated(keep=False)
     if dup.any():
-        pid = df.loc[dup, "patient_id"].iloc[0]
-        raise DataError(f"{name}: patient {pid!r} appears {int((df['patient_id'] == pid).sum())} times; "
-                        "expected one row per patient")
-    return df.set_index("patient_id")
+        pid = unit[dup].iloc[0]
+        what = "patient" if len(keys) == 1 else "unit"
+        raise DataError(f"{name}: {what} {pid!r} appears {int((unit == pid).sum())} times; "
+                        f"expected one row per {what}")
+    return df.set_index(unit.rename("unit"))
 
 
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", name_b: str = "B",

@@ -5,7 +5,8 @@ stages (synth or data check -> prepare -> split -> tiny model -> CNNs -> VLM eva
 and its evaluation -> consistency -> report), each a call of the library function behind one command.
 A stage whose inputs (its fingerprint) did not change since it finished is skipped on rerun; the others
 resume from what their command leaves on disk (prepared volumes, checkpoints, the response cache).
-``out/experiment.json`` records the resolved config and one record per stage. Labels: LGG 0, HGG 1.
+``out/experiment.json`` records the resolved config and one record per stage. Labels: the task's
+(``task:`` in the config; ``brats-grading`` by default).
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ class _Paths:
         candidate = self.resolve(name)
         return str(candidate) if candidate.exists() else name
 
-    def prompt(self, prompt: str) -> str:
+    def prompt(self, prompt: str | None) -> str | None:
+        """A prompt file relative to the experiment file -> its path; a built-in name (or None: the
+        task's default) as is."""
+        if prompt is None:
+            return None
         if "/" in prompt or prompt.endswith((".txt", ".md")):
             return str(self.resolve(prompt))
         return prompt
@@ -113,11 +118,11 @@ def _stage_data(p: _Paths, progress: bool) -> StageRecord:
 
 
 def _stage_prepare(p: _Paths, progress: bool) -> StageRecord:
-    from medvlm.data.prepare import prepare
+    from medvlm.tasks import prepare_work
 
     cfg = p.config.prepare
-    result = prepare(p.data, p.work, shape=cfg.shape, workers=cfg.workers, margin_mm=cfg.margin_mm,
-                     progress=progress)
+    result = prepare_work(p.data, p.work, p.config.task, shape=cfg.shape, workers=cfg.workers,
+                          margin_mm=cfg.margin_mm, progress=progress)
     return StageRecord("prepare", summary={
         "ok": result.n_ok, "skipped": result.n_skipped, "reused": result.n_reused,
         "shape": "x".join(map(str, cfg.shape)), "skipped_reasons": dict(result.skipped())},
@@ -166,7 +171,7 @@ def _vlm_config(p: _Paths, fields: dict[str, Any], progress: bool) -> Any:
 
     fields = dict(fields)
     fields["model"] = p.model(fields["model"])
-    fields["prompt"] = p.prompt(fields.get("prompt", "seed"))
+    fields["prompt"] = p.prompt(fields.get("prompt"))
     if fields.get("adapter"):
         fields["adapter"] = str(p.resolve(fields["adapter"]))
     return VLMEvalConfig(**{**fields, "progress": progress})
@@ -188,7 +193,7 @@ def _stage_finetune(p: _Paths, run: Any, progress: bool) -> StageRecord:
 
     fields = _fields(run, drop=("name", "evaluate"))
     fields["base_model"] = p.model(fields["base_model"])
-    fields["prompt"] = p.prompt(fields.get("prompt", "seed"))
+    fields["prompt"] = p.prompt(fields.get("prompt"))
     result = finetune(p.work, p.run(run.name), FinetuneConfig(**fields))
     keep = {k: v for k, v in result.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
     return StageRecord(run.name, summary=keep, outputs={"adapter": str(p.run(run.name))})
@@ -202,16 +207,21 @@ def _finetune_eval_fields(run: Any) -> dict[str, Any]:
     return fields
 
 
-def _pick_patient(p: _Paths, grade: str) -> str:
+def _pick_patient(p: _Paths, name: str) -> str:
+    """The first test patient whose label is the class ``name`` (a patient-level task's class)."""
     from medvlm.data.cohorts import load_cohort
-    from medvlm.errors import DataError
+    from medvlm.errors import ConfigError, DataError
+    from medvlm.tasks import work_task
 
+    task = work_task(p.work)
+    if task.unit != "patient":
+        raise ConfigError(f"pick: {task.name} predicts per {task.unit}, not per patient; give patients: [ID]")
+    want = task.label_of(name, "pick")
     cohort = load_cohort(p.work, "test")
-    want = 1 if grade == "hgg" else 0
     for pid, label in zip(cohort.patient_ids, cohort.labels, strict=True):
         if label == want:
             return pid
-    raise DataError(f"{p.work / 'splits.json'}: the test cohort has no {grade.upper()} patient to pick")
+    raise DataError(f"{p.work / 'splits.json'}: the test cohort has no {task.classes[want]} patient to pick")
 
 
 def _stage_consistency(p: _Paths, run: Any, progress: bool) -> StageRecord:
@@ -281,7 +291,10 @@ def plan_stages(config: ExperimentConfig, p: _Paths, *, progress: bool) -> list[
         return x.model_dump(mode="json") if x is not None else None
 
     data_fp = fingerprint(dumped(config.data), str(p.data))
-    prep_fp = fingerprint(data_fp, dumped(config.prepare))
+    from medvlm.tasks import DEFAULT_TASK
+
+    task_part = [config.task] if config.task != DEFAULT_TASK else []  # the study's fingerprints unchanged
+    prep_fp = fingerprint(data_fp, dumped(config.prepare), *task_part)
     split_fp = fingerprint(prep_fp, dumped(config.split))
     stages = [
         _Stage("data", data_fp, lambda: _stage_data(p, progress),

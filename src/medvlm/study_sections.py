@@ -3,7 +3,8 @@
 Cohort table (patients per label per split), a plain-language summary of what the numbers say,
 limitations, reproducibility (versions, git revision, seeds, config) and the CLAIM checklist items the
 run records can fill. Everything is built from files on disk; every string is escaped by
-:func:`medvlm.report.html.html_table` or by the report's plain-text sections. Labels: LGG 0, HGG 1.
+:func:`medvlm.report.html.html_table` or by the report's plain-text sections. Class names, the
+reference standard and the task's own limitations come from the work folder's task.
 """
 
 from __future__ import annotations
@@ -15,19 +16,37 @@ from typing import Any
 
 from medvlm.report.html import Section, html_table, load_run, test_cohort_predictions
 
+GENERIC_LIMITATIONS = (
+    "A run on the synthetic cohort or with the tiny random stand-in VLM shows that the pipeline works; "
+    "its numbers say nothing about real models or patients.\n\n"
+    "Confidence intervals come from a patient-level bootstrap; paired tests (McNemar, DeLong) compare "
+    "models on the same test patients and are not corrected for multiple comparisons."
+)
+
+
+def limitations(work: Path) -> str:
+    """The task's own limitations, then those of every medvlm study."""
+    from medvlm.tasks import work_task
+
+    own = work_task(work).limitations
+    return f"{own}\n\n{GENERIC_LIMITATIONS}" if own else GENERIC_LIMITATIONS
+
 
 def cohort_rows(work: Path) -> list[dict[str, Any]]:
-    """Patients per label in each cohort of the split (and the skipped ones), from the work folder."""
+    """Patients per label in each cohort of the split (and the skipped ones), from the work folder
+    (the manifest's patient labels; for a slice-level task, the patients' own labels, e.g. the grade)."""
     from medvlm.data.cohorts import read_manifest, read_splits
+    from medvlm.tasks import get_task, work_task
 
     manifest = read_manifest(work)
     labels = {pid: lab for pid, lab in zip(manifest["patient_id"], manifest["label"], strict=True)}
+    task = work_task(work)
+    classes = task.classes if task.unit == "patient" else get_task(None).classes
     rows = []
 
     def add(name: str, ids: list[str]) -> None:
-        hgg = sum(1 for i in ids if labels.get(i) == 1)
-        lgg = sum(1 for i in ids if labels.get(i) == 0)
-        rows.append({"cohort": name, "patients": len(ids), "HGG (1)": hgg, "LGG (0)": lgg})
+        counts = {f"{c} ({i})": sum(1 for p in ids if labels.get(p) == i) for i, c in enumerate(classes)}
+        rows.append({"cohort": name, "patients": len(ids), **dict(reversed(counts.items()))})
 
     splits = read_splits(work)
     add("test", list(splits["test"]))
@@ -37,13 +56,16 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
     ok = manifest[manifest["status"] == "ok"]
     add("all usable (status ok)", list(ok["patient_id"]))
     skipped = manifest[manifest["status"] != "ok"]
-    rows.append({"cohort": "skipped by prepare", "patients": len(skipped), "HGG (1)": "", "LGG (0)": ""})
+    rows.append({"cohort": "skipped by prepare", "patients": len(skipped),
+                 **{f"{c} ({i})": "" for i, c in reversed(list(enumerate(classes)))}})
     return rows
 
 
-def _test_metrics(run_path: Path) -> tuple[dict[str, Any], Any] | None:
+def _test_metrics(run_path: Path) -> tuple[dict[str, Any], Any, Any] | None:
+    """(test-cohort metrics, the predictions, the run's task) of a classifier run, else None."""
     from medvlm.errors import DataError
-    from medvlm.metrics import binary_metrics
+    from medvlm.predictions import predictions_metrics
+    from medvlm.report.runs import run_task
 
     run = load_run(run_path)
     if run.kind not in ("cnn", "vlm"):
@@ -52,11 +74,12 @@ def _test_metrics(run_path: Path) -> tuple[dict[str, Any], Any] | None:
         df = test_cohort_predictions(run)
     except DataError:
         return None
-    scores = df["score"] if "score" in df.columns and df["score"].notna().all() else None
+    if "score" in df.columns and df["score"].isna().any():
+        df = df.drop(columns="score")  # an AUC needs every unit's score
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = binary_metrics(df["label"].astype(int), df["pred"].astype(int), scores)
-    return m, df
+        m = predictions_metrics(df.astype({"label": int, "pred": int}))
+    return m, df, run_task(run)
 
 
 def _num(x: Any) -> str:
@@ -69,25 +92,29 @@ def plain_summary(runs: list[Path]) -> str:
 
     lines = []
     base_rate = None
+    base_name = ""
     general: list[tuple[str, dict[str, Any]]] = []
     tuned: list[tuple[str, dict[str, Any]]] = []
     for path in runs:
         found = _test_metrics(path)
         if found is None:
             continue
-        m, df = found
-        n_lgg = int((df["label"] == 0).sum())
+        m, df, task = found
+        neg, pos = task.classes[0], task.classes[task.positive_label]
+        units = {"patient": "patients", "slice": "slices", "image": "images"}[task.unit]
+        n_neg = int((df["label"] == 0).sum())
         base_rate = float((df["label"] == 1).mean())
-        said_hgg = float(df["pred"].mean())
-        text = (f"{path.name}: accuracy {_num(m['accuracy'])}, sensitivity (HGG) {_num(m['recall'])}, "
-                f"specificity (LGG) {_num(m['specificity'])}, AUC {_num(m['auc'])} "
-                f"on {m['n']} test patients.")
-        if said_hgg >= 0.9 and n_lgg:
-            text += (f" It predicted HGG for {said_hgg:.0%} of patients and recognised {m['tn']} of {n_lgg} "
-                     "LGG patients (the failure the original study reported for its zero-shot VLM).")
+        base_name = pos
+        said_pos = float(df["pred"].mean())
+        text = (f"{path.name}: accuracy {_num(m['accuracy'])}, sensitivity ({pos}) {_num(m['recall'])}, "
+                f"specificity ({neg}) {_num(m['specificity'])}, AUC {_num(m['auc'])} "
+                f"on {m['n']} test {units}.")
+        if said_pos >= 0.9 and n_neg:
+            text += (f" It predicted {pos} for {said_pos:.0%} of {units} and recognised {m['tn']} of {n_neg} "
+                     f"{neg} {units} (the failure the original study reported for its zero-shot VLM).")
             if m["auc"] is not None and m["auc"] >= 0.75:
-                text += (f" Its AUC of {m['auc']:.2f} says its scores still rank most LGG patients below "
-                         "the HGG ones: the fixed 0.5 threshold, not the ranking, fails.")
+                text += (f" Its AUC of {m['auc']:.2f} says its scores still rank most {neg} {units} below "
+                         f"the {pos} ones: the fixed 0.5 threshold, not the ranking, fails.")
         lines.append(text)
         info = read_run_info(path) or {}
         if info.get("kind") == "vlm":
@@ -100,25 +127,13 @@ def plain_summary(runs: list[Path]) -> str:
                 f"{_num(m_t['recall'])} and AUC from {_num(m_g['auc'])} to {_num(m_t['auc'])}; the paired "
                 "tests below say whether such a difference is more than chance on this many patients.")
     if base_rate is not None:
-        lines.append(f"For comparison, predicting HGG for everyone scores accuracy {base_rate:.2f} on this "
-                     "test cohort: accuracy alone cannot separate a model from that rule, which is why "
-                     "specificity, balanced accuracy, MCC and AUC are reported with confidence intervals.")
+        lines.append(f"For comparison, predicting {base_name} for everyone scores accuracy "
+                     f"{base_rate:.2f} on this test cohort: accuracy alone cannot separate a model from that "
+                     "rule, which is why specificity, balanced accuracy, MCC and AUC are reported with "
+                     "confidence intervals.")
     if not lines:
         return "No run produced test-cohort predictions."
     return "\n\n".join(lines)
-
-
-LIMITATIONS = (
-    "Single task and data set: BraTS 2020 glioma grading (HGG vs LGG); the classes are imbalanced (about "
-    "four HGG per LGG), so small test cohorts give wide confidence intervals.\n\n"
-    "The VLM sees 2D slices rendered from the volumes (FLAIR by default, or a 2x2 montage of the four "
-    "contrasts) and votes per patient; a 3D CNN sees the whole cropped volume. Slice selection uses the "
-    "tumour mask, which a real screening setting would not have.\n\n"
-    "A run on the synthetic cohort or with the tiny random stand-in VLM shows that the pipeline works; "
-    "its numbers say nothing about real models or patients.\n\n"
-    "Confidence intervals come from a patient-level bootstrap; paired tests (McNemar, DeLong) compare "
-    "models on the same test patients and are not corrected for multiple comparisons."
-)
 
 
 def reproducibility_rows(runs: list[Path], config: Any) -> list[dict[str, Any]]:
@@ -144,7 +159,9 @@ def reproducibility_rows(runs: list[Path], config: Any) -> list[dict[str, Any]]:
 def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]]:
     """The CLAIM (Checklist for AI in Medical Imaging) items that the run records can fill."""
     from medvlm.data.cohorts import read_manifest, read_splits
+    from medvlm.tasks import work_task
 
+    task = work_task(work)
     manifest = read_manifest(work)
     splits = read_splits(work)
     n_ok = int((manifest["status"] == "ok").sum())
@@ -161,14 +178,13 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
         {"item": "Eligibility and exclusions",
          "filled from the run records": f"{n_ok} usable patients; {n_skip} skipped by prepare "
                                         "(each with its reason in manifest.csv)"},
-        {"item": "Reference standard", "filled from the run records":
-            "tumour grade from name_mapping.csv (HGG = 1, LGG = 0)"},
+        {"item": "Reference standard", "filled from the run records": task.reference_standard},
         {"item": "Data partitions", "filled from the run records":
             f"patient-level, stratified: test {len(splits['test'])} patients, {len(splits['folds'])} folds "
             f"over the rest (seed {splits.get('seed')}); no patient in two cohorts (checked)"},
         {"item": "Preprocessing", "filled from the run records":
-            f"z-score inside the brain, crop around the tumour (+{config.prepare.margin_mm:g} mm), resize to "
-            f"{'x'.join(map(str, config.prepare.shape))}"},
+            task.preprocessing.format(margin_mm=config.prepare.margin_mm,
+                                      shape="x".join(map(str, config.prepare.shape)))},
         {"item": "Models", "filled from the run records": ", ".join(kinds)},
         {"item": "Metrics", "filled from the run records":
             "accuracy, precision, recall, specificity, F1, balanced accuracy, MCC, AUC with 95% bootstrap "
@@ -185,7 +201,7 @@ def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list
                 html=html_table(cohort_rows(work), caption="Patients per label in each cohort")),
         Section(title="What the numbers say", position="start", anchor="plain-summary",
                 text=plain_summary(runs)),
-        Section(title="Limitations", text=LIMITATIONS, anchor="limitations"),
+        Section(title="Limitations", text=limitations(work), anchor="limitations"),
         Section(title="Reproducibility", anchor="reproducibility",
                 html=html_table(reproducibility_rows(runs, config))
                 + html_table([{"experiment config (JSON)": json.dumps(config.model_dump(mode="json"))}])),

@@ -11,8 +11,8 @@ and writes ``SWEEP/sweep.json``. Each job calls the library function of the step
 
 Both resume, so resubmitting the same sweep continues unfinished jobs. ``collect_sweep(sweep)`` reads
 each job's files (and, for failed jobs, submitit's result pickle) into ``SWEEP/summary.csv``: one row
-per job with its state (``done``, ``failed``, ``pending``) and validation/test metrics. Labels: LGG 0,
-HGG 1 (as everywhere).
+per job with its state (``done``, ``failed``, ``pending``) and validation/test metrics. Labels as the
+work folder's task defines them.
 """
 
 from __future__ import annotations

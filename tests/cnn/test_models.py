@@ -10,7 +10,7 @@ from medvlm.errors import ConfigError
 
 
 def test_names() -> None:
-    assert model_names() == ["densenet121", "resnet18", "small3d"]
+    assert model_names() == ["densenet121", "densenet2d", "resnet18", "resnet2d", "small3d"]
     assert "small3d" in MODELS
 
 
@@ -57,7 +57,7 @@ def test_odd_shape_uses_floor() -> None:
 
 
 def test_unknown_model_lists_names_and_suggests() -> None:
-    listed = r"\['densenet121', 'resnet18', 'small3d'\]"
+    listed = r"\['densenet121', 'densenet2d', 'resnet18', 'resnet2d', 'small3d'\]"
     with pytest.raises(ConfigError, match=listed + ".*Did you mean 'small3d'"):
         build_model("smal3d", (4, 16, 24, 24))
 

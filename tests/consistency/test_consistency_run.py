@@ -15,10 +15,10 @@ import pytest
 
 from medvlm.cli import invoke as _run
 from medvlm.consistency.run import csv_columns
+from medvlm.consistency.stats import fleiss_kappa
 from medvlm.tasks import get_task
 
 CSV_COLUMNS = csv_columns(get_task("brats-grading"))
-from medvlm.consistency.stats import fleiss_kappa
 
 
 def _vlm_helpers():

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from medvlm.consistency.stats import (
-    answer_categories,
     CATEGORIES,
     agreement,
+    answer_categories,
     count_answers,
     entropy_bits,
     expected_accuracy,

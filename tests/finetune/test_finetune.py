@@ -20,7 +20,8 @@ def _train_examples(work, **kw):
     from medvlm.finetune.data import cohort_examples
 
     cohort = load_cohort(work, "train", fold=0)
-    return cohort_examples(work, cohort, task=GRADING, orientations=["axial"], max_slices_per_patient=2, **kw)[0]
+    return cohort_examples(work, cohort, task=GRADING, orientations=["axial"], max_slices_per_patient=2,
+                           **kw)[0]
 
 
 def _probs(model_or_path, base, examples, *, adapter=None):

@@ -7,7 +7,7 @@ import typer
 app = typer.Typer(
     name="medvlm",
     help="Compare general VLMs, fine-tuned VLMs and CNNs on medical imaging (BraTS 2020 glioma grading). "
-    "Labels: LGG = 0, HGG = 1. Contract: docs/cli.md.",
+    "Classes and labels: `medvlm tasks`. Contract: docs/cli.md.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -15,8 +15,9 @@ from medvlm.errors import ConfigError
 def train_cnn_command(
     work: Path = typer.Argument(..., help="Work folder written by `medvlm prepare` and `medvlm split`."),
     out: Path = typer.Option(..., "--out", help="Run folder; rerunning with the same folder resumes."),
-    model: str | None = typer.Option(None, "--model", help="small3d (the study's CNN), densenet121, resnet18 (3D); "
-                                     "densenet2d, resnet2d (2D). Default: the task's (small3d for brats-grading)."),
+    model: str | None = typer.Option(None, "--model", help="small3d (the study's CNN), densenet121, resnet18 "
+                                     "(3D); densenet2d, resnet2d (2D). Default: the task's (small3d for "
+                                     "brats-grading)."),
     epochs: int = typer.Option(20, "--epochs", help="Total epochs per fold (more extends a finished run)."),
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
     batch_size: int = typer.Option(4, "--batch-size", help="Volumes per batch."),
@@ -29,7 +30,7 @@ def train_cnn_command(
     augment: bool = typer.Option(False, "--augment/--no-augment",
                                  help="MONAI flip, affine, intensity, noise."),
     oversample: bool = typer.Option(True, "--oversample/--no-oversample",
-                                    help="Draw LGG and HGG equally often in training."),
+                                    help="Draw both classes equally often in training."),
     early_stopping: int = typer.Option(0, "--early-stopping",
                                        help="Stop a fold after N epochs without improvement (0: off)."),
     select_metric: str = typer.Option("val_auc", "--select-metric",

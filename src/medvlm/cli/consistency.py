@@ -65,12 +65,12 @@ def consistency_cmd(
     structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all (without --patient)."),
     fold: Fold = 0,
-    modalities: Modalities = ",".join(_default("modalities")),
+    modalities: Modalities = None,
     concurrency: Concurrency = _default("concurrency"),
     batch_size: BatchSize = _default("batch_size"),
     adapter: Adapter = _default("adapter"),
     device: Device = _default("device"),
-    tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (hgg | lgg for brats-grading): "
+    tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): "
                                          "where a tie of top answers goes (default: the positive class)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: list[float] = typer.Option([], "--temperature", help="Sampling temperature (repeatable: a "

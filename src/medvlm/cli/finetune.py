@@ -30,15 +30,19 @@ def finetune_cmd(
     grad_accum: int = typer.Option(1, "--grad-accum", help="Forward passes per optimiser step."),
     seed: int = typer.Option(0, "--seed", help="Seed of the LoRA init, data order and dropout."),
     fold: int = typer.Option(0, "--fold", help="Fold of splits.json (train/val cohorts)."),
-    orientations: str = typer.Option("axial,coronal,sagittal", "--orientations", help="Comma list."),
-    prompt: str = typer.Option("seed", "--prompt", help="Prompt name or file (as for eval-vlm)."),
-    slices: str = typer.Option("tumour", "--slices", help="Slice selection (as for eval-vlm)."),
-    modalities: str = typer.Option("flair", "--modalities", help="Comma list (as for eval-vlm)."),
+    orientations: str | None = typer.Option(None, "--orientations", help="Comma list (default: the task's, "
+                                            "axial,coronal,sagittal for brats-grading)."),
+    prompt: str | None = typer.Option(None, "--prompt", help="Prompt name or file (as for eval-vlm; default: "
+                                      "the task's)."),
+    slices: str | None = typer.Option(None, "--slices", help="Slice selection (as for eval-vlm; default: the "
+                                      "task's)."),
+    modalities: str | None = typer.Option(None, "--modalities", help="Comma list (as for eval-vlm; default: "
+                                          "the task's)."),
     max_slices_per_patient: int | None = typer.Option(
         None, "--max-slices-per-patient", help="At most N slices per patient and orientation (even spread)."),
     max_val_slices_per_patient: int | None = typer.Option(
         None, "--max-val-slices-per-patient", help="Same for validation (default: the above)."),
-    balance: bool = typer.Option(True, "--balance/--no-balance", help="Oversample the minority class (LGG in brats-grading)."),
+    balance: bool = typer.Option(True, "--balance/--no-balance", help="Oversample the minority class."),
     validate: bool = typer.Option(True, "--val/--no-val", help="Score the validation cohort each epoch."),
     select: str = typer.Option("best", "--select", help="Adapter kept: best (by validation) or last epoch."),
     select_metric: str = typer.Option("val_p_true", "--select-metric",
@@ -57,8 +61,9 @@ def finetune_cmd(
         base_model=base_model, method=method, engine=engine, target=target, rank=rank, alpha=alpha,
         dropout=dropout, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
         grad_accum=grad_accum, seed=seed, fold=fold,
-        orientations=[o.strip() for o in orientations.split(",") if o.strip()], prompt=prompt,
-        slices=slices, modalities=[m.strip() for m in modalities.split(",") if m.strip()],
+        orientations=[o.strip() for o in orientations.split(",") if o.strip()] if orientations else None,
+        prompt=prompt, slices=slices,
+        modalities=[m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,
         max_slices_per_patient=max_slices_per_patient, max_val_slices_per_patient=max_val_slices_per_patient,
         balance=balance, validate_each_epoch=validate, select=select, select_metric=select_metric,
         save_steps=save_steps, merge=merge, gradient_checkpointing=gradient_checkpointing)

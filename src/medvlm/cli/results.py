@@ -40,27 +40,33 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 @app.command("metrics")
 def metrics_cmd(
-    predictions: Path = typer.Argument(..., help="CSV with label,pred[,score] (LGG 0, HGG 1, score P(HGG))."),
+    predictions: Path = typer.Argument(..., help="CSV with label,pred[,score] (score: P(label 1)), e.g. a "
+                                       "run's predictions.csv."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs (0: none)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     ci_method: str = typer.Option("percentile", "--ci-method", help="Bootstrap interval: percentile or bca."),
+    cohort: str = typer.Option("test", "--cohort", help="Rows scored where the file has a cohort column: "
+                               "test, val, train or all."),
 ) -> None:
-    """Metrics of one predictions file (HGG positive), optionally with bootstrap 95% CIs."""
-    from medvlm.metrics import BOOTSTRAP_METHODS, metrics_from_frame, read_predictions
+    """Metrics of one predictions file (label 1 positive: HGG in brats-grading), optionally with bootstrap
+    95% CIs (resampling patients when rows are slices)."""
+    from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
+    from medvlm.predictions import predictions_metrics, select_cohort
     from medvlm.registry import check_choice
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
-    df = read_predictions(predictions)
+    df = select_cohort(read_predictions(predictions), None if cohort == "all" else cohort,
+                       source=str(predictions))
     with _warnings_to_stderr():
-        result = metrics_from_frame(df, n_boot=bootstrap, seed=seed, method=ci_method)
+        result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method)
     if as_json:
         print(json.dumps(result))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{predictions.name}: n = {result['n']} (HGG positive)", title_justify="left")
+    table = Table(title=f"{predictions.name}: n = {result['n']} (label 1 positive)", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     if bootstrap:

@@ -38,7 +38,8 @@ BaseUrl = Annotated[list[str], typer.Option("--base-url", help="OpenAI-compatibl
 Scoring = Annotated[str, typer.Option("--scoring", help="generate | logprobs.")]
 Structured = Annotated[str, typer.Option("--structured", help="none | choice | json.")]
 Fold = Annotated[int, typer.Option("--fold")]
-Modalities = Annotated[str, typer.Option("--modalities", help="e.g. flair,t1ce,t2,t1 (2x2 montage).")]
+Modalities = Annotated[str | None, typer.Option("--modalities", help="Comma list of the task's modalities "
+                                                 "(several: a 2x2 montage); default: the task's.")]
 Concurrency = Annotated[int, typer.Option("--concurrency", help="Requests in flight (openai).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size (transformers).")]
 Adapter = Annotated[str | None, typer.Option("--adapter", help="PEFT adapter folder (transformers).")]
@@ -59,12 +60,13 @@ def _default(field: str):
 
 
 def backend_fields(*, backend: str, model: str, base_url: list[str], adapter: str | None, scoring: str,
-                   structured: str, modalities: str, concurrency: int, batch_size: int, device: str,
+                   structured: str, modalities: str | None, concurrency: int, batch_size: int, device: str,
                    max_new_tokens: int, seed: int | None, timeout: float, max_retries: int,
                    cache: Path | None, progress: bool) -> dict[str, Any]:
     """The shared command-line options -> :class:`~medvlm.vlm.options.BackendOptions` fields."""
     return {"backend": backend, "model": model, "base_urls": list(base_url), "adapter": adapter,
-            "scoring": scoring, "structured": structured, "modalities": _csv(modalities),
+            "scoring": scoring, "structured": structured,
+            "modalities": _csv(modalities) if modalities else None,
             "concurrency": concurrency, "batch_size": batch_size, "device": device,
             "max_new_tokens": max_new_tokens, "seed": seed, "timeout_s": timeout, "max_retries": max_retries,
             "cache": str(cache) if cache else None, "progress": progress}
@@ -110,15 +112,15 @@ def eval_vlm_cmd(
     fold: Fold = 0,
     slices: str | None = typer.Option(None, "--slices", help="tumour | all | central:K (default: the task's, "
                                       "tumour for brats-grading)."),
-    modalities: Modalities = ",".join(_default("modalities")),
+    modalities: Modalities = None,
     concurrency: Concurrency = _default("concurrency"),
     batch_size: BatchSize = _default("batch_size"),
     repeats: int = typer.Option(1, "--repeats", help="Times each slice is asked."),
     adapter: Adapter = _default("adapter"),
     device: Device = _default("device"),
     reducer: str | None = typer.Option(None, "--reducer", help="majority | mean_prob (default by scoring)."),
-    tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (hgg | lgg for "
-                                         "brats-grading): where a vote tie goes (default: the positive class)."),
+    tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): where a "
+                                         "vote tie goes (default: the positive class)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: float = typer.Option(0.0, "--temperature"),
     top_p: float = typer.Option(1.0, "--top-p"),
@@ -144,7 +146,8 @@ def eval_vlm_cmd(
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress)
     config = build_config(VLMEvalConfig, {
-        **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt, "cohort": cohort, "fold": fold,
+        **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt,
+        "cohort": cohort, "fold": fold,
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap}, renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=Console(stderr=False))

@@ -1,8 +1,9 @@
 """The networks behind :mod:`medvlm.cnn.models` (torch code; imported only when a model is built).
 
-Every factory takes ``input_shape = (4, D, H, W)`` (channels t1, t1ce, t2, flair; D, H, W = z, y, x)
+Every 3D factory takes ``input_shape = (4, D, H, W)`` (the prepared channels; D, H, W = z, y, x), every
+2D one ``(4, H, W)``,
 and returns an ``nn.Module`` mapping a batch ``(B, 4, D, H, W)`` float32 to logits ``(B, 1)``;
-``sigmoid(logit)`` is P(HGG) (LGG = 0, HGG = 1).
+``sigmoid(logit)`` is P(label 1), the positive class.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class Small3DCNN(nn.Module):
     """The study's 3D CNN (arXiv:2509.10683), layer for layer.
 
     ``conv3d 4->8 (k3, s1, p1) -> ReLU -> maxpool 2 -> conv3d 8->16 (k3, s1, p1) -> ReLU -> maxpool 2
-    -> flatten -> FC -> 128 -> ReLU -> FC -> 1`` (a logit; sigmoid gives P(HGG)). The first FC layer's
+    -> flatten -> FC -> 128 -> ReLU -> FC -> 1`` (a logit; sigmoid gives P(label 1)). The first FC layer's
     input size is ``16 * (D//2//2) * (H//2//2) * (W//2//2)``, derived from ``input_shape``: at
     4x95x128x128 that is 376,832 inputs and the network has 48.2M parameters.
     """

@@ -5,7 +5,8 @@ memory-mapped. Labels as the task defines them (patient-level: the patient's; sl
 2D slices of the volumes, :class:`SliceDataset`).
 
 Randomness is a pure function of ``(seed, epoch, position)``: :class:`EpochSampler` draws the epoch's
-order (optionally oversampling LGG with a :class:`torch.utils.data.WeightedRandomSampler`) from a
+order (optionally oversampling the minority class with a
+:class:`torch.utils.data.WeightedRandomSampler`) from a
 generator seeded with ``(seed, epoch)``, and hands the dataset :class:`ItemKey` ``(epoch, key)``
 pairs with ``key = position * n + index``, so each drawn item gets its own augmentation seed, derived
 from the item key alone. The sampler runs in the main process, so the epoch reaches persistent
@@ -104,7 +105,7 @@ class ItemKey(NamedTuple):
 class VolumeDataset(Dataset):
     """Volumes and labels of one cohort; item ``key`` -> ``(x, y, index)``.
 
-    ``x``: float32 tensor (4, D, H, W); ``y``: float32 scalar tensor (0. LGG, 1. HGG); ``index``:
+    ``x``: float32 tensor (4, D, H, W); ``y``: float32 scalar tensor (the label, 0. or 1.); ``index``:
     position of the patient in ``cohort``. The item is an :class:`ItemKey` ``(epoch, key)`` with
     ``key = draw * n + index`` (what :class:`EpochSampler` yields), or a plain int ``key`` (a plain
     index, ``draw`` 0, works too), read in the epoch last given to :meth:`set_epoch` (0 by default).
@@ -148,7 +149,7 @@ class EpochSampler(Sampler[ItemKey]):
     """Training order of one epoch as :class:`ItemKey` ``(epoch, position * n + index)`` items.
 
     ``oversample``: draw ``n`` items with replacement with weights ``1 / count(class)`` (a
-    :class:`WeightedRandomSampler`), so LGG and HGG are drawn equally often on average; else a
+    :class:`WeightedRandomSampler`), so both classes are drawn equally often on average; else a
     permutation. The generator is seeded with ``(seed, epoch)``, so the order is reproducible and
     independent of global RNG state. ``rank``/``world_size``: this process's share for data-parallel
     training (padded by wrap-around to equal length, like ``DistributedSampler``). Call
@@ -261,8 +262,9 @@ class SliceDataset(Dataset):
         self.augment, self.seed, self.epoch = augment, int(seed), 0
         self._transform: Any = None
         manifest = read_manifest(work, ok_only=True).set_index("patient_id")
-        self._crops = {pid: {a: (int(manifest.loc[pid, f"crop_{a}_min"]), int(manifest.loc[pid, f"crop_{a}_max"]))
-                             for a in "xyz"} for pid in dict.fromkeys(cohort.patient_ids)}
+        self._crops = {pid: {a: (int(manifest.loc[pid, f"crop_{a}_min"]),
+                                 int(manifest.loc[pid, f"crop_{a}_max"])) for a in "xyz"}
+                       for pid in dict.fromkeys(cohort.patient_ids)}
 
     def __len__(self) -> int:
         return len(self.cohort)

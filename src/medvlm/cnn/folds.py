@@ -91,14 +91,16 @@ def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config:
     return pd.concat(frames, ignore_index=True)
 
 
-def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *, positive: str = "positive class"
-                        ) -> tuple[pd.DataFrame, str]:
+def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *,
+                        positive: str = "positive class") -> tuple[pd.DataFrame, str]:
     """The run's ``predictions.csv`` rows and where its test rows come from.
 
     One fold: that fold's rows. Several: every fold's val rows (out-of-fold) plus, when every fold has
-    test rows, one row per test patient scored by the ensemble (mean P(HGG); ``fold`` = ``ensemble``).
+    test rows, one row per test patient scored by the ensemble (mean P(label 1); ``fold`` = ``ensemble``).
     """
     import pandas as pd
+
+    from medvlm.predictions import fold_ensemble
 
     if len(folds) == 1:
         predictions = results[folds[0]]["predictions"]
@@ -109,11 +111,7 @@ def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *,
         tests = [r["predictions"][r["predictions"]["cohort"] == "test"] for r in results.values()]
         parts = [oof]
         if all(len(t) for t in tests):
-            probs = np.mean([t["score"].to_numpy() for t in tests], axis=0)
-            ensemble = tests[0].drop(columns=["pred", "score", "fold"]).reset_index(drop=True)
-            ensemble["pred"], ensemble["score"] = (probs >= 0.5).astype(int), np.round(probs, 6)
-            ensemble["fold"] = "ensemble"
-            parts.append(ensemble)
+            parts.append(fold_ensemble(pd.concat(tests, ignore_index=True), decimals=6))
         predictions = pd.concat(parts, ignore_index=True)
         test_source = f"ensemble: mean P({positive}) of the {len(folds)} fold models"
     keys = [c for c in ("orientation", "slice_index") if c in predictions.columns]
@@ -124,16 +122,15 @@ def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *,
 def cohort_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int, notes: list[str] | None = None,
                    where: str = "") -> dict[str, Any]:
     """Metrics with bootstrap ``_ci`` keys of a predictions frame, through the one shared path
-    (:func:`medvlm.metrics.metrics_from_frame`; CIs resample patients when rows are slices).
+    (:func:`medvlm.predictions.predictions_metrics`; CIs resample patients when rows are slices).
 
     Warnings about undefined metrics are appended to ``notes`` as ``"<where>: <message>"`` lines.
     """
-    from medvlm.metrics import metrics_from_frame
+    from medvlm.predictions import predictions_metrics
 
-    clusters = "patient_id" if "slice_index" in frame.columns else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = metrics_from_frame(frame, n_boot=n_boot, seed=seed, clusters=clusters)
+        out = predictions_metrics(frame, n_boot=n_boot, seed=seed)
     if notes is not None:
         notes.extend(f"{where}: {w.message}" for w in caught)
     return out

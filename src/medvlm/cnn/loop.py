@@ -1,7 +1,8 @@
 """The epoch loop of the CNN training: device, optimiser, scheduler, mixed precision, DataLoaders,
 one training pass (:func:`train_one_epoch`) and one scoring pass (:func:`predict`).
 
-Labels: LGG = 0, HGG = 1; the network outputs one logit per volume and ``sigmoid(logit)`` = P(HGG).
+Labels 0/1 (1 the positive class); the network outputs one logit per item and ``sigmoid(logit)`` =
+P(label 1).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: Any, device: torch
 
 def predict(model: nn.Module, loader: Any, device: torch.device, *, dtype: torch.dtype | None = None,
             progress: Callable[[], None] | None = None) -> tuple[np.ndarray, float]:
-    """P(HGG) of every item of ``loader`` in order, shape (n,), and the mean BCE loss."""
+    """P(label 1) of every item of ``loader`` in order, shape (n,), and the mean BCE loss."""
     import torch
 
     model.eval()

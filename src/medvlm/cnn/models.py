@@ -59,9 +59,10 @@ def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, ...]:
         with torch.no_grad():
             out = probe(torch.zeros((2, *shape), device="meta"))
     except (RuntimeError, ValueError) as exc:
+        what = "volumes" if len(shape) == 4 else "2D slices"
         raise ConfigError(
-            f"model {name!r} cannot take inputs of shape {'x'.join(map(str, shape))} (too small, or a "
-            f"{len(shape) - 1}D input for a network of other dimensions?): {str(exc).splitlines()[0]}"
+            f"model {name!r} cannot take {what} of shape {'x'.join(map(str, shape))} (too small, or a "
+            f"network for other dimensions?): {str(exc).splitlines()[0]}"
         ) from exc
     if tuple(out.shape) != (2, 1):
         raise ConfigError(f"model {name!r} returns shape {tuple(out.shape)[1:]}, expected (1,)")

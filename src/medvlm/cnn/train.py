@@ -1,7 +1,8 @@
 """Training and scoring of the CNN baseline (``medvlm train-cnn``), as library functions.
 
-Entry point: :func:`train_cnn` ``(work, out, config) -> metrics dict``. Labels: LGG = 0, HGG = 1; the
-network outputs one logit per volume and ``sigmoid(logit)`` = P(HGG); ``pred = P(HGG) >= 0.5``.
+Entry point: :func:`train_cnn` ``(work, out, config) -> metrics dict``. Labels 0/1 as the
+work folder's task defines them; the network outputs one logit per item (a volume, or a 2D slice for a
+slice-level task) and ``sigmoid(logit)`` = P(label 1); ``pred = P(label 1) >= 0.5``.
 
 What a run folder ``RUN`` holds:
 
@@ -17,7 +18,7 @@ What a run folder ``RUN`` holds:
   checkpoint on that fold's train, val and test cohorts (``fold`` = k). With ``fold="all"``: one row per
   patient: every non-test patient once, as its *out-of-fold* prediction (cohort ``val``, ``fold`` = the
   fold whose model did not train on it), and every test patient once, scored by the *ensemble* of the
-  fold models (mean P(HGG); ``fold`` = ``ensemble``). So ``medvlm compare`` and the report, which join
+  fold models (mean P(label 1); ``fold`` = ``ensemble``). So ``medvlm compare`` and the report, which join
   on ``patient_id`` in the test cohort, see one test prediction per patient. Each fold's own
   train/val/test predictions stay in ``fold<k>/predictions.csv``.
 - ``metrics.json``: ``{"model", "folds": {"k": {"train", "val", "test"}}, "cv", "test", ...}`` where
@@ -164,7 +165,8 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
     # the network that trains: `model`, or its DDP wrapper; checkpoints, validation and scoring use `model`
     net = wrap_model(model, device, world_size)
 
-    train_ds = make_dataset(work, cohorts["train"], augment=config.augment, seed=derive_seed(config.seed, fold))
+    train_ds = make_dataset(work, cohorts["train"], augment=config.augment,
+                            seed=derive_seed(config.seed, fold))
     sampler = EpochSampler(cohorts["train"].labels, oversample=config.oversample,
                            seed=derive_seed(config.seed, fold, 1), rank=rank, world_size=world_size)
     n_train = len(sampler)  # this rank's items per epoch (all of them in a single process)
@@ -347,7 +349,6 @@ def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str,
 def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str, Any]:
     """:func:`train_cnn` in one process, or in one rank of an initialised process group."""
     from medvlm.runinfo import write_run_info
-
     from medvlm.tasks import work_task
 
     work, run = Path(work), Path(out)

@@ -1,8 +1,8 @@
 """Consistency and robustness of a VLM's answer: the same image and prompt, asked N times.
 
-The study asked Llama-3.2-Vision about one HGG and one LGG image 95 times each: 95/95 HGG for the HGG
-image, 77/95 HGG for the LGG image. :func:`run_consistency` makes that a repeatable measurement and
-widens it:
+The study asked Llama-3.2-Vision about one high-grade and one low-grade glioma image 95 times each:
+95/95 "high grade" for the first, 77/95 for the second. :func:`run_consistency` makes that a repeatable
+measurement, for any task, and widens it:
 
 - one slice of one patient (the study; ``--patient``), or one slice per patient of a cohort (default
   the central tumour slice of each);
@@ -13,8 +13,9 @@ widens it:
 Requests go through :func:`medvlm.vlm.engine.ask_images` and its response cache, keyed by the repeat
 index: rerunning sends nothing, raising ``--repeats`` sends only the new repeats.
 
-Answer categories: ``"0"`` LGG, ``"1"`` HGG, ``"2"`` no glioma, ``"unparsed"`` (an answer that could
-not be read is a category of its own, never a guess). Truth labels: LGG 0, HGG 1.
+Answer categories: the work folder's task's answer codes (``"0"``, ``"1"``, ...) and ``"unparsed"`` (an
+answer that could not be read is a category of its own, never a guess). Truth labels as the task
+defines them; a tie between the top answers goes to the ``tie_break`` class (default the positive one).
 
 Modules (their public names are re-exported here):
 
@@ -27,7 +28,7 @@ Modules (their public names are re-exported here):
 - :mod:`medvlm.consistency.run` -- :func:`select_images`, :func:`run_consistency`,
   :func:`build_summary`, :func:`print_summary`;
 - :mod:`medvlm.consistency.figures` -- figures for the report: :func:`agreement_figure` (answer shares
-  per image across a cohort; also the study's HGG/LGG pair) and :func:`temperature_figure` (a
+  per image across a cohort; also the study's pair of one image per class) and :func:`temperature_figure` (a
   temperature sweep).
 
 Importing this package imports neither pandas nor matplotlib nor torch: they are imported inside the
@@ -45,12 +46,12 @@ from medvlm.consistency.config import (
 from medvlm.consistency.figures import agreement_figure, temperature_figure
 from medvlm.consistency.run import (
     EXTRA_COLUMNS,
-    csv_columns,
     FAILURE_COLUMNS,
     ConsistencyImage,
     ConsistencyResult,
     build_summary,
     central_tumour_slice,
+    csv_columns,
     print_summary,
     run_consistency,
     select_images,

@@ -1,6 +1,6 @@
 """Figures of a consistency run for the report, from ``summary.json``: :func:`agreement_figure` (answer
-shares per image across a cohort; also the study's HGG/LGG pair) and :func:`temperature_figure` (a
-temperature sweep). matplotlib is imported inside the functions."""
+shares per image across a cohort; also the study's pair of one image per class) and
+:func:`temperature_figure` (a temperature sweep). matplotlib is imported inside the functions."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medvlm.consistency.config import format_temperature
-from medvlm.consistency.stats import CATEGORIES, truth_label
+from medvlm.consistency.stats import UNPARSED, answer_categories, truth_label
 from medvlm.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-_ANSWER_COLOURS = {"0": "#0072B2", "1": "#D55E00", "2": "#009E73", "unparsed": "#9ca3af"}
-_ANSWER_NAMES = {"0": "LGG (0)", "1": "HGG (1)", "2": "no glioma (2)", "unparsed": "unparsed"}
+    from medvlm.tasks.base import Task
+
+_ANSWER_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442")
+_UNPARSED_COLOUR = "#9ca3af"
 
 
-def _per_image_frame(per_image: Sequence[Mapping[str, Any]] | pd.DataFrame | Mapping[str, Any]
-                     ) -> pd.DataFrame:
+def _per_image_frame(per_image: Sequence[Mapping[str, Any]] | pd.DataFrame | Mapping[str, Any],
+                     categories: Sequence[str]) -> pd.DataFrame:
     import pandas as pd
 
     if isinstance(per_image, Mapping):  # a whole summary.json
@@ -31,31 +33,40 @@ def _per_image_frame(per_image: Sequence[Mapping[str, Any]] | pd.DataFrame | Map
         per_image = per_image["per_image"]
     df = pd.DataFrame(list(per_image)) if not isinstance(per_image, pd.DataFrame) else per_image.copy()
     if "counts" not in df.columns:
-        raise DataError("per_image entries need 'counts' ({'0','1','2','unparsed'})")
-    for k in CATEGORIES:
+        raise DataError(f"per_image entries need 'counts' ({set(categories)})")
+    for k in categories:
         df[f"n_{k}"] = [int((c or {}).get(k, 0)) for c in df["counts"]]
     return df
 
 
 def agreement_figure(per_image: Sequence[Mapping[str, Any]] | pd.DataFrame | Mapping[str, Any], *,
-                     title: str = "Answers per image over repeats") -> Figure:
-    """Answer shares per image across a cohort: one stacked bar per image (LGG, HGG, no glioma,
-    unparsed shares of its N repeats), images ordered by true label (LGG first) then by HGG share; a
-    marker above each bar says whether the majority answer is right (green o) or wrong (red x).
+                     title: str = "Answers per image over repeats", task: Task | str | None = None) -> Figure:
+    """Answer shares per image across a cohort: one stacked bar per image (the share of each of the
+    ``task``'s answers and of unparsed ones among its N repeats), images ordered by true label (0 first)
+    then by the positive answer's share; a marker above each bar says whether the majority answer is
+    right (green o) or wrong (red x).
 
-    For the study's pair (one HGG and one LGG image) it is the answer distribution per image; for a
-    cohort, agreement across it. Args: ``summary.json``'s ``per_image`` list (or the whole summary, or a
+    For the study's pair (one image per class) it is the answer distribution per image; for a cohort,
+    agreement across it. Args: ``summary.json``'s ``per_image`` list (or the whole summary, or a
     DataFrame of it); entries of several prompts/temperatures are labelled with them.
     """
     import numpy as np
     from matplotlib.figure import Figure
 
-    df = _per_image_frame(per_image)
-    df["_n"] = df[[f"n_{k}" for k in CATEGORIES]].sum(axis=1).clip(lower=1)
-    df["_hgg"] = df["n_1"] / df["_n"]
+    from medvlm.tasks import get_task
+
+    t = get_task(task)
+    categories = answer_categories(t.codes)
+    answer_names = {**{c: f"{n} ({c})" for c, n in t.answer_names.items()}, UNPARSED: UNPARSED}
+    colours = {**dict(zip(t.codes, _ANSWER_COLOURS, strict=False)), UNPARSED: _UNPARSED_COLOUR}
+    positive = str(t.positive_label)
+    df = _per_image_frame(per_image, categories)
+    df["_n"] = df[[f"n_{k}" for k in categories]].sum(axis=1).clip(lower=1)
+    df["_pos"] = df[f"n_{positive}"] / df["_n"]
     labels = df["label"] if "label" in df.columns else [None] * len(df)
-    df["_lab"] = [2 if truth_label(v) is None else truth_label(v) for v in labels]  # unknown truth last
-    df = df.sort_values(["_lab", "_hgg"], kind="stable").reset_index(drop=True)
+    unknown = t.n_classes  # unknown truth last
+    df["_lab"] = [unknown if truth_label(v) is None else truth_label(v) for v in labels]
+    df = df.sort_values(["_lab", "_pos"], kind="stable").reset_index(drop=True)
     many_prompts = "prompt" in df.columns and df["prompt"].nunique() > 1
     many_t = "temperature" in df.columns and df["temperature"].astype(str).nunique() > 1
 
@@ -74,9 +85,9 @@ def agreement_figure(per_image: Sequence[Mapping[str, Any]] | pd.DataFrame | Map
     ax = fig.subplots()
     x = np.arange(len(df))
     bottom = np.zeros(len(df))
-    for k in CATEGORIES:
+    for k in categories:
         share = (df[f"n_{k}"] / df["_n"]).to_numpy(dtype=float)
-        ax.bar(x, share, bottom=bottom, color=_ANSWER_COLOURS[k], width=0.8, label=_ANSWER_NAMES[k])
+        ax.bar(x, share, bottom=bottom, color=colours[k], width=0.8, label=answer_names[k])
         bottom += share
     right = df["consensus_correct"] if "consensus_correct" in df.columns else [None] * len(df)
     marks = [(xi, bool(ok)) for xi, ok in zip(x, right, strict=True)
@@ -87,10 +98,10 @@ def agreement_figure(per_image: Sequence[Mapping[str, Any]] | pd.DataFrame | Map
         if xs:
             ax.scatter(xs, [1.04] * len(xs), marker=marker, color=colour, s=30, zorder=3, clip_on=False,
                        label=f"{text} ({len(xs)})")
-    n_lgg = int((df["_lab"] == 0).sum())
-    if 0 < n_lgg < len(df):
-        ax.axvline(n_lgg - 0.5, color="#374151", linewidth=1)
-    for lab, text in ((0, "true LGG"), (1, "true HGG")):
+    n_first = int((df["_lab"] == 0).sum())
+    if 0 < n_first < len(df):
+        ax.axvline(n_first - 0.5, color="#374151", linewidth=1)
+    for lab, text in enumerate(f"true {c}" for c in t.classes):
         idx = np.flatnonzero(df["_lab"].to_numpy() == lab)
         if idx.size:
             ax.text(idx.mean(), 1.1, f"{text} (n = {idx.size})", ha="center", fontsize=8, color="#111827")

@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from medvlm.tasks.base import Task
-
     from medvlm.vlm.backends import Backend
 
 #: ``consistency.csv`` after the per-call columns (:func:`csv_columns`): the label, the prompt and the
@@ -172,7 +171,8 @@ class ConsistencyResult:
         return 1 if self.n_failed else 0
 
 
-def _group_summary(frame: pd.DataFrame, keys: list[str], answers: dict[str, Any]) -> tuple[dict[str, Any], list]:
+def _group_summary(frame: pd.DataFrame, keys: list[str], answers: dict[str, Any]
+                   ) -> tuple[dict[str, Any], list]:
     """Summary over the images of ``frame`` (image = one combination of ``keys``), and the per-image
     groups in frame order."""
     import pandas as pd
@@ -208,9 +208,9 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     from medvlm._io import write_json_atomic, write_text_atomic
     from medvlm.registry import check_choice
     from medvlm.runinfo import write_run_info
+    from medvlm.tasks import work_task
     from medvlm.vlm.backends import BACKENDS, make_backend
     from medvlm.vlm.cache import ResponseCache
-    from medvlm.tasks import work_task
     from medvlm.vlm.engine import ask_images, csv_text
     from medvlm.vlm.prompts import load_prompt
 
@@ -373,7 +373,8 @@ def print_summary(result: ConsistencyResult, console: Any) -> None:
         console.print(f"* tie between the most frequent answers, broken to {s['tie_break']}")
     c = s["counts"]
     counts = ", ".join(f"{names[k]} {c[k]}" for k in [*codes, "unparsed"])
-    console.print(f"{s['n']} answers over {s['n_images']} image(s): {counts}; majority {names[s['majority']]}, "
+    console.print(f"{s['n']} answers over {s['n_images']} image(s): {counts}; "
+                  f"majority {names[s['majority']]}, "
                   f"agreement {fmt(s['agreement'])}, "
                   f"entropy {fmt(s['entropy'])} bits, flip rate {fmt(s['flip_rate'])}, Fleiss' kappa "
                   f"{fmt(s['fleiss_kappa'])}, consensus accuracy {fmt(s['consensus_accuracy'])}, expected "

@@ -242,7 +242,8 @@ def summarize_answers(choices: Sequence[Any], *, label: Any = None, categories: 
 
     Keys: ``n``, ``counts`` (every category), ``majority`` (a category key, see
     :func:`majority_answer`; ``first`` breaks ties), ``tie`` (the top counts tied), ``agreement``,
-    ``entropy`` (bits), ``flip_rate``, ``label`` (a class or None), ``consensus_correct`` (1.0 when the majority
+    ``entropy`` (bits), ``flip_rate``, ``label`` (a class or None), ``consensus_correct`` (1.0 when the
+    majority
     answer equals the label, 0.0 when not, None without label), ``expected_accuracy``.
 
     >>> s = summarize_answers([1] * 77 + [0] * 18, label=0)

@@ -1,6 +1,6 @@
 """Read the prepared work folder: ``manifest.csv``, ``volumes/<id>.npy`` and ``splits.json``.
 
-Label convention everywhere: LGG = 0, HGG = 1 (HGG is the positive class).
+Labels as the work folder's task defines them (``label`` 0/1; 1 the positive class).
 
 A *cohort* is one of ``train``, ``val`` (both of one fold of ``splits.json``), ``test`` or ``all``
 (every patient with status ``ok``).
@@ -18,7 +18,6 @@ from medvlm.errors import DataError
 from medvlm.registry import check_choice
 
 COHORTS = ("train", "val", "test", "all")
-MODALITIES = ("t1", "t1ce", "t2", "flair")
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Cohort:
 def read_manifest(work: str | Path, *, ok_only: bool = False) -> pd.DataFrame:
     """Read ``WORK/manifest.csv`` (one row per patient found by ``prepare``).
 
-    ``patient_id`` is kept as a string and ``label`` as a nullable integer (LGG 0, HGG 1).
+    ``patient_id`` is kept as a string and ``label`` as a nullable integer.
     """
     path = Path(work) / "manifest.csv"
     if not path.is_file():
@@ -69,7 +68,7 @@ def read_splits(work: str | Path) -> dict:
 
 
 def volume_path(work: str | Path, patient_id: str) -> Path:
-    """Prepared volume of one patient: float32, shape ``(4, D, H, W)``, channels t1, t1ce, t2, flair."""
+    """Prepared volume of one patient: float32, shape ``(4, D, H, W)``, the prepared channels."""
     return Path(work) / "volumes" / f"{patient_id}.npy"
 
 

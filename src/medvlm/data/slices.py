@@ -311,8 +311,8 @@ def unit_images(manifest: Any, units: Any, *, orientations: list[str], selection
 
     def images():
         for pid, orientation, indices in plan:
-            for s in patient_slices(manifest.loc[pid], orientation, selection=selection, modalities=modalities,
-                                    indices=indices):
+            for s in patient_slices(manifest.loc[pid], orientation, selection=selection,
+                                    modalities=modalities, indices=indices):
                 yield (pid, orientation, s.slice_index), s.png
 
     return total, images()

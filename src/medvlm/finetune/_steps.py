@@ -133,7 +133,8 @@ def validate(model: Any, processor: Any, prompt: str, val: list[Example], task: 
         "val_p_true": float(p_true.mean()),
         "val_accuracy": float((preds == labels).mean()),
         "val_balanced_accuracy": balanced_accuracy(labels, preds, task.n_classes),
-        "val_patient_balanced_accuracy": balanced_accuracy(np.array(g_labels), np.array(g_preds), task.n_classes),
+        "val_patient_balanced_accuracy": balanced_accuracy(np.array(g_labels), np.array(g_preds),
+                                                           task.n_classes),
     }
 
 

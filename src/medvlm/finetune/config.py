@@ -22,7 +22,8 @@ class FinetuneConfig(BaseModel):
     """LoRA / QLoRA fine-tuning of a Llama-3.2-Vision-architecture model on the split's training cohort.
 
     Training examples are the slices of the training cohort of ``fold`` rendered exactly as ``eval-vlm``
-    renders them, with the prompt ``prompt`` and the patient's label (LGG 0, HGG 1) as the answer; LGG
+    renders them, with the prompt ``prompt`` and the unit's label (its answer code) as the answer; the
+    minority class
     slices are oversampled (``balance``) so both classes are seen equally often. The validation cohort of
     the same fold is scored after every epoch (mean P(true class), balanced accuracy); with
     ``select="best"`` the adapter written to the output folder is the one of the best epoch.

@@ -2,8 +2,8 @@
 
 An :class:`Example` is one slice image (PNG bytes, exactly the bytes ``eval-vlm`` sends) with its
 unit's label as the answer: the patient's for a patient-level task (brats-grading), the slice's for a
-slice-level one. A minority class (LGG in BraTS, 76 of 369) is oversampled until the classes are even
-(:func:`balance_examples`).
+slice-level one. A minority class (e.g. 76 of 369 patients in BraTS grading) is oversampled until the
+classes are even (:func:`balance_examples`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def even_subset(items: list[Any], k: int | None) -> list[Any]:
 
 def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: list[str],
                     max_slices_per_patient: int | None = None, selection: str = "tumour",
-                    modalities: tuple[str, ...] | list[str] = ("flair",)) -> tuple[list[Example], list[str]]:
+                    modalities: tuple[str, ...] | list[str] | None = None) -> tuple[list[Example], list[str]]:
     """The slices of every patient of ``cohort`` (a :class:`medvlm.data.cohorts.Cohort`), per orientation.
 
     Rendering is ``medvlm.data.slices.patient_slices``, the function ``eval-vlm`` renders with (same
@@ -65,7 +65,8 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
     slice_labels: dict[tuple[str, str], dict[int, int]] = {}
     if task.unit == "slice":
         units = cohort_units(work, cohort, unit=task.unit, orientations=list(orientations))
-        for pid, o, i, lab in units[["patient_id", "orientation", "slice_index", "label"]].itertuples(index=False):
+        keyed = units[["patient_id", "orientation", "slice_index", "label"]]
+        for pid, o, i, lab in keyed.itertuples(index=False):
             slice_labels.setdefault((pid, o), {})[int(i)] = int(lab)
     examples: list[Example] = []
     problems: list[str] = []
@@ -74,7 +75,8 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
         for orientation in orientations:
             labelled = slice_labels.get((patient_id, orientation), {})
             try:
-                slices = patient_slices(row, orientation, selection=selection, modalities=tuple(modalities),
+                slices = patient_slices(row, orientation, selection=selection,
+                                        modalities=tuple(modalities or task.default_modalities),
                                         indices=sorted(labelled) if task.unit == "slice" else None)
             except DataError as exc:
                 problems.append(f"{patient_id} {orientation}: {exc}")
@@ -88,8 +90,8 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
     return examples, problems
 
 
-def balance_examples(examples: list[Example], *, seed: int = 0, names: tuple[str, str] | list[str] = ("0", "1")
-                     ) -> tuple[list[Example], dict[str, int]]:
+def balance_examples(examples: list[Example], *, seed: int = 0,
+                     names: tuple[str, str] | list[str] = ("0", "1")) -> tuple[list[Example], dict[str, int]]:
     """Oversample the minority class until both classes have as many examples as the majority.
 
     Every minority example is repeated ``n_major // n_minor`` times and a seeded random choice (without

@@ -59,9 +59,8 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
     from medvlm.data.cohorts import load_cohort
     from medvlm.data.slices import parse_modalities, parse_selection
     from medvlm.finetune._model import check_base_model, check_engine
-    from medvlm.vlm.prompts import load_prompt
-
     from medvlm.tasks import work_task
+    from medvlm.vlm.prompts import load_prompt
 
     work, out = Path(work), Path(out)
     task = work_task(work)
@@ -102,7 +101,8 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
 
     write_run_info(out, kind="finetune", config=run_config)
 
-    context = _Context(cfg=cfg, task=task, base_model=base_model, prompt=prompt.text, out=out, train=train, val=val,
+    context = _Context(cfg=cfg, task=task, base_model=base_model, prompt=prompt.text, out=out, train=train,
+                       val=val,
                        fingerprint=fingerprint)
     if cfg.engine == "trl":
         model, processor, state = train_trl(context)

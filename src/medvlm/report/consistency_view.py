@@ -2,22 +2,47 @@
 
 Pure functions of the summary dict: each returns a table dict for the report template,
 ``{"title", "columns", "rows", "left" (indexes of left-aligned columns), "note"}``; a cell is a plain
-value or ``{"v": text, "cls": css class}`` (autoescaped by the template). Labels: LGG 0, HGG 1,
-no glioma 2; ``majority`` is a category key ("0", "1", "2", "unparsed") or None.
+value or ``{"v": text, "cls": css class}`` (autoescaped by the template). Answer and class names come
+from the run's task (:class:`Names`; the default task's when none is given); ``majority`` is a category
+key (an answer code or "unparsed") or None.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medvlm.report.format import fmt
 
-CATS = ("0", "1", "2", "unparsed")
-ANSWER = {"0": "LGG", "1": "HGG", "2": "no glioma", "unparsed": "unparsed", None: "–"}
-TRUTH = {0: "LGG (0)", 1: "HGG (1)"}
+if TYPE_CHECKING:  # pragma: no cover
+    from medvlm.tasks.base import Task
+
 PER_IMAGE_MAX = 300
+
+
+@dataclass(frozen=True)
+class Names:
+    """A task's answers as the tables show them: ``cats`` (answer codes, then "unparsed"), ``answer``
+    (category -> name, None -> "–"), ``columns`` ("<name> (0)", ..., "unparsed"), ``truth`` (label ->
+    "<class> (label)")."""
+
+    cats: tuple[str, ...]
+    answer: dict[Any, str]
+    columns: tuple[str, ...]
+    truth: dict[int, str]
+
+
+def names_of(task: Task | str | None = None) -> Names:
+    """:class:`Names` of ``task`` (None: the default task)."""
+    from medvlm.tasks import get_task
+
+    t = get_task(task)
+    cats = (*t.codes, "unparsed")
+    answer: dict[Any, str] = {**t.answer_names, "unparsed": "unparsed", None: "–"}
+    columns = tuple(f"{answer[k]} ({k})" if k != "unparsed" else k for k in cats)
+    return Names(cats, answer, columns, {i: f"{c} ({i})" for i, c in enumerate(t.classes)})
 
 OVERALL_MEASURES = (
     ("n_images", "images", "distinct image × prompt × temperature combinations asked"),
@@ -47,15 +72,17 @@ def _f(x: Any, digits: int = 3) -> str:
     return fmt(x, digits)
 
 
-def truth_text(label: Any) -> str:
+def truth_text(label: Any, names: Names | None = None) -> str:
+    names = names or names_of()
     try:
-        return TRUTH.get(int(label), "–") if label is not None and label == label else "–"
+        return names.truth.get(int(label), "–") if label is not None and label == label else "–"
     except (TypeError, ValueError):
         return "–"
 
 
-def majority_text(r: Mapping[str, Any]) -> str:
-    return ANSWER.get(r.get("majority"), str(r.get("majority"))) + (" *" if r.get("tie") else "")
+def majority_text(r: Mapping[str, Any], names: Names | None = None) -> str:
+    names = names or names_of()
+    return names.answer.get(r.get("majority"), str(r.get("majority"))) + (" *" if r.get("tie") else "")
 
 
 def right_cell(consensus_correct: Any) -> Any:
@@ -78,20 +105,20 @@ def has_per_image(summary: Any) -> bool:
 
 
 def per_image_table(
-    entries: Sequence[Mapping[str, Any]], *, run_names: Sequence[str] | None = None, title: str = "Per image"
+    entries: Sequence[Mapping[str, Any]], *, run_names: Sequence[str] | None = None, title: str = "Per image",
+    names: Names | None = None,
 ) -> dict[str, Any]:
-    """One row per image (patient, truth, orientation, slice, [prompt], [T], n, counts 0/1/2/unparsed,
-    majority, agreement, entropy, flip rate, majority right?); ``run_names`` adds a first run column."""
+    """One row per image (patient, truth, orientation, slice, [prompt], [T], n, counts per answer and
+    unparsed, majority, agreement, entropy, flip rate, majority right?); ``run_names`` adds a first run
+    column."""
+    names = names or names_of()
     many_prompts = len({str(r.get("prompt")) for r in entries}) > 1
     many_t = len({str(r.get("temperature")) for r in entries}) > 1
     cols = (["run"] if run_names is not None else []) + ["patient", "truth", "orientation", "slice"]
     cols += (["prompt"] if many_prompts else []) + (["temperature"] if many_t else [])
     cols += [
         "n",
-        "LGG (0)",
-        "HGG (1)",
-        "no glioma (2)",
-        "unparsed",
+        *names.columns,
         "majority",
         "agreement",
         "entropy (bits)",
@@ -104,7 +131,7 @@ def per_image_table(
         row = [run_names[i]] if run_names is not None else []
         row += [
             str(r.get("patient_id", "")),
-            truth_text(r.get("label")),
+            truth_text(r.get("label"), names),
             str(r.get("orientation", "")),
             _f(r.get("slice_index")),
         ]
@@ -112,8 +139,8 @@ def per_image_table(
         row += [_temp(r.get("temperature"))] if many_t else []
         row += [
             _f(r.get("n")),
-            *(_f(counts.get(k)) for k in CATS),
-            majority_text(r),
+            *(_f(counts.get(k)) for k in names.cats),
+            majority_text(r, names),
             _f(r.get("agreement")),
             _f(r.get("entropy")),
             _f(r.get("flip_rate")),
@@ -131,8 +158,10 @@ def per_image_table(
     return {"title": title, "columns": cols, "rows": rows, "left": left, "note": "; ".join(notes)}
 
 
-def overall_table(summary: Mapping[str, Any], title: str = "Overall") -> dict[str, Any]:
+def overall_table(summary: Mapping[str, Any], title: str = "Overall", *, names: Names | None = None
+                  ) -> dict[str, Any]:
     """The overall measures with what each means, plus the run's settings (repeats, sampling, prompts)."""
+    names = names or names_of()
     rows = []
     for key, name, meaning in OVERALL_MEASURES:
         if key not in summary:
@@ -148,8 +177,8 @@ def overall_table(summary: Mapping[str, Any], title: str = "Overall") -> dict[st
         rows.append(
             [
                 "answers per category",
-                ", ".join(f"{ANSWER[k]} {_f(counts.get(k))}" for k in CATS),
-                f"pooled majority: {ANSWER.get(summary.get('majority'), '–')}",
+                ", ".join(f"{names.answer[k]} {_f(counts.get(k))}" for k in names.cats),
+                f"pooled majority: {names.answer.get(summary.get('majority'), '–')}",
             ]
         )
     if "repeats" in summary:
@@ -181,8 +210,10 @@ def overall_table(summary: Mapping[str, Any], title: str = "Overall") -> dict[st
     }
 
 
-def group_table(groups: Sequence[Mapping[str, Any]], key: str, title: str) -> dict[str, Any]:
+def group_table(groups: Sequence[Mapping[str, Any]], key: str, title: str, *, names: Names | None = None
+                ) -> dict[str, Any]:
     """``per_prompt`` (key "prompt") or ``per_temperature`` (key "temperature") as a table."""
+    names = names or names_of()
     head = "prompt" if key == "prompt" else "temperature"
     cols = (
         [head]
@@ -190,10 +221,7 @@ def group_table(groups: Sequence[Mapping[str, Any]], key: str, title: str) -> di
         + [
             "images",
             "answers",
-            "LGG (0)",
-            "HGG (1)",
-            "no glioma (2)",
-            "unparsed",
+            *names.columns,
             "mean agreement",
             "mean entropy",
             "flip rate",
@@ -210,7 +238,7 @@ def group_table(groups: Sequence[Mapping[str, Any]], key: str, title: str) -> di
         row += [
             _f(g.get("n_images")),
             _f(g.get("n")),
-            *(_f(counts.get(k)) for k in CATS),
+            *(_f(counts.get(k)) for k in names.cats),
             _f(g.get("mean_agreement")),
             _f(g.get("mean_entropy")),
             _f(g.get("flip_rate")),
@@ -222,18 +250,19 @@ def group_table(groups: Sequence[Mapping[str, Any]], key: str, title: str) -> di
     return {"title": title, "columns": cols, "rows": rows, "left": {0}, "note": ""}
 
 
-def run_overview_row(name: str, summary: Mapping[str, Any]) -> list[Any]:
-    """One row of the combined Consistency overview (see :data:`OVERVIEW_COLUMNS`)."""
+def run_overview_row(name: str, summary: Mapping[str, Any], *, names: Names | None = None) -> list[Any]:
+    """One row of the combined Consistency overview (see :func:`overview_columns`)."""
+    names = names or names_of()
     per = summary.get("per_image") if has_per_image(summary) else []
-    truths = sorted({truth_text(r.get("label")) for r in per})
+    truths = sorted({truth_text(r.get("label"), names) for r in per})
     counts = summary.get("counts") if isinstance(summary.get("counts"), Mapping) else {}
     return [
         name,
         _f(summary.get("n_images", len(per) or None)),
         ", ".join(truths) or "–",
         _f(summary.get("n")),
-        *(_f(counts.get(k)) for k in CATS),
-        ANSWER.get(summary.get("majority"), "–"),
+        *(_f(counts.get(k)) for k in names.cats),
+        names.answer.get(summary.get("majority"), "–"),
         _f(summary.get("mean_agreement", summary.get("agreement"))),
         _f(summary.get("fleiss_kappa")),
         _f(summary.get("consensus_accuracy")),
@@ -241,33 +270,24 @@ def run_overview_row(name: str, summary: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-OVERVIEW_COLUMNS = [
-    "run",
-    "images",
-    "truth",
-    "answers",
-    "LGG (0)",
-    "HGG (1)",
-    "no glioma (2)",
-    "unparsed",
-    "majority",
-    "mean agreement",
-    "Fleiss' kappa",
-    "consensus acc.",
-    "expected acc.",
-]
+def overview_columns(names: Names | None = None) -> list[str]:
+    """The columns of the combined Consistency overview (one :func:`run_overview_row` each)."""
+    names = names or names_of()
+    return ["run", "images", "truth", "answers", *names.columns, "majority", "mean agreement",
+            "Fleiss' kappa", "consensus acc.", "expected acc."]
 
 
-def legacy_table(summary: Mapping[str, Any]) -> dict[str, Any]:
+def legacy_table(summary: Mapping[str, Any], *, names: Names | None = None) -> dict[str, Any]:
     """A summary.json without ``per_image`` (older runs): its scalar entries, readable."""
+    names = names or names_of()
     rows = []
     for k, v in summary.items():
         if isinstance(v, Mapping):
-            v = ", ".join(f"{ANSWER.get(kk, kk)}: {_f(vv)}" for kk, vv in v.items())
+            v = ", ".join(f"{names.answer.get(kk, kk)}: {_f(vv)}" for kk, vv in v.items())
         elif isinstance(v, list):
             v = f"{len(v)} entries"
         elif k == "majority":
-            v = ANSWER.get(v, v)
+            v = names.answer.get(v, v)
         rows.append([k.replace("_", " "), _f(v)])
     return {
         "title": "summary.json",

@@ -36,6 +36,7 @@ from medvlm.report.runs import (
     _model_name,
     _unique_names,
     load_run,
+    run_task,
     vlm_role,
 )
 from medvlm.report.sections import RUN_SECTIONS
@@ -116,6 +117,24 @@ def _sections(extra: Iterable[Section | Mapping[str, Any]] | None) -> list[dict[
     return out
 
 
+def _label_legend(runs: Sequence[RunData]) -> tuple[str, str, str]:
+    """(the header's label legend, the positive and the negative class's name) of the runs' tasks:
+    ``"labels: <class 0> = 0, <class 1> = 1 (<positive> positive)"`` for one task, one such part per
+    task (named) for
+    several, with "the positive class" / "the negative class" then."""
+    tasks = list({t.name: t for t in (run_task(r) for r in runs)}.values())
+
+    def legend(t: Any) -> str:
+        pos = t.classes[t.positive_label]
+        return ", ".join(f"{c} = {i}" for i, c in enumerate(t.classes)) + f" ({pos} positive)"
+
+    if len(tasks) == 1:
+        t = tasks[0]
+        return f"labels: {legend(t)}", t.classes[t.positive_label], t.classes[1 - t.positive_label]
+    text = "labels: " + "; ".join(f"{t.name}: {legend(t)}" for t in tasks)
+    return text, "the positive class", "the negative class"
+
+
 def render_report(
     runs: Sequence[str | Path],
     *,
@@ -133,6 +152,7 @@ def render_report(
         raise DataError("no run folder given")
     data = [load_run(r) for r in runs]
     _unique_names(data)
+    labels, positive, negative = _label_legend(data)
     summary = []
     for r in data:
         summary.extend(summary_rows(r, n_boot=n_boot, seed=seed))
@@ -152,7 +172,7 @@ def render_report(
         overview_figures.append(
             _figure(
                 F.roc_figure(curves, title="ROC curves on the test cohort"),
-                "ROC curves of all runs with scores, test cohort (HGG positive).",
+                f"ROC curves of all runs with scores, test cohort ({positive} positive).",
             )
         )
     details = [
@@ -189,6 +209,9 @@ def render_report(
         start_sections=[s for s in sections if s["position"] == "start"],
         end_sections=[s for s in sections if s["position"] == "end"],
         n_boot=n_boot,
+        labels=labels,
+        positive=positive,
+        negative=negative,
     )
 
 

@@ -10,9 +10,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medvlm.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medvlm.tasks.base import Task
 
 RUN_FILES = (
     "run.json",
@@ -20,6 +23,7 @@ RUN_FILES = (
     "metrics.json",
     "history.csv",
     "patients.csv",
+    "units.csv",
     "slices.csv",
     "consistency.csv",
     "summary.json",
@@ -44,6 +48,28 @@ class RunData:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
+
+
+def run_task(run: RunData) -> Task:
+    """The task a run was made for: the one its ``run.json`` records, else its work folder's, else the
+    default task (runs written before tasks existed are the study's)."""
+    from medvlm.errors import MedVLMError
+    from medvlm.tasks import get_task, work_task
+
+    if "task" in run.cache:
+        return run.cache["task"]
+    cfg = run.info.get("config") or {}
+    recorded = cfg.get("task") if isinstance(cfg, dict) else None
+    task = None
+    try:
+        if isinstance(recorded, dict) and recorded.get("name"):
+            task = get_task(str(recorded["name"]))
+        elif isinstance(cfg, dict) and cfg.get("work") and Path(str(cfg["work"])).is_dir():
+            task = work_task(cfg["work"])
+    except MedVLMError as exc:
+        run.problems.append(f"task: {exc}; the default task's names are used")
+    run.cache["task"] = task or get_task(None)
+    return run.cache["task"]
 
 
 def _read_file(run: RunData, name: str, parse: Any) -> Any:

@@ -59,16 +59,11 @@ def _looks_like_metrics(d: Any) -> bool:
 
 
 def _frame_metrics(df: Any, n_boot: int, seed: int) -> dict[str, Any]:
-    from medvlm.metrics import metrics_with_ci
+    from medvlm.predictions import predictions_metrics
 
-    scores = (
-        df["score"].to_numpy(dtype=float) if "score" in df.columns and df["score"].notna().any() else None
-    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return metrics_with_ci(
-            df["label"].to_numpy(), df["pred"].to_numpy(), scores, n_boot=n_boot, seed=seed
-        )
+        return predictions_metrics(df, n_boot=n_boot, seed=seed)
 
 
 def summary_rows(run: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
@@ -133,14 +128,14 @@ def summary_rows(run: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dic
 
 # ------------------------------------------------------------------------------------------ paired tests
 def test_cohort_predictions(run: RunData) -> Any:
-    """One row per test-cohort patient (``patient_id,label,pred[,score]``) for the paired tests.
+    """One row per test-cohort unit (``patient_id[,unit keys],label,pred[,score]``) for the paired tests.
 
-    VLM predictions with an ``orientation`` column use the ``combined`` rows; CNN predictions with a
-    ``fold`` column and several folds on the test cohort become the fold ensemble (mean score; the
-    majority of the fold predictions, ties broken by mean score >= 0.5), noted in the run's section.
-    Raises :class:`DataError` when the run has no usable test-cohort predictions.
+    VLM predictions with an ``orientation`` column but no unit keys use the ``combined`` rows; CNN
+    predictions with a ``fold`` column and several folds on the test cohort become the fold ensemble
+    (:func:`medvlm.predictions.fold_ensemble`), noted in the run's section. Raises :class:`DataError`
+    when the run has no usable test-cohort predictions.
     """
-    import numpy as np
+    from medvlm.predictions import fold_ensemble, select_cohort, unit_keys
 
     key = "test_cohort_predictions"
     if key in run.cache:
@@ -151,34 +146,21 @@ def test_cohort_predictions(run: RunData) -> Any:
         df = _valid_predictions(run)
         if df is None:
             raise DataError(f"{run.name}: no valid predictions.csv")
-        if "orientation" in df.columns:
+        if "orientation" in df.columns and len(unit_keys(df)) == 1:
             comb = df[df["orientation"].astype(str) == "combined"]
             if comb.empty:
                 raise DataError(
                     f"{run.name}: predictions.csv has an orientation column but no 'combined' rows"
                 )
             df = comb
-        if "cohort" in df.columns:
-            df = df[df["cohort"].astype(str) == "test"]
-            if df.empty:
-                raise DataError(f"{run.name}: no test-cohort rows in predictions.csv")
+        df = select_cohort(df, "test", source=f"{run.name}: predictions.csv")
         if "patient_id" not in df.columns:
             raise DataError(f"{run.name}: predictions.csv has no patient_id column")
         if "fold" in df.columns and df["fold"].nunique() > 1:
             k = df["fold"].nunique()
-            agg: dict[str, Any] = {"label": ("label", "first"), "pred_mean": ("pred", "mean")}
-            if "score" in df.columns:
-                agg["score"] = ("score", "mean")
-            g = df.groupby("patient_id", sort=False).agg(**agg).reset_index()
-            tie_break = (g["score"] >= 0.5) if "score" in g.columns else np.ones(len(g), bool)
-            g["pred"] = np.where(
-                g["pred_mean"] > 0.5, 1, np.where(g["pred_mean"] < 0.5, 0, tie_break)
-            ).astype(int)
-            df = g.drop(columns="pred_mean").assign(cohort="test")
-            run.notes.append(
-                f"paired tests and ROC use the ensemble of the {k} folds on the test cohort "
-                "(mean score; majority of fold predictions)"
-            )
+            df = fold_ensemble(df).drop(columns="fold")
+            run.notes.append(f"paired tests and ROC use the ensemble of the {k} folds on the test cohort "
+                             "(mean score)")
         run.cache[key] = df.reset_index(drop=True)
         return run.cache[key]
     except DataError as exc:

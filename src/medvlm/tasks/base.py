@@ -33,7 +33,8 @@ def slug(name: str) -> str:
 class AnswerCode:
     """One answer a prompt asks for: its digit is its index in :attr:`Task.answers`.
 
-    ``name``: shown in reports (``"LGG"``, ``"no glioma"``); ``prob_column``/``count_column``: its
+    ``name``: shown in reports (a class name, or an abstaining answer's); ``prob_column``/``count_column``:
+    its
     columns in slices.csv (class probability) and patients.csv (vote count).
     """
 
@@ -53,13 +54,15 @@ class Task:
     - ``answer_prefix``: the text an answer starts with (``"Choice:"``); a backend that writes the
       start of the model's turn itself (transformers) ends its prompt with it.
     - ``unit``: what one row of predictions.csv is (``patient``, ``slice`` or ``image``).
-    - ``share_column``: name of the per-patient share of positive votes in patients.csv.
+    - ``share_column``/``share_label``: column and display name of the per-unit share of positive
+      votes (patients.csv / units.csv; ``gldr``/GLDR in brats-grading).
     - ``prompts``: the built-in prompt names of this task, the first one the default.
     - ``orientations``/``modalities``/``default_modalities``: the views a VLM may ask for.
     - ``cnn_model``: the default ``train-cnn --model``.
     - ``source``: lazy ``"module:attr"`` targets of the task's data functions: ``prepare`` (DATA ->
-      WORK), ``synth`` (a synthetic cohort for tests), ``units`` (WORK, cohort ids -> prediction units
-      with labels), ``vlm_images`` (a unit -> rendered images), ``cnn_dataset``.
+      WORK; a slice-level task also writes ``WORK/units.csv``) and ``synth`` (a synthetic cohort).
+    - ``reference_standard``, ``preprocessing``, ``limitations``: the report's study sections (CLAIM
+      items, limitations) in the task's own words.
     """
 
     name: str
@@ -72,6 +75,7 @@ class Task:
     unit: Literal["patient", "slice", "image"]
     answer_prefix: str = "Choice:"
     share_column: str = "share"
+    share_label: str = "positive share"
     prompts: tuple[str, ...] = ("seed",)
     orientations: tuple[str, ...] = ()
     default_orientations: tuple[str, ...] = ()
@@ -81,6 +85,9 @@ class Task:
     cnn_spatial_dims: int = 3
     default_slices: str = "tumour"
     source: dict[str, str] = field(default_factory=dict)
+    reference_standard: str = ""
+    preprocessing: str = ""
+    limitations: str = ""
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -115,7 +122,7 @@ class Task:
 
     @property
     def answer_names(self) -> dict[str, str]:
-        """``{"0": "LGG", ...}``: code -> name."""
+        """``{"0": <name of answer 0>, ...}``: code -> name."""
         return {str(i): a.name for i, a in enumerate(self.answers)}
 
     @property
@@ -126,14 +133,16 @@ class Task:
     def default_prompt(self) -> str:
         return self.prompts[0]
 
-    def tie_break_label(self, name: str | None) -> int:
-        """``--tie-break`` (a class name, any case; None = the positive class) -> its label."""
+    def label_of(self, name: str, parameter: str = "class") -> int:
+        """A class name (any case) -> its label; ConfigError naming ``parameter`` with a "did you mean"."""
         from medvlm.registry import check_choice
 
-        if name is None:
-            return self.positive_label
         names = [c.lower() for c in self.classes]
-        return names.index(check_choice("tie_break", name.lower(), names))
+        return names.index(check_choice(parameter, name.lower(), names))
+
+    def tie_break_label(self, name: str | None) -> int:
+        """``--tie-break`` (a class name, any case; None = the positive class) -> its label."""
+        return self.positive_label if name is None else self.label_of(name, "tie_break")
 
     def tie_break_name(self, name: str | None) -> str:
         return self.classes[self.tie_break_label(name)].lower()

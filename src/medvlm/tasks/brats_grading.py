@@ -33,6 +33,7 @@ TASK = Task(
     parser_version="1",
     unit="patient",
     share_column="gldr",
+    share_label="GLDR",
     prompts=("seed", "json", "montage"),
     orientations=ORIENTATIONS,
     default_orientations=ORIENTATIONS,
@@ -42,6 +43,14 @@ TASK = Task(
     cnn_spatial_dims=3,
     default_slices="tumour",
     source={"prepare": "medvlm.data.prepare:prepare", "synth": "medvlm.data.synth:synth_cohort"},
+    reference_standard="tumour grade from name_mapping.csv (HGG = 1, LGG = 0)",
+    preprocessing="z-score inside the brain, crop around the tumour (+{margin_mm:g} mm), resize to {shape}",
+    limitations=(
+        "Single task and data set: BraTS 2020 glioma grading (HGG vs LGG); the classes are imbalanced (about "
+        "four HGG per LGG), so small test cohorts give wide confidence intervals.\n\n"
+        "The VLM sees 2D slices rendered from the volumes (FLAIR by default, or a 2x2 montage of the four "
+        "contrasts) and votes per patient; a 3D CNN sees the whole cropped volume. Slice selection uses the "
+        "tumour mask, which a real screening setting would not have."),
 )
 
 #: the study's answer parser: "Choice: 1 ..." -> 1 (HGG); never guesses

@@ -19,14 +19,17 @@ ANSWER_WORDS = [
 
 TASK = Task(
     name="brats-tumour",
-    description="BraTS 2020: does this slice show tumour? One prediction per slice: no tumour (0), tumour (1)",
+    description="BraTS 2020: does this slice show tumour? One prediction per slice: no tumour (0), "
+                "tumour (1)",
     classes=("no tumour", "tumour"),
     positive="tumour",
-    answers=(AnswerCode("no tumour", "p_no_tumour", "n_no_tumour"), AnswerCode("tumour", "p_tumour", "n_tumour")),
+    answers=(AnswerCode("no tumour", "p_no_tumour", "n_no_tumour"),
+             AnswerCode("tumour", "p_tumour", "n_tumour")),
     parser=choice_parser(2, ANSWER_WORDS),
     parser_version="1",
     unit="slice",
     share_column="tumour_share",
+    share_label="tumour share",
     prompts=("tumour",),
     orientations=ORIENTATIONS,
     default_orientations=("axial",),
@@ -36,4 +39,12 @@ TASK = Task(
     cnn_spatial_dims=2,
     default_slices="all",
     source={"prepare": "medvlm.data.brats_tumour:prepare_tumour", "synth": "medvlm.data.synth:synth_cohort"},
+    reference_standard="the tumour mask (seg > 0) of each slice: tumour slices 1, tumour-free brain slices 0",
+    preprocessing="z-score inside the brain, crop to the whole brain, resize to {shape}; labelled slices in "
+                  "units.csv",
+    limitations=(
+        "A control task on BraTS 2020: tumour slices against an equal, seeded number of tumour-free slices "
+        "of the same brains; slices with only a sliver of tumour are left out, so the task is easier than "
+        "finding small lesions.\n\n"
+        "Slices of one patient are not independent: confidence intervals resample patients, not slices."),
 )

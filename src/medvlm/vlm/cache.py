@@ -75,7 +75,8 @@ class ResponseCache:
             raise DataError(f"{self.path}: a 'responses' table of an unknown layout; move the file away "
                             "or give another --cache")
         rows = self._db.execute(
-            "SELECT key, status, raw, p_lgg, p_hgg, p_ng, mass, error, extra, attempts, updated FROM responses")
+            "SELECT key, status, raw, p_lgg, p_hgg, p_ng, mass, error, extra, attempts, updated "
+            "FROM responses")
         for key, status, raw, p0, p1, p2, mass, error, extra, attempts, updated in rows.fetchall():
             probs = None if p0 is None else json.dumps(dict(zip(("0", "1", "2"), (p0, p1, p2), strict=True)))
             self._db.execute(

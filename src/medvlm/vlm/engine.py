@@ -284,18 +284,17 @@ def csv_text(frame) -> str:
     return frame.to_csv(index=False)
 
 
-def _metrics(units, calls, n_failed: int, *, task: Task, n_boot: int, seed: int) -> dict[str, Any]:
+def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str, Any]:
     """Metrics of one set of predictions (one orientation, or combined), through the one shared path
-    (:func:`medvlm.metrics.metrics_from_frame`; bootstrap clustered by patient for slice units), plus
-    the call counts behind them."""
+    (:func:`medvlm.predictions.predictions_metrics`; bootstrap clustered by patient for slice units),
+    plus the call counts behind them."""
     import warnings
 
-    from medvlm.metrics import metrics_from_frame
+    from medvlm.predictions import predictions_metrics
 
-    clusters = "patient_id" if task.unit != "patient" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = metrics_from_frame(units, n_boot=n_boot, seed=seed, clusters=clusters)
+        out = predictions_metrics(units, n_boot=n_boot, seed=seed)
     n_calls = len(calls)
     n_unparsed = int(calls["choice"].isna().sum())
     out.update({"n_calls": n_calls, "n_unparsed": n_unparsed, "n_failed": n_failed,
@@ -316,7 +315,8 @@ def _reduce(calls, failures, units, *, task: Task, reducer: str, tie_break: int,
         labels = dict(zip(units["patient_id"], units["label"], strict=True))
         table = patient_rows(calls, labels, task=task, reducer=reducer, tie_break=tie_break,
                              orientations=orientations)
-        fail_counts = failures.groupby(["patient_id", "orientation"]).size().to_dict() if len(failures) else {}
+        fail_counts = (failures.groupby(["patient_id", "orientation"]).size().to_dict()
+                       if len(failures) else {})
         table["n_failed"] = [
             sum(v for (p, _o), v in fail_counts.items() if p == pid) if o == COMBINED
             else fail_counts.get((pid, o), 0)
@@ -381,8 +381,9 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     backend = backend or make_backend(config.backend_config())
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")
     try:
-        asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task, repeats=config.repeats,
-                           cache=cache, total=None if total is None else total * config.repeats,
+        asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
+                           repeats=config.repeats, cache=cache,
+                           total=None if total is None else total * config.repeats,
                            progress=config.progress, description="eval-vlm")
     finally:
         cache.close()
@@ -394,16 +395,17 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                            tie_break=task.tie_break_label(config.tie_break), orientations=orientations)
     write_text_atomic(out / "slices.csv", csv_text(calls))
     write_text_atomic(out / "failures.csv", csv_text(failures))
-    write_text_atomic(out / ("patients.csv" if task.unit == "patient" else "units.csv"), table.to_csv(index=False))
+    table_file = "patients.csv" if task.unit == "patient" else "units.csv"
+    write_text_atomic(out / table_file, table.to_csv(index=False))
     columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:]]
     metrics_by_name = {}
     for name, (part, sub_calls, n_failed) in parts.items():
-        preds = pd.DataFrame({**{k: part[k] for k in ["patient_id", *task.unit_keys]}, "cohort": config.cohort,
-                              "label": part["label"], "pred": part["pred"], "score": part["score"]},
-                             columns=columns)
+        preds = pd.DataFrame({**{k: part[k] for k in ["patient_id", *task.unit_keys]},
+                              "cohort": config.cohort, "label": part["label"], "pred": part["pred"],
+                              "score": part["score"]}, columns=columns)
         target = "predictions.csv" if name == COMBINED else f"predictions_{name}.csv"
         write_text_atomic(out / target, preds.to_csv(index=False))
-        metrics_by_name[name] = _metrics(preds, sub_calls, n_failed, task=task, n_boot=config.n_boot,
+        metrics_by_name[name] = _metrics(preds, sub_calls, n_failed, n_boot=config.n_boot,
                                          seed=config.boot_seed)
 
     n_unparsed = int(calls["choice"].isna().sum())
@@ -439,7 +441,8 @@ def print_summary(result: EvalResult, console: Any) -> None:
         return "" if not c else f" [{c[0]:.2f}, {c[1]:.2f}]"
 
     table = Table(title=f"eval-vlm: {result.out}")
-    for col in ("orientation", "patients", "calls", "parsed", "accuracy", "recall", "specificity", "F1",
+    units = {"slice": "slices", "image": "images"}.get(result.metrics.get("unit", "patient"), "patients")
+    for col in ("orientation", units, "calls", "parsed", "accuracy", "recall", "specificity", "F1",
                 "AUC"):
         table.add_column(col, justify="right" if col != "orientation" else "left")
     for name, m in result.metrics["orientations"].items():

@@ -241,8 +241,8 @@ class TransformersBackend(Backend):
                     if decoding.scoring != "logprobs":
                         probs, _ = normalise_probs(*row)
                         raw = "" if probs is None else req.codes[max(range(len(row)), key=lambda i: probs[i])]
-                    yield req, VLMResponse(raw=raw, prefill=req.prefix, code_probs=dict(zip(req.codes, row)),
-                                           mass=float(sum(row)))
+                    yield req, VLMResponse(raw=raw, prefill=req.prefix, mass=float(sum(row)),
+                                           code_probs=dict(zip(req.codes, row, strict=True)))
             else:
                 for req, text in zip(batch, self._generate(batch, decoding), strict=True):
                     yield req, VLMResponse(raw=text, prefill=req.prefix)

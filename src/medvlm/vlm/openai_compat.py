@@ -255,7 +255,8 @@ class OpenAIBackend(Backend):
                 time.sleep(self._delay(attempt, retry_after))
         return VLMResponse(error=f"failed after {self.config.max_retries + 1} attempts; last: {last_error}")
 
-    def _read(self, data: dict[str, Any], decoding: Decoding, url: str, codes: tuple[str, ...]) -> VLMResponse:
+    def _read(self, data: dict[str, Any], decoding: Decoding, url: str, codes: tuple[str, ...]
+              ) -> VLMResponse:
         try:
             choice0 = data["choices"][0]
             raw = choice0["message"].get("content") or ""

@@ -31,7 +31,7 @@ class BackendOptions(BackendConfig):
 
     scoring: Literal["generate", "logprobs"] = "generate"
     structured: Literal["none", "choice", "json"] = "none"
-    modalities: list[str] = Field(default_factory=lambda: ["flair"])
+    modalities: list[str] | None = None  # default: the task's
     max_new_tokens: int = Field(96, ge=1)
     seed: int | None = 0
     cache: str | None = None  # default RUN/cache.sqlite

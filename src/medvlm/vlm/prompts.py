@@ -30,9 +30,6 @@ from medvlm.registry import did_you_mean
 #: chat text with it, and log-prob scoring reads the next token after it.
 ANSWER_PREFIX = "Choice:"
 
-#: VLM answer codes: 0 LGG, 1 HGG, 2 no glioma.
-ANSWER_CODES = {0: "LGG", 1: "HGG", 2: "no glioma"}
-
 
 @dataclass(frozen=True)
 class Prompt:

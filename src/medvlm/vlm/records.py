@@ -34,9 +34,9 @@ def interpret(response: VLMResponse, task: Task, *, prefill: str = "") -> VLMRes
     >>> task = get_task("brats-grading")
     >>> interpret(VLMResponse(raw="Choice: 0 Reasoning: x"), task).choice
     0
-    >>> r = interpret(VLMResponse(raw="", code_probs={"0": 0.1, "1": 0.3, "2": 0.0}), task)
+    >>> r = interpret(VLMResponse(raw="", code_probs={"0": 0.25, "1": 0.5, "2": 0.25}), task)
     >>> r.choice, r.probs
-    (1, (0.25, 0.75, 0.0))
+    (1, (0.25, 0.5, 0.25))
     """
     if response.failed:
         return response

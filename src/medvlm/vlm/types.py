@@ -20,7 +20,8 @@ class Decoding(BaseModel):
     the ``openai`` backend leaves the field out of the request, ``transformers`` uses the model's
     ``generation_config`` (None is a cache-key value of its own; numbers key as they always did).
     ``seed``: base sampling seed (request seed = seed + repeat index), so repeats of a sampled answer
-    differ but reproduce. ``structured``: output constraint (``choice`` = one of the request's answer codes, ``json`` =
+    differ but reproduce. ``structured``: output constraint (``choice`` = one of the request's answer
+    codes, ``json`` =
     ``{"choice", "reasoning"}``). ``extra_body``: extra JSON fields sent to an OpenAI-compatible
     server as is.
     """

@@ -6,7 +6,7 @@ from typing import Any
 
 from medvlm.errors import DataError
 from medvlm.report.format import _figure
-from medvlm.report.runs import RunData
+from medvlm.report.runs import RunData, run_task
 from medvlm.report.summary import test_cohort_predictions
 
 
@@ -19,7 +19,8 @@ def add_confusion_matrix(run: RunData, d: dict[str, Any]) -> None:
         tp = test_cohort_predictions(run)
         d["figures"].append(
             _figure(
-                F.confusion_matrix_figure(tp["label"], tp["pred"], title=f"{run.name}: test cohort"),
+                F.confusion_matrix_figure(tp["label"], tp["pred"], title=f"{run.name}: test cohort",
+                                          class_names=run_task(run).classes),
                 f"Confusion matrix of {run.name} on the test cohort.",
             )
         )

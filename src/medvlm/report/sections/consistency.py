@@ -8,7 +8,7 @@ from typing import Any
 
 from medvlm.report import consistency_view as CV
 from medvlm.report.format import _raw_sample, _safe_figure, fmt
-from medvlm.report.runs import RunData, _read_csv, _read_json
+from medvlm.report.runs import RunData, _read_csv, _read_json, run_task
 
 
 def _consistency_fn(name: str) -> Any:
@@ -23,13 +23,15 @@ def details(run: RunData, d: dict[str, Any]) -> None:
     ``per_image``), else the older summary table and answer histogram; a sample of raw answers."""
     from medvlm.report import figures as F
 
+    task = run_task(run)
+    names = CV.names_of(task)
     summary = _read_json(run, "summary.json")
     cons = _read_csv(run, "consistency.csv")
     if CV.has_per_image(summary):
-        d["tables"].append(CV.overall_table(summary))
-        d["tables"].append(CV.per_image_table(summary["per_image"]))
+        d["tables"].append(CV.overall_table(summary, names=names))
+        d["tables"].append(CV.per_image_table(summary["per_image"], names=names))
         if isinstance(summary.get("per_prompt"), list) and summary["per_prompt"]:
-            t = CV.group_table(summary["per_prompt"], "prompt", "Per prompt")
+            t = CV.group_table(summary["per_prompt"], "prompt", "Per prompt", names=names)
             rob = summary.get("prompt_robustness")
             if isinstance(rob, Mapping):
                 t["note"] = (
@@ -39,13 +41,15 @@ def details(run: RunData, d: dict[str, Any]) -> None:
                 )
             d["tables"].append(t)
         if isinstance(summary.get("per_temperature"), list) and summary["per_temperature"]:
-            d["tables"].append(CV.group_table(summary["per_temperature"], "temperature", "Per temperature"))
+            d["tables"].append(CV.group_table(summary["per_temperature"], "temperature", "Per temperature",
+                                              names=names))
         fig = _safe_figure(
             run,
             "summary.json",
             lambda: (
-                _consistency_fn("agreement_figure")(summary["per_image"], title=run.name),
-                f"{run.name}: share of each answer over the repeats of each image (LGG images first); "
+                _consistency_fn("agreement_figure")(summary["per_image"], title=run.name, task=task),
+                f"{run.name}: share of each answer over the repeats of each image ({task.classes[0]} images "
+                "first); "
                 "the marker above a bar says whether its majority answer is right.",
             ),
         )
@@ -67,7 +71,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
                 d["figures"].append(fig)
     else:
         if isinstance(summary, Mapping):
-            d["tables"].append(CV.legacy_table(summary))
+            d["tables"].append(CV.legacy_table(summary, names=names))
         if cons is not None or isinstance(summary, Mapping):
             fig = _safe_figure(
                 run,
@@ -77,6 +81,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
                         cons if cons is not None and "choice" in cons.columns else None,
                         summary=summary if isinstance(summary, Mapping) else None,
                         title=run.name,
+                        task=task,
                     ),
                     f"Answers of {run.name} over repeats of the same image and prompt.",
                 ),
@@ -89,28 +94,34 @@ def details(run: RunData, d: dict[str, Any]) -> None:
 def consistency_overview(runs: Sequence[RunData]) -> dict[str, Any]:
     """The combined "Consistency" section over all consistency runs: one row per run (``runs``), the
     images of all runs in one table (``images``) and one answers-per-image figure (``figures``), so the
-    study's HGG/LGG pair (two runs of one image each) stands side by side. {} without consistency runs."""
+    study's pair of one image per class (two runs of one image each) stands side by side. The names are
+    the first run's
+    task's (runs of several tasks: each run keeps its own in its section). {} without consistency runs."""
     cons = [r for r in runs if r.kind == "consistency"]
     if not cons:
         return {}
+    task = run_task(cons[0])
+    answer_names = CV.names_of(task)
+    cons = [r for r in cons if run_task(r).name == task.name]
     rows, entries, names = [], [], []
     for r in cons:
         summary = _read_json(r, "summary.json")
         if not isinstance(summary, Mapping):
             continue
-        rows.append(CV.run_overview_row(r.name, summary))
+        rows.append(CV.run_overview_row(r.name, summary, names=answer_names))
         if CV.has_per_image(summary):
             entries.extend(summary["per_image"])
             names.extend([r.name] * len(summary["per_image"]))
     out: dict[str, Any] = {
         "runs": {
             "title": "Consistency runs",
-            "columns": CV.OVERVIEW_COLUMNS,
+            "columns": CV.overview_columns(answer_names),
             "rows": rows,
             "left": {0, 2, 8},
             "note": "",
         },
-        "images": CV.per_image_table(entries, run_names=names, title="All images") if entries else None,
+        "images": (CV.per_image_table(entries, run_names=names, title="All images", names=answer_names)
+                   if entries else None),
         "figures": [],
     }
     if entries:
@@ -118,9 +129,10 @@ def consistency_overview(runs: Sequence[RunData]) -> dict[str, Any]:
             None,
             "summary.json",
             lambda: (
-                _consistency_fn("agreement_figure")(entries, title="All runs"),
+                _consistency_fn("agreement_figure")(entries, title="All runs", task=task),
                 "Share of each answer over the repeats of each image, all consistency runs together "
-                "(LGG first, then by HGG share); green o / red x: its majority answer is right / wrong.",
+                f"({task.classes[0]} first, then by {task.classes[task.positive_label]} share); green o / "
+                "red x: its majority answer is right / wrong.",
             ),
         )
         if fig:

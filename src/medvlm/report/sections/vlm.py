@@ -9,7 +9,7 @@ from typing import Any
 
 from medvlm.errors import DataError
 from medvlm.report.format import _figure, _is_num, _raw_sample, _safe_figure, fmt
-from medvlm.report.runs import RunData, _finetune_config, _read_csv, _read_json
+from medvlm.report.runs import RunData, _finetune_config, _read_csv, _read_json, run_task
 from medvlm.report.sections._classifier import add_confusion_matrix
 from medvlm.report.sections.finetune import _finetune_facts
 
@@ -29,9 +29,11 @@ def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
 
 
 def details(run: RunData, d: dict[str, Any]) -> None:
-    """The confusion matrix on the test cohort, then what the model answered (slices.csv, patients.csv)."""
+    """The confusion matrix on the test cohort, then what the model answered (slices.csv, and
+    patients.csv or units.csv), names from the run's task."""
     from medvlm.report import figures as F
 
+    task = run_task(run)
     add_confusion_matrix(run, d)
     facts = d["facts"]
     facts.extend(_adapter_facts(run))
@@ -41,14 +43,15 @@ def details(run: RunData, d: dict[str, Any]) -> None:
     n_unparsed = metrics.get("n_unparsed") if isinstance(metrics, Mapping) else None
     n_failed = metrics.get("n_failed") if isinstance(metrics, Mapping) else None
     if slices is not None and "choice" in slices.columns:
-        counts = F.answer_counts(slices)
+        counts = F.answer_counts(slices, task=task)
         n_calls = n_calls if n_calls is not None else len(slices)
         n_unparsed = n_unparsed if n_unparsed is not None else counts["unparsed"]
+        names = F.answer_names(task)
         d["tables"].append(
             {
                 "title": "Answers (slices.csv)",
-                "columns": ["LGG (0)", "HGG (1)", "no glioma (2)", "unparsed", "total"],
-                "rows": [[counts["0"], counts["1"], counts["2"], counts["unparsed"], sum(counts.values())]],
+                "columns": [*names.values(), "total"],
+                "rows": [[*(counts[k] for k in names), sum(counts.values())]],
                 "left": set(),
                 "note": "",
             }
@@ -59,14 +62,16 @@ def details(run: RunData, d: dict[str, Any]) -> None:
         facts.append(("unparsed rate", f"{100 * n_unparsed / n_calls:.1f}%"))
     if n_failed is not None:
         facts.append(("failed calls", fmt(n_failed)))
-    pats = _read_csv(run, "patients.csv")
-    if pats is not None:
+    table_name = "patients.csv" if task.unit == "patient" else "units.csv"
+    pats = _read_csv(run, table_name)
+    if pats is not None and task.unit == "patient":
+        positive = task.classes[task.positive_label]
         try:
-            for o, fig in F.vote_figures(pats).items():
+            for o, fig in F.vote_figures(pats, task=task).items():
                 d["figures"].append(
                     _figure(
                         fig,
-                        f"{run.name}, {o}: share of HGG votes per patient (GLDR), "
+                        f"{run.name}, {o}: share of {positive} votes per patient ({task.share_label}), "
                         "patients ordered by true label; markers show TP/FP/TN/FN "
                         "of the majority vote.",
                     )
@@ -80,10 +85,10 @@ def details(run: RunData, d: dict[str, Any]) -> None:
             ]
             fig = _safe_figure(
                 run,
-                "patients.csv",
+                table_name,
                 lambda: (
                     F.roc_figure(curves, title=f"{run.name}: ROC per orientation"),
-                    f"ROC curves of {run.name} per orientation (patient score from patients.csv).",
+                    f"ROC curves of {run.name} per orientation ({task.unit} score from {table_name}).",
                 ),
             )
             if fig:

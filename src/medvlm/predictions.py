@@ -1,0 +1,101 @@
+"""The one path from a predictions table to metrics, shared by eval-vlm, train-cnn, ``metrics``,
+``compare``, the report and ``run``.
+
+A predictions table has one row per prediction unit: ``patient_id`` plus the unit's key columns
+(``orientation, slice_index`` for slice-level tasks, ``image_id`` for image-level ones), ``label``,
+``pred`` and optionally ``score`` (P of the positive class, label 1), ``cohort`` and ``fold``.
+
+- :func:`unit_keys` -- the columns that identify a row;
+- :func:`select_cohort` -- the rows of one cohort (where a ``cohort`` column exists);
+- :func:`fold_ensemble` -- several folds' predictions of the same units -> one row per unit: the mean
+  score, ``pred = mean score >= 0.5`` (the majority of the folds' ``pred`` without scores, a tie to the
+  positive class);
+- :func:`predictions_metrics` -- metrics with bootstrap CIs; rows that share a patient (slices, images)
+  are resampled by patient (the cluster bootstrap), never row by row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medvlm.errors import DataError
+
+#: columns that, after ``patient_id``, identify a prediction unit smaller than a patient
+UNIT_KEY_COLUMNS = ("orientation", "slice_index", "image_id")
+
+
+def unit_keys(df: Any) -> list[str]:
+    """``["patient_id"]`` for patient rows, plus the unit key columns present for slice or image rows
+    (``orientation`` counts as a key only next to ``slice_index``).
+
+    >>> import pandas as pd
+    >>> unit_keys(pd.DataFrame(columns=["patient_id", "orientation", "slice_index", "label", "pred"]))
+    ['patient_id', 'orientation', 'slice_index']
+    >>> unit_keys(pd.DataFrame(columns=["patient_id", "orientation", "label", "pred"]))
+    ['patient_id']
+    """
+    if "slice_index" in df.columns:
+        return ["patient_id", *[c for c in ("orientation", "slice_index") if c in df.columns]]
+    return ["patient_id", *[c for c in UNIT_KEY_COLUMNS[2:] if c in df.columns]]
+
+
+def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predictions") -> Any:
+    """The rows of ``cohort`` when ``df`` has a ``cohort`` column (all rows otherwise, or with
+    ``cohort=None``). DataError naming ``source`` and the cohorts present when there is none."""
+    if cohort is None or "cohort" not in df.columns:
+        return df
+    cohorts = df["cohort"].astype(str).str.strip()
+    if not (cohorts == cohort).any():
+        found = ", ".join(sorted(set(cohorts)))
+        raise DataError(f"{source}: no row of cohort {cohort!r} (cohorts found: {found})")
+    return df[cohorts == cohort]
+
+
+def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
+    """One row per unit from the rows of several folds (``fold`` column), units in the first fold's
+    order: mean ``score`` (rounded to ``decimals`` when given), ``pred`` = mean score >= 0.5, or without
+    scores the folds' majority (a tie goes to 1); ``fold`` = ``"ensemble"``. A frame with one fold (or
+    no ``fold`` column) is returned as is. Every fold must predict the same units (DataError).
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"patient_id": ["a", "b", "a", "b"], "label": [1, 0, 1, 0],
+    ...                    "pred": [1, 0, 0, 0], "score": [0.75, 0.25, 0.35, 0.35], "fold": [0, 0, 1, 1]})
+    >>> fold_ensemble(df)[["patient_id", "pred", "score", "fold"]].to_dict("list")
+    {'patient_id': ['a', 'b'], 'pred': [1, 0], 'score': [0.55, 0.3], 'fold': ['ensemble', 'ensemble']}
+    """
+    if "fold" not in df.columns or df["fold"].nunique() <= 1:
+        return df
+    keys = unit_keys(df)
+    parts = [part.set_index(keys) for _, part in df.groupby("fold", sort=False)]
+    order = parts[0].index
+    for part in parts[1:]:
+        if len(part.index) != len(order) or not part.index.sort_values().equals(order.sort_values()):
+            raise DataError("the folds do not predict the same units; a fold ensemble needs them all")
+    aligned = [part.loc[order] for part in parts]
+    out = aligned[0].drop(columns=[c for c in ("pred", "score", "fold") if c in aligned[0].columns])
+    has_scores = "score" in df.columns and all(p["score"].notna().all() for p in aligned)
+    if has_scores:
+        probs = np.mean([p["score"].to_numpy(dtype=float) for p in aligned], axis=0)
+        out["pred"] = (probs >= 0.5).astype(int)
+        out["score"] = np.round(probs, decimals) if decimals is not None else probs
+    else:
+        votes = np.mean([p["pred"].to_numpy(dtype=float) for p in aligned], axis=0)
+        out["pred"] = (votes >= 0.5).astype(int)
+    out["fold"] = "ensemble"
+    return out.reset_index()
+
+
+def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str = "percentile"
+                        ) -> dict[str, Any]:
+    """Metrics of a predictions table (:func:`medvlm.metrics.metrics_from_frame`; a row without a score is
+    left out of the AUC only), with the bootstrap clustered by patient when rows are slices or images
+    (``n_patients`` added then)."""
+    from medvlm.metrics import metrics_from_frame
+
+    clusters = "patient_id" if len(unit_keys(df)) > 1 else None
+    out = metrics_from_frame(df, n_boot=n_boot, seed=seed, clusters=clusters, method=method)
+    if clusters is not None:
+        out["n_patients"] = int(df["patient_id"].nunique())
+    return out
