@@ -115,7 +115,7 @@ def bench_vlm(tmp: Path, size: dict[str, Any]) -> list[dict[str, Any]]:
     """eval-vlm at concurrency 16 vs 1 (50 ms server), engine overhead (instant server), finished rerun."""
     import httpx
 
-    from medvlm.vlm.engine import VLMEvalConfig, evaluate_vlm
+    from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 
     work = vlm_work(tmp / "vlm", size["vlm_patients"])
     out = []

@@ -4,7 +4,7 @@ An :class:`ExperimentConfig` names every stage of the study: the data (a BraTS 2
 synthetic cohort), preprocessing, the split, one or more CNNs, one or more VLM evaluations, consistency
 runs, LoRA/QLoRA fine-tuning (each followed by an evaluation of the fine-tuned model exactly like the
 general one) and the report. Each run section holds the same fields as the matching command's config
-(:class:`medvlm.cnn.config.CNNConfig`, :class:`medvlm.vlm.engine.VLMEvalConfig`,
+(:class:`medvlm.cnn.config.CNNConfig`, :class:`medvlm.vlm.evaluate.VLMEvalConfig`,
 :class:`medvlm.finetune.config.FinetuneConfig`, :class:`medvlm.consistency.config.ConsistencyConfig`) plus a
 ``name``. Unknown keys are rejected with a "did you mean".
 
@@ -37,7 +37,7 @@ from medvlm.consistency.config import ConsistencyConfig
 from medvlm.errors import ConfigError
 from medvlm.finetune.config import FinetuneConfig
 from medvlm.registry import did_you_mean
-from medvlm.vlm.engine import VLMEvalConfig
+from medvlm.vlm.evaluate import VLMEvalConfig
 
 TINY_MODEL = "tiny"
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

@@ -167,7 +167,7 @@ def _stage_cnn(p: _Paths, run: Any, progress: bool) -> StageRecord:
 
 
 def _vlm_config(p: _Paths, fields: dict[str, Any], progress: bool) -> Any:
-    from medvlm.vlm.engine import VLMEvalConfig
+    from medvlm.vlm.evaluate import VLMEvalConfig
 
     fields = dict(fields)
     fields["model"] = p.model(fields["model"])
@@ -178,7 +178,7 @@ def _vlm_config(p: _Paths, fields: dict[str, Any], progress: bool) -> Any:
 
 
 def _stage_vlm(p: _Paths, name: str, fields: dict[str, Any], progress: bool) -> StageRecord:
-    from medvlm.vlm.engine import evaluate_vlm
+    from medvlm.vlm.evaluate import evaluate_vlm
 
     result = evaluate_vlm(p.work, p.run(name), _vlm_config(p, fields, progress))
     summary = {"calls": result.n_calls, "unparsed": result.n_unparsed, "failed": result.n_failed,

@@ -220,7 +220,7 @@ def test_eval_vlm_with_the_adapter_scores_as_finetune_does(lora_run, prepared_wo
     """``eval-vlm --adapter`` (transformers backend, log-prob scoring) reads the same probabilities."""
     from medvlm.data.cohorts import load_cohort
     from medvlm.finetune.data import cohort_examples
-    from medvlm.vlm.engine import VLMEvalConfig, evaluate_vlm
+    from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 
     out, _summary = lora_run
     evaluate_vlm(prepared_work, tmp_path / "run", VLMEvalConfig(

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from medvlm.errors import DataError
+from medvlm.report import answer_figures as AF
 from medvlm.report import figures as F
 
 
@@ -89,7 +90,7 @@ def test_vote_figure_orders_by_label_and_marks_outcomes():
             "pred": [1, 1, 0, 0, 1],
         }
     )
-    figs = F.vote_figures(pd.concat([pats, pats.assign(orientation="coronal")]))
+    figs = AF.vote_figures(pd.concat([pats, pats.assign(orientation="coronal")]))
     assert list(figs) == ["axial", "coronal"]
     fig = figs["axial"]
     ax = fig.axes[0]
@@ -117,15 +118,15 @@ def test_answer_distribution_counts_and_summary():
             "choice": [1, 1, 1, 0, 2, np.nan],
         }
     )
-    assert F.answer_counts(c) == {"0": 1, "1": 3, "2": 1, "unparsed": 1}
-    fig = F.answer_distribution_figure(c)
+    assert AF.answer_counts(c) == {"0": 1, "1": 3, "2": 1, "unparsed": 1}
+    fig = AF.answer_distribution_figure(c)
     assert "N = 6" in fig.axes[0].get_title()
-    fig2 = F.answer_distribution_figure(summary={"counts": {"0": 2, "1": 90, "2": 0, "unparsed": 3}})
+    fig2 = AF.answer_distribution_figure(summary={"counts": {"0": 2, "1": 90, "2": 0, "unparsed": 3}})
     assert "N = 95" in fig2.axes[0].get_title()
     many = pd.concat([c, c.assign(patient_id="Q")])
-    assert len(F.answer_distribution_figure(many).axes) == 2
+    assert len(AF.answer_distribution_figure(many).axes) == 2
     with pytest.raises(DataError):
-        F.answer_distribution_figure()
+        AF.answer_distribution_figure()
 
 
 def test_loss_curve_figure():

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from medvlm.cli import invoke as _run
-from medvlm.vlm.engine import VLMEvalConfig, evaluate_vlm
+from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 
 
 def test_outputs_follow_the_contract(tiny_work, tmp_path):

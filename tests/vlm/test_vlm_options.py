@@ -6,7 +6,7 @@ import pytest
 
 from medvlm.consistency.config import ConsistencyConfig
 from medvlm.vlm.backends import BackendConfig
-from medvlm.vlm.engine import VLMEvalConfig
+from medvlm.vlm.evaluate import VLMEvalConfig
 from medvlm.vlm.options import BackendOptions
 
 

@@ -139,7 +139,7 @@ def eval_vlm_cmd(
     """
     from rich.console import Console
 
-    from medvlm.vlm.engine import VLMEvalConfig, evaluate_vlm
+    from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,

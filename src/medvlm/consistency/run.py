@@ -211,8 +211,9 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     from medvlm.tasks import work_task
     from medvlm.vlm.backends import BACKENDS, make_backend
     from medvlm.vlm.cache import ResponseCache
-    from medvlm.vlm.engine import ask_images, csv_text
+    from medvlm.vlm.engine import ask_images
     from medvlm.vlm.prompts import load_prompt
+    from medvlm.vlm.records import csv_text
 
     start = time.monotonic()
     work, out = Path(work), Path(out)

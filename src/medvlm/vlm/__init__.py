@@ -2,7 +2,7 @@
 
 Public entry points (heavy libraries are imported only inside them):
 
-- :func:`medvlm.vlm.engine.evaluate_vlm` -- the whole ``eval-vlm`` run (slices -> votes -> metrics).
+- :func:`medvlm.vlm.evaluate.evaluate_vlm` -- the whole ``eval-vlm`` run (slices -> votes -> metrics).
 - :func:`medvlm.vlm.engine.ask_images` -- ask a backend about images, N times each, through the cache
   (reused by the consistency command).
 - :func:`medvlm.vlm.prompts.load_prompt`, :data:`medvlm.vlm.prompts.ANSWER_PREFIX`.

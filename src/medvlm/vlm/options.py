@@ -1,7 +1,7 @@
 """Options shared by every command that asks a VLM (``eval-vlm``, ``consistency``; the experiment's run
 sections inherit them too): which backend and model, how to reach it, how to ask, where to cache.
 
-:class:`BackendOptions` is the common pydantic base of :class:`medvlm.vlm.engine.VLMEvalConfig` and
+:class:`BackendOptions` is the common pydantic base of :class:`medvlm.vlm.evaluate.VLMEvalConfig` and
 :class:`medvlm.consistency.config.ConsistencyConfig`; its field names and defaults are part of the contract
 (YAML keys of ``medvlm run``, keys of ``run.json``). Only pydantic is imported here.
 """

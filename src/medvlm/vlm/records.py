@@ -73,3 +73,23 @@ def call_frame(records: Sequence[dict[str, Any]], task: Task, *, key: Sequence[s
     for c in (*prob_columns, "mass"):
         frame[c] = frame[c].astype("float64")
     return frame
+
+
+def csv_text(frame) -> str:
+    """``frame.to_csv(index=False)`` with carriage returns in text cells written as newlines.
+
+    pandas (Python's csv writer, ``lineterminator="\\n"``) quotes a cell holding ``"\\n"`` but not
+    one holding a lone ``"\\r"``, which every CSV reader then takes for a line break: a model answer
+    with a carriage return became two rows. Line breaks are normalised to ``"\\n"`` (always quoted),
+    so each call stays exactly one CSV record.
+
+    >>> import pandas as pd
+    >>> csv_text(pd.DataFrame({"raw": ["a\\rb", "c\\r\\nd"], "n": [1, 2]}))
+    'raw,n\\n"a\\nb",1\\n"c\\nd",2\\n'
+    """
+    frame = frame.copy()
+    for col in frame.columns:
+        if frame[col].dtype == object or str(frame[col].dtype).startswith(("str", "string")):
+            frame[col] = [v.replace("\r\n", "\n").replace("\r", "\n") if isinstance(v, str) else v
+                          for v in frame[col]]
+    return frame.to_csv(index=False)

@@ -21,7 +21,7 @@ def _consistency_fn(name: str) -> Any:
 def details(run: RunData, d: dict[str, Any]) -> None:
     """Overall, per-image, per-prompt and per-temperature tables with their figures (summary.json with
     ``per_image``), else the older summary table and answer histogram; a sample of raw answers."""
-    from medvlm.report import figures as F
+    from medvlm.report import answer_figures as AF
 
     task = run_task(run)
     names = CV.names_of(task)
@@ -77,7 +77,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
                 run,
                 "consistency.csv",
                 lambda: (
-                    F.answer_distribution_figure(
+                    AF.answer_distribution_figure(
                         cons if cons is not None and "choice" in cons.columns else None,
                         summary=summary if isinstance(summary, Mapping) else None,
                         title=run.name,

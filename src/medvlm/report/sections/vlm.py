@@ -31,6 +31,7 @@ def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
 def details(run: RunData, d: dict[str, Any]) -> None:
     """The confusion matrix on the test cohort, then what the model answered (slices.csv, and
     patients.csv or units.csv), names from the run's task."""
+    from medvlm.report import answer_figures as AF
     from medvlm.report import figures as F
 
     task = run_task(run)
@@ -43,10 +44,10 @@ def details(run: RunData, d: dict[str, Any]) -> None:
     n_unparsed = metrics.get("n_unparsed") if isinstance(metrics, Mapping) else None
     n_failed = metrics.get("n_failed") if isinstance(metrics, Mapping) else None
     if slices is not None and "choice" in slices.columns:
-        counts = F.answer_counts(slices, task=task)
+        counts = AF.answer_counts(slices, task=task)
         n_calls = n_calls if n_calls is not None else len(slices)
         n_unparsed = n_unparsed if n_unparsed is not None else counts["unparsed"]
-        names = F.answer_names(task)
+        names = AF.answer_names(task)
         d["tables"].append(
             {
                 "title": "Answers (slices.csv)",
@@ -67,7 +68,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
     if pats is not None and task.unit == "patient":
         positive = task.classes[task.positive_label]
         try:
-            for o, fig in F.vote_figures(pats, task=task).items():
+            for o, fig in AF.vote_figures(pats, task=task).items():
                 d["figures"].append(
                     _figure(
                         fig,

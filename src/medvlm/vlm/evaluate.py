@@ -1,0 +1,317 @@
+"""``medvlm eval-vlm``: every image of every prediction unit of a cohort -> answers -> votes -> metrics.
+
+:func:`evaluate_vlm` writes ``slices.csv``, ``patients.csv`` (patient unit) or ``units.csv`` (slice unit),
+``predictions.csv`` (+ ``predictions_<orientation>.csv``), ``metrics.json``, ``failures.csv`` and
+``run.json`` into the run folder. Labels, answer codes, column names and the parser come from the work
+folder's task (:mod:`medvlm.tasks`); answers are asked through :func:`medvlm.vlm.engine.ask_images`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, Field, field_validator
+
+from medvlm.errors import ConfigError
+from medvlm.registry import check_choice
+from medvlm.vlm.backends import BACKENDS, Backend, make_backend
+from medvlm.vlm.cache import ResponseCache
+from medvlm.vlm.engine import Answer, ask_images
+from medvlm.vlm.options import BackendOptions
+from medvlm.vlm.prompts import Prompt, load_prompt
+from medvlm.vlm.records import call_frame, csv_text
+from medvlm.vlm.types import Decoding
+
+if TYPE_CHECKING:
+    from medvlm.tasks.base import Task
+
+FAILURE_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "error"]
+PREDICTION_COLUMNS = ["patient_id", "cohort", "label", "pred", "score"]
+
+
+class VLMEvalConfig(BackendOptions):
+    """Resolved settings of one ``eval-vlm`` run (recorded in ``run.json``; no secrets).
+
+    The backend, model and request fields come from :class:`~medvlm.vlm.options.BackendOptions`.
+    ``temperature``/``top_p`` None: the model's / server's own default.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    orientations: list[str] | None = None  # default: the task's
+    prompt: str | None = None  # default: the task's first prompt
+    cohort: str = "test"
+    fold: int = Field(0, ge=0)
+    slices: str | None = None  # default: the task's
+    repeats: int = Field(1, ge=1)
+    reducer: str | None = None  # default: majority (generate) / mean_prob (logprobs)
+    tie_break: str | None = None  # a class name; default: the positive class
+    temperature: float | None = Field(0.0, ge=0)
+    top_p: float | None = Field(1.0, gt=0, le=1)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    n_boot: int = Field(1000, ge=0)
+    boot_seed: int = 0
+
+    @field_validator("orientations")
+    @classmethod
+    def _orientations(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("give at least one orientation")
+        return None if value is None else list(dict.fromkeys(value))
+
+    def for_task(self, task: Task) -> VLMEvalConfig:
+        """A copy with every task default filled in and checked against the task (ConfigError)."""
+        orientations = self.orientations or list(task.default_orientations)
+        for o in orientations:
+            check_choice("orientations", o, task.orientations)
+        modalities = self.modalities or list(task.default_modalities)
+        for m in modalities:
+            check_choice("modalities", m.strip().lower(), task.modalities)
+        return self.model_copy(update={
+            "orientations": orientations, "modalities": modalities,
+            "prompt": self.prompt or task.default_prompt, "slices": self.slices or task.default_slices,
+            "tie_break": task.tie_break_name(self.tie_break)})
+
+    def resolved_reducer(self) -> str:
+        return self.reducer or ("mean_prob" if self.scoring == "logprobs" else "majority")
+
+    def decoding(self) -> Decoding:
+        return Decoding(scoring=self.scoring, max_new_tokens=self.max_new_tokens,
+                        temperature=self.temperature,
+                        top_p=self.top_p, seed=self.seed, structured=self.structured,
+                        extra_body=self.extra_body)
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_vlm` wrote and counted. ``exit_code``: 0, or 1 when some requests failed."""
+
+    out: Path
+    metrics: dict[str, Any]
+    n_calls: int
+    n_unparsed: int
+    n_failed: int
+    n_sent: int
+    n_cached: int
+    elapsed_s: float
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.n_failed else 0
+
+
+def validate_config(config: VLMEvalConfig, task: Task | str | None = None
+                    ) -> tuple[VLMEvalConfig, Prompt, Decoding, str]:
+    """Check options before any work (ConfigError naming the option); returns the config with the
+    task's defaults filled in, the prompt, the decoding settings and the reducer."""
+    from medvlm.aggregate import REDUCERS
+    from medvlm.data.slices import parse_modalities, parse_selection
+    from medvlm.tasks import get_task
+
+    check_choice("backend", config.backend, BACKENDS.names())
+    config = config.for_task(get_task(task))
+    parse_selection(config.slices)  # type: ignore[arg-type]
+    parse_modalities(config.modalities)
+    reducer = config.resolved_reducer()
+    REDUCERS.get(reducer)
+    if reducer == "mean_prob" and config.scoring != "logprobs":
+        raise ConfigError("--reducer mean_prob needs class probabilities: use --scoring logprobs")
+    return config, load_prompt(config.prompt), config.decoding(), reducer  # type: ignore[arg-type]
+
+
+def _call_frames(answers: list[Answer], order: dict[str, int], orientations: list[str], task: Task):
+    """(per-call rows, failures), sorted by patient (cohort order), orientation, slice, repeat."""
+    import pandas as pd
+
+    rows, failures = [], []
+    for a in answers:
+        pid, orientation, index = a.meta
+        if a.response.failed:
+            failures.append({"patient_id": pid, "orientation": orientation, "slice_index": index,
+                             "repeat": a.repeat, "error": a.response.error})
+        else:
+            rows.append({"patient_id": pid, "orientation": orientation, "slice_index": index,
+                         "repeat": a.repeat, "response": a.response})
+    o_rank = {o: i for i, o in enumerate(orientations)}
+
+    def ordered(df):
+        if len(df):
+            df = df.sort_values(["patient_id", "orientation", "slice_index", "repeat"],
+                                key=lambda s: s.map(order) if s.name == "patient_id"
+                                else s.map(o_rank) if s.name == "orientation" else s, kind="stable")
+        return df.reset_index(drop=True)
+
+    return ordered(call_frame(rows, task)), ordered(pd.DataFrame(failures, columns=FAILURE_COLUMNS))
+
+
+def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str, Any]:
+    """Metrics of one set of predictions (one orientation, or combined), through the one shared path
+    (:func:`medvlm.predictions.predictions_metrics`; bootstrap clustered by patient for slice units),
+    plus the call counts behind them."""
+    import warnings
+
+    from medvlm.predictions import predictions_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = predictions_metrics(units, n_boot=n_boot, seed=seed)
+    n_calls = len(calls)
+    n_unparsed = int(calls["choice"].isna().sum())
+    out.update({"n_calls": n_calls, "n_unparsed": n_unparsed, "n_failed": n_failed,
+                "parsed_share": (n_calls - n_unparsed) / n_calls if n_calls else None,
+                "n_no_score": int(units["score"].isna().sum())})
+    return out
+
+
+def _reduce(calls, failures, units, *, task: Task, reducer: str, tie_break: int, orientations: list[str]):
+    """Per-unit rows for each orientation and ``combined``: ``{name: (unit rows, their calls,
+    n_failed)}``, and the table written as patients.csv (patient unit) or units.csv (others)."""
+    import pandas as pd
+
+    from medvlm.aggregate import COMBINED, keyed_rows, patient_rows
+
+    names = [*orientations, COMBINED]
+    if task.unit == "patient":
+        labels = dict(zip(units["patient_id"], units["label"], strict=True))
+        table = patient_rows(calls, labels, task=task, reducer=reducer, tie_break=tie_break,
+                             orientations=orientations)
+        fail_counts = (failures.groupby(["patient_id", "orientation"]).size().to_dict()
+                       if len(failures) else {})
+        table["n_failed"] = [
+            sum(v for (p, _o), v in fail_counts.items() if p == pid) if o == COMBINED
+            else fail_counts.get((pid, o), 0)
+            for pid, o in zip(table["patient_id"], table["orientation"], strict=True)]
+        parts = {name: table[table["orientation"] == name] for name in names}
+    else:
+        keys = ["patient_id", *task.unit_keys]
+        table = keyed_rows(calls, units, task=task, keys=keys, reducer=reducer, tie_break=tie_break)
+        fails = failures.groupby(keys).size() if len(failures) else pd.Series(dtype=int)
+        table["n_failed"] = [int(fails.get(tuple(k), 0)) for k in table[keys].itertuples(index=False)]
+        parts = {name: table if name == COMBINED else table[table["orientation"] == name] for name in names}
+    out = {}
+    for name, part in parts.items():
+        sub_calls = calls if name == COMBINED else calls[calls["orientation"] == name]
+        out[name] = (part, sub_calls, int(part["n_failed"].sum()))
+    return out, table
+
+
+def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
+                 backend: Backend | None = None, console: Any = None) -> EvalResult:
+    """Run ``eval-vlm``: every image of every unit of ``config.cohort`` (the work folder's task decides
+    which), through the cache.
+
+    Writes into ``out``: ``slices.csv`` (one row per answered call, so its record count is
+    ``metrics.json``'s ``n_calls``; ``raw`` verbatim except carriage returns, written as newlines so that
+    an answer stays one CSV record -- count records with a CSV reader, not lines with ``wc -l``;
+    ``choice`` empty when unparsed; one probability column per answer code and
+    ``mass`` = their probability mass under log-prob scoring), ``failures.csv`` (calls that
+    failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
+    or ``units.csv`` (slice unit: one row per slice), ``n_failed`` appended, ``predictions.csv`` (all
+    orientations combined), ``predictions_<orientation>.csv``, ``metrics.json`` and ``run.json``.
+    Returns an :class:`EvalResult` whose ``exit_code`` is 1 when some requests failed (they are retried
+    by the next run).
+    """
+    import pandas as pd
+
+    from medvlm._io import write_json_atomic, write_text_atomic
+    from medvlm.aggregate import COMBINED
+    from medvlm.data.cohorts import cohort_units, load_cohort, read_manifest
+    from medvlm.data.slices import parse_modalities, unit_images
+    from medvlm.runinfo import write_run_info
+    from medvlm.tasks import work_task
+
+    start = time.monotonic()
+    work, out = Path(work), Path(out)
+    task = work_task(work)
+    config, prompt, decoding, reducer = validate_config(config, task)
+    orientations = list(config.orientations or [])
+    cohort = load_cohort(work, config.cohort, fold=config.fold)
+    manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
+    units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
+    order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = {**config.model_dump(mode="json"), "reducer": reducer, "prompt_name": prompt.name,
+                  "prompt_sha": prompt.sha, "prompt_text": prompt.text, "work": str(work.resolve()),
+                  "n_patients": len(cohort), "task": task.describe()}
+    write_run_info(out, kind="vlm", config=run_config)
+
+    total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
+                                modalities=parse_modalities(config.modalities), unit=task.unit)
+    own_backend = backend is None
+    backend = backend or make_backend(config.backend_config())
+    cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")
+    try:
+        asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
+                           repeats=config.repeats, cache=cache,
+                           total=None if total is None else total * config.repeats,
+                           progress=config.progress, description="eval-vlm")
+    finally:
+        cache.close()
+        if own_backend:
+            backend.close()
+
+    calls, failures = _call_frames(asked.answers, order, orientations, task)
+    parts, table = _reduce(calls, failures, units, task=task, reducer=reducer,
+                           tie_break=task.tie_break_label(config.tie_break), orientations=orientations)
+    write_text_atomic(out / "slices.csv", csv_text(calls))
+    write_text_atomic(out / "failures.csv", csv_text(failures))
+    table_file = "patients.csv" if task.unit == "patient" else "units.csv"
+    write_text_atomic(out / table_file, table.to_csv(index=False))
+    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:]]
+    metrics_by_name = {}
+    for name, (part, sub_calls, n_failed) in parts.items():
+        preds = pd.DataFrame({**{k: part[k] for k in ["patient_id", *task.unit_keys]},
+                              "cohort": config.cohort, "label": part["label"], "pred": part["pred"],
+                              "score": part["score"]}, columns=columns)
+        target = "predictions.csv" if name == COMBINED else f"predictions_{name}.csv"
+        write_text_atomic(out / target, preds.to_csv(index=False))
+        metrics_by_name[name] = _metrics(preds, sub_calls, n_failed, n_boot=config.n_boot,
+                                         seed=config.boot_seed)
+
+    n_unparsed = int(calls["choice"].isna().sum())
+    metrics = {
+        "orientations": metrics_by_name,
+        "n_calls": len(calls), "n_unparsed": n_unparsed, "n_failed": len(failures),
+        "n_patients": len(cohort), "cohort": config.cohort, "reducer": reducer, "tie_break": config.tie_break,
+        "scoring": config.scoring, "backend": config.backend, "model": config.model,
+        "adapter": config.adapter,
+        "prompt_sha": prompt.sha, "n_sent": asked.n_sent, "n_cached": asked.n_cached,
+    }
+    if task.unit != "patient":
+        metrics["unit"], metrics["n_units"] = task.unit, len(units)
+    write_json_atomic(out / "metrics.json", metrics)
+    write_run_info(out, kind="vlm", config=run_config)
+    result = EvalResult(out=out, metrics=metrics, n_calls=len(calls), n_unparsed=n_unparsed,
+                        n_failed=len(failures), n_sent=asked.n_sent, n_cached=asked.n_cached,
+                        elapsed_s=time.monotonic() - start)
+    if console is not None:
+        print_summary(result, console)
+    return result
+
+
+def print_summary(result: EvalResult, console: Any) -> None:
+    """A rich table: per orientation n, parsed share, accuracy, recall, specificity, F1, AUC [95 % CI]."""
+    from rich.table import Table
+
+    def fmt(x: Any) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    def ci(m: dict, key: str) -> str:
+        c = m.get(f"{key}_ci")
+        return "" if not c else f" [{c[0]:.2f}, {c[1]:.2f}]"
+
+    table = Table(title=f"eval-vlm: {result.out}")
+    units = {"slice": "slices", "image": "images"}.get(result.metrics.get("unit", "patient"), "patients")
+    for col in ("orientation", units, "calls", "parsed", "accuracy", "recall", "specificity", "F1",
+                "AUC"):
+        table.add_column(col, justify="right" if col != "orientation" else "left")
+    for name, m in result.metrics["orientations"].items():
+        table.add_row(name, str(m.get("n")), str(m.get("n_calls")), fmt(m.get("parsed_share")),
+                      fmt(m.get("accuracy")) + ci(m, "accuracy"), fmt(m.get("recall")),
+                      fmt(m.get("specificity")), fmt(m.get("f1")), fmt(m.get("auc")) + ci(m, "auc"))
+    console.print(table)
+    console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), "
+                  f"unparsed {result.n_unparsed}, failed {result.n_failed}, {result.elapsed_s:.1f} s")
