@@ -52,7 +52,7 @@ def make_batch(processor: Any, prompt: str, examples: list[Example], task: Task)
     """
     import torch
 
-    from medvlm.finetune import _render
+    import medvlm.finetune._render as _render
 
     prefix = _render.prompt_text(processor, prompt, task)
     texts = [_render.answer_text(processor, prompt, e.label, task) for e in examples]
@@ -107,7 +107,7 @@ def validate(model: Any, processor: Any, prompt: str, val: list[Example], task: 
     """
     import numpy as np
 
-    from medvlm.finetune import _render
+    import medvlm.finetune._render as _render
 
     if not val:
         return {}
