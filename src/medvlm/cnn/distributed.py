@@ -94,6 +94,8 @@ def process_group(device: torch.device, local_rank: int) -> Iterator[None]:
                                 timeout=datetime.timedelta(hours=1))
     try:
         yield
+        if started_here and dist.is_initialized():
+            dist.barrier()  # every rank done before any tears the group down (gloo aborts otherwise)
     finally:
         if started_here and dist.is_initialized():
             dist.destroy_process_group()
