@@ -134,3 +134,35 @@ def test_cli_split_errors_exit_2(tmp_path, capsys):
     tmp_path.joinpath("w").mkdir()
     assert _run(["split", str(tmp_path / "w")]) == 2
     assert "manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("n0", "n1", "folds", "ok"), [(4, 4, 5, False), (4, 4, 3, True), (1, 7, 5, True),
+                                                       (2, 2, 3, False)])
+def test_too_few_patients_for_the_folds_is_one_line_naming_the_largest(n0, n1, folds, ok):
+    ids = [f"p{i}" for i in range(n0 + n1)]
+    labels = [0] * n0 + [1] * n1
+    if ok:
+        assert len(split_patients(ids, labels, test_fraction=0.0, folds=folds)["folds"]) == folds
+        return
+    largest = max(n0, n1)
+    with pytest.raises(DataError, match=rf"\({n0} of class 0, {n1} of class 1\): too few for {folds} "
+                                        rf"stratified folds; use --folds {largest} or fewer"):
+        split_patients(ids, labels, test_fraction=0.0, folds=folds)
+
+
+def test_cli_split_on_eight_patients_exits_2(prepared_work, tmp_path, capsys):
+    import pandas as pd
+
+    from medvlm.cli import invoke
+    from medvlm.data.cohorts import read_manifest
+
+    work = tmp_path / "w"
+    shutil.copytree(prepared_work, work)
+    manifest = read_manifest(work)
+    keep = pd.concat([manifest[manifest["label"] == 0], manifest[manifest["label"] == 1].iloc[:5]])
+    assert len(keep) == 8  # 3 + 5: after the test set, neither class has 5 patients for 5 folds
+    keep.to_csv(work / "manifest.csv", index=False)
+    assert invoke(["split", str(work), "--test-fraction", "0.25"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medvlm: error: ") and "too few for 5 stratified folds" in err
+    assert err.count("\n") == 1

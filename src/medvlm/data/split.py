@@ -59,8 +59,12 @@ def split_patients(
     else:
         rest, test, y_rest = ids, [], ys
     n_min = min(y_rest.count(0), y_rest.count(1)) if len(set(y_rest)) > 1 else 0
-    if len(rest) < folds:
-        raise DataError(f"{len(rest)} patients left after the test set: too few for {folds} folds")
+    largest = min(len(rest), max(y_rest.count(0), y_rest.count(1)) if n_min >= 1 else len(rest))
+    if folds > largest:
+        counts = f"{y_rest.count(0)} of class 0, {y_rest.count(1)} of class 1"
+        fix = f"use --folds {largest} or fewer" if largest >= 2 else "add patients or lower --test-fraction"
+        raise DataError(f"{len(rest)} patients left after the test set ({counts}): too few for {folds} "
+                        f"stratified folds; {fix}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # we warn ourselves, once per fold without LGG
         if n_min >= 1:
