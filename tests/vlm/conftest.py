@@ -75,6 +75,8 @@ class FakeServer:
 
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
+        self.models: list[str] = ["llama3.2-vision"]  # what GET /v1/models lists
+        self.model_gets = 0
         self.lock = threading.Lock()
         self.behave = self.default
         server = self
@@ -82,6 +84,20 @@ class FakeServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
+
+            def do_GET(self):  # noqa: N802
+                if not self.path.rstrip("/").endswith("/models"):
+                    self.send_error(404)
+                    return
+                with server.lock:
+                    server.model_gets += 1
+                data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"}
+                                                              for m in server.models]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self):  # noqa: N802
                 import time
@@ -128,6 +144,8 @@ class FakeServer:
               {"token": " 1", "logprob": math.log(0.7), "top_logprobs": [
                   {"token": " 1", "logprob": math.log(0.7)}, {"token": " 0", "logprob": math.log(0.2)},
                   {"token": " 2", "logprob": math.log(0.05)}, {"token": " I", "logprob": math.log(0.05)}]}]
+        if "response_format" in body:  # a server that honours the JSON schema
+            return 200, self.completion('{"choice": 1, "reasoning": "enhancing"}'), 0
         return 200, self.completion("Choice: 1 Reasoning: enhancing", lp if body.get("logprobs") else None), 0
 
     def close(self) -> None:

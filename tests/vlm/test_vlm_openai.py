@@ -100,10 +100,11 @@ def test_failure_after_retries_is_returned_not_raised(fake_server):
     assert len(fake_server.bodies) == 3
 
 
-def test_bad_request_is_a_failure_without_retry(fake_server):
+def test_a_4xx_stops_the_run_on_first_sight_with_the_servers_message(fake_server):
     fake_server.behave = lambda body, n: (400, {"error": "image too large"}, 0)
-    [(_, resp)] = list(_backend([fake_server.url]).answer([_req("k")], Decoding()))
-    assert resp.failed and "400" in resp.error and len(fake_server.bodies) == 1
+    with pytest.raises(BackendError, match=r"refused the request \(HTTP 400: image too large\)"):
+        list(_backend([fake_server.url]).answer([_req("k"), _req("k2")], Decoding()))
+    assert len(fake_server.bodies) == 1  # never retried, and the rest are not sent
 
 
 def test_auth_error_stops_and_never_shows_the_key(fake_server, monkeypatch):

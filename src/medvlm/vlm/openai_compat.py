@@ -6,9 +6,17 @@
 - ``concurrency`` requests in flight (threads over one ``httpx.Client``); several ``base_urls`` share the
   load (fewest in flight first); a server that fails 3 times in a row is rested (exponential cool-down)
   while others are available.
-- Retries on 429, 408, 5xx, timeouts and connection errors with exponential backoff and jitter
-  (``Retry-After`` honoured), up to ``max_retries``; then the request is returned as a failure.
-  401/403/404 raise :class:`BackendError` at once (every request would fail the same way).
+- Preflight: the run's first request that needs sending is a probe, sent alone before the rest fan out
+  (no extra request; a fully cached rerun contacts no server). An unreachable server, a model it does not
+  serve, or a request field it rejects raises :class:`BackendError` at once (exit 2), naming the server,
+  what it said and what to use instead (:mod:`medvlm.vlm._server_errors`); every other ``--base-url`` is
+  checked for reachability (``GET /models``). With ``structured="json"`` an answer that is not a JSON
+  object means the server ignored ``response_format``: the run stops.
+- Retries only connection errors, timeouts, 408, 429 (``Retry-After`` honoured) and 5xx, with exponential
+  backoff and jitter, up to ``max_retries``; then the request is returned as a failure. Any other 4xx
+  raises :class:`BackendError` on first sight with the server's message. When the first
+  :data:`GIVE_UP_AFTER` requests of a run all failed, the rest are not sent (returned as failures: exit 1,
+  rerun to retry).
 - ``scoring="logprobs"``: asks for ``logprobs``/``top_logprobs`` and reads P(code) of each of the
   request's answer codes at the token that carries the answer (the first code token after a colon, or
   at the start); variants such as ``" 1"`` are summed; a code outside the top-k counts as 0. A server
@@ -31,12 +39,18 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from medvlm.errors import BackendError, ConfigError
+from medvlm.vlm._server_errors import explain_refusal, served_models
 from medvlm.vlm.backends import Backend, BackendConfig, api_key
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+#: statuses retried besides every 5xx (any other 4xx stops the run: the request itself is refused)
+RETRY_STATUS = {408, 429}
 FAILS_BEFORE_REST = 3
+#: seconds to open a connection (an unreachable server fails the probe within seconds)
+CONNECT_TIMEOUT_S = 5.0
+#: a run whose first this-many requests all failed stops sending (the rest are returned as failures)
+GIVE_UP_AFTER = 8
 
 
 
@@ -125,6 +139,17 @@ def answer_probs(content: list[dict[str, Any]], codes: tuple[str, ...]) -> dict[
     return None
 
 
+def _is_json_object(text: str) -> bool:
+    """Whether ``text`` (stripped, code fences removed) parses as a JSON object."""
+    import json
+
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
 class _Fatal(Exception):
     """Raised inside a worker for a BackendError that must stop the run."""
 
@@ -192,9 +217,13 @@ class OpenAIBackend(Backend):
             headers["Authorization"] = f"Bearer {key}"
         limits = httpx.Limits(max_connections=config.concurrency + 2,
                               max_keepalive_connections=config.concurrency)
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(config.timeout_s), limits=limits)
+        timeout = httpx.Timeout(config.timeout_s, connect=min(CONNECT_TIMEOUT_S, config.timeout_s))
+        self.client = httpx.Client(headers=headers, timeout=timeout, limits=limits)
         self.n_http = 0  # HTTP requests sent (retries included)
         self._lock = threading.Lock()
+        self._probed = False
+        self.n_answered = 0  # requests answered (HTTP 200) in this backend's life
+        self.n_failed_in_a_row = 0  # requests failed since the last answer
 
     def model_identity(self) -> str:
         return self.config.model  # a served model name; the server URL is not part of the identity
@@ -212,10 +241,31 @@ class OpenAIBackend(Backend):
                 delay = max(delay, min(cap, float(retry_after)))
         return delay
 
-    def _one(self, request: VLMRequest, decoding: Decoding) -> VLMResponse:
+    def _fatal(self, url: str, status: int, text: str) -> _Fatal:
+        return _Fatal(explain_refusal(url, status, text, model=self.config.model,
+                                      served=served_models(self.client, url)))
+
+    def _one(self, request: VLMRequest, decoding: Decoding, *, probe: bool = False) -> VLMResponse:
+        """One request with retries. ``probe``: the run's first request; a server that cannot be reached
+        stops the run at once instead of being retried."""
+        with self._lock:
+            if self.n_answered == 0 and self.n_failed_in_a_row >= GIVE_UP_AFTER:
+                return VLMResponse(error=f"not sent: the first {GIVE_UP_AFTER} requests of this run all "
+                                         "failed (see failures.csv); rerun to retry")
+        body = build_payload(self.config.model, request, decoding)
+        response = self._attempts(body, request, decoding, probe=probe)
+        with self._lock:
+            if response.failed:
+                self.n_failed_in_a_row += 1
+            else:
+                self.n_answered += 1
+                self.n_failed_in_a_row = 0
+        return response
+
+    def _attempts(self, body: dict[str, Any], request: VLMRequest, decoding: Decoding, *, probe: bool
+                  ) -> VLMResponse:
         import httpx
 
-        body = build_payload(self.config.model, request, decoding)
         last_error = "no attempt"
         url = None
         for attempt in range(self.config.max_retries + 1):
@@ -234,17 +284,23 @@ class OpenAIBackend(Backend):
                     except ValueError:
                         last_error = f"{url}: HTTP 200 with a body that is not JSON"
                         continue
-                    return self._read(data, decoding, url, request.codes)
-                text = resp.text[:200].replace("\n", " ")
-                last_error = f"{url}: HTTP {status}: {text}"
-                if status in (401, 403):
-                    raise _Fatal(f"{url} refused the request (HTTP {status}): check OPENAI_API_KEY")
-                if status == 404:
-                    raise _Fatal(f"{url}/chat/completions: HTTP 404 ({text}); check --base-url and --model")
+                    return self._read(data, decoding, url, request.codes, probe=probe)
+                text = resp.text[:2000]
+                last_error = f"{url}: HTTP {status}: {text[:200]}".replace("\n", " ")
                 if status not in RETRY_STATUS and status < 500:
-                    ok = True  # the server is fine; this request is not
-                    return VLMResponse(error=last_error)
+                    ok = True  # the server is up; it refuses what every request of this run asks
+                    raise self._fatal(url, status, text)
                 retry_after = resp.headers.get("retry-after")
+            except httpx.ConnectError as exc:
+                last_error = f"{url}: cannot connect ({exc})"
+                if probe:
+                    raise _Fatal(f"{url}: cannot reach the server ({exc}); check --base-url and that the "
+                                 "server is running") from None
+            except httpx.ConnectTimeout:
+                last_error = f"{url}: no connection within {CONNECT_TIMEOUT_S:g} s"
+                if probe:
+                    raise _Fatal(f"{url}: no connection within {CONNECT_TIMEOUT_S:g} s; check --base-url and "
+                                 "that the server is running") from None
             except httpx.TimeoutException:
                 last_error = f"{url}: no answer within {self.config.timeout_s:g} s"
             except httpx.TransportError as exc:
@@ -255,14 +311,17 @@ class OpenAIBackend(Backend):
                 time.sleep(self._delay(attempt, retry_after))
         return VLMResponse(error=f"failed after {self.config.max_retries + 1} attempts; last: {last_error}")
 
-    def _read(self, data: dict[str, Any], decoding: Decoding, url: str, codes: tuple[str, ...]
-              ) -> VLMResponse:
+    def _read(self, data: dict[str, Any], decoding: Decoding, url: str, codes: tuple[str, ...], *,
+              probe: bool = False) -> VLMResponse:
         try:
             choice0 = data["choices"][0]
             raw = choice0["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
             return VLMResponse(error=f"{url}: unexpected response shape: {str(data)[:200]}")
         response = VLMResponse(raw=raw, finish_reason=choice0.get("finish_reason"))
+        if probe and decoding.structured == "json" and not _is_json_object(raw):
+            raise _Fatal(f"{url} ignored --structured json (response_format): its answer is not a JSON "
+                         f"object ({raw[:80]!r}); use --structured none, or a server that supports it")
         if decoding.scoring == "logprobs":
             logprobs = choice0.get("logprobs") or {}
             content = logprobs.get("content") if isinstance(logprobs, dict) else None
@@ -276,9 +335,29 @@ class OpenAIBackend(Backend):
         return response
 
     # ------------------------------------------------------------------ many requests
+    def _preflight(self, first: VLMRequest, decoding: Decoding) -> VLMResponse:
+        """Send ``first`` alone to the first server (the probe) and check the other servers answer."""
+        others = self.pool.urls[1:]
+        for url in others:
+            try:
+                self.client.get(f"{url}/models", timeout=CONNECT_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - any transport failure: unreachable
+                raise BackendError(f"{url}: cannot reach the server ({type(exc).__name__}: {exc}); check "
+                                   "--base-url and that the server is running") from None
+        try:
+            return self._one(first, decoding, probe=True)
+        except _Fatal as exc:
+            raise BackendError(str(exc)) from None
+
     def answer(self, requests: Iterable[VLMRequest], decoding: Decoding
                ) -> Iterator[tuple[VLMRequest, VLMResponse]]:
         it = iter(requests)
+        if not self._probed:
+            first = next(it, None)
+            if first is None:
+                return
+            self._probed = True
+            yield first, self._preflight(first, decoding)
         pool = cf.ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="medvlm-http")
         pending: dict[cf.Future, VLMRequest] = {}
         try:
