@@ -213,7 +213,7 @@ def test_cohort_mode_central_slices_and_figure(cons_work, tmp_path):
 
 
 def test_failures_are_recorded_and_retried(cons_work, server, tmp_path):
-    server.behave = lambda body, n: ((400, {"error": "bad"}, 0) if body["seed"] in (2, 4)
+    server.behave = lambda body, n: ((503, {"error": "busy"}, 0) if body["seed"] in (2, 4)
                                      else (200, server.completion("Choice: 1"), 0))
     run = tmp_path / "fail"
     args = _openai_args(cons_work, run, server, "--patient", "P000", "--repeats", "6", "--max-retries", "0")
