@@ -155,11 +155,41 @@ class ExperimentConfig(_Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        from medvlm.registry import check_choice
-        from medvlm.tasks import TASKS
+        from medvlm.errors import MedVLMError
+        from medvlm.tasks import get_task
 
-        check_choice("task", value, TASKS.names())
-        return value
+        try:
+            return get_task(value).name
+        except MedVLMError as exc:  # a ValueError names the file and the key
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> ExperimentConfig:
+        """Class names, prompts and picks that the task must know, checked before any stage runs."""
+        from medvlm.errors import MedVLMError
+        from medvlm.tasks import get_task
+
+        task = get_task(self.task)
+        try:
+            for run in [*self.vlm, *self.consistency]:
+                task.tie_break_label(run.tie_break)
+            for run in self.vlm:
+                if run.prompt:
+                    task.check_prompt(run.prompt)
+            for run in self.consistency:
+                for prompt in run.prompts:
+                    task.check_prompt(prompt)
+                if run.pick is not None:
+                    if task.unit != "patient":
+                        raise ValueError(f"consistency run {run.name!r}: pick needs a patient-level task; "
+                                         f"{task.name} predicts per {task.unit}: give patients: [ID]")
+                    task.label_of(run.pick, "pick")
+            for run in self.finetune:
+                if run.prompt:
+                    task.check_prompt(run.prompt)
+        except MedVLMError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> ExperimentConfig:

@@ -41,7 +41,8 @@ def unit_keys(df: Any) -> list[str]:
     return ["patient_id", *[c for c in UNIT_KEY_COLUMNS[2:] if c in df.columns]]
 
 
-def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predictions") -> Any:
+def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predictions", hint: str = ""
+                  ) -> Any:
     """The rows of ``cohort`` when ``df`` has a ``cohort`` column (all rows otherwise, or with
     ``cohort=None``). DataError naming ``source`` and the cohorts present when there is none."""
     if cohort is None or "cohort" not in df.columns:
@@ -49,7 +50,7 @@ def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predic
     cohorts = df["cohort"].astype(str).str.strip()
     if not (cohorts == cohort).any():
         found = ", ".join(sorted(set(cohorts)))
-        raise DataError(f"{source}: no row of cohort {cohort!r} (cohorts found: {found})")
+        raise DataError(f"{source}: no row of cohort {cohort!r} (cohorts found: {found}){hint}")
     return df[cohorts == cohort]
 
 
@@ -95,6 +96,9 @@ def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str 
     from medvlm.metrics import metrics_from_frame
 
     clusters = "patient_id" if len(unit_keys(df)) > 1 else None
+    if clusters is not None and "patient_id" not in df.columns:
+        raise DataError("rows are slices (a slice_index column) but there is no patient_id column: the "
+                        "confidence intervals must resample patients, so every row needs its patient_id")
     out = metrics_from_frame(df, n_boot=n_boot, seed=seed, clusters=clusters, method=method)
     if clusters is not None:
         out["n_patients"] = int(df["patient_id"].nunique())

@@ -247,7 +247,9 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
             if ids:
                 shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
                 parts.append(f"{len(ids)} only in {who} ({shown})")
-        raise DataError("the two files do not cover the same patients: " + "; ".join(parts))
+        what = "units" if "slice_index" in sa.columns or "slice_index" in sb.columns else "patients"
+        raise DataError(f"the two files do not cover the same {what} (same kind of rows? one row per "
+                        "patient, or per slice, in both): " + "; ".join(parts))
     sb = sb.loc[sa.index]
     mismatch = sa["label"].to_numpy() != sb["label"].to_numpy()
     if mismatch.any():
@@ -255,6 +257,7 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
         raise DataError(f"patient {pid!r} has label {sa.loc[pid, 'label']} in {name_a} but "
                         f"{sb.loc[pid, 'label']} in {name_b}")
     y = sa["label"].to_numpy()
+    clustered = "slice_index" in sa.columns
     mc = mcnemar(y, sa["pred"].to_numpy(), sb["pred"].to_numpy(), confidence=confidence)
     out: dict[str, Any] = {"n": int(y.size), "auc_a": None, "auc_b": None, "auc_diff": None,
                            "auc_diff_ci": None, "delong_z": None, "delong_p": None,
@@ -262,6 +265,12 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
                            "mcnemar_method": mc["method"], "accuracy_a": mc["accuracy_a"],
                            "accuracy_b": mc["accuracy_b"], "accuracy_diff": mc["accuracy_diff"],
                            "accuracy_diff_ci": mc["accuracy_diff_ci"]}
+    if clustered:  # rows of one patient are not independent: say so with the numbers
+        out["unit"] = "slice"
+        out["n_patients"] = int(sa["patient_id"].nunique())
+        out["note"] = (f"{out['n']} slices of {out['n_patients']} patients: McNemar and DeLong treat slices "
+                       "as independent, so their p-values and intervals are optimistic")
+        warnings.warn(out["note"], StatsWarning, stacklevel=2)
     if not (has_scores(sa) and has_scores(sb)):
         return out
     s_a, s_b = sa["score"].to_numpy(), sb["score"].to_numpy()

@@ -35,18 +35,31 @@ def limitations(work: Path) -> str:
 def cohort_rows(work: Path) -> list[dict[str, Any]]:
     """Patients per label in each cohort of the split (and the skipped ones), from the work folder
     (the manifest's patient labels; for a slice-level task, the patients' own labels, e.g. the grade)."""
+    import pandas as pd
+
     from medvlm.data.cohorts import read_manifest, read_splits
-    from medvlm.tasks import get_task, work_task
+    from medvlm.tasks import work_task
 
     manifest = read_manifest(work)
     labels = {pid: lab for pid, lab in zip(manifest["patient_id"], manifest["label"], strict=True)}
     task = work_task(work)
-    classes = task.classes if task.unit == "patient" else get_task(None).classes
+    classes = task.classes
+    units = None
+    if task.unit != "patient":  # count the labelled units of each cohort's patients
+        from medvlm.data.cohorts import UNITS_FILE
+
+        units = pd.read_csv(work / UNITS_FILE, dtype={"patient_id": str})
+        units = units[units["orientation"].isin(task.default_orientations)]
     rows = []
 
     def add(name: str, ids: list[str]) -> None:
-        counts = {f"{c} ({i})": sum(1 for p in ids if labels.get(p) == i) for i, c in enumerate(classes)}
-        rows.append({"cohort": name, "patients": len(ids), **dict(reversed(counts.items()))})
+        if units is None:
+            counts = {f"{c} ({i})": sum(1 for p in ids if labels.get(p) == i) for i, c in enumerate(classes)}
+            rows.append({"cohort": name, "patients": len(ids), **dict(reversed(counts.items()))})
+            return
+        part = units[units["patient_id"].isin(set(ids))]
+        counts = {f"{c} ({i}) {task.unit}s": int((part["label"] == i).sum()) for i, c in enumerate(classes)}
+        rows.append({"cohort": name, "patients": len(ids), **counts})
 
     splits = read_splits(work)
     add("test", list(splits["test"]))
@@ -56,8 +69,8 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
     ok = manifest[manifest["status"] == "ok"]
     add("all usable (status ok)", list(ok["patient_id"]))
     skipped = manifest[manifest["status"] != "ok"]
-    rows.append({"cohort": "skipped by prepare", "patients": len(skipped),
-                 **{f"{c} ({i})": "" for i, c in reversed(list(enumerate(classes)))}})
+    blank = {k: "" for k in rows[-1] if k not in ("cohort", "patients")}
+    rows.append({"cohort": "skipped by prepare", "patients": len(skipped), **blank})
     return rows
 
 
@@ -111,7 +124,7 @@ def plain_summary(runs: list[Path]) -> str:
                 f"on {m['n']} test {units}.")
         if said_pos >= 0.9 and n_neg:
             text += (f" It predicted {pos} for {said_pos:.0%} of {units} and recognised {m['tn']} of {n_neg} "
-                     f"{neg} {units} (the failure the original study reported for its zero-shot VLM).")
+                     f"{neg} {units}{task.all_positive_note}.")
             if m["auc"] is not None and m["auc"] >= 0.75:
                 text += (f" Its AUC of {m['auc']:.2f} says its scores still rank most {neg} {units} below "
                          f"the {pos} ones: the fixed 0.5 threshold, not the ranking, fails.")
@@ -190,15 +203,23 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
             "accuracy, precision, recall, specificity, F1, balanced accuracy, MCC, AUC with 95% bootstrap "
             "CIs; McNemar and DeLong paired tests"},
         {"item": "Failure analysis", "filled from the run records":
-            "unparsed and failed VLM answers counted per run; per-patient vote plots; consistency runs"},
+            "unparsed and failed VLM answers counted per run; "
+            + ("per-patient vote plots; " if task.unit == "patient" else "") + "consistency runs"},
     ]
+
+
+def _cohort_caption(work: Path) -> str:
+    from medvlm.tasks import work_task
+
+    unit = work_task(work).unit
+    return "Patients per label in each cohort" if unit == "patient" else f"Patients, and {unit}s per label"
 
 
 def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list[Section]:
     """The study-level sections for :func:`medvlm.report.html.build_report` (cohorts first)."""
     sections = [
         Section(title="Cohorts", position="start", anchor="cohorts",
-                html=html_table(cohort_rows(work), caption="Patients per label in each cohort")),
+                html=html_table(cohort_rows(work), caption=_cohort_caption(work))),
         Section(title="What the numbers say", position="start", anchor="plain-summary",
                 text=plain_summary(runs)),
         Section(title="Limitations", text=limitations(work), anchor="limitations"),

@@ -27,7 +27,7 @@ def test_every_task_is_declared_consistently(name):
     assert task.default_prompt in task.prompts and task.default_orientations
     assert task.tie_break_label(None) == task.positive_label
     assert task.tie_break_label(task.classes[0].upper()) == 0
-    with pytest.raises(ConfigError, match="tie_break"):
+    with pytest.raises(ConfigError, match="--tie-break"):
         task.tie_break_label("nonsense")
 
 
@@ -52,6 +52,10 @@ def test_tasks_json_lists_the_contract_keys(capsys):
     ("Choice: 0 or 1", None),
     ('{"choice": 1, "reasoning": "mass"}', 1),
     ("There is a tumour.", None),     # no keyword: never guessed
+    # a negation anywhere in the named answer is "no tumour", never "tumour"
+    ("Choice: No glioma", 0), ("Choice: not a tumour", 0), ("Choice: no evidence of tumour", 0),
+    ("Choice: no visible tumour", 0), ("Choice: No brain tumour", 0), ("Choice: No-tumour", 0),
+    ("Choice: no signs of tumor", 0), ("Choice: Normal", 0), ("Choice: lesion in the left lobe", 1),
 ])
 def test_the_tumour_parser_reads_its_own_codes_and_words(text, code):
     assert get_task("brats-tumour").parser(text) == code

@@ -60,7 +60,7 @@ def consistency_cmd(
     model: Model = ...,  # type: ignore[assignment]
     base_url: BaseUrl = [],  # noqa: B006 (typer copies it)
     prompt: list[str] = typer.Option([], "--prompt", help="Built-in prompt name or a text file (default "
-                                     "seed; repeat for paraphrase robustness)."),
+                                     "the task's; repeat for paraphrase robustness)."),
     scoring: Scoring = _default("scoring"),
     structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all (without --patient)."),

@@ -39,7 +39,8 @@ def finetune_cmd(
     modalities: str | None = typer.Option(None, "--modalities", help="Comma list (as for eval-vlm; default: "
                                           "the task's)."),
     max_slices_per_patient: int | None = typer.Option(
-        None, "--max-slices-per-patient", help="At most N slices per patient and orientation (even spread)."),
+        None, "--max-slices-per-patient", help="At most N slices per patient and orientation (and class, "
+        "for a slice-level task; even spread)."),
     max_val_slices_per_patient: int | None = typer.Option(
         None, "--max-val-slices-per-patient", help="Same for validation (default: the above)."),
     balance: bool = typer.Option(True, "--balance/--no-balance", help="Oversample the minority class."),

@@ -57,7 +57,7 @@ def metrics_cmd(
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
     df = select_cohort(read_predictions(predictions), None if cohort == "all" else cohort,
-                       source=str(predictions))
+                       source=str(predictions), hint="; choose the rows with --cohort (a cohort, or all)")
     with _warnings_to_stderr():
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method)
     if as_json:
@@ -73,6 +73,9 @@ def metrics_cmd(
         table.add_column(f"95% CI ({bootstrap} bootstrap, {ci_method})", justify="right")
     table.add_row("TP / FP / TN / FN", f"{result['tp']} / {result['fp']} / {result['tn']} / {result['fn']}",
                   *([""] if bootstrap else []))
+    if "n_patients" in result:
+        table.add_row("patients (the bootstrap resamples these)", str(result["n_patients"]),
+                      *([""] if bootstrap else []))
     for key in ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc"):
         label = {"recall": "recall (sensitivity)", "balanced_accuracy": "balanced accuracy",
                  "auc": "ROC AUC"}.get(key, key)
@@ -103,7 +106,9 @@ def compare_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"A = {a}, B = {b}: {result['n']} patients", title_justify="left")
+    units = (f"{result['n']} slices of {result['n_patients']} patients" if "n_patients" in result
+             else f"{result['n']} patients")
+    table = Table(title=f"A = {a}, B = {b}: {units}", title_justify="left")
     table.add_column("")
     table.add_column("A", justify="right")
     table.add_column("B", justify="right")

@@ -53,7 +53,8 @@ class ConsistencyConfig(BackendOptions):
         orientation = check_choice("orientation", self.orientation or task.default_orientations[0],
                                    task.orientations)
         return self.model_copy(update={
-            "orientation": orientation, "prompts": self.prompts or [task.default_prompt],
+            "orientation": orientation,
+            "prompts": [task.check_prompt(p) for p in self.prompts] or [task.default_prompt],
             "modalities": self.modalities or list(task.default_modalities),
             "tie_break": task.tie_break_name(self.tie_break)})
 

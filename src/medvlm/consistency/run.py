@@ -70,7 +70,8 @@ def _row_label(row: Any) -> int | None:
 def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None = None
                   ) -> list[ConsistencyImage]:
     """Render the images of the run: for each patient (``config.patients`` or the cohort), slice
-    ``config.slice_index`` or the central tumour slice along ``config.orientation``, exactly as
+    ``config.slice_index`` or the central tumour slice along ``config.orientation`` (a slice-level task:
+    the central labelled slice of each class, so that both answers are asked for), exactly as
     ``eval-vlm`` renders it (:func:`medvlm.data.slices.patient_slices`). The truth label is the
     patient's for a patient-level task, the slice's (``WORK/units.csv``; None when the slice is not one
     of the task's units) for a slice-level one. ``config`` has the task's defaults filled in.
@@ -121,13 +122,20 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
             if not 0 <= index < size:
                 raise DataError(f"--slice {index}: out of range for patient {pid} along {config.orientation} "
                                 f"(valid 0..{size - 1})")
+            indices = [index]
+        elif task.unit == "slice":  # the central labelled slice of each class: both answers are asked for
+            indices = []
+            for label in range(task.n_classes):
+                own = sorted(i for (p, i), lab in unit_labels.items() if p == pid and lab == label)
+                indices += [own[len(own) // 2]] if own else []
         else:
-            index = central_tumour_slice(row, config.orientation, size)
-        # render exactly one slice with the engine's renderer: a one-slice "tumour" range at ``index``
-        one = {**row, f"tumour_{letter}_min": index, f"tumour_{letter}_max": index}
-        [image] = patient_slices(one, config.orientation, selection="tumour", modalities=modalities)
-        label = _row_label(row) if task.unit == "patient" else unit_labels.get((pid, index))
-        images.append(ConsistencyImage(pid, config.orientation, index, label, image.png))
+            indices = [central_tumour_slice(row, config.orientation, size)]
+        for index in indices:
+            # render exactly one slice with the engine's renderer: a one-slice "tumour" range at ``index``
+            one = {**row, f"tumour_{letter}_min": index, f"tumour_{letter}_max": index}
+            [image] = patient_slices(one, config.orientation, selection="tumour", modalities=modalities)
+            label = _row_label(row) if task.unit == "patient" else unit_labels.get((pid, index))
+            images.append(ConsistencyImage(pid, config.orientation, index, label, image.png))
     return images
 
 

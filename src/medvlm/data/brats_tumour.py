@@ -11,7 +11,8 @@ Per patient and orientation (from the mask and the FLAIR volume):
 - left out: slices with only a sliver of tumour (some, but less than that);
 - label 0: a seeded draw of as many tumour-free slices as there are tumour slices (fewer when fewer
   exist), among slices holding at least :data:`MIN_BRAIN_SHARE` of the orientation's largest brain
-  area (so that nearly empty edge slices are not the negatives). The draw is seeded by ``seed``,
+  area (so that nearly empty edge slices are not the negatives) and at least :data:`NEGATIVE_MARGIN`
+  slices away from any slice with tumour. The draw is seeded by ``seed``,
   patient and orientation: the same data give the same units.
 """
 
@@ -31,6 +32,9 @@ UNIT_COLUMNS = ["patient_id", "orientation", "slice_index", "label", "tumour_fra
 SLIVER_FRACTION = 0.01
 #: a tumour-free slice may be a negative when its brain area is at least this share of the largest
 MIN_BRAIN_SHARE = 0.25
+#: ... and when it lies at least this many slices from any slice with tumour (so that a resized volume
+#: never puts a negative and a positive slice on one plane, and a negative is clearly tumour-free)
+NEGATIVE_MARGIN = 3
 
 
 def slice_units(seg: np.ndarray, brain: np.ndarray, orientation: str, *, rng: np.random.Generator
@@ -41,7 +45,7 @@ def slice_units(seg: np.ndarray, brain: np.ndarray, orientation: str, *, rng: np
     >>> seg = np.zeros((1, 1, 6), int); seg[0, 0, 1:3] = 1
     >>> brain = np.ones((1, 1, 6), bool)
     >>> [u[:2] for u in slice_units(seg, brain, "axial", rng=np.random.default_rng(0))]
-    [(1, 1), (2, 1), (4, 0), (5, 0)]
+    [(1, 1), (2, 1), (5, 0)]
     """
     axis = AXIS[orientation]
     other = tuple(a for a in range(3) if a != axis)
@@ -50,7 +54,11 @@ def slice_units(seg: np.ndarray, brain: np.ndarray, orientation: str, *, rng: np
     fraction = np.divide(tumour, area, out=np.zeros(len(area), dtype=np.float64), where=area > 0)
     positives = [int(i) for i in np.flatnonzero((tumour > 0) & (fraction >= SLIVER_FRACTION))]
     big_enough = area >= MIN_BRAIN_SHARE * max(int(area.max()), 1)
-    candidates = np.flatnonzero((tumour == 0) & big_enough & (area > 0))
+    with_tumour = np.flatnonzero(tumour > 0)
+    index = np.arange(len(area))
+    distance = (np.min(np.abs(index[:, None] - with_tumour[None, :]), axis=1) if len(with_tumour)
+                else np.full(len(area), len(area)))
+    candidates = np.flatnonzero((tumour == 0) & big_enough & (area > 0) & (distance >= NEGATIVE_MARGIN))
     n_neg = min(len(positives), len(candidates))
     negatives = sorted(int(i) for i in rng.choice(candidates, size=n_neg, replace=False)) if n_neg else []
     units = [(i, 1, float(fraction[i])) for i in positives] + [(i, 0, 0.0) for i in negatives]

@@ -139,6 +139,9 @@ def cohort_units(work: str | Path, cohort: Cohort, *, unit: str, orientations: l
     units = units[units["patient_id"].isin(order) & units["orientation"].isin(o_rank)].copy()
     units["_p"], units["_o"] = units["patient_id"].map(order), units["orientation"].map(o_rank)
     units = units.sort_values(["_p", "_o", "slice_index"], kind="stable").drop(columns=["_p", "_o"])
+    if units.empty:
+        raise DataError(f"{path}: no labelled {unit} of the {cohort.name} cohort in {orientations}; "
+                        "nothing to ask about")
     units["slice_index"] = units["slice_index"].astype(int)
     units["label"] = units["label"].astype(int)
     return units.reset_index(drop=True)

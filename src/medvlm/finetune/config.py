@@ -77,6 +77,6 @@ class FinetuneConfig(BaseModel):
         for orientation in orientations:
             check_choice("orientations", orientation, task.orientations)
         return self.model_copy(update={
-            "orientations": orientations, "prompt": self.prompt or task.default_prompt,
+            "orientations": orientations, "prompt": task.check_prompt(self.prompt or task.default_prompt),
             "slices": self.slices or task.default_slices,
             "modalities": self.modalities or list(task.default_modalities)})

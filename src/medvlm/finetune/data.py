@@ -55,7 +55,8 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
     Rendering is ``medvlm.data.slices.patient_slices``, the function ``eval-vlm`` renders with (same
     options, same PNG bytes). Patient unit: the ``selection`` slices, labelled with the patient's label.
     Slice unit: the task's labelled slices (``WORK/units.csv``). With ``max_slices_per_patient`` at most
-    that many slices per patient and orientation, spread evenly. Returns ``(examples, problems)``:
+    that many slices per patient and orientation (per class as well for a slice-level task, so every
+    patient keeps both classes), spread evenly. Returns ``(examples, problems)``:
     ``problems`` has one line per patient/orientation without slices.
     """
     from medvlm.data.cohorts import cohort_units, read_manifest
@@ -84,7 +85,13 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
             if not slices:
                 problems.append(f"{patient_id} {orientation}: no slice rendered")
                 continue
-            for s in even_subset(list(slices), max_slices_per_patient):
+            if task.unit == "slice":  # the cap holds per class, so that a patient keeps both classes
+                groups = [[s for s in slices if labelled[s.slice_index] == c] for c in range(task.n_classes)]
+                chosen = sorted((s for g in groups for s in even_subset(g, max_slices_per_patient)),
+                                key=lambda s: s.slice_index)
+            else:
+                chosen = even_subset(list(slices), max_slices_per_patient)
+            for s in chosen:
                 answer = labelled[s.slice_index] if task.unit == "slice" else int(label)
                 examples.append(Example(patient_id, orientation, int(s.slice_index), answer, s.png))
     return examples, problems

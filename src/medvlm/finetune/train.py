@@ -96,7 +96,7 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
 
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**cfg.model_dump(), "base_model": base_model, "work": str(work.resolve()),
-                  "prompt_name": prompt.name, "prompt_sha": prompt.sha}
+                  "prompt_name": prompt.name, "prompt_sha": prompt.sha, "task": task.describe()}
     from medvlm.runinfo import write_run_info
 
     write_run_info(out, kind="finetune", config=run_config)
@@ -124,7 +124,7 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
         "problems": problems, "merged": None,
     }
     write_json_atomic(out / "finetune_config.json", {
-        "base_model": base_model, "prompt_name": prompt.name, "prompt_sha": prompt.sha,
+        "base_model": base_model, "task": task.name, "prompt_name": prompt.name, "prompt_sha": prompt.sha,
         "prompt_text": prompt.text, "method": cfg.method, "engine": cfg.engine,
         "hyperparameters": cfg.model_dump(), "fold": cfg.fold, "balance": balance,
         "n_train": len(train), "n_train_slices": len(train_raw), "n_val": len(val),

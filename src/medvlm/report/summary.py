@@ -208,7 +208,9 @@ def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
                 continue
             row.update(res)
             row["fmt"] = {
-                "n": fmt(res["n"]),
+                "n": (fmt(res["n"]) if "n_patients" not in res
+                      else f"{res['n']} slices of {res['n_patients']} patients (not independent: "
+                           "p optimistic)"),
                 "acc_a": fmt(res["accuracy_a"]),
                 "acc_b": fmt(res["accuracy_b"]),
                 "acc_diff": fmt(res["accuracy_diff"]),

@@ -28,10 +28,17 @@ TASK_FILE = "task.json"
 
 
 def get_task(name: str | Task | None = None) -> Task:
-    """The registered task ``name`` (None: :data:`DEFAULT_TASK`); a Task is returned as is."""
+    """The registered task ``name`` (any case; None: :data:`DEFAULT_TASK`); a Task is returned as is."""
+    from medvlm.errors import ConfigError
+
     if isinstance(name, Task):
         return name
-    return TASKS.get(name or DEFAULT_TASK)
+    if name is None:
+        return TASKS.get(DEFAULT_TASK)
+    if str(name).lower().endswith((".yaml", ".yml")):
+        raise ConfigError(f"--task {name}: a task YAML file is not supported yet; use a registered task "
+                          f"({', '.join(TASKS.names())})")
+    return TASKS.get(str(name).strip().lower())
 
 
 def all_tasks() -> list[Task]:
@@ -39,17 +46,26 @@ def all_tasks() -> list[Task]:
 
 
 def work_task(work: str | Path) -> Task:
-    """The task ``WORK`` was prepared for (``WORK/task.json``; absent = :data:`DEFAULT_TASK`)."""
-    from medvlm.errors import DataError
+    """The task ``WORK`` was prepared for (``WORK/task.json``; a work folder from before tasks existed,
+    without task.json and without ``units.csv``, is :data:`DEFAULT_TASK`)."""
+    from medvlm.errors import DataError, MedVLMError
 
     path = Path(work) / TASK_FILE
-    if not path.is_file():
+    if not path.exists():
+        if (Path(work) / "units.csv").is_file():
+            raise DataError(f"{path}: missing, but the folder holds units.csv (a slice-level task); prepare "
+                            "it again with `medvlm prepare DATA --out WORK --task NAME`")
         return get_task(DEFAULT_TASK)
     try:
         name = json.loads(path.read_text(encoding="utf-8"))["name"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a readable task record ({exc})") from exc
-    return get_task(name)
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"{path}: 'name' must be a task name (`medvlm tasks`), got {name!r}")
+    try:
+        return get_task(name)
+    except MedVLMError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def write_work_task(work: str | Path, task: Task) -> None:

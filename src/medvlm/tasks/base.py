@@ -88,6 +88,7 @@ class Task:
     reference_standard: str = ""
     preprocessing: str = ""
     limitations: str = ""
+    all_positive_note: str = ""
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -140,9 +141,20 @@ class Task:
         names = [c.lower() for c in self.classes]
         return names.index(check_choice(parameter, name.lower(), names))
 
+    def check_prompt(self, prompt: str, option: str = "--prompt") -> str:
+        """``prompt`` unless it is another task's built-in prompt (a file is the user's own choice)."""
+        from medvlm.errors import ConfigError
+        from medvlm.vlm.prompts import builtin_prompts
+
+        if prompt in builtin_prompts() and prompt not in self.prompts:
+            raise ConfigError(f"{option} {prompt}: a built-in prompt of another task, asking for other "
+                              f"answers; {self.name}'s prompts are {list(self.prompts)} (or give a prompt "
+                              "file)")
+        return prompt
+
     def tie_break_label(self, name: str | None) -> int:
         """``--tie-break`` (a class name, any case; None = the positive class) -> its label."""
-        return self.positive_label if name is None else self.label_of(name, "tie_break")
+        return self.positive_label if name is None else self.label_of(name, "--tie-break")
 
     def tie_break_name(self, name: str | None) -> str:
         return self.classes[self.tie_break_label(name)].lower()

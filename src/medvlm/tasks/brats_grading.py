@@ -43,6 +43,7 @@ TASK = Task(
     cnn_spatial_dims=3,
     default_slices="tumour",
     source={"prepare": "medvlm.data.prepare:prepare", "synth": "medvlm.data.synth:synth_cohort"},
+    all_positive_note=" (the failure the original study reported for its zero-shot VLM)",
     reference_standard="tumour grade from name_mapping.csv (HGG = 1, LGG = 0)",
     preprocessing="z-score inside the brain, crop around the tumour (+{margin_mm:g} mm), resize to {shape}",
     limitations=(

@@ -12,9 +12,11 @@ from __future__ import annotations
 from medvlm.tasks.base import AnswerCode, Task, choice_parser
 from medvlm.tasks.brats_grading import MODALITIES, ORIENTATIONS
 
+#: a negation anywhere in the answer's words ("no", "not", "without", "free", ...) makes it "no tumour"
+_NEGATED = r"\b(?:no|not|none|without|absent|absence|negative|free|normal|healthy|unremarkable)\b"
 ANSWER_WORDS = [
-    (r"\bno\s+tumou?r\b|\bnormal\b|\bhealthy\b|\btumou?r[\s-]*free\b", 0),
-    (r"(?<!no )\btumou?r\b(?![\s-]*free)|\blesion\b|\bglioma\b", 1),
+    (_NEGATED, 0),
+    (rf"^(?!.*{_NEGATED}).*\b(?:tumou?rs?|lesions?|mass|glioma|neoplasm)\b", 1),
 ]
 
 TASK = Task(

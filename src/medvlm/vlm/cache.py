@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS answers (
     updated REAL NOT NULL
 )
 """
+_ANSWER_COLUMNS = {"key", "status", "raw", "prefill", "code_probs", "mass", "finish_reason", "error", "extra",
+                   "attempts", "updated"}
 #: the 0.1 table's probability columns, in answer-code order
 _V1_PROB_COLUMNS = ("p_lgg", "p_hgg", "p_ng")
 
@@ -59,6 +61,10 @@ class ResponseCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             self._migrate_v1()
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(answers)")}
+            if not columns >= _ANSWER_COLUMNS:
+                raise DataError(f"{self.path}: an 'answers' table of an unknown layout (columns "
+                                f"{sorted(columns)}); move the file away or give another --cache")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.commit()
         except sqlite3.DatabaseError as exc:

@@ -70,10 +70,13 @@ class VLMEvalConfig(BackendOptions):
         modalities = self.modalities or list(task.default_modalities)
         for m in modalities:
             check_choice("modalities", m.strip().lower(), task.modalities)
+        if task.unit != "patient" and self.slices not in (None, task.default_slices):
+            raise ConfigError(f"--slices {self.slices}: {task.name} asks about its labelled {task.unit}s "
+                              "(WORK/units.csv); --slices selects slices for patient-level tasks")
         return self.model_copy(update={
             "orientations": orientations, "modalities": modalities,
-            "prompt": self.prompt or task.default_prompt, "slices": self.slices or task.default_slices,
-            "tie_break": task.tie_break_name(self.tie_break)})
+            "prompt": task.check_prompt(self.prompt or task.default_prompt),
+            "slices": self.slices or task.default_slices, "tie_break": task.tie_break_name(self.tie_break)})
 
     def resolved_reducer(self) -> str:
         return self.reducer or ("mean_prob" if self.scoring == "logprobs" else "majority")
@@ -103,6 +106,22 @@ class EvalResult:
         return 1 if self.n_failed else 0
 
 
+def _check_adapter_task(adapter: str | None, task: Task) -> None:
+    """Refuse an adapter that ``medvlm finetune`` trained for another task (its finetune_config.json)."""
+    import json
+
+    if not adapter:
+        return
+    record = Path(adapter) / "finetune_config.json"
+    try:
+        trained = json.loads(record.read_text(encoding="utf-8")).get("task") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        trained = None
+    if trained and trained != task.name:
+        raise ConfigError(f"--adapter {adapter}: fine-tuned for task {trained!r}, but the work folder is "
+                          f"{task.name!r}; fine-tune on this work folder first")
+
+
 def validate_config(config: VLMEvalConfig, task: Task | str | None = None
                     ) -> tuple[VLMEvalConfig, Prompt, Decoding, str]:
     """Check options before any work (ConfigError naming the option); returns the config with the
@@ -112,7 +131,9 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
     from medvlm.tasks import get_task
 
     check_choice("backend", config.backend, BACKENDS.names())
-    config = config.for_task(get_task(task))
+    task = get_task(task)
+    config = config.for_task(task)
+    _check_adapter_task(config.adapter, task)
     parse_selection(config.slices)  # type: ignore[arg-type]
     parse_modalities(config.modalities)
     reducer = config.resolved_reducer()
