@@ -40,8 +40,8 @@ def test_counts_and_gldr():
     ([0, 0, 1, 2, 2, 2, 2], 1, Vote(0, 1 / 3)),   # no-glioma answers do not vote
     ([0, 1, None, None], 1, Vote(1, 0.5)),         # tie -> HGG
     ([0, 1], 0, Vote(0, 0.5)),                     # tie -> LGG when asked
-    ([2, 2, None], 1, Vote(1, None)),              # no vote at all: tie rule, no score
-    ([], 0, Vote(0, None)),
+    ([2, 2, None], 1, Vote(None, None)),           # no class vote at all: abstained, never a guess
+    ([], 0, Vote(None, None)),
 ])
 def test_majority(choices, tie, expected):
     got = majority(choices, tie_break=tie)
@@ -54,7 +54,7 @@ def test_mean_prob():
     assert v.pred == 0 and v.score == pytest.approx(0.35)
     assert mean_prob([], [(0.25, 0.25, 0.5)]).pred == 1  # tie -> HGG
     assert mean_prob([], [(0.25, 0.25, 0.5)], tie_break=0).pred == 0
-    assert mean_prob([], [None]) == Vote(1, None)
+    assert mean_prob([], [None]) == Vote(None, None)
     assert REDUCERS.get("mean_prob") is mean_prob
     with pytest.raises(ConfigError, match="Did you mean 'majority'"):
         REDUCERS.get("majorty")
@@ -79,7 +79,7 @@ def test_patient_rows_per_orientation_and_combined():
     comb = by[("A", "combined")]  # pooled: 2 LGG vs 2 HGG -> tie -> HGG
     assert (comb.n_lgg, comb.n_hgg, comb.n_unparsed, comb.pred, comb.gldr) == (2, 2, 1, 1, 0.5)
     b = by[("B", "axial")]
-    assert (b.n_ng, b.pred) == (2, 1) and pd.isna(b.gldr)
+    assert b.n_ng == 2 and pd.isna(b.pred) and pd.isna(b.gldr)  # only "no glioma": abstained
     assert by[("B", "combined")].pred == 0
     c = by[("C", "combined")]  # a patient without slices is kept, with zero counts
     assert (c.n_lgg, c.n_hgg, c.n_ng, c.n_unparsed) == (0, 0, 0, 0)
@@ -98,7 +98,7 @@ def test_keyed_rows_reduce_repeats_per_slice_with_the_tumour_task():
     rows = keyed_rows(calls, units, task=task, keys=["patient_id", "orientation", "slice_index"])
     assert list(rows.columns) == ["patient_id", "orientation", "slice_index", "label", *task.count_columns,
                                   "n_unparsed", task.share_column, "score", "pred"]
-    assert rows["pred"].tolist() == [1, 1, 0, 1]   # 2 vs 1; unparsed only -> tie -> positive; 0; none -> tie
+    assert [None if pd.isna(p) else p for p in rows["pred"]] == [1, None, 0, None]  # no vote: abstained
     assert rows["score"].tolist()[0] == pytest.approx(2 / 3)
     assert rows["n_unparsed"].tolist() == [0, 1, 0, 0]
     assert pd.isna(rows["score"].iloc[1]) and pd.isna(rows["score"].iloc[3])

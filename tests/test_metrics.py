@@ -171,15 +171,30 @@ def test_read_predictions_types(tmp_path):
     path = _write(tmp_path, "patient_id,cohort,label,pred,score\n007,test,1,1,0.9\n010,val,0,1,\n")
     df = read_predictions(path)
     assert df["patient_id"].tolist() == ["007", "010"]
-    assert df["label"].dtype == np.int64 and df["pred"].dtype == np.int64
+    assert df["label"].dtype == np.int64 and str(df["pred"].dtype) == "Int64"
     assert np.isnan(df["score"].iloc[1])
+
+
+def test_an_empty_pred_is_an_abstention_counted_not_guessed(tmp_path, capsys):
+    from medvlm.cli import invoke
+
+    path = _write(tmp_path, "patient_id,label,pred,score\nA,1,1,0.9\nB,0,0,0.2\nC,1,,\nD,0,,\n")
+    df = read_predictions(path)
+    assert df["pred"].isna().tolist() == [False, False, True, True]
+    assert invoke(["metrics", str(path), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert (m["n"], m["accuracy"], m["auc"], m["n_abstained"], m["coverage"]) == (2, 1.0, 1.0, 2, 0.5)
+    none = _write(tmp_path, "label,pred\n1,\n0,\n", name="none.csv")
+    assert invoke(["metrics", str(none), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert (m["n"], m["accuracy"], m["coverage"], m["n_abstained"]) == (0, None, 0.0, 2)
 
 
 @pytest.mark.parametrize(("text", "match"), [
     ("patient_id,pred\nA,1\n", "missing column 'label'"),
     ("label,score\n1,0.2\n", "missing column 'pred'"),
     ("label,pred\n1,1\n2,0\n", "row 2, column 'label'"),
-    ("label,pred\n1,1\n0,\n", "row 2, column 'pred': empty"),
+    ("label,pred\n1,1\n,1\n", "row 2, column 'label': empty"),
     ("label,pred\n1,HGG\n", "row 1, column 'pred'"),
     ("label,pred,score\n1,1,0.5\n0,0,1.5\n", "row 2, column 'score'"),
     ("label,pred,score\n1,1,-0.1\n", "row 1, column 'score'"),
@@ -211,7 +226,7 @@ def test_cli_metrics_json(tmp_path, capsys):
     code, out, _ = _run(["metrics", str(path), "--json"], capsys)
     assert code == 0
     obj = json.loads(out)
-    assert list(obj) == list(METRIC_KEYS)
+    assert list(obj) == [*METRIC_KEYS, "n_abstained", "coverage"]  # the contract's keys, then abstentions
     assert (obj["tp"], obj["fp"], obj["tn"], obj["fn"]) == (2, 1, 1, 1)
     assert obj["auc"] == pytest.approx(5 / 6)
     code, out, _ = _run(["metrics", str(path), "--json", "--bootstrap", "100"], capsys)

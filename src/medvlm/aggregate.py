@@ -5,10 +5,12 @@ higher codes abstain, like "no glioma"), its positive class and its column names
 an unparsed answer. Abstaining and unparsed answers do not vote.
 
 - share = positive votes / class votes, None when there are none (BraTS grading calls it GLDR).
-- ``majority`` (the study's rule): the class with most votes; a tie (and no vote at all) goes to
-  ``tie_break``, the score staying None without votes. Score = share.
+- ``majority`` (the study's rule): the class with most votes; a tie between non-zero vote counts goes
+  to ``tie_break``. Score = share.
 - ``mean_prob`` (log-prob scoring): mean class probabilities over the answers that have them; pred by
   the larger mean (ties as above). Score = mean P(positive).
+- No evidence, no prediction: a unit without a single class vote (``majority``) or without class
+  probabilities (``mean_prob``) abstains: ``pred`` and ``score`` None, counted as abstained.
 - "combined" (patient unit): all slices of all orientations of a patient pooled, then the same reducer.
 
 >>> majority([1, 1, 0, 2, None])
@@ -17,6 +19,8 @@ Vote(pred=1, score=0.6666666666666666)
 Vote(pred=1, score=0.5)
 >>> majority([0, 1], tie_break=0).pred
 0
+>>> majority([2, None])  # no class vote: an abstention, never a guess
+Vote(pred=None, score=None)
 >>> vote_share(0, 0) is None
 True
 """
@@ -38,10 +42,10 @@ COMBINED = "combined"
 
 @dataclass(frozen=True)
 class Vote:
-    """A prediction: ``pred`` (a label) and ``score`` (P or share of the positive class; None if
-    undefined)."""
+    """A prediction: ``pred`` (a label; None = abstained) and ``score`` (P or share of the positive class;
+    None if undefined)."""
 
-    pred: int
+    pred: int | None
     score: float | None
 
 
@@ -92,6 +96,8 @@ def majority(choices: Sequence[int | None], probs: Sequence | None = None, *, ti
     """The study's vote over class answers (codes >= ``n_classes`` abstain); score = positive share."""
     counts = vote_counts([c if _is_missing(c) or int(c) < n_classes else None for c in choices], n_classes)
     votes = counts[:n_classes]
+    if sum(votes) == 0:
+        return Vote(None, None)
     share = vote_share(sum(votes) - votes[positive], votes[positive]) if n_classes == 2 else None
     return Vote(_decide(votes, tie_break), share)
 
@@ -99,14 +105,14 @@ def majority(choices: Sequence[int | None], probs: Sequence | None = None, *, ti
 def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, tie_break: int = 1,
               n_classes: int = 2, positive: int = 1) -> Vote:
     """Mean class probabilities over answers with probabilities (``probs`` rows, one value per answer
-    code, or None); pred = the larger mean; score = mean P(positive); no probabilities -> (tie, None).
+    code, or None); pred = the larger mean; score = mean P(positive); no probabilities -> abstained.
 
     >>> mean_prob([None, None], [(0.2, 0.7, 0.1), (0.4, 0.5, 0.1)])
     Vote(pred=1, score=0.6)
     """
     rows = [p for p in (probs or []) if p is not None and not any(_is_missing(v) for v in p)]
     if not rows:
-        return Vote(tie_break, None)
+        return Vote(None, None)
     means = [sum(float(p[i]) for p in rows) / len(rows) for i in range(n_classes)]
     return Vote(_decide([round(m, 12) for m in means], tie_break), means[positive])
 
@@ -164,7 +170,9 @@ def patient_rows(slices, labels: dict[str, int], *, task: Task, reducer: str = "
         for pid in labels:
             frames = [groups[(pid, name)] for name in orientations if (pid, name) in groups]
             out.append(row(pid, COMBINED, pd.concat(frames) if frames else empty))
-    return pd.DataFrame(out, columns=unit_columns(task, ["patient_id", "orientation"]))
+    table = pd.DataFrame(out, columns=unit_columns(task, ["patient_id", "orientation"]))
+    table["pred"] = table["pred"].astype("Int64")  # empty where abstained
+    return table
 
 
 def keyed_rows(calls, units, *, task: Task, keys: Sequence[str], reducer: str = "majority",
@@ -182,4 +190,6 @@ def keyed_rows(calls, units, *, task: Task, keys: Sequence[str], reducer: str = 
         key = tuple(unit[:len(keys)])
         out.append({**dict(zip(keys, key, strict=True)), "label": int(unit[-1]),
                     **_unit_row(groups.get(key if len(keys) > 1 else key[0], empty), task, fn, tie_break)})
-    return pd.DataFrame(out, columns=unit_columns(task, keys))
+    table = pd.DataFrame(out, columns=unit_columns(task, keys))
+    table["pred"] = table["pred"].astype("Int64")  # empty where abstained
+    return table

@@ -318,14 +318,16 @@ def metrics_with_ci(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | Non
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read and validate a predictions CSV (``label,pred`` required; ``score``, ``patient_id``, ...).
 
-    ``label`` and ``pred`` must be 0 or 1 on every row, ``score`` empty or within [0, 1] (an all-empty
+    ``label`` must be 0 or 1 on every row, ``pred`` 0, 1 or empty (an abstention: the model gave no
+    answer to decide on), ``score`` empty or within [0, 1] (an all-empty
     ``score`` column counts as no scores; an empty score, e.g. a VLM patient without votes, is left out
     of the AUC only). ``patient_id`` and ``cohort`` are read as strings. Any
     violation raises :class:`DataError` naming the file, the row (1-based data row, as a spreadsheet
     shows it after the header) and the column.
 
     Returns:
-        DataFrame with ``label``/``pred`` as int64, ``score`` as float64 (when present), others as read.
+        DataFrame with ``label`` as int64, ``pred`` as nullable Int64 (empty = abstained), ``score`` as
+        float64 (when present), others as read.
     """
     import pandas as pd
 
@@ -345,14 +347,14 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: no data rows")
     for col in ("label", "pred"):
         values = pd.to_numeric(df[col], errors="coerce")
-        bad = ~values.isin([0, 1])
+        bad = ~values.isin([0, 1]) & ~(df[col].isna() if col == "pred" else False)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raw = df[col].iloc[row]
             shown = "empty" if pd.isna(raw) else repr(str(raw))
             raise DataError(f"{path}: row {row + 1}, column {col!r}: {shown} is not 0 or 1 (1 = the positive "
                             "class)")
-        df[col] = values.astype(np.int64)
+        df[col] = values.astype(np.int64) if col == "label" else values.astype("Int64")
     if "score" in df.columns:
         values = pd.to_numeric(df["score"], errors="coerce")
         nonnum = values.isna() & df["score"].notna()

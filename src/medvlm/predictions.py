@@ -10,8 +10,10 @@ A predictions table has one row per prediction unit: ``patient_id`` plus the uni
 - :func:`fold_ensemble` -- several folds' predictions of the same units -> one row per unit: the mean
   score, ``pred = mean score >= 0.5`` (the majority of the folds' ``pred`` without scores, a tie to the
   positive class);
-- :func:`predictions_metrics` -- metrics with bootstrap CIs; rows that share a patient (slices, images)
-  are resampled by patient (the cluster bootstrap), never row by row.
+- :func:`predictions_metrics` -- metrics with bootstrap CIs on the answered rows; a row with an empty
+  ``pred`` is an abstention (no evidence, no prediction), counted in ``n_abstained`` and ``coverage``;
+  rows that share a patient (slices, images) are resampled by patient (the cluster bootstrap), never row
+  by row.
 """
 
 from __future__ import annotations
@@ -90,16 +92,35 @@ def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
 
 def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str = "percentile"
                         ) -> dict[str, Any]:
-    """Metrics of a predictions table (:func:`medvlm.metrics.metrics_from_frame`; a row without a score is
-    left out of the AUC only), with the bootstrap clustered by patient when rows are slices or images
-    (``n_patients`` added then)."""
+    """Metrics of a predictions table (:func:`medvlm.metrics.metrics_from_frame`) on its answered rows
+    (an empty ``pred`` is an abstention; a row without a score is left out of the AUC only), with the
+    bootstrap clustered by patient when rows are slices or images (``n_patients`` added then), plus
+    ``n_abstained`` and ``coverage`` (answered share of the rows).
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"label": [1, 0, 1, 0], "pred": [1, 0, None, None]})
+    >>> m = predictions_metrics(df)
+    >>> m["n"], m["accuracy"], m["n_abstained"], m["coverage"]
+    (2, 1.0, 2, 0.5)
+    """
     from medvlm.metrics import metrics_from_frame
 
     clusters = "patient_id" if len(unit_keys(df)) > 1 else None
     if clusters is not None and "patient_id" not in df.columns:
         raise DataError("rows are slices (a slice_index column) but there is no patient_id column: the "
                         "confidence intervals must resample patients, so every row needs its patient_id")
-    out = metrics_from_frame(df, n_boot=n_boot, seed=seed, clusters=clusters, method=method)
+    answered = df[df["pred"].notna()].astype({"pred": "int64"})
+    if answered.empty:
+        from medvlm.metrics import CI_METRICS, METRIC_KEYS
+
+        out: dict[str, Any] = {k: None for k in METRIC_KEYS}
+        out.update(n=0, tp=0, fp=0, tn=0, fn=0)
+        if n_boot:
+            out.update({f"{k}_ci": None for k in CI_METRICS})
+    else:
+        out = metrics_from_frame(answered, n_boot=n_boot, seed=seed, clusters=clusters, method=method)
     if clusters is not None:
-        out["n_patients"] = int(df["patient_id"].nunique())
+        out["n_patients"] = int(answered["patient_id"].nunique())
+    out["n_abstained"] = int(len(df) - len(answered))
+    out["coverage"] = len(answered) / len(df) if len(df) else None
     return out

@@ -225,15 +225,17 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
                         confidence: float = 0.95) -> dict[str, Any]:
     """Paired comparison of two prediction frames (from :func:`medvlm.metrics.read_predictions`).
 
-    Joins on ``patient_id`` after keeping only ``cohort == "test"`` rows in a frame that has a cohort
-    column. Raises :class:`DataError` when a patient is in one frame only, when a patient's label
-    differs between the frames, or when a patient_id repeats.
+    Joins on ``patient_id`` (plus the slice keys for slice rows) after keeping only ``cohort == "test"``
+    rows in a frame that has a cohort column, then pairs only the units both models answered (an empty
+    ``pred`` is an abstention). Raises :class:`DataError` when a patient is in one frame only, when a
+    patient's label differs between the frames, or when a patient_id repeats.
 
     Returns:
         the contract's keys ``n, auc_a, auc_b, auc_diff, auc_diff_ci, delong_z, delong_p, mcnemar_b,
         mcnemar_c, mcnemar_p`` plus ``accuracy_a, accuracy_b, accuracy_diff, accuracy_diff_ci,
-        mcnemar_method``. AUC keys are None when a side has no scores (or a patient has no score,
-        with a :class:`StatsWarning`) or when the test cohort has one class only.
+        mcnemar_method, n_dropped_abstained`` (units left out because one model abstained). AUC keys
+        are None when a side has no scores (or a patient has no score, with a :class:`StatsWarning`) or
+        when the test cohort has one class only.
     """
     from medvlm.metrics import has_scores
 
@@ -251,6 +253,12 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
         raise DataError(f"the two files do not cover the same {what} (same kind of rows? one row per "
                         "patient, or per slice, in both): " + "; ".join(parts))
     sb = sb.loc[sa.index]
+    both = (sa["pred"].notna() & sb["pred"].notna()).to_numpy()  # units both models answered
+    n_dropped = int((~both).sum())
+    sa, sb = sa[both].astype({"pred": "int64"}), sb[both].astype({"pred": "int64"})
+    if sa.empty:
+        raise DataError(f"no unit answered by both {name_a} and {name_b} ({n_dropped} abstained in one "
+                        "or both): nothing to compare")
     mismatch = sa["label"].to_numpy() != sb["label"].to_numpy()
     if mismatch.any():
         pid = sa.index[np.flatnonzero(mismatch)[0]]
@@ -264,7 +272,7 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
                            "mcnemar_b": mc["b"], "mcnemar_c": mc["c"], "mcnemar_p": mc["p"],
                            "mcnemar_method": mc["method"], "accuracy_a": mc["accuracy_a"],
                            "accuracy_b": mc["accuracy_b"], "accuracy_diff": mc["accuracy_diff"],
-                           "accuracy_diff_ci": mc["accuracy_diff_ci"]}
+                           "accuracy_diff_ci": mc["accuracy_diff_ci"], "n_dropped_abstained": n_dropped}
     if clustered:  # rows of one patient are not independent: say so with the numbers
         out["unit"] = "slice"
         out["n_patients"] = int(sa["patient_id"].nunique())

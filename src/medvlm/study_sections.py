@@ -91,7 +91,7 @@ def _test_metrics(run_path: Path) -> tuple[dict[str, Any], Any, Any] | None:
         df = df.drop(columns="score")  # an AUC needs every unit's score
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = predictions_metrics(df.astype({"label": int, "pred": int}))
+        m = predictions_metrics(df.astype({"label": int}))
     return m, df, run_task(run)
 
 
@@ -113,6 +113,10 @@ def plain_summary(runs: list[Path]) -> str:
         if found is None:
             continue
         m, df, task = found
+        df = df[df["pred"].notna()]  # the answered units (abstentions are counted in the metrics)
+        if df.empty:
+            lines.append(f"{path.name}: no test unit was answered ({m['n_abstained']} abstained).")
+            continue
         neg, pos = task.classes[0], task.classes[task.positive_label]
         units = {"patient": "patients", "slice": "slices", "image": "images"}[task.unit]
         n_neg = int((df["label"] == 0).sum())

@@ -40,8 +40,8 @@ FAILURE_COLUMNS = ["patient_id", "orientation", "slice_index", "repeat", "prompt
 
 def csv_columns(task: Task) -> list[str]:
     """``consistency.csv``'s columns: the contract's (key, repeat, choice, one probability column per
-    answer code of the task, raw), then :data:`EXTRA_COLUMNS` and ``mass``."""
-    return [*CALL_KEY, "repeat", "choice", *task.prob_columns, "raw", *EXTRA_COLUMNS, "mass"]
+    answer code of the task, raw), then :data:`EXTRA_COLUMNS`, ``mass`` and ``finish_reason``."""
+    return [*CALL_KEY, "repeat", "choice", *task.prob_columns, "raw", *EXTRA_COLUMNS, "mass", "finish_reason"]
 
 
 # =============================================================================================== images

@@ -47,7 +47,7 @@ def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[s
         "model": _model_name(run),
         "model_short": Path(_model_name(run)).name if "/" in _model_name(run) else _model_name(run),
         "subset": subset,
-        "n": fmt(n),
+        "n": fmt(n) + (f" (+{m['n_abstained']} abstained)" if m.get("n_abstained") else ""),
         "counts": counts,
         "cells": _metric_cells(m),
         "source": source,

@@ -183,7 +183,8 @@ def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str
     n_unparsed = int(calls["choice"].isna().sum())
     out.update({"n_calls": n_calls, "n_unparsed": n_unparsed, "n_failed": n_failed,
                 "parsed_share": (n_calls - n_unparsed) / n_calls if n_calls else None,
-                "n_no_score": int(units["score"].isna().sum())})
+                "n_no_score": int(units["score"].isna().sum()),
+                "n_truncated": int((calls["finish_reason"] == "length").sum())})
     return out
 
 
@@ -296,6 +297,7 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     metrics = {
         "orientations": metrics_by_name,
         "n_calls": len(calls), "n_unparsed": n_unparsed, "n_failed": len(failures),
+        "n_truncated": int((calls["finish_reason"] == "length").sum()),
         "n_patients": len(cohort), "cohort": config.cohort, "reducer": reducer, "tie_break": config.tie_break,
         "scoring": config.scoring, "backend": config.backend, "model": config.model,
         "adapter": config.adapter,

@@ -205,7 +205,7 @@ class TransformersBackend(Backend):
             return bool(getattr(gen, "do_sample", False))
         return decoding.temperature > 0
 
-    def _generate(self, batch: list[Any], decoding: Any) -> list[str]:
+    def _generate(self, batch: list[Any], decoding: Any) -> list[tuple[str, str]]:
         import torch
 
         inputs = self._inputs(batch)
@@ -225,7 +225,19 @@ class TransformersBackend(Backend):
         with torch.no_grad():
             out = self.model.generate(**inputs, **kwargs)
         new = out[:, inputs["input_ids"].shape[1]:]
-        return [self.processor.decode(row, skip_special_tokens=True) for row in new]
+        return [(self.processor.decode(row, skip_special_tokens=True), self._finish_reason(row, decoding))
+                for row in new]
+
+    def _finish_reason(self, row: Any, decoding: Any) -> str:
+        """``stop`` when the model ended its turn, ``length`` when it was cut at ``max_new_tokens``."""
+        gen = getattr(self.model, "generation_config", None)
+        ends = getattr(gen, "eos_token_id", None)
+        ends = set(ends if isinstance(ends, (list, tuple)) else [ends])
+        ends.add(self.processor.tokenizer.eos_token_id)
+        ids = [int(t) for t in row]
+        if any(t in ends for t in ids):
+            return "stop"
+        return "length" if len(ids) >= decoding.max_new_tokens else "stop"
 
     # ------------------------------------------------------------------ many requests
     def answer(self, requests, decoding):
@@ -244,8 +256,8 @@ class TransformersBackend(Backend):
                     yield req, VLMResponse(raw=raw, prefill=req.prefix, mass=float(sum(row)),
                                            code_probs=dict(zip(req.codes, row, strict=True)))
             else:
-                for req, text in zip(batch, self._generate(batch, decoding), strict=True):
-                    yield req, VLMResponse(raw=text, prefill=req.prefix)
+                for req, (text, reason) in zip(batch, self._generate(batch, decoding), strict=True):
+                    yield req, VLMResponse(raw=text, prefill=req.prefix, finish_reason=reason)
 
         for req in requests:
             if batch and (req.prefix, req.codes) != (batch[0].prefix, batch[0].codes):

@@ -5,7 +5,8 @@
   the task's parser. It runs on fresh *and* cached answers, so a parser change reaches old answers.
 - :func:`call_frame` turns answers into the per-call table shared by ``slices.csv`` (eval-vlm) and
   ``consistency.csv``: the key columns, ``repeat``, ``choice`` (empty = unparsed), one probability
-  column per answer code (named by the task), ``raw`` and ``mass``.
+  column per answer code (named by the task), ``raw``, ``mass`` and ``finish_reason`` (``length`` = the
+  answer was cut at ``--max-new-tokens``).
 """
 
 from __future__ import annotations
@@ -55,19 +56,21 @@ def interpret(response: VLMResponse, task: Task, *, prefill: str = "") -> VLMRes
 def call_frame(records: Sequence[dict[str, Any]], task: Task, *, key: Sequence[str] = CALL_KEY,
                extra: Sequence[str] = ()) -> Any:
     """A DataFrame of per-call rows: ``key``, ``repeat``, ``choice``, the task's probability columns,
-    ``raw``, ``mass``, then ``extra``. Each record is a dict with the key columns, ``repeat``,
+    ``raw``, ``mass``, ``finish_reason``, then ``extra``. Each record is a dict with the key columns,
+    ``repeat``,
     ``response`` (an interpreted :class:`VLMResponse`) and the ``extra`` columns. Dtypes: ``choice``
     nullable integer, probabilities and mass float64."""
     import pandas as pd
 
     prob_columns = task.prob_columns
-    columns = [*key, "repeat", "choice", *prob_columns, "raw", "mass", *extra]
+    columns = [*key, "repeat", "choice", *prob_columns, "raw", "mass", "finish_reason", *extra]
     rows = []
     for rec in records:
         r: VLMResponse = rec["response"]
         probs = r.probs or (None,) * len(prob_columns)
         rows.append({**{k: rec[k] for k in (*key, "repeat", *extra)}, "choice": r.choice,
-                     **dict(zip(prob_columns, probs, strict=True)), "raw": r.raw or "", "mass": r.mass})
+                     **dict(zip(prob_columns, probs, strict=True)), "raw": r.raw or "", "mass": r.mass,
+                     "finish_reason": r.finish_reason or ""})
     frame = pd.DataFrame(rows, columns=columns)
     frame["choice"] = frame["choice"].astype("Int64")
     for c in (*prob_columns, "mass"):

@@ -17,6 +17,7 @@ def add_confusion_matrix(run: RunData, d: dict[str, Any]) -> None:
 
     try:
         tp = test_cohort_predictions(run)
+        tp = tp[tp["pred"].notna()]  # abstentions have no cell in a confusion matrix
         d["figures"].append(
             _figure(
                 F.confusion_matrix_figure(tp["label"], tp["pred"], title=f"{run.name}: test cohort",
