@@ -269,9 +269,15 @@ def test_skipped_patient_and_did_you_mean(cons_work, tmp_path, capsys):
 def test_tiny_transformers_sampling_defaults_and_seeds(cons_work, tiny_model, tmp_path):
     common = ["--backend", "transformers", "--patient", PATIENT_LGG, "--repeats", "6", "--max-new-tokens",
               "4", "--no-progress"]
-    # the tiny model's generation_config has no do_sample: its default is greedy, every repeat the same
+    # a model whose generation_config does not sample: its default is greedy, every repeat the same
+    greedy_model = tmp_path / "greedy_model"
+    shutil.copytree(tiny_model, greedy_model)
+    config = json.loads((greedy_model / "generation_config.json").read_text())
+    assert config["do_sample"] is True and config["temperature"] == 0.6  # make-tiny-vlm: like Llama's
+    config.update(do_sample=False)
+    (greedy_model / "generation_config.json").write_text(json.dumps(config))
     greedy = tmp_path / "greedy"
-    args = ["consistency", str(cons_work), "--out", str(greedy), "--model", str(tiny_model), *common]
+    args = ["consistency", str(cons_work), "--out", str(greedy), "--model", str(greedy_model), *common]
     assert _run(args) == 0
     g = pd.read_csv(greedy / "consistency.csv", keep_default_na=False)
     assert len(g) == 6 and g["raw"].nunique() == 1 and set(g["temperature"]) == {0.0}
@@ -322,3 +328,25 @@ def test_on_a_prepared_synthetic_cohort(prepared_work, tmp_path):
     for image in s["per_image"]:
         lo, hi = manifest.loc[image["patient_id"], ["tumour_y_min", "tumour_y_max"]].astype(int)
         assert image["slice_index"] == (lo + hi) // 2
+
+
+def test_sampling_that_never_happened_is_flagged(cons_work, server, tmp_path):
+    # a server that ignores the temperature: every repeat byte-identical
+    server.behave = lambda body, n: (200, server.completion("Choice: 1 Reasoning: same"), 0)
+    run = tmp_path / "flat"
+    assert _run(_openai_args(cons_work, run, server, "--patient", "P000", "--repeats", "4",
+                             "--temperature", "1.0")) == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert s["sampling_effective"] is False
+    # greedy on purpose: nothing to flag
+    run0 = tmp_path / "greedy"
+    assert _run(_openai_args(cons_work, run0, server, "--patient", "P000", "--repeats", "4",
+                             "--temperature", "0")) == 0
+    assert "sampling_effective" not in json.loads((run0 / "summary.json").read_text())
+    # a server that samples
+    server.behave = lambda body, n: (200, server.completion(f"Choice: {n % 2} Reasoning: r{n}"), 0)
+    run1 = tmp_path / "sampled"
+    assert _run(_openai_args(cons_work, run1, server, "--patient", "P000", "--repeats", "4",
+                             "--temperature", "1.0", "--extra-body", '{"top_k": 40}')) == 0
+    assert json.loads((run1 / "summary.json").read_text())["sampling_effective"] is True
+    assert server.bodies[-1]["top_k"] == 40

@@ -131,7 +131,7 @@ def test_logprobs_read_and_missing_logprobs_is_a_clear_error(fake_server):
 
 
 def test_requests_spread_over_servers_and_avoid_a_failing_one(fake_server):
-    from conftest import FakeServer
+    from tests.vlm.conftest import FakeServer
 
     healthy2, broken = FakeServer(), FakeServer()
     broken.behave = lambda body, n: (500, {"error": "down"}, 0)

@@ -17,8 +17,9 @@ def test_both_configs_share_the_backend_options_and_builder():
     a, b = VLMEvalConfig(**shared).backend_config(), ConsistencyConfig(**shared).backend_config()
     assert a == b == BackendConfig(**shared, adapter=None, device="auto")
     assert set(BackendConfig.model_fields) <= set(BackendOptions.model_fields)
+    assert ConsistencyConfig(model="m", extra_body={"top_k": 5}).extra_body == {"top_k": 5}  # both commands
     with pytest.raises(ValueError, match="extra"):
-        ConsistencyConfig(model="m", extra_body={})  # eval-vlm only
+        ConsistencyConfig(model="m", extra_bodyy={})  # unknown keys are refused
 
 
 def test_cli_names_the_option_of_a_bad_shared_value(tmp_path, capsys):

@@ -23,6 +23,7 @@ from medvlm.cli.vlm import (
     Cache,
     Concurrency,
     Device,
+    ExtraBody,
     Fold,
     MaxNewTokens,
     MaxRetries,
@@ -81,6 +82,7 @@ def consistency_cmd(
     max_retries: MaxRetries = _default("max_retries"),
     cache: Cache = _default("cache"),
     progress: Progress = _default("progress"),
+    extra_body: ExtraBody = None,
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
@@ -95,7 +97,8 @@ def consistency_cmd(
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
-                            timeout=timeout, max_retries=max_retries, cache=cache, progress=progress)
+                            timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
+                            extra_body=extra_body)
     config = build_config(ConsistencyConfig, {
         **shared, "patients": list(patient), "orientation": orientation, "slice_index": slice_index,
         "cohort": cohort, "fold": fold, "prompts": list(prompt),

@@ -50,6 +50,25 @@ Timeout = Annotated[float, typer.Option("--timeout", help="Per-request timeout i
 MaxRetries = Annotated[int, typer.Option("--max-retries")]
 Cache = Annotated[Path | None, typer.Option("--cache", help="Response cache (default RUN/cache.sqlite).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
+ExtraBody = Annotated[str | None, typer.Option("--extra-body", help="A JSON object of extra request fields "
+                                               "(openai backend), e.g. '{\"top_k\": 40}'.")]
+
+
+def _extra_body(text: str | None) -> dict[str, Any]:
+    """``--extra-body`` -> a dict (ConfigError unless a JSON object)."""
+    import json
+
+    from medvlm.errors import ConfigError
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--extra-body: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--extra-body: a JSON object is needed, got {type(value).__name__}")
+    return value
 
 
 def _default(field: str):
@@ -62,14 +81,15 @@ def _default(field: str):
 def backend_fields(*, backend: str, model: str, base_url: list[str], adapter: str | None, scoring: str,
                    structured: str, modalities: str | None, concurrency: int, batch_size: int, device: str,
                    max_new_tokens: int, seed: int | None, timeout: float, max_retries: int,
-                   cache: Path | None, progress: bool) -> dict[str, Any]:
+                   cache: Path | None, progress: bool, extra_body: str | None = None) -> dict[str, Any]:
     """The shared command-line options -> :class:`~medvlm.vlm.options.BackendOptions` fields."""
     return {"backend": backend, "model": model, "base_urls": list(base_url), "adapter": adapter,
             "scoring": scoring, "structured": structured,
             "modalities": _csv(modalities) if modalities else None,
             "concurrency": concurrency, "batch_size": batch_size, "device": device,
             "max_new_tokens": max_new_tokens, "seed": seed, "timeout_s": timeout, "max_retries": max_retries,
-            "cache": str(cache) if cache else None, "progress": progress}
+            "cache": str(cache) if cache else None, "progress": progress,
+            "extra_body": _extra_body(extra_body)}
 
 
 def build_config(cls: type[T], fields: dict[str, Any], *, renames: dict[str, str] | None = None) -> T:
@@ -130,6 +150,7 @@ def eval_vlm_cmd(
     cache: Cache = _default("cache"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0: none)."),
     progress: Progress = _default("progress"),
+    extra_body: ExtraBody = None,
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -144,7 +165,8 @@ def eval_vlm_cmd(
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
-                            timeout=timeout, max_retries=max_retries, cache=cache, progress=progress)
+                            timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
+                            extra_body=extra_body)
     config = build_config(VLMEvalConfig, {
         **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt,
         "cohort": cohort, "fold": fold,

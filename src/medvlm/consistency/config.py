@@ -139,7 +139,7 @@ def decoding_for(sampling: Sampling, config: ConsistencyConfig) -> Decoding:
 
     return Decoding(scoring=config.scoring, max_new_tokens=config.max_new_tokens,
                     temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
-                    structured=config.structured)
+                    structured=config.structured, extra_body=config.extra_body)
 
 
 def format_temperature(value: float | None) -> str:

@@ -304,6 +304,10 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     summary = build_summary(frame, prompts=[p.name for p in prompts], samplings=samplings,
                             repeats=config.repeats, n_failed=len(failures), task=task,
                             tie_break=config.tie_break)
+    if summary.get("sampling_effective") is False:
+        notes.append("sampling was asked for (temperature > 0) but every repeat of every image gave the "
+                     "byte-identical answer: the server or model did not sample (summary.json: "
+                     "sampling_effective false); check its generation config, or pass --extra-body")
     write_json_atomic(out / "summary.json", summary)
     write_run_info(out, kind="consistency", config=run_config)
     result = ConsistencyResult(out=out, summary=summary, n_calls=len(frame), n_failed=len(failures),
@@ -315,6 +319,20 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
 
 
 _IMAGE_KEYS = ["_prompt", "_sampling", "_image"]
+
+
+def sampling_effective(frame: pd.DataFrame, samplings: list[Sampling], repeats: int) -> bool | None:
+    """Whether sampling happened: None when none was asked for (no temperature above 0, or one
+    repeat); else False when every image of every sampled series got the byte-identical answer in every
+    repeat, True otherwise."""
+    sampled = [i for i, s in enumerate(samplings) if s.temperature is not None and s.temperature > 0]
+    if repeats < 2 or not sampled:
+        return None
+    part = frame[frame["_sampling"].isin(sampled)]
+    if part.empty:
+        return None
+    distinct = part.groupby(_IMAGE_KEYS, sort=False)["raw"].nunique()
+    return bool((distinct > 1).any())
 
 
 def build_summary(frame: pd.DataFrame, *, prompts: list[str], samplings: list[Sampling], repeats: int,
@@ -335,6 +353,9 @@ def build_summary(frame: pd.DataFrame, *, prompts: list[str], samplings: list[Sa
                           "slice_index": int(row["slice_index"]), "prompt": prompts[int(row["_prompt"])],
                           "temperature": samplings[int(row["_sampling"])].temperature, **s})
     summary["per_image"] = per_image
+    effective = sampling_effective(frame, samplings, repeats)
+    if effective is not None:
+        summary["sampling_effective"] = effective
     if len(prompts) > 1:
         summary["per_prompt"] = []
         for i, name in enumerate(prompts):

@@ -183,6 +183,12 @@ def overall_table(summary: Mapping[str, Any], title: str = "Overall", *, names: 
         )
     if "repeats" in summary:
         rows.append(["repeats", _f(summary["repeats"]), "times each image and prompt were asked"])
+    if summary.get("sampling_effective") is not None:
+        effective = bool(summary["sampling_effective"])
+        cell = {"v": "yes" if effective else "no", "cls": "" if effective else "bad"}
+        rows.append(["sampling effective", cell, "a temperature above 0 was asked for; "
+                     + ("the repeats differ" if effective else
+                        "every repeat of every image was byte-identical: the model did not sample")])
     sampling = summary.get("sampling")
     if isinstance(sampling, list) and sampling:
         text = "; ".join(

@@ -51,7 +51,6 @@ class VLMEvalConfig(BackendOptions):
     tie_break: str | None = None  # a class name; default: the positive class
     temperature: float | None = Field(0.0, ge=0)
     top_p: float | None = Field(1.0, gt=0, le=1)
-    extra_body: dict[str, Any] = Field(default_factory=dict)
     n_boot: int = Field(1000, ge=0)
     boot_seed: int = 0
 

@@ -8,7 +8,7 @@ sections inherit them too): which backend and model, how to reach it, how to ask
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -24,6 +24,8 @@ class BackendOptions(BackendConfig):
     - asking it: ``scoring`` (generate | logprobs), ``structured`` (none | choice | json),
       ``modalities`` (one, or four for a 2x2 montage), ``max_new_tokens``, ``seed`` (base sampling seed,
       request seed = seed + repeat index; None = send none);
+    - ``extra_body``: extra JSON fields of every request (openai backend; e.g. a server's own sampling
+      switch), part of the cache key;
     - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar).
     """
 
@@ -34,6 +36,7 @@ class BackendOptions(BackendConfig):
     modalities: list[str] | None = None  # default: the task's
     max_new_tokens: int = Field(96, ge=1)
     seed: int | None = 0
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # sent as is to an OpenAI-compatible server
     cache: str | None = None  # default RUN/cache.sqlite
     progress: bool = True
 

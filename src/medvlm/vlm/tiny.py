@@ -90,6 +90,11 @@ def build_tiny_model(processor, *, seed: int = 0):
                 param.fill_(1.0)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
+    # like Llama-3.2-Vision's own generation config: sampling on, so that a server which takes its
+    # do_sample from the model (transformers serve) really samples at a temperature above 0
+    model.generation_config.do_sample = True
+    model.generation_config.temperature = 0.6
+    model.generation_config.top_p = 0.9
     return model
 
 

@@ -1,0 +1,113 @@
+"""Honest at the edges of a real deployment: the probe, which errors are retried, what servers ignore,
+abstentions and cut-off answers. Error bodies are the real servers' shapes (vLLM, transformers serve)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pandas as pd
+import pytest
+
+from medvlm.cli import invoke
+
+VLLM_404 = {"object": "error", "message": "The model `llama3.2-vision` does not exist.",
+            "type": "NotFoundError", "param": None, "code": 404}
+SERVE_PINNED_400 = {"detail": "Server is pinned to 'tiny'; requested 'llama3.2-vision'."}
+SERVE_422 = {"detail": "Unexpected fields in the request: {'guided_choice'}"}
+
+
+def _args(work, out, url, *extra):
+    return ["eval-vlm", str(work), "--out", str(out), "--backend", "openai", "--model", "llama3.2-vision",
+            "--base-url", url, "--orientations", "axial", "--bootstrap", "0", "--no-progress",
+            "--max-retries", "2", *extra]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("medvlm: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_an_unreachable_server_stops_at_once(tiny_work, tmp_path, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    assert invoke(_args(tiny_work, tmp_path / "r", f"http://127.0.0.1:{port}/v1")) == 2
+    assert time.monotonic() - start < 10
+    assert "cannot reach the server" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (404, VLLM_404, "(HTTP 404: The model `llama3.2-vision` does not exist"),
+    (400, SERVE_PINNED_400, "(HTTP 400: Server is pinned to 'tiny'"),
+])
+def test_a_model_not_served_is_one_line_naming_what_is_served(tiny_work, tmp_path, capsys, fake_server,
+                                                               status, body, expected):
+    fake_server.models = ["tiny"]
+    fake_server.behave = lambda b, n: (status, body, 0)
+    assert invoke(_args(tiny_work, tmp_path / "r", fake_server.url)) == 2
+    err = _one_line_error(capsys)
+    assert "does not serve model 'llama3.2-vision'" in err and expected in err and "it lists: tiny" in err
+    assert len(fake_server.bodies) == 1  # the probe, never retried, nothing else sent
+
+
+def test_a_rejected_request_field_names_the_option_to_use(tiny_work, tmp_path, capsys, fake_server):
+    fake_server.behave = lambda b, n: ((422, SERVE_422, 0) if "guided_choice" in b
+                                       else fake_server.default(b, n))
+    assert invoke(_args(tiny_work, tmp_path / "r", fake_server.url, "--structured", "choice")) == 2
+    err = _one_line_error(capsys)
+    assert "rejects the request field 'guided_choice'" in err and "use --structured none" in err
+    assert len(fake_server.bodies) == 1
+
+
+def test_structured_json_ignored_by_the_server_stops_the_run(tiny_work, tmp_path, capsys, fake_server):
+    fake_server.behave = lambda b, n: (200, fake_server.completion("Choice: 1 Reasoning: x"), 0)
+    assert invoke(_args(tiny_work, tmp_path / "r", fake_server.url, "--structured", "json")) == 2
+    assert "ignored --structured json" in _one_line_error(capsys)
+    assert len(fake_server.bodies) == 1
+
+
+def test_only_transient_errors_are_retried_and_a_dead_run_stops_sending(tiny_work, tmp_path, fake_server):
+    fake_server.behave = lambda b, n: (503, {"error": "overloaded"}, 0)
+    out = tmp_path / "r"
+    assert invoke(_args(tiny_work, out, fake_server.url, "--max-retries", "1", "--concurrency", "1")) == 1
+    fails = pd.read_csv(out / "failures.csv")
+    assert len(fails) == 12  # every call recorded as failed ...
+    assert len(fake_server.bodies) <= 2 * 8 + 2  # ... but after 8 dead requests no more were sent
+    assert fails["error"].str.contains("not sent").sum() >= 2
+    preds = pd.read_csv(out / "predictions.csv")
+    assert preds["pred"].isna().all() and preds["score"].isna().all()  # no answer, no prediction
+    metrics = json.loads((out / "metrics.json").read_text())["orientations"]["combined"]
+    assert metrics["coverage"] == 0.0 and metrics["n_abstained"] == len(preds) and metrics["n"] == 0
+
+
+def test_all_unparsable_answers_abstain_and_cut_answers_are_counted(tiny_work, tmp_path, fake_server):
+    def behave(b, n):
+        payload = fake_server.completion("I would need more clinical context.")
+        payload["choices"][0]["finish_reason"] = "length"
+        return 200, payload, 0
+
+    fake_server.behave = behave
+    out = tmp_path / "r"
+    assert invoke(_args(tiny_work, out, fake_server.url)) == 0
+    preds = pd.read_csv(out / "predictions.csv")
+    assert preds["pred"].isna().all()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_truncated"] == m["n_calls"] == 12
+    combined = m["orientations"]["combined"]
+    assert combined["coverage"] == 0.0 and combined["accuracy"] is None and combined["auc"] is None
+    calls = pd.read_csv(out / "slices.csv")
+    assert set(calls["finish_reason"]) == {"length"}
+    assert invoke(["metrics", str(out / "predictions.csv"), "--json"]) == 0
+
+
+def test_a_fully_cached_rerun_contacts_no_server(tiny_work, tmp_path, fake_server):
+    out = tmp_path / "r"
+    assert invoke(_args(tiny_work, out, fake_server.url)) == 0
+    sent, gets = len(fake_server.bodies), fake_server.model_gets
+    fake_server.close()  # the server is gone: a rerun must not need it
+    assert invoke(_args(tiny_work, out, fake_server.url)) == 0
+    assert sent == 12 and gets == 0
