@@ -37,7 +37,8 @@ def test_quick_run_writes_every_ratio(tmp_path):
     rerun = by_name["vlm_rerun"]["measured"]
     assert rerun["rerun_requests_at_server"] == 0 and rerun["rerun_n_sent"] == 0
     assert rerun["rerun_n_cached"] == by_name["vlm_concurrency"]["measured"]["c16_calls"]
-    assert by_name["vlm_two_servers"]["measured"]["sent_per_server"] == [16, 16]
+    spread = by_name["vlm_two_servers"]["measured"]["sent_per_server"]
+    assert sum(spread) == 32 and abs(spread[0] - spread[1]) <= 2  # the probe goes first, alone
     assert by_name["vlm_concurrency"]["figure"] > 2  # even a loaded 2-core machine overlaps 16 requests
     table = (tmp_path / "RESULTS.md").read_text()
     assert "| benchmark | figure | goal | met | measured |" in table

@@ -63,6 +63,14 @@ def details(run: RunData, d: dict[str, Any]) -> None:
         facts.append(("unparsed rate", f"{100 * n_unparsed / n_calls:.1f}%"))
     if n_failed is not None:
         facts.append(("failed calls", fmt(n_failed)))
+    n_truncated = metrics.get("n_truncated") if isinstance(metrics, Mapping) else None
+    if n_truncated is not None:
+        facts.append(("answers cut at --max-new-tokens", fmt(n_truncated)))
+    combined = (metrics.get("orientations") or {}).get("combined") if isinstance(metrics, Mapping) else None
+    if isinstance(combined, Mapping) and combined.get("n_abstained"):
+        coverage = fmt(combined.get("coverage"))
+        facts.append(("abstained (no class vote)",
+                      f"{combined['n_abstained']} {run_task(run).unit}s, coverage {coverage}"))
     table_name = "patients.csv" if task.unit == "patient" else "units.csv"
     pats = _read_csv(run, table_name)
     if pats is not None and task.unit == "patient":
