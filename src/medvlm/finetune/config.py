@@ -71,12 +71,7 @@ class FinetuneConfig(BaseModel):
 
     def for_task(self, task: Task) -> FinetuneConfig:
         """A copy with the task's defaults filled in and checked against the task (ConfigError)."""
-        from medvlm.registry import check_choice
-
-        orientations = self.orientations or list(task.default_orientations)
-        for orientation in orientations:
-            check_choice("orientations", orientation, task.orientations)
+        orientations, modalities = task.views(self.orientations, self.modalities)
         return self.model_copy(update={
             "orientations": orientations, "prompt": task.check_prompt(self.prompt or task.default_prompt),
-            "slices": self.slices or task.default_slices,
-            "modalities": self.modalities or list(task.default_modalities)})
+            "slices": self.slices or task.default_slices, "modalities": modalities})

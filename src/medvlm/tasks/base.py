@@ -141,6 +141,20 @@ class Task:
         names = [c.lower() for c in self.classes]
         return names.index(check_choice(parameter, name.lower(), names))
 
+    def views(self, orientations: list[str] | None, modalities: list[str] | None = None
+              ) -> tuple[list[str], list[str]]:
+        """Orientations and modalities asked for (None: the task's defaults), checked against the task's
+        (ConfigError with a "did you mean")."""
+        from medvlm.registry import check_choice
+
+        orientations = list(orientations or self.default_orientations)
+        modalities = [m.strip().lower() for m in (modalities or self.default_modalities)]
+        for o in orientations:
+            check_choice("orientations", o, self.orientations)
+        for m in modalities:
+            check_choice("modalities", m, self.modalities)
+        return orientations, modalities
+
     def check_prompt(self, prompt: str, option: str = "--prompt") -> str:
         """``prompt`` unless it is another task's built-in prompt (a file is the user's own choice)."""
         from medvlm.errors import ConfigError

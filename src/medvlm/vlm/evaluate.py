@@ -63,12 +63,7 @@ class VLMEvalConfig(BackendOptions):
 
     def for_task(self, task: Task) -> VLMEvalConfig:
         """A copy with every task default filled in and checked against the task (ConfigError)."""
-        orientations = self.orientations or list(task.default_orientations)
-        for o in orientations:
-            check_choice("orientations", o, task.orientations)
-        modalities = self.modalities or list(task.default_modalities)
-        for m in modalities:
-            check_choice("modalities", m.strip().lower(), task.modalities)
+        orientations, modalities = task.views(self.orientations, self.modalities)
         if task.unit != "patient" and self.slices not in (None, task.default_slices):
             raise ConfigError(f"--slices {self.slices}: {task.name} asks about its labelled {task.unit}s "
                               "(WORK/units.csv); --slices selects slices for patient-level tasks")
