@@ -55,12 +55,33 @@ def test_a_model_not_served_is_one_line_naming_what_is_served(tiny_work, tmp_pat
 
 
 def test_a_rejected_request_field_names_the_option_to_use(tiny_work, tmp_path, capsys, fake_server):
-    fake_server.behave = lambda b, n: ((422, SERVE_422, 0) if "guided_choice" in b
-                                       else fake_server.default(b, n))
+    def behave(b, n):  # transformers serve: neither form of a choice constraint
+        if "guided_choice" in b:
+            return 422, SERVE_422, 0
+        return 422, {"detail": "Unexpected fields in the request: {'structured_outputs'}"}, 0
+
+    fake_server.behave = behave
     assert invoke(_args(tiny_work, tmp_path / "r", fake_server.url, "--structured", "choice")) == 2
     err = _one_line_error(capsys)
-    assert "rejects the request field 'guided_choice'" in err and "use --structured none" in err
-    assert len(fake_server.bodies) == 1
+    assert "rejects the request field 'structured_outputs'" in err and "use --structured none" in err
+    assert "tried guided_choice, structured_outputs" in err
+    assert len(fake_server.bodies) == 2  # one probe in each form; nothing else sent
+
+
+def test_a_server_that_takes_structured_outputs_gets_them(tiny_work, tmp_path, fake_server):
+    """vLLM 0.10+ takes ``structured_outputs: {"choice": [...]}``; one that refuses ``guided_choice`` gets
+    that form from the probe on."""
+    def behave(b, n):
+        if "guided_choice" in b:
+            return 400, {"error": {"message": "guided_choice is not supported; use structured_outputs"}}, 0
+        assert b["structured_outputs"] == {"choice": ["0", "1", "2"]}
+        return 200, fake_server.completion("1"), 0
+
+    fake_server.behave = behave
+    out = tmp_path / "r"
+    assert invoke(_args(tiny_work, out, fake_server.url, "--structured", "choice")) == 0
+    assert len(fake_server.bodies) == 12 + 1  # the refused probe, then every call in the accepted form
+    assert pd.read_csv(out / "slices.csv")["choice"].tolist() == [1] * 12
 
 
 def test_structured_json_ignored_by_the_server_stops_the_run(tiny_work, tmp_path, capsys, fake_server):

@@ -22,6 +22,8 @@ from typing import Any
 #: request fields an option adds, and what to use instead when a server refuses them
 FIELD_ADVICE = {
     "guided_choice": "--structured choice is not supported by this server: use --structured none (or json)",
+    "structured_outputs": "--structured choice is not supported by this server: use --structured none "
+                          "(or json)",
     "response_format": "--structured json is not supported by this server: use --structured none",
     "json_schema": "--structured json is not supported by this server: use --structured none",
     "logprobs": "log-probs are not supported by this server: use --scoring generate",

@@ -70,7 +70,13 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[str, Any]:
+#: how servers take a choice constraint: vLLM before 0.10 (and SGLang) ``guided_choice``; vLLM 0.10 and
+#: later ``structured_outputs: {"choice": [...]}``. The probe tries them in this order.
+CHOICE_FIELDS = ("guided_choice", "structured_outputs")
+
+
+def build_payload(model: str, request: VLMRequest, decoding: Decoding, *,
+                  choice_field: str = CHOICE_FIELDS[0]) -> dict[str, Any]:
     """The chat-completions JSON body for one request (``temperature``/``top_p`` None: left out, so the
     server applies the model's own default)."""
     body: dict[str, Any] = {
@@ -96,7 +102,10 @@ def build_payload(model: str, request: VLMRequest, decoding: Decoding) -> dict[s
                                    "json_schema": {"name": "answer_choice", "strict": True,
                                                    "schema": json_schema(request.codes)}}
     elif decoding.structured == "choice":
-        body["guided_choice"] = list(request.codes)
+        if choice_field == "structured_outputs":
+            body["structured_outputs"] = {"choice": list(request.codes)}
+        else:
+            body["guided_choice"] = list(request.codes)
     body.update(decoding.extra_body)
     return body
 
@@ -222,6 +231,7 @@ class OpenAIBackend(Backend):
         self.n_http = 0  # HTTP requests sent (retries included)
         self._lock = threading.Lock()
         self._probed = False
+        self.choice_field = CHOICE_FIELDS[0]  # the probe switches to the form a server takes
         self.n_answered = 0  # requests answered (HTTP 200) in this backend's life
         self.n_failed_in_a_row = 0  # requests failed since the last answer
 
@@ -252,7 +262,7 @@ class OpenAIBackend(Backend):
             if self.n_answered == 0 and self.n_failed_in_a_row >= GIVE_UP_AFTER:
                 return VLMResponse(error=f"not sent: the first {GIVE_UP_AFTER} requests of this run all "
                                          "failed (see failures.csv); rerun to retry")
-        body = build_payload(self.config.model, request, decoding)
+        body = build_payload(self.config.model, request, decoding, choice_field=self.choice_field)
         response = self._attempts(body, request, decoding, probe=probe)
         with self._lock:
             if response.failed:
@@ -344,10 +354,16 @@ class OpenAIBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - any transport failure: unreachable
                 raise BackendError(f"{url}: cannot reach the server ({type(exc).__name__}: {exc}); check "
                                    "--base-url and that the server is running") from None
-        try:
-            return self._one(first, decoding, probe=True)
-        except _Fatal as exc:
-            raise BackendError(str(exc)) from None
+        refusals = []
+        for field in CHOICE_FIELDS if decoding.structured == "choice" else (self.choice_field,):
+            self.choice_field = field
+            try:
+                return self._one(first, decoding, probe=True)
+            except _Fatal as exc:
+                if decoding.structured != "choice" or field not in str(exc):
+                    raise BackendError(str(exc)) from None
+                refusals.append(str(exc))  # this server takes the choice constraint in another form
+        raise BackendError(refusals[-1] + f" (tried {', '.join(CHOICE_FIELDS)})")
 
     def answer(self, requests: Iterable[VLMRequest], decoding: Decoding
                ) -> Iterator[tuple[VLMRequest, VLMResponse]]:
