@@ -93,11 +93,22 @@ def test_slow_answer_times_out_then_retry_succeeds(fake_server):
 
 
 def test_failure_after_retries_is_returned_not_raised(fake_server):
-    fake_server.behave = lambda body, n: (503, {"error": "down"}, 0)
-    backend = _backend([fake_server.url], max_retries=2)
-    [(_, resp)] = list(backend.answer([_req("k")], Decoding()))
+    fake_server.behave = lambda body, n: (200, fake_server.completion("Choice: 1"), 0) if n == 1 else (
+        503, {"error": "down"}, 0)
+    backend = _backend([fake_server.url], max_retries=2, concurrency=1)
+    [(_, first), (_, resp)] = list(backend.answer([_req("k"), _req("k2")], Decoding()))
+    assert not first.failed
     assert resp.failed and "HTTP 503" in resp.error and "3 attempts" in resp.error
-    assert len(fake_server.bodies) == 3
+    assert len(fake_server.bodies) == 1 + 3
+
+
+def test_a_probe_without_an_answer_stops_the_run(fake_server):
+    fake_server.behave = lambda body, n: (500, {"error": "no such model"}, 0)
+    fake_server.models = ["other"]
+    with pytest.raises(BackendError, match=r"got no answer in 3 attempts .*does not list model "
+                                           r"'llama3.2-vision' \(it lists: other\)"):
+        list(_backend([fake_server.url], max_retries=5).answer([_req("k"), _req("k2")], Decoding()))
+    assert len(fake_server.bodies) == 3  # the probe's attempts only
 
 
 def test_a_4xx_stops_the_run_on_first_sight_with_the_servers_message(fake_server):

@@ -92,17 +92,21 @@ def test_structured_json_ignored_by_the_server_stops_the_run(tiny_work, tmp_path
 
 
 def test_only_transient_errors_are_retried_and_a_dead_run_stops_sending(tiny_work, tmp_path, fake_server):
-    fake_server.behave = lambda b, n: (503, {"error": "overloaded"}, 0)
+    # the server answers once, then dies (503 from then on)
+    fake_server.behave = lambda b, n: (fake_server.default(b, n) if n == 1
+                                       else (503, {"error": "overloaded"}, 0))
     out = tmp_path / "r"
     assert invoke(_args(tiny_work, out, fake_server.url, "--max-retries", "1", "--concurrency", "1")) == 1
     fails = pd.read_csv(out / "failures.csv")
-    assert len(fails) == 12  # every call recorded as failed ...
-    assert len(fake_server.bodies) <= 2 * 8 + 2  # ... but after 8 dead requests no more were sent
-    assert fails["error"].str.contains("not sent").sum() >= 2
-    preds = pd.read_csv(out / "predictions.csv")
-    assert preds["pred"].isna().all() and preds["score"].isna().all()  # no answer, no prediction
-    metrics = json.loads((out / "metrics.json").read_text())["orientations"]["combined"]
-    assert metrics["coverage"] == 0.0 and metrics["n_abstained"] == len(preds) and metrics["n"] == 0
+    assert len(fails) == 11  # every other call recorded as failed ...
+    assert len(fake_server.bodies) == 1 + 8 * 2  # ... and after 8 dead requests in a row none was sent
+    assert fails["error"].str.contains("not sent").sum() == 3
+    m = json.loads((out / "metrics.json").read_text())["orientations"]["combined"]
+    assert m["n"] + m["n_abstained"] == 4 and m["coverage"] < 1  # no answer, no prediction
+    fake_server.behave = fake_server.default  # back up: the rerun sends exactly the missing calls
+    sent = len(fake_server.bodies)
+    assert invoke(_args(tiny_work, out, fake_server.url)) == 0
+    assert len(fake_server.bodies) - sent == 11
 
 
 def test_all_unparsable_answers_abstain_and_cut_answers_are_counted(tiny_work, tmp_path, fake_server):
@@ -131,4 +135,44 @@ def test_a_fully_cached_rerun_contacts_no_server(tiny_work, tmp_path, fake_serve
     sent, gets = len(fake_server.bodies), fake_server.model_gets
     fake_server.close()  # the server is gone: a rerun must not need it
     assert invoke(_args(tiny_work, out, fake_server.url)) == 0
-    assert sent == 12 and gets == 0
+    assert sent == 12 and gets == 1  # the first run's reachability check, then only chat requests
+
+
+def test_a_dead_first_server_is_found_before_anything_is_sent(tiny_work, tmp_path, capsys, fake_server):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    assert invoke([*_args(tiny_work, tmp_path / "r", dead), "--base-url", fake_server.url]) == 2
+    assert dead in _one_line_error(capsys) and fake_server.bodies == []
+
+
+def test_the_api_key_never_reaches_a_message_or_a_file(tiny_work, tmp_path, capsys, fake_server, monkeypatch):
+    key = "sk-secret-XYZ123abc"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    fake_server.behave = lambda b, n: (401, {"error": {"message": f"Incorrect API key provided: {key}"}}, 0)
+    assert invoke(_args(tiny_work, tmp_path / "a", fake_server.url)) == 2
+    assert key not in capsys.readouterr().err
+    first = len(fake_server.bodies) + 1  # the probe of the next run is answered, then the server breaks
+    fake_server.behave = lambda b, n: (fake_server.default(b, n) if n == first
+                                       else (500, {"error": f"bad request from Bearer {key}"}, 0))
+    out = tmp_path / "b"
+    assert invoke(_args(tiny_work, out, fake_server.url, "--max-retries", "0")) == 1
+    assert key not in capsys.readouterr().err
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert key.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('{"top_k": NaN}', "NaN and Infinity"), ('{"temperature": 1.0}', "set by medvlm's own options"),
+    ('[1, 2]', "a JSON object is needed"), ("{top_k: 1}", "not valid JSON"),
+])
+def test_bad_extra_body_is_one_line(tiny_work, tmp_path, capsys, fake_server, body, message):
+    assert invoke([*_args(tiny_work, tmp_path / "r", fake_server.url), "--extra-body", body]) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_a_base_url_without_v1_says_so(tiny_work, tmp_path, capsys, fake_server):
+    fake_server.behave = lambda b, n: (404, {"detail": "Not Found"}, 0)
+    assert invoke(_args(tiny_work, tmp_path / "r", fake_server.url)) == 2
+    assert "although the server lists model 'llama3.2-vision': check --base-url" in _one_line_error(capsys)

@@ -76,6 +76,10 @@ def metrics_cmd(
     if "n_patients" in result:
         table.add_row("patients (the bootstrap resamples these)", str(result["n_patients"]),
                       *([""] if bootstrap else []))
+    if result.get("n_abstained"):
+        table.add_row("abstained (no prediction; not in the metrics)",
+                      f"{result['n_abstained']} (coverage {_fmt(result['coverage'])})",
+                      *([""] if bootstrap else []))
     for key in ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc"):
         label = {"recall": "recall (sensitivity)", "balanced_accuracy": "balanced accuracy",
                  "auc": "ROC AUC"}.get(key, key)
@@ -127,6 +131,10 @@ def compare_cmd(
         console.print("DeLong: n/a (needs a score for every patient in both files and both classes)")
     else:
         console.print(f"DeLong (AUC): z = {_fmt(result['delong_z'])}, p = {_fmt(result['delong_p'], 4)}")
+    if result.get("n_dropped_abstained"):
+        console.print(f"left out: {result['n_dropped_abstained']} unit(s) one of the models did not answer")
+    if result.get("note"):
+        console.print(f"note: {result['note']}")
     console.print(f"McNemar (accuracy, {result['mcnemar_method']}): "
                   f"b = {result['mcnemar_b']} (A right, B wrong), "
                   f"c = {result['mcnemar_c']} (A wrong, B right), p = {_fmt(result['mcnemar_p'], 4)}")

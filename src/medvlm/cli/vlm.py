@@ -68,7 +68,20 @@ def _extra_body(text: str | None) -> dict[str, Any]:
         raise ConfigError(f"--extra-body: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise ConfigError(f"--extra-body: a JSON object is needed, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ConfigError("--extra-body: NaN and Infinity are not valid in a request") from None
+    own = sorted(set(value) & _OWN_FIELDS)
+    if own:
+        raise ConfigError(f"--extra-body: {own} are set by medvlm's own options (--model, --temperature, "
+                          "--top-p, --seed, --max-new-tokens, --scoring, --structured); use those")
     return value
+
+
+#: request fields medvlm sets itself (an --extra-body key must not override them silently)
+_OWN_FIELDS = {"model", "messages", "max_tokens", "temperature", "top_p", "seed", "logprobs", "top_logprobs",
+               "response_format", "guided_choice", "structured_outputs"}
 
 
 def _default(field: str):

@@ -28,7 +28,7 @@ FIELD_ADVICE = {
     "json_schema": "--structured json is not supported by this server: use --structured none",
     "logprobs": "log-probs are not supported by this server: use --scoring generate",
     "top_logprobs": "log-probs are not supported by this server: use --scoring generate",
-    "seed": "this server refuses a sampling seed: pass --seed none",
+    "seed": "this server refuses a sampling seed (in EXPERIMENT.yaml: seed: null leaves it out)",
 }
 _MODEL_WORDS = re.compile(r"model|pinned|not found|does not exist|no such", re.IGNORECASE)
 
@@ -75,11 +75,15 @@ def explain_refusal(url: str, status: int, text: str, *, model: str, served: lis
     for field, advice in FIELD_ADVICE.items():
         if field in message:
             return f"{url} rejects the request field {field!r} (HTTP {status}: {message}): {advice}"
+    if status == 404 and served is not None and model in served:
+        return (f"{url}/chat/completions: HTTP 404 ({message}) although the server lists model {model!r}: "
+                "check --base-url (OpenAI-compatible servers answer under .../v1)")
     model_named = model in message or (served is not None and model not in served)
     if status == 404 or (model_named and _MODEL_WORDS.search(message)):
         return (f"{url} does not serve model {model!r} (HTTP {status}: {message}){names}; check --model and "
                 "--base-url")
-    return f"{url} refused the request (HTTP {status}: {message}); it is not retried"
+    hint = "; check --extra-body" if status == 422 else ""
+    return f"{url} refused the request (HTTP {status}: {message}); it is not retried{hint}"
 
 
 def served_models(client: Any, url: str) -> list[str] | None:

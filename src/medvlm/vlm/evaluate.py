@@ -332,3 +332,9 @@ def print_summary(result: EvalResult, console: Any) -> None:
     console.print(table)
     console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), "
                   f"unparsed {result.n_unparsed}, failed {result.n_failed}, {result.elapsed_s:.1f} s")
+    combined = result.metrics["orientations"].get("combined") or {}
+    if combined.get("n_abstained"):
+        console.print(f"abstained: {combined['n_abstained']} unit(s) without a class vote get no prediction "
+                      f"(coverage {fmt(combined.get('coverage'))})")
+    if result.metrics.get("n_truncated"):
+        console.print(f"note: {result.metrics['n_truncated']} answer(s) were cut at --max-new-tokens")

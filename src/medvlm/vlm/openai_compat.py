@@ -49,8 +49,11 @@ RETRY_STATUS = {408, 429}
 FAILS_BEFORE_REST = 3
 #: seconds to open a connection (an unreachable server fails the probe within seconds)
 CONNECT_TIMEOUT_S = 5.0
-#: a run whose first this-many requests all failed stops sending (the rest are returned as failures)
+#: after this many requests in a row failed (after their retries), the rest are not sent (returned as
+#: failures, retried by the next run): a dead server is not hammered for hours
 GIVE_UP_AFTER = 8
+#: attempts of the probe (the run's first request) on a 5xx or a timeout before the run stops
+PROBE_ATTEMPTS = 3
 
 
 
@@ -222,6 +225,7 @@ class OpenAIBackend(Backend):
         self.pool = ServerPool(urls, rest_s=max(config.backoff_s, 0.05) * 5)
         headers = {"Content-Type": "application/json"}
         key = api_key()
+        self._secret = key
         if key:
             headers["Authorization"] = f"Bearer {key}"
         limits = httpx.Limits(max_connections=config.concurrency + 2,
@@ -251,6 +255,10 @@ class OpenAIBackend(Backend):
                 delay = max(delay, min(cap, float(retry_after)))
         return delay
 
+    def _redact(self, text: str) -> str:
+        """``text`` with the API key replaced (a server may echo what it was sent)."""
+        return text.replace(self._secret, "[OPENAI_API_KEY]") if self._secret else text
+
     def _fatal(self, url: str, status: int, text: str) -> _Fatal:
         return _Fatal(explain_refusal(url, status, text, model=self.config.model,
                                       served=served_models(self.client, url)))
@@ -259,11 +267,13 @@ class OpenAIBackend(Backend):
         """One request with retries. ``probe``: the run's first request; a server that cannot be reached
         stops the run at once instead of being retried."""
         with self._lock:
-            if self.n_answered == 0 and self.n_failed_in_a_row >= GIVE_UP_AFTER:
-                return VLMResponse(error=f"not sent: the first {GIVE_UP_AFTER} requests of this run all "
-                                         "failed (see failures.csv); rerun to retry")
+            if self.n_failed_in_a_row >= GIVE_UP_AFTER:
+                return VLMResponse(error=f"not sent: the last {GIVE_UP_AFTER} requests all failed, the "
+                                         "server seems down (see failures.csv); rerun to retry")
         body = build_payload(self.config.model, request, decoding, choice_field=self.choice_field)
         response = self._attempts(body, request, decoding, probe=probe)
+        if response.error:
+            response.error = self._redact(response.error)
         with self._lock:
             if response.failed:
                 self.n_failed_in_a_row += 1
@@ -278,8 +288,11 @@ class OpenAIBackend(Backend):
 
         last_error = "no attempt"
         url = None
-        for attempt in range(self.config.max_retries + 1):
-            url = self.pool.acquire(avoid=url if attempt else None)
+        attempts = min(PROBE_ATTEMPTS, self.config.max_retries + 1) if probe else self.config.max_retries + 1
+        for attempt in range(attempts):
+            url = self.pool.urls[0] if probe else self.pool.acquire(avoid=url if attempt else None)
+            if probe:
+                self.pool.in_flight[url] += 1
             ok = False
             retry_after = None
             try:
@@ -292,14 +305,17 @@ class OpenAIBackend(Backend):
                         data = resp.json()
                         ok = True
                     except ValueError:
+                        ok = False
                         last_error = f"{url}: HTTP 200 with a body that is not JSON"
-                        continue
-                    return self._read(data, decoding, url, request.codes, probe=probe)
-                text = resp.text[:2000]
-                last_error = f"{url}: HTTP {status}: {text[:200]}".replace("\n", " ")
-                if status not in RETRY_STATUS and status < 500:
-                    ok = True  # the server is up; it refuses what every request of this run asks
-                    raise self._fatal(url, status, text)
+                    else:
+                        return self._read(data, decoding, url, request.codes, probe=probe)
+                else:
+                    text = self._redact(resp.text[:2000])
+                    last_error = f"{url}: HTTP {status}: {text[:200]}".replace("\n", " ")
+                    if status not in RETRY_STATUS and status < 500:
+                        ok = True  # the server is up; it refuses what every request of this run asks
+                        where = f" (asked about {request.meta[0]})" if request.meta else ""
+                        raise _Fatal(self._fatal(url, status, text).args[0] + where)
                 retry_after = resp.headers.get("retry-after")
             except httpx.ConnectError as exc:
                 last_error = f"{url}: cannot connect ({exc})"
@@ -317,9 +333,14 @@ class OpenAIBackend(Backend):
                 last_error = f"{url}: {type(exc).__name__}: {exc}"
             finally:
                 self.pool.release(url, ok)
-            if attempt < self.config.max_retries:
+            if attempt < attempts - 1:
                 time.sleep(self._delay(attempt, retry_after))
-        return VLMResponse(error=f"failed after {self.config.max_retries + 1} attempts; last: {last_error}")
+        if probe:  # the run's first request never got an answer: stop before sending the rest
+            served = served_models(self.client, url) if url else None
+            hint = (f"; it does not list model {self.config.model!r} (it lists: {', '.join(served)})"
+                    if served is not None and self.config.model not in served else "")
+            raise _Fatal(f"the first request got no answer in {attempts} attempts (last: {last_error}){hint}")
+        return VLMResponse(error=f"failed after {attempts} attempts; last: {last_error}")
 
     def _read(self, data: dict[str, Any], decoding: Decoding, url: str, codes: tuple[str, ...], *,
               probe: bool = False) -> VLMResponse:
@@ -346,9 +367,9 @@ class OpenAIBackend(Backend):
 
     # ------------------------------------------------------------------ many requests
     def _preflight(self, first: VLMRequest, decoding: Decoding) -> VLMResponse:
-        """Send ``first`` alone to the first server (the probe) and check the other servers answer."""
-        others = self.pool.urls[1:]
-        for url in others:
+        """Check every server answers at all (``GET /models``), then send ``first`` alone to the first
+        server (the probe)."""
+        for url in self.pool.urls:
             try:
                 self.client.get(f"{url}/models", timeout=CONNECT_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - any transport failure: unreachable
@@ -361,9 +382,9 @@ class OpenAIBackend(Backend):
                 return self._one(first, decoding, probe=True)
             except _Fatal as exc:
                 if decoding.structured != "choice" or field not in str(exc):
-                    raise BackendError(str(exc)) from None
+                    raise BackendError(self._redact(str(exc))) from None
                 refusals.append(str(exc))  # this server takes the choice constraint in another form
-        raise BackendError(refusals[-1] + f" (tried {', '.join(CHOICE_FIELDS)})")
+        raise BackendError(self._redact(refusals[-1] + f" (tried {', '.join(CHOICE_FIELDS)})"))
 
     def answer(self, requests: Iterable[VLMRequest], decoding: Decoding
                ) -> Iterator[tuple[VLMRequest, VLMResponse]]:
@@ -391,7 +412,14 @@ class OpenAIBackend(Backend):
                     try:
                         yield req, fut.result()
                     except _Fatal as exc:
-                        raise BackendError(str(exc)) from None
+                        # stop: send nothing more, but keep the answers already on their way (cached)
+                        for other in cf.as_completed(list(pending)):
+                            with contextlib.suppress(_Fatal):
+                                response = other.result()
+                                if not response.failed:
+                                    yield pending[other], response
+                        pending.clear()
+                        raise BackendError(self._redact(str(exc))) from None
         finally:
             for fut in pending:
                 fut.cancel()
