@@ -179,8 +179,13 @@ class ServerPool:
         self.sent = dict.fromkeys(urls, 0)
         self._turn = 0
 
-    def acquire(self, avoid: str | None = None) -> str:
+    def acquire(self, avoid: str | None = None, only: str | None = None) -> str:
+        """A server to send to (``only``: that one, counted like any other)."""
         with self._lock:
+            if only is not None:
+                self.in_flight[only] += 1
+                self.sent[only] += 1
+                return only
             now = time.monotonic()
             ready = [u for u in self.urls if self.rest_until[u] <= now]
             if avoid is not None and len(ready) > 1:
@@ -290,9 +295,7 @@ class OpenAIBackend(Backend):
         url = None
         attempts = min(PROBE_ATTEMPTS, self.config.max_retries + 1) if probe else self.config.max_retries + 1
         for attempt in range(attempts):
-            url = self.pool.urls[0] if probe else self.pool.acquire(avoid=url if attempt else None)
-            if probe:
-                self.pool.in_flight[url] += 1
+            url = self.pool.acquire(avoid=url if attempt else None, only=self.pool.urls[0] if probe else None)
             ok = False
             retry_after = None
             try:
@@ -314,8 +317,10 @@ class OpenAIBackend(Backend):
                     last_error = f"{url}: HTTP {status}: {text[:200]}".replace("\n", " ")
                     if status not in RETRY_STATUS and status < 500:
                         ok = True  # the server is up; it refuses what every request of this run asks
-                        where = f" (asked about {request.meta[0]})" if request.meta else ""
-                        raise _Fatal(self._fatal(url, status, text).args[0] + where)
+                        fatal = self._fatal(url, status, text).args[0]
+                        if "refused the request" in fatal and request.meta:  # this request, not the run's
+                            fatal += f" (asked about {request.meta[0]})"
+                        raise _Fatal(fatal)
                 retry_after = resp.headers.get("retry-after")
             except httpx.ConnectError as exc:
                 last_error = f"{url}: cannot connect ({exc})"
