@@ -1,7 +1,7 @@
 """Binary classification metrics with bootstrap confidence intervals (pure functions).
 
-Conventions: labels are 0 and 1, and 1 is the positive class (the task names them: HGG for
-brats-grading). ``preds`` are hard 0/1 predictions; ``scores`` are optional P(label 1) (or any score
+Conventions: labels are 0 and 1, and 1 is the positive class (each task names its classes,
+:mod:`medvlm.tasks`). ``preds`` are hard 0/1 predictions; ``scores`` are optional P(label 1) (or any score
 where higher means "more of class 1", e.g. the share of positive votes), used only for the ROC AUC.
 
 Undefined values (a zero denominator, one class only, no scores) are ``None`` in the result and a

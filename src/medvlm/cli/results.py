@@ -49,8 +49,8 @@ def metrics_cmd(
     cohort: str = typer.Option("test", "--cohort", help="Rows scored where the file has a cohort column: "
                                "test, val, train or all."),
 ) -> None:
-    """Metrics of one predictions file (label 1 positive: HGG in brats-grading), optionally with bootstrap
-    95% CIs (resampling patients when rows are slices)."""
+    """Metrics of one predictions file (label 1 positive, as `medvlm tasks` names it), optionally with
+    bootstrap 95% CIs (resampling patients when rows are slices)."""
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
     from medvlm.predictions import predictions_metrics, select_cohort
     from medvlm.registry import check_choice
