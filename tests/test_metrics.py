@@ -253,3 +253,11 @@ def test_cli_metrics_bad_file_exit_2(tmp_path, capsys, text, match):
     assert err.startswith("medvlm: error: ") and match in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(["metrics", str(tmp_path / "missing.csv")], capsys)
     assert code == 2 and "no such file" in err
+
+
+def test_a_patient_twice_is_an_error_naming_it(tmp_path, capsys):
+    from medvlm.cli import invoke
+
+    path = _write(tmp_path, "patient_id,label,pred\nA,1,1\nB,0,0\nA,0,1\n")
+    assert invoke(["metrics", str(path)]) == 2
+    assert "patient A has 2 rows" in capsys.readouterr().err

@@ -153,3 +153,19 @@ def test_plain_summary_names_the_all_hgg_failure_and_the_fine_tuning_change(tmp_
     assert "the fixed 0.5 threshold, not the ranking, fails" in text
     assert "Fine-tuning (tuned vs general) moved specificity from 0.00 to 0.50" in text
     assert "predicting HGG for everyone scores accuracy 0.67" in text
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: x\ndata: {synthetic: {patients: 8}}\nvlm:\n  - {name: v, model: tiny, extra_body: &a {k: 1}}\n"
+     "  - {name: w, model: tiny, extra_body: *a}\n", "anchors and aliases"),
+    ("name: x\ndata: {synthetic: {patients: 8}}\nvlm: []\nvlm: []\n", "line 4: key 'vlm' appears twice"),
+])
+def test_aliases_and_duplicate_keys_are_refused(tmp_path, capsys, text, message):
+    from medvlm.cli import invoke
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    assert invoke(["run", str(path), "--check"]) == 2
+    assert message in capsys.readouterr().err
+    path.write_bytes(b"name: \xff\xfe\n")
+    assert invoke(["run", str(path), "--check"]) == 2

@@ -243,19 +243,47 @@ def parse_experiment(data: Any, *, source: str = "experiment") -> ExperimentConf
         raise _explain(exc, source) from exc
 
 
-def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
-    """Read and validate ``EXPERIMENT.yaml``; returns the config and the folder its paths are relative to."""
+def read_yaml(path: Path) -> Any:
+    """A config file's YAML: UTF-8, no anchors or aliases (a "billion laughs" file cannot blow up), no
+    duplicate keys (a second ``vlm:`` would silently replace the first). ConfigError naming the file,
+    the line and what is wrong."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such experiment file")
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"{path}: line {mark.line + 1}: YAML anchors and aliases (&, *) are not "
+                                  "accepted in a medvlm config; write the values out")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise ConfigError(f"{path}: line {key_node.start_mark.line + 1}: key {key!r} appears "
+                                      f"twice in one section (first on line {seen[key] + 1})")
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise ConfigError(f"{path}: not valid YAML ({first})") from exc
-    return parse_experiment(data, source=str(path)), path.resolve().parent
+
+
+def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
+    """Read and validate ``EXPERIMENT.yaml``; returns the config and the folder its paths are relative to."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    return parse_experiment(read_yaml(path), source=str(path)), path.resolve().parent
 
 
 def fingerprint(*parts: Any) -> str:

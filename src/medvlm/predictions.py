@@ -105,7 +105,16 @@ def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str 
     """
     from medvlm.metrics import metrics_from_frame
 
-    clusters = "patient_id" if len(unit_keys(df)) > 1 else None
+    keys = unit_keys(df)
+    if all(k in df.columns for k in keys):
+        repeated = df[keys].astype(str).agg(":".join, axis=1)
+        dup = repeated[repeated.duplicated(keep=False)]
+        if len(dup):
+            what = "patient" if len(keys) == 1 else "unit"
+            n = int((repeated == dup.iloc[0]).sum())
+            raise DataError(f"{what} {dup.iloc[0]} has {n} rows; one row per {what} is needed (choose a "
+                            "cohort with --cohort, or one fold)")
+    clusters = "patient_id" if len(keys) > 1 else None
     if clusters is not None and "patient_id" not in df.columns:
         raise DataError("rows are slices (a slice_index column) but there is no patient_id column: the "
                         "confidence intervals must resample patients, so every row needs its patient_id")

@@ -344,3 +344,15 @@ def test_brain_mask_and_stats_match_the_plain_definitions():
         assert mean == vals.mean() and std == pytest.approx(vals.std(), rel=1e-14)
         assert _brain_stats(c.astype(np.float32), plain) == pytest.approx((mean, std), rel=1e-12)
     assert _brain_stats(chans[0], np.zeros_like(plain)) == (0.0, 0.0)
+
+
+def test_two_grades_for_one_patient_is_an_error_naming_the_patient(tmp_path):
+    from medvlm.data.brats import read_name_mapping
+    from medvlm.errors import DataError
+
+    path = tmp_path / "name_mapping.csv"
+    path.write_text("Grade,BraTS_2020_subject_ID\nHGG,BraTS20_Training_001\nLGG,BraTS20_Training_001\n")
+    with pytest.raises(DataError, match="patient BraTS20_Training_001 has two grades"):
+        read_name_mapping(path)
+    path.write_text("Grade,BraTS_2020_subject_ID\nHGG,BraTS20_Training_001\nHGG,BraTS20_Training_001\n")
+    assert read_name_mapping(path) == {"BraTS20_Training_001": "HGG"}  # a repeated, agreeing row is fine

@@ -176,3 +176,21 @@ def test_a_base_url_without_v1_says_so(tiny_work, tmp_path, capsys, fake_server)
     fake_server.behave = lambda b, n: (404, {"detail": "Not Found"}, 0)
     assert invoke(_args(tiny_work, tmp_path / "r", fake_server.url)) == 2
     assert "although the server lists model 'llama3.2-vision': check --base-url" in _one_line_error(capsys)
+
+
+def test_credentials_in_a_base_url_are_never_stored_or_printed(tiny_work, tmp_path, capsys, fake_server):
+    secret = "s3cret-pw-777"
+    url = fake_server.url.replace("http://", f"http://me:{secret}@")
+    first = len(fake_server.bodies) + 1
+    fake_server.behave = lambda b, n: (fake_server.default(b, n) if n == first
+                                       else (500, {"error": f"auth was me:{secret}"}, 0))
+    out = tmp_path / "r"
+    assert invoke(_args(tiny_work, out, url, "--max-retries", "0")) == 1
+    assert secret not in capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["config"]["base_urls"] == [
+        fake_server.url.replace("http://", "http://me:***@")]
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    assert invoke(["report", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    assert secret not in (tmp_path / "r.html").read_text()

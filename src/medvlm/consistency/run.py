@@ -247,7 +247,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
 
     out.mkdir(parents=True, exist_ok=True)
     run_config = {
-        **config.model_dump(mode="json"), "work": str(work.resolve()), "task": task.describe(),
+        **config.record(), "work": str(work.resolve()), "task": task.describe(),
         "prompts_resolved": [{"name": p.name, "sha": p.sha, "text": p.text} for p in prompts],
         "sampling": [s.model_dump(mode="json") for s in samplings],
         "images": [{"patient_id": im.patient_id, "orientation": im.orientation, "slice_index": im.slice_index,

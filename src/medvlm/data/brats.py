@@ -139,6 +139,9 @@ def read_name_mapping(path: str | Path) -> dict[str, str]:
                 row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
                 pid, grade = row.get("BraTS_2020_subject_ID", ""), row.get("Grade", "").upper()
                 if pid and grade in GRADE_LABELS:
+                    if mapping.get(pid, grade) != grade:
+                        raise DataError(f"{path}: patient {pid} has two grades ({mapping[pid]} and {grade}); "
+                                        "keep one row per patient")
                     mapping[pid] = grade
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the name mapping ({exc})") from exc

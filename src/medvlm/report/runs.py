@@ -129,8 +129,11 @@ def load_run(path: str | Path) -> RunData:
     if "run.json" in files:
         try:
             info = json.loads((path / "run.json").read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{path / 'run.json'}: not valid JSON ({exc})") from None
+        if not isinstance(info, dict):
+            problems.append(f"run.json holds a JSON {type(info).__name__}, not an object: ignored")
+            info = {}
     kind = info.get("kind")
     if kind not in RUN_KINDS:
         inferred = _infer_kind(files)

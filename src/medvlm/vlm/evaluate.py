@@ -249,7 +249,7 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
     out.mkdir(parents=True, exist_ok=True)
-    run_config = {**config.model_dump(mode="json"), "reducer": reducer, "prompt_name": prompt.name,
+    run_config = {**config.record(), "reducer": reducer, "prompt_name": prompt.name,
                   "prompt_sha": prompt.sha, "prompt_text": prompt.text, "work": str(work.resolve()),
                   "n_patients": len(cohort), "task": task.describe()}
     write_run_info(out, kind="vlm", config=run_config)

@@ -151,6 +151,13 @@ def answer_probs(content: list[dict[str, Any]], codes: tuple[str, ...]) -> dict[
     return None
 
 
+def _url_password(url: str) -> str | None:
+    """The password of a ``user:password@`` URL, else None."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).password
+
+
 def _is_json_object(text: str) -> bool:
     """Whether ``text`` (stripped, code fences removed) parses as a JSON object."""
     import json
@@ -230,7 +237,7 @@ class OpenAIBackend(Backend):
         self.pool = ServerPool(urls, rest_s=max(config.backoff_s, 0.05) * 5)
         headers = {"Content-Type": "application/json"}
         key = api_key()
-        self._secret = key
+        self._secrets = [s for s in [key, *(_url_password(u) for u in urls)] if s]
         if key:
             headers["Authorization"] = f"Bearer {key}"
         limits = httpx.Limits(max_connections=config.concurrency + 2,
@@ -262,7 +269,9 @@ class OpenAIBackend(Backend):
 
     def _redact(self, text: str) -> str:
         """``text`` with the API key replaced (a server may echo what it was sent)."""
-        return text.replace(self._secret, "[OPENAI_API_KEY]") if self._secret else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _fatal(self, url: str, status: int, text: str) -> _Fatal:
         return _Fatal(explain_refusal(url, status, text, model=self.config.model,
@@ -378,8 +387,9 @@ class OpenAIBackend(Backend):
             try:
                 self.client.get(f"{url}/models", timeout=CONNECT_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - any transport failure: unreachable
-                raise BackendError(f"{url}: cannot reach the server ({type(exc).__name__}: {exc}); check "
-                                   "--base-url and that the server is running") from None
+                message = (f"{url}: cannot reach the server ({type(exc).__name__}: {exc}); check --base-url "
+                           "and that the server is running")
+                raise BackendError(self._redact(message)) from None
         refusals = []
         for field in CHOICE_FIELDS if decoding.structured == "choice" else (self.choice_field,):
             self.choice_field = field

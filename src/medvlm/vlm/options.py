@@ -40,10 +40,27 @@ class BackendOptions(BackendConfig):
     cache: str | None = None  # default RUN/cache.sqlite
     progress: bool = True
 
+    def record(self) -> dict[str, Any]:
+        """The options as run.json records them: JSON, with credentials in a ``--base-url`` masked."""
+        data = self.model_dump(mode="json")
+        data["base_urls"] = [redact_url(u) for u in self.base_urls]
+        return data
+
     def backend_config(self) -> BackendConfig:
         """The plain :class:`~medvlm.vlm.backends.BackendConfig` part that
         :func:`~medvlm.vlm.backends.make_backend` takes (how to reach the model)."""
         return BackendConfig(**self.model_dump(include=set(BackendConfig.model_fields)))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part masked.
+
+    >>> redact_url("http://me:s3cret@host:8000/v1"), redact_url("http://host/v1")
+    ('http://me:***@host:8000/v1', 'http://host/v1')
+    """
+    import re
+
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.IGNORECASE)
 
 
 #: config field -> command-line option, where the two differ (for one-line validation messages)
