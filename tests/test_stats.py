@@ -216,3 +216,25 @@ def test_compare_label_mismatch_and_missing_id(tmp_path):
         compare_predictions(a.drop(columns="patient_id"), b)
     r = compare_predictions(a, a)
     assert r["auc_a"] is None and r["mcnemar_p"] == 1.0
+
+
+@pytest.mark.parametrize(("b", "c", "n"), [(0, 0, 10), (10, 0, 10), (0, 10, 10), (1, 0, 1), (0, 1, 1),
+                                           (0, 0, 1), (3, 2, 6), (30, 0, 31)])
+def test_paired_difference_intervals_stay_inside_the_possible_range(b, c, n):
+    from medvlm.stats import paired_difference_ci
+
+    low, high = paired_difference_ci(b, c, n)
+    assert -1.0 <= low <= high <= 1.0
+    assert low <= (b - c) / n + 1e-12 or b - c == n  # covers the estimate (or sits at the bound)
+
+
+def test_compare_accuracy_ci_is_bounded_where_wald_was_not():
+    import pandas as pd
+
+    from medvlm.stats import compare_predictions
+
+    # A right on all 3, B wrong on all 3: Wald gave [1, 1]; the difference can never exceed 1
+    a = pd.DataFrame({"patient_id": ["p1", "p2", "p3"], "label": [1, 0, 1], "pred": [1, 0, 1]})
+    b = pd.DataFrame({"patient_id": ["p1", "p2", "p3"], "label": [1, 0, 1], "pred": [0, 1, 0]})
+    low, high = compare_predictions(a, b)["accuracy_diff_ci"]
+    assert -1 <= low < high <= 1

@@ -87,14 +87,28 @@ def mcnemar(labels: Any, preds_a: Any, preds_b: Any, *, method: str = "auto",
     acc_a = float(ra.mean()) if n else None
     acc_b = float(rb.mean()) if n else None
     diff = (b - c) / n if n else None
-    ci = None
-    if n:
-        se = math.sqrt(max((b + c) - (b - c) ** 2 / n, 0.0)) / n
-        z = _z(confidence)
-        ci = [diff - z * se, diff + z * se]
+    ci = paired_difference_ci(b, c, n, confidence=confidence) if n else None
     return {"n": n, "b": b, "c": c, "statistic": statistic, "p": min(p, 1.0),
             "method": "exact binomial" if use == "exact" else "chi-square with continuity correction",
             "accuracy_a": acc_a, "accuracy_b": acc_b, "accuracy_diff": diff, "accuracy_diff_ci": ci}
+
+
+def paired_difference_ci(b: int, c: int, n: int, *, confidence: float = 0.95) -> list[float]:
+    """Bonett-Price adjusted Wald interval of the difference of two paired proportions (A right minus B
+    right): with ``p12 = (b + 1) / (n + 2)``, ``p21 = (c + 1) / (n + 2)``, ``d = p12 - p21`` and
+    ``var = (p12 + p21 - d^2) / (n + 2)``, ``d -/+ z sqrt(var)``, kept inside [-1, 1]. Unlike the plain
+    Wald interval it is never empty or wider than the possible range at the edges (all agree, all
+    discordant, n = 1).
+
+    >>> paired_difference_ci(0, 0, 10)  # all agree: symmetric around 0
+    [-0.2309..., 0.2309...]
+    >>> paired_difference_ci(5, 0, 5)[1], paired_difference_ci(1, 0, 1)[0] >= -1
+    (1.0, True)
+    """
+    p12, p21 = (b + 1) / (n + 2), (c + 1) / (n + 2)
+    d = p12 - p21
+    half = _z(confidence) * math.sqrt(max(p12 + p21 - d * d, 0.0) / (n + 2))
+    return [max(-1.0, d - half), min(1.0, d + half)]
 
 
 # ----------------------------------------------------------------------------------------------- DeLong
@@ -196,7 +210,7 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float 
                       StatsWarning, stacklevel=2)
         z, p = None, None
     return {"n": int(y.size), "auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "auc_diff": diff, "se": se,
-            "auc_diff_ci": [diff - zq * se, diff + zq * se], "z": z, "p": p}
+            "auc_diff_ci": [max(-1.0, diff - zq * se), min(1.0, diff + zq * se)], "z": z, "p": p}
 
 
 # --------------------------------------------------------------------------------------- prediction files
