@@ -59,8 +59,10 @@ def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predic
 def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
     """One row per unit from the rows of several folds (``fold`` column), units in the first fold's
     order: mean ``score`` (rounded to ``decimals`` when given), ``pred`` = mean score >= 0.5, or without
-    scores the folds' majority (a tie goes to 1); ``fold`` = ``"ensemble"``. A frame with one fold (or
-    no ``fold`` column) is returned as is. Every fold must predict the same units (DataError).
+    scores the folds' majority (a tie goes to 1); ``fold`` = ``"ensemble"``. A fold that abstained on a
+    unit (empty score or pred) is left out of its mean; a unit no fold answered is an abstention. A frame
+    with one fold (or no ``fold`` column) is returned as is. Every fold must predict the same units
+    (DataError).
 
     >>> import pandas as pd
     >>> df = pd.DataFrame({"patient_id": ["a", "b", "a", "b"], "label": [1, 0, 1, 0],
@@ -78,14 +80,18 @@ def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
             raise DataError("the folds do not predict the same units; a fold ensemble needs them all")
     aligned = [part.loc[order] for part in parts]
     out = aligned[0].drop(columns=[c for c in ("pred", "score", "fold") if c in aligned[0].columns])
-    has_scores = "score" in df.columns and all(p["score"].notna().all() for p in aligned)
-    if has_scores:
-        probs = np.mean([p["score"].to_numpy(dtype=float) for p in aligned], axis=0)
-        out["pred"] = (probs >= 0.5).astype(int)
+    import pandas as pd
+
+    scored = "score" in df.columns and any(p["score"].notna().any() for p in aligned)
+    column = "score" if scored else "pred"
+    values = np.array([pd.to_numeric(p[column], errors="coerce").to_numpy(dtype=float) for p in aligned])
+    answered = ~np.isnan(values).all(axis=0)  # a unit no fold answered stays an abstention
+    probs = np.full(values.shape[1], np.nan)
+    probs[answered] = np.nanmean(values[:, answered], axis=0)  # the mean over the folds that answered
+    pred = (np.nan_to_num(probs) >= 0.5).astype(int)
+    out["pred"] = pred if answered.all() else pd.array(np.where(answered, pred, None), dtype="Int64")
+    if scored:
         out["score"] = np.round(probs, decimals) if decimals is not None else probs
-    else:
-        votes = np.mean([p["pred"].to_numpy(dtype=float) for p in aligned], axis=0)
-        out["pred"] = (votes >= 0.5).astype(int)
     out["fold"] = "ensemble"
     return out.reset_index()
 

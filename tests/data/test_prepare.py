@@ -315,7 +315,7 @@ def test_cli_prepare_reports_skips(cohort, tmp_path, capsys):
 def test_resize_matches_torch_trilinear(src):
     import torch
 
-    from medvlm.data.prepare import _resize
+    from medvlm.data.volume_ops import resize_trilinear as _resize
 
     vol = np.random.default_rng(0).standard_normal((2, *src)).astype(np.float32)
     shape = (95, 128, 128) if src == (95, 128, 128) else (8, 6, 11)
@@ -328,7 +328,8 @@ def test_resize_matches_torch_trilinear(src):
 
 
 def test_brain_mask_and_stats_match_the_plain_definitions():
-    from medvlm.data.prepare import _brain_stats, brain_mask
+    from medvlm.data.volume_ops import brain_mask
+    from medvlm.data.volume_ops import brain_stats as _brain_stats
 
     rng = np.random.default_rng(1)
     chans = [np.where(rng.random((6, 7, 8)) < 0.5, 0, rng.integers(-300, 3000, (6, 7, 8))).astype(np.int16)

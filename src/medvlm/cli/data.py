@@ -50,6 +50,10 @@ def prepare_cmd(
     result = prepare_work(data, out, task, shape=shape, workers=workers, margin_mm=margin)
     print(f"{result.n_ok} ok ({result.n_reused} reused), {result.n_skipped} skipped -> "
           f"{result.work / 'manifest.csv'}")
+    if result.rebuilt:
+        from medvlm.data.prepare_state import summarise_reasons
+
+        print(f"  prepared again: {summarise_reasons(result.rebuilt)}", file=sys.stderr)
     for pid, reason in result.skipped():
         print(f"  skipped {pid}: {reason}", file=sys.stderr)
 

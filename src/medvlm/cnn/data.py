@@ -42,7 +42,7 @@ def derive_seed(*parts: int) -> int:
 
 
 def check_volumes(work: str | Path, patient_ids: Sequence[str]) -> tuple[int, int, int, int]:
-    """Check every volume exists, is 4-channel float and all share one shape; return that shape.
+    """Check every volume exists, is 4-channel float, finite, and all share one shape; return that shape.
 
     Raises :class:`DataError` naming the patient and the file.
     """
@@ -58,6 +58,10 @@ def check_volumes(work: str | Path, patient_ids: Sequence[str]) -> tuple[int, in
             raise DataError(f"{path}: not a readable .npy volume ({exc})") from exc
         if arr.ndim != 4 or arr.shape[0] != 4 or not np.issubdtype(arr.dtype, np.floating):
             raise DataError(f"{path}: expected a float (4, D, H, W) volume, got {arr.dtype} {arr.shape}")
+        bad = next((c for c in range(arr.shape[0]) if not np.isfinite(arr[c]).all()), None)
+        if bad is not None:  # one channel at a time: a real volume is read once, not copied whole
+            raise DataError(f"{path}: volume of patient {pid} holds NaN or infinite values (channel {bad}); "
+                            "rerun `medvlm prepare`, which skips such patients")
         if shape is None:
             shape, first = tuple(arr.shape), pid
         elif tuple(arr.shape) != shape:

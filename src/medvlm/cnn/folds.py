@@ -85,9 +85,14 @@ def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config:
         with reporter.bar(f"fold {fold} scoring {name}", len(loader)) as advance:
             probs, _ = predict(model, loader, device, dtype=dtype, progress=advance)
         keys = cohort.keys() if hasattr(cohort, "keys") else {}
+        # a non-finite output (a diverged model) is no evidence: an abstention (empty pred and score)
+        finite = np.isfinite(probs)
+        pred = pd.array(np.where(finite, probs >= 0.5, 0).astype(int), dtype="Int64")
+        pred[~finite] = pd.NA
         frames.append(pd.DataFrame({"patient_id": cohort.patient_ids, **keys, "cohort": name,
-                                    "label": cohort.labels, "pred": (probs >= 0.5).astype(int),
-                                    "score": np.round(probs, 6), "fold": str(fold)}))
+                                    "label": cohort.labels, "pred": pred,
+                                    "score": np.where(finite, np.round(probs, 6), np.nan),
+                                    "fold": str(fold)}))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -30,6 +30,8 @@ from medvlm.errors import DataError
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 FILE_KINDS = (*MODALITIES, "seg")
 GRADE_LABELS = {"LGG": 0, "HGG": 1}
+#: mask labels of BraTS: 0 background, 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing
+SEG_LABELS = (0, 1, 2, 4)
 TRAINING_FOLDER = "MICCAI_BraTS2020_TrainingData"
 MAPPING_FILE = "name_mapping.csv"
 MAPPING_HEADER = (
