@@ -85,3 +85,81 @@ def _nan_to_none(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return _nan_to_none(obj.item())
     return obj
+
+
+def _exists(path: Path) -> bool:
+    """Like ``Path.exists`` but a folder this process may not enter raises PermissionError (``exists``
+    says False there, which would send the search for a writable ancestor past it)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why no output can be written in folder ``path`` (made when missing), or None."""
+    try:
+        if path.exists() and not path.is_dir():
+            return "is a file, not a folder (give a folder to write into)"
+        ancestor = path
+        while not _exists(ancestor) and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+    except PermissionError as exc:
+        return f"{exc.filename or 'a parent folder'} cannot be reached (permission denied)"
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, so no folder can be made under it"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        what = "the folder" if ancestor == path else f"its parent {ancestor}"
+        return f"{what} is not writable (permission denied or read-only)"
+    return None
+
+
+def check_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """Check that ``path`` can be the output folder of a command, before any work starts: an existing
+    folder this process may write into, or a path whose nearest existing ancestor is such a folder.
+
+    Raises :class:`medvlm.errors.ConfigError` naming ``option`` and what is wrong (a file in the way, a
+    file as a parent, no write permission). Returns ``path`` unchanged.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "f").write_text("x")
+    1
+    >>> check_out_dir(d / "new" / "run") == d / "new" / "run"
+    True
+    >>> check_out_dir(d / "f")
+    Traceback (most recent call last):
+    medvlm.errors.ConfigError: --out ...f: is a file, not a folder (give a folder to write into)
+    """
+    from medvlm.errors import ConfigError
+
+    path = Path(path).expanduser()
+    problem = _folder_problem(path)
+    if problem:
+        raise ConfigError(f"{option} {path}: {problem}")
+    return path
+
+
+def check_out_file(path: str | Path, option: str = "--out") -> Path:
+    """Check that a file can be written at ``path`` (not a folder; its folder can be made and written).
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> check_out_file(d)
+    Traceback (most recent call last):
+    medvlm.errors.ConfigError: --out ...: is a folder; give a file name (e.g. report.html)
+    """
+    from medvlm.errors import ConfigError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name (e.g. report.html)")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")
+    problem = _folder_problem(parent)
+    if problem:
+        raise ConfigError(f"{option} {path}: {problem}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{option} {path}: the file is not writable (permission denied or read-only)")
+    return path

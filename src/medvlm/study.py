@@ -353,11 +353,11 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
     command still resumes from its own files). ``console``: a rich Console for stage headers and progress
     bars (None: quiet). Returns the stage records; ``out/experiment.json`` holds them too.
     """
-    from medvlm._io import write_json_atomic
+    from medvlm._io import check_out_dir, write_json_atomic
 
     base = Path(base_dir).resolve()
     out = Path(out) if out is not None else Path(config.out)
-    out = (out if out.is_absolute() else base / out).resolve()
+    out = check_out_dir((out if out.is_absolute() else base / out).resolve(), "out")
     out.mkdir(parents=True, exist_ok=True)
     paths = _Paths(config, out, base)
     record_path = out / "experiment.json"

@@ -33,9 +33,35 @@ def main(argv: list[str] | None = None) -> None:
         print(f"medvlm: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("medvlm: interrupted; finished work is kept, rerun the same command to resume",
-              file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130 and _caused_by_interrupt(exc):  # typer turns Ctrl-C into exit 130 first
+            _interrupted()
+        raise
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user can fix: a bug, keep the traceback
+            raise
+        # a path the user gave or a disk problem (permission, read-only, full, a file in the way)
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        print(f"medvlm: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling a KeyboardInterrupt (its cause/context chain)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _interrupted() -> None:
+    print("medvlm: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+    sys.exit(130)
 
 
 def invoke(argv: list[str]) -> int:

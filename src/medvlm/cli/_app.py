@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -18,3 +20,22 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """medvlm: VLM vs fine-tuned VLM vs CNN, reproducibly, in one command."""
+
+
+def _param_name(param: typer.CallbackParam) -> str:
+    opts = [o for o in (param.opts or []) if o.startswith("--")]
+    return opts[0] if opts else (param.name or "OUT").upper()
+
+
+def out_folder(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Option callback: the output folder can be written (checked before any work starts)."""
+    from medvlm._io import check_out_dir
+
+    return None if value is None else check_out_dir(value, _param_name(param))
+
+
+def out_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Option callback: the output file can be written (checked before any work starts)."""
+    from medvlm._io import check_out_file
+
+    return None if value is None else check_out_file(value, _param_name(param))

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_folder
 from medvlm.errors import ConfigError
 
 
 @app.command("train-cnn")
 def train_cnn_command(
     work: Path = typer.Argument(..., help="Work folder written by `medvlm prepare` and `medvlm split`."),
-    out: Path = typer.Option(..., "--out", help="Run folder; rerunning with the same folder resumes."),
+    out: Path = typer.Option(..., "--out", callback=out_folder,
+        help="Run folder; rerunning with the same folder resumes."),
     model: str | None = typer.Option(None, "--model", help="small3d (the study's CNN), densenet121, resnet18 "
                                      "(3D); densenet2d, resnet2d (2D). Default: the task's (small3d for "
                                      "brats-grading)."),

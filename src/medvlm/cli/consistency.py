@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_folder
 from medvlm.cli.vlm import (
     Adapter,
     Backend,
@@ -48,7 +48,8 @@ _OPTION_NAMES = {"patients": "patient", "slice_index": "slice", "prompts": "prom
 @app.command("consistency")
 def consistency_cmd(
     work: Path = typer.Argument(..., help="Prepared work folder (manifest.csv, splits.json)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (rerunning reuses its cache: only new repeats "
+    out: Path = typer.Option(..., "--out", callback=out_folder,
+        help="Run folder (rerunning reuses its cache: only new repeats "
                              "are sent)."),
     patient: list[str] = typer.Option([], "--patient", help="Patient id (repeatable). Without it: one slice "
                                       "per patient of --cohort."),

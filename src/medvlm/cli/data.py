@@ -8,12 +8,13 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_folder
 
 
 @app.command("synth")
 def synth_cmd(
-    out: Path = typer.Argument(..., help="Folder to write MICCAI_BraTS2020_TrainingData/ into."),
+    out: Path = typer.Argument(..., callback=out_folder,
+        help="Folder to write MICCAI_BraTS2020_TrainingData/ into."),
     patients: int = typer.Option(40, "--patients", help="Number of patients."),
     lgg_fraction: float = typer.Option(0.2, "--lgg-fraction", help="Share of LGG patients (label 0)."),
     seed: int = typer.Option(0, "--seed", help="Seed: same seed, same bytes."),
@@ -36,7 +37,7 @@ def synth_cmd(
 @app.command("prepare")
 def prepare_cmd(
     data: Path = typer.Argument(..., help="The BraTS 2020 training folder or its parent."),
-    out: Path = typer.Option(..., "--out", help="Work folder (manifest.csv, volumes/)."),
+    out: Path = typer.Option(..., "--out", callback=out_folder, help="Work folder (manifest.csv, volumes/)."),
     shape: tuple[int, int, int] = typer.Option((95, 128, 128), "--shape", help="D H W of the volumes."),
     workers: int = typer.Option(1, "--workers", help="Patients prepared in parallel processes."),
     margin: float = typer.Option(10.0, "--margin", help="Margin around the tumour box, in mm."),
@@ -60,7 +61,7 @@ def prepare_cmd(
 
 @app.command("split")
 def split_cmd(
-    work: Path = typer.Argument(..., help="Work folder written by `medvlm prepare`."),
+    work: Path = typer.Argument(..., callback=out_folder, help="Work folder written by `medvlm prepare`."),
     test_fraction: float = typer.Option(0.15, "--test-fraction", help="Share of patients held out for test."),
     folds: int = typer.Option(5, "--folds", help="Stratified folds over the remaining patients."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split."),

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_folder
 
 
 @app.command("finetune")
 def finetune_cmd(
     work: Path = typer.Argument(..., help="Work folder (manifest.csv, splits.json) from prepare + split."),
-    out: Path = typer.Option(..., "--out", help="ADAPTER folder: adapter, processor, train_log.csv, ..."),
+    out: Path = typer.Option(..., "--out", callback=out_folder,
+        help="ADAPTER folder: adapter, processor, train_log.csv, ..."),
     base_model: str = typer.Option(..., "--base-model", help="Base model folder (or hub id) to fine-tune."),
     method: str = typer.Option("lora", "--method", help="lora (full-precision base) or qlora (nf4 4-bit)."),
     engine: str = typer.Option("peft", "--engine",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_file
 
 
 @contextlib.contextmanager
@@ -143,7 +143,7 @@ def compare_cmd(
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders (each with run.json)."),
-    out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write."),
+    out: Path = typer.Option(Path("report.html"), "--out", callback=out_file, help="The HTML file to write."),
     title: str = typer.Option("medvlm report", "--title", help="Title of the page."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
                                   help="Bootstrap resamples for CIs the run files do not already hold."),

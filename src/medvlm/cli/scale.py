@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_folder
 
 
 @app.command("sweep")
 def sweep_command(
     work: Path = typer.Argument(..., help="Work folder written by `medvlm prepare` and `medvlm split`."),
-    out: Path = typer.Option(..., "--out", help="Sweep folder: one sub-folder per job, sweep.json, "
+    out: Path = typer.Option(..., "--out", callback=out_folder,
+        help="Sweep folder: one sub-folder per job, sweep.json, "
                                                 "summary.csv, submitit logs."),
     what: str = typer.Option("cnn", "--what", help="cnn (train-cnn) or finetune (LoRA/QLoRA)."),
     folds: str = typer.Option("all", "--folds", help="'all' or fold numbers, e.g. 0,1."),

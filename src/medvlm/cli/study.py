@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_folder
 
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("medvlm-demo"), "--out", help="Folder for everything the demo writes."),
+    out: Path = typer.Option(Path("medvlm-demo"), "--out", callback=out_folder,
+        help="Folder for everything the demo writes."),
     patients: int = typer.Option(40, "--patients", help="Synthetic patients."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cohort and the split."),
     size: str = typer.Option("medium", "--size", help="Synthetic geometry: small, medium or full."),
@@ -33,7 +34,9 @@ def demo_cmd(
 @app.command("run")
 def run_cmd(
     experiment: Path = typer.Argument(..., help="EXPERIMENT.yaml (see examples/)."),
-    out: Path = typer.Option(None, "--out", help="Output folder (default: the file's `out`)."),
+    out: Path = typer.Option(None, "--out", callback=out_folder,
+        help="Output folder, relative to the current folder (default: the file's "
+        "`out`, relative to the file's folder)."),
     force: bool = typer.Option(False, "--force", help="Run every stage again (each still resumes)."),
     check: bool = typer.Option(False, "--check", help="Only validate the file and list its stages."),
 ) -> None:
@@ -43,6 +46,8 @@ def run_cmd(
     from medvlm.experiment import load_experiment
 
     config, base = load_experiment(experiment)
+    if out is not None:
+        out = out.expanduser().resolve()  # --out: from the current folder; the file's out: from the file's
     if check:
         from medvlm.study import _Paths, plan_stages
 

@@ -7,14 +7,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from medvlm.cli._app import app
+from medvlm.cli._app import app, out_folder
 
 T = TypeVar("T")
 
 
 @app.command("make-tiny-vlm")
 def make_tiny_vlm_cmd(
-    out: Path = typer.Argument(..., help="Folder to write the model, tokenizer and processor to."),
+    out: Path = typer.Argument(..., callback=out_folder,
+        help="Folder to write the model, tokenizer and processor to."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights (same seed, same model)."),
 ) -> None:
     """Write a tiny random Llama-3.2-Vision model (+ tokenizer, processor), built offline."""
@@ -131,7 +132,8 @@ def exit_on_failures(n_failed: int, out: Path) -> None:
 @app.command("eval-vlm")
 def eval_vlm_cmd(
     work: Path = typer.Argument(..., help="Prepared work folder (manifest.csv, splits.json)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (rerunning resumes from its cache)."),
+    out: Path = typer.Option(..., "--out", callback=out_folder,
+        help="Run folder (rerunning resumes from its cache)."),
     backend: Backend = _default("backend"),
     model: Model = ...,  # type: ignore[assignment]
     base_url: BaseUrl = [],  # noqa: B006 (typer copies it)
