@@ -29,9 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Keys of :func:`binary_metrics`, in this order.
 METRIC_KEYS = ("n", "tp", "fp", "tn", "fn", "accuracy", "precision", "recall", "specificity", "f1",
-               "balanced_accuracy", "mcc", "auc")
+               "balanced_accuracy", "mcc", "auc", "brier", "ece", "log_loss", "aurc")
+#: Metrics of the scores as probabilities (:mod:`medvlm.calibration`); None without scores.
+SCORE_METRICS = ("brier", "ece", "log_loss", "aurc")
 #: Metrics that get a bootstrap confidence interval (``<metric>_ci``).
-CI_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc")
+CI_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc",
+              *SCORE_METRICS)
 BOOTSTRAP_METHODS = ("percentile", "bca")
 
 
@@ -118,7 +121,29 @@ def _metric_vector(y: np.ndarray, p: np.ndarray, s: np.ndarray | None) -> np.nda
     fn = int(np.sum((y == 1) & (p == 0)))
     d = _from_counts(tp, fp, tn, fn)
     d["auc"] = auc_score(y, s) if s is not None else math.nan
+    d.update(_score_metrics(y, p, s, fast=True))
     return np.array([d[k] for k in CI_METRICS], dtype=np.float64)
+
+
+def _score_metrics(y: np.ndarray, p: np.ndarray, s: np.ndarray | None, *, fast: bool = False
+                   ) -> dict[str, float]:
+    """:data:`SCORE_METRICS` on the rows with a score (NaN without scores, or scores outside [0, 1]).
+    ``fast``: plain numpy (the bootstrap loop), else scikit-learn (same values, tested)."""
+    from medvlm import calibration as cal
+
+    nan = dict.fromkeys(SCORE_METRICS, math.nan)
+    if s is None:
+        return nan
+    keep = ~np.isnan(s)
+    y, p, s = y[keep], p[keep], s[keep]
+    if not s.size or s.min() < 0 or s.max() > 1:
+        return nan
+    if fast:
+        brier, ece, loss = cal.calibration_vector(y, s)
+    else:
+        brier, ece = cal.brier_score(y, s), cal.expected_calibration_error(y, s)
+        loss = cal.log_loss_score(y, s)
+    return {"brier": brier, "ece": ece, "log_loss": loss, "aurc": cal.aurc(y, p, s)}
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -138,7 +163,9 @@ def binary_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | None
     Returns:
         dict with keys :data:`METRIC_KEYS`: ``n, tp, fp, tn, fn`` (int), ``accuracy, precision,
         recall`` (sensitivity), ``specificity, f1, balanced_accuracy, mcc, auc`` (float or None where
-        undefined, with a :class:`MetricWarning`). MCC and AUC are computed with scikit-learn.
+        undefined, with a :class:`MetricWarning`). MCC and AUC are computed with scikit-learn. With
+        scores in [0, 1]: ``brier, ece, log_loss`` (:mod:`medvlm.calibration`) and ``aurc`` (area under
+        the risk-coverage curve of ``preds`` ranked by confidence); None without scores.
 
     >>> m = binary_metrics([1, 1, 1, 0], [1, 1, 1, 1])
     >>> m["recall"], m["specificity"], m["auc"] is None
@@ -172,12 +199,16 @@ def binary_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | None
 
         auc = float(roc_auc_score(ys, s_ok))
     out: dict[str, Any] = {"n": int(y.size), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
-    for key in CI_METRICS[:-1]:
+    for key in CI_METRICS[:CI_METRICS.index("auc")]:  # the metrics of the confusion counts
         value = _none_if_nan(derived[key])
         if value is None:
             undefined.append(key)
         out[key] = value
     out["auc"] = _none_if_nan(auc)
+    for key, value in _score_metrics(y, p, s).items():
+        out[key] = _none_if_nan(value)
+    if s is not None and out["brier"] is None and not np.isnan(s).all():
+        undefined.append("brier, ece, log_loss, aurc (scores outside [0, 1] are not probabilities)")
     quiet = {"auc (no scores)"}
     loud = [u for u in undefined if u not in quiet]
     if loud:
@@ -289,7 +320,7 @@ def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | N
     for j, m in enumerate(CI_METRICS):
         col = boot[:, j]
         n_nan = int(np.isnan(col).sum())
-        if m == "auc" and s is None:
+        if (m == "auc" or m in SCORE_METRICS) and s is None:
             continue
         if n_nan > 0:
             skipped.append(f"{m}: {n_nan}")

@@ -10,6 +10,7 @@ A predictions table has one row per prediction unit: ``patient_id`` plus the uni
 - :func:`fold_ensemble` -- several folds' predictions of the same units -> one row per unit: the mean
   score, ``pred = mean score >= 0.5`` (the majority of the folds' ``pred`` without scores, a tie to the
   positive class);
+- :func:`abstain_below` -- selective prediction: the least confident rows become abstentions;
 - :func:`predictions_metrics` -- metrics with bootstrap CIs on the answered rows; a row with an empty
   ``pred`` is an abstention (no evidence, no prediction), counted in ``n_abstained`` and ``coverage``;
   rows that share a patient (slices, images) are resampled by patient (the cluster bootstrap), never row
@@ -138,4 +139,30 @@ def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str 
         out["n_patients"] = int(answered["patient_id"].nunique())
     out["n_abstained"] = int(len(df) - len(answered))
     out["coverage"] = len(answered) / len(df) if len(df) else None
+    return out
+
+
+def abstain_below(df: Any, level: float, *, source: str = "predictions") -> Any:
+    """A copy of ``df`` where rows whose confidence (the score of the predicted class,
+    :func:`medvlm.calibration.confidence`) is below ``level`` are abstentions (``pred`` and ``score``
+    emptied), so :func:`predictions_metrics` reports coverage and the metrics of the rest.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"label": [1, 0, 1], "pred": [1, 0, 1], "score": [0.9, 0.45, 0.55]})
+    >>> abstain_below(df, 0.6)["pred"].tolist()
+    [1.0, nan, nan]
+    """
+    from medvlm.calibration import abstain_below as keep_mask
+    from medvlm.metrics import has_scores
+
+    if not has_scores(df):
+        raise DataError(f"{source}: --abstain-below needs scores (a score column with P of the positive "
+                        "class)")
+    out = df.copy()
+    answered = out["pred"].notna()
+    keep = keep_mask(out["pred"].where(answered, 0).to_numpy(dtype=float), out["score"].to_numpy(dtype=float),
+                     level)
+    drop = answered & ~keep
+    out["pred"] = out["pred"].astype("float64").mask(drop)
+    out["score"] = out["score"].astype("float64").mask(drop)
     return out

@@ -1,7 +1,7 @@
 """What every run folder records about itself: ``RUN/run.json``.
 
 ``run.json`` = ``{"kind", "name", "created", "config", "versions", "git_revision", "command"}`` where
-``kind`` is one of ``cnn``, ``vlm``, ``consistency``, ``finetune``. The report reads only run files, so
+``kind`` is one of :data:`RUN_KINDS`. The report reads only run files, so
 this is how it learns what a folder holds and how it was made (resolved config, package versions, git
 revision, seeds).
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from medvlm._io import write_json_atomic
 
-RUN_KINDS = ("cnn", "vlm", "consistency", "finetune")
+RUN_KINDS = ("cnn", "vlm", "consistency", "finetune", "calibrated")
 _PACKAGES = ("medvlm", "numpy", "scipy", "pandas", "scikit-learn", "nibabel", "torch", "monai",
              "transformers", "peft", "trl", "bitsandbytes", "httpx", "pydantic")
 

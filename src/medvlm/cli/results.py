@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app, out_file
+from medvlm.cli._app import app, out_file, out_folder
 
 
 @contextlib.contextmanager
@@ -48,9 +48,12 @@ def metrics_cmd(
     ci_method: str = typer.Option("percentile", "--ci-method", help="Bootstrap interval: percentile or bca."),
     cohort: str = typer.Option("test", "--cohort", help="Rows scored where the file has a cohort column: "
                                "test, val, train or all."),
+    abstain: float = typer.Option(None, "--abstain-below", help="Selective prediction: rows whose confidence "
+                                  "(score of the predicted class) is below this are abstentions."),
 ) -> None:
     """Metrics of one predictions file (label 1 positive, as `medvlm tasks` names it), optionally with
-    bootstrap 95% CIs (resampling patients when rows are slices)."""
+    bootstrap 95% CIs (resampling patients when rows are slices). With scores: brier, ece, log_loss and
+    aurc (calibration and selective prediction; lower is better)."""
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
     from medvlm.predictions import predictions_metrics, select_cohort
     from medvlm.registry import check_choice
@@ -58,6 +61,10 @@ def metrics_cmd(
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
     df = select_cohort(read_predictions(predictions), None if cohort == "all" else cohort,
                        source=str(predictions), hint="; choose the rows with --cohort (a cohort, or all)")
+    if abstain is not None:
+        from medvlm.predictions import abstain_below
+
+        df = abstain_below(df, abstain, source=str(predictions))
     with _warnings_to_stderr():
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method)
     if as_json:
@@ -80,15 +87,51 @@ def metrics_cmd(
         table.add_row("abstained (no prediction; not in the metrics)",
                       f"{result['n_abstained']} (coverage {_fmt(result['coverage'])})",
                       *([""] if bootstrap else []))
-    for key in ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc"):
+    for key in ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc",
+                "brier", "ece", "log_loss", "aurc"):
         label = {"recall": "recall (sensitivity)", "balanced_accuracy": "balanced accuracy",
-                 "auc": "ROC AUC"}.get(key, key)
+                 "auc": "ROC AUC", "brier": "Brier score (lower: better)",
+                 "ece": "ECE, 10 bins (lower: better)", "log_loss": "log loss (lower: better)",
+                 "aurc": "AURC (lower: better)"}.get(key, key)
         row = [label, _fmt(result[key])]
         if bootstrap:
             ci = result.get(f"{key}_ci")
             row.append("n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]")
         table.add_row(*row)
     Console().print(table)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    fit: Path = typer.Argument(..., help="Predictions (or run folder) to fit on: its val rows (all rows "
+                               "without a cohort column)."),
+    apply: Path = typer.Argument(..., help="Predictions (or run folder) to calibrate: its test rows."),
+    out: Path = typer.Option(..., "--out", callback=out_folder,
+        help="Run folder: predictions.csv, metrics.json, calibration.json, run.json."),
+    method: str = typer.Option("temperature", "--method", help="temperature | platt | isotonic | none."),
+    threshold: str = typer.Option("youden", "--threshold", help="youden | balanced | a number in [0, 1]."),
+    fit_cohort: str = typer.Option("val", "--fit-cohort", help="FIT rows used where it has a cohort column."),
+    apply_cohort: str = typer.Option("test", "--apply-cohort", help="APPLY rows calibrated (cohort column)."),
+    orientation: str = typer.Option("combined", "--orientation", help="VLM predictions: the orientation "
+                                    "rows to use (combined: the patient-level vote)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    abstain: float = typer.Option(None, "--abstain-below", help="Selective prediction: rows whose calibrated "
+                                  "confidence is below this are abstentions."),
+) -> None:
+    """Calibrate a scored run on another run's validation rows: temperature/Platt/isotonic, a fitted
+    threshold (Youden, balanced or fixed) and optional selective prediction; a run of kind `calibrated`."""
+    from medvlm.calibrate import calibrate
+
+    with _warnings_to_stderr():
+        m = calibrate(fit, apply, out, method=method, threshold=threshold, fit_cohort=fit_cohort,
+                      apply_cohort=apply_cohort, orientation=orientation, n_boot=bootstrap, seed=seed,
+                      abstain_below=abstain)
+    cal = json.loads((out / "calibration.json").read_text())
+    print(f"{cal['method']} fitted on {cal['n_fit']} rows, threshold {cal['threshold']:.4f} "
+          f"({cal['threshold_rule']}); on {m['n']} rows: accuracy {_fmt(m['accuracy'])}, sensitivity "
+          f"{_fmt(m['recall'])}, specificity {_fmt(m['specificity'])}, AUC {_fmt(m['auc'])}, ECE "
+          f"{_fmt(m['ece'])}, coverage {_fmt(m['coverage'])} -> {out / 'predictions.csv'}")
 
 
 @app.command("compare")
