@@ -169,3 +169,61 @@ def test_aliases_and_duplicate_keys_are_refused(tmp_path, capsys, text, message)
     assert message in capsys.readouterr().err
     path.write_bytes(b"name: \xff\xfe\n")
     assert invoke(["run", str(path), "--check"]) == 2
+
+
+CALIBRATED_STUDY = {
+    "name": "cal", "out": "out",
+    "data": {"synthetic": {"patients": 12, "lgg_fraction": 0.4, "seed": 0, "size": "small"}},
+    "prepare": {"shape": [8, 12, 12]},
+    "split": {"test_fraction": 0.25, "folds": 2},
+    "cnn": [{"name": "cnn", "epochs": 1, "batch_size": 2, "workers": 0, "fold": "all"}],
+    "vlm": [{"name": "vlm", "model": "tiny", "scoring": "logprobs", "slices": "central:2"}],
+    "calibrate": [{"name": "vlm-cal", "run": "vlm"},
+                  {"name": "cnn-cal", "run": "cnn", "method": "platt", "threshold": "balanced"}],
+}
+
+
+@pytest.mark.slow
+def test_run_calibrate_section_evaluates_val_once_and_calibrates(tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(CALIBRATED_STUDY))
+    assert _exit_code(["run", str(path)]) == 0
+    out = tmp_path / "out"
+    names = [s["name"] for s in json.loads((out / "experiment.json").read_text())["stages"]]
+    assert names[-5:] == ["vlm", "vlm-val0", "vlm-cal", "cnn-cal", "report"]
+    val = json.loads((out / "runs" / "vlm-val0" / "run.json").read_text())["config"]
+    general = json.loads((out / "runs" / "vlm" / "run.json").read_text())["config"]
+    assert (val["cohort"], val["fold"]) == ("val", 0) and general["cohort"] == "test"
+    assert {k: val[k] for k in ("prompt_sha", "slices", "scoring")} == {
+        k: general[k] for k in ("prompt_sha", "slices", "scoring")}
+    import pandas as pd
+
+    from medvlm.data.cohorts import load_cohort
+
+    cal = json.loads((out / "runs" / "vlm-cal" / "calibration.json").read_text())
+    assert cal["n_fit"] == len(load_cohort(out / "work", "val", fold=0))  # fold 0's val patients
+    info = json.loads((out / "runs" / "vlm-cal" / "run.json").read_text())
+    assert info["kind"] == "calibrated"
+    assert info["config"]["fit"] == str(out / "runs" / "vlm-val0" / "predictions.csv")
+    assert info["config"]["apply"] == str(out / "runs" / "vlm" / "predictions.csv")
+    cnn_cal = pd.read_csv(out / "runs" / "cnn-cal" / "predictions.csv")
+    assert set(cnn_cal["cohort"]) == {"test"}
+    capsys.readouterr()
+    assert _exit_code(["run", str(path)]) == 0  # a rerun reuses every stage
+    statuses = {s["name"]: s["status"] for s in json.loads((out / "experiment.json").read_text())["stages"]}
+    assert statuses["vlm-val0"] == statuses["vlm-cal"] == statuses["cnn-cal"] == "reused"
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"name": "c", "run": "nosuch"}, "run 'nosuch' is not a vlm, cnn or fine-tuning evaluation run"),
+    ({"name": "c", "run": "vlm", "fold": 5}, "fold 5 but the split has 2 folds"),
+    ({"name": "c", "run": "vlm", "threshold": 1.5}, "threshold must be youden, balanced or a number"),
+    ({"name": "c", "run": "vlm", "method": "beta"}, "calibrate.0.method"),
+    ({"name": "vlm", "run": "vlm"}, "run names must be unique"),
+])
+def test_bad_calibrate_sections_are_refused(section, message):
+    from medvlm.errors import ConfigError
+
+    bad = {**CALIBRATED_STUDY, "calibrate": [section]}
+    with pytest.raises(ConfigError, match=message):
+        parse_experiment(bad, source="x.yaml")

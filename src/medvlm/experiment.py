@@ -129,6 +129,28 @@ class FinetuneRun(FinetuneConfig):
         return value
 
 
+class CalibrateRun(_Strict):
+    """A calibrated arm (``medvlm calibrate``): the test-cohort predictions of run ``run`` (a ``vlm`` run,
+    a fine-tuning run's ``<name>-eval`` or a ``cnn`` run), calibrated on the validation cohort of
+    ``fold``. For a VLM run that evaluation is ``<run>-val<fold>`` (the same options, ``cohort: val``),
+    made when missing; a CNN run's own out-of-fold val rows are used as they are."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    run: str
+    method: Literal["temperature", "platt", "isotonic", "none"] = "temperature"
+    threshold: Literal["youden", "balanced"] | float = "youden"
+    fold: int = Field(0, ge=0)
+    abstain_below: float | None = Field(None, ge=0.5, le=1.0)
+    bootstrap: int = Field(0, ge=0)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_range(cls, value: Any) -> Any:
+        if not isinstance(value, str) and not 0.0 <= float(value) <= 1.0:
+            raise ValueError("threshold must be youden, balanced or a number in [0, 1]")
+        return value
+
+
 class ReportSection(_Strict):
     """The report: its file name under ``out`` and its title."""
 
@@ -150,6 +172,7 @@ class ExperimentConfig(_Strict):
     vlm: list[VLMRun] = Field(default_factory=list)
     consistency: list[ConsistencyRun] = Field(default_factory=list)
     finetune: list[FinetuneRun] = Field(default_factory=list)
+    calibrate: list[CalibrateRun] = Field(default_factory=list)
     report: ReportSection = Field(default_factory=ReportSection)
 
     @field_validator("task")
@@ -193,11 +216,22 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ExperimentConfig:
-        names = [r.name for r in [*self.cnn, *self.vlm, *self.consistency, *self.finetune]]
+        names = [r.name for r in [*self.cnn, *self.vlm, *self.consistency, *self.finetune, *self.calibrate]]
         names += [f"{r.name}-eval" for r in self.finetune if r.evaluate is not None]
+        vlm_names = {r.name for r in self.vlm} | {f"{r.name}-eval" for r in self.finetune if r.evaluate}
+        names += sorted({f"{r.run}-val{r.fold}" for r in self.calibrate if r.run in vlm_names})
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"run names must be unique; repeated: {dupes}")
+        scored = vlm_names | {r.name for r in self.cnn}
+        for r in self.calibrate:
+            if r.run not in scored:
+                hint = did_you_mean(r.run, sorted(scored))
+                raise ValueError(f"calibrate run {r.name!r}: run {r.run!r} is not a vlm, cnn or fine-tuning "
+                                 f"evaluation run of this file.{hint}")
+            if r.fold >= self.split.folds:
+                raise ValueError(f"calibrate run {r.name!r}: fold {r.fold} but the split has "
+                                 f"{self.split.folds} folds (0 to {self.split.folds - 1})")
         return self
 
 
@@ -299,8 +333,8 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
     Sized for a few minutes on 2 CPU cores: a small synthetic cohort, a 3-fold CNN at 48x64x64, the
     tiny stand-in VLM with log-prob scoring on every tumour slice of three orientations, the study's
     consistency test (one HGG and one LGG image, 95 repeats, sampled at Llama-3.2-Vision's defaults:
-    temperature 0.6, top-p 0.9), a LoRA
-    fine-tune on a few slices per patient and its evaluation.
+    temperature 0.6, top-p 0.9), a LoRA fine-tune on a few slices per patient and its evaluation, and
+    the general VLM with a temperature and threshold fitted on the validation cohort of fold 0.
     """
     return parse_experiment({
         "name": "demo",
@@ -323,4 +357,6 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
         "finetune": [{"name": "vlm-lora", "base_model": TINY_MODEL, "method": "lora", "epochs": 3,
                       "lr": 2e-3, "batch_size": 8, "max_slices_per_patient": 4, "slices": "tumour",
                       "evaluate": {"scoring": "logprobs", "slices": "tumour", "n_boot": 500}}],
+        "calibrate": [{"name": "vlm-zero-shot-calibrated", "run": "vlm-zero-shot", "method": "temperature",
+                       "threshold": "youden", "bootstrap": 500}],
     }, source="demo defaults")

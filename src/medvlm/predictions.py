@@ -166,3 +166,32 @@ def abstain_below(df: Any, level: float, *, source: str = "predictions") -> Any:
     out["pred"] = out["pred"].astype("float64").mask(drop)
     out["score"] = out["score"].astype("float64").mask(drop)
     return out
+
+
+def summarise_test_cohort(run: Any) -> dict[str, Any]:
+    """Accuracy, specificity and AUC of a run folder's test-cohort predictions (``medvlm run``'s stage
+    table); {} without them or when several folds predict the test cohort."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from medvlm.metrics import binary_metrics
+
+    path = Path(run) / "predictions.csv"
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(path, dtype={"patient_id": str})
+    if "cohort" in frame.columns:
+        frame = frame[frame["cohort"] == "test"]
+    if "fold" in frame.columns and frame["fold"].nunique() > 1:
+        return {}
+    if frame.empty:
+        return {}
+    scores = frame["score"] if "score" in frame.columns and frame["score"].notna().all() else None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
+    return {f"test_{k}": (round(m[k], 3) if m[k] is not None else None)
+            for k in ("accuracy", "specificity", "auc")}

@@ -2,11 +2,11 @@
 
 :func:`run_experiment` turns an :class:`medvlm.experiment.ExperimentConfig` into an ordered list of
 stages (synth or data check -> prepare -> split -> tiny model -> CNNs -> VLM evaluations -> fine-tuning
-and its evaluation -> consistency -> report), each a call of the library function behind one command.
-A stage whose inputs (its fingerprint) did not change since it finished is skipped on rerun; the others
-resume from what their command leaves on disk (prepared volumes, checkpoints, the response cache).
-``out/experiment.json`` records the resolved config and one record per stage. Labels: the task's
-(``task:`` in the config; ``brats-grading`` by default).
+and its evaluation -> consistency -> calibrated arms -> report), each a call of the library function
+behind one command. A stage whose inputs (its fingerprint) did not change since it finished is skipped
+on rerun; the others resume from what their command leaves on disk (prepared volumes, checkpoints, the
+response cache). ``out/experiment.json`` records the resolved config and one record per stage. Labels:
+the task's (``task:`` in the config; ``brats-grading`` by default).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.experiment import TINY_MODEL, ExperimentConfig, fingerprint
+from medvlm.predictions import summarise_test_cohort
 
 
 @dataclass
@@ -162,7 +163,7 @@ def _stage_cnn(p: _Paths, run: Any, progress: bool) -> StageRecord:
 
     config = CNNConfig(**{**_fields(run), "progress": progress})
     metrics = train_cnn(p.work, p.run(run.name), config)
-    return StageRecord(run.name, summary=_test_summary(p.run(run.name)) or {"metrics": bool(metrics)},
+    return StageRecord(run.name, summary=summarise_test_cohort(p.run(run.name)) or {"metrics": bool(metrics)},
                        outputs={"run": str(p.run(run.name))})
 
 
@@ -182,7 +183,7 @@ def _stage_vlm(p: _Paths, name: str, fields: dict[str, Any], progress: bool) -> 
 
     result = evaluate_vlm(p.work, p.run(name), _vlm_config(p, fields, progress))
     summary = {"calls": result.n_calls, "unparsed": result.n_unparsed, "failed": result.n_failed,
-               "sent": result.n_sent, "cached": result.n_cached, **_test_summary(p.run(name))}
+               "sent": result.n_sent, "cached": result.n_cached, **summarise_test_cohort(p.run(name))}
     return StageRecord(name, status="incomplete" if result.exit_code else "done", summary=summary,
                        outputs={"run": str(p.run(name))})
 
@@ -258,30 +259,47 @@ def _stage_report(p: _Paths, run_names: list[str], progress: bool) -> StageRecor
     return StageRecord("report", summary={"runs": len(runs)}, outputs={"report": str(target)})
 
 
-def _test_summary(run: Path) -> dict[str, Any]:
-    """Accuracy, specificity and AUC of a run's test-cohort predictions (for the stage table)."""
-    import pandas as pd
-
-    from medvlm.metrics import binary_metrics
-
-    path = run / "predictions.csv"
-    if not path.is_file():
-        return {}
-    frame = pd.read_csv(path, dtype={"patient_id": str})
-    if "cohort" in frame.columns:
-        frame = frame[frame["cohort"] == "test"]
-    if "fold" in frame.columns and frame["fold"].nunique() > 1:
-        return {}
-    if frame.empty:
-        return {}
-    scores = frame["score"] if "score" in frame.columns and frame["score"].notna().all() else None
+def _stage_calibrate(p: _Paths, run: Any, fit: Path, apply: Path) -> StageRecord:
     import warnings
 
-    with warnings.catch_warnings():
+    from medvlm.calibrate import calibrate
+
+    with warnings.catch_warnings():  # undefined metrics are None in metrics.json; the report says why
         warnings.simplefilter("ignore")
-        m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
-    return {f"test_{k}": (round(m[k], 3) if m[k] is not None else None)
-            for k in ("accuracy", "specificity", "auc")}
+        metrics = calibrate(fit, apply, p.run(run.name), method=run.method, threshold=run.threshold,
+                            abstain_below=run.abstain_below, n_boot=run.bootstrap)
+    cal = json.loads((p.run(run.name) / "calibration.json").read_text())
+    return StageRecord(run.name, summary={
+        "method": run.method, "threshold": round(cal["threshold"], 4), "n_fit": cal["n_fit"],
+        **{f"test_{k}": (round(metrics[k], 3) if metrics[k] is not None else None)
+           for k in ("accuracy", "specificity", "auc", "ece")}}, outputs={"run": str(p.run(run.name))})
+
+
+def _calibrate_stages(config: ExperimentConfig, p: _Paths, eval_stages: dict[str, tuple[str, dict]],
+                      progress: bool) -> list[tuple[_Stage, bool]]:
+    """The stages of ``calibrate:``: a VLM run's validation evaluation when missing (``<run>-val<fold>``,
+    the run's own options with ``cohort: val``), then the calibration. ``eval_stages``: VLM run name ->
+    (fingerprint, fields). Returns (stage, shown in the report)."""
+    out: list[tuple[_Stage, bool]] = []
+    planned: set[str] = set()
+    for run in config.calibrate:
+        target = p.run(run.run)
+        if run.run in eval_stages:
+            fp, fields = eval_stages[run.run]
+            val_name = f"{run.run}-val{run.fold}"
+            val_fields = {**fields, "cohort": "val", "fold": run.fold}
+            if val_name not in planned:
+                planned.add(val_name)
+                out.append((_Stage(val_name, fingerprint(fp, val_fields),
+                                   lambda n=val_name, f=val_fields: _stage_vlm(p, n, f, progress),
+                                   lambda n=val_name: (p.run(n) / "run.json").is_file()), False))
+            fit, fit_fp = p.run(val_name), fingerprint(fp, val_fields)
+        else:  # a CNN run: its out-of-fold val rows
+            fit, fit_fp = target, fingerprint(run.run)
+        out.append((_Stage(run.name, fingerprint(fit_fp, run.model_dump(mode="json"), str(target)),
+                           lambda run=run, fit=fit, target=target: _stage_calibrate(p, run, fit, target),
+                           lambda n=run.name: (p.run(n) / "run.json").is_file()), True))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- runner
@@ -318,12 +336,14 @@ def plan_stages(config: ExperimentConfig, p: _Paths, *, progress: bool) -> list[
         stages.append(_Stage(run.name, fingerprint(split_fp, dumped(run)),
                              lambda run=run: _stage_cnn(p, run, progress), run_exists(run.name)))
         run_names.append(run.name)
+    eval_stages: dict[str, tuple[str, dict[str, Any]]] = {}
     for run in config.vlm:
         fields = _fields(run)
         stages.append(_Stage(run.name, fingerprint(split_fp, dumped(run)),
                              lambda run=run, fields=fields: _stage_vlm(p, run.name, fields, progress),
                              run_exists(run.name)))
         run_names.append(run.name)
+        eval_stages[run.name] = (fingerprint(split_fp, dumped(run)), fields)
     for run in config.finetune:
         ft_fp = fingerprint(split_fp, dumped(run))
         stages.append(_Stage(run.name, ft_fp, lambda run=run: _stage_finetune(p, run, progress),
@@ -336,10 +356,15 @@ def plan_stages(config: ExperimentConfig, p: _Paths, *, progress: bool) -> list[
                                  lambda n=eval_name, f=fields: _stage_vlm(p, n, f, progress),
                                  run_exists(eval_name)))
             run_names.append(eval_name)
+            eval_stages[eval_name] = (fingerprint(ft_fp, fields), fields)
     for run in config.consistency:
         stages.append(_Stage(run.name, fingerprint(split_fp, dumped(run)),
                              lambda run=run: _stage_consistency(p, run, progress), run_exists(run.name)))
         run_names.append(run.name)
+    for stage, shown in _calibrate_stages(config, p, eval_stages, progress):
+        stages.append(stage)
+        if shown:
+            run_names.append(stage.name)
     stages.append(_Stage("report", fingerprint(time.time()), lambda: _stage_report(p, run_names, progress),
                          lambda: False))
     return stages
@@ -389,26 +414,3 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
         write_json_atomic(record_path, {"config": config.model_dump(mode="json"), "out": str(out),
                                         "stages": [asdict(r) for r in result.stages]})
     return result
-
-
-def print_summary(result: StudyResult, console: Any) -> None:
-    """A rich table: one row per stage with its status, time and key numbers; then the report's path."""
-    from rich.table import Table
-
-    table = Table(title=f"medvlm: {result.config.name} in {result.out}", title_justify="left")
-    for column in ("stage", "status", "seconds", "result"):
-        table.add_column(column, justify="right" if column == "seconds" else "left")
-    for record in result.stages:
-        parts = []
-        for key, value in record.summary.items():
-            if key in ("skipped_reasons", "warnings", "reused") and not value:
-                continue
-            if isinstance(value, list):
-                value = ", ".join(map(str, value))
-            elif isinstance(value, float):
-                value = f"{value:.3g}"
-            parts.append(f"{key}: {value}")
-        table.add_row(record.name, record.status, f"{record.seconds:.1f}", "; ".join(parts))
-    console.print(table)
-    if result.report is not None:
-        console.print(f"Report: [bold]{result.report}[/bold]")

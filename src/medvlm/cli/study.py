@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -62,7 +63,7 @@ def run_cmd(
 def _run(config, *, out: Path | None, base_dir: Path, force: bool) -> None:
     from rich.console import Console
 
-    from medvlm.study import print_summary, run_experiment
+    from medvlm.study import run_experiment
 
     console = Console(stderr=True)
     result = run_experiment(config, out=out, base_dir=base_dir, console=console, force=force)
@@ -70,3 +71,26 @@ def _run(config, *, out: Path | None, base_dir: Path, force: bool) -> None:
     if result.exit_code:
         Console(stderr=True).print("Some requests failed; rerun the same command to retry only those.")
         raise typer.Exit(result.exit_code)
+
+
+def print_summary(result: Any, console: Any) -> None:
+    """A rich table: one row per stage with its status, time and key numbers; then the report's path."""
+    from rich.table import Table
+
+    table = Table(title=f"medvlm: {result.config.name} in {result.out}", title_justify="left")
+    for column in ("stage", "status", "seconds", "result"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for record in result.stages:
+        parts = []
+        for key, value in record.summary.items():
+            if key in ("skipped_reasons", "warnings", "reused") and not value:
+                continue
+            if isinstance(value, list):
+                value = ", ".join(map(str, value))
+            elif isinstance(value, float):
+                value = f"{value:.3g}"
+            parts.append(f"{key}: {value}")
+        table.add_row(record.name, record.status, f"{record.seconds:.1f}", "; ".join(parts))
+    console.print(table)
+    if result.report is not None:
+        console.print(f"Report: [bold]{result.report}[/bold]")
