@@ -3,10 +3,11 @@
 An :class:`ExperimentConfig` names every stage of the study: the data (a BraTS 2020 folder or a
 synthetic cohort), preprocessing, the split, one or more CNNs, one or more VLM evaluations, consistency
 runs, LoRA/QLoRA fine-tuning (each followed by an evaluation of the fine-tuned model exactly like the
-general one) and the report. Each run section holds the same fields as the matching command's config
-(:class:`medvlm.cnn.config.CNNConfig`, :class:`medvlm.vlm.evaluate.VLMEvalConfig`,
-:class:`medvlm.finetune.config.FinetuneConfig`, :class:`medvlm.consistency.config.ConsistencyConfig`) plus a
-``name``. Unknown keys are rejected with a "did you mean".
+general one), calibrated arms and the report. Each run section takes the matching command's option names
+(:mod:`medvlm.config_keys`; the field names of :class:`medvlm.cnn.config.CNNConfig`,
+:class:`medvlm.vlm.evaluate.VLMEvalConfig`, :class:`medvlm.finetune.config.FinetuneConfig` and
+:class:`medvlm.consistency.config.ConsistencyConfig` stay accepted) plus a ``name``. Unknown keys are
+rejected, all in one message, each with a "did you mean".
 
 ``model: tiny`` (or ``base_model: tiny``) stands for the tiny randomly initialised
 Llama-3.2-Vision-architecture model that ``medvlm make-tiny-vlm`` writes: a stand-in for a real VLM.
@@ -249,28 +250,41 @@ def _annotation_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _explain(exc: ValidationError, source: str) -> ConfigError:
-    """One line for the first validation error: where, what, and a "did you mean" for unknown keys."""
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
+def _unknown_key(loc: list[str]) -> str:
+    """``'vlm.0.modle'. Did you mean 'model'?`` for one unknown key."""
+    model: type[BaseModel] | None = ExperimentConfig
+    for part in loc[:-1]:
+        if model is None or part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        model = _annotation_model(field.annotation) if field else None
+    choices = sorted(model.model_fields) if model else []
     where = ".".join(loc) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        model: type[BaseModel] | None = ExperimentConfig
-        for part in loc[:-1]:
-            if model is None or part.isdigit():
-                continue
-            field = model.model_fields.get(part)
-            model = _annotation_model(field.annotation) if field else None
-        choices = sorted(model.model_fields) if model else []
-        hint = did_you_mean(loc[-1], choices)
-        return ConfigError(f"{source}: unknown key {where!r}.{hint or ' Allowed: ' + ', '.join(choices)}")
+    hint = did_you_mean(loc[-1], choices)
+    return f"{where!r}.{hint or ' Allowed: ' + ', '.join(choices)}"
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    """One line: every unknown key (each with a "did you mean"), else the first validation error."""
+    errors = exc.errors()
+    unknown = [[str(p) for p in e["loc"]] for e in errors if e["type"] == "extra_forbidden"]
+    if len(unknown) == 1:
+        return ConfigError(f"{source}: unknown key {_unknown_key(unknown[0])}")
+    if unknown:
+        return ConfigError(f"{source}: {len(unknown)} unknown keys: "
+                           + "; ".join(_unknown_key(loc) for loc in unknown))
+    err = errors[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     return ConfigError(f"{source}: {where}: {err['msg']}")
 
 
 def parse_experiment(data: Any, *, source: str = "experiment") -> ExperimentConfig:
     """Validate a dict (as read from YAML) into an :class:`ExperimentConfig`; ConfigError on a mistake."""
+    from medvlm.config_keys import normalise_sections
+
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections (data, cnn, vlm, ...)")
+    data = normalise_sections(data, source)  # the commands' option names -> the config fields
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:

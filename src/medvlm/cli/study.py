@@ -94,3 +94,30 @@ def print_summary(result: Any, console: Any) -> None:
     console.print(table)
     if result.report is not None:
         console.print(f"Report: [bold]{result.report}[/bold]")
+
+
+config_app = typer.Typer(help="EXPERIMENT.yaml helpers.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("dump")
+def config_dump_cmd(
+    run: Path = typer.Argument(..., help="A run folder (its run.json) made by any medvlm command."),
+) -> None:
+    """Print the EXPERIMENT.yaml section that reproduces RUN (its options under the commands' names;
+    defaults left out)."""
+    import json
+
+    import yaml
+
+    from medvlm.config_keys import dump_section
+    from medvlm.errors import DataError
+
+    path = run / "run.json" if run.is_dir() else run
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable run.json ({exc})") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: run.json is not a JSON object")
+    print(yaml.safe_dump(dump_section(info), sort_keys=False, default_flow_style=False), end="")
