@@ -64,6 +64,9 @@ def check_engine(engine: str, method: str) -> None:
 def load_processor(base_model: str) -> Any:
     from transformers import AutoProcessor
 
+    from medvlm.hub import check_model_source
+
+    check_model_source(base_model, "--base-model")  # seconds, not minutes of Hub retries
     try:
         return AutoProcessor.from_pretrained(base_model)
     except (OSError, ValueError) as exc:

@@ -130,6 +130,9 @@ class TransformersBackend(Backend):
             self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         else:
             self.dtype = getattr(torch, config.dtype)
+        from medvlm.hub import check_model_source
+
+        check_model_source(config.model)  # a folder, a cached or confirmed Hub id: else one line, at once
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(config.model)
             model_cls = getattr(transformers, "AutoModelForImageTextToText", None)
