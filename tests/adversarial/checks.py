@@ -1,0 +1,21 @@
+"""Assertions shared by the adversarial tests: what a user sees when their input is bad."""
+
+from __future__ import annotations
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    """The captured stderr is exactly one ``medvlm: error:`` line (no traceback) containing ``needles``."""
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medvlm: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def warnings_only(err: str) -> list[str]:
+    """The ``medvlm: warning:`` lines of ``err``; fails when stderr holds anything else."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert all(line.startswith("medvlm: warning: ") for line in lines), err
+    return lines
