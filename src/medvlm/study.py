@@ -354,7 +354,9 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
     bars (None: quiet). Returns the stage records; ``out/experiment.json`` holds them too.
     """
     from medvlm._io import write_json_atomic
+    from medvlm.experiment import check_devices
 
+    check_devices(config, source=f"experiment {config.name!r}")  # before any stage runs
     base = Path(base_dir).resolve()
     out = Path(out) if out is not None else Path(config.out)
     out = (out if out.is_absolute() else base / out).resolve()

@@ -20,3 +20,11 @@ def fake_server():
     server = FakeServer()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny random Llama-3.2-Vision-architecture model (offline)."""
+    from medvlm.vlm.tiny import make_tiny_vlm
+
+    return make_tiny_vlm(tmp_path_factory.mktemp("advtiny") / "model", seed=0)
