@@ -19,3 +19,16 @@ def warnings_only(err: str) -> list[str]:
     lines = [line for line in err.splitlines() if line.strip()]
     assert all(line.startswith("medvlm: warning: ") for line in lines), err
     return lines
+
+
+def last_line_error(capsys, *needles: str) -> str:
+    """For commands that report progress on stderr (train-cnn, finetune): no traceback, and the one
+    ``medvlm: error:`` line is the last line, containing ``needles``."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    errors = [line for line in lines if line.startswith("medvlm: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]

@@ -138,6 +138,12 @@ class TransformersBackend(Backend):
 
         self.config = config
         self.device = resolve_device(config.device)
+        adapter_state = None
+        if config.adapter:
+            require("peft", "finetune")
+            from medvlm.vlm._adapter import read_adapter
+
+            adapter_state = read_adapter(config.adapter)  # before the base model loads
         if config.dtype == "auto":
             self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         else:
@@ -152,15 +158,10 @@ class TransformersBackend(Backend):
         except OSError as exc:
             raise BackendError(f"--model {config.model}: cannot load it with from_pretrained "
                                f"({str(exc).splitlines()[0]})") from exc
-        if config.adapter:
-            require("peft", "finetune")
-            from peft import PeftModel
+        if adapter_state is not None:
+            from medvlm.vlm._adapter import attach_adapter
 
-            try:
-                model = PeftModel.from_pretrained(model, config.adapter)
-            except (OSError, ValueError) as exc:
-                raise BackendError(f"--adapter {config.adapter}: cannot load the PEFT adapter "
-                                   f"({str(exc).splitlines()[0]})") from exc
+            model = attach_adapter(model, config.adapter, adapter_state)
         self.model = model.to(self.device).eval()
         self._fingerprint = fingerprint
         self._digits: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
