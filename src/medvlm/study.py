@@ -355,6 +355,7 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
     """
     from medvlm._io import write_json_atomic
     from medvlm.experiment import check_devices
+    from medvlm.vlm._secrets import redact_record
 
     check_devices(config, source=f"experiment {config.name!r}")  # before any stage runs
     base = Path(base_dir).resolve()
@@ -370,6 +371,7 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
         except (json.JSONDecodeError, KeyError, TypeError):
             previous = {}
     result = StudyResult(out, config)
+    recorded = redact_record(config.model_dump(mode="json"))  # credentials masked
     progress = console is not None
     for stage in plan_stages(config, paths, progress=progress):
         before = previous.get(stage.name)
@@ -388,7 +390,7 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
         result.stages.append(record)
         if stage.name == "report":
             result.report = Path(record.outputs["report"])
-        write_json_atomic(record_path, {"config": config.model_dump(mode="json"), "out": str(out),
+        write_json_atomic(record_path, {"config": recorded, "out": str(out),
                                         "stages": [asdict(r) for r in result.stages]})
     return result
 

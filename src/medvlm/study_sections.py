@@ -221,6 +221,8 @@ def _cohort_caption(work: Path) -> str:
 
 def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list[Section]:
     """The study-level sections for :func:`medvlm.report.html.build_report` (cohorts first)."""
+    from medvlm.vlm._secrets import redact_record
+
     sections = [
         Section(title="Cohorts", position="start", anchor="cohorts",
                 html=html_table(cohort_rows(work), caption=_cohort_caption(work))),
@@ -229,7 +231,8 @@ def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list
         Section(title="Limitations", text=limitations(work), anchor="limitations"),
         Section(title="Reproducibility", anchor="reproducibility",
                 html=html_table(reproducibility_rows(runs, config))
-                + html_table([{"experiment config (JSON)": json.dumps(config.model_dump(mode="json"))}])),
+                + html_table([{"experiment config (JSON)": json.dumps(
+                    redact_record(config.model_dump(mode="json")))}])),
         Section(title="CLAIM checklist (items the run records fill)", anchor="claim",
                 html=html_table(claim_rows(config, work, runs))),
     ]
