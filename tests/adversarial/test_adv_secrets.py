@@ -53,7 +53,8 @@ def _args(command, work, out, url, *extra):
     common = ["--backend", "openai", "--model", "llama3.2-vision", "--base-url", url, "--no-progress",
               "--max-retries", "0", *extra]
     if command == "eval-vlm":
-        return ["eval-vlm", str(work), "--out", str(out), "--orientations", "axial", "--bootstrap", "0", *common]
+        return ["eval-vlm", str(work), "--out", str(out), "--orientations", "axial", "--bootstrap", "0",
+                *common]
     return ["consistency", str(work), "--out", str(out), "--repeats", "3", "--temperature", "0.5", *common]
 
 
