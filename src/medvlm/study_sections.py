@@ -133,7 +133,7 @@ def plain_summary(runs: list[Path]) -> str:
                 text += (f" Its AUC of {m['auc']:.2f} says its scores still rank most {neg} {units} below "
                          f"the {pos} ones: the fixed 0.5 threshold, not the ranking, fails.")
         lines.append(text)
-        info = read_run_info(path) or {}
+        info = read_run_info(path, strict=False) or {}
         if info.get("kind") == "vlm":
             (tuned if (info.get("config") or {}).get("adapter") else general).append((path.name, m))
     for name_t, m_t in tuned:
@@ -159,7 +159,7 @@ def reproducibility_rows(runs: list[Path], config: Any) -> list[dict[str, Any]]:
 
     rows = []
     for path in runs:
-        info = read_run_info(path) or {}
+        info = read_run_info(path, strict=False) or {}
         versions = info.get("versions", {})
         cfg = info.get("config", {}) or {}
         seeds = {k: cfg[k] for k in ("seed", "boot_seed") if k in cfg}

@@ -101,6 +101,18 @@ def test_a_damaged_cnn_checkpoint_is_one_line(cnn_run, tmp_path, capsys, name, h
     assert (path.read_bytes() if path.is_file() else None) == damaged  # not moved, not replaced
 
 
+@pytest.mark.parametrize("data", [b"\xff\xfe", b"[1, 2]", b'{"kind": "cn', b"", b"null"])
+def test_a_damaged_run_json_of_a_cnn_run_is_one_line(cnn_run, tmp_path, capsys, data):
+    work, base, options = cnn_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    (run / "run.json").write_bytes(data)
+    capsys.readouterr()
+    assert invoke(["train-cnn", str(work), "--out", str(run), "--epochs", "2", *options]) == 2
+    last_line_error(capsys, str(run / "run.json"))
+    assert (run / "run.json").read_bytes() == data
+
+
 # ------------------------------------------------------------------------------------- the fine-tuning
 def _safetensors(value_of):
     def damage(path: Path) -> None:
