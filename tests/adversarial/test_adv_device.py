@@ -120,3 +120,12 @@ def test_experiment_yaml_asking_for_a_missing_device_stops_before_any_stage(tmp_
     assert invoke(["run", str(path)]) == 2
     one_line_error(capsys, str(path), f"{where}.0", device)
     assert not (tmp_path / "out").exists()  # no stage ran
+
+
+@pytest.mark.parametrize("dtype", ["foo", "float", "int8", ""])
+def test_experiment_yaml_with_a_bad_dtype_is_one_line(tmp_path, capsys, dtype):
+    config = {**MINI, "vlm": [{"name": "v", "backend": "transformers", "model": "tiny", "dtype": dtype}]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert invoke(["run", str(path), "--check"]) == 2
+    one_line_error(capsys, str(path), "vlm.0.dtype", "float32", "bfloat16")
