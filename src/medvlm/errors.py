@@ -44,7 +44,7 @@ def failure_reason(exc: BaseException, limit: int = 200) -> str:
     """One short line saying why loading a file failed: ``Type: message``, with torch's advice about
     ``weights_only`` and other boilerplate left out.
 
-    >>> failure_reason(ValueError("bad header\n  more detail"))
+    >>> failure_reason(ValueError("bad header\\n  more detail"))
     'ValueError: bad header more detail'
     """
     import re
