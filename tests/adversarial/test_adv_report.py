@@ -16,7 +16,6 @@ from medvlm.cli import invoke
 
 JSON_DAMAGE = {
     "a JSON list": b"[1, 2]",
-    "a JSON number": b"42",
     "JSON null": b"null",
     "truncated": b'{"kind": "vlm", "config": {"mod',
     "not UTF-8": b"\xff\xfe\x00garbage\x81",
@@ -27,7 +26,6 @@ CSV_DAMAGE = {
     "empty": b"",
     "missing columns": b"a,b\n1,2\n",
     "header only, other columns": b"patient,grade\n",
-    "a JSON list": b"[1, 2]",
     "binary": bytes(range(256)) * 4,
 }
 #: objects of the right kind but with parts of the wrong shape
@@ -47,7 +45,7 @@ def runs(vlm_work, tmp_path_factory):
     run in the documented formats."""
     root = tmp_path_factory.mktemp("advruns")
     assert invoke(["eval-vlm", str(vlm_work), "--out", str(root / "vlm"), "--backend", "mock", "--model",
-                   "hash", "--bootstrap", "0", "--no-progress"]) == 0
+                   "hash", "--orientations", "axial,coronal", "--bootstrap", "0", "--no-progress"]) == 0
     assert invoke(["consistency", str(vlm_work), "--out", str(root / "consistency"), "--backend", "mock",
                    "--model", "hash", "--repeats", "3", "--no-progress"]) == 0
     finetune = make_finetune_run(root)
@@ -85,7 +83,7 @@ def test_a_damaged_run_file_is_a_problem_of_its_run(runs, tmp_path, capsys, kind
     shutil.copytree(runs[kind], run)
     _damage(run / name, how)
     report = tmp_path / "report.html"
-    code = invoke(["report", str(run), "--out", str(report)])
+    code = invoke(["report", str(run), "--out", str(report), "--bootstrap", "0"])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if code == 2:  # allowed: one line naming the file
