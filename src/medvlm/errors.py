@@ -38,3 +38,23 @@ def require(module: str, extra: str) -> None:
         raise MissingDependencyError(
             f"this step needs the Python package {module!r}: pip install 'medvlm[{extra}]'"
         )
+
+
+def failure_reason(exc: BaseException, limit: int = 200) -> str:
+    """One short line saying why loading a file failed: ``Type: message``, with torch's advice about
+    ``weights_only`` and other boilerplate left out.
+
+    >>> failure_reason(ValueError("bad header\\n  more detail"))
+    'ValueError: bad header more detail'
+    """
+    import re
+
+    text = " ".join(str(exc).split())
+    for marker in (" Check the documentation", " This is an internal", " Please use `torch.serialization"):
+        text = text.split(marker)[0]
+    found = re.search(r"WeightsUnpickler error: (.+)", text)
+    if found and "Unsupported global" in found.group(1):
+        return f"it holds objects other than tensors: {found.group(1)[:limit]}"
+    if found:
+        return f"not a torch file: {found.group(1)[:limit]}"
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__

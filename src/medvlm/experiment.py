@@ -275,7 +275,8 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
                            + "; ".join(_unknown_key(loc) for loc in unknown))
     err = errors[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return ConfigError(f"{source}: {where}: {err['msg']}")
+    message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+    return ConfigError(f"{source}: {where}: {message}")
 
 
 def parse_experiment(data: Any, *, source: str = "experiment") -> ExperimentConfig:
@@ -332,6 +333,26 @@ def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file")
     return parse_experiment(read_yaml(path), source=str(path)), path.resolve().parent
+
+
+def check_devices(config: ExperimentConfig, *, source: str = "experiment") -> None:
+    """Every device a run asks for exists here (``cuda``, ``cuda:N``, ``mps``): a ConfigError naming the
+    run's key, before any stage runs (``run --check`` validates the file only, for another machine)."""
+    from medvlm.cnn.loop import resolve_device as cnn_device
+    from medvlm.vlm.hf import resolve_device as vlm_device
+
+    wanted = [(f"cnn.{i}.device", r.device, cnn_device) for i, r in enumerate(config.cnn)]
+    for section in ("vlm", "consistency"):
+        wanted += [(f"{section}.{i}.device", r.device, vlm_device)
+                   for i, r in enumerate(getattr(config, section)) if r.backend == "transformers"]
+    wanted += [(f"finetune.{i}.evaluate.device", str(r.evaluate.get("device", "auto")), vlm_device)
+               for i, r in enumerate(config.finetune) if r.evaluate is not None]
+    for where, device, resolve in wanted:
+        if device not in ("auto", "cpu"):
+            try:
+                resolve(device)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {where}: {exc}") from None
 
 
 def fingerprint(*parts: Any) -> str:

@@ -71,9 +71,24 @@ def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: 
     return path
 
 
-def read_run_info(run: str | Path) -> dict[str, Any] | None:
-    """``RUN/run.json`` as a dict, or None when the folder has none."""
+def read_run_info(run: str | Path, *, strict: bool = True) -> dict[str, Any] | None:
+    """``RUN/run.json`` as a dict, or None when the folder has none. A file that is not a JSON object
+    (not UTF-8, truncated, a list, ...) is a DataError naming it (``strict=False``: None)."""
+    from medvlm.errors import DataError
+
     path = Path(run) / "run.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        if not strict:
+            return None
+        raise DataError(f"{path}: unreadable ({' '.join(str(exc).split())[:200]}); move it aside or use "
+                        "another --out") from None
+    if not isinstance(info, dict):
+        if not strict:
+            return None
+        raise DataError(f"{path}: a JSON {type(info).__name__}, not the object medvlm writes; move it aside "
+                        "or use another --out")
+    return info

@@ -379,7 +379,10 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
     bars (None: quiet). Returns the stage records; ``out/experiment.json`` holds them too.
     """
     from medvlm._io import check_out_dir, write_json_atomic
+    from medvlm.experiment import check_devices
+    from medvlm.vlm._secrets import redact_record
 
+    check_devices(config, source=f"experiment {config.name!r}")  # before any stage runs
     base = Path(base_dir).resolve()
     out = Path(out) if out is not None else Path(config.out)
     out = check_out_dir((out if out.is_absolute() else base / out).resolve(), "out")
@@ -393,6 +396,7 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
         except (json.JSONDecodeError, KeyError, TypeError):
             previous = {}
     result = StudyResult(out, config)
+    recorded = redact_record(config.model_dump(mode="json"))  # credentials masked
     progress = console is not None
     for stage in plan_stages(config, paths, progress=progress):
         before = previous.get(stage.name)
@@ -411,6 +415,6 @@ def run_experiment(config: ExperimentConfig, *, out: str | Path | None = None, b
         result.stages.append(record)
         if stage.name == "report":
             result.report = Path(record.outputs["report"])
-        write_json_atomic(record_path, {"config": config.model_dump(mode="json"), "out": str(out),
+        write_json_atomic(record_path, {"config": recorded, "out": str(out),
                                         "stages": [asdict(r) for r in result.stages]})
     return result

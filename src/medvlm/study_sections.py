@@ -133,7 +133,7 @@ def plain_summary(runs: list[Path]) -> str:
                 text += (f" Its AUC of {m['auc']:.2f} says its scores still rank most {neg} {units} below "
                          f"the {pos} ones: the fixed 0.5 threshold, not the ranking, fails.")
         lines.append(text)
-        info = read_run_info(path) or {}
+        info = read_run_info(path, strict=False) or {}
         if info.get("kind") == "vlm":
             (tuned if (info.get("config") or {}).get("adapter") else general).append((path.name, m))
     for name_t, m_t in tuned:
@@ -159,7 +159,7 @@ def reproducibility_rows(runs: list[Path], config: Any) -> list[dict[str, Any]]:
 
     rows = []
     for path in runs:
-        info = read_run_info(path) or {}
+        info = read_run_info(path, strict=False) or {}
         versions = info.get("versions", {})
         cfg = info.get("config", {}) or {}
         seeds = {k: cfg[k] for k in ("seed", "boot_seed") if k in cfg}
@@ -221,6 +221,8 @@ def _cohort_caption(work: Path) -> str:
 
 def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list[Section]:
     """The study-level sections for :func:`medvlm.report.html.build_report` (cohorts first)."""
+    from medvlm.vlm._secrets import redact_record
+
     sections = [
         Section(title="Cohorts", position="start", anchor="cohorts",
                 html=html_table(cohort_rows(work), caption=_cohort_caption(work))),
@@ -229,7 +231,8 @@ def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list
         Section(title="Limitations", text=limitations(work), anchor="limitations"),
         Section(title="Reproducibility", anchor="reproducibility",
                 html=html_table(reproducibility_rows(runs, config))
-                + html_table([{"experiment config (JSON)": json.dumps(config.model_dump(mode="json"))}])),
+                + html_table([{"experiment config (JSON)": json.dumps(
+                    redact_record(config.model_dump(mode="json")))}])),
         Section(title="CLAIM checklist (items the run records fill)", anchor="claim",
                 html=html_table(claim_rows(config, work, runs))),
     ]

@@ -242,6 +242,7 @@ def submit_sweep(work: str | Path, sweep: str | Path, config: SweepConfig, *, wa
     :func:`collect_sweep` (``summary.csv``); a failed job does not raise here, it shows in the summary.
     """
     from medvlm._io import write_json_atomic
+    from medvlm.vlm._secrets import redact_record
 
     work = Path(work).expanduser().resolve()
     if not work.is_dir():
@@ -257,7 +258,7 @@ def submit_sweep(work: str | Path, sweep: str | Path, config: SweepConfig, *, wa
     for job, handle in zip(jobs, submitted, strict=True):
         job["job_id"] = str(handle.job_id)
     record = {"work": str(work), "what": config.what, "executor": config.executor,
-              "config": config.model_dump(mode="json"), "logs": str(logs), "jobs": jobs}
+              "config": redact_record(config.model_dump(mode="json")), "logs": str(logs), "jobs": jobs}
     write_json_atomic(sweep / "sweep.json", record)
     if wait:
         for handle in submitted:

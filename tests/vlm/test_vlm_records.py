@@ -106,6 +106,8 @@ def test_a_foreign_sqlite_file_is_refused_in_one_line(tmp_path):
 
     with pytest.raises(DataError, match="unknown layout"):
         ResponseCache(tmp_path / "other.sqlite")
-    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
-    with pytest.raises(DataError, match="not a medvlm response cache"):
-        ResponseCache(tmp_path / "junk.sqlite")
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)  # damaged: moved aside
+    with pytest.raises(DataError, match="is damaged"):
+        ResponseCache(tmp_path / "junk.sqlite", recover=False)
+    ResponseCache(tmp_path / "junk.sqlite").close()
+    assert len(list(tmp_path.glob("junk.sqlite.corrupt-*"))) == 1

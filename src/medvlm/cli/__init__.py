@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="medvlm")
     except MedVLMError as exc:
-        print(f"medvlm: error: {exc}", file=sys.stderr)
+        # one line, whatever a library put in the message (a torch or sqlite error can span lines)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"medvlm: error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()

@@ -57,6 +57,9 @@ def run_cmd(
         Console().print(f"{experiment}: valid; stages: "
                         + ", ".join(s.name for s in plan_stages(config, paths, progress=False)))
         return
+    from medvlm.experiment import check_devices
+
+    check_devices(config, source=str(experiment))
     _run(config, out=out, base_dir=base, force=force)
 
 

@@ -44,7 +44,7 @@ Modalities = Annotated[str | None, typer.Option("--modalities", help="Comma list
 Concurrency = Annotated[int, typer.Option("--concurrency", help="Requests in flight (openai).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size (transformers).")]
 Adapter = Annotated[str | None, typer.Option("--adapter", help="PEFT adapter folder (transformers).")]
-Device = Annotated[str, typer.Option("--device")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps (transformers).")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens")]
 Seed = Annotated[int, typer.Option("--seed", help="Sampling seed (request seed = seed + repeat).")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds (openai).")]
@@ -118,7 +118,8 @@ def build_config(cls: type[T], fields: dict[str, Any], *, renames: dict[str, str
         return cls(**fields)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(f"{option_name(str(err['loc'][0]), renames)}: {err['msg']}") from None
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{option_name(str(err['loc'][0]), renames)}: {message}") from None
 
 
 def exit_on_failures(n_failed: int, out: Path) -> None:

@@ -58,9 +58,11 @@ from medvlm._io import atomic_path, write_json_atomic, write_text_atomic
 from medvlm.cnn.checkpoints import (
     CHECKPOINT_FORMAT,
     _check_resume,
+    check_checkpoint_paths,
     check_same_options,
     get_rng_state,
     load_checkpoint,
+    load_weights,
     restore_training,
     save_checkpoint,
 )
@@ -160,7 +162,7 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         ckpt = load_checkpoint(last_path)
         _check_resume(last_path, ckpt, config, input_shape)
         history, best_epoch, epoch = restore_training(ckpt, model=model, optimizer=optimizer,
-                                                      scheduler=scheduler, scaler=scaler)
+                                                      scheduler=scheduler, scaler=scaler, path=last_path)
         reporter.line(f"fold {fold}: resuming after epoch {epoch} from {last_path}")
     # the network that trains: `model`, or its DDP wrapper; checkpoints, validation and scoring use `model`
     net = wrap_model(model, device, world_size)
@@ -250,7 +252,7 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         # only after a crash between writing best.pt and last.pt; the rerun epoch rewrote it on CPU
         reporter.line(f"[yellow]warning:[/] {best_path} holds epoch {chosen_ckpt.get('epoch')}, the history "
                       f"says best epoch {best_epoch}; scoring {best_path} as it is")
-    model.load_state_dict(chosen_ckpt["model"])
+    load_weights(model, chosen_ckpt, chosen, "best" if chosen == best_path else "last")
     frame = score_cohorts(work, model, cohorts, config, device, fold=fold, dtype=dtype, reporter=reporter)
     write_text_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
     _barrier()
@@ -320,6 +322,7 @@ def preflight(work: Path, run: Path, folds: list[int], config: CNNConfig) -> Non
         raise ConfigError(f"{run / 'run.json'}: this folder holds a {info.get('kind')!r} run, not a CNN run; "
                           "use another --out")
     check_same_options(run, saved, config)
+    check_checkpoint_paths(run, folds)
 
 
 def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str, Any]:

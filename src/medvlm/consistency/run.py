@@ -256,11 +256,11 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     write_run_info(out, kind="consistency", config=run_config)
 
     own_backend = backend is None
-    backend = backend or make_backend(config.backend_config())
-    cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")
+    cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     rows, failures = [], []
     n_sent = n_cached = 0
     try:
+        backend = backend or make_backend(config.backend_config())
         for i_prompt, prompt in enumerate(prompts):
             for i_sampling, (sampling, decoding) in enumerate(zip(samplings, decodings, strict=True)):
                 label = f"consistency {Path(prompt.name).name}, T={format_temperature(sampling.temperature)}"
@@ -283,7 +283,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                                  "_image": a.meta, "_prompt": i_prompt, "_sampling": i_sampling})
     finally:
         cache.close()
-        if own_backend:
+        if own_backend and backend is not None:
             backend.close()
 
     columns = csv_columns(task)

@@ -4,16 +4,19 @@ The Mllama pitfalls (see NOTES): the prompt/completion dataset format fails (the
 is built from the prompt only), and ``assistant_only_loss`` needs ``{% generation %}`` markers the real
 Llama-3.2-Vision template lacks. So the dataset holds example indices only, dataset preparation is
 skipped, and our collator (:func:`medvlm.finetune._steps.make_batch`) renders exactly what ``eval-vlm``
-scores, with labels on the answer tokens. Checkpoints and resuming are TRL's (``ADAPTER/trl/``).
+scores, with labels on the answer tokens. Checkpoints and resuming are TRL's (``ADAPTER/trl/``); a
+damaged checkpoint (:func:`check_trl_checkpoint`) is a one-line DataError naming the file, not moved aside.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from medvlm._io import write_json_atomic
+from medvlm.errors import DataError, failure_reason
 from medvlm.finetune._checkpoint import save_adapter_weights
 from medvlm.finetune._steps import (
     BEST,
@@ -24,6 +27,43 @@ from medvlm.finetune._steps import (
     steps_per_epoch,
     validate,
 )
+
+
+def check_trl_checkpoint(folder: Path, val_file: Path) -> None:
+    """A DataError naming the file when the Trainer checkpoint ``folder`` (or ``trl_val.json``) is damaged:
+    JSON files that are not objects, weights or torch files that cannot be read. (Files of another model
+    that read fine are found by the Trainer itself.)"""
+    import zipfile
+
+    from safetensors import safe_open
+
+    advice = f"move the folder {folder.parent} aside (or delete it) to start this fine-tuning again"
+    for path in (folder / "trainer_state.json", val_file):
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable ({failure_reason(exc)}); {advice}") from None
+        ok = isinstance(data, dict)
+        if ok and path == val_file:
+            best = data.get("best")
+            ok = isinstance(data.get("val_rows"), list) and (best is None or isinstance(best, dict))
+        if not ok:
+            raise DataError(f"{path}: not the JSON object medvlm writes; {advice}")
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                list(f.keys())
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError: unreadable
+            raise DataError(f"{path}: unreadable weights ({failure_reason(exc)}); {advice}") from None
+    for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
+        readable = path.is_file() and zipfile.is_zipfile(path)
+        if readable:
+            with zipfile.ZipFile(path) as z:
+                readable = any(n.endswith("/data.pkl") for n in z.namelist())
+        if not readable:
+            raise DataError(f"{path}: not a torch file (damaged or truncated); {advice}")
 
 
 def train_trl(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
@@ -39,6 +79,8 @@ def train_trl(ctx: _Context) -> tuple[Any, Any, dict[str, Any]]:
     trl_dir = ctx.out / "trl"
     val_file = ctx.out / "trl_val.json"
     resume = get_last_checkpoint(str(trl_dir)) if trl_dir.is_dir() else None
+    if resume:
+        check_trl_checkpoint(Path(resume), val_file)
     if resume and val_file.is_file():
         saved = json.loads(val_file.read_text())
     else:

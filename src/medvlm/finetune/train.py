@@ -111,7 +111,7 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
 
     selected = state["best"] if (cfg.select == "best" and state.get("best")) else None
     if selected is not None and (out / BEST).is_file():
-        load_adapter_weights(model, out / BEST)
+        load_adapter_weights(model, out / BEST, advice=f"move {out} aside to fine-tune again")
     selected_epoch = selected["epoch"] if selected else state["epoch"]
     model.save_pretrained(str(out))
     processor.save_pretrained(str(out))

@@ -92,7 +92,12 @@ def _run_details(run: RunData) -> dict[str, Any]:
     facts.append(("files", ", ".join(run.files)))
     d["config"] = json.dumps(run.info.get("config"), indent=2, default=str) if run.info.get("config") else ""
     d["versions"] = run.info.get("versions") or {}
-    RUN_SECTIONS.get(run.kind)(run, d)
+    try:
+        RUN_SECTIONS.get(run.kind)(run, d)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        # a run file holds values of an unexpected type somewhere: say so in the run's section
+        run.problems.append(f"this section is incomplete: a run file holds unexpected values "
+                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
     return d
 
 

@@ -1,7 +1,10 @@
 """Reading run folders for the report: :class:`RunData`, :func:`load_run` and the cached file readers.
 
-Files are read lazily and at most once per run (``run.cache``); a file that cannot be parsed becomes
-one of the run's ``problems`` (listed in its section) instead of stopping the report.
+Files are read lazily and at most once per run (``run.cache``); a file that cannot be used becomes one
+of the run's ``problems`` (listed in its section) instead of stopping the report: unreadable bytes (not
+UTF-8), an empty or truncated file, JSON that is not an object (a list, a number, null), a CSV without
+the columns the report reads (:data:`CSV_COLUMNS`). That holds for ``run.json`` too: the run's kind is
+then inferred from its files; only a folder with no run file at all is an error.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ RUN_FILES = (
     "train_log.csv",
 )
 FINETUNE_CONFIG = "finetune_config.json"
+#: the columns the report needs from each CSV run file (predictions.csv: checked by read_predictions)
+CSV_COLUMNS = {
+    "history.csv": ("fold", "epoch"),
+    "patients.csv": ("patient_id", "orientation", "label", "pred"),
+    "units.csv": ("patient_id", "label", "pred"),
+    "slices.csv": ("patient_id", "choice"),
+    "consistency.csv": ("patient_id", "choice"),
+    "train_log.csv": ("step",),
+}
 
 
 class ReportWarning(UserWarning):
@@ -89,16 +101,78 @@ def _read_file(run: RunData, name: str, parse: Any) -> Any:
 
 
 def _read_csv(run: RunData, name: str) -> Any:
-    """``RUN/name`` as a DataFrame (ids, cohorts, orientations and raw answers kept as text), or None."""
+    """``RUN/name`` as a DataFrame (ids, cohorts, orientations and raw answers kept as text), or None; a
+    file without the columns of :data:`CSV_COLUMNS` is a problem of the run."""
     import pandas as pd
 
     text_columns = {"patient_id": str, "cohort": str, "orientation": str, "raw": str}
-    return _read_file(run, name, lambda path: pd.read_csv(path, dtype=text_columns))
+
+    def parse(path: Path) -> Any:
+        frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8")
+        missing = [c for c in CSV_COLUMNS.get(name, ()) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)} (it has: {', '.join(map(str, frame.columns))})")
+        return frame
+
+    return _read_file(run, name, parse)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """``path`` as a JSON object (ValueError for anything else: bytes that are not UTF-8, not JSON, a
+    list, a number, null)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+#: parts of a JSON run file that must be lists of objects (entries of another type make the part unusable)
+_LISTS_OF_OBJECTS = {"summary.json": ("per_image", "per_prompt", "per_temperature")}
+#: parts that must be objects of objects
+_OBJECTS_OF_OBJECTS = {"metrics.json": ("orientations", "folds")}
+
+
+def _usable_parts(run: RunData, name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the parts whose shape the report cannot use (each dropped part is a problem)."""
+    out = dict(data)
+    for key in _LISTS_OF_OBJECTS.get(name, ()):
+        value = out.get(key)
+        if value is not None and not (isinstance(value, list) and all(
+                isinstance(v, Mapping) and isinstance(v.get("counts", {}), Mapping) for v in value)):
+            run.problems.append(f"{name}: {key!r} is not a list of objects (with 'counts' objects): ignored")
+            del out[key]
+    for key in _OBJECTS_OF_OBJECTS.get(name, ()):
+        value = out.get(key)
+        if value is not None and not (isinstance(value, Mapping)
+                                      and all(isinstance(v, Mapping) for v in value.values())):
+            run.problems.append(f"{name}: {key!r} is not an object of objects: ignored")
+            del out[key]
+    return out
 
 
 def _read_json(run: RunData, name: str) -> Any:
-    """``RUN/name`` parsed as JSON, or None."""
-    return _read_file(run, name, lambda path: json.loads(path.read_text()))
+    """``RUN/name`` parsed as a JSON object (parts of an unusable shape left out), or None."""
+    return _read_file(run, name, lambda path: _usable_parts(run, name, _json_object(path)))
+
+
+def _usable_info(info: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``run.json`` with a ``config`` that is not an object, or config paths and names that are not
+    text, left out (each a problem)."""
+    info = dict(info)
+    cfg = info.get("config")
+    if cfg is not None and not isinstance(cfg, dict):
+        problems.append(f"run.json: 'config' is a JSON {type(cfg).__name__}, not an object: ignored")
+        info["config"] = {}
+    elif isinstance(cfg, dict):
+        bad = [k for k in ("adapter", "model", "base_model", "work", "name") if k in cfg
+               and cfg[k] is not None and not isinstance(cfg[k], str)]
+        if bad:
+            problems.append(f"run.json: config {', '.join(map(repr, bad))} not text: ignored")
+            info["config"] = {k: v for k, v in cfg.items() if k not in bad}
+    if "name" in info and not isinstance(info["name"], str):
+        problems.append("run.json: 'name' is not text: ignored")
+        del info["name"]
+    return info
 
 
 def _infer_kind(files: list[str]) -> str | None:
@@ -128,12 +202,12 @@ def load_run(path: str | Path) -> RunData:
     info: dict[str, Any] = {}
     if "run.json" in files:
         try:
-            info = json.loads((path / "run.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path / 'run.json'}: not valid JSON ({exc})") from None
-        if not isinstance(info, dict):
-            problems.append(f"run.json holds a JSON {type(info).__name__}, not an object: ignored")
+            info = _json_object(path / "run.json")
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            first = " ".join(str(exc).split())[:200]
+            problems.append(f"run.json could not be read ({first}): ignored")
             info = {}
+        info = _usable_info(info, problems)
     kind = info.get("kind")
     if kind not in RUN_KINDS:
         inferred = _infer_kind(files)
@@ -206,11 +280,15 @@ def _valid_predictions(run: RunData, name: str = "predictions.csv") -> Any:
     return df
 
 
-def _finetune_config(folder: str | Path) -> dict[str, Any]:
-    """``finetune_config.json`` of an adapter folder as a dict ({} when absent or unreadable)."""
+def _finetune_config(folder: str | Path, run: RunData | None = None) -> dict[str, Any]:
+    """``finetune_config.json`` of an adapter folder as a dict ({} when absent or unreadable; with
+    ``run``, a file that cannot be used is one of its problems)."""
     path = Path(folder) / FINETUNE_CONFIG
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    if not path.is_file():
         return {}
-    return obj if isinstance(obj, dict) else {}
+    try:
+        return _json_object(path)
+    except (OSError, ValueError) as exc:
+        if run is not None:
+            run.problems.append(f"{FINETUNE_CONFIG} could not be read: {' '.join(str(exc).split())[:200]}")
+        return {}

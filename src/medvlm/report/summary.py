@@ -72,6 +72,16 @@ def summary_rows(run: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dic
     ``metrics.json`` is used as the run wrote it (with its CIs); without it, metrics are computed from
     ``predictions.csv`` / ``patients.csv`` with ``n_boot`` bootstrap resamples.
     """
+    rows = _summary_rows(run, n_boot=n_boot, seed=seed)
+    metrics = run.cache.get("file:metrics.json")
+    if run.kind in ("cnn", "vlm") and isinstance(metrics, Mapping) and not any(
+            r.get("source") == "metrics.json" for r in rows):
+        run.problems.append("metrics.json holds no metrics the report can use (no 'folds' / 'orientations' "
+                            "with metric objects)" + ("; computed from the predictions" if rows else ""))
+    return rows
+
+
+def _summary_rows(run: RunData, *, n_boot: int, seed: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     metrics = _read_json(run, "metrics.json")
     if run.kind == "cnn":

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medvlm.registry import Registry
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
@@ -38,6 +39,27 @@ class BackendConfig(BaseModel):
     max_retries: int = Field(5, ge=0)
     backoff_s: float = Field(1.0, ge=0)
     max_backoff_s: float = Field(60.0, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError(f"must be one of {', '.join(DEVICES)}; got {value!r}")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in DTYPES:
+            raise ValueError(f"must be one of {', '.join(DTYPES)}; got {value!r}")
+        return value
+
+
+#: what ``device`` may be (the transformers backend; checked for every backend, so a typo never waits)
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
+#: what ``dtype`` may be (``auto``: bfloat16 on CUDA, float32 elsewhere)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class Backend:

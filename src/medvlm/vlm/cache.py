@@ -15,14 +15,24 @@ probability columns) is migrated in place when opened: its keys stay valid, raw 
 probabilities are kept, the parsed choice is dropped. Its ``prefill`` is unknown (NULL): the engine
 takes the request's prefix for a backend that prefills (transformers) and "" otherwise -- exactly what
 those answers were parsed with.
+
+A damaged cache never stops a run with a traceback. A file that is not a usable SQLite database (garbage,
+truncated, damaged pages: it fails to open or fails ``PRAGMA quick_check``) is moved aside to
+``<name>.corrupt-<timestamp>`` (its ``-wal``/``-shm`` companions with it), one ``medvlm: warning:`` line
+on stderr says so, and a fresh cache takes its place: the answers it held are asked again. A 0-byte file
+is simply a new cache. A folder, a file in use by another run (locked), or one that cannot be opened or
+written is a one-line :class:`~medvlm.errors.DataError`, and so is damage found in the middle of a run
+(a ``get``/``put`` failing): rerunning then moves the damaged file aside.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from medvlm.errors import DataError
 from medvlm.vlm.types import VLMResponse
@@ -49,27 +59,103 @@ _ANSWER_COLUMNS = {"key", "status", "raw", "prefill", "code_probs", "mass", "fin
 _V1_PROB_COLUMNS = ("p_lgg", "p_hgg", "p_ng")
 
 
-class ResponseCache:
-    """``ResponseCache(path)``; use from one thread (the engine's main thread writes)."""
+#: SQLite error names that mean "the file is damaged" (move it aside), not "in use" or "not writable"
+_DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_DAMAGE_WORDS = ("malformed", "not a database", "corrupt")
 
-    def __init__(self, path: str | Path) -> None:
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    return name.startswith(_DAMAGE) or any(w in str(exc).lower() for w in _DAMAGE_WORDS)
+
+
+class _Damaged(Exception):
+    """The file is not a usable SQLite database (raised by :meth:`ResponseCache._open`)."""
+
+
+def _warn(message: str) -> None:
+    print(f"medvlm: warning: {message}", file=sys.stderr)
+
+
+def move_aside(path: Path) -> Path:
+    """Rename ``path`` (and its ``-wal``/``-shm`` files) to ``<name>.corrupt-<timestamp>[-n]``; returns the
+    new path of the database file."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    path.rename(target)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.is_file():
+            companion.rename(target.with_name(target.name + suffix))
+    return target
+
+
+class ResponseCache:
+    """``ResponseCache(path)``; use from one thread (the engine's main thread writes).
+
+    ``recover`` (default True): a damaged file is moved aside with a warning and a fresh cache started
+    (see the module docstring); False raises a :class:`DataError` instead.
+    """
+
+    def __init__(self, path: str | Path, *, recover: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: the response cache is a folder, not a file; give --cache a file "
+                            "path (e.g. RUN/cache.sqlite)")
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot create the response cache's folder "
+                            f"({exc.strerror or exc}); give another --cache") from None
+        try:
+            self._open()
+        except _Damaged as exc:
+            if not recover:
+                raise DataError(f"{self.path}: the response cache is damaged ({exc}); move it aside or give "
+                                "another --cache") from None
+            moved = move_aside(self.path)
+            _warn(f"the response cache {self.path} is damaged ({exc}); moved it to {moved.name} and started "
+                  "a fresh one: its answers will be asked again")
+            try:
+                self._open()
+            except _Damaged as again:  # pragma: no cover - a fresh file that is damaged at once
+                raise DataError(f"{self.path}: cannot start a fresh response cache ({again})") from None
+
+    def _open(self) -> None:
+        """Connect, check (``quick_check``), create or migrate the schema; :class:`_Damaged` for a file
+        that is not a usable database, :class:`DataError` for one that cannot be used otherwise."""
+        db = None
+        try:
+            db = sqlite3.connect(str(self.path), timeout=30.0)
+            check = db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise _Damaged(f"quick_check: {str(check[0][0]).splitlines()[0][:200]}")
+            self._db = db
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
             self._migrate_v1()
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(answers)")}
+            columns = {r[1] for r in db.execute("PRAGMA table_info(answers)")}
             if not columns >= _ANSWER_COLUMNS:
                 raise DataError(f"{self.path}: an 'answers' table of an unknown layout (columns "
                                 f"{sorted(columns)}); move the file away or give another --cache")
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.commit()
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.commit()
         except sqlite3.DatabaseError as exc:
-            raise DataError(f"{self.path}: not a medvlm response cache ({exc}); move it away or give "
-                            "another --cache") from exc
+            if db is not None:
+                db.close()
+            if _is_damage(exc):
+                raise _Damaged(str(exc)) from None
+            raise DataError(f"{self.path}: cannot use the response cache ({exc}); "
+                            f"{_advice(exc)}") from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
 
     def _migrate_v1(self) -> None:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -92,7 +178,7 @@ class ResponseCache:
         self._db.execute("DROP TABLE IF EXISTS responses")
 
     def close(self) -> None:
-        self._db.close()
+        self._db.close()  # a damaged database still closes
 
     def __enter__(self) -> ResponseCache:
         return self
@@ -100,30 +186,55 @@ class ResponseCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _run(self, sql: str, params: tuple[Any, ...] = (), *, commit: bool = False,
+             undecodable: list[Any] | None = None) -> list[Any]:
+        """``execute(sql).fetchall()`` (then commit); a failing database is a one-line DataError.
+        ``undecodable``: what to return for a row whose text is not UTF-8 (a damaged row) instead."""
+        try:
+            rows = self._db.execute(sql, params).fetchall()
+            if commit:
+                self._db.commit()
+            return rows
+        except sqlite3.DatabaseError as exc:
+            if undecodable is not None and "could not decode" in str(exc).lower():
+                return undecodable
+            if _is_damage(exc):
+                raise DataError(f"the response cache {self.path} is damaged ({exc}); rerun the same "
+                                "command to move it aside and ask its answers again, or give another --cache"
+                                ) from None
+            raise DataError(f"the response cache {self.path} cannot be used ({exc}); "
+                            f"{_advice(exc)}") from None
+
     def get(self, key: str) -> VLMResponse | None:
         """The stored answer for ``key`` (``cached=True``; ``prefill`` None when unknown), or None
-        (absent or only a failure)."""
-        row = self._db.execute(
-            "SELECT raw, prefill, code_probs, mass, finish_reason, extra FROM answers "
-            "WHERE key=? AND status='ok'", (key,)).fetchone()
-        if row is None:
+        (absent or only a failure). A stored row that does not decode (damaged text or JSON) counts as
+        absent: it is asked again and overwritten."""
+        rows = self._run("SELECT raw, prefill, code_probs, mass, finish_reason, extra FROM answers "
+                         "WHERE key=? AND status='ok'", (key,), undecodable=[])
+        if not rows:
             return None
-        raw, prefill, code_probs, mass, finish_reason, extra = row
+        raw, prefill, code_probs, mass, finish_reason, extra = rows[0]
+        try:
+            probs = json.loads(code_probs) if code_probs else None
+            extra_dict = json.loads(extra) if extra else {}
+        except (ValueError, TypeError):
+            return None
+        if not isinstance(extra_dict, dict) or not (probs is None or isinstance(probs, dict)):
+            return None
         return VLMResponse(raw=raw, prefill=prefill,  # type: ignore[arg-type]
-                           code_probs=json.loads(code_probs) if code_probs else None, mass=mass,
-                           finish_reason=finish_reason, cached=True,
-                           extra=json.loads(extra) if extra else {})
+                           code_probs=probs, mass=mass, finish_reason=finish_reason, cached=True,
+                           extra=extra_dict)
 
     def put(self, key: str, response: VLMResponse) -> None:
         """Store an answer or a failure and commit at once. A failure never overwrites an answer."""
         if response.failed:
-            self._db.execute(
+            self._run(
                 "INSERT INTO answers (key, status, error, updated) VALUES (?, 'failed', ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET error=excluded.error, attempts=attempts+1, "
                 "updated=excluded.updated WHERE status='failed'",
-                (key, response.error, time.time()))
+                (key, response.error, time.time()), commit=True)
         else:
-            self._db.execute(
+            self._run(
                 "INSERT INTO answers (key, status, raw, prefill, code_probs, mass, finish_reason, error, "
                 "extra, updated) VALUES (?, 'ok', ?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT(key) DO UPDATE SET "
                 "status='ok', raw=excluded.raw, prefill=excluded.prefill, code_probs=excluded.code_probs, "
@@ -131,17 +242,26 @@ class ResponseCache:
                 "updated=excluded.updated",
                 (key, response.raw, response.prefill,
                  None if response.code_probs is None else json.dumps(response.code_probs), response.mass,
-                 response.finish_reason, json.dumps(response.extra) if response.extra else None, time.time()))
-        self._db.commit()
+                 response.finish_reason, json.dumps(response.extra) if response.extra else None, time.time()),
+                commit=True)
 
     def failure(self, key: str) -> str | None:
-        row = self._db.execute("SELECT error FROM answers WHERE key=? AND status='failed'",
-                               (key,)).fetchone()
-        return None if row is None else row[0]
+        rows = self._run("SELECT error FROM answers WHERE key=? AND status='failed'", (key,))
+        return rows[0][0] if rows else None
 
     def counts(self) -> dict[str, int]:
         """``{"ok": n, "failed": m}``."""
         out = {"ok": 0, "failed": 0}
-        for status, n in self._db.execute("SELECT status, COUNT(*) FROM answers GROUP BY status"):
+        for status, n in self._run("SELECT status, COUNT(*) FROM answers GROUP BY status"):
             out[status] = n
         return out
+
+
+def _advice(exc: sqlite3.DatabaseError) -> str:
+    """What to do about a database error that is not damage (locked, read-only, disk full, ...)."""
+    text = f"{getattr(exc, 'sqlite_errorname', '')} {exc}".lower()
+    if "busy" in text or "locked" in text:
+        return "another medvlm run seems to use it: wait for it, or give another --cache"
+    if "readonly" in text or "unable to open" in text or "cantopen" in text or "permission" in text:
+        return "check that its folder exists and is writable, or give another --cache"
+    return "give another --cache"

@@ -257,16 +257,16 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
                                 modalities=parse_modalities(config.modalities), unit=task.unit)
     own_backend = backend is None
-    backend = backend or make_backend(config.backend_config())
-    cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")
+    cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     try:
+        backend = backend or make_backend(config.backend_config())
         asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
                            repeats=config.repeats, cache=cache,
                            total=None if total is None else total * config.repeats,
                            progress=config.progress, description="eval-vlm")
     finally:
         cache.close()
-        if own_backend:
+        if own_backend and backend is not None:
             backend.close()
 
     calls, failures = _call_frames(asked.answers, order, orientations, task)

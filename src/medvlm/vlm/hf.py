@@ -87,16 +87,28 @@ def answer_token_ids(tokenizer: Any, prefix: str, codes: tuple[str, ...]) -> tup
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``mps``, else ``cpu``; anything else as given."""
+    """``auto`` -> ``cuda`` when available, else ``mps``, else ``cpu``; anything else as given once it is
+    there: ``cuda``/``cuda:N`` without that CUDA device, or ``mps`` without MPS, is a one-line
+    ConfigError (before any weight is loaded)."""
     import torch
 
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    from medvlm.errors import ConfigError
+
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: no CUDA device is available here "
+                              "(torch.cuda.is_available() is False); use --device cpu or auto")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= count:
+            raise ConfigError(f"--device {device}: only {count} CUDA device(s) visible (cuda:0 .. "
+                              f"cuda:{count - 1}); use one of those, or auto")
+    if device == "mps" and not mps:
+        raise ConfigError("--device mps: no Apple MPS device is available here; use --device cpu or auto")
+    return device
 
 
 class TransformersBackend(Backend):
@@ -126,8 +138,14 @@ class TransformersBackend(Backend):
 
         self.config = config
         self.device = resolve_device(config.device)
+        adapter_state = None
+        if config.adapter:
+            require("peft", "finetune")
+            from medvlm.vlm._adapter import read_adapter
+
+            adapter_state = read_adapter(config.adapter)  # before the base model loads
         if config.dtype == "auto":
-            self.dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+            self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         else:
             self.dtype = getattr(torch, config.dtype)
         from medvlm.hub import check_model_source
@@ -143,15 +161,10 @@ class TransformersBackend(Backend):
         except OSError as exc:
             raise BackendError(f"--model {config.model}: cannot load it with from_pretrained "
                                f"({str(exc).splitlines()[0]})") from exc
-        if config.adapter:
-            require("peft", "finetune")
-            from peft import PeftModel
+        if adapter_state is not None:
+            from medvlm.vlm._adapter import attach_adapter
 
-            try:
-                model = PeftModel.from_pretrained(model, config.adapter)
-            except (OSError, ValueError) as exc:
-                raise BackendError(f"--adapter {config.adapter}: cannot load the PEFT adapter "
-                                   f"({str(exc).splitlines()[0]})") from exc
+            model = attach_adapter(model, config.adapter, adapter_state)
         self.model = model.to(self.device).eval()
         self._fingerprint = fingerprint
         self._digits: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}

@@ -2,7 +2,9 @@
 
 - ``POST {base_url}/chat/completions`` with the image as a base64 PNG data URI (image first, then the
   prompt); the key comes from ``OPENAI_API_KEY`` and is sent only as the ``Authorization`` header (never
-  logged, never written, never in an error message).
+  logged, never written, never in an error message). Whatever a server sends back -- errors, refusals,
+  answers -- is masked for the key, ``--base-url`` credentials and secret-named ``--extra-body`` values
+  in every form a server may echo them (:mod:`medvlm.vlm._secrets`).
 - ``concurrency`` requests in flight (threads over one ``httpx.Client``); several ``base_urls`` share the
   load (fewest in flight first); a server that fails 3 times in a row is rested (exponential cool-down)
   while others are available.
@@ -39,6 +41,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from medvlm.errors import BackendError, ConfigError
+from medvlm.vlm._secrets import Redactor, body_secrets, redact_url, url_secrets
 from medvlm.vlm._server_errors import explain_refusal, served_models
 from medvlm.vlm.backends import Backend, BackendConfig, api_key
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
@@ -54,6 +57,8 @@ CONNECT_TIMEOUT_S = 5.0
 GIVE_UP_AFTER = 8
 #: attempts of the probe (the run's first request) on a 5xx or a timeout before the run stops
 PROBE_ATTEMPTS = 3
+#: secrets shorter than this are not masked inside answers (they would mask digits and words)
+ANSWER_SECRET_MIN = 6
 
 
 
@@ -151,13 +156,6 @@ def answer_probs(content: list[dict[str, Any]], codes: tuple[str, ...]) -> dict[
     return None
 
 
-def _url_password(url: str) -> str | None:
-    """The password of a ``user:password@`` URL, else None."""
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).password
-
-
 def _is_json_object(text: str) -> bool:
     """Whether ``text`` (stripped, code fences removed) parses as a JSON object."""
     import json
@@ -233,11 +231,11 @@ class OpenAIBackend(Backend):
         urls = [u.rstrip("/") for u in (config.base_urls or [DEFAULT_BASE_URL])]
         for u in urls:
             if not re.match(r"^https?://", u):
-                raise ConfigError(f"--base-url {u!r}: expected http(s)://host[:port]/v1")
+                raise ConfigError(f"--base-url {redact_url(u)!r}: expected http(s)://host[:port]/v1")
         self.pool = ServerPool(urls, rest_s=max(config.backoff_s, 0.05) * 5)
         headers = {"Content-Type": "application/json"}
         key = api_key()
-        self._secrets = [s for s in [key, *(_url_password(u) for u in urls)] if s]
+        self._redactor = Redactor([key or "", *(s for u in urls for s in url_secrets(u))])
         if key:
             headers["Authorization"] = f"Bearer {key}"
         limits = httpx.Limits(max_connections=config.concurrency + 2,
@@ -267,11 +265,10 @@ class OpenAIBackend(Backend):
                 delay = max(delay, min(cap, float(retry_after)))
         return delay
 
-    def _redact(self, text: str) -> str:
-        """``text`` with the API key replaced (a server may echo what it was sent)."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+    def _redact(self, text: str, *, min_length: int = 1) -> str:
+        """``text`` with every secret masked (a server may echo what it was sent); see
+        :mod:`medvlm.vlm._secrets`."""
+        return self._redactor(text, min_length=min_length)
 
     def _fatal(self, url: str, status: int, text: str) -> _Fatal:
         return _Fatal(explain_refusal(url, status, text, model=self.config.model,
@@ -322,7 +319,7 @@ class OpenAIBackend(Backend):
                     else:
                         return self._read(data, decoding, url, request.codes, probe=probe)
                 else:
-                    text = self._redact(resp.text[:2000])
+                    text = self._redact(resp.text)[:2000]  # masked before it is cut
                     last_error = f"{url}: HTTP {status}: {text[:200]}".replace("\n", " ")
                     if status not in RETRY_STATUS and status < 500:
                         ok = True  # the server is up; it refuses what every request of this run asks
@@ -362,8 +359,10 @@ class OpenAIBackend(Backend):
             choice0 = data["choices"][0]
             raw = choice0["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            return VLMResponse(error=f"{url}: unexpected response shape: {str(data)[:200]}")
-        response = VLMResponse(raw=raw, finish_reason=choice0.get("finish_reason"))
+            return VLMResponse(error=f"{url}: unexpected response shape: {self._redact(str(data))[:200]}")
+        # an answer that echoes a secret keeps its text, the secret masked (short ones would mask digits)
+        response = VLMResponse(raw=self._redact(str(raw), min_length=ANSWER_SECRET_MIN),
+                               finish_reason=choice0.get("finish_reason"))
         if probe and decoding.structured == "json" and not _is_json_object(raw):
             raise _Fatal(f"{url} ignored --structured json (response_format): its answer is not a JSON "
                          f"object ({raw[:80]!r}); use --structured none, or a server that supports it")
@@ -403,6 +402,7 @@ class OpenAIBackend(Backend):
 
     def answer(self, requests: Iterable[VLMRequest], decoding: Decoding
                ) -> Iterator[tuple[VLMRequest, VLMResponse]]:
+        self._redactor.add(body_secrets(decoding.extra_body))  # secret-named --extra-body fields
         it = iter(requests)
         if not self._probed:
             first = next(it, None)

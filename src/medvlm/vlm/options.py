@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from medvlm.vlm._secrets import redact_record, redact_url
 from medvlm.vlm.backends import BackendConfig
 
 
 class BackendOptions(BackendConfig):
-    """Backend, model and request settings (no secrets: the API key comes from ``OPENAI_API_KEY``).
+    """Backend, model and request settings (the API key comes from ``OPENAI_API_KEY``, never from here).
 
     - reaching the model: the fields of :class:`~medvlm.vlm.backends.BackendConfig` (``backend``
       transformers | openai | mock, ``model``, ``adapter``, ``base_urls``, ``device``, ``dtype``,
@@ -41,26 +42,14 @@ class BackendOptions(BackendConfig):
     progress: bool = True
 
     def record(self) -> dict[str, Any]:
-        """The options as run.json records them: JSON, with credentials in a ``--base-url`` masked."""
-        data = self.model_dump(mode="json")
-        data["base_urls"] = [redact_url(u) for u in self.base_urls]
-        return data
+        """The options as run.json records them: JSON, with credentials in a ``--base-url`` and the values
+        of secret-named ``extra_body`` fields masked (:func:`~medvlm.vlm._secrets.redact_record`)."""
+        return redact_record(self.model_dump(mode="json"))
 
     def backend_config(self) -> BackendConfig:
         """The plain :class:`~medvlm.vlm.backends.BackendConfig` part that
         :func:`~medvlm.vlm.backends.make_backend` takes (how to reach the model)."""
         return BackendConfig(**self.model_dump(include=set(BackendConfig.model_fields)))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part masked.
-
-    >>> redact_url("http://me:s3cret@host:8000/v1"), redact_url("http://host/v1")
-    ('http://me:***@host:8000/v1', 'http://host/v1')
-    """
-    import re
-
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.IGNORECASE)
 
 
 #: config field -> command-line option, where the two differ (for one-line validation messages)
@@ -76,3 +65,6 @@ def option_name(field: str, extra: dict[str, str] | None = None) -> str:
     """
     names = {**OPTION_NAMES, **(extra or {})}
     return "--" + names.get(field, field.replace("_", "-"))
+
+
+__all__ = ["OPTION_NAMES", "BackendOptions", "option_name", "redact_url"]

@@ -65,7 +65,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
     from medvlm.report import figures as F
 
     facts = d["facts"]
-    ft = _finetune_config(run.path)
+    ft = _finetune_config(run.path, run)
     selected = ft.get("selected_epoch") if isinstance(ft.get("selected_epoch"), int) else None
     facts.extend(_finetune_facts(ft))
     log = _read_csv(run, "train_log.csv")
