@@ -53,6 +53,8 @@ class VLMEvalConfig(BackendOptions):
     top_p: float | None = Field(1.0, gt=0, le=1)
     n_boot: int = Field(1000, ge=0)
     boot_seed: int = 0
+    image: str = "real"  # real | none | blank | noise | tumour-masked (medvlm.data.controls)
+    artifact: str | None = None  # KIND:SEVERITY, e.g. motion:0.5
 
     @field_validator("orientations")
     @classmethod
@@ -121,6 +123,7 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
     """Check options before any work (ConfigError naming the option); returns the config with the
     task's defaults filled in, the prompt, the decoding settings and the reducer."""
     from medvlm.aggregate import REDUCERS
+    from medvlm.data.controls import check_controls
     from medvlm.data.slices import parse_modalities, parse_selection
     from medvlm.tasks import get_task
 
@@ -130,6 +133,8 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
     _check_adapter_task(config.adapter, task)
     parse_selection(config.slices)  # type: ignore[arg-type]
     parse_modalities(config.modalities)
+    image, artifact = check_controls(config.image, config.artifact)
+    config = config.model_copy(update={"image": image, "artifact": artifact.spec if artifact else None})
     reducer = config.resolved_reducer()
     REDUCERS.get(reducer)
     if reducer == "mean_prob" and config.scoring != "logprobs":
@@ -255,7 +260,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     write_run_info(out, kind="vlm", config=run_config)
 
     total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
-                                modalities=parse_modalities(config.modalities), unit=task.unit)
+                                modalities=parse_modalities(config.modalities), unit=task.unit,
+                                image=config.image, artifact=config.artifact, seed=config.seed or 0)
     own_backend = backend is None
     backend = backend or make_backend(config.backend_config())
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")
