@@ -248,6 +248,7 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     work, out = Path(work), Path(out)
     task = work_task(work)
     config, prompt, decoding, reducer = validate_config(config, task)
+    task = task.for_prompt(prompt)  # a prompt with other answer digits: read them back as the same answers
     orientations = list(config.orientations or [])
     cohort = load_cohort(work, config.cohort, fold=config.fold)
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
