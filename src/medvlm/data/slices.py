@@ -14,6 +14,10 @@ Rendering (deterministic: same volume, same PNG bytes):
 - one modality -> one greyscale PNG; several (``modalities=("flair", "t1ce", "t2", "t1")``) -> one
   labelled 2x2 montage, in the order given, empty cells black.
 
+Controls (``eval-vlm --image``, ``--artifact``; :mod:`medvlm.data.controls`): no image, a blank or
+noise image of the slice's size, the tumour filled with the brain's median, or a TorchIO MRI artifact
+applied to each volume before slicing.
+
 Slice selection: ``"tumour"`` (the study: every slice whose plane holds tumour, from the manifest's
 inclusive ``tumour_*_min..max``), ``"all"`` (every slice along the axis), ``"central:K"`` (the K
 slices at the centre of the tumour range; the whole range when it has fewer than K).
