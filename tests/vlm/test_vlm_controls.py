@@ -106,10 +106,11 @@ def test_none_on_the_transformers_backend_is_text_only(tiny_work, tiny_vlm, tmp_
 
 
 @pytest.mark.parametrize("option, value, words", [
-    ("--image", "foo", "'--image' parameter must be one of"),
+    ("--image", "foo", "--image: it must be one of ['real', 'none', 'blank', 'noise', 'tumour-masked']"),
     ("--image", "blnak", "Did you mean 'blank'"),
-    ("--artifact", "motion:2", "from 0 to 1"),
-    ("--artifact", "blur:0.5", "'--artifact' parameter must be one of"),
+    ("--artifact", "motion:2", "--artifact: the severity must be a number from 0 to 1; got 'motion:2'"),
+    ("--artifact", "blur:0.5", "--artifact: the kind must be one of ['motion', 'ghosting', 'spike'"),
+    ("--artifact", "motion", "KIND:SEVERITY"),
 ])
 def test_bad_control_values_exit_2_with_one_line(tiny_work, tmp_path, capsys, option, value, words):
     code = _run(["eval-vlm", str(tiny_work), "--out", str(tmp_path / "x"), "--backend", "mock", "--model",
@@ -117,3 +118,17 @@ def test_bad_control_values_exit_2_with_one_line(tiny_work, tmp_path, capsys, op
     err = capsys.readouterr().err.strip()
     assert code == 2 and words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "x" / "run.json").exists()
+
+
+def test_the_config_checks_the_controls_too(tiny_work, tmp_path, capsys):
+    """medvlm run EXPERIMENT.yaml builds the same config: bad values fail when the file is read."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="Did you mean 'tumour-masked'"):
+        VLMEvalConfig(model="m", image="tumor-masked")
+    with pytest.raises(ValidationError, match="from 0 to 1"):
+        VLMEvalConfig(model="m", artifact="spike:4")
+    assert VLMEvalConfig(model="m", artifact="Bias-Field:0.50").artifact == "bias-field:0.5"
+    code = _run(["eval-vlm", str(tiny_work), "--out", str(tmp_path / "x"), "--backend", "mock", "--model",
+                 "hash", "--image", "noise", "--artifact", "spike:0.5"])
+    assert code == 2 and "has no effect with --image noise" in capsys.readouterr().err

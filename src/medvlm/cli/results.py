@@ -219,10 +219,12 @@ def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
           "patient_id, orientation, slice_index, repeat")
     print(f"agreement {_fmt(result['agreement'])}, flip rate {_fmt(result['flip_rate'])}, "
           f"Cohen's kappa {_fmt(result['kappa'])} (an unparsed answer is a category of its own)")
-    width = max(len(c) for c in result["categories"])
-    print("A \\ B".ljust(width + 2) + " ".join(c.rjust(width) for c in result["categories"]))
+    corner = "A \\ B"
+    width = max(len(str(v)) for v in [*result["categories"], result["n"]])
+    first = max(len(corner), width) + 2
+    print(corner.ljust(first) + " ".join(c.rjust(width) for c in result["categories"]))
     for x, row in result["confusion"].items():
-        print(x.ljust(width + 2) + " ".join(str(v).rjust(width) for v in row.values()))
+        print(x.ljust(first) + " ".join(str(v).rjust(width) for v in row.values()))
     return True
 
 

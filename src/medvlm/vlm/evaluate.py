@@ -63,6 +63,35 @@ class VLMEvalConfig(BackendOptions):
             raise ValueError("give at least one orientation")
         return None if value is None else list(dict.fromkeys(value))
 
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        from pydantic_core import PydanticCustomError
+
+        from medvlm.data.controls import check_image
+
+        try:
+            return check_image(value)
+        except ConfigError as exc:  # the message as is (no "Value error, " in front)
+            raise PydanticCustomError("image", str(exc).replace("The '--image' parameter", "it")) from None
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact(cls, value: str | None) -> str | None:
+        from pydantic_core import PydanticCustomError
+
+        from medvlm.data.controls import parse_artifact
+
+        try:
+            parsed = parse_artifact(value)
+        except ConfigError as exc:
+            message = str(exc).replace(f"--artifact {value}: ", "").replace("The '--artifact' parameter",
+                                                                           "the kind")
+            if "Got " not in message:
+                message += f"; got {value!r}"
+            raise PydanticCustomError("artifact", message) from None
+        return parsed.spec if parsed else None
+
     def for_task(self, task: Task) -> VLMEvalConfig:
         """A copy with every task default filled in and checked against the task (ConfigError)."""
         orientations, modalities = task.views(self.orientations, self.modalities)
