@@ -71,3 +71,39 @@ def test_parse_grade(text, expected):
 
 def test_repeated_consistent_choice_is_fine():
     assert parse_grade("Choice: 1\n\nSummary: Choice: 1") == 1
+
+
+#: real answers to the seed-swapped prompt ("Low Grade Glioma (1), High Grade Glioma (0), or No Glioma
+#: (2)"): a digit is read as the answer the swapped prompt gave it, a name as itself
+SWAPPED_CASES = [
+    ("Choice: 1 Reasoning: non-enhancing, homogeneous, well-defined", 0),
+    ("Choice: 0 Reasoning: enhancement, necrosis, oedema, mass effect", 1),
+    ("Choice: 2 Reasoning: symmetric, normal ventricles", 2),
+    ("**Choice:** 0", 1),
+    ("## Choice\n\n1\n\n## Reasoning\nT2 hyperintense", 0),
+    ('{"choice": 0, "reasoning": "ring enhancement"}', 1),
+    ('{"choice": "1"}', 0),
+    ("The answer is 0.", 1),
+    ("1", 0),
+    ("0 - enhancing rim", 1),
+    (ANSWER_PREFIX + " 1 Reasoning: diffuse", 0),
+    ("Choice: High Grade Glioma. Reasoning: necrosis", 1),  # a name means itself
+    ("Choice: Low-grade glioma", 0),
+    ("Choice: No Glioma", 2),
+    ("Choice: <0, 1, or 2>", None),
+    ("Choice: 0 or 1", None),
+    ('{"choice": 3}', None),
+    ("I cannot provide a medical diagnosis.", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SWAPPED_CASES)
+def test_seed_swapped_answers_are_read_back_to_the_same_labels(text, expected):
+    from medvlm.tasks import get_task
+    from medvlm.vlm.prompts import load_prompt
+
+    task = get_task("brats-grading").for_prompt(load_prompt("seed-swapped"))
+    assert task.codes == ("1", "0", "2")
+    assert task.parser(text) == expected
+    if expected is not None and "lioma" not in text:  # a digit: the seed's parser reads the other grade
+        assert parse_grade(text) == {0: 1, 1: 0, 2: 2}[expected]

@@ -124,3 +124,11 @@ def test_consistency_samples_for_real(tiny_work, serve, tmp_path):
                    "--temperature", "1.0", "--max-new-tokens", "8", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 4 and summary["sampling_effective"] is True  # make-tiny-vlm's config samples
+
+
+def test_a_text_only_request_is_answered_by_a_real_server(tiny_work, serve, tmp_path):
+    """eval-vlm --image none: a real OpenAI-compatible server takes the text-only message."""
+    assert invoke(_args(tiny_work, tmp_path / "none", serve, "--image", "none")) == 0
+    slices = pd.read_csv(tmp_path / "none" / "slices.csv", keep_default_na=False)
+    assert len(slices) == 12 and slices["raw"].str.len().gt(0).all()
+    assert json.loads((tmp_path / "none" / "run.json").read_text())["config"]["image"] == "none"

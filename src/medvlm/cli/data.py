@@ -95,3 +95,4 @@ def tasks_cmd(
         classes = ", ".join(f"{i} {c}" for i, c in enumerate(t["classes"]))
         print(f"{t['name']:<16} unit {t['unit']:<8} classes {classes} (positive: {t['positive']})")
         print(f"{'':<16} {t['description']}")
+        print(f"{'':<16} prompts: {', '.join(t['prompts'])}")

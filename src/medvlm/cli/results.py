@@ -140,10 +140,13 @@ def compare_cmd(
     b: Path = typer.Argument(..., help="Predictions of model B, same patients."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Paired comparison on the same patients (test cohort): DeLong for AUC, McNemar for accuracy."""
+    """Paired comparison on the same patients (test cohort): DeLong for AUC, McNemar for accuracy.
+    Two per-call tables (slices.csv): answer agreement, flip rate and Cohen's kappa per call."""
     from medvlm.metrics import read_predictions
     from medvlm.stats import compare_predictions
 
+    if _compare_calls(a, b, as_json=as_json):
+        return
     da, db = read_predictions(a), read_predictions(b)
     with _warnings_to_stderr():
         result = compare_predictions(da, db, name_a=str(a), name_b=str(b))
@@ -181,6 +184,48 @@ def compare_cmd(
     console.print(f"McNemar (accuracy, {result['mcnemar_method']}): "
                   f"b = {result['mcnemar_b']} (A right, B wrong), "
                   f"c = {result['mcnemar_c']} (A wrong, B right), p = {_fmt(result['mcnemar_p'], 4)}")
+
+
+def _header(path: Path) -> list[str]:
+    """The CSV header of ``path`` ([] when unreadable: the usual reader then says why)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
+    """``compare`` on two per-call tables (slices.csv): print the answer agreement and return True;
+    False when neither file is one (patient-level compare); DataError when only one is."""
+    from medvlm.errors import DataError
+    from medvlm.stats import compare_answers, is_call_table, read_calls
+
+    calls = [is_call_table(_header(p)) for p in (a, b)]
+    if not any(calls):
+        return False
+    if not all(calls):
+        one, other = (a, b) if calls[0] else (b, a)
+        raise DataError(f"{one} is a per-call table (slices.csv) but {other} is not; compare two slices.csv "
+                        "files, or two predictions.csv files")
+    with _warnings_to_stderr():
+        result = compare_answers(read_calls(a), read_calls(b), name_a=str(a), name_b=str(b))
+    if as_json:
+        print(json.dumps(result))
+        return True
+    print(f"A = {a}, B = {b}: {result['n']} calls of {result['n_patients']} patients, paired on "
+          "patient_id, orientation, slice_index, repeat")
+    print(f"agreement {_fmt(result['agreement'])}, flip rate {_fmt(result['flip_rate'])}, "
+          f"Cohen's kappa {_fmt(result['kappa'])} (an unparsed answer is a category of its own)")
+    corner = "A \\ B"
+    width = max(len(str(v)) for v in [*result["categories"], result["n"]])
+    first = max(len(corner), width) + 2
+    print(corner.ljust(first) + " ".join(c.rjust(width) for c in result["categories"]))
+    for x, row in result["confusion"].items():
+        print(x.ljust(first) + " ".join(str(v).rjust(width) for v in row.values()))
+    return True
 
 
 @app.command("report")

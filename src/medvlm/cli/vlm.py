@@ -167,6 +167,11 @@ def eval_vlm_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0: none)."),
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
+    image: str = typer.Option("real", "--image", help="What the model is shown: real | none (the prompt "
+                              "alone) | blank | noise | tumour-masked (controls)."),
+    artifact: str | None = typer.Option(None, "--artifact", help="KIND:SEVERITY, an MRI artifact applied to "
+                                        "each volume before slicing: motion, ghosting, spike or bias-field, "
+                                        "severity 0..1 (needs medvlm[controls])."),
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -187,6 +192,7 @@ def eval_vlm_cmd(
         **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt,
         "cohort": cohort, "fold": fold,
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
-        "temperature": temperature, "top_p": top_p, "n_boot": bootstrap}, renames={"n_boot": "bootstrap"})
+        "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
+        "artifact": artifact}, renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=Console(stderr=False))
     exit_on_failures(result.n_failed, out)

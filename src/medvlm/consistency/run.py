@@ -265,7 +265,8 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
             for i_sampling, (sampling, decoding) in enumerate(zip(samplings, decodings, strict=True)):
                 label = f"consistency {Path(prompt.name).name}, T={format_temperature(sampling.temperature)}"
                 asked = ask_images(backend, ((i, im.png) for i, im in enumerate(images)), prompt=prompt,
-                                   decoding=decoding, task=task, repeats=config.repeats, cache=cache,
+                                   decoding=decoding, task=task.for_prompt(prompt), repeats=config.repeats,
+                                   cache=cache,
                                    total=len(images) * config.repeats, progress=config.progress,
                                    description=label)
                 n_sent, n_cached = n_sent + asked.n_sent, n_cached + asked.n_cached

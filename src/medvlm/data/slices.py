@@ -14,6 +14,10 @@ Rendering (deterministic: same volume, same PNG bytes):
 - one modality -> one greyscale PNG; several (``modalities=("flair", "t1ce", "t2", "t1")``) -> one
   labelled 2x2 montage, in the order given, empty cells black.
 
+Controls (``eval-vlm --image``, ``--artifact``; :mod:`medvlm.data.controls`): no image, a blank or
+noise image of the slice's size, the tumour filled with the brain's median, or a TorchIO MRI artifact
+applied to each volume before slicing.
+
 Slice selection: ``"tumour"`` (the study: every slice whose plane holds tumour, from the manifest's
 inclusive ``tumour_*_min..max``), ``"all"`` (every slice along the axis), ``"central:K"`` (the K
 slices at the centre of the tumour range; the whole range when it has fewer than K).
@@ -30,6 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from medvlm.data.controls import (
+    Artifact,
+    apply_artifact,
+    blank_pixels,
+    check_controls,
+    derived_seed,
+    fill_tumour,
+    noise_pixels,
+)
 from medvlm.errors import ConfigError, DataError
 from medvlm.registry import check_choice
 
@@ -125,16 +138,45 @@ def load_canonical(path: str | Path, patient_id: str = "?") -> tuple[np.ndarray,
     if data.ndim != 3:
         raise DataError(f"patient {patient_id}: {key} is not a 3D volume (shape {data.shape})")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    nonzero = data[np.isfinite(data) & (data != 0)]
-    if nonzero.size:
-        lo, hi = (float(v) for v in np.percentile(nonzero, WINDOW_PERCENTILES))
-    else:
-        lo, hi = 0.0, 0.0
-    entry = (data, zooms, (lo, hi))  # type: ignore[assignment]
+    entry = (data, zooms, robust_window(data))  # type: ignore[assignment]
     _CACHE[key] = entry  # type: ignore[assignment]
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return entry  # type: ignore[return-value]
+
+
+def robust_window(data: np.ndarray) -> tuple[float, float]:
+    """(lo, hi): the 0.5 and 99.5 percentiles of the finite non-zero voxels ((0, 0) without any)."""
+    nonzero = data[np.isfinite(data) & (data != 0)]
+    if not nonzero.size:
+        return 0.0, 0.0
+    lo, hi = (float(v) for v in np.percentile(nonzero, WINDOW_PERCENTILES))
+    return lo, hi
+
+
+_ARTIFACT_CACHE: OrderedDict[tuple[str, str, int], tuple[np.ndarray, tuple[float, float, float],
+                                                         tuple[float, float]]] = OrderedDict()
+
+
+def load_view(path: str | Path, patient_id: str = "?", *, artifact: Artifact | None = None,
+              seed: int = 0) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float]]:
+    """:func:`load_canonical`, with ``artifact`` applied to the volume (and the window taken from the
+    corrupted volume); the draw is seeded by patient and ``seed`` (:mod:`medvlm.data.controls`)."""
+    entry = load_canonical(path, patient_id)
+    if artifact is None or artifact.severity == 0:
+        return entry
+    key = (str(path), artifact.spec, int(seed))
+    if key in _ARTIFACT_CACHE:
+        _ARTIFACT_CACHE.move_to_end(key)
+        return _ARTIFACT_CACHE[key]
+    data, zooms, _ = entry
+    corrupted = apply_artifact(data, zooms, artifact,
+                               seed=derived_seed("artifact", artifact.kind, patient_id, int(seed)))
+    out = (corrupted, zooms, robust_window(corrupted))
+    _ARTIFACT_CACHE[key] = out
+    while len(_ARTIFACT_CACHE) > _CACHE_SIZE:
+        _ARTIFACT_CACHE.popitem(last=False)
+    return out
 
 
 def window_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -233,17 +275,25 @@ def slice_indices(row: Any, orientation: str, selection: str, size: int) -> list
 
 def patient_slices(row: Any, orientation: str, *, selection: str = "tumour",
                    modalities: tuple[str, ...] | list[str] | str = ("flair",),
-                   indices: list[int] | None = None) -> list[SliceImage]:
+                   indices: list[int] | None = None, image: str = "real",
+                   artifact: Artifact | str | None = None, seed: int = 0) -> list[SliceImage]:
     """Render one patient's slices along ``orientation`` (``axial``, ``coronal`` or ``sagittal``).
 
-    ``row``: a manifest row (dict or pandas Series) with absolute NIfTI paths in ``t1..flair`` and the
-    inclusive canonical tumour extents ``tumour_{x,y,z}_{min,max}``. Returns :class:`SliceImage` objects
-    in increasing slice index (``indices``: exactly these, in this order, instead of ``selection``),
-    each an 8-bit PNG (greyscale; a labelled 2x2 montage for several modalities).
+    ``row``: a manifest row (dict or pandas Series) with absolute NIfTI paths in ``t1..flair`` (and
+    ``seg`` for ``image="tumour-masked"``) and the inclusive canonical tumour extents
+    ``tumour_{x,y,z}_{min,max}``. Returns :class:`SliceImage` objects in increasing slice index
+    (``indices``: exactly these, in this order, instead of ``selection``), each an 8-bit PNG
+    (greyscale; a labelled 2x2 montage for several modalities).
+
+    ``image``: the control shown instead of the real slice (:mod:`medvlm.data.controls`: ``real``,
+    ``none`` -- empty ``png`` bytes --, ``blank``, ``noise``, ``tumour-masked``); ``artifact``
+    (``"motion:0.5"`` or an :class:`~medvlm.data.controls.Artifact`) corrupts each volume before
+    slicing; ``seed`` seeds the noise and the artifact.
     """
     from PIL import Image
 
     check_choice("orientation", orientation, ORIENTATIONS)
+    image, parsed = check_controls(image, artifact.spec if isinstance(artifact, Artifact) else artifact)
     mods = parse_modalities(modalities)
     pid = _pid(row)
     volumes = []
@@ -251,22 +301,45 @@ def patient_slices(row: Any, orientation: str, *, selection: str = "tumour",
         path = _field(row, m)
         if not path or not Path(str(path)).is_file():
             raise DataError(f"patient {pid}: {m} file {path!r} does not exist")
-        volumes.append(load_canonical(path, pid))
+        volumes.append(load_view(path, pid, artifact=parsed, seed=seed))
     shapes = {v[0].shape for v in volumes}
     if len(shapes) != 1:
         raise DataError(f"patient {pid}: modalities {list(mods)} have different shapes {sorted(shapes)}")
+    mask = _tumour_mask(row, pid, volumes[0][0].shape) if image == "tumour-masked" else None
     size = volumes[0][0].shape[AXIS[orientation]]
     out = []
     for index in (slice_indices(row, orientation, selection, size) if indices is None else indices):
         if not 0 <= index < size:
             raise DataError(f"patient {pid}: {orientation} slice {index} is outside 0..{size - 1}")
+        if image == "none":
+            out.append(SliceImage(pid, orientation, index, b""))
+            continue
         tiles = []
         for data, zooms, (lo, hi) in volumes:
             pixels = window_to_uint8(display_slice(data, orientation, index), lo, hi)
+            if mask is not None:
+                pixels = fill_tumour(pixels, display_slice(mask, orientation, index))
             tiles.append(_square_pixels(Image.fromarray(pixels, mode="L"), orientation, zooms))
-        image = tiles[0] if len(tiles) == 1 else _montage(tiles, [MODALITY_LABELS[m] for m in mods])
-        out.append(SliceImage(pid, orientation, index, _png_bytes(image)))
+        picture = tiles[0] if len(tiles) == 1 else _montage(tiles, [MODALITY_LABELS[m] for m in mods])
+        if image == "blank":
+            picture = Image.fromarray(blank_pixels((picture.height, picture.width)), mode="L")
+        elif image == "noise":
+            noise_seed = derived_seed("noise", pid, orientation, int(index), int(seed))
+            picture = Image.fromarray(noise_pixels((picture.height, picture.width), noise_seed), mode="L")
+        out.append(SliceImage(pid, orientation, index, _png_bytes(picture)))
     return out
+
+
+def _tumour_mask(row: Any, pid: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The canonical tumour mask (``seg > 0``) of the manifest's ``seg`` file, checked against ``shape``."""
+    path = _field(row, "seg")
+    if not path or not Path(str(path)).is_file():
+        raise DataError(f"patient {pid}: seg file {path!r} does not exist (--image tumour-masked needs the "
+                        "tumour mask)")
+    seg = load_canonical(path, pid)[0]
+    if seg.shape != shape:
+        raise DataError(f"patient {pid}: seg {path} has shape {seg.shape}, the image {shape}")
+    return seg > 0
 
 
 def count_slices(row: Any, orientation: str, *, selection: str = "tumour") -> int | None:
@@ -292,13 +365,15 @@ def count_slices(row: Any, orientation: str, *, selection: str = "tumour") -> in
 
 
 def unit_images(manifest: Any, units: Any, *, orientations: list[str], selection: str,
-                modalities: tuple[str, ...], unit: str) -> tuple[int | None, Any]:
+                modalities: tuple[str, ...], unit: str, image: str = "real",
+                artifact: Artifact | str | None = None, seed: int = 0) -> tuple[int | None, Any]:
     """The images a VLM is asked about for a cohort, and their number (None when unknown up front).
 
     ``units``: the cohort's prediction units (a DataFrame: ``patient_id`` for the patient unit, plus
     ``orientation, slice_index`` for the slice unit); ``manifest`` indexed by ``patient_id``. Patient
     unit: every ``selection`` slice of each patient in each orientation. Slice unit: exactly the
-    units' slices. Yields ``((patient_id, orientation, slice_index), png)`` lazily.
+    units' slices. Yields ``((patient_id, orientation, slice_index), png)`` lazily. ``image``,
+    ``artifact``, ``seed``: the image control (:func:`patient_slices`; ``png`` is ``b""`` for ``none``).
     """
     if unit == "slice":
         groups = units.groupby(["patient_id", "orientation"], sort=False)["slice_index"]
@@ -312,7 +387,8 @@ def unit_images(manifest: Any, units: Any, *, orientations: list[str], selection
     def images():
         for pid, orientation, indices in plan:
             for s in patient_slices(manifest.loc[pid], orientation, selection=selection,
-                                    modalities=modalities, indices=indices):
+                                    modalities=modalities, indices=indices, image=image,
+                                    artifact=artifact, seed=seed):
                 yield (pid, orientation, s.slice_index), s.png
 
     return total, images()

@@ -72,6 +72,7 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
     val_cohort = load_cohort(work, "val", fold=cfg.fold) if cfg.validate_each_epoch else None
     check_engine(cfg.engine, cfg.method)
     prompt = load_prompt(cfg.prompt)
+    task = task.for_prompt(prompt)  # a prompt with swapped codes trains the digits it asks for
     resume = _check_resume(out, cfg)
 
     render = {"selection": cfg.slices, "modalities": cfg.modalities, "task": task}

@@ -89,6 +89,7 @@ class Task:
     preprocessing: str = ""
     limitations: str = ""
     all_positive_note: str = ""
+    answer_digits: tuple[str, ...] = ()  # () = answer i is written i; see with_answer_codes
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -110,8 +111,34 @@ class Task:
 
     @property
     def codes(self) -> tuple[str, ...]:
-        """The answer codes as the digits a model writes: ``("0", "1", "2")``."""
-        return tuple(str(i) for i in range(len(self.answers)))
+        """The answer codes as the digits a model writes, in answer order: ``("0", "1", "2")`` (a prompt
+        with swapped codes: ``("1", "0", "2")``, see :meth:`with_answer_codes`)."""
+        return self.answer_digits or tuple(str(i) for i in range(len(self.answers)))
+
+    def with_answer_codes(self, codes: tuple[str, ...] | list[str] | None) -> Task:
+        """This task asked by a prompt that writes answer ``i`` as the digit ``codes[i]`` (None or the
+        natural order: the task itself). The copy requests, scores and parses those digits and maps
+        them back, so ``choice`` stays the answer's index (0 = the first class) everywhere downstream.
+        ConfigError when ``codes`` is not an order of the task's codes or the parser cannot remap."""
+        import dataclasses
+
+        from medvlm.errors import ConfigError
+
+        natural = tuple(str(i) for i in range(len(self.answers)))
+        codes = tuple(codes or natural)
+        if codes == self.codes:
+            return self
+        if sorted(codes) != list(natural):
+            raise ConfigError(f"task {self.name}: answer codes {list(codes)} are not an order of "
+                              f"{list(natural)}")
+        remap = getattr(self.parser, "with_codes", None)
+        if remap is None:
+            raise ConfigError(f"task {self.name}: its parser cannot read answer codes in another order")
+        return dataclasses.replace(self, answer_digits=() if codes == natural else codes, parser=remap(codes))
+
+    def for_prompt(self, prompt: Any) -> Task:
+        """The task as ``prompt`` (a :class:`~medvlm.vlm.prompts.Prompt`) asks it: its answer codes."""
+        return self.with_answer_codes(getattr(prompt, "codes", None))
 
     @property
     def prob_columns(self) -> list[str]:
@@ -191,7 +218,9 @@ class Task:
                 "positive": self.positive, "unit": self.unit,
                 "answers": {str(i): a.name for i, a in enumerate(self.answers)},
                 "parser_version": self.parser_version, "prompts": list(self.prompts),
-                "cnn_model": self.cnn_model}
+                "cnn_model": self.cnn_model,
+                **({"answer_codes": dict(zip(self.codes, (a.name for a in self.answers), strict=True))}
+                   if self.answer_digits else {})}
 
 
 def choice_parser(n_codes: int, names: list[tuple[str, int]]) -> ChoiceParser:

@@ -53,6 +53,8 @@ class VLMEvalConfig(BackendOptions):
     top_p: float | None = Field(1.0, gt=0, le=1)
     n_boot: int = Field(1000, ge=0)
     boot_seed: int = 0
+    image: str = "real"  # real | none | blank | noise | tumour-masked (medvlm.data.controls)
+    artifact: str | None = None  # KIND:SEVERITY, e.g. motion:0.5
 
     @field_validator("orientations")
     @classmethod
@@ -60,6 +62,35 @@ class VLMEvalConfig(BackendOptions):
         if value is not None and not value:
             raise ValueError("give at least one orientation")
         return None if value is None else list(dict.fromkeys(value))
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        from pydantic_core import PydanticCustomError
+
+        from medvlm.data.controls import check_image
+
+        try:
+            return check_image(value)
+        except ConfigError as exc:  # the message as is (no "Value error, " in front)
+            raise PydanticCustomError("image", str(exc).replace("The '--image' parameter", "it")) from None
+
+    @field_validator("artifact")
+    @classmethod
+    def _artifact(cls, value: str | None) -> str | None:
+        from pydantic_core import PydanticCustomError
+
+        from medvlm.data.controls import parse_artifact
+
+        try:
+            parsed = parse_artifact(value)
+        except ConfigError as exc:
+            message = str(exc).replace(f"--artifact {value}: ", "").replace("The '--artifact' parameter",
+                                                                           "the kind")
+            if "Got " not in message:
+                message += f"; got {value!r}"
+            raise PydanticCustomError("artifact", message) from None
+        return parsed.spec if parsed else None
 
     def for_task(self, task: Task) -> VLMEvalConfig:
         """A copy with every task default filled in and checked against the task (ConfigError)."""
@@ -121,6 +152,7 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
     """Check options before any work (ConfigError naming the option); returns the config with the
     task's defaults filled in, the prompt, the decoding settings and the reducer."""
     from medvlm.aggregate import REDUCERS
+    from medvlm.data.controls import check_controls
     from medvlm.data.slices import parse_modalities, parse_selection
     from medvlm.tasks import get_task
 
@@ -130,6 +162,8 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
     _check_adapter_task(config.adapter, task)
     parse_selection(config.slices)  # type: ignore[arg-type]
     parse_modalities(config.modalities)
+    image, artifact = check_controls(config.image, config.artifact)
+    config = config.model_copy(update={"image": image, "artifact": artifact.spec if artifact else None})
     reducer = config.resolved_reducer()
     REDUCERS.get(reducer)
     if reducer == "mean_prob" and config.scoring != "logprobs":
@@ -243,6 +277,7 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     work, out = Path(work), Path(out)
     task = work_task(work)
     config, prompt, decoding, reducer = validate_config(config, task)
+    task = task.for_prompt(prompt)  # a prompt with other answer digits: read them back as the same answers
     orientations = list(config.orientations or [])
     cohort = load_cohort(work, config.cohort, fold=config.fold)
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
@@ -255,7 +290,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     write_run_info(out, kind="vlm", config=run_config)
 
     total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
-                                modalities=parse_modalities(config.modalities), unit=task.unit)
+                                modalities=parse_modalities(config.modalities), unit=task.unit,
+                                image=config.image, artifact=config.artifact, seed=config.seed or 0)
     own_backend = backend is None
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     try:

@@ -15,13 +15,14 @@ from medvlm.vlm.backends import Backend
 from medvlm.vlm.prompts import ANSWER_PREFIX
 
 
-def _messages(prompt_text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt_text}]}]
+def _messages(prompt_text: str, image: bool = True) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [*([{"type": "image"}] if image else []),
+                                         {"type": "text", "text": prompt_text}]}]
 
 
 def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None = None, *,
-                    prefix: str = ANSWER_PREFIX) -> str:
-    """Chat text for one image + prompt.
+                    prefix: str = ANSWER_PREFIX, image: bool = True) -> str:
+    """Chat text for one image + prompt (``image=False``: the prompt alone, no image token).
 
     - ``answer is None``: ``<user turn with <|image|> and prompt_text><assistant header><prefix>`` (the
       task's answer prefix, ``Choice:``) -- the model continues with `` 1 Reasoning: ...`` (generate) or
@@ -39,14 +40,16 @@ def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None =
     >>> build_chat_text(proc, "Grade?", answer=1)[-33:]
     '_header_id|>\\n\\nChoice: 1<|eot_id|>'
     """
-    head = processor.apply_chat_template(_messages(prompt_text), add_generation_prompt=True, tokenize=False)
+    head = processor.apply_chat_template(_messages(prompt_text, image), add_generation_prompt=True,
+                                         tokenize=False)
     if answer is None:
         return head + prefix
     answer_text = str(answer)
     if not answer_text.startswith(prefix):
         answer_text = f"{prefix} {answer_text}"
     full = processor.apply_chat_template(
-        _messages(prompt_text) + [{"role": "assistant", "content": [{"type": "text", "text": answer_text}]}],
+        _messages(prompt_text, image) + [{"role": "assistant", "content": [{"type": "text",
+                                                                             "text": answer_text}]}],
         add_generation_prompt=False, tokenize=False)
     if not full.startswith(head):  # a template that renders the assistant turn unusually: fall back
         eos = getattr(getattr(processor, "tokenizer", processor), "eos_token", "") or ""
@@ -57,11 +60,14 @@ def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None =
 def encode_batch(processor: Any, images: list[Any], texts: list[str]) -> Any:
     """Processor inputs (``BatchFeature`` of tensors) for a batch of PIL images and chat texts.
 
-    One image per text; left padding (so the last position is each row's next-token position).
+    One image per text (no images: text-only inputs); left padding (so the last position is each row's
+    next-token position).
     """
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.padding_side = "left"
+    if not images:
+        return processor(text=texts, return_tensors="pt", padding=True, add_special_tokens=False)
     return processor(images=[[im] for im in images], text=texts, return_tensors="pt", padding=True,
                      add_special_tokens=False)
 
@@ -193,8 +199,9 @@ class TransformersBackend(Backend):
 
         from PIL import Image
 
-        images = [Image.open(io.BytesIO(r.image)).convert("RGB") for r in batch]
-        texts = [build_chat_text(self.processor, r.prompt, prefix=r.prefix) + suffix for r in batch]
+        images = [Image.open(io.BytesIO(r.image)).convert("RGB") for r in batch if r.image]
+        texts = [build_chat_text(self.processor, r.prompt, prefix=r.prefix, image=bool(r.image)) + suffix
+                 for r in batch]
         inputs = encode_batch(self.processor, images, texts).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
@@ -276,7 +283,8 @@ class TransformersBackend(Backend):
                     yield req, VLMResponse(raw=text, prefill=req.prefix, finish_reason=reason)
 
         for req in requests:
-            if batch and (req.prefix, req.codes) != (batch[0].prefix, batch[0].codes):
+            if batch and (req.prefix, req.codes, bool(req.image)) != (batch[0].prefix, batch[0].codes,
+                                                                       bool(batch[0].image)):
                 yield from run(batch)
                 batch = []
             batch.append(req)

@@ -86,13 +86,12 @@ CHOICE_FIELDS = ("guided_choice", "structured_outputs")
 def build_payload(model: str, request: VLMRequest, decoding: Decoding, *,
                   choice_field: str = CHOICE_FIELDS[0]) -> dict[str, Any]:
     """The chat-completions JSON body for one request (``temperature``/``top_p`` None: left out, so the
-    server applies the model's own default)."""
+    server applies the model's own default). A request without image bytes (``eval-vlm --image none``)
+    is a text-only message."""
+    image = [{"type": "image_url", "image_url": {"url": data_uri(request.image)}}] if request.image else []
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": data_uri(request.image)}},
-            {"type": "text", "text": request.prompt},
-        ]}],
+        "messages": [{"role": "user", "content": [*image, {"type": "text", "text": request.prompt}]}],
         "max_tokens": decoding.max_new_tokens,
     }
     if decoding.temperature is not None:

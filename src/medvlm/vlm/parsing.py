@@ -42,13 +42,27 @@ class ChoiceParser:
 
     ``names``: ``(regex, code)`` pairs naming answers in words (case-insensitive), read only right
     after the keyword (``"Choice: <name>"``); a fragment naming two different codes gives None.
-    Never raises.
+    ``codes``: the digit a prompt asks for each answer, in answer order (default ``"0", "1", ...``: answer
+    ``i`` is written ``i``); with another order (a prompt with swapped codes) a digit read is mapped back
+    to its answer, while a name (``names``) still means its own answer. Never raises.
+
+    >>> swapped = ChoiceParser(3, names=[(r"\\bred\\b", 0)], codes=("1", "0", "2"))
+    >>> swapped("Choice: 0"), swapped("Choice: 1"), swapped("Choice: 2"), swapped("Choice: red")
+    (1, 0, 2, 0)
     """
 
-    def __init__(self, n_codes: int, *, names: Sequence[tuple[str, int]] = ()) -> None:
+    def __init__(self, n_codes: int, *, names: Sequence[tuple[str, int]] = (),
+                 codes: Sequence[str] | None = None) -> None:
         if not 1 <= n_codes <= 10:
             raise ValueError("a choice parser reads single-digit codes: 1 to 10 of them")
+        natural = [str(i) for i in range(n_codes)]
+        codes = list(natural if codes is None else codes)
+        if sorted(codes) != natural:
+            raise ValueError(f"codes must be an order of {natural}, got {codes}")
         self.n_codes = n_codes
+        self.codes = tuple(codes)
+        self._name_specs = [(str(p), int(c)) for p, c in names]
+        self._answer = {int(c): i for i, c in enumerate(codes)}
         d = f"[0-{n_codes - 1}]"
         self._digit = re.compile(
             rf"\b{_KEYWORD}\b[\"']?[^\S\n]*(?:is)?[^\S\n]*[:=\-]?\s*[\(\[<\"']?\s*({d})(?!\d|\.\d)"
@@ -60,6 +74,10 @@ class ChoiceParser:
         self._bare = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?\s*[.:]?\s*$")
         self._first_line = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?(?:\s*[.:\-\u2013\u2014]\s+|\s+-\s+|\s*$)")
         self._codes = {str(i) for i in range(n_codes)}
+
+    def with_codes(self, codes: Sequence[str]) -> ChoiceParser:
+        """The same parser for a prompt that asks for answer ``i`` with the digit ``codes[i]``."""
+        return ChoiceParser(self.n_codes, names=self._name_specs, codes=codes)
 
     def _from_json(self, text: str) -> tuple[bool, int | None]:
         """(found a JSON object with a choice key, its value if valid)."""
@@ -86,15 +104,16 @@ class ChoiceParser:
         return hits.pop() if len(hits) == 1 else None
 
     def __call__(self, text: str | None) -> int | None:
+        """The answer index (the answer's position in the task, whatever digit the prompt used) or None."""
         if not text or not text.strip():
             return None
         found, value = self._from_json(text)
         if found:
-            return value
+            return None if value is None else self._answer[value]
         clean = _clean(text)
         digits = {int(m.group(1)) for m in self._digit.finditer(clean)}
         if len(digits) == 1:
-            return digits.pop()
+            return self._answer[digits.pop()]
         if len(digits) > 1:
             return None
         names = set()
@@ -108,9 +127,9 @@ class ChoiceParser:
             return None
         bare = self._bare.match(clean)
         if bare:
-            return int(bare.group(1))
+            return self._answer[int(bare.group(1))]
         first = next((line for line in clean.splitlines() if line.strip()), "")
         match = self._first_line.match(first)
         if match and not re.search(r"\d", clean[clean.find(first) + match.end():].split("\n", 1)[0][:3]):
-            return int(match.group(1))
+            return self._answer[int(match.group(1))]
         return None

@@ -8,6 +8,11 @@ Built-in prompts:
 - ``seed``: the study's prompt, word for word.
 - ``json``: the same question asking for ``{"choice": ..., "reasoning": ...}`` (for ``--structured json``).
 - ``montage``: the seed question, told that the image is a labelled 2x2 montage of four contrasts.
+- ``seed-swapped``: the seed prompt with the codes of the two grades exchanged (Low Grade Glioma (1),
+  High Grade Glioma (0)); its answers are mapped back (:data:`ANSWER_CODES`), so ``choice`` 0 is still
+  LGG. A model that writes the same digit whatever it means shows here.
+- ``seed-para1``, ``seed-para2``, ``seed-para3``: paraphrases of the seed question, same codes and
+  answer format (for ``consistency --prompt seed --prompt seed-para1 ...``).
 
 >>> p = load_prompt("seed")
 >>> p.text.startswith("Classify the brain scan as Low Grade Glioma (0)")
@@ -30,14 +35,20 @@ from medvlm.registry import did_you_mean
 #: chat text with it, and log-prob scoring reads the next token after it.
 ANSWER_PREFIX = "Choice:"
 
+#: built-in prompts that write the answers with other digits: the digit of answer i is ``codes[i]``
+#: (every other prompt: answer i is written i). The task's parser maps them back.
+ANSWER_CODES: dict[str, tuple[str, ...]] = {"seed-swapped": ("1", "0", "2")}
+
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt: ``name`` (built-in name or file path), ``text`` (sent as is) and ``sha`` (SHA-256 hex)."""
+    """A prompt: ``name`` (built-in name or file path), ``text`` (sent as is) and ``sha`` (SHA-256 hex);
+    ``codes``: the digit it asks for each answer, in answer order (None: answer i is written i)."""
 
     name: str
     text: str
     sha: str
+    codes: tuple[str, ...] | None = None
 
 
 def _builtin_dir():
@@ -49,11 +60,11 @@ def builtin_prompts() -> list[str]:
     return sorted(p.name[:-4] for p in _builtin_dir().iterdir() if p.name.endswith(".txt"))
 
 
-def _make(name: str, raw: str) -> Prompt:
+def _make(name: str, raw: str, codes: tuple[str, ...] | None = None) -> Prompt:
     text = raw.rstrip("\r\n")  # files end with a newline; the prompt does not
     if not text.strip():
         raise ConfigError(f"prompt {name!r} is empty")
-    return Prompt(name=name, text=text, sha=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return Prompt(name=name, text=text, sha=hashlib.sha256(text.encode("utf-8")).hexdigest(), codes=codes)
 
 
 def load_prompt(spec: str | Path) -> Prompt:
@@ -64,7 +75,8 @@ def load_prompt(spec: str | Path) -> Prompt:
     spec_str = str(spec)
     names = builtin_prompts()
     if spec_str in names:
-        return _make(spec_str, (_builtin_dir() / f"{spec_str}.txt").read_text(encoding="utf-8"))
+        return _make(spec_str, (_builtin_dir() / f"{spec_str}.txt").read_text(encoding="utf-8"),
+                     ANSWER_CODES.get(spec_str))
     path = Path(spec_str).expanduser()
     if path.is_file():
         try:

@@ -43,7 +43,8 @@ class Decoding(BaseModel):
 
 @dataclass(frozen=True)
 class VLMRequest:
-    """One model call: an image (PNG bytes) and a prompt, the ``repeat``-th time. ``meta`` is opaque to
+    """One model call: an image (PNG bytes; empty = no image, a text-only request) and a prompt, the
+    ``repeat``-th time. ``meta`` is opaque to
     backends (the engine puts the unit's key there); ``key`` is the cache key.
 
     ``codes``: the answer codes to score under log-prob scoring (``("0", "1", "2")``); ``prefix``: the
@@ -105,13 +106,15 @@ def cache_key(*, backend: str, model: str, adapter: str | None, prompt: str, ima
               codes: tuple[str, ...] = _V1_ANSWER[1]) -> str:
     """SHA-256 over what changes the answer (never timeouts, retries, server URLs or concurrency).
 
-    ``model``/``adapter`` are identities (a name, or a fingerprint of a local folder); ``prefix`` and
+    ``model``/``adapter`` are identities (a name, or a fingerprint of a local folder); ``image`` empty
+    (no image: ``eval-vlm --image none``) keys as ``"none"``; ``prefix`` and
     ``codes`` (the answer prefix and the codes scored) enter the key only when they differ from what
     every request asked before tasks existed, so caches written then keep their keys.
     """
     payload: dict[str, Any] = {
         "v": 1, "backend": backend, "model": model, "adapter": adapter, "prompt": prompt,
-        "image": image_sha(image), "decoding": decoding.model_dump(mode="json"), "repeat": int(repeat),
+        "image": image_sha(image) if image else "none", "decoding": decoding.model_dump(mode="json"),
+        "repeat": int(repeat),
     }
     if (prefix, tuple(codes)) != _V1_ANSWER:
         payload["answer"] = {"prefix": prefix, "codes": list(codes)}

@@ -1,0 +1,149 @@
+"""Image controls (medvlm.data.controls through medvlm.data.slices): none, blank, noise, tumour-masked,
+and TorchIO artifacts, each checked on the rendered PNG."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medvlm.data import controls as C
+from medvlm.data import slices as S
+from medvlm.errors import ConfigError
+
+
+def _patient(root, pid: str, shift: int) -> dict:
+    """One patient in canonical RAS+ NIfTIs: a brain ellipsoid (zero outside), a bright tumour blob with
+    seg labels 1/2/4, four modalities; the manifest row that points at them."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(shift)
+    x, y, z = np.mgrid[:16, :18, :10]
+    brain = ((x - 8) / 7) ** 2 + ((y - 9) / 8) ** 2 + ((z - 5) / 4.5) ** 2 <= 1
+    vol = np.where(brain, rng.uniform(20, 60, size=brain.shape), 0).astype(np.float32)
+    seg = np.zeros(brain.shape, np.uint8)
+    seg[5 + shift:9 + shift, 6:10, 3:7] = 2
+    seg[6 + shift:8 + shift, 7:9, 4:6] = 4
+    seg[6 + shift, 7, 4] = 1
+    vol[seg > 0] += 90
+    row = {"patient_id": pid}
+    for m, scale in (("t1", 1.0), ("t1ce", 1.3), ("t2", 0.7), ("flair", 1.6), ("seg", None)):
+        path = root / f"{pid}_{m}.nii.gz"
+        nib.save(nib.Nifti1Image(seg if scale is None else vol * scale, np.eye(4)), str(path))
+        row[m] = str(path)
+    for axis, (lo, hi) in zip("xyz", ((5 + shift, 8 + shift), (6, 9), (3, 6)), strict=True):
+        row[f"tumour_{axis}_min"], row[f"tumour_{axis}_max"] = lo, hi
+    return row
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    root = tmp_path_factory.mktemp("controls")
+    return [_patient(root, "P000", 0), _patient(root, "P001", 1)]
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_none_gives_no_image_but_the_same_slices(rows):
+    real = S.patient_slices(rows[0], "axial")
+    none = S.patient_slices(rows[0], "axial", image="none")
+    assert [s.slice_index for s in none] == [s.slice_index for s in real]
+    assert {s.png for s in none} == {b""}
+
+
+@pytest.mark.parametrize("modalities", [("flair",), ("flair", "t1ce", "t2", "t1")])
+def test_blank_is_one_value_at_the_slices_size(rows, modalities):
+    for orientation in ("axial", "coronal", "sagittal"):
+        real = S.patient_slices(rows[0], orientation, modalities=modalities)
+        blank = S.patient_slices(rows[0], orientation, modalities=modalities, image="blank")
+        for r, b in zip(real, blank, strict=True):
+            pixels = _pixels(b.png)
+            assert pixels.shape == _pixels(r.png).shape
+            assert np.unique(pixels).tolist() == [0]
+
+
+def test_noise_is_seeded_by_slice_and_seed(rows):
+    a = S.patient_slices(rows[0], "axial", image="noise", seed=0)
+    again = S.patient_slices(rows[0], "axial", image="noise", seed=0)
+    other = S.patient_slices(rows[0], "axial", image="noise", seed=1)
+    real = S.patient_slices(rows[0], "axial")
+    assert [s.png for s in a] == [s.png for s in again]  # same seed: same bytes
+    assert all(x.png != y.png for x, y in zip(a, other, strict=True))  # another seed: other bytes
+    assert len({s.png for s in a}) == len(a)  # each slice its own noise
+    assert [_pixels(s.png).shape for s in a] == [_pixels(s.png).shape for s in real]
+    assert len(np.unique(_pixels(a[0].png))) > 50
+    # another patient, same slice index: other noise
+    b = S.patient_slices(rows[1], "axial", image="noise", seed=0, indices=[a[0].slice_index])
+    assert b[0].png != a[0].png
+    assert C.derived_seed("noise", "P000", "axial", 3, 0) != C.derived_seed("noise", "P000", "coronal", 3, 0)
+
+
+def test_tumour_masked_fills_the_tumour_with_the_median_of_the_brain(rows):
+    import nibabel as nib
+
+    row = rows[0]
+    seg = np.asarray(nib.as_closest_canonical(nib.load(row["seg"])).dataobj) > 0
+    for orientation in ("axial", "coronal", "sagittal"):
+        real = S.patient_slices(row, orientation)
+        masked = S.patient_slices(row, orientation, image="tumour-masked")
+        for r, m in zip(real, masked, strict=True):
+            before, after = _pixels(r.png), _pixels(m.png)
+            tumour = S.display_slice(seg, orientation, r.slice_index)
+            assert tumour.any()  # tumour slices only (the default selection)
+            brain = before[(before > 0) & ~tumour]
+            median = int(np.floor(np.median(brain) + 0.5))
+            assert (after[tumour] == median).all()
+            assert (after[~tumour] == before[~tumour]).all() and (after[before == 0] == 0).all()
+            assert (before[tumour] != median).any()  # the bright blob really changed
+
+
+def test_fill_tumour_without_tumour_or_brain():
+    pixels = np.array([[0, 5], [7, 9]], np.uint8)
+    assert (C.fill_tumour(pixels, np.zeros((2, 2), bool)) == pixels).all()
+    assert C.fill_tumour(np.zeros((2, 2), np.uint8), np.eye(2, dtype=bool)).tolist() == [[0, 0], [0, 0]]
+    # an even number of brain pixels: the mean of the middle two, rounded half up
+    assert C.fill_tumour(np.array([[1, 2], [255, 0]], np.uint8), np.array([[0, 0], [1, 0]], bool))[1, 0] == 2
+
+
+@pytest.mark.parametrize("kind", list(C.ARTIFACTS))
+def test_artifacts_are_deterministic_per_patient_and_seed(rows, kind):
+    pytest.importorskip("torchio")
+    spec = f"{kind}:0.6"
+    real = [s.png for s in S.patient_slices(rows[0], "axial")]
+    a = [s.png for s in S.patient_slices(rows[0], "axial", artifact=spec)]
+    S._ARTIFACT_CACHE.clear()  # computed again, not served from memory
+    again = [s.png for s in S.patient_slices(rows[0], "axial", artifact=spec)]
+    other_seed = [s.png for s in S.patient_slices(rows[0], "axial", artifact=spec, seed=7)]
+    assert a == again
+    assert a != real
+    assert a != other_seed
+    # severity 0: exactly the real image
+    assert [s.png for s in S.patient_slices(rows[0], "axial", artifact=f"{kind}:0")] == real
+    # the draw depends on the patient: the same volume under another patient id is corrupted otherwise
+    data, zooms, _ = S.load_canonical(rows[0]["flair"])
+    art = C.parse_artifact(spec)
+    one = C.apply_artifact(data, zooms, art, seed=C.derived_seed("artifact", kind, "P000", 0))
+    two = C.apply_artifact(data, zooms, art, seed=C.derived_seed("artifact", kind, "P001", 0))
+    assert one.shape == data.shape and one.dtype == np.float32
+    assert not np.array_equal(one, two)
+
+
+def test_artifact_and_image_options_are_checked():
+    assert C.parse_artifact(None) is None and C.parse_artifact("") is None
+    assert C.parse_artifact("Motion:1") == C.Artifact("motion", 1.0)
+    assert C.parse_artifact("spike:0").spec == "spike:0"
+    for bad, words in [("motion:2", "from 0 to 1"), ("motion:-0.1", "from 0 to 1"),
+                       ("motion:x", "from 0 to 1"), ("motion", "KIND:SEVERITY"),
+                       ("blur:0.5", "'motion'"), ("motion:nan", "from 0 to 1")]:
+        with pytest.raises(ConfigError, match="--artifact") as info:
+            C.parse_artifact(bad)
+        assert words in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="Did you mean 'blank'"):
+        C.check_image("blnak")
+    with pytest.raises(ConfigError, match="no effect with --image noise"):
+        C.check_controls("noise", "motion:0.5")
+    assert C.check_controls("tumour-masked", "bias-field:0.3")[1] == C.Artifact("bias-field", 0.3)
