@@ -43,7 +43,7 @@ MANIFEST_COLUMNS = (
     "t1", "t1ce", "t2", "flair", "seg", "orig_shape",
     "tumour_x_min", "tumour_x_max", "tumour_y_min", "tumour_y_max", "tumour_z_min", "tumour_z_max",
     "crop_x_min", "crop_x_max", "crop_y_min", "crop_y_max", "crop_z_min", "crop_z_max",
-    "volume",
+    "volume", "source", "age",
 )
 DEFAULT_SHAPE = (95, 128, 128)
 DEFAULT_MARGIN_MM = 10.0
@@ -366,6 +366,10 @@ def prepare(
                     bar.advance(task)
 
     ordered = [rows[p.patient_id] for p in patients]
+    from medvlm.data.brats import find_name_mapping
+    from medvlm.data.subgroups import fill_subgroups
+
+    fill_subgroups(ordered, find_name_mapping(training, Path(data).expanduser()), training)  # subgroups
     write_manifest(work, ordered)
     journal.compact([p.patient_id for p in patients])
     result = PrepareResult(work, ordered, n_reused, rebuilt)

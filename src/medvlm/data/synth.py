@@ -34,6 +34,7 @@ import numpy as np
 
 from medvlm._io import write_bytes_atomic, write_text_atomic
 from medvlm.data.brats import MAPPING_FILE, MAPPING_HEADER, MODALITIES, TRAINING_FOLDER
+from medvlm.data.subgroups import SURVIVAL_FILE
 from medvlm.errors import ConfigError
 
 #: grid shape (x, y, z) and voxel size in mm of each ``--size``.
@@ -52,6 +53,8 @@ _TISSUE = {
     "flair": (0.55, 0.65, 0.10),
 }
 ATYPICAL_FRACTION = 0.1
+#: contributing collections of the synthetic patients (assigned in turn, as in name_mapping.csv)
+SYNTH_SITES = ("CBICA", "TCIA", "2013")
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,7 @@ def synth_cohort(
             infos.append(info)
             bar.advance(task)
     write_text_atomic(training / MAPPING_FILE, mapping_csv(infos))
+    write_text_atomic(training / SURVIVAL_FILE, survival_csv(infos, seed))
     return infos
 
 
@@ -337,10 +341,26 @@ def mapping_csv(infos: list[SynthPatient]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(MAPPING_HEADER)
-    for info in infos:
+    for i, info in enumerate(infos):
         n = info.patient_id.rsplit("_", 1)[-1]
-        writer.writerow([info.grade, f"Brats17_SYNTH_{n}_1", f"Brats18_SYNTH_{n}_1", "NA",
-                         f"BraTS19_SYNTH_{n}_1", info.patient_id])
+        site = SYNTH_SITES[i % len(SYNTH_SITES)]  # subgroups as in the release (patient order, no grade link)
+        tcga = f"TCGA-SY-{n}" if site == "TCIA" else "NA"
+        writer.writerow([info.grade, f"Brats17_{site}_{n}_1", f"Brats18_{site}_{n}_1", tcga,
+                         f"BraTS19_{site}_{n}_1", info.patient_id])
+    return buf.getvalue()
+
+
+def survival_csv(infos: list[SynthPatient], seed: int) -> str:
+    """``survival_info.csv`` text (``Brats20ID,Age,Survival_days,Extent_of_Resection``) for the HGG
+    patients, as in the release; ages drawn from a seeded uniform 25-80, with no link to the images."""
+    rng = np.random.default_rng([seed, 20])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["Brats20ID", "Age", "Survival_days", "Extent_of_Resection"])
+    for info in infos:
+        age, days = float(rng.uniform(25, 80)), int(rng.integers(30, 1500))
+        if info.grade == "HGG":
+            writer.writerow([info.patient_id, f"{age:.3f}", days, "GTR"])
     return buf.getvalue()
 
 
