@@ -40,9 +40,10 @@ def test_sections_and_figures(report, runs):
     assert report.index('id="limitations"') > report.index('id="runs"')
     for name in ("cnn-small3d", "vlm-tiny", "consistency", "lora"):
         assert f">{name}</a>" in report
-    # ROC overview, CNN learning curve + confusion, VLM confusion + 3 vote plots + ROC per orientation,
-    # consistency histogram, fine-tune loss curve
-    assert report.count('src="data:image/png;base64,') == 10
+    # ROC and risk-coverage overviews, CNN learning curve + confusion + reliability + risk-coverage, VLM
+    # confusion + reliability + risk-coverage + 3 vote plots + ROC per orientation, consistency histogram,
+    # fine-tune loss curve
+    assert report.count('src="data:image/png;base64,') == 15
     assert "<title>Study &lt;one&gt;</title>" in report
 
 
