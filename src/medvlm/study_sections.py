@@ -263,7 +263,8 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
         {"item": "Models", "filled from the run records": ", ".join(kinds)},
         {"item": "Metrics", "filled from the run records":
             "accuracy, precision, recall, specificity, F1, balanced accuracy, MCC, AUC with 95% bootstrap "
-            "CIs; McNemar and DeLong paired tests"},
+            "CIs; calibration of the scores: Brier score, ECE (10 bins), log loss, reliability diagrams; "
+            "selective prediction: risk-coverage curves and AURC; McNemar and DeLong paired tests"},
         {"item": "Failure analysis", "filled from the run records":
             "unparsed and failed VLM answers counted per run; "
             + ("per-patient vote plots; " if task.unit == "patient" else "") + "consistency runs"},

@@ -86,7 +86,8 @@ def test_calibrated_section_row_and_order(study):
     assert '<td class="l">test</td>' in row
     section = _run_section(html, "vlm-cal")
     for fact in ("<th>method</th><td>none (scores as they were; threshold only)</td>",
-                 "<th>threshold</th><td>0.730 (Youden (max sensitivity + specificity - 1 on FIT)); HGG when",
+                 "<th>threshold</th><td>0.730: HGG when the calibrated score is at least this</td>",
+                 "<th>threshold rule</th><td>Youden (max sensitivity + specificity - 1 on FIT)</td>",
                  "<th>fitted on</th><td>6 validation patients (answered and scored)</td>",
                  f"<th>FIT (calibration fitted on)</th><td>{study['fit'] / 'predictions.csv'} (val rows)",
                  f"<th>calibrates</th><td>vlm-general (vlm run, {study['general']})</td>"):

@@ -54,7 +54,6 @@ def reliability_figure(
     ax.plot([b["mean_score"] for b in full], [b["mean_label"] for b in full], "o-", color=PALETTE[0],
             linewidth=1.5, markersize=5, label="bin: mean score, share")
     top = blended_transform_factory(ax.transData, ax.transAxes)
-    ax.text(-0.01, 1.005, "n", transform=top, ha="right", va="bottom", fontsize=8, color="#6b7280")
     for b in bins:
         ax.text((b["low"] + b["high"]) / 2, 1.005, str(b["n"]), transform=top, ha="center", va="bottom",
                 fontsize=8, color="#111827" if b["n"] else "#9ca3af", gid=COUNT_GID)

@@ -65,8 +65,16 @@ KEY_COMPARISONS = (
 
 
 # ------------------------------------------------------------------------------------------ metric rows
+def _cell(value: Any, ci: Any) -> dict[str, str]:
+    """A metric cell: the estimate, and below it its CI, or the ± SD of a mean over folds."""
+    if isinstance(value, Mapping) and "mean" in value:
+        sd = value.get("std", value.get("sd"))
+        return {"value": fmt(value["mean"]), "ci": f"± {fmt(sd)}" if sd is not None else ""}
+    return {"value": fmt(value), "ci": _ci_text(ci)}
+
+
 def _metric_cells(m: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [{"value": fmt(m.get(key)), "ci": _ci_text(m.get(f"{key}_ci"))} for key, _ in SUMMARY_METRICS]
+    return [_cell(m.get(key), m.get(f"{key}_ci")) for key, _ in SUMMARY_METRICS]
 
 
 def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -84,8 +84,9 @@ def details(run: RunData, d: dict[str, Any]) -> None:
     if "threshold" in cal:
         rule = str(cal.get("threshold_rule") or "")
         positive = task.classes[task.positive_label]
-        facts.append(("threshold", f"{fmt(cal['threshold'])} ({RULE_NAME.get(rule, rule)}); {positive} when "
-                                   "the calibrated score is at least this"))
+        facts.append(("threshold",
+                      f"{fmt(cal['threshold'])}: {positive} when the calibrated score is at least this"))
+        facts.append(("threshold rule", RULE_NAME.get(rule, rule)))
     if cal.get("n_fit") is not None:
         cohort = COHORT_NAME.get(str(cal.get("fit_cohort")), str(cal.get("fit_cohort") or "FIT"))
         facts.append(("fitted on", f"{fmt(cal['n_fit'])} {cohort} {task.unit}s (answered and scored)"))
