@@ -2,7 +2,8 @@
 
 The page is built only from the files runs leave on disk (``run.json``, ``predictions.csv``,
 ``metrics.json``, ``history.csv``, ``patients.csv``, ``slices.csv``, ``consistency.csv``,
-``summary.json``, ``train_log.csv``: whichever a run has). It is one file: CSS inline, figures inlined
+``summary.json``, ``train_log.csv``, ``calibration.json``: whichever a run has; a calibrated run's
+section also reads the ``run.json`` of the run it calibrates). It is one file: CSS inline, figures inlined
 as ``data:image/png;base64`` URIs, no remote resource and no JavaScript. Jinja2 autoescaping is on,
 so every string from a model or a file (raw answers, patient ids, config values) arrives escaped.
 
