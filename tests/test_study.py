@@ -188,7 +188,7 @@ def test_plain_summary_says_what_a_calibrated_threshold_did_and_what_fine_tuning
     calibrate(fit, general, tmp_path / "cal-t", method="temperature", threshold="youden")
     text = plain_summary([general, tuned, tmp_path / "cal", tmp_path / "cal-t"])
     assert ("cal: a threshold fitted on 4 validation patients raises specificity (LGG) from 0.00 to 1.00 on "
-            "the test cohort of general (sensitivity (HGG) from 1.00 to 1.00); fine-tuning reached 0.50 "
+            "the test cohort of general (sensitivity (HGG) unchanged at 1.00); fine-tuning reached 0.50 "
             "(tuned)." in text)
     assert ("cal-t: temperature scaling and a threshold fitted on 4 validation patients raise specificity"
             in text)

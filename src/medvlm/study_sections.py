@@ -144,7 +144,9 @@ def calibration_line(path: Path, m: dict[str, Any], task: Any,
                 "(the run it calibrates is not available).")
     m_raw = raw[0]
     spec = _moved(f"specificity ({neg})", m_raw["specificity"], m["specificity"], plural=plural)
-    sens = f"sensitivity ({pos}) from {_num(m_raw['recall'])} to {_num(m['recall'])}"
+    before, after = _num(m_raw["recall"]), _num(m["recall"])
+    sens = (f"sensitivity ({pos}) unchanged at {after}" if before == after
+            else f"sensitivity ({pos}) from {before} to {after}")
     text = f"{path.name}: {fitted} {spec} on the test cohort of {source.name} ({sens})"
     if vlm_role(run) == "calibrated-general" and tuned:
         text += "; fine-tuning reached " + ", ".join(f"{_num(mt['specificity'])} ({nt})" for nt, mt in tuned)
