@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,30 @@ def test_bad_calibrate_sections_are_refused(section, message):
     bad = {**CALIBRATED_STUDY, "calibrate": [section]}
     with pytest.raises(ConfigError, match=message):
         parse_experiment(bad, source="x.yaml")
+
+
+def test_plain_summary_says_what_a_calibrated_threshold_did_and_what_fine_tuning_reached(tmp_path):
+    from medvlm.calibrate import calibrate
+    from medvlm.study_sections import plain_summary
+
+    general = _vlm_run(tmp_path, "general", [1] * 6, [0.9, 0.8, 0.85, 0.7, 0.6, 0.65], None)
+    tuned = _vlm_run(tmp_path, "tuned", [1, 1, 1, 0, 0, 1], [0.9, 0.8, 0.85, 0.4, 0.3, 0.6], "/a")
+    fit = tmp_path / "general-val"
+    fit.mkdir()
+    (fit / "run.json").write_text(json.dumps({"kind": "vlm", "name": "general-val", "config": {}}))
+    (fit / "predictions.csv").write_text("patient_id,cohort,label,pred,score\n"
+                                         "V0,val,1,1,0.8\nV1,val,1,1,0.72\nV2,val,0,1,0.66\nV3,val,0,1,0.5\n")
+    # Youden on FIT: (0.66 + 0.72) / 2 = 0.69; on the test cohort the LGG scores 0.6 and 0.65 fall below it
+    calibrate(fit, general, tmp_path / "cal", method="none", threshold="youden")
+    calibrate(fit, general, tmp_path / "cal-t", method="temperature", threshold="youden")
+    text = plain_summary([general, tuned, tmp_path / "cal", tmp_path / "cal-t"])
+    assert ("cal: a threshold fitted on 4 validation patients raises specificity (LGG) from 0.00 to 1.00 on "
+            "the test cohort of general (sensitivity (HGG) unchanged at 1.00); fine-tuning reached 0.50 "
+            "(tuned)." in text)
+    assert ("cal-t: temperature scaling and a threshold fitted on 4 validation patients raise specificity"
+            in text)
+    assert "cal: accuracy 1.00, sensitivity (HGG) 1.00, specificity (LGG) 1.00" in text
+    shutil.rmtree(general)
+    text = plain_summary([tuned, tmp_path / "cal"])
+    assert ("cal: a threshold fitted on 4 validation patients gives specificity (LGG) 1.00 and sensitivity "
+            "(HGG) 1.00 on the test cohort (the run it calibrates is not available)." in text)

@@ -178,3 +178,42 @@ def make_finetune_run(root: Path, name: str = "lora") -> Path:
     log.to_csv(run / "train_log.csv", index=False)
     write_run_info(run, kind="finetune", config={"method": "lora", "r": 8})
     return run
+
+
+# ------------------------------------------------------------------------------ calibrated arms (issue 15)
+# Eight test patients (5 HGG, 3 LGG). The general VLM says HGG for all of them (specificity 0, sensitivity
+# 1); its validation run (the FIT side) separates HGG from LGG between 0.70 and 0.76, so a Youden threshold
+# fitted there is 0.73, which on the test cohort keeps 4 of 5 HGG and all 3 LGG.
+CAL_LABELS = [1, 1, 1, 1, 1, 0, 0, 0]
+CAL_SCORES = [0.95, 0.9, 0.85, 0.8, 0.6, 0.7, 0.65, 0.55]
+CAL_BIN_COUNTS = [0, 0, 0, 0, 0, 1, 2, 1, 2, 2]  # floor(10 * score), by hand
+FIT_LABELS = [1, 1, 1, 0, 0, 0]
+FIT_SCORES = [0.9, 0.8, 0.76, 0.7, 0.5, 0.4]
+
+
+def write_scored_run(root: Path, name: str, cohort: str, labels, preds, scores, *, adapter=None,
+                     prefix: str = "P") -> Path:
+    """A VLM run folder with one predictions row per patient (``prefix`` 1..n) of ``cohort``."""
+    run = root / name
+    run.mkdir(parents=True)
+    df = pd.DataFrame({"patient_id": [f"{prefix}{i + 1}" for i in range(len(labels))], "cohort": cohort,
+                       "label": labels, "pred": preds, "score": scores})
+    df.to_csv(run / "predictions.csv", index=False)
+    write_run_info(run, kind="vlm", config={"model": "tiny-mllama", "adapter": adapter})
+    return run
+
+
+def make_calibration_study(root: Path, *, general: str = "vlm-general") -> dict[str, Path]:
+    """general VLM (test), its validation run (FIT), a fine-tuned VLM (test) and ``medvlm calibrate`` of
+    the general VLM (method none, Youden threshold): ``{"general", "fit", "tuned", "cal"}``."""
+    from medvlm.calibrate import calibrate
+
+    out = {
+        "general": write_scored_run(root, general, "test", CAL_LABELS, [1] * 8, CAL_SCORES),
+        "fit": write_scored_run(root, "vlm-general-val", "val", FIT_LABELS, [1] * 6, FIT_SCORES, prefix="V"),
+        "tuned": write_scored_run(root, "vlm-tuned", "test", CAL_LABELS, [1, 1, 1, 1, 1, 1, 0, 0],
+                                  [0.9, 0.8, 0.7, 0.8, 0.7, 0.6, 0.3, 0.2], adapter=str(root / "lora")),
+    }
+    calibrate(out["fit"], out["general"], root / "vlm-cal", method="none", threshold="youden")
+    out["cal"] = root / "vlm-cal"
+    return out

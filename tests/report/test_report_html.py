@@ -40,9 +40,10 @@ def test_sections_and_figures(report, runs):
     assert report.index('id="limitations"') > report.index('id="runs"')
     for name in ("cnn-small3d", "vlm-tiny", "consistency", "lora"):
         assert f">{name}</a>" in report
-    # ROC overview, CNN learning curve + confusion, VLM confusion + 3 vote plots + ROC per orientation,
-    # consistency histogram, fine-tune loss curve
-    assert report.count('src="data:image/png;base64,') == 10
+    # ROC and risk-coverage overviews, CNN learning curve + confusion + reliability + risk-coverage, VLM
+    # confusion + reliability + risk-coverage + 3 vote plots + ROC per orientation, consistency histogram,
+    # fine-tune loss curve
+    assert report.count('src="data:image/png;base64,') == 15
     assert "<title>Study &lt;one&gt;</title>" in report
 
 
@@ -184,3 +185,16 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     img = Image.open(shot).convert("L")
     lo, hi = img.getextrema()
     assert hi - lo > 100  # something was drawn: text and figures, not a blank page
+
+
+def test_cross_validation_mean_and_sd_share_the_cell_layout(tmp_path):
+    run = make_cnn_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["cv"] = {"accuracy": {"mean": 0.9, "std": 0.1}, "ece": {"mean": 0.125, "std": 0.025}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    html = render_report([run], n_boot=0)
+    row = html[html.index('<td class="l">cross-validation</td>'):]
+    row = row[:row.index("</tr>")]
+    cells = re.findall(r"<td>([^<]*)(?:<span class=\"ci\">([^<]*)</span>)?</td>", row)
+    # n, counts, then accuracy .. AUC, ECE, Brier: mean above, ± SD below (no value: an en dash)
+    assert cells[2] == ("0.900", "± 0.100") and cells[10] == ("0.125", "± 0.025") and cells[11] == ("–", "")

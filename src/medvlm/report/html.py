@@ -2,7 +2,8 @@
 
 The page is built only from the files runs leave on disk (``run.json``, ``predictions.csv``,
 ``metrics.json``, ``history.csv``, ``patients.csv``, ``slices.csv``, ``consistency.csv``,
-``summary.json``, ``train_log.csv``: whichever a run has). It is one file: CSS inline, figures inlined
+``summary.json``, ``train_log.csv``, ``calibration.json``: whichever a run has; a calibrated run's
+section also reads the ``run.json`` of the run it calibrates). It is one file: CSS inline, figures inlined
 as ``data:image/png;base64`` URIs, no remote resource and no JavaScript. Jinja2 autoescaping is on,
 so every string from a model or a file (raw answers, patient ids, config values) arrives escaped.
 
@@ -36,12 +37,20 @@ from medvlm.report.runs import (
     _model_name,
     _unique_names,
     load_run,
+    order_runs,
+    role_badge,
     run_task,
     vlm_role,
 )
 from medvlm.report.sections import RUN_SECTIONS
 from medvlm.report.sections.consistency import consistency_overview
-from medvlm.report.summary import SUMMARY_METRICS, paired_tests, summary_rows, test_cohort_predictions
+from medvlm.report.summary import (
+    CLASSIFIER_KINDS,
+    SUMMARY_METRICS,
+    paired_tests,
+    summary_rows,
+    test_cohort_predictions,
+)
 
 __all__ = [
     "RUN_FILES",
@@ -79,7 +88,8 @@ class Section:
 def _run_details(run: RunData) -> dict[str, Any]:
     """Facts, tables and figures of one run's section: what every run has, then the part of its kind
     (:data:`medvlm.report.sections.RUN_SECTIONS`)."""
-    d: dict[str, Any] = {"facts": [], "figures": [], "tables": [], "raw": [], "role": vlm_role(run) or ""}
+    d: dict[str, Any] = {"facts": [], "figures": [], "tables": [], "raw": [],
+                         "role": role_badge(vlm_role(run))}
     facts = d["facts"]
     facts.append(("kind", run.kind))
     facts.append(("folder", str(run.path)))
@@ -140,6 +150,39 @@ def _label_legend(runs: Sequence[RunData]) -> tuple[str, str, str]:
     return text, "the positive class", "the negative class"
 
 
+def _overview_figures(runs: Sequence[RunData], positive: str) -> list[dict[str, str]]:
+    """The ROC curves and the risk-coverage curves of all scored classifier runs on the test cohort."""
+    from medvlm.report import calibration_figures as CF
+    from medvlm.report import figures as F
+    from medvlm.report.sections._classifier import scored_test_rows
+
+    curves, risks = [], []
+    for r in runs:
+        if r.kind not in CLASSIFIER_KINDS:
+            continue
+        try:
+            tp = test_cohort_predictions(r)
+        except DataError:
+            continue
+        if "score" in tp.columns and tp["score"].notna().any():
+            curves.append((r.name, tp["label"].to_numpy(), tp["score"].to_numpy(dtype=float)))
+        rows = scored_test_rows(r)
+        if rows is not None:
+            risks.append((r.name, rows["label"].to_numpy(), rows["pred"].to_numpy(dtype=float),
+                          rows["score"].to_numpy(dtype=float)))
+    out = []
+    if curves:
+        out.append(_figure(F.roc_figure(curves, title="ROC curves on the test cohort"),
+                           f"ROC curves of all runs with scores, test cohort ({positive} positive)."))
+    if risks:
+        out.append(_figure(
+            CF.risk_coverage_figure(risks, title="Risk-coverage on the test cohort"),
+            "Risk-coverage curves of all runs with scores in [0, 1], test cohort: each run keeps its most "
+            "confident units first; AURC (lower is better) in the legend. A calibrated run with its own "
+            "threshold changes which class is predicted, and so its curve."))
+    return out
+
+
 def render_report(
     runs: Sequence[str | Path],
     *,
@@ -151,35 +194,20 @@ def render_report(
     """The report's HTML as a string (see :func:`build_report`)."""
     import jinja2
 
-    from medvlm.report import figures as F
-
     if not runs:
         raise DataError("no run folder given")
     data = [load_run(r) for r in runs]
     _unique_names(data)
+    data, calibrates = order_runs(data)  # a calibrated run right after the run it calibrates
     labels, positive, negative = _label_legend(data)
     summary = []
     for r in data:
-        summary.extend(summary_rows(r, n_boot=n_boot, seed=seed))
+        rows = summary_rows(r, n_boot=n_boot, seed=seed)
+        for row in rows:
+            row["of"] = calibrates.get(r.name, "")
+        summary.extend(rows)
     pairs = paired_tests(data)
-    curves = []
-    for r in data:
-        if r.kind not in ("cnn", "vlm"):
-            continue
-        try:
-            tp = test_cohort_predictions(r)
-        except DataError:
-            continue
-        if "score" in tp.columns and tp["score"].notna().any():
-            curves.append((r.name, tp["label"].to_numpy(), tp["score"].to_numpy(dtype=float)))
-    overview_figures = []
-    if curves:
-        overview_figures.append(
-            _figure(
-                F.roc_figure(curves, title="ROC curves on the test cohort"),
-                f"ROC curves of all runs with scores, test cohort ({positive} positive).",
-            )
-        )
+    overview_figures = _overview_figures(data, positive)
     details = [
         {"run": r, "anchor": f"run-{i}-{_slug(r.name)}", **_run_details(r)} for i, r in enumerate(data)
     ]

@@ -3,6 +3,8 @@
 :func:`summary_rows` gives the rows of the summary table (per fold and cohort for a CNN run, per
 orientation for a VLM run); :func:`test_cohort_predictions` the one-row-per-patient test predictions
 of a classifier run; :func:`paired_tests` McNemar and DeLong between every pair of classifier runs.
+Classifier runs are the kinds in :data:`CLASSIFIER_KINDS`: CNN, VLM and calibrated runs (``medvlm
+calibrate``, one row on its APPLY cohort).
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from typing import Any
 
 from medvlm.errors import DataError
 from medvlm.report.format import _ci_text, _p, fmt
-from medvlm.report.runs import RunData, _model_name, _read_csv, _read_json, _valid_predictions, vlm_role
+from medvlm.report.runs import (
+    RunData,
+    _model_name,
+    _read_csv,
+    _read_json,
+    _valid_predictions,
+    calibration_source,
+    role_badge,
+    vlm_role,
+)
 
 SUMMARY_METRICS = (
     ("accuracy", "Accuracy"),
@@ -25,16 +36,45 @@ SUMMARY_METRICS = (
     ("balanced_accuracy", "Bal. acc."),
     ("mcc", "MCC"),
     ("auc", "AUC"),
+    ("ece", "ECE"),
+    ("brier", "Brier"),
 )
+CLASSIFIER_KINDS = ("cnn", "vlm", "calibrated")
 ORIENTATION_ORDER = ("axial", "coronal", "sagittal", "combined")
 COHORT_ORDER = ("train", "val", "test")
-ROLE_RANK = {"cnn": 0, "fine-tuned": 1, "general": 2}
-ROLE_NAME = {"cnn": "CNN", "fine-tuned": "fine-tuned VLM", "general": "general VLM"}
+# A of "A vs B" is the role ranked first: a calibrated arm before its raw run, the CNN before the VLMs, a
+# general VLM with a calibrated threshold before the fine-tuned VLM (does the threshold do what
+# fine-tuning does?); "calibrated" alone: a calibrated run whose raw run is unknown.
+ROLE_RANK = {"calibrated-cnn": 0, "cnn": 1, "calibrated-fine-tuned": 2, "calibrated-general": 3,
+             "fine-tuned": 4, "general": 5, "calibrated": 6}
+ROLE_NAME = {"cnn": "CNN", "fine-tuned": "fine-tuned VLM", "general": "general VLM",
+             "calibrated-cnn": "CNN + calibrated threshold",
+             "calibrated-fine-tuned": "fine-tuned VLM + calibrated threshold",
+             "calibrated-general": "general VLM + calibrated threshold", "calibrated": "calibrated run"}
+#: the comparisons the study is about, in the order the report lists them; a calibrated arm against a
+#: raw run of its own role counts only when it calibrates that very run
+KEY_COMPARISONS = (
+    ("fine-tuned", "general"),
+    ("cnn", "general"),
+    ("cnn", "fine-tuned"),
+    ("calibrated-general", "general"),
+    ("calibrated-general", "fine-tuned"),
+    ("calibrated-fine-tuned", "fine-tuned"),
+    ("calibrated-cnn", "cnn"),
+)
 
 
 # ------------------------------------------------------------------------------------------ metric rows
+def _cell(value: Any, ci: Any) -> dict[str, str]:
+    """A metric cell: the estimate, and below it its CI, or the ± SD of a mean over folds."""
+    if isinstance(value, Mapping) and "mean" in value:
+        sd = value.get("std", value.get("sd"))
+        return {"value": fmt(value["mean"]), "ci": f"± {fmt(sd)}" if sd is not None else ""}
+    return {"value": fmt(value), "ci": _ci_text(ci)}
+
+
 def _metric_cells(m: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [{"value": fmt(m.get(key)), "ci": _ci_text(m.get(f"{key}_ci"))} for key, _ in SUMMARY_METRICS]
+    return [_cell(m.get(key), m.get(f"{key}_ci")) for key, _ in SUMMARY_METRICS]
 
 
 def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -43,11 +83,13 @@ def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[s
     return {
         "run": run.name,
         "kind": run.kind,
-        "role": vlm_role(run) if run.kind == "vlm" else "",
+        "role": role_badge(vlm_role(run)),
         "model": _model_name(run),
         "model_short": Path(_model_name(run)).name if "/" in _model_name(run) else _model_name(run),
         "subset": subset,
-        "n": fmt(n) + (f" (+{m['n_abstained']} abstained)" if m.get("n_abstained") else ""),
+        "n": fmt(n),
+        "n_note": (f"+{m['n_abstained']} abstained, coverage {fmt(m.get('coverage'), 2)}"
+                   if m.get("n_abstained") else ""),
         "counts": counts,
         "cells": _metric_cells(m),
         "source": source,
@@ -67,7 +109,8 @@ def _frame_metrics(df: Any, n_boot: int, seed: int) -> dict[str, Any]:
 
 
 def summary_rows(run: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
-    """Rows of the summary table for a CNN (per fold and cohort) or VLM run (per orientation).
+    """Rows of the summary table for a CNN (per fold and cohort), VLM (per orientation) or calibrated run
+    (one row, its APPLY cohort).
 
     ``metrics.json`` is used as the run wrote it (with its CIs); without it, metrics are computed from
     ``predictions.csv`` / ``patients.csv`` with ``n_boot`` bootstrap resamples.
@@ -133,6 +176,16 @@ def _summary_rows(run: RunData, *, n_boot: int, seed: int) -> list[dict[str, Any
                 _row(run, "combined" if rows else "all", _frame_metrics(df, n_boot, seed), "predictions.csv")
             )
         return rows
+    if run.kind == "calibrated":
+        cfg = run.info.get("config") if isinstance(run.info.get("config"), Mapping) else {}
+        cohort = str(cfg.get("apply_cohort") or "test")
+        if _looks_like_metrics(metrics):
+            return [_row(run, cohort, metrics, "metrics.json")]
+        df = _valid_predictions(run)
+        if df is not None:
+            if "cohort" in df.columns:
+                df = df[df["cohort"].astype(str) == cohort]
+            return [_row(run, cohort, _frame_metrics(df, n_boot, seed), "predictions.csv")] if len(df) else []
     return rows
 
 
@@ -178,20 +231,32 @@ def test_cohort_predictions(run: RunData) -> Any:
         raise
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
+
+
 def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
     """McNemar and DeLong (:func:`medvlm.stats.compare_predictions`) for every pair of classifier runs
-    on the test cohort; a pair that cannot be compared gets a row with the reason."""
+    on the test cohort; a pair that cannot be compared gets a row with the reason. The pairs of
+    :data:`KEY_COMPARISONS` come first (``key`` True), in that order; the rest after, in run order."""
     from medvlm.stats import compare_predictions
 
-    classifiers = [r for r in runs if r.kind in ("cnn", "vlm")]
+    classifiers = [r for r in runs if r.kind in CLASSIFIER_KINDS]
+    order = {pair: i for i, pair in enumerate(KEY_COMPARISONS)}
     rows = []
     for i, first in enumerate(classifiers):
         for second in classifiers[i + 1 :]:
             a, b = first, second
-            ra, rb = vlm_role(a), vlm_role(b)
-            if ROLE_RANK[rb] < ROLE_RANK[ra]:  # A is the CNN, else the fine-tuned VLM
+            ra, rb = vlm_role(a) or "calibrated", vlm_role(b) or "calibrated"
+            if ROLE_RANK[rb] < ROLE_RANK[ra]:  # A is the role ranked first (ROLE_RANK)
                 a, b, ra, rb = b, a, rb, ra
-            key = ra != rb
+            key = (ra, rb) in order
+            if key and ra == f"calibrated-{rb}":  # a calibrated arm against a run it does not calibrate
+                source = calibration_source(a)
+                key = source is not None and _same_folder(source.path, b.path)
             row: dict[str, Any] = {
                 "a": a.name,
                 "b": b.name,
@@ -199,12 +264,7 @@ def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
                 "role_b": rb,
                 "key": key,
                 "comparison": f"{ROLE_NAME[ra]} vs {ROLE_NAME[rb]}",
-                "order": (
-                    0 if key else 1,
-                    {("fine-tuned", "general"): 0, ("cnn", "general"): 1, ("cnn", "fine-tuned"): 2}.get(
-                        (ra, rb), 3
-                    ),
-                ),
+                "order": (0, order[ra, rb]) if key else (1, 0),
             }
             try:
                 with warnings.catch_warnings():

@@ -6,7 +6,7 @@ every run has (``d["facts"]``: (name, value) pairs, ``d["figures"]``, ``d["table
 A new run kind is one new module and one ``register`` line below.
 
 >>> sorted(RUN_SECTIONS)
-['cnn', 'consistency', 'finetune', 'vlm']
+['calibrated', 'cnn', 'consistency', 'finetune', 'vlm']
 """
 
 from __future__ import annotations
@@ -18,3 +18,4 @@ RUN_SECTIONS.register("cnn", "medvlm.report.sections.cnn:details")
 RUN_SECTIONS.register("vlm", "medvlm.report.sections.vlm:details")
 RUN_SECTIONS.register("consistency", "medvlm.report.sections.consistency:details")
 RUN_SECTIONS.register("finetune", "medvlm.report.sections.finetune:details")
+RUN_SECTIONS.register("calibrated", "medvlm.report.sections.calibrated:details")

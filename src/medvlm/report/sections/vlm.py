@@ -1,5 +1,6 @@
-"""The section of a VLM run: adapter (general or fine-tuned), answer counts, unparsed rate, vote figures,
-ROC per orientation and a sample of raw answers."""
+"""The section of a VLM run: adapter (general or fine-tuned), answer counts, unparsed rate, the
+test-cohort confusion matrix, reliability diagram and risk-coverage curve, vote figures, ROC per
+orientation and a sample of raw answers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from medvlm.errors import DataError
 from medvlm.report.format import _figure, _is_num, _raw_sample, _safe_figure, fmt
 from medvlm.report.runs import RunData, _finetune_config, _read_csv, _read_json, run_task
-from medvlm.report.sections._classifier import add_confusion_matrix
+from medvlm.report.sections._classifier import add_calibration_figures, add_confusion_matrix
 from medvlm.report.sections.finetune import _finetune_facts
 
 
@@ -36,6 +37,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
 
     task = run_task(run)
     add_confusion_matrix(run, d)
+    add_calibration_figures(run, d)
     facts = d["facts"]
     facts.extend(_adapter_facts(run))
     metrics = _read_json(run, "metrics.json") or {}
