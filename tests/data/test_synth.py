@@ -55,7 +55,7 @@ def test_same_seed_same_bytes_and_gzip_mtime_zero(tmp_path):
     synth_cohort(tmp_path / "b", patients=2, lgg_fraction=0.5, seed=3, size="small", progress=False)
     synth_cohort(tmp_path / "c", patients=2, lgg_fraction=0.5, seed=4, size="small", progress=False)
     da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
-    assert da == db and len(da) == 11
+    assert da == db and len(da) == 12  # 2 x 5 NIfTI, name_mapping.csv, survival_info.csv
     assert da != dc
     folder = tmp_path / "a" / TRAINING_FOLDER / "BraTS20_Training_001"
     gz = (folder / "BraTS20_Training_001_t1.nii.gz").read_bytes()
