@@ -237,7 +237,7 @@ def test_cli_metrics_json(tmp_path, capsys):
 
 def test_cli_metrics_table_and_no_scores(tmp_path, capsys):
     path = _write(tmp_path, "label,pred\n1,1\n0,0\n1,0\n")
-    code, out, _ = _run(["metrics", str(path), "--bootstrap", "50"], capsys)
+    code, out, _ = _run(["metrics", str(path), "--bootstrap", "100"], capsys)
     assert code == 0 and "accuracy" in out and "ROC AUC" in out and "n/a" in out
     code, out, _ = _run(["metrics", str(path), "--json"], capsys)
     assert json.loads(out)["auc"] is None

@@ -25,6 +25,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     True
     """
     path = Path(path)
+    if path.is_dir():
+        from medvlm.errors import DataError
+
+        raise DataError(f"{path}: a folder is where medvlm writes this file; move it away and rerun")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

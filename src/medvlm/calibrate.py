@@ -135,7 +135,15 @@ def apply_to(rows: Any, calibration: dict[str, Any]) -> Any:
     raw = pd.to_numeric(out["score"], errors="coerce").to_numpy(dtype=float) if "score" in out.columns \
         else np.full(len(out), np.nan)
     score = apply_calibrator(raw, calibration["method"], calibration["params"])
-    out["score"] = np.round(score, 6)
+    out["score"] = score  # full precision: rounding would tie scores that the raw ones rank
+    ok = ~np.isnan(raw)
+    calibration["n_merged"] = int(len(np.unique(raw[ok])) - len(np.unique(score[ok])))
+    if calibration["n_merged"] > 0:
+        import warnings
+
+        warnings.warn(f"the calibration maps {calibration['n_merged']} distinct APPLY scores onto others "
+                      "(saturated at 0 or 1, or isotonic steps): ties that can change the AUC",
+                      UserWarning, stacklevel=2)
     scored = ~np.isnan(score)
     pred = (np.nan_to_num(score) >= calibration["threshold"]).astype(int)
     out["pred"] = pred if scored.all() else pd.array(np.where(scored, pred, None), dtype="Int64")
@@ -174,6 +182,11 @@ def calibrate(fit: str | Path, apply: str | Path, out: str | Path, *, method: st
         threshold = parse_threshold(threshold)
     fit_side = load_side(fit, "FIT", fit_cohort, orientation)
     apply_side = load_side(apply, "APPLY", apply_cohort, orientation)
+    target = Path(out).expanduser().resolve()
+    for role, side in (("FIT", fit_side), ("APPLY", apply_side)):
+        if side.path.resolve().parent == target:
+            raise ConfigError(f"--out {out}: is the folder of {role} ({side.path}); a calibrated run needs a "
+                              "folder of its own (its predictions.csv would overwrite the input)")
     check_sides(fit_side, apply_side)
     calibration = fit_on(fit_side, method, threshold)
     rows = apply_to(apply_side.rows, calibration)
@@ -182,7 +195,7 @@ def calibrate(fit: str | Path, apply: str | Path, out: str | Path, *, method: st
 
         rows = selective(rows, abstain_below, source=str(apply_side.path))
         calibration["abstain_below"] = abstain_below
-    metrics = predictions_metrics(rows, n_boot=n_boot, seed=seed)
+    metrics = predictions_metrics(rows, n_boot=n_boot, seed=seed, source=f"APPLY {apply_side.path}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / PREDICTIONS_FILE, rows.to_csv(index=False))

@@ -45,7 +45,7 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
 
 class SyntheticData(_Strict):
@@ -224,6 +224,8 @@ class ExperimentConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"run names must be unique; repeated: {dupes}")
+        if not names:
+            raise ValueError("nothing to run: give at least one cnn, vlm, consistency or finetune run")
         scored = vlm_names | {r.name for r in self.cnn}
         for r in self.calibrate:
             if r.run not in scored:
@@ -322,6 +324,8 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read (thousands of levels)") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise ConfigError(f"{path}: not valid YAML ({first})") from exc

@@ -36,6 +36,8 @@ SCORE_METRICS = ("brier", "ece", "log_loss", "aurc")
 CI_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "mcc", "auc",
               *SCORE_METRICS)
 BOOTSTRAP_METHODS = ("percentile", "bca")
+#: ``metrics``/``calibrate --bootstrap`` refuse fewer resamples than this (a 95% interval from 3 is noise)
+MIN_RESAMPLES = 100
 
 
 class MetricWarning(UserWarning):
@@ -283,6 +285,7 @@ def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | N
                           f"Got {method!r} instead.")
     if int(n_boot) < 1:
         raise ConfigError(f"n_boot must be at least 1, got {n_boot}")
+
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must lie in (0, 1), got {confidence}")
     y, p, s = _check_inputs(labels, preds, scores)
@@ -396,9 +399,12 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
             raise DataError(f"{path}: row {row + 1}, column 'score': {str(df['score'].iloc[row])!r} is not a "
                             "probability in [0, 1]")
         df["score"] = values.astype(np.float64)
-    if "patient_id" in df.columns and df["patient_id"].isna().any():
-        row = int(np.flatnonzero(df["patient_id"].isna().to_numpy())[0])
-        raise DataError(f"{path}: row {row + 1}, column 'patient_id' is empty")
+    if "patient_id" in df.columns:
+        df["patient_id"] = df["patient_id"].str.strip()  # "p3 " is p3: a padded id must not hide a duplicate
+        empty = df["patient_id"].isna() | (df["patient_id"] == "")
+        if empty.any():
+            row = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DataError(f"{path}: row {row + 1}, column 'patient_id' is empty")
     return df
 
 

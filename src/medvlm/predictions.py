@@ -44,13 +44,25 @@ def unit_keys(df: Any) -> list[str]:
     return ["patient_id", *[c for c in UNIT_KEY_COLUMNS[2:] if c in df.columns]]
 
 
-def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predictions", hint: str = ""
-                  ) -> Any:
+def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predictions", hint: str = "",
+                  required: bool = False) -> Any:
     """The rows of ``cohort`` when ``df`` has a ``cohort`` column (all rows otherwise, or with
-    ``cohort=None``). DataError naming ``source`` and the cohorts present when there is none."""
-    if cohort is None or "cohort" not in df.columns:
+    ``cohort=None``). DataError naming ``source`` and the cohorts present when there is none, for a row
+    with an empty cohort, and (``required``: the user chose the cohort) for a file without the column."""
+    if cohort is None:
         return df
-    cohorts = df["cohort"].astype(str).str.strip()
+    if "cohort" not in df.columns:
+        if required:
+            raise DataError(f"{source}: no cohort column, so --cohort {cohort} cannot choose rows "
+                            "(--cohort all takes every row)")
+        return df
+    raw = df["cohort"]
+    empty = raw.isna() | (raw.astype(str).str.strip() == "")
+    if empty.any():
+        row = int(empty.to_numpy().nonzero()[0][0])
+        raise DataError(f"{source}: row {row + 1} has an empty cohort ({int(empty.sum())} such rows; train, "
+                        "val or test expected)")
+    cohorts = raw.astype(str).str.strip()
     if not (cohorts == cohort).any():
         found = ", ".join(sorted(set(cohorts)))
         raise DataError(f"{source}: no row of cohort {cohort!r} (cohorts found: {found}){hint}")
@@ -97,8 +109,8 @@ def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
     return out.reset_index()
 
 
-def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str = "percentile"
-                        ) -> dict[str, Any]:
+def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str = "percentile",
+                        source: str | None = None) -> dict[str, Any]:
     """Metrics of a predictions table (:func:`medvlm.metrics.metrics_from_frame`) on its answered rows
     (an empty ``pred`` is an abstention; a row without a score is left out of the AUC only), with the
     bootstrap clustered by patient when rows are slices or images (``n_patients`` added then), plus
@@ -119,8 +131,9 @@ def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str 
         if len(dup):
             what = "patient" if len(keys) == 1 else "unit"
             n = int((repeated == dup.iloc[0]).sum())
-            raise DataError(f"{what} {dup.iloc[0]} has {n} rows; one row per {what} is needed (choose a "
-                            "cohort with --cohort, or one fold)")
+            where = f"{source}: " if source else ""
+            raise DataError(f"{where}{what} {dup.iloc[0]} has {n} rows; one row per {what} is needed (choose "
+                            "a cohort with --cohort, or one fold)")
     clusters = "patient_id" if len(keys) > 1 else None
     if clusters is not None and "patient_id" not in df.columns:
         raise DataError("rows are slices (a slice_index column) but there is no patient_id column: the "

@@ -209,8 +209,10 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float 
         warnings.warn("DeLong: the variance of the AUC difference is 0; z and p are undefined",
                       StatsWarning, stacklevel=2)
         z, p = None, None
+    # a zero standard error is no certainty: the data cannot estimate the spread (no interval)
+    ci = [max(-1.0, diff - zq * se), min(1.0, diff + zq * se)] if se > 1e-15 else None
     return {"n": int(y.size), "auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "auc_diff": diff, "se": se,
-            "auc_diff_ci": [max(-1.0, diff - zq * se), min(1.0, diff + zq * se)], "z": z, "p": p}
+            "auc_diff_ci": ci, "z": z, "p": p}
 
 
 # --------------------------------------------------------------------------------------- prediction files

@@ -48,7 +48,7 @@ class SweepConfig(BaseModel):
     ``slurm_extra`` (more ``#SBATCH`` options, e.g. ``{"account": "lab", "qos": "high"}``).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
     what: Literal["cnn", "finetune"] = "cnn"
     folds: list[int] | Literal["all"] = "all"

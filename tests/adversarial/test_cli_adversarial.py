@@ -131,7 +131,7 @@ def test_an_os_error_during_work_is_one_line_naming_the_path(tmp_path, capsys, s
 def test_run_out_is_relative_to_the_current_folder(tmp_path, monkeypatch):
     exp = tmp_path / "configs" / "EXPERIMENT.yaml"
     exp.parent.mkdir()
-    exp.write_text("out: from-file\ndata: {synthetic: {patients: 8}}\n")
+    exp.write_text("out: from-file\ndata: {synthetic: {patients: 8}}\nvlm: [{name: v, model: tiny}]\n")
     cwd = tmp_path / "here"
     cwd.mkdir()
     monkeypatch.chdir(cwd)

@@ -5,6 +5,7 @@ several instances; the oracle for reuse is a fresh prepare of the same data into
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -245,3 +246,156 @@ def test_fold_ensemble_never_scores_a_nan():
     assert pd.isna(out["pred"].iloc[2]) and pd.isna(out["score"].iloc[2])  # no fold answered: abstention
     m = predictions_metrics(out)
     assert (m["n"], m["n_abstained"]) == (2, 1)
+
+
+# ------------------------------------------------------------------ second pass: more instances
+def _reaffine(path: Path, fn) -> None:
+    """Replace a NIfTI file's affine by ``fn(affine)`` (same data)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), fn(img.affine.copy())), str(path))
+
+
+def _shift(a):
+    a[:3, 3] += 50
+    return a
+
+
+def _double_voxels(a):
+    a[:3, :3] *= 2
+    return a
+
+
+def _flip_x(a):
+    a[:3, 0] *= -1
+    return a
+
+
+@pytest.mark.parametrize("kind, fn, reason", [
+    ("t1", _shift, "_t1.nii.gz: not on the grid of"),
+    ("seg", _double_voxels, "_seg.nii.gz: not on the grid of"),
+    ("flair", _flip_x, "_flair.nii.gz: not on the grid of"),
+])
+def test_files_not_on_one_grid_are_skipped_naming_the_odd_file(cohort, tmp_path, kind, fn, reason):
+    _reaffine(_patient_file(cohort, 1, kind), fn)
+    work = tmp_path / "work"
+    assert _prepare(cohort, work) == 0
+    row = _manifest(work)[sorted(_manifest(work))[1]]
+    assert row["status"] == "skipped" and reason in row["reason"]
+
+
+def _one_voxel(d):
+    out = np.zeros_like(d)
+    out[tuple(s // 2 for s in d.shape)] = 100
+    return out
+
+
+@pytest.mark.parametrize("kind, fn, reason", [
+    ("flair", _one_voxel, "_flair.nii.gz: non-zero in only 1 voxels"),
+    ("t2", lambda d: np.where(np.arange(d.size).reshape(d.shape) % 50 == 0, d, 0).astype(d.dtype),
+     "_t2.nii.gz: non-zero in only"),
+    ("t1", lambda d: (d.astype(np.int16) * 0 + 1).astype(np.int16) * np.int16(1),
+     None),  # a constant but complete t1 is the constant-image class, covered above
+])
+def test_nearly_empty_modalities_are_skipped(cohort, tmp_path, kind, fn, reason):
+    if reason is None:
+        return
+    _rewrite(_patient_file(cohort, 2, kind), fn)
+    work = tmp_path / "work"
+    assert _prepare(cohort, work) == 0
+    row = _manifest(work)[sorted(_manifest(work))[2]]
+    assert row["status"] == "skipped" and reason in row["reason"]
+
+
+def test_a_volume_too_small_for_a_brain_is_skipped(cohort, tmp_path):
+    import nibabel as nib
+
+    for kind in ("t1", "t1ce", "t2", "flair", "seg"):
+        path = _patient_file(cohort, 0, kind)
+        data = np.full((4, 4, 4), 5, np.int16) if kind != "seg" else np.zeros((4, 4, 4), np.uint8)
+        if kind == "seg":
+            data[1:3, 1:3, 1:3] = 4
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    work = tmp_path / "work"
+    assert _prepare(cohort, work) == 0
+    row = _manifest(work)[sorted(_manifest(work))[0]]
+    assert row["status"] == "skipped" and "volume 4x4x4 is too small for a brain MRI" in row["reason"]
+
+
+def test_an_overflowing_scale_is_skipped_naming_the_file_without_numpy_noise(cohort, tmp_path, capsys):
+    import nibabel as nib
+
+    path = _patient_file(cohort, 3, "t1")
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj).astype(np.int16)
+    out = nib.Nifti1Image(data, img.affine)
+    out.header.set_slope_inter(1e38, 0)
+    nib.save(out, str(path))
+    work = tmp_path / "work"
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error", RuntimeWarning)  # no numpy overflow noise
+        assert _prepare(cohort, work) == 0
+    row = _manifest(work)[sorted(_manifest(work))[3]]
+    assert row["status"] == "skipped" and row["reason"].startswith(path.name)
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["HGG,BraTS20_Training_001", "GBM,BraTS20_Training_001"], "has two grades (HGG and GBM)"),
+    (["GBM,BraTS20_Training_001", "LGG,BraTS20_Training_001"], "has two grades (GBM and LGG)"),
+])
+def test_an_odd_grade_beside_a_real_one_is_a_conflict(tmp_path, rows, message):
+    from medvlm.data.brats import MAPPING_HEADER, read_name_mapping
+    from medvlm.errors import DataError
+
+    path = tmp_path / "name_mapping.csv"
+    path.write_text(",".join(MAPPING_HEADER) + "\n" + "".join(
+        f"{g},,,,,{p}\n" for g, p in (r.split(",") for r in rows)))
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_name_mapping(path)
+
+
+def test_an_odd_grade_alone_is_skipped_naming_it(cohort, tmp_path):
+    mapping = cohort / "MICCAI_BraTS2020_TrainingData" / "name_mapping.csv"
+    text = mapping.read_text().splitlines()
+    text[1] = "GBM" + text[1][3:]
+    mapping.write_text("\n".join(text) + "\n")
+    work = tmp_path / "work"
+    assert _prepare(cohort, work) == 0
+    row = _manifest(work)[sorted(_manifest(work))[0]]
+    assert row["status"] == "skipped" and "grade 'GBM'" in row["reason"] and "not HGG or LGG" in row["reason"]
+
+
+@pytest.mark.parametrize("shape", [("4000", "4000", "4000"), ("600", "600", "600")])
+def test_a_shape_larger_than_any_mri_is_refused_at_once(cohort, tmp_path, capsys, shape):
+    assert invoke(["prepare", str(cohort), "--out", str(tmp_path / "w"), "--shape", *shape]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "voxels per channel is more than any MRI holds" in err
+
+
+def test_a_split_made_before_labels_changed_is_refused(tmp_path, capsys):
+    from medvlm.data.synth import synth_cohort
+
+    cohort = tmp_path / "cohort8"
+    synth_cohort(cohort, patients=8, lgg_fraction=0.5, seed=3, size="small", progress=False)
+    work = tmp_path / "work"
+    assert _prepare(cohort, work) == 0
+    assert invoke(["split", str(work), "--test-fraction", "0.25", "--folds", "2"]) == 0
+    import json
+
+    split = json.loads((work / "splits.json").read_text())
+    victim = split["test"][0]
+    mapping = cohort / "MICCAI_BraTS2020_TrainingData" / "name_mapping.csv"
+    lines = mapping.read_text().splitlines()
+    lines = [("LGG" + ln[3:] if ln.startswith("HGG") else "HGG" + ln[3:]) if ln.endswith(victim) else ln
+             for ln in lines]
+    mapping.write_text("\n".join(lines) + "\n")
+    assert _prepare(cohort, work) == 0
+    capsys.readouterr()
+    from medvlm.data.cohorts import load_cohort
+    from medvlm.errors import DataError
+
+    with pytest.raises(DataError, match=f"made when patient {victim} had label .* rerun `medvlm split"):
+        load_cohort(work, "test")
+    assert invoke(["split", str(work), "--test-fraction", "0.25", "--folds", "2"]) == 0
+    assert len(load_cohort(work, "test")) >= 1  # a fresh split is accepted

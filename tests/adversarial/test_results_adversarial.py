@@ -166,3 +166,122 @@ def test_a_non_utf8_config_is_one_line(tmp_path, capsys, data):
     assert invoke(["run", str(path), "--check"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not UTF-8 text" in err
+
+
+# ------------------------------------------------------------------ second pass: more instances
+def test_an_explicit_cohort_needs_a_cohort_column(tmp_path, capsys):
+    path = _csv(tmp_path / "p.csv", "patient_id,label,pred", ["a,1,1", "b,0,0"])
+    assert invoke(["metrics", str(path), "--cohort", "val", "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no cohort column, so --cohort val cannot choose rows" in err
+    assert invoke(["metrics", str(path), "--json"]) == 0  # the default: every row of such a file
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+
+
+def test_a_row_with_an_empty_cohort_is_an_error_naming_it(tmp_path, capsys):
+    path = _csv(tmp_path / "p.csv", "patient_id,cohort,label,pred", ["a,val,1,1", "b,,0,0", "c,val,0,1"])
+    assert invoke(["metrics", str(path), "--cohort", "val"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "row 2 has an empty cohort" in err
+
+
+@pytest.mark.parametrize("ids", [["p3", "p3 "], [" p3", "p3"], ["p3\t", "p3"]])
+def test_padded_ids_do_not_hide_a_duplicate_and_the_file_is_named(tmp_path, capsys, ids):
+    path = _csv(tmp_path / "dup.csv", "patient_id,label,pred", [f"{ids[0]},1,1", f"{ids[1]},1,0", "p4,0,0"])
+    assert invoke(["metrics", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "dup.csv" in err and "patient p3 has 2 rows" in err
+
+
+@pytest.mark.parametrize("n", ["1", "3", "99"])
+def test_too_few_bootstrap_resamples_are_refused(tmp_path, capsys, n):
+    path = _csv(tmp_path / "p.csv", "patient_id,label,pred,score", ["a,1,1,0.9", "b,0,0,0.2", "c,1,0,0.4"])
+    assert invoke(["metrics", str(path), "--bootstrap", n]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs at least 100 resamples" in err
+
+
+@pytest.mark.parametrize("a_scores, b_scores", [
+    ([0.9, 0.8, 0.2, 0.1], [0.1, 0.2, 0.8, 0.9]),  # perfect vs all wrong: no spread to estimate
+    ([0.5, 0.5, 0.5, 0.5], [0.9, 0.8, 0.2, 0.1]),  # constant vs perfect
+])
+def test_compare_gives_no_zero_width_auc_interval(tmp_path, capsys, a_scores, b_scores):
+    labels = [1, 1, 0, 0]
+    header = "patient_id,label,pred,score"
+    a = _csv(tmp_path / "a.csv", header, [f"p{i},{y},{int(s >= 0.5)},{s}" for i, (y, s) in
+                                          enumerate(zip(labels, a_scores, strict=True))])
+    b = _csv(tmp_path / "b.csv", header, [f"p{i},{y},{int(s >= 0.5)},{s}" for i, (y, s) in
+                                          enumerate(zip(labels, b_scores, strict=True))])
+    assert invoke(["compare", str(a), str(b), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ci = out["auc_diff_ci"]
+    assert ci is None or ci[1] - ci[0] > 0
+
+
+@pytest.mark.parametrize("text", [
+    "name: x\ndata: {synthetic: {patients: 8}}\nvlm: [{name: v, model: tiny}]\nx: "
+    + "[" * 5000 + "]" * 5000,
+    "name: x\ndata: {synthetic: {patients: 8}}\nvlm: [{name: v, model: tiny}]\nx: " + "{a: " * 3000
+    + "1" + "}" * 3000,
+])
+def test_a_config_nested_thousands_deep_is_one_line(tmp_path, capsys, text):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text + "\n")
+    assert invoke(["run", str(path), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nested too deeply" in err
+
+
+def test_a_run_json_nested_thousands_deep_is_one_line(tmp_path, capsys):
+    (tmp_path / "run.json").write_text('{"kind": "cnn", "config": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert invoke(["config", "dump", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and ("nested too deeply" in err or "not a readable run.json" in err)
+
+
+def test_a_study_with_nothing_to_run_is_refused_by_check(tmp_path, capsys):
+    path = tmp_path / "e.yaml"
+    path.write_text("name: x\ndata: {synthetic: {patients: 8}}\nsplit: {folds: 2}\n")
+    assert invoke(["run", str(path), "--check"]) == 2
+    assert "nothing to run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["fit", "apply"])
+def test_calibrate_never_writes_into_its_input_folder(tmp_path, capsys, which):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [f"V{i},val,{i % 2},{i % 2},{0.3 + 0.4 * (i % 2) + i / 100}" for i in range(8)]
+    rows += [f"T{i},test,{i % 2},1,{0.55 + 0.3 * (i % 2) + i / 100}" for i in range(8)]
+    _csv(run / "predictions.csv", "patient_id,cohort,label,pred,score", rows)
+    before = (run / "predictions.csv").read_bytes()
+    assert invoke(["calibrate", str(run), str(run), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "is the folder of FIT" in err
+    assert (run / "predictions.csv").read_bytes() == before
+
+
+def test_calibration_that_saturates_scores_says_so(tmp_path, capsys):
+    fit = _csv(tmp_path / "fit.csv", "patient_id,cohort,label,pred,score",
+               ["F0,val,1,1,1.0", "F1,val,0,0,0.0", "F2,val,1,1,1.0", "F3,val,0,0,0.0"])
+    apply = _csv(tmp_path / "apply.csv", "patient_id,cohort,label,pred,score",
+                 ["A0,test,1,1,0.999999999", "A1,test,0,1,0.9999999999", "A2,test,1,0,0.1",
+                  "A3,test,0,0,0.2"])
+    assert invoke(["calibrate", str(fit), str(apply), "--out", str(tmp_path / "c")]) == 0
+    cal = json.loads((tmp_path / "c" / "calibration.json").read_text())
+    err = capsys.readouterr().err
+    if cal["n_merged"]:
+        assert "ties that can change the AUC" in err
+    import pandas as pd
+
+    written = pd.read_csv(tmp_path / "c" / "predictions.csv")
+    raw = pd.read_csv(apply)
+    assert written["score"].nunique() == raw["score"].nunique() - cal["n_merged"]
+
+
+def test_a_folder_where_a_file_is_written_is_named(tmp_path, capsys):
+    from medvlm._io import write_text_atomic
+    from medvlm.errors import DataError
+
+    (tmp_path / "predictions.csv").mkdir()
+    with pytest.raises(DataError, match="a folder is where medvlm writes this file"):
+        write_text_atomic(tmp_path / "predictions.csv", "x")

@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
         if exc.code == 130 and _caused_by_interrupt(exc):  # typer turns Ctrl-C into exit 130 first
             _interrupted()
         raise
+    except RecursionError:  # a JSON/YAML file nested thousands deep (a hostile input, not a bug of ours)
+        print("medvlm: error: an input file is nested too deeply to read (thousands of levels of [ or {)",
+              file=sys.stderr)
+        sys.exit(2)
     except OSError as exc:
         if exc.filename is None:  # not about a path the user can fix: a bug, keep the traceback
             raise

@@ -38,16 +38,28 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+def _resamples(value: int) -> int:
+    """--bootstrap: 0 (no interval) or enough resamples for a 95% interval to mean something."""
+    from medvlm.errors import ConfigError
+    from medvlm.metrics import MIN_RESAMPLES
+
+    if 0 < value < MIN_RESAMPLES:
+        raise ConfigError(f"--bootstrap {value}: a 95% interval needs at least {MIN_RESAMPLES} resamples "
+                          "(1000 is usual), or 0 for none")
+    return value
+
+
 @app.command("metrics")
 def metrics_cmd(
     predictions: Path = typer.Argument(..., help="CSV with label,pred[,score] (score: P(label 1)), e.g. a "
                                        "run's predictions.csv."),
-    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs (0: none)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, callback=_resamples,
+                                  help="Bootstrap resamples for 95% CIs (0: none; else at least 100)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     ci_method: str = typer.Option("percentile", "--ci-method", help="Bootstrap interval: percentile or bca."),
-    cohort: str = typer.Option("test", "--cohort", help="Rows scored where the file has a cohort column: "
-                               "test, val, train or all."),
+    cohort: str = typer.Option(None, "--cohort", help="Rows scored: test, val, train or all (default: test "
+                               "where the file has a cohort column, else every row)."),
     abstain: float = typer.Option(None, "--abstain-below", help="Selective prediction: rows whose confidence "
                                   "(score of the predicted class) is below this are abstentions."),
 ) -> None:
@@ -59,14 +71,16 @@ def metrics_cmd(
     from medvlm.registry import check_choice
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
-    df = select_cohort(read_predictions(predictions), None if cohort == "all" else cohort,
-                       source=str(predictions), hint="; choose the rows with --cohort (a cohort, or all)")
+    df = select_cohort(read_predictions(predictions), None if cohort == "all" else (cohort or "test"),
+                       source=str(predictions), hint="; choose the rows with --cohort (a cohort, or all)",
+                       required=cohort not in (None, "all"))
     if abstain is not None:
         from medvlm.predictions import abstain_below
 
         df = abstain_below(df, abstain, source=str(predictions))
     with _warnings_to_stderr():
-        result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method)
+        result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
+                                     source=str(predictions))
     if as_json:
         print(json.dumps(result))
         return
@@ -114,7 +128,8 @@ def calibrate_cmd(
     apply_cohort: str = typer.Option("test", "--apply-cohort", help="APPLY rows calibrated (cohort column)."),
     orientation: str = typer.Option("combined", "--orientation", help="VLM predictions: the orientation "
                                     "rows to use (combined: the patient-level vote)."),
-    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs (0: none)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, callback=_resamples,
+                                  help="Bootstrap resamples for 95% CIs (0: none; else at least 100)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     abstain: float = typer.Option(None, "--abstain-below", help="Selective prediction: rows whose calibrated "
                                   "confidence is below this are abstentions."),

@@ -20,7 +20,7 @@ SELECT_METRICS = ("val_auc", "val_loss", "val_balanced_accuracy", "val_accuracy"
 class CNNConfig(BaseModel):
     """Options of ``train-cnn`` (defaults: the study's setting where it states one)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
     model: str | None = None  # default: the task's network (small3d for brats-grading)
     epochs: int = Field(20, ge=1)

@@ -197,6 +197,10 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
             else:
                 val_probs, val_loss = None, None
             val_probs, val_loss = _broadcast((val_probs, val_loss))
+        if not (math.isfinite(train_loss) and np.isfinite(val_probs).all()):
+            raise DataError(f"fold {fold} epoch {epoch + 1}: training diverged (train loss {train_loss}, "
+                            f"non-finite outputs); epochs 1..{epoch} are kept in {last_path}: lower --lr "
+                            f"(now {config.lr:g}) in another --out, or check the volumes")
         m = _quiet_metrics(val_labels, (val_probs >= 0.5).astype(int), val_probs)
         lr = float(optimizer.param_groups[0]["lr"])
         if scheduler is not None:

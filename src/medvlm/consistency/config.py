@@ -33,7 +33,7 @@ class ConsistencyConfig(BackendOptions):
     sampling seed (request seed = seed + repeat index), None = send none.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
     patients: list[str] = Field(default_factory=list)
     orientation: str | None = None  # default: the task's first orientation
@@ -64,7 +64,7 @@ class Sampling(BaseModel):
     chosen here: the server applies its (the model's) own default (the field is left out of the request).
     ``source`` says where each value came from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     temperature: float | None
     top_p: float | None

@@ -123,9 +123,10 @@ def find_training_folder(data: str | Path) -> Path:
 
 
 def read_name_mapping(path: str | Path) -> dict[str, str]:
-    """Map ``BraTS_2020_subject_ID`` -> ``Grade`` (``HGG``/``LGG``) from ``name_mapping.csv``.
+    """Map ``BraTS_2020_subject_ID`` -> ``Grade`` (upper case) from ``name_mapping.csv``.
 
-    Rows with another grade are ignored (their patients are then skipped as "no grade").
+    A grade other than HGG/LGG is kept as written (its patient is then skipped, naming it); two different
+    grades for one patient are a DataError naming the patient.
     """
     path = Path(path)
     try:
@@ -140,11 +141,12 @@ def read_name_mapping(path: str | Path) -> dict[str, str]:
             for row in reader:
                 row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
                 pid, grade = row.get("BraTS_2020_subject_ID", ""), row.get("Grade", "").upper()
-                if pid and grade in GRADE_LABELS:
-                    if mapping.get(pid, grade) != grade:
-                        raise DataError(f"{path}: patient {pid} has two grades ({mapping[pid]} and {grade}); "
-                                        "keep one row per patient")
-                    mapping[pid] = grade
+                if not pid or not grade:
+                    continue
+                if mapping.get(pid, grade) != grade:
+                    raise DataError(f"{path}: patient {pid} has two grades ({mapping[pid]} and {grade}); "
+                                    "keep one row per patient")
+                mapping[pid] = grade
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the name mapping ({exc})") from exc
     return mapping

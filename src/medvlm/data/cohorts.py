@@ -101,6 +101,14 @@ def load_cohort(work: str | Path, cohort: str = "test", *, fold: int = 0) -> Coh
         raise DataError(
             f"{Path(work) / 'splits.json'}: patient {unknown[0]} is in the split but not ok in manifest.csv"
         )
+    if cohort != "all":
+        split_labels = splits.get("labels") or {}  # absent in splits.json files of medvlm 0.1
+        changed = [p for p in ids if p in split_labels and int(split_labels[p]) != int(labels[p])]
+        if changed:
+            first = changed[0]
+            raise DataError(f"{Path(work) / 'splits.json'}: made when patient {first} had label "
+                            f"{split_labels[first]}, but manifest.csv now says {int(labels[first])} "
+                            f"({len(changed)} patient(s) changed since): rerun `medvlm split {work}`")
     return Cohort(cohort, ids, [int(labels[pid]) for pid in ids])
 
 

@@ -47,6 +47,8 @@ MANIFEST_COLUMNS = (
 )
 DEFAULT_SHAPE = (95, 128, 128)
 DEFAULT_MARGIN_MM = 10.0
+#: the largest prepared volume per channel (512^3 voxels: 2 GiB of float32 for the 4 channels)
+MAX_VOXELS = 512**3
 
 
 @dataclass
@@ -76,14 +78,16 @@ class _Skip(Exception):
     """A patient-level problem: becomes a ``skipped`` row (not an error of the whole run)."""
 
 
-def _load(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Canonical (RAS+) array in its stored dtype and voxel sizes; _Skip naming the file on failure."""
+def _load(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """Canonical (RAS+) array in its stored dtype, voxel sizes and canonical affine; _Skip naming the file
+    on failure."""
     import nibabel as nib
 
     try:
         img = nib.as_closest_canonical(nib.load(str(path)))
         data = np.asanyarray(img.dataobj)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        affine = np.asarray(img.affine, dtype=np.float64)
     except Exception as exc:  # nibabel raises many kinds (ImageFileError, EOFError, zlib.error, ValueError)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _Skip(f"{path.name}: unreadable or truncated file ({msg[:160]})") from exc
@@ -94,10 +98,13 @@ def _load(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         data = data[..., 0]
     if data.ndim != 3:
         raise _Skip(f"{path.name}: expected a 3D volume, got shape {'x'.join(map(str, data.shape))}")
-    return data, zooms  # type: ignore[return-value]
+    problem = quality.size_problem(data.shape)
+    if problem:
+        raise _Skip(f"{path.name}: {problem}")
+    return data, zooms, affine  # type: ignore[return-value]
 
 
-Loaded = tuple[dict[str, np.ndarray], dict[str, tuple[float, float, float]]]
+Loaded = tuple[dict[str, np.ndarray], dict[str, tuple[float, float, float]], dict[str, np.ndarray]]
 
 
 def load_patient(patient: PatientFiles, grade: str | None) -> Loaded | _Skip:
@@ -111,13 +118,16 @@ def load_patient(patient: PatientFiles, grade: str | None) -> Loaded | _Skip:
             raise _Skip("; ".join(patient.problems))
         if grade is None:
             raise _Skip(f"no grade for {patient.patient_id} in name_mapping.csv (HGG or LGG expected)")
+        if grade not in GRADE_LABELS:
+            raise _Skip(f"grade {grade!r} of {patient.patient_id} in name_mapping.csv is not HGG or LGG")
         arrays: dict[str, np.ndarray] = {}
         zooms: dict[str, tuple[float, float, float]] = {}
+        affines: dict[str, np.ndarray] = {}
         for kind in FILE_KINDS:
-            arrays[kind], zooms[kind] = _load(patient.files[kind])
+            arrays[kind], zooms[kind], affines[kind] = _load(patient.files[kind])
     except _Skip as exc:
         return exc
-    return arrays, zooms
+    return arrays, zooms, affines
 
 
 def process_patient(
@@ -135,7 +145,7 @@ def process_patient(
             loaded = load_patient(patient, grade)
         if isinstance(loaded, _Skip):
             raise loaded
-        arrays, zooms = loaded
+        arrays, zooms, affines = loaded
         shapes = [arrays[k].shape for k in FILE_KINDS]
         ref = max(shapes, key=shapes.count)  # the majority shape; the odd file out is named
         for kind in FILE_KINDS:
@@ -145,6 +155,14 @@ def process_patient(
                     f"{patient.files[kind].name}: shape mismatch ({'x'.join(map(str, arrays[kind].shape))} "
                     f"but {patient.files[other].name} is {'x'.join(map(str, ref))})"
                 )
+        agree = {k: sum(quality.affine_problem(affines[k], affines[o]) is None for o in FILE_KINDS)
+                 for k in FILE_KINDS}
+        other = max(FILE_KINDS, key=lambda k: agree[k])  # the grid most files share; the odd one is named
+        for kind in FILE_KINDS:  # one grid in space: the mask must lie on the images
+            problem = quality.affine_problem(affines[kind], affines[other])
+            if problem:
+                raise _Skip(f"{patient.files[kind].name}: not on the grid of {patient.files[other].name} "
+                            f"({problem})")
         # NIfTI data is Fortran-ordered: the transposed canonical views, axes (z, y, x), are C-ordered, so
         # the mask, the brain gathers and the crop walk memory in order (and the crop comes out in the
         # volume's axis order). Bounding boxes are therefore (z, y, x) here; the manifest keeps x, y, z.
@@ -156,10 +174,13 @@ def process_patient(
         crop_zyx = (crop_box(tumour_zyx, mask.shape, margin_zyx) if crop == "tumour"
                     else bounding_box(brain | mask))
         sl = tuple(slice(lo, hi + 1) for lo, hi in crop_zyx)
-        channels = [zscore_in_brain(arrays[k], brain, region=sl, stats=stats[k]) for k in MODALITIES]
-        volume = resize_trilinear(np.stack(channels), shape, scratch=True)  # (4, z, y, x), saved at once
-        if not np.isfinite(volume).all():
-            raise _Skip("normalised volume is not finite (intensities beyond float32 range)")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below, per file
+            channels = [zscore_in_brain(arrays[k], brain, region=sl, stats=stats[k]) for k in MODALITIES]
+            volume = resize_trilinear(np.stack(channels), shape, scratch=True)  # (4, z, y, x), saved at once
+        bad = [k for i, k in enumerate(MODALITIES) if not np.isfinite(volume[i]).all()]
+        if bad:
+            raise _Skip(f"{patient.files[bad[0]].name}: normalised intensities are not finite (values beyond "
+                        "float32 range)")
         save_npy_atomic(work / "volumes" / f"{patient.patient_id}.npy", volume)
         tumour, box = tumour_zyx[::-1], crop_zyx[::-1]  # x, y, z
     except _Skip as exc:
@@ -195,9 +216,11 @@ def _checked(patient: PatientFiles, seg: np.ndarray, arrays: dict[str, np.ndarra
     if not brain.any():
         raise _Skip("all four modalities are zero everywhere (no brain)")
     stats = {}
+    n_brain = int(np.count_nonzero(brain))
     for kind in MODALITIES:
         stats[kind] = brain_stats(arrays[kind], brain)
-        problem = quality.modality_problem(*stats[kind])
+        problem = (quality.modality_problem(*stats[kind])
+                   or quality.coverage_problem(int(np.count_nonzero(arrays[kind])), n_brain))
         if problem:
             raise _Skip(f"{patient.files[kind].name}: {problem}")
     problem = quality.mask_share_problem(mask, brain)
@@ -210,7 +233,7 @@ def _base_row(patient: PatientFiles, grade: str | None) -> dict[str, str]:
     row = dict.fromkeys(MANIFEST_COLUMNS, "")
     row["patient_id"] = patient.patient_id
     if grade is not None:
-        row["grade"], row["label"] = grade, str(GRADE_LABELS[grade])
+        row["grade"], row["label"] = grade, str(GRADE_LABELS[grade]) if grade in GRADE_LABELS else ""
     row["note"] = patient.note
     for kind in FILE_KINDS:
         if kind in patient.files:
@@ -299,6 +322,9 @@ def prepare(
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"--shape takes three positive integers D H W, got {list(shape)}")
+    if math.prod(shape) > MAX_VOXELS:
+        raise ConfigError(f"--shape {' '.join(map(str, shape))}: {math.prod(shape):,} voxels per channel is "
+                          f"more than any MRI holds (at most {MAX_VOXELS:,}, e.g. 512 512 512)")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if not math.isfinite(margin_mm) or margin_mm < 0:
@@ -325,7 +351,7 @@ def prepare(
         volume = work / "volumes" / f"{pid}.npy"
         entry = journal.entries.get(pid)
         why = stale_reason(entry, journal.options, inputs[pid], volume)
-        if why is None and not patient.problems and grade is not None and _reusable_shape(volume, shape):
+        if why is None and not patient.problems and grade in GRADE_LABELS and _reusable_shape(volume, shape):
             rows[pid] = {k: str(entry["row"].get(k, "")) for k in MANIFEST_COLUMNS}  # type: ignore[index]
             continue
         if why is not None and why != "not prepared" or (entry is None and pid in previous_ok):

@@ -5,6 +5,9 @@ file's name) or ``None`` when the data are fine. Arrays are canonical, any axis 
 
 What makes a patient unusable:
 
+- a volume too small to be a brain MRI (:data:`MIN_AXIS_VOXELS`), files not on one grid in space
+  (their affines differ: voxel size, orientation or origin), :func:`size_problem`, :func:`affine_problem`;
+- a modality non-zero in only a sliver of the brain (:func:`coverage_problem`);
 - a file whose voxels are not numbers (RGB or complex NIfTI, structured types): :func:`voxel_type_problem`;
 - a mask that is not a label mask (non-integer, negative or many distinct values), or that covers
   most of the brain (an image given as the mask): :func:`mask_problem`;
@@ -23,6 +26,12 @@ from medvlm.data.brats import SEG_LABELS
 
 #: a mask with more distinct values than this is an image, not a label mask
 MAX_MASK_LABELS = 16
+#: a volume smaller than this on any axis is no brain MRI (BraTS: 240 x 240 x 155)
+MIN_AXIS_VOXELS = 16
+#: a modality non-zero in less than this share of the brain is a (nearly) empty image
+MIN_BRAIN_COVERAGE = 0.1
+#: affines of one patient's files may differ by this much (mm) and still describe one grid
+AFFINE_TOLERANCE_MM = 1e-3
 #: a mask covering at least this share of the brain's voxels is an image, not a tumour mask (a real
 #: glioma's whole tumour is at most about a quarter of the brain)
 MAX_MASK_BRAIN_SHARE = 0.6
@@ -117,3 +126,53 @@ def modality_problem(mean: float, std: float) -> str | None:
     if std == 0:
         return f"constant inside the brain (every voxel {mean:g}): an empty or blank image"
     return None
+
+
+def size_problem(shape: tuple[int, ...]) -> str | None:
+    """The problem with a volume's size (any axis under :data:`MIN_AXIS_VOXELS`).
+
+    >>> size_problem((4, 4, 4))
+    'volume 4x4x4 is too small for a brain MRI (at least 16 voxels per axis)'
+    >>> size_problem((240, 240, 155)) is None
+    True
+    """
+    if min(shape[:3]) >= MIN_AXIS_VOXELS:
+        return None
+    return (f"volume {'x'.join(map(str, shape[:3]))} is too small for a brain MRI "
+            f"(at least {MIN_AXIS_VOXELS} voxels per axis)")
+
+
+def affine_problem(affine: np.ndarray, reference: np.ndarray) -> str | None:
+    """How two canonical affines differ (voxel size, axes or origin), or None when they agree.
+
+    >>> a = np.eye(4); b = np.eye(4); b[0, 3] = 50
+    >>> affine_problem(a, b)
+    'origin 50 mm away'
+    >>> c = np.diag([2.0, 1, 1, 1]); affine_problem(c, a)
+    'voxel size 2x1x1 mm vs 1x1x1 mm'
+    """
+    if np.allclose(affine, reference, atol=AFFINE_TOLERANCE_MM, rtol=0):
+        return None
+    size = np.linalg.norm(affine[:3, :3], axis=0)
+    ref_size = np.linalg.norm(reference[:3, :3], axis=0)
+    if not np.allclose(size, ref_size, atol=AFFINE_TOLERANCE_MM, rtol=0):
+        fmt = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
+        return f"voxel size {fmt(size)} mm vs {fmt(ref_size)} mm"
+    if not np.allclose(affine[:3, :3], reference[:3, :3], atol=AFFINE_TOLERANCE_MM, rtol=0):
+        return "other axes (orientation)"
+    shift = float(np.linalg.norm(affine[:3, 3] - reference[:3, 3]))
+    return f"origin {shift:g} mm away"
+
+
+def coverage_problem(n_nonzero: int, n_brain: int) -> str | None:
+    """The problem when a modality is non-zero in under :data:`MIN_BRAIN_COVERAGE` of the brain.
+
+    >>> coverage_problem(1, 5000)
+    'non-zero in only 1 voxels, 0.02% of the brain: a nearly empty image'
+    >>> coverage_problem(4900, 5000) is None
+    True
+    """
+    if n_brain == 0 or n_nonzero >= MIN_BRAIN_COVERAGE * n_brain:
+        return None
+    return (f"non-zero in only {n_nonzero} voxels, {n_nonzero / n_brain:.2%} of the brain: a nearly "
+            "empty image")

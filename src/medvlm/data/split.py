@@ -133,5 +133,7 @@ def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5,
         raise DataError(f"{work / 'manifest.csv'}: patient {pid} is ok but has no label")
     split = split_patients(list(manifest["patient_id"]), [int(v) for v in manifest["label"]],
                            test_fraction=test_fraction, folds=folds, seed=seed)
+    # the labels the split was stratified on: a later prepare that changes one makes the split stale
+    split["labels"] = {str(p): int(v) for p, v in zip(manifest["patient_id"], manifest["label"], strict=True)}
     write_json_atomic(work / "splits.json", split)
     return split

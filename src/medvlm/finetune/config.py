@@ -30,7 +30,7 @@ class FinetuneConfig(BaseModel):
     One optimiser step = ``batch_size * grad_accum`` examples.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
     base_model: str = Field(description="folder (or hub id) of the base model, loadable by from_pretrained")
     method: Literal["lora", "qlora"] = "lora"

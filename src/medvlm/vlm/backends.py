@@ -25,7 +25,7 @@ from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
 class BackendConfig(BaseModel):
     """How to reach a model (nothing here changes an answer except ``model`` and ``adapter``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
     backend: str = "transformers"
     model: str

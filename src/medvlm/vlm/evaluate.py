@@ -39,7 +39,7 @@ class VLMEvalConfig(BackendOptions):
     ``temperature``/``top_p`` None: the model's / server's own default.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
     orientations: list[str] | None = None  # default: the task's
     prompt: str | None = None  # default: the task's first prompt

@@ -30,7 +30,7 @@ class BackendOptions(BackendConfig):
     - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
 
     scoring: Literal["generate", "logprobs"] = "generate"
     structured: Literal["none", "choice", "json"] = "none"

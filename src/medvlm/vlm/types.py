@@ -26,7 +26,7 @@ class Decoding(BaseModel):
     server as is.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     scoring: Literal["generate", "logprobs"] = "generate"
     max_new_tokens: int = Field(96, ge=1)
