@@ -399,3 +399,24 @@ def test_a_split_made_before_labels_changed_is_refused(tmp_path, capsys):
         load_cohort(work, "test")
     assert invoke(["split", str(work), "--test-fraction", "0.25", "--folds", "2"]) == 0
     assert len(load_cohort(work, "test")) >= 1  # a fresh split is accepted
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "-1", "0"])
+def test_a_learning_rate_that_cannot_train_is_refused(prepared_work, tmp_path, capsys, lr):
+    code = invoke(["train-cnn", str(prepared_work), "--out", str(tmp_path / "run"), "--epochs", "1",
+                   "--fold", "0", "--lr", lr])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "lr" in err
+
+
+def test_diverged_training_stops_with_one_line_and_no_metrics(prepared_work, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(prepared_work, work)
+    for path in (work / "volumes").glob("*.npy"):  # finite, but far beyond what float32 arithmetic survives
+        vol = np.load(path)
+        np.save(path, np.where(vol > 0, 3e38, -3e38).astype(np.float32))
+    code = invoke(["train-cnn", str(work), "--out", str(tmp_path / "run"), "--epochs", "2", "--fold", "0",
+                   "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "training diverged" in err[-1] and err[-1].startswith("medvlm: error: ")
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no accuracy from a NaN model
