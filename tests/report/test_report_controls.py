@@ -118,9 +118,30 @@ def test_verdict_all_hgg_model_is_named(tmp_path):
     ref, ctl = loaded(write_vlm(tmp_path, "real", always), write_vlm(tmp_path, "none", always, image="none"))
     (cset,) = find_controls([ref, ctl])
     text = verdict(cset.controls[0], call_agreement(ref, ctl))
-    assert text == ("Answers with no image agree with answers on the real image on 100% of 30 slices: the "
-                    "model's answer does not depend on the image (it answers HGG on 100% of them without "
-                    "it).")
+    assert text == ("Answers with no image agree with answers on the real image on 100% of 30 slices (it "
+                    "answers HGG on 100% of them without it): the model's answer does not depend on the "
+                    "image.")
+
+
+def test_verdict_same_answers_other_scores(tmp_path):
+    # log-prob scoring: HGG is the top answer everywhere, with or without the image, but the real image's
+    # scores rank the patients (AUC 23/24) and the no-image scores are all alike (AUC 0.5)
+    always = ["1"] * 30
+    ranked = [0.9, 0.8, 0.85, 0.7, 0.75, 0.4, 0.3, 0.2, 0.5, 0.1]
+    ref = write_vlm(tmp_path, "real", always, scores=ranked, scoring="logprobs")
+    none = write_vlm(tmp_path, "none", always, scores=[0.6] * 10, image="none", scoring="logprobs")
+    motion = write_vlm(tmp_path, "motion", always, scores=ranked, artifact="motion:0.5", scoring="logprobs")
+    from medvlm.report.controls import control_verdicts
+
+    texts = dict((c.run.name, t) for c, t in control_verdicts(loaded(ref, none, motion)))
+    assert texts["none"].startswith(
+        "Answers with no image agree with answers on the real image on 100% of 30 slices (it answers HGG on "
+        "100% of them without it): the image does not change its answers, but it changes its scores. On the "
+        "10 test patients: accuracy 0.60 (real) vs 0.60 (no image), McNemar p = 1.000; AUC 0.96 vs 0.50, "
+        "DeLong p ")
+    # the image matters to the scores, so an artifact that changes nothing is robustness, not blindness
+    assert "its answers are robust to this artifact." in texts["motion"]
+    assert "says nothing about robustness" not in texts["motion"]
 
 
 def test_verdict_no_image_changes_the_answers_and_the_accuracy(tmp_path):

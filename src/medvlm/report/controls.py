@@ -276,7 +276,8 @@ def _level(agreement: float) -> str:
 
 
 def _wording(control: Control) -> tuple[str, str, dict[str, str]]:
-    """(how the control's answers were got, what they are compared with, conclusion per level)."""
+    """(how the control's answers were got, what they are compared with, conclusion per level, and
+    ``scores`` for the same answers with significantly different patient scores)."""
     s = control.settings
     task = run_task(control.reference)
     ref_prompt = run_settings(control.reference).prompt
@@ -286,46 +287,61 @@ def _wording(control: Control) -> tuple[str, str, dict[str, str]]:
         return IMAGE_PHRASE.get(s.image, f"with image {s.image}"), real, {
             "same": "the model's answer does not depend on the image",
             "some": "the image changes some of its answers, but most stay the same without it",
-            "differ": "the model's answer depends on the image"}
+            "differ": "the model's answer depends on the image",
+            "scores": "the image does not change its answers, but it changes its scores"}
     if kind == "masked":
         return IMAGE_PHRASE["tumour-masked"], real, {
             "same": "its answer does not rest on the tumour",
             "some": "masking the tumour changes some of its answers",
-            "differ": "its answer depends on the tumour region"}
+            "differ": "its answer depends on the tumour region",
+            "scores": "masking the tumour does not change its answers, but it changes its scores"}
     if kind == "artifact" and s.artifact:
         return f"under {s.artifact[0]} artifacts at severity {s.artifact[1]:g}", real, {
             "same": "its answers are robust to this artifact",
             "some": "this artifact changes some of its answers",
-            "differ": "this artifact changes its answers"}
+            "differ": "this artifact changes its answers",
+            "scores": "this artifact does not change its answers, but it changes its scores"}
     neg, pos = task.classes[1 - task.positive_label], task.classes[task.positive_label]
     if kind == "swapped":
         return (f"with the codes of {neg} and {pos} swapped in the prompt ({s.prompt})",
                 f"answers to the {ref_prompt} prompt", {
                     "same": "the model reads the answer codes",
                     "some": "the swapped codes change some of its answers",
-                    "differ": "its answers change with the codes"})
+                    "differ": "its answers change with the codes",
+                    "scores": "the model reads the answer codes, but the swap changes its scores"})
     if kind == "prompt":
         return f"to the reworded prompt {s.prompt}", f"answers to the {ref_prompt} prompt", {
             "same": "its answers do not depend on the wording",
             "some": "the wording changes some of its answers",
-            "differ": "its answers depend on the wording of the question"}
+            "differ": "its answers depend on the wording of the question",
+            "scores": "the wording does not change its answers, but it changes its scores"}
     return f"with {control.label}", f"answers of {control.reference.name}", {
         "same": "these changes leave its answers as they were",
         "some": "these changes change some of its answers",
-        "differ": "these changes change its answers"}
+        "differ": "these changes change its answers",
+        "scores": "these changes leave its answers but change its scores"}
 
 
 def _answer_name(code: str, task: Any) -> str:
     return {str(i): a.name for i, a in enumerate(task.answers)}.get(code, code)
 
 
+def scores_differ(paired: Mapping[str, Any] | None) -> bool:
+    """Whether the two runs' patient scores rank the test cohort differently: DeLong p below 0.05."""
+    p = (paired or {}).get("delong_p")
+    return isinstance(p, int | float) and math.isfinite(p) and p < 0.05
+
+
 def verdict(control: Control, calls: Mapping[str, Any] | None, paired: Mapping[str, Any] | None = None, *,
-            absent_agreement: float | None = None) -> str:
+            blind: bool | None = None) -> str:
     """One plain-language sentence (or two) on what ``control`` says about its reference run.
 
     ``calls``: :func:`call_agreement` (None: not paired); ``paired``: the patient-level paired tests
-    (A = the reference); ``absent_agreement``: the agreement of the reference's no-image (or blank, noise)
-    control, which says whether an artifact's harmlessness means anything.
+    (A = the reference). Agreement of the answers decides the words (:data:`SAME`, :data:`SOME`); where
+    the answers agree but the scores rank the patients differently (:func:`scores_differ`: log-prob
+    scores can move while the top answer stays), the verdict says so. ``blind``: the reference's
+    no-image (blank, noise) controls showed that neither its answers nor its scores depend on the image,
+    so an artifact that changes nothing says nothing about robustness.
     """
     how, against, conclusions = _wording(control)
     task = run_task(control.reference)
@@ -340,19 +356,19 @@ def verdict(control: Control, calls: Mapping[str, Any] | None, paired: Mapping[s
         repeats = cfg.get("repeats") or 1
         units = task.unit + "s" if task.unit != "patient" else "slices"
         units = units if repeats == 1 else "calls"
-        text = (f"Answers {how} agree with {against} on {_share(agreement)} of {calls['n']} {units}: "
-                f"{conclusions[level]}")
+        text = f"Answers {how} agree with {against} on {_share(agreement)} of {calls['n']} {units}"
         if level == "same" and calls.get("share_a", 0) >= SAME and calls.get("share_b", 0) >= SAME \
                 and calls.get("top_a") == calls.get("top_b"):
             text += (f" (it answers {_answer_name(str(calls['top_a']), task)} on {_share(calls['share_b'])} "
                      f"of them {'without it' if control.kind == 'absent' else 'either way'})")
+        moved = level == "same" and scores_differ(paired)
+        text += ": " + conclusions["scores" if moved else level]
         if control.kind == "swapped" and level == "differ" and (calls.get("swapped") or 0) >= 0.5:
             text += (f": {_share(calls['swapped'])} of the graded answers name the other grade, so the model "
                      "follows the digit, not the grade it stands for")
-        if control.kind == "artifact" and level == "same" and absent_agreement is not None \
-                and absent_agreement >= SAME:
-            text += ("; but its answers do not depend on the image at all (the no-image control), so this "
-                     "says nothing about robustness")
+        if control.kind == "artifact" and level == "same" and not moved and blind:
+            text += ("; but neither its answers nor its scores depend on the image at all (the no-image "
+                     "control), so this says nothing about robustness")
         temperature = cfg.get("temperature")
         if level != "same" and isinstance(temperature, int | float) and temperature > 0:
             text += (f" (sampled at temperature {temperature:g}: some changes are sampling noise; the "
@@ -413,10 +429,12 @@ def assess(cset: ControlSet) -> list[Result]:
 
 
 def _verdicts(results: Sequence[Result]) -> list[str]:
-    absent = [calls["agreement"] for c, calls, _ in results if c.kind == "absent" and isinstance(calls, dict)]
-    absent_agreement = min(absent) if absent else None
+    absent = [isinstance(calls, dict) and calls["agreement"] >= SAME
+              and not scores_differ(paired if isinstance(paired, dict) else None)
+              for c, calls, paired in results if c.kind == "absent"]
+    blind = bool(absent) and all(absent)
     return [verdict(c, calls if isinstance(calls, dict) else None,
-                    paired if isinstance(paired, dict) else None, absent_agreement=absent_agreement)
+                    paired if isinstance(paired, dict) else None, blind=blind)
             for c, calls, paired in results]
 
 
