@@ -56,6 +56,14 @@ def test_mean_prob():
     assert mean_prob([], [(0.25, 0.25, 0.5)], tie_break=0).pred == 0
     assert mean_prob([], [None]) == Vote(None, None)
     assert REDUCERS.get("mean_prob") is mean_prob
+
+
+def test_mean_prob_same_probabilities_same_score_whatever_the_number_of_answers():
+    # the no-image control: every call answered alike; float sums of 3, 7 or 29 equal values differ in the
+    # last digits, which an AUC would rank
+    row = (0.3051373661949819, 0.4133778463394049, 0.28148478746561323)
+    scores = {mean_prob([None] * n, [row] * n).score for n in range(1, 60)}
+    assert len(scores) == 1
     with pytest.raises(ConfigError, match="Did you mean 'majority'"):
         REDUCERS.get("majorty")
 

@@ -22,7 +22,9 @@ TINY_STUDY = {
     "prepare": {"shape": [8, 12, 12]},
     "split": {"test_fraction": 0.25, "folds": 2},
     "cnn": [{"name": "cnn", "epochs": 2, "batch_size": 2, "workers": 0, "bootstrap": 50}],
-    "vlm": [{"name": "vlm", "model": "tiny", "scoring": "logprobs", "slices": "central:2", "n_boot": 50}],
+    "vlm": [{"name": "vlm", "model": "tiny", "scoring": "logprobs", "slices": "central:2", "n_boot": 50},
+            {"name": "vlm-none", "model": "tiny", "scoring": "logprobs", "slices": "central:2", "n_boot": 50,
+             "image": "none"}],
     "consistency": [{"name": "cons-hgg", "model": "tiny", "pick": "hgg", "repeats": 4,
                      "temperatures": [0.6], "top_p": 0.9}],
     "finetune": [{"name": "lora", "base_model": "tiny", "max_steps": 2, "batch_size": 4,
@@ -39,8 +41,8 @@ def test_run_whole_study_then_rerun_skips_finished_stages(tmp_path, capsys):
     out = tmp_path / "out"
     record = json.loads((out / "experiment.json").read_text())
     names = [s["name"] for s in record["stages"]]
-    assert names == ["data", "prepare", "split", "tiny-vlm", "cnn", "vlm", "lora", "lora-eval", "cons-hgg",
-                     "report"]
+    assert names == ["data", "prepare", "split", "tiny-vlm", "cnn", "vlm", "vlm-none", "lora", "lora-eval",
+                     "cons-hgg", "report"]
     assert all(s["status"] == "done" for s in record["stages"])
     for run in ("cnn", "vlm", "lora", "lora-eval", "cons-hgg"):
         assert (out / "runs" / run / "run.json").is_file(), run
@@ -56,6 +58,10 @@ def test_run_whole_study_then_rerun_skips_finished_stages(tmp_path, capsys):
     for title in ("Cohorts", "What the numbers say", "Limitations", "Reproducibility", "CLAIM checklist"):
         assert title in html, title
     assert "predicting HGG for everyone" in html
+    # the no-image control of vlm, and every classifier run's subgroups (synth records sources and ages)
+    assert "Does the model look at the image?" in html and "Answers with no image agree with" in html
+    assert "vlm-none (a control of vlm: no image)" in html
+    assert "Subgroups of the test cohort" in html and "too small to read" in html
     capsys.readouterr()
 
     # rerun: every finished stage is reused, nothing is sent to the model again

@@ -105,7 +105,13 @@ def majority(choices: Sequence[int | None], probs: Sequence | None = None, *, ti
 def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, tie_break: int = 1,
               n_classes: int = 2, positive: int = 1) -> Vote:
     """Mean class probabilities over answers with probabilities (``probs`` rows, one value per answer
-    code, or None); pred = the larger mean; score = mean P(positive); no probabilities -> abstained.
+    code, or None); pred = the larger mean; score = mean P(positive), rounded to 12 decimals so that
+    units given the same probabilities get the same score whatever their number of answers (float sums
+    differ in the last digits, and an AUC would rank that noise: a no-image control scored 0.9 without
+    it); no probabilities -> abstained.
+
+    >>> mean_prob([None] * 3, [(0.3051373661949819, 0.4133778463394049, 0.28)] * 3).score
+    0.413377846339
 
     >>> mean_prob([None, None], [(0.2, 0.7, 0.1), (0.4, 0.5, 0.1)])
     Vote(pred=1, score=0.6)
@@ -114,7 +120,7 @@ def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, t
     if not rows:
         return Vote(None, None)
     means = [sum(float(p[i]) for p in rows) / len(rows) for i in range(n_classes)]
-    return Vote(_decide([round(m, 12) for m in means], tie_break), means[positive])
+    return Vote(_decide([round(m, 12) for m in means], tie_break), round(means[positive], 12))
 
 
 REDUCERS = Registry("reducer")

@@ -373,7 +373,8 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
     tiny stand-in VLM with log-prob scoring on every tumour slice of three orientations, the study's
     consistency test (one HGG and one LGG image, 95 repeats, sampled at Llama-3.2-Vision's defaults:
     temperature 0.6, top-p 0.9), a LoRA fine-tune on a few slices per patient and its evaluation, and
-    the general VLM with a temperature and threshold fitted on the validation cohort of fold 0.
+    the general VLM with a temperature and threshold fitted on the validation cohort of fold 0, and two
+    controls of the general VLM (the prompt without an image, and TorchIO motion at severity 0.5).
     """
     return parse_experiment({
         "name": "demo",
@@ -386,7 +387,14 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
                  "fold": "all", "bootstrap": 500}],
         "vlm": [{"name": "vlm-zero-shot", "backend": "transformers", "model": TINY_MODEL,
                  "scoring": "logprobs", "orientations": ["axial", "coronal", "sagittal"],
-                 "slices": "tumour", "n_boot": 500}],
+                 "slices": "tumour", "n_boot": 500},
+                # controls of vlm-zero-shot: does it look at the image?
+                {"name": "vlm-zero-shot-no-image", "backend": "transformers", "model": TINY_MODEL,
+                 "scoring": "logprobs", "orientations": ["axial", "coronal", "sagittal"],
+                 "slices": "tumour", "n_boot": 500, "image": "none"},
+                {"name": "vlm-zero-shot-motion-0.5", "backend": "transformers", "model": TINY_MODEL,
+                 "scoring": "logprobs", "orientations": ["axial", "coronal", "sagittal"],
+                 "slices": "tumour", "n_boot": 500, "artifact": "motion:0.5"}],
         "consistency": [
             {"name": "consistency-hgg", "backend": "transformers", "model": TINY_MODEL, "pick": "hgg",
              "repeats": 95, "temperatures": [0.6], "top_p": 0.9, "max_new_tokens": 24},

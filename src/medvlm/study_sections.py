@@ -154,16 +154,24 @@ def calibration_line(path: Path, m: dict[str, Any], task: Any,
 
 
 def plain_summary(runs: list[Path]) -> str:
-    """What the numbers say, in sentences a clinician-researcher can read (test cohort only)."""
+    """What the numbers say, in sentences a clinician-researcher can read (test cohort only). A control
+    of a VLM run (no image, an artifact, another prompt: :mod:`medvlm.report.controls`) gets its verdict
+    instead of its numbers, and is no general VLM arm of the fine-tuning comparison."""
+    from medvlm.report.controls import control_verdicts
     from medvlm.runinfo import read_run_info
 
+    loaded = [load_run(p) for p in runs]
+    verdicts = control_verdicts(loaded)
+    controls = {c.run.name for c, _ in verdicts}
     lines = []
     base_rate = None
     base_name = ""
     general: list[tuple[str, dict[str, Any]]] = []
     tuned: list[tuple[str, dict[str, Any]]] = []
     calibrated: list[tuple[Path, dict[str, Any], Any]] = []
-    for path in runs:
+    for path, run in zip(runs, loaded, strict=True):
+        if run.name in controls:
+            continue
         found = _test_metrics(path)
         if found is None:
             continue
@@ -203,6 +211,8 @@ def plain_summary(runs: list[Path]) -> str:
                 "tests below say whether such a difference is more than chance on this many patients.")
     for path, m, task in calibrated:
         lines.append(calibration_line(path, m, task, tuned))
+    for control, text in verdicts:
+        lines.append(f"{control.run.name} (a control of {control.reference.name}: {control.label}): {text}")
     if base_rate is not None:
         lines.append(f"For comparison, predicting {base_name} for everyone scores accuracy "
                      f"{base_rate:.2f} on this test cohort: accuracy alone cannot separate a model from that "
@@ -249,7 +259,11 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
         source = f"synthetic BraTS-layout cohort ({synth.patients} patients, seed {synth.seed})"
     else:
         source = f"BraTS 2020 training data at {data.path}"
-    kinds = sorted({(load_run(r).kind) for r in runs})
+    from medvlm.report.controls import control_names
+
+    loaded = [load_run(r) for r in runs]
+    kinds = sorted({r.kind for r in loaded})
+    controls = control_names(loaded)
     return [
         {"item": "Data source", "filled from the run records": source},
         {"item": "Eligibility and exclusions",
@@ -269,7 +283,11 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
             "selective prediction: risk-coverage curves and AURC; McNemar and DeLong paired tests"},
         {"item": "Failure analysis", "filled from the run records":
             "unparsed and failed VLM answers counted per run; "
-            + ("per-patient vote plots; " if task.unit == "patient" else "") + "consistency runs"},
+            + ("per-patient vote plots; " if task.unit == "patient" else "") + "consistency runs"
+            + ("; controls of the VLM (image taken away or masked, MRI artifacts, other prompts): agreement "
+               "with its answers on the real image, paired tests, robustness curves" if controls else "")
+            + "; test-cohort metrics per contributing collection and age band (too small subgroups shown "
+              "as such)"},
     ]
 
 

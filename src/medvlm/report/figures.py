@@ -264,3 +264,61 @@ def loss_curve_figure(
         ax2.legend(fontsize=8, frameon=False)
         _style(ax2)
     return fig
+
+
+# ------------------------------------------------------------------------------------------ robustness
+#: the metrics of the robustness figure's panels: (key, axis label)
+ROBUSTNESS_METRICS = (("accuracy", "accuracy"), ("auc", "AUC"))
+
+
+def robustness_figure(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    title: str = "Robustness to MRI artifacts",
+    floor: tuple[str, Mapping[str, Any]] | None = None,
+) -> Figure:
+    """Accuracy and AUC (one panel each) against the artifact's severity, one line per artifact kind.
+
+    Args:
+        curves: ``{kind: [{"severity", "accuracy", "accuracy_ci", "auc", "auc_ci"}, ...]}`` (see
+            :func:`medvlm.report.controls.robustness_points`; severity 0 = the real image). A metric that
+            is None is left out of its line; a CI of None draws no bar.
+        floor: ``(label, {"accuracy": x, "auc": y})``: a dashed horizontal line per panel, e.g. the
+            no-image control.
+
+    Each line's ``gid`` is ``"<kind>:<metric>"`` (tests read the points back with ``get_xydata``).
+    """
+    fig, axes = _new_figure(10, 4.0, ncols=2)
+    for ax, (key, name) in zip(axes, ROBUSTNESS_METRICS, strict=True):
+        drawn = False
+        for i, (kind, points) in enumerate(curves.items()):
+            pts = [p for p in points if p.get(key) is not None]
+            if not pts:
+                continue
+            x = np.array([float(p["severity"]) for p in pts])
+            y = np.array([float(p[key]) for p in pts])
+            cis = [p.get(f"{key}_ci") for p in pts]
+            err = np.array([[v - ci[0] if ci else 0.0 for v, ci in zip(y, cis, strict=True)],
+                            [ci[1] - v if ci else 0.0 for v, ci in zip(y, cis, strict=True)]])
+            color = PALETTE[i % len(PALETTE)]
+            ax.errorbar(x + 0.006 * (i - (len(curves) - 1) / 2), y, yerr=np.clip(err, 0, None), fmt="none",
+                        ecolor=color, elinewidth=1, capsize=3, alpha=0.6)
+            (line,) = ax.plot(x, y, "o-", color=color, linewidth=2, markersize=5, label=kind)
+            line.set_gid(f"{kind}:{key}")
+            drawn = True
+        if floor is not None and floor[1].get(key) is not None:
+            ax.axhline(float(floor[1][key]), color="#6b7280", linestyle="--", linewidth=1.2, label=floor[0])
+        if key == "auc":
+            ax.axhline(0.5, color="#9ca3af", linestyle=":", linewidth=1, label="chance (AUC 0.5)")
+        if not drawn:
+            _empty(ax, f"no {name} (no scores)" if key == "auc" else f"no {name}")
+            continue
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_xlabel("artifact severity (0 = the real image)")
+        ax.set_ylabel(f"{name} (test cohort)")
+        ax.set_title(name)
+        ax.legend(fontsize=8, frameon=False, loc="lower left")
+        _style(ax)
+    fig.suptitle(title)
+    return fig

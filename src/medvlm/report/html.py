@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.errors import DataError
+from medvlm.report.controls import control_names, controls_view
 from medvlm.report.format import _figure, _slug, fmt, html_table
 from medvlm.report.runs import (
     RUN_FILES,
@@ -44,6 +45,7 @@ from medvlm.report.runs import (
 )
 from medvlm.report.sections import RUN_SECTIONS
 from medvlm.report.sections.consistency import consistency_overview
+from medvlm.report.subgroups import subgroups_view
 from medvlm.report.summary import (
     CLASSIFIER_KINDS,
     SUMMARY_METRICS,
@@ -206,13 +208,18 @@ def render_report(
         for row in rows:
             row["of"] = calibrates.get(r.name, "")
         summary.extend(rows)
-    pairs = paired_tests(data)
+    controls = control_names(data)
+    for row in summary:
+        row["control"] = controls.get(row["run"], "")
+    pairs = paired_tests(data, controls=controls)
     overview_figures = _overview_figures(data, positive)
     details = [
         {"run": r, "anchor": f"run-{i}-{_slug(r.name)}", **_run_details(r)} for i, r in enumerate(data)
     ]
     anchors = {d["run"].name: d["anchor"] for d in details}
     consistency = consistency_overview(data)
+    controls_section = controls_view(data, anchors=anchors, n_boot=n_boot, seed=seed)
+    subgroups = subgroups_view(data, controls=controls, n_boot=n_boot, seed=seed)
     for row in consistency.get("runs", {}).get("rows", []):
         row[0] = {"v": row[0], "href": "#" + anchors[row[0]]}
     sections = _sections(extra_sections)
@@ -238,6 +245,8 @@ def render_report(
         key_pairs=[p for p in pairs if p["key"]],
         other_pairs=[p for p in pairs if not p["key"]],
         consistency=consistency,
+        controls=controls_section,
+        subgroups=subgroups,
         overview_figures=overview_figures,
         start_sections=[s for s in sections if s["position"] == "start"],
         end_sections=[s for s in sections if s["position"] == "end"],
@@ -261,8 +270,11 @@ def build_report(
 
     Sections: summary table of all classifier runs side by side (per fold/cohort for a CNN, per
     orientation for a VLM, 95% CIs), paired tests between runs on the test cohort (McNemar and
-    DeLong), figures, per-run details (provenance, unparsed rate and a sample of raw answers for VLM
-    and consistency runs), then ``extra_sections`` (:class:`Section` or dicts with its fields).
+    DeLong), figures, "Does the model look at the image?" (controls of a real-image VLM run:
+    :mod:`medvlm.report.controls`), test-cohort metrics per patient subgroup
+    (:mod:`medvlm.report.subgroups`), per-run details (provenance, unparsed rate and a sample of raw
+    answers for VLM and consistency runs), then ``extra_sections`` (:class:`Section` or dicts with its
+    fields).
 
     Args:
         runs: run folders (each with ``run.json``; the kind is inferred from the files without one).

@@ -238,10 +238,13 @@ def _same_folder(a: Path, b: Path) -> bool:
         return a == b
 
 
-def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
+def paired_tests(runs: Sequence[RunData], *, controls: Mapping[str, str] | None = None
+                 ) -> list[dict[str, Any]]:
     """McNemar and DeLong (:func:`medvlm.stats.compare_predictions`) for every pair of classifier runs
     on the test cohort; a pair that cannot be compared gets a row with the reason. The pairs of
-    :data:`KEY_COMPARISONS` come first (``key`` True), in that order; the rest after, in run order."""
+    :data:`KEY_COMPARISONS` come first (``key`` True), in that order; the rest after, in run order. A pair
+    with a control run (a name in ``controls``: :func:`medvlm.report.controls.control_names`) is never a
+    key comparison: a no-image run is no general VLM arm of the study."""
     from medvlm.stats import compare_predictions
 
     classifiers = [r for r in runs if r.kind in CLASSIFIER_KINDS]
@@ -253,7 +256,7 @@ def paired_tests(runs: Sequence[RunData]) -> list[dict[str, Any]]:
             ra, rb = vlm_role(a) or "calibrated", vlm_role(b) or "calibrated"
             if ROLE_RANK[rb] < ROLE_RANK[ra]:  # A is the role ranked first (ROLE_RANK)
                 a, b, ra, rb = b, a, rb, ra
-            key = (ra, rb) in order
+            key = (ra, rb) in order and a.name not in (controls or {}) and b.name not in (controls or {})
             if key and ra == f"calibrated-{rb}":  # a calibrated arm against a run it does not calibrate
                 source = calibration_source(a)
                 key = source is not None and _same_folder(source.path, b.path)
