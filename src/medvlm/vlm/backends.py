@@ -101,18 +101,24 @@ def fingerprint(name_or_path: str) -> str:
     if not path.is_dir():
         return name_or_path
     digest = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if not f.is_file():
-            continue
-        if f.suffix in (".json", ".jinja", ".txt", ".model"):
-            digest.update(f.name.encode() + f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
-            size = f.stat().st_size
-            with open(f, "rb") as fh:
-                head = fh.read(1 << 20)
-                fh.seek(max(0, size - (1 << 20)))
-                tail = fh.read(1 << 20)
-            digest.update(f.name.encode() + str(size).encode() + head + tail)
+    f = path
+    try:
+        for f in sorted(path.iterdir()):
+            if not f.is_file():
+                continue
+            if f.suffix in (".json", ".jinja", ".txt", ".model"):
+                digest.update(f.name.encode() + f.read_bytes())
+            elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+                size = f.stat().st_size
+                with open(f, "rb") as fh:
+                    head = fh.read(1 << 20)
+                    fh.seek(max(0, size - (1 << 20)))
+                    tail = fh.read(1 << 20)
+                digest.update(f.name.encode() + str(size).encode() + head + tail)
+    except OSError as exc:
+        from medvlm.errors import BackendError
+
+        raise BackendError(f"{f}: cannot read it ({exc.strerror or exc})") from None
     return f"{path.resolve()}#{digest.hexdigest()[:16]}"
 
 
