@@ -149,3 +149,20 @@ def test_experiment_records_mask_credentials(tmp_path, capsys, fake_server, monk
     assert (tmp_path / "out" / "experiment.json").is_file()
     for secret in ("s3cret-pw", "eb-Secret-123456", KEY):
         _assert_nowhere(secret, tmp_path / "out", printed.out + printed.err)
+
+
+@pytest.mark.parametrize("key", ["sk-SECRETKEY-é", "sk-SECRETKEY-密钥", "sk-SECRET\nKEY", "sk-SECRET\tKEY",
+                                 "sk-SECRET\x7fKEY", "sk-SECRETKEY-\u200b"])
+@pytest.mark.parametrize("command", ["eval-vlm", "consistency"])
+def test_a_key_that_cannot_be_a_header_is_one_line_before_any_request(vlm_work, tmp_path, capsys, monkeypatch,
+                                                                    fake_server, key, command):
+    """A key httpx cannot send (non-ASCII, a control character) is refused before any request, with one
+    line that names OPENAI_API_KEY and not the key."""
+    from tests.adversarial.checks import one_line_error
+
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    capsys.readouterr()
+    assert invoke(_args(command, vlm_work, tmp_path / "run", fake_server.url)) == 2
+    line = one_line_error(capsys, "OPENAI_API_KEY", "position")
+    assert "SECRET" not in line and key not in line
+    assert fake_server.bodies == [] and fake_server.model_gets == 0

@@ -170,6 +170,20 @@ def make_backend(config: BackendConfig) -> Backend:
 
 
 def api_key() -> str | None:
-    """The OpenAI-compatible API key from ``OPENAI_API_KEY`` (never logged, never written)."""
-    return os.environ.get("OPENAI_API_KEY") or None
+    """The OpenAI-compatible API key from ``OPENAI_API_KEY`` (never logged, never written).
+
+    It travels as an HTTP header, so it must be printable ASCII: a key with another character (an
+    accented letter, a line break, a tab) is a one-line ConfigError that names the position, never the
+    key or the character, before any request is sent.
+    """
+    key = os.environ.get("OPENAI_API_KEY") or None
+    if key is not None:
+        bad = next((i for i, c in enumerate(key) if not " " <= c <= "~"), None)
+        if bad is not None:
+            from medvlm.errors import ConfigError
+
+            kind = "a non-ASCII" if ord(key[bad]) > 127 else "a control"
+            raise ConfigError(f"OPENAI_API_KEY: {kind} character at position {bad + 1} of {len(key)}; an "
+                              "HTTP header carries printable ASCII only: set it to the key as issued")
+    return key
 
