@@ -211,6 +211,9 @@ def load_run(path: str | Path) -> RunData:
             problems.append(f"run.json could not be read ({first}): ignored")
             info = {}
         info = _usable_info(info, problems)
+    from medvlm.vlm._secrets import redact_record
+
+    info = redact_record(info)  # a run.json written before credentials were masked is shown masked
     kind = info.get("kind")
     if kind not in RUN_KINDS:
         inferred = _infer_kind(files)
