@@ -58,3 +58,15 @@ def failure_reason(exc: BaseException, limit: int = 200) -> str:
     if found:
         return f"not a torch file: {found.group(1)[:limit]}"
     return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (the type alone for an empty message), at most ``limit``
+    characters: how a failure inside a library (transformers, safetensors, PEFT) is named in one line.
+
+    >>> first_line(ValueError("bad header\\n  more detail")), first_line(KeyError())
+    ('ValueError: bad header', 'KeyError')
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    name = type(exc).__name__
+    return (f"{name}: {lines[0]}" if lines else name)[:limit]

@@ -3,7 +3,7 @@
 ``run.json`` = ``{"kind", "name", "created", "config", "versions", "git_revision", "command"}`` where
 ``kind`` is one of :data:`RUN_KINDS`. The report reads only run files, so
 this is how it learns what a folder holds and how it was made (resolved config, package versions, git
-revision, seeds).
+revision, seeds). Credentials in ``config`` and ``command`` are stored masked (``***``).
 """
 
 from __future__ import annotations
@@ -48,8 +48,13 @@ def git_revision() -> str | None:
 def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: str | None = None) -> Path:
     """Write ``RUN/run.json``; keeps the first ``created`` time when the run is resumed.
 
-    ``config`` must be the resolved configuration (JSON-serialisable, no secrets).
+    ``config`` is the resolved configuration (JSON-serialisable). Credentials are masked as ``***``
+    before anything is written (:func:`medvlm.vlm._secrets.redact_record`): in ``config`` the
+    ``base_urls`` passwords and secret query values and the secret-named ``extra_body`` fields; in
+    ``command`` (the command line as typed) the same, wherever they stand, and the ``OPENAI_API_KEY``.
     """
+    from medvlm.vlm._secrets import redact_record
+
     if kind not in RUN_KINDS:
         raise ValueError(f"kind must be one of {RUN_KINDS}")
     run = Path(run)
@@ -67,7 +72,7 @@ def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: 
         "git_revision": git_revision(),
         "command": " ".join(["medvlm", *sys.argv[1:]]) if sys.argv and "medvlm" in sys.argv[0] else None,
     }
-    write_json_atomic(path, info)
+    write_json_atomic(path, redact_record(info))
     return path
 
 

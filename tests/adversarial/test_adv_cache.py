@@ -163,10 +163,22 @@ def test_damage_found_in_the_middle_of_a_run_is_one_line(vlm_work, tmp_path, cap
     json.loads((out / "run.json").read_text())
 
 
-@pytest.mark.parametrize(("column", "value"), [
-    ("raw", "CAST(X'FFFE41' AS TEXT)"), ("code_probs", "'{not json'"), ("extra", "'[1, 2]'"),
-    ("code_probs", "'3'")])
-def test_a_damaged_row_is_asked_again(tmp_path, column, value):
+#: a damaged answer row: SQLite keeps a BLOB (or text in a REAL column) whatever the column's type
+#: (a number written to a TEXT column becomes text: not damage)
+DAMAGED_ROWS = [
+    ("raw", "CAST(X'FFFE41' AS TEXT)"), ("raw", "X'FF31FE'"), ("raw", "NULL"), ("raw", "X''"),
+    ("prefill", "X'FF31FE'"), ("prefill", "CAST(X'C0' AS TEXT)"), ("finish_reason", "X'00'"),
+    ("mass", "'abc'"), ("mass", "X'01'"), ("mass", "9e999"),
+    ("code_probs", "'{not json'"), ("code_probs", "'3'"), ("code_probs", "'[0.5]'"),
+    ("code_probs", "'{\"1\": \"x\"}'"), ("code_probs", "'{\"1\": null}'"), ("code_probs", "'{\"1\": -0.5}'"),
+    ("code_probs", "'{\"1\": 1e999}'"), ("code_probs", "'{\"1\": NaN}'"), ("code_probs", "'{\"1\": true}'"),
+    ("code_probs", "X'7B7D'"), ("code_probs", "''"), ("code_probs", "'[' || printf('%.*c', 5000, '[')"),
+    ("extra", "'[1, 2]'"), ("extra", "X'7B7D'"), ("extra", "'nope'"), ("extra", "5"),
+]
+
+
+@pytest.mark.parametrize(("column", "value"), DAMAGED_ROWS)
+def test_a_damaged_row_is_asked_again(tmp_path, capsys, column, value):
     path = tmp_path / "cache.sqlite"
     with ResponseCache(path) as cache:
         cache.put("a", VLMResponse(raw="Choice: 1", code_probs={"1": 0.9}, mass=0.9))
@@ -177,5 +189,51 @@ def test_a_damaged_row_is_asked_again(tmp_path, column, value):
     db.close()
     with ResponseCache(path) as cache:
         assert cache.get("a") is None and cache.get("b").raw == "Choice: 0"
+        assert cache.n_damaged == 1
         cache.put("a", VLMResponse(raw="Choice: 1"))
         assert cache.get("a").raw == "Choice: 1"
+    lines = warnings_only(capsys.readouterr().err)
+    assert len(lines) == 1 and "1 damaged answer row " in lines[0] and str(path) in lines[0]
+
+
+def test_an_empty_answer_and_a_migrated_row_are_not_damage(tmp_path, capsys):
+    """raw "" is an answer (log-prob scoring), prefill NULL a 0.1 cache's row: neither is damage."""
+    path = tmp_path / "cache.sqlite"
+    with ResponseCache(path) as cache:
+        cache.put("a", VLMResponse(raw="", code_probs={"0": 0.2, "1": 0.7}, mass=0.9))
+        cache.put("b", VLMResponse(raw="Choice: 0", mass=3))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE answers SET prefill = NULL, mass = 1")
+    db.commit()
+    db.close()
+    with ResponseCache(path) as cache:
+        assert cache.get("a").raw == "" and cache.get("b").prefill is None and cache.get("b").mass == 1.0
+        assert cache.n_damaged == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", [
+    ("raw", "X'FF31FE'"), ("raw", "NULL"), ("raw", "CAST(X'FFFE41' AS TEXT)"),
+    ("code_probs", "'{\"1\": \"x\"}'"), ("prefill", "X'FF'")])
+@pytest.mark.parametrize("command", [_eval, _consistency])
+def test_damaged_rows_in_a_run_are_asked_again_with_one_warning(vlm_work, tmp_path, capsys, command, damage):
+    """A run over a cache with damaged answer rows: no traceback, no unparsed answer taken from them;
+    those rows are asked again and one warning line counts them; the rerun is quiet."""
+    out = tmp_path / "run"
+    assert invoke(command(vlm_work, out)) == 0
+    outputs = {f: (out / f).read_bytes() for f in ("slices.csv", "consistency.csv") if (out / f).is_file()}
+    capsys.readouterr()
+    column, value = damage
+    db = sqlite3.connect(out / "cache.sqlite")
+    db.execute(f"UPDATE answers SET {column} = {value} WHERE rowid IN (1, 3, 5)")  # noqa: S608 - test values
+    db.commit()
+    db.close()
+    assert invoke(command(vlm_work, out)) == 0
+    lines = warnings_only(capsys.readouterr().err)
+    assert len(lines) == 1 and "3 damaged answer rows" in lines[0] and "asked again" in lines[0], lines
+    assert {f: (out / f).read_bytes() for f in outputs} == outputs  # the same answers, none unparsed
+    if command is _eval:
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["n_sent"] == 3 and metrics["n_unparsed"] == 0
+    assert invoke(command(vlm_work, out)) == 0
+    assert capsys.readouterr().err == ""

@@ -5,6 +5,7 @@ of that run (naming the file) -- never a traceback; the rest of the report is st
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -117,3 +118,172 @@ def test_a_folder_without_any_usable_run_file_is_one_line(tmp_path, capsys, file
     assert invoke(["report", str(run), "--out", str(tmp_path / "r.html")]) == 2
     one_line_error(capsys, str(run))
     assert not (tmp_path / "r.html").exists()
+
+
+# ------------------------------------------------------------------ impossible values, special files
+def _report(run, tmp_path, capsys):
+    """The run's problems as text (HTML entities decoded)."""
+    import html
+
+    report = tmp_path / "report.html"
+    code = invoke(["report", str(run), "--out", str(report), "--bootstrap", "0"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    return html.unescape(_problems(report.read_text()))
+
+
+def _axial_row(run):
+    from medvlm.report.runs import load_run
+    from medvlm.report.summary import SUMMARY_METRICS, summary_rows
+
+    data = load_run(run)
+    rows = {r["subset"]: r for r in summary_rows(data, n_boot=0)}
+    cells = {key: cell["value"]
+             for (key, _), cell in zip(SUMMARY_METRICS, rows["axial"]["cells"], strict=True)}
+    return data, rows["axial"], cells
+
+
+#: (key in orientations.axial, the value written as JSON text, the metric shown blank or None)
+IMPOSSIBLE = [
+    ("accuracy", "1.5", "accuracy"), ("auc", "-3", "auc"), ("n", "-4", None), ("n", "2.5", None),
+    ("tp", "true", None), ("mcc", "-1.5", "mcc"), ("ece", "2", "ece"), ("brier", "-0.01", "brier"),
+    ("precision", "NaN", "precision"), ("recall", "Infinity", "recall"), ("specificity", "-Infinity",
+                                                                             "specificity"),
+    ("f1", "1e999999", "f1"), ("balanced_accuracy", '"high"', "balanced_accuracy"), ("log_loss", "-1", None),
+    ("aurc", "-0.5", None), ("coverage", "1.01", None), ("n_abstained", "-1", None),
+    ("accuracy_ci", "[0.2, 1.4]", None), ("auc_ci", "[NaN, 0.5]", None),
+]
+
+
+@pytest.mark.parametrize(("key", "text", "metric"), IMPOSSIBLE)
+def test_an_impossible_metric_is_blank_and_a_problem(runs, tmp_path, capsys, key, text, metric):
+    run = tmp_path / "vlm"
+    shutil.copytree(runs["vlm"], run)
+    data = json.loads((run / "metrics.json").read_text())
+    data["orientations"]["axial"][key] = "@@VALUE@@"
+    (run / "metrics.json").write_text(json.dumps(data).replace('"@@VALUE@@"', text))
+    problems = _report(run, tmp_path, capsys)
+    assert f"metrics.json: orientations.axial.{key} = " in problems and "shown blank" in problems, problems
+    _, row, cells = _axial_row(run)
+    if metric is not None:
+        assert cells[metric] == "–"
+    if key == "n":
+        assert row["n"] == "–"
+
+
+def test_the_adversarial_metrics_json(runs, tmp_path, capsys):
+    """The tester's file: every impossible value is blank and listed, with its key; none is shown."""
+    run = tmp_path / "vlm"
+    shutil.copytree(runs["vlm"], run)
+    data = json.loads((run / "metrics.json").read_text())
+    data["orientations"]["axial"].update({"accuracy": "@A", "auc": "@B", "n": "@C"})
+    data["accuracy"] = "@D"
+    text = json.dumps(data)
+    for mark, value in (("@A", "1.5"), ("@B", "-3"), ("@C", "-4"), ("@D", "1e999999")):
+        text = text.replace(f'"{mark}"', value)
+    (run / "metrics.json").write_text(text)
+    problems = _report(run, tmp_path, capsys)
+    for path in ("orientations.axial.accuracy = 1.5", "orientations.axial.auc = -3",
+                 "orientations.axial.n = -4", "metrics.json: accuracy = Infinity"):
+        assert path in problems, problems
+    _, row, cells = _axial_row(run)
+    assert row["n"] == cells["accuracy"] == cells["auc"] == "–"
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    ("folds.0.test.accuracy", "7"), ("folds.0.val.n", "-1"), ("folds.0.test.auc_ci", "[0.1, 2]"),
+    ("cv.accuracy.mean", "1.2"), ("cv.accuracy.std", "-0.1"), ("folds.0.train.mcc", "NaN")])
+def test_impossible_cnn_metrics_are_problems(runs, tmp_path, capsys, where, value):
+    run = tmp_path / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    data = json.loads((run / "metrics.json").read_text())
+    if where.startswith("cv."):
+        data["cv"] = {"accuracy": {"mean": 0.8, "std": 0.1}, "n": 3}
+    node = data
+    *parents, last = where.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = "@V"
+    (run / "metrics.json").write_text(json.dumps(data).replace('"@V"', value))
+    problems = _report(run, tmp_path, capsys)
+    assert f"metrics.json: {where} = " in problems and "shown blank" in problems, problems
+
+
+@pytest.mark.parametrize(("column", "value", "why"), [
+    ("train_loss", "inf", "not a finite number"), ("val_loss", "-inf", "not a finite number"),
+    ("val_accuracy", "x", "not a number"), ("train_accuracy", "1.5", "not a proportion"),
+    ("train_loss", "-0.2", "not >= 0"), ("val_loss", "nan", None)])
+def test_impossible_history_values_are_problems(runs, tmp_path, capsys, column, value, why):
+    import pandas as pd
+
+    run = tmp_path / "cnn"
+    shutil.copytree(runs["cnn"], run)
+    hist = pd.read_csv(run / "history.csv", dtype=str)
+    hist.loc[2, column] = value
+    hist.to_csv(run / "history.csv", index=False)
+    problems = _report(run, tmp_path, capsys)
+    if why is None:  # NaN: a missing value, not an impossible one
+        assert "history.csv" not in problems, problems
+        return
+    assert f"history.csv: column '{column}' has 1 impossible value ({why}" in problems, problems
+    assert "could not be drawn" not in problems  # the curves are still drawn, without that point
+
+
+def _fifo(path):
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _loop(path):
+    path.unlink()
+    path.symlink_to(path.name)  # points at itself
+
+
+def _broken(path):
+    path.unlink()
+    path.symlink_to(path.name + ".gone")
+
+
+def _device(path):
+    """A symlink to a character device that never ends (/dev/zero): reading it would never stop."""
+    import stat
+
+    device = next((d for d in ("/dev/zero", "/dev/urandom", "/dev/null")
+                   if stat.S_ISCHR(os.stat(d).st_mode)), None) if os.path.exists("/dev") else None
+    if device is None:
+        pytest.skip("no character device here")
+    path.unlink()
+    path.symlink_to(device)
+
+
+def _folder(path):
+    path.unlink()
+    path.mkdir()
+
+
+SPECIAL = {"a FIFO": _fifo, "a symlink loop": _loop, "a broken symlink": _broken,
+           "a character device": _device, "a folder": _folder}
+SPECIAL_CASES = [(kind, name, how) for kind, names in READ.items() for name in names for how in SPECIAL
+                 if not (kind == "finetune" and name == "run.json")]
+
+
+@pytest.mark.parametrize(("kind", "name", "how"), SPECIAL_CASES)
+def test_a_special_run_file_is_a_problem_never_a_hang(runs, tmp_path, capsys, kind, name, how):
+    import signal
+
+    run = tmp_path / kind
+    shutil.copytree(runs[kind], run)
+    SPECIAL[how](run / name)
+
+    def hang(*_):
+        raise TimeoutError(f"the report hangs on {how} {name}")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(120)
+    try:
+        problems = _report(run, tmp_path, capsys)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    what = how.replace("a FIFO", "a FIFO (named pipe)")
+    assert f"{name} is {what}, not a regular file" in problems, problems

@@ -108,13 +108,14 @@ def config_dump_cmd(
     run: Path = typer.Argument(..., help="A run folder (its run.json) made by any medvlm command."),
 ) -> None:
     """Print the EXPERIMENT.yaml section that reproduces RUN (its options under the commands' names;
-    defaults left out)."""
+    defaults left out). Credentials are printed masked (``***``), also from a run.json that holds them."""
     import json
 
     import yaml
 
     from medvlm.config_keys import dump_section
     from medvlm.errors import DataError
+    from medvlm.vlm._secrets import redact_record
 
     path = run / "run.json" if run.is_dir() else run
     try:
@@ -123,4 +124,5 @@ def config_dump_cmd(
         raise DataError(f"{path}: not a readable run.json ({exc})") from None
     if not isinstance(info, dict):
         raise DataError(f"{path}: run.json is not a JSON object")
-    print(yaml.safe_dump(dump_section(info), sort_keys=False, default_flow_style=False), end="")
+    section = redact_record(dump_section(redact_record(info)))  # base_url / extra_body: both names
+    print(yaml.safe_dump(section, sort_keys=False, default_flow_style=False), end="")

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medvlm.errors import BackendError, ConfigError, DataError
+from medvlm.errors import BackendError, ConfigError, DataError, first_line
 
 #: LoRA targets: the attention projections (self- and cross-attention) of the language model, of the
 #: vision tower, or of both. Regexes are matched against full module names by PEFT (``re.fullmatch``);
@@ -69,8 +69,9 @@ def load_processor(base_model: str) -> Any:
     check_model_source(base_model, "--base-model")  # seconds, not minutes of Hub retries
     try:
         return AutoProcessor.from_pretrained(base_model)
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"--base-model {base_model}: cannot load its processor ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged folder fails in many ways
+        raise BackendError(f"--base-model {base_model}: cannot load its processor "
+                           f"({first_line(exc)})") from None
 
 
 def load_base_model(base_model: str, *, method: str, device: str) -> Any:
@@ -97,8 +98,8 @@ def load_base_model(base_model: str, *, method: str, device: str) -> Any:
         kwargs["dtype"] = torch.bfloat16 if device == "cuda" else torch.float32
     try:
         model = AutoModelForImageTextToText.from_pretrained(base_model, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise BackendError(f"--base-model {base_model}: cannot load the model ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged folder fails in many ways (SafetensorError, ...)
+        raise BackendError(f"--base-model {base_model}: cannot load the model ({first_line(exc)})") from None
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
 

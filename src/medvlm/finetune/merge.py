@@ -20,8 +20,16 @@ def merge_adapter(adapter: str | Path, *, base_model: str, out: str | Path | Non
     adapter = Path(adapter)
     out = Path(out) if out is not None else adapter / "merged"
     device_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    base = AutoModelForImageTextToText.from_pretrained(base_model, dtype=device_dtype)
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    from medvlm.errors import BackendError, first_line
+
+    try:
+        base = AutoModelForImageTextToText.from_pretrained(base_model, dtype=device_dtype)
+    except Exception as exc:  # noqa: BLE001 - a damaged folder fails in many ways (SafetensorError, ...)
+        raise BackendError(f"--base-model {base_model}: cannot load the model ({first_line(exc)})") from None
+    try:
+        merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError(f"{adapter}: cannot load the adapter to merge ({first_line(exc)})") from None
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp))

@@ -6,13 +6,29 @@ values of secret-named ``--extra-body`` fields (``api_key``, ``token``, ``passwo
 request, as asked). Records (run.json, experiment.json, sweep.json, the report) hold them masked as
 ``***`` (:func:`redact_record`); anything a server sends back -- error bodies, refusals, answers -- goes
 through a :class:`Redactor` that masks every form a server may echo a secret in (verbatim, JSON-escaped,
-percent-encoded or decoded).
+percent-encoded or decoded, base64, a partial key). The recorded command line (run.json's ``command``)
+is masked by :func:`redact_command`.
+
+The encoded and partial forms a :class:`Redactor` masks:
+
+- base64 (standard and URL-safe, with or without ``=`` padding) of each secret and of a base URL's
+  ``user:password`` (the ``Authorization: Basic`` header httpx sends for it), standing alone or inside a
+  longer base64 text (each of the three byte alignments; at least :data:`BASE64_MIN` characters);
+- a prefix of a secret of at least :data:`PREFIX_MIN` characters (how OpenAI-style servers echo a key:
+  ``sk-abc12345****wxyz``, ``sk-abc12345...``) that starts a token (no letter, digit, ``-`` or ``_``
+  before it) and is followed by ``*``, ``…`` or ``...`` (those marks and a key suffix after them are
+  masked too), or ends its token (the next character is none of those token characters). A longer
+  token that merely shares the first characters (another key of the same ``sk-proj-`` family) is not a
+  prefix and is left as it is.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -20,6 +36,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 SECRET_NAME = re.compile(r"key|token|secret|passw|auth|credential|bearer|cookie|session|signature",
                          re.IGNORECASE)
 MASK = "***"
+#: shortest base64 form masked (shorter ones would mask text by chance)
+BASE64_MIN = 8
+#: shortest prefix of a secret masked as a partial echo of it
+PREFIX_MIN = 8
+#: characters that continue a token (a key, a password): a prefix must start and end a run of them
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]")
+_ELLIPSIS = re.compile(r"\*+|…+|\.{3,}")
 
 
 def redact_url(url: str) -> str:
@@ -66,6 +89,18 @@ def url_secrets(url: str) -> list[str]:
     if span is not None:
         values.append(url[span[0]:span[1]])
     return [s for v in values for s in (v, unquote(v)) if s]
+
+
+def url_userinfo(url: str) -> list[str]:
+    """``user:password`` of ``url`` (as written and percent-decoded): httpx sends it base64-encoded as
+    ``Authorization: Basic ...``, which a server may echo."""
+    span = _password_span(url)
+    if span is None:
+        return []
+    start = url.find("//")
+    start = 0 if start < 0 else start + 2
+    pair = url[start:span[1]]
+    return sorted({pair, unquote(pair)})
 
 
 def body_secrets(body: Any) -> list[str]:
@@ -121,6 +156,8 @@ def redact_record(data: Any) -> Any:
                 out[key] = redact_url(value)
             elif key == "extra_body":
                 out[key] = mask_body(value)
+            elif key == "command" and isinstance(value, str):
+                out[key] = redact_command(value)
             else:
                 out[key] = redact_record(value)
         return out
@@ -129,34 +166,145 @@ def redact_record(data: Any) -> Any:
     return data
 
 
+#: a token that may carry URL credentials: a scheme, or ``user:password@`` before the first ``/``
+_URLISH = re.compile(r"://|^[^/\s]*:[^/\s]*@|[?&;][^=&;#\s]+=")
+#: a secret-named JSON field left over in text that does not decode as a whole (a cut command line)
+_JSON_FIELD = re.compile(r'("(?:[^"\\]|\\.)*")(\s*:\s*)("(?:[^"\\]|\\.)*"|[^\s,}\]]+)')
+
+
+def redact_command(text: str, secrets: Iterable[str] = ()) -> str:
+    """A recorded command line with its secrets masked: the password and secret-named query values of
+    every URL in it (:func:`redact_url`), the secret-named fields of every JSON object in it
+    (``--extra-body``; :func:`mask_body`), and -- anywhere else in the line -- those same values, the
+    ``OPENAI_API_KEY`` of this environment and ``secrets``, in every form a :class:`Redactor` masks
+    (values shorter than 4 characters only where they stood).
+
+    >>> redact_command('medvlm x --base-url http://u:pw12@h/v1?api_key=q1 --extra-body {"token": "t9"}')
+    'medvlm x --base-url http://u:***@h/v1?api_key=*** --extra-body {"token": "***"}'
+    """
+    found = [*secrets, os.environ.get("OPENAI_API_KEY") or ""]
+    pairs: list[str] = []
+    tokens = text.split(" ")
+    for i, token in enumerate(tokens):
+        if _URLISH.search(token):
+            found += url_secrets(token)
+            pairs += url_userinfo(token)
+            tokens[i] = redact_url(token)
+    text = " ".join(tokens)
+    out, pos = [], 0
+    decoder = json.JSONDecoder()
+    while (start := text.find("{", pos)) >= 0:
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            out.append(text[pos:start + 1])
+            pos = start + 1
+            continue
+        found += body_secrets(value)
+        masked = mask_body(value)
+        out.append(text[pos:start] + (text[start:end] if masked == value else json.dumps(masked)))
+        pos = end
+    text = "".join(out) + text[pos:]
+
+    def field(match: re.Match[str]) -> str:
+        if not SECRET_NAME.search(match.group(1)) or match.group(3) == f'"{MASK}"':
+            return match.group(0)
+        found.append(match.group(3).strip('"'))
+        return f'{match.group(1)}{match.group(2)}"{MASK}"'
+
+    text = _JSON_FIELD.sub(field, text)
+    redactor = Redactor([f for f in found if len(f) >= 4 and f != MASK])
+    redactor.add(pairs, encoded_only=True)
+    return redactor(text)
+
+
 class Redactor:
     """Masks ``secrets`` in text, in every form a server may echo them: verbatim, JSON-escaped (``\\/``,
-    ``\\u..``), percent-encoded. Longer secrets first, so one inside another leaves no tail.
+    ``\\u..``), percent-encoded, base64, and a partial key (see the module docstring). Longer forms
+    first, so one inside another leaves no tail.
 
     >>> Redactor(["s/3"])("got s/3, s\\\\/3 and s%2F3")
     'got ***, *** and ***'
+    >>> r = Redactor(["sk-SECRETKEY-12345abcdef"])
+    >>> r("key sk-SECRETKEY-12345ab**** is wrong; c2stU0VDUkVUS0VZLTEyMzQ1YWJjZGVm; sk-SECRETKEY-99")
+    'key *** is wrong; ***; sk-SECRETKEY-99'
     """
 
     def __init__(self, secrets: list[str] | tuple[str, ...] = ()) -> None:
         self.forms: list[str] = []
+        self.partial: list[str] = []  # the forms whose prefixes are masked too
         self.add(secrets)
 
-    def add(self, secrets: list[str] | tuple[str, ...]) -> None:
-        forms = set(self.forms)
+    def add(self, secrets: Iterable[str], *, encoded_only: bool = False) -> None:
+        """Mask ``secrets`` from now on; ``encoded_only``: only their base64 forms (a ``user:password``
+        whose password alone is the secret)."""
+        forms, partial = set(self.forms), set(self.partial)
         for secret in secrets:
             if not secret:
                 continue
             escaped = json.dumps(secret)[1:-1]
-            forms |= {secret, escaped, escaped.replace("/", "\\/"), secret.replace("/", "\\/"),
-                      quote(secret, safe=""), quote(secret, safe="/"), quote(secret)}
+            plain = {secret, escaped, escaped.replace("/", "\\/"), secret.replace("/", "\\/")}
+            encoded = _base64_forms(secret)
+            if not encoded_only:
+                forms |= plain | {quote(secret, safe=""), quote(secret, safe="/"), quote(secret)}
+                partial |= {p for p in plain if len(p) > PREFIX_MIN}
+            forms |= encoded | {e.replace("/", "\\/") for e in encoded}
         self.forms = sorted((f for f in forms if f), key=len, reverse=True)
+        self.partial = sorted(partial, key=len, reverse=True)
 
     def __call__(self, text: str, *, min_length: int = 1) -> str:
-        """``text`` with each form (of at least ``min_length`` characters) replaced by ``***``."""
+        """``text`` with each form (of at least ``min_length`` characters) and each partial echo of a
+        secret replaced by ``***``."""
         for form in self.forms:
             if len(form) >= min_length and form in text:
                 text = text.replace(form, MASK)
+        for secret in self.partial:
+            if secret[:PREFIX_MIN] in text:
+                text = _mask_prefixes(text, secret)
         return text
 
     def __bool__(self) -> bool:
         return bool(self.forms)
+
+
+def _base64_forms(secret: str) -> set[str]:
+    """base64 of ``secret`` (UTF-8) standing alone (padded and not) and the characters that encode it
+    inside a longer base64 text at each of the three byte alignments; standard and URL-safe alphabets;
+    each at least :data:`BASE64_MIN` characters long."""
+    data = secret.encode("utf-8", "surrogatepass")
+    alone = base64.b64encode(data).decode()
+    forms = {alone, alone.rstrip("=")}
+    for offset in range(3):
+        text = base64.b64encode(bytes(offset) + data + bytes(2)).decode()
+        first = -(-8 * offset // 6)  # the first character made of the secret's bits only
+        last = (8 * (offset + len(data)) - 6) // 6  # the last one
+        forms.add(text[first:last + 1])
+    forms |= {f.replace("+", "-").replace("/", "_") for f in forms}
+    return {f for f in forms if len(f) >= BASE64_MIN}
+
+
+def _mask_prefixes(text: str, secret: str) -> str:
+    """``text`` with each partial echo of ``secret`` masked (the rule in the module docstring)."""
+    out, pos = [], 0
+    while (start := text.find(secret[:PREFIX_MIN], pos)) >= 0:
+        end = None
+        if start == 0 or not _TOKEN.match(text[start - 1]):
+            n = PREFIX_MIN
+            while n < len(secret) and start + n < len(text) and text[start + n] == secret[n]:
+                n += 1
+            stop = start + n
+            marks = _ELLIPSIS.match(text, stop)
+            if marks:
+                end = marks.end()
+                tail = re.compile(r"[A-Za-z0-9_\-]+").match(text, end)
+                if tail and secret.endswith(tail.group()):
+                    end = tail.end()
+            elif n == len(secret) or stop == len(text) or not _TOKEN.match(text[stop]):
+                end = stop
+        if end is None:
+            out.append(text[pos:start + 1])
+            pos = start + 1
+        else:
+            out.append(text[pos:start] + MASK)
+            pos = end
+    return "".join(out) + text[pos:]

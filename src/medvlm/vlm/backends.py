@@ -101,18 +101,24 @@ def fingerprint(name_or_path: str) -> str:
     if not path.is_dir():
         return name_or_path
     digest = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if not f.is_file():
-            continue
-        if f.suffix in (".json", ".jinja", ".txt", ".model"):
-            digest.update(f.name.encode() + f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
-            size = f.stat().st_size
-            with open(f, "rb") as fh:
-                head = fh.read(1 << 20)
-                fh.seek(max(0, size - (1 << 20)))
-                tail = fh.read(1 << 20)
-            digest.update(f.name.encode() + str(size).encode() + head + tail)
+    f = path
+    try:
+        for f in sorted(path.iterdir()):
+            if not f.is_file():
+                continue
+            if f.suffix in (".json", ".jinja", ".txt", ".model"):
+                digest.update(f.name.encode() + f.read_bytes())
+            elif f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+                size = f.stat().st_size
+                with open(f, "rb") as fh:
+                    head = fh.read(1 << 20)
+                    fh.seek(max(0, size - (1 << 20)))
+                    tail = fh.read(1 << 20)
+                digest.update(f.name.encode() + str(size).encode() + head + tail)
+    except OSError as exc:
+        from medvlm.errors import BackendError
+
+        raise BackendError(f"{f}: cannot read it ({exc.strerror or exc})") from None
     return f"{path.resolve()}#{digest.hexdigest()[:16]}"
 
 
@@ -164,6 +170,20 @@ def make_backend(config: BackendConfig) -> Backend:
 
 
 def api_key() -> str | None:
-    """The OpenAI-compatible API key from ``OPENAI_API_KEY`` (never logged, never written)."""
-    return os.environ.get("OPENAI_API_KEY") or None
+    """The OpenAI-compatible API key from ``OPENAI_API_KEY`` (never logged, never written).
+
+    It travels as an HTTP header, so it must be printable ASCII: a key with another character (an
+    accented letter, a line break, a tab) is a one-line ConfigError that names the position, never the
+    key or the character, before any request is sent.
+    """
+    key = os.environ.get("OPENAI_API_KEY") or None
+    if key is not None:
+        bad = next((i for i, c in enumerate(key) if not " " <= c <= "~"), None)
+        if bad is not None:
+            from medvlm.errors import ConfigError
+
+            kind = "a non-ASCII" if ord(key[bad]) > 127 else "a control"
+            raise ConfigError(f"OPENAI_API_KEY: {kind} character at position {bad + 1} of {len(key)}; an "
+                              "HTTP header carries printable ASCII only: set it to the key as issued")
+    return key
 

@@ -28,6 +28,7 @@ written is a one-line :class:`~medvlm.errors.DataError`, and so is damage found 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import sys
 import time
@@ -103,6 +104,7 @@ class ResponseCache:
 
     def __init__(self, path: str | Path, *, recover: bool = True) -> None:
         self.path = Path(path)
+        self.n_damaged = 0  # damaged answer rows met by get() (asked again)
         if self.path.is_dir():
             raise DataError(f"{self.path}: the response cache is a folder, not a file; give --cache a file "
                             "path (e.g. RUN/cache.sqlite)")
@@ -178,7 +180,13 @@ class ResponseCache:
         self._db.execute("DROP TABLE IF EXISTS responses")
 
     def close(self) -> None:
+        """Close the database; when damaged answer rows were met (:meth:`get`), one warning line says
+        how many (they were treated as missing and asked again)."""
         self._db.close()  # a damaged database still closes
+        if self.n_damaged:
+            n, self.n_damaged = self.n_damaged, 0
+            _warn(f"the response cache {self.path} held {n} damaged answer row{'s' * (n != 1)} (not text, no "
+                  "answer, or JSON that does not decode); they were treated as missing and asked again")
 
     def __enter__(self) -> ResponseCache:
         return self
@@ -207,23 +215,18 @@ class ResponseCache:
 
     def get(self, key: str) -> VLMResponse | None:
         """The stored answer for ``key`` (``cached=True``; ``prefill`` None when unknown), or None
-        (absent or only a failure). A stored row that does not decode (damaged text or JSON) counts as
-        absent: it is asked again and overwritten."""
+        (absent or only a failure). A stored answer row that is damaged (:func:`_decode`: text that is
+        not UTF-8, a BLOB or a number where text belongs, no raw text, JSON that does not decode or
+        holds values of the wrong type) counts as absent: it is asked again and overwritten, and
+        counted in :attr:`n_damaged` (one warning line when the cache is closed)."""
         rows = self._run("SELECT raw, prefill, code_probs, mass, finish_reason, extra FROM answers "
-                         "WHERE key=? AND status='ok'", (key,), undecodable=[])
+                         "WHERE key=? AND status='ok'", (key,), undecodable=[_UNDECODABLE])
         if not rows:
             return None
-        raw, prefill, code_probs, mass, finish_reason, extra = rows[0]
-        try:
-            probs = json.loads(code_probs) if code_probs else None
-            extra_dict = json.loads(extra) if extra else {}
-        except (ValueError, TypeError):
-            return None
-        if not isinstance(extra_dict, dict) or not (probs is None or isinstance(probs, dict)):
-            return None
-        return VLMResponse(raw=raw, prefill=prefill,  # type: ignore[arg-type]
-                           code_probs=probs, mass=mass, finish_reason=finish_reason, cached=True,
-                           extra=extra_dict)
+        response = None if rows[0] is _UNDECODABLE else _decode(*rows[0])
+        if response is None:
+            self.n_damaged += 1
+        return response
 
     def put(self, key: str, response: VLMResponse) -> None:
         """Store an answer or a failure and commit at once. A failure never overwrites an answer."""
@@ -255,6 +258,41 @@ class ResponseCache:
         for status, n in self._run("SELECT status, COUNT(*) FROM answers GROUP BY status"):
             out[status] = n
         return out
+
+
+#: what :meth:`ResponseCache._run` returns for a row whose text is not UTF-8
+_UNDECODABLE = ("undecodable",)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _decode(raw: Any, prefill: Any, code_probs: Any, mass: Any, finish_reason: Any, extra: Any
+            ) -> VLMResponse | None:
+    """A stored answer row as a :class:`VLMResponse`, or None when it is damaged: SQLite keeps any
+    type in any column, so each is checked -- ``raw`` text (every backend stores one, "" included),
+    ``prefill`` and ``finish_reason`` text or NULL, ``mass`` a finite number or NULL, ``code_probs``
+    NULL or JSON text of an object of finite non-negative numbers, ``extra`` NULL or JSON text of an
+    object."""
+    if not isinstance(raw, str) or not all(v is None or isinstance(v, str)
+                                           for v in (prefill, finish_reason, code_probs, extra)):
+        return None
+    if mass is not None and not _number(mass):
+        return None
+    try:
+        probs = json.loads(code_probs) if code_probs is not None else None
+        extra_dict = json.loads(extra) if extra is not None else {}
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(extra_dict, dict):
+        return None
+    if probs is not None and not (isinstance(probs, dict)
+                                  and all(_number(p) and p >= 0 for p in probs.values())):
+        return None
+    return VLMResponse(raw=raw, prefill=prefill,  # type: ignore[arg-type]
+                       code_probs=probs, mass=None if mass is None else float(mass),
+                       finish_reason=finish_reason, cached=True, extra=extra_dict)
 
 
 def _advice(exc: sqlite3.DatabaseError) -> str:

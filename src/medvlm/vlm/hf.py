@@ -134,7 +134,7 @@ class TransformersBackend(Backend):
     prefills_answer = True
 
     def __init__(self, config: Any) -> None:
-        from medvlm.errors import BackendError, require
+        from medvlm.errors import BackendError, first_line, require
         from medvlm.vlm.backends import fingerprint
 
         require("torch", "vlm")
@@ -164,9 +164,9 @@ class TransformersBackend(Backend):
                 model = model_cls.from_pretrained(config.model, dtype=self.dtype)  # type: ignore[union-attr]
             except (ValueError, AttributeError):
                 model = transformers.AutoModelForVision2Seq.from_pretrained(config.model, dtype=self.dtype)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged folder fails in many ways (SafetensorError, ...)
             raise BackendError(f"--model {config.model}: cannot load it with from_pretrained "
-                               f"({str(exc).splitlines()[0]})") from exc
+                               f"({first_line(exc)})") from None
         if adapter_state is not None:
             from medvlm.vlm._adapter import attach_adapter
 
