@@ -1,0 +1,176 @@
+"""Mutation testing of the modules whose bugs change numbers (``make mutation``; benchmarks/MUTATION.md).
+
+mutmut (configured in pyproject.toml, ``[tool.mutmut]``) copies ``src/`` to ``mutants/``, makes every
+one-line mutant of the listed modules, runs the selected tests once to record which tests call which
+function, then runs each mutant against only the tests that call its function (``-m "not slow"``,
+``-x``). This script runs it and reports the score per module::
+
+    python benchmarks/mutation.py run [--max-children N] [MUTANT_GLOB ...]   # then the report
+    python benchmarks/mutation.py report [--survivors] [--json PATH]
+
+Score = killed / (mutants - equivalent). A timeout counts as killed (the mutant changed behaviour: it
+hangs), "no tests" as survived (no test calls the function). Equivalent mutants (no input can tell them
+from the original) are listed with their mutated line and the reason in
+``benchmarks/mutation_equivalent.toml``; an entry whose mutant changed (the line differs) or was killed
+is reported as stale, so the list cannot silently drift from the code.
+
+``mutants/`` keeps the results: a second ``run`` retests only mutants of functions that changed (mutmut
+hashes each function); delete ``mutants/`` for a run from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENT = ROOT / "benchmarks" / "mutation_equivalent.toml"
+#: mutmut's exit codes -> the report's columns (mutmut.stats.status_by_exit_code)
+KILLED = {1, 3, 24, -24, 152, 255, 36}  # test failure, pytest internal error, timeouts
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+KEYS = ("mutants", "killed", "survived", "no tests", "equivalent", "not checked")
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _modules() -> list[str]:
+    """The mutated source files, from ``[tool.mutmut] only_mutate`` (globs expanded)."""
+    cfg = _load_toml(ROOT / "pyproject.toml")["tool"]["mutmut"]
+    files: list[str] = []
+    for pattern in cfg["only_mutate"]:
+        for path in sorted(ROOT.glob(pattern)):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel not in files:
+                files.append(rel)
+    return files
+
+
+def _results(path: str) -> dict[str, int | None]:
+    meta = ROOT / "mutants" / f"{path}.meta"
+    if not meta.is_file():
+        return {}
+    return json.loads(meta.read_text())["exit_code_by_key"]
+
+
+def _mutated_line(name: str, path: str) -> str:
+    """The first added line of a mutant's diff, stripped (how the equivalents file names a mutant)."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+        diff = get_diff_for_mutant(name, path=path)
+    finally:
+        os.chdir(cwd)
+    added = [line[1:].strip() for line in diff.splitlines()
+             if line.startswith("+") and not line.startswith("+++")]
+    return added[0] if added else ""
+
+
+def _status(code: int | None) -> str:
+    if code in KILLED:
+        return "killed"
+    if code in SURVIVED:
+        return "survived"
+    if code in NO_TESTS:
+        return "no tests"
+    return "not checked" if code is None else f"other ({code})"
+
+
+def report(*, survivors: bool = False, json_path: str | None = None) -> int:
+    """Print the score per module (and the surviving mutants); 1 when a module has no results yet."""
+    equivalent = _load_toml(EQUIVALENT) if EQUIVALENT.is_file() else {}
+    rows, missing, stale, open_survivors = [], [], [], []
+    totals: Counter = Counter()
+    for path in _modules():
+        results = _results(path)
+        if not results:
+            missing.append(path)
+            continue
+        counts: Counter = Counter()
+        for name, code in results.items():
+            status = _status(code)
+            entry = equivalent.get(name)
+            if entry is not None:
+                line = _mutated_line(name, path)
+                if status == "killed" or line != entry["line"]:
+                    stale.append((name, entry["line"], line, status))
+                else:
+                    counts["equivalent"] += 1
+                    continue
+            counts[status] += 1
+            if status in ("survived", "no tests"):
+                open_survivors.append((name, path, status))
+        counts["mutants"] = len(results)
+        tested = counts["mutants"] - counts["equivalent"]
+        score = counts["killed"] / tested if tested else None
+        rows.append({"module": path, **{k: counts[k] for k in KEYS}, "score": score})
+        totals.update(counts)
+    tested = totals["mutants"] - totals["equivalent"]
+    total = {"module": "all", **{k: totals[k] for k in KEYS},
+             "score": totals["killed"] / tested if tested else None}
+    head = ["module", "mutants", "killed", "survived", "no tests", "equivalent", "score"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    for row in [*rows, total]:
+        cells = [f"`{row['module']}`" if row["module"] != "all" else "**all**",
+                 *[str(row[k]) for k in head[1:-1]],
+                 "n/a" if row["score"] is None else f"{100 * row['score']:.1f}%"]
+        print("| " + " | ".join(cells) + " |")
+    for path in missing:
+        print(f"no results for {path}: run `python benchmarks/mutation.py run` first", file=sys.stderr)
+    for name, want, got, status in stale:
+        print(f"stale equivalent entry {name} ({status}): listed line {want!r}, mutant now {got!r}",
+              file=sys.stderr)
+    if survivors and open_survivors:
+        print(f"\n{len(open_survivors)} surviving mutant(s) not listed as equivalent:")
+        for name, path, status in open_survivors:
+            print(f"{name} [{status}]: {_mutated_line(name, path)}")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"modules": rows, "all": total,
+                                               "survivors": [n for n, _, _ in open_survivors]}, indent=1))
+    return 1 if missing else 0
+
+
+def run(max_children: int, names: list[str]) -> int:
+    """``mutmut run`` from the repository root (the mutants, not an installed medvlm, are imported)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    mutmut = Path(sys.executable).with_name("mutmut")
+    cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(max_children), *names]
+    code = subprocess.call(cmd, cwd=ROOT, env=env)
+    if code != 0:
+        print(f"mutmut run exited with {code}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run mutmut, then print the report")
+    p_run.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    p_run.add_argument("names", nargs="*", help="only these mutants (globs, e.g. 'medvlm.metrics.*')")
+    p_rep = sub.add_parser("report", help="the score per module from the last run")
+    for p in (p_run, p_rep):
+        p.add_argument("--survivors", action="store_true", help="list surviving mutants not known equivalent")
+        p.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.max_children, args.names)
+    return report(survivors=args.survivors, json_path=args.json_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
