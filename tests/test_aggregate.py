@@ -102,3 +102,46 @@ def test_keyed_rows_reduce_repeats_per_slice_with_the_tumour_task():
     assert rows["score"].tolist()[0] == pytest.approx(2 / 3)
     assert rows["n_unparsed"].tolist() == [0, 1, 0, 0]
     assert pd.isna(rows["score"].iloc[1]) and pd.isna(rows["score"].iloc[3])
+
+
+def _tied_slices():
+    # patient A: axial 1 LGG vs 1 HGG (a tie), coronal 2 LGG; patient B: axial 2 HGG vs 2 LGG (a tie)
+    return pd.DataFrame({
+        "patient_id": ["A", "A", "A", "A", "B", "B", "B", "B"],
+        "orientation": ["axial", "axial", "coronal", "coronal", "axial", "axial", "axial", "axial"],
+        "choice": pd.array([0, 1, 0, 0, 1, 1, 0, 0], dtype="Int64"),
+        "p_lgg": [0.5, 0.5, 0.7, 0.7, 0.4, 0.4, 0.6, 0.6],
+        "p_hgg": [0.5, 0.5, 0.3, 0.3, 0.6, 0.6, 0.4, 0.4],
+        "p_ng": [0.0] * 8,
+    })
+
+
+@pytest.mark.parametrize("reducer", ["majority", "mean_prob"])
+def test_patient_rows_pass_the_tie_break_to_the_reducer(reducer):
+    labels = {"A": 0, "B": 1}
+
+    def preds(tie_break):
+        rows = patient_rows(_tied_slices(), labels, task=GRADING, reducer=reducer, tie_break=tie_break,
+                            orientations=["axial", "coronal"])
+        return {(r.patient_id, r.orientation): None if pd.isna(r.pred) else int(r.pred)
+                for r in rows.itertuples()}
+
+    # only the tied units follow --tie-break: A axial and B axial (both reducers), B combined (a tie too)
+    assert preds(1) == {("A", "axial"): 1, ("B", "axial"): 1, ("A", "coronal"): 0, ("B", "coronal"): None,
+                        ("A", "combined"): 0, ("B", "combined"): 1}
+    assert preds(0) == {("A", "axial"): 0, ("B", "axial"): 0, ("A", "coronal"): 0, ("B", "coronal"): None,
+                        ("A", "combined"): 0, ("B", "combined"): 0}
+    default = patient_rows(_tied_slices(), labels, task=GRADING, reducer=reducer, orientations=["axial"])
+    assert default["pred"].tolist() == [1, 1, 1, 1]  # no tie_break given: the positive class
+
+
+def test_keyed_rows_pass_the_tie_break_to_the_reducer():
+    task = get_task("brats-tumour")
+    calls = pd.DataFrame({"patient_id": ["A", "A", "A"], "orientation": ["axial"] * 3,
+                          "slice_index": [3, 3, 5], "choice": pd.array([0, 1, 1], dtype="Int64")})
+    units = pd.DataFrame({"patient_id": ["A", "A"], "orientation": ["axial"] * 2, "slice_index": [3, 5],
+                          "label": [1, 0]})
+    keys = ["patient_id", "orientation", "slice_index"]
+    assert keyed_rows(calls, units, task=task, keys=keys, tie_break=0)["pred"].tolist() == [0, 1]
+    assert keyed_rows(calls, units, task=task, keys=keys, tie_break=1)["pred"].tolist() == [1, 1]
+    assert keyed_rows(calls, units, task=task, keys=keys)["pred"].tolist() == [1, 1]

@@ -131,6 +131,60 @@ def test_bootstrap_ci_contains_estimate_and_narrows():
     assert widths[1] < widths[0] / 2
 
 
+def _pairwise_auc(y, s):
+    pos, neg = s[y == 1][:, None], s[y == 0][None, :]
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+
+def test_percentile_interval_is_the_central_quantiles_of_the_documented_resamples():
+    # Documented: resample n rows with replacement, n_boot times, from numpy.random.default_rng(seed); the
+    # percentile interval at 95% is the 2.5% and 97.5% quantiles of the resampled metric.
+    data = np.random.default_rng(5)
+    n = 60
+    y = data.integers(0, 2, n)
+    p = np.where(data.random(n) < 0.7, y, 1 - y)
+    s = np.clip(0.3 * y + 0.7 * data.random(n), 0, 1)
+    rng = np.random.default_rng(11)
+    boot = {"accuracy": [], "recall": [], "specificity": [], "auc": []}
+    for _ in range(200):
+        i = rng.integers(0, n, size=n)
+        yi, pi = y[i], p[i]
+        boot["accuracy"].append(np.mean(yi == pi))
+        boot["recall"].append(np.mean(pi[yi == 1] == 1) if (yi == 1).any() else np.nan)
+        boot["specificity"].append(np.mean(pi[yi == 0] == 0) if (yi == 0).any() else np.nan)
+        boot["auc"].append(_pairwise_auc(yi, s[i]) if 0 < yi.sum() < n else np.nan)
+    for confidence in (0.95, 0.9):
+        ci = bootstrap_metrics(y, p, s, n_boot=200, seed=11, confidence=confidence)
+        alpha = 1 - confidence
+        for metric, values in boot.items():
+            values = np.array(values)
+            want = np.quantile(values[~np.isnan(values)], [alpha / 2, 1 - alpha / 2])
+            assert ci[f"{metric}_ci"] == pytest.approx(want.tolist(), rel=1e-12), (metric, confidence)
+
+
+def test_percentile_interval_of_known_values():
+    from medvlm.metrics import _percentile_ci
+
+    values = np.arange(1001.0)  # quantile q of 0..1000 is 1000 q
+    assert _percentile_ci(values, 0.05) == [25.0, 975.0]
+    assert _percentile_ci(values, 0.2) == [100.0, 900.0]
+    assert _percentile_ci(np.array([np.nan, 2.0, np.nan]), 0.05) == [2.0, 2.0]  # undefined resamples left out
+    assert _percentile_ci(np.array([np.nan, np.nan]), 0.05) is None
+
+
+@pytest.mark.parametrize(("confidence", "z"), [(0.95, 1.959964), (0.9, 1.644854)])
+def test_a_95_percent_interval_is_as_wide_as_normal_theory_says(confidence, z):
+    # 400 patients, accuracy 0.75: the bootstrap distribution of the accuracy is close to normal with
+    # sd sqrt(0.75 * 0.25 / 400), so the two-sided interval is 2 z sd wide (a 90% one is 16% narrower)
+    y = np.array([0, 1] * 200)
+    p = y.copy()
+    p[:100] = 1 - p[:100]
+    for seed in (0, 1):
+        lo, hi = bootstrap_metrics(y, p, n_boot=2000, seed=seed, confidence=confidence)["accuracy_ci"]
+        assert (hi - lo) / (2 * z * math.sqrt(0.75 * 0.25 / 400)) == pytest.approx(1.0, abs=0.05)
+        assert (lo + hi) / 2 == pytest.approx(0.75, abs=0.005)
+
+
 def test_bootstrap_seeded_and_methods():
     y = [0, 1] * 15
     p = [0, 1, 1, 1, 0, 0] * 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -192,8 +193,15 @@ def test_compare_cli_table(asah, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(a), str(b)])
     assert exc.value.code in (0, None)
-    out = capsys.readouterr().out
-    assert "DeLong" in out and "McNemar" in out
+    out = re.sub(r"\s+", " ", capsys.readouterr().out)  # rich wraps long lines at the console width
+    # the numbers of test_compare_cli_json (pROC's DeLong z; McNemar's b and c counted from the data),
+    # rounded as the table shows them: A = WFNS > 2, B = S100B > 0.2, each right on 84 of 113
+    assert ": 113 patients" in out
+    assert "│ ROC AUC │ 0.824 │ 0.731 │ 0.092 [0.010, 0.174] │" in out
+    assert "│ accuracy │ 0.743 │ 0.743 │ 0.000 [-0.072, 0.072] │" in out
+    assert "DeLong (AUC): z = 2.209, p = 0.0272" in out
+    assert ("McNemar (accuracy, exact binomial): b = 8 (A right, B wrong), c = 8 (A wrong, B right), "
+            "p = 1.0000") in out
 
 
 def test_compare_patients_in_one_file_only_exit_2(asah, tmp_path, capsys):

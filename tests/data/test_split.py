@@ -71,21 +71,73 @@ def test_warns_when_a_fold_has_no_lgg():
 
 
 def test_no_warning_when_every_fold_has_lgg():
+    labels = dict(zip(IDS, LABELS, strict=True))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        split_patients(IDS, LABELS, folds=5, seed=0)
+        warnings.simplefilter("error")  # a warning would fail the test here
+        split = split_patients(IDS, LABELS, folds=5, seed=0)
+        assert check_split(split, labels) == []
+    for fold in split["folds"]:
+        for name in ("train", "val"):
+            assert any(labels[p] == 0 for p in fold[name]), name  # the reason there is nothing to warn about
+
+
+def test_check_split_returns_the_warnings_it_issues():
+    split = {"test": ["t0", "t1"], "folds": [{"train": ["a", "b"], "val": ["c", "d"]},
+                                             {"train": ["c", "d"], "val": ["a", "b"]}]}
+    labels = {"t0": 0, "t1": 1, "a": 1, "b": 1, "c": 0, "d": 1}
+    with pytest.warns(UserWarning) as record:
+        notes = check_split(split, labels)
+    assert notes == ["fold 0 train holds no LGG patient", "fold 1 val holds no LGG patient"]
+    assert [str(w.message) for w in record] == notes
+    assert check_split(split) == []  # without labels nothing is known about LGG
+
+
+def _toy_split():
+    return {"test": ["t0", "t1"], "folds": [{"train": ["a", "b"], "val": ["c", "d"]},
+                                            {"train": ["c", "d"], "val": ["a", "b"]}]}
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda s: s["folds"][1]["val"].append("t1"), "patient t1 is in two cohorts of fold 1"),      # val-test
+    (lambda s: s["folds"][0]["train"].append("t0"), "patient t0 is in two cohorts of fold 0"),    # train-test
+    (lambda s: s["folds"][0]["val"].append("a"), "patient a is in two cohorts of fold 0"),        # train-val
+    (lambda s: s["test"].append("t0"), "a patient appears twice in the test set"),
+    (lambda s: s["folds"][1]["train"].append("c"), "a patient appears twice in fold 1 train"),
+    (lambda s: s["folds"][0]["val"].append("d"), "a patient appears twice in fold 0 val"),
+    (lambda s: s["folds"][1].update(val=["c"], train=["a", "b", "d"]),
+     "a patient is in the validation set of two folds"),
+])
+def test_check_split_refuses_every_kind_of_leakage(change, match):
+    split = _toy_split()
+    assert check_split(split) == []
+    change(split)
+    with pytest.raises(DataError, match=match):
+        check_split(split)
+
+
+def test_check_split_refuses_a_fold_that_does_not_cover_the_cohort():
+    labels = {"t0": 0, "t1": 1, "a": 0, "b": 1, "c": 0, "d": 1}
+    assert check_split(_toy_split(), labels) == []
+    with pytest.raises(DataError, match="fold 0 does not cover the cohort exactly"):
+        check_split(_toy_split(), {**labels, "e": 1})  # a patient left out
+    short = _toy_split()
+    short["folds"][1]["train"].remove("d")
+    with pytest.raises(DataError, match="fold 1 does not cover the cohort exactly"):
+        check_split(short, labels)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error"),
+    ("kwargs", "error", "match"),
     [
-        ({"test_fraction": 1.0}, ConfigError),
-        ({"folds": 1}, ConfigError),
-        ({"test_fraction": 0.01}, DataError),
+        ({"test_fraction": 1.0}, ConfigError, r"--test-fraction must be within \[0, 1\), got 1.0"),
+        ({"test_fraction": -0.1}, ConfigError, r"--test-fraction must be within \[0, 1\), got -0.1"),
+        ({"folds": 1}, ConfigError, "--folds must be at least 2, got 1"),
+        ({"test_fraction": 0.01}, DataError,
+         r"cannot hold out a stratified test set of 0.01 from 100 patients \(20 LGG, 80 HGG\)"),
     ],
 )
-def test_bad_arguments(kwargs, error):
-    with pytest.raises(error):
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         split_patients(IDS, LABELS, **kwargs)
 
 
