@@ -29,10 +29,14 @@ def test_counts_and_gldr():
     assert vote_counts([0, 1, 1, None], 2) == (1, 2, 1)
     assert vote_share(2, 1) == pytest.approx(1 / 3)
     assert vote_share(0, 5) == 1.0 and vote_share(0, 0) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^answer 3 is not one of 0..2 or None$"):
         vote_counts([3])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^answer 2 is not one of 0..1 or None$"):
         vote_counts([2], 2)
+    with pytest.raises(ValueError, match=r"^answer 0.5 is not one of 0..2 or None$"):
+        vote_counts([0.5])  # not a code, even though 0 <= 0.5 < 3
+    with pytest.raises(ValueError, match=r"^answer -1 is not one of 0..2 or None$"):
+        vote_counts([-1])
 
 
 @pytest.mark.parametrize(("choices", "tie", "expected"), [

@@ -95,7 +95,7 @@ def test_png_bytes_deterministic_and_montage(patient):
     montage = S.patient_slices(row, "axial", modalities="flair,t1ce,t2,t1")
     img = _pixels(montage[0].png)
     assert img.shape == (24, 20) and img.dtype == np.uint8
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"--modalities: give 1 to 4 distinct .*; got \['flair', 'flair'\]"):
         S.parse_modalities("flair,flair")
 
 
