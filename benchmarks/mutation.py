@@ -7,6 +7,7 @@ function, then runs each mutant against only the tests that call its function (`
 
     python benchmarks/mutation.py run [--max-children N] [MUTANT_GLOB ...]   # then the report
     python benchmarks/mutation.py report [--survivors] [--json PATH]
+    python benchmarks/mutation.py hand     # the hand-written mutants below, each must fail its tests
 
 Score = killed / (mutants - equivalent). A timeout counts as killed (the mutant changed behaviour: it
 hangs), "no tests" as survived (no test calls the function). Equivalent mutants (no input can tell them
@@ -16,6 +17,13 @@ is reported as stale, so the list cannot silently drift from the code.
 
 ``mutants/`` keeps the results: a second ``run`` retests only mutants of functions that changed (mutmut
 hashes each function); delete ``mutants/`` for a run from scratch.
+
+mutmut mutates function bodies only, and neither f-strings nor ``@property`` methods: module constants
+(a task's classes and answer words, the parser's keyword), the parser's regexes (f-strings), the task's
+derived properties and SQL text are out of its reach. :data:`HAND_MUTANTS` are one-line bugs of exactly
+those kinds (and the four survivors that started this: issue 20); ``hand`` applies each to a copy of
+``src/`` and runs the named tests, which must fail. A hand mutant whose line is no longer in the file is
+reported as stale.
 """
 
 from __future__ import annotations
@@ -144,6 +152,92 @@ def report(*, survivors: bool = False, json_path: str | None = None) -> int:
     return 1 if missing else 0
 
 
+#: (what the bug is, file, the line's text, the bug's text, tests that must fail)
+HAND_MUTANTS = [
+    ("percentile interval at [alpha, 1 - alpha]: a '95%' CI is a 90% one (issue 20)",
+     "src/medvlm/metrics.py", "np.quantile(ok, [alpha / 2, 1 - alpha / 2])",
+     "np.quantile(ok, [alpha, 1 - alpha])", ["tests/test_metrics.py"]),
+    ("patient_rows drops tie_break: --tie-break lgg ignored (issue 20)", "src/medvlm/aggregate.py",
+     "**_unit_row(frame, task, fn, tie_break)}", "**_unit_row(frame, task, fn, 1)}",
+     ["tests/test_aggregate.py"]),
+    ("the failure upsert loses its guard: a failure overwrites a cached answer (issue 20)",
+     "src/medvlm/vlm/cache.py", """updated=excluded.updated WHERE status='failed'",""",
+     """updated=excluded.updated",""", ["tests/vlm/test_vlm_cache_rows.py"]),
+    ("check_split stops checking val against test (issue 20)", "src/medvlm/data/split.py",
+     " | (set(val) & set(test))", "", ["tests/data/test_split.py"]),
+    ("the positive class is the other one (property)", "src/medvlm/tasks/base.py",
+     "return self.classes.index(self.positive) if", "return 1 - self.classes.index(self.positive) if",
+     ["tests/tasks/test_tasks.py"]),
+    ("a task without a named positive class takes the first (property)", "src/medvlm/tasks/base.py",
+     "if self.positive is not None else self.n_classes - 1", "if self.positive is not None else 0",
+     ["tests/tasks/test_tasks.py"]),
+    ("answer codes shifted by one (property)", "src/medvlm/tasks/base.py",
+     "return tuple(str(i) for i in range(len(self.answers)))",
+     "return tuple(str(i + 1) for i in range(len(self.answers)))", ["tests/tasks/test_tasks.py"]),
+    ("answer names from the wrong field (property)", "src/medvlm/tasks/base.py",
+     "return {str(i): a.name for i, a in enumerate(self.answers)}",
+     "return {str(i): a.count_column for i, a in enumerate(self.answers)}", ["tests/tasks/test_tasks.py"]),
+    ("slice units keyed without their orientation (constant)", "src/medvlm/tasks/base.py",
+     '"slice": ["orientation", "slice_index"]', '"slice": ["slice_index"]', ["tests/tasks/test_tasks.py"]),
+    ("brats-grading: 'low grade' read as HGG (constant)", "src/medvlm/tasks/brats_grading.py",
+     r'(r"low[\s-]*grade(?:\s+glioma)?|\blgg\b", 0)', r'(r"low[\s-]*grade(?:\s+glioma)?|\blgg\b", 1)',
+     ["tests/tasks/test_brats_grading_parser.py"]),
+    ("brats-grading: LGG is the positive class (constant)", "src/medvlm/tasks/brats_grading.py",
+     'positive="HGG"', 'positive="LGG"', ["tests/tasks/test_tasks.py", "tests/test_aggregate.py"]),
+    ("brats-tumour: a negated answer reads as tumour (constant)", "src/medvlm/tasks/brats_tumour.py",
+     "(_NEGATED, 0),", "(_NEGATED, 1),", ["tests/tasks/test_brats_tumour.py"]),
+    ("parser: 'answer' is no longer a keyword (constant)", "src/medvlm/vlm/parsing.py",
+     r'_KEYWORD = r"(?:choice|answer|classification|final\s+answer)"',
+     r'_KEYWORD = r"(?:choice|classification|final\s+answer)"', ["tests/tasks/test_brats_grading_parser.py"]),
+    ("parser: a hedge '1 or 2' reads as 1 (f-string regex)", "src/medvlm/vlm/parsing.py",
+     r'r"(?!\s*[,/]\s*\d)(?!\s*(?:or|and)\s+\d)",', r'r"(?!\s*[,/]\s*\d)",',
+     ["tests/tasks/test_brats_grading_parser.py"]),
+    ("parser: 'Choice: 1.5' reads as 1 (f-string regex)", "src/medvlm/vlm/parsing.py",
+     r"({d})(?!\d|\.\d)", r"({d})(?!\d)", ["tests/tasks/test_brats_grading_parser.py"]),
+    ("parser: a digit followed by prose reads as a bare answer (f-string regex)", "src/medvlm/vlm/parsing.py",
+     r'self._bare = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?\s*[.:]?\s*$")',
+     r'self._bare = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?\s*[.:]?")',
+     ["tests/tasks/test_brats_grading_parser.py"]),
+    ("slices: axial and coronal swapped (constant)", "src/medvlm/data/slices.py",
+     'AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}', 'AXIS = {"sagittal": 0, "coronal": 2, "axial": 1}',
+     ["tests/data/test_slices.py"]),
+    ("metrics: precision and recall swapped in CI_METRICS (constant)", "src/medvlm/metrics.py",
+     'CI_METRICS = ("accuracy", "precision", "recall",', 'CI_METRICS = ("accuracy", "recall", "precision",',
+     ["tests/test_metrics.py"]),
+]
+
+
+def hand(only: list[str] | None = None) -> int:
+    """Apply each hand mutant to a copy of ``src/`` and run its tests; 1 when one survives or is stale."""
+    import shutil
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    bad = 0
+    print("| hand mutant | file | result |\n|---|---|---|")
+    for what, path, old, new, tests in HAND_MUTANTS:
+        if only and not any(o in what for o in only):
+            continue
+        text = (ROOT / path).read_text(encoding="utf-8")
+        if text.count(old) != 1:
+            state = "gone" if not text.count(old) else "ambiguous"
+            print(f"| {what} | `{path}` | STALE: the line is {state}, update HAND_MUTANTS |")
+            bad += 1
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(ROOT / "src", Path(tmp) / "src", ignore=shutil.ignore_patterns("__pycache__"))
+            (Path(tmp) / path).write_text(text.replace(old, new), encoding="utf-8")
+            cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                   *tests]
+            code = subprocess.call(cmd, cwd=ROOT, env={**env, "PYTHONPATH": f"{tmp}/src"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = "killed" if code == 1 else "SURVIVED" if code == 0 else f"error (pytest exit {code})"
+        bad += result != "killed"
+        print(f"| {what} | `{path}` | {result} |")
+    return 1 if bad else 0
+
+
 def run(max_children: int, names: list[str]) -> int:
     """``mutmut run`` from the repository root (the mutants, not an installed medvlm, are imported)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -163,10 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     p_run.add_argument("names", nargs="*", help="only these mutants (globs, e.g. 'medvlm.metrics.*')")
     p_rep = sub.add_parser("report", help="the score per module from the last run")
+    p_hand = sub.add_parser("hand", help="the hand-written mutants mutmut cannot make")
+    p_hand.add_argument("only", nargs="*", help="only mutants whose description contains one of these")
     for p in (p_run, p_rep):
         p.add_argument("--survivors", action="store_true", help="list surviving mutants not known equivalent")
         p.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.command == "hand":
+        return hand(args.only)
     if args.command == "run":
         run(args.max_children, args.names)
     return report(survivors=args.survivors, json_path=args.json_path)
