@@ -106,3 +106,49 @@ def test_a_table_of_an_unknown_layout_is_refused(tmp_path):
     with pytest.raises(DataError, match="'answers' table of an unknown layout"):
         ResponseCache(path)
 
+
+
+def test_the_folder_is_made_and_a_locked_database_is_waited_for(tmp_path, monkeypatch):
+    import medvlm.vlm.cache as cache_module
+
+    seen = {}
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        seen.update(kwargs)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module.sqlite3, "connect", connect)
+    with ResponseCache(tmp_path / "a" / "b" / "c.sqlite") as cache:  # missing parents are made
+        cache.put("k", ANSWER)
+    assert seen == {"timeout": 30.0}  # another process writing: wait up to 30 s, not sqlite's 5 s
+
+
+def test_a_v1_table_with_exactly_the_needed_columns_is_migrated(tmp_path):
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, status TEXT, raw TEXT, p_lgg REAL, p_hgg REAL, "
+               "p_ng REAL, mass REAL, error TEXT, extra TEXT, attempts INTEGER, updated REAL)")  # no 'choice'
+    db.execute("INSERT INTO responses VALUES ('k', 'ok', 'Choice: 1', 0.25, 0.5, 0.25, 0.8, NULL, NULL, 1, "
+               "0)")
+    db.commit()
+    db.close()
+    with ResponseCache(path) as cache:
+        got = cache.get("k")
+    assert (got.raw, got.prefill, got.code_probs, got.mass) == ("Choice: 1", None, {"0": 0.25, "1": 0.5,
+                                                                                    "2": 0.25}, 0.8)
+
+
+def test_layout_errors_name_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE responses (key TEXT, something TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(DataError, match=rf"^{path}: a 'responses' table of an unknown layout; move the file "
+                                        r"away or give another --cache$"):
+        ResponseCache(path)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(DataError, match=r"; move it away or give another --cache$"):
+        ResponseCache(junk)
