@@ -98,31 +98,33 @@ def _toy_split():
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    (lambda s: s["folds"][1]["val"].append("t1"), "patient t1 is in two cohorts of fold 1"),      # val-test
-    (lambda s: s["folds"][0]["train"].append("t0"), "patient t0 is in two cohorts of fold 0"),    # train-test
-    (lambda s: s["folds"][0]["val"].append("a"), "patient a is in two cohorts of fold 0"),        # train-val
+    (lambda s: s["folds"][1]["val"].append("t1"), "patient t1 is in two cohorts of fold 1; refusing to "
+                                                  "write"),
+    (lambda s: s["folds"][0]["train"].append("t0"), "patient t0 is in two cohorts of fold 0; refusing to "
+                                                    "write"),
+    (lambda s: s["folds"][0]["val"].append("a"), "patient a is in two cohorts of fold 0; refusing to write"),
     (lambda s: s["test"].append("t0"), "a patient appears twice in the test set"),
     (lambda s: s["folds"][1]["train"].append("c"), "a patient appears twice in fold 1 train"),
     (lambda s: s["folds"][0]["val"].append("d"), "a patient appears twice in fold 0 val"),
     (lambda s: s["folds"][1].update(val=["c"], train=["a", "b", "d"]),
      "a patient is in the validation set of two folds"),
-])
+])  # val-test, train-test, train-val, then duplicates
 def test_check_split_refuses_every_kind_of_leakage(change, match):
     split = _toy_split()
     assert check_split(split) == []
     change(split)
-    with pytest.raises(DataError, match=match):
+    with pytest.raises(DataError, match=f"^split: {match}$"):
         check_split(split)
 
 
 def test_check_split_refuses_a_fold_that_does_not_cover_the_cohort():
     labels = {"t0": 0, "t1": 1, "a": 0, "b": 1, "c": 0, "d": 1}
     assert check_split(_toy_split(), labels) == []
-    with pytest.raises(DataError, match="fold 0 does not cover the cohort exactly"):
+    with pytest.raises(DataError, match="^split: fold 0 does not cover the cohort exactly$"):
         check_split(_toy_split(), {**labels, "e": 1})  # a patient left out
     short = _toy_split()
     short["folds"][1]["train"].remove("d")
-    with pytest.raises(DataError, match="fold 1 does not cover the cohort exactly"):
+    with pytest.raises(DataError, match="^split: fold 1 does not cover the cohort exactly$"):
         check_split(short, labels)
 
 
@@ -280,10 +282,12 @@ def test_too_few_patients_names_the_counts_and_the_fix(n0, n1, folds, message):
         split_patients(ids, [0] * n0 + [1] * n1, test_fraction=0.0, folds=folds)
 
 
-def test_as_many_folds_as_the_larger_class_is_allowed():
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
+def test_as_many_folds_as_the_larger_class_is_allowed(labels):
     ids = [f"p{i}" for i in range(5)]
-    with pytest.warns(UserWarning):
-        split = split_patients(ids, [0, 0, 1, 1, 1], test_fraction=0.0, folds=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a fold without LGG, with two of them
+        split = split_patients(ids, labels, test_fraction=0.0, folds=3)
     assert sorted(p for f in split["folds"] for p in f["val"]) == ids
 
 
