@@ -65,10 +65,11 @@ def _modules() -> list[str]:
     return files
 
 
-def _results(path: str) -> dict[str, int | None]:
+def _results(path: str) -> dict[str, int | None] | None:
+    """mutmut's exit code per mutant of ``path`` (None: not generated yet; {}: a file without functions)."""
     meta = ROOT / "mutants" / f"{path}.meta"
     if not meta.is_file():
-        return {}
+        return None
     return json.loads(meta.read_text())["exit_code_by_key"]
 
 
@@ -97,14 +98,18 @@ def _status(code: int | None) -> str:
     return "not checked" if code is None else f"other ({code})"
 
 
-def report(*, survivors: bool = False, json_path: str | None = None) -> int:
+def _toml_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def report(*, survivors: bool = False, json_path: str | None = None, stubs: bool = False) -> int:
     """Print the score per module (and the surviving mutants); 1 when a module has no results yet."""
     equivalent = _load_toml(EQUIVALENT) if EQUIVALENT.is_file() else {}
     rows, missing, stale, open_survivors = [], [], [], []
     totals: Counter = Counter()
     for path in _modules():
         results = _results(path)
-        if not results:
+        if results is None:
             missing.append(path)
             continue
         counts: Counter = Counter()
@@ -130,6 +135,8 @@ def report(*, survivors: bool = False, json_path: str | None = None) -> int:
     total = {"module": "all", **{k: totals[k] for k in KEYS},
              "score": totals["killed"] / tested if tested else None}
     head = ["module", "mutants", "killed", "survived", "no tests", "equivalent", "score"]
+    if totals["not checked"]:
+        head.insert(-1, "not checked")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     for row in [*rows, total]:
@@ -146,6 +153,9 @@ def report(*, survivors: bool = False, json_path: str | None = None) -> int:
         print(f"\n{len(open_survivors)} surviving mutant(s) not listed as equivalent:")
         for name, path, status in open_survivors:
             print(f"{name} [{status}]: {_mutated_line(name, path)}")
+    if stubs:  # entries to paste into mutation_equivalent.toml once each is shown to be equivalent
+        for name, path, _ in open_survivors:
+            print(f'\n[{_toml_string(name)}]\nline = {_toml_string(_mutated_line(name, path))}\nwhy = "TODO"')
     if json_path:
         Path(json_path).write_text(json.dumps({"modules": rows, "all": total,
                                                "survivors": [n for n, _, _ in open_survivors]}, indent=1))
@@ -201,6 +211,15 @@ HAND_MUTANTS = [
     ("slices: axial and coronal swapped (constant)", "src/medvlm/data/slices.py",
      'AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}', 'AXIS = {"sagittal": 0, "coronal": 2, "axial": 1}',
      ["tests/data/test_slices.py"]),
+    ("stacklevel: the bootstrap warning names metrics.py, not the caller (unobservable under mutmut)",
+     "src/medvlm/metrics.py", 'f" of {int(n_boot)})", MetricWarning, stacklevel=2)',
+     'f" of {int(n_boot)})", MetricWarning, stacklevel=1)', ["tests/test_metrics.py"]),
+    ("stacklevel: a DeLong warning names stats.py, not the caller (unobservable under mutmut)",
+     "src/medvlm/stats.py", 'the test cohort has one class only", StatsWarning, stacklevel=2)',
+     'the test cohort has one class only", StatsWarning, stacklevel=1)', ["tests/test_stats.py"]),
+    ("stacklevel: the no-LGG warning names split.py, not the caller (unobservable under mutmut)",
+     "src/medvlm/data/split.py", "warnings.warn(note, UserWarning, stacklevel=2)",
+     "warnings.warn(note, UserWarning, stacklevel=1)", ["tests/data/test_split.py"]),
     ("metrics: precision and recall swapped in CI_METRICS (constant)", "src/medvlm/metrics.py",
      'CI_METRICS = ("accuracy", "precision", "recall",', 'CI_METRICS = ("accuracy", "recall", "precision",',
      ["tests/test_metrics.py"]),
@@ -238,6 +257,21 @@ def hand(only: list[str] | None = None) -> int:
     return 1 if bad else 0
 
 
+def open_mutants(patterns: list[str]) -> list[str]:
+    """Mutants not killed yet (survived, no tests, not checked) and not listed as equivalent, optionally
+    only those matching ``patterns`` (globs): what ``run --retest`` runs after new tests."""
+    import fnmatch
+
+    equivalent = _load_toml(EQUIVALENT) if EQUIVALENT.is_file() else {}
+    names = []
+    for path in _modules():
+        for name, code in (_results(path) or {}).items():
+            if _status(code) != "killed" and name not in equivalent and (
+                    not patterns or any(fnmatch.fnmatch(name, p) for p in patterns)):
+                names.append(name)
+    return names
+
+
 def run(max_children: int, names: list[str]) -> int:
     """``mutmut run`` from the repository root (the mutants, not an installed medvlm, are imported)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -256,18 +290,26 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="run mutmut, then print the report")
     p_run.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     p_run.add_argument("names", nargs="*", help="only these mutants (globs, e.g. 'medvlm.metrics.*')")
+    p_run.add_argument("--retest", action="store_true",
+                       help="only the mutants not killed yet and not known equivalent (of NAMES, if given)")
     p_rep = sub.add_parser("report", help="the score per module from the last run")
     p_hand = sub.add_parser("hand", help="the hand-written mutants mutmut cannot make")
     p_hand.add_argument("only", nargs="*", help="only mutants whose description contains one of these")
     for p in (p_run, p_rep):
         p.add_argument("--survivors", action="store_true", help="list surviving mutants not known equivalent")
         p.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
+        p.add_argument("--stubs", action="store_true",
+                       help="print the survivors as mutation_equivalent.toml entries (why = TODO)")
     args = parser.parse_args(argv)
     if args.command == "hand":
         return hand(args.only)
     if args.command == "run":
-        run(args.max_children, args.names)
-    return report(survivors=args.survivors, json_path=args.json_path)
+        names = open_mutants(args.names) if args.retest else args.names
+        if args.retest and not names:
+            print("nothing to retest")
+        else:
+            run(args.max_children, names)
+    return report(survivors=args.survivors, json_path=args.json_path, stubs=args.stubs)
 
 
 if __name__ == "__main__":

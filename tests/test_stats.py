@@ -469,3 +469,18 @@ def test_compare_messages_name_the_files_and_the_units():
     with pytest.raises(DataError, match=r"^no unit answered by both A and B \(8 abstained in one or both\): "
                                         r"nothing to compare$"):
         compare_predictions(full, none)
+
+
+def test_warnings_point_at_the_caller():
+    if hasattr(delong_test, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    ids = ["a", "b", "c", "d"]
+    one = _side(ids, [1, 1, 1, 1], [0, 1, 0, 1], [0.1, 0.5, 0.2, 0.9])
+    missing = _side(ids, [0, 1, 0, 1], [0, 1, 0, 1], [0.1, np.nan, 0.2, 0.9])
+    slices = _side(ids, [0, 1, 0, 1], [0, 1, 0, 1], orientation="axial", slice_index=[1, 2, 3, 4])
+    with pytest.warns(StatsWarning) as record:
+        delong_test([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1])
+        compare_predictions(one, one)
+        compare_predictions(missing, missing)
+        compare_predictions(slices, slices)
+    assert len(record) == 4 and {w.filename for w in record} == {__file__}

@@ -313,3 +313,16 @@ def test_make_split_errors_name_the_manifest(tmp_path):
     _manifest(work, [("A", 0, "ok"), ("B", "", "ok"), ("C", "", "ok")])
     with pytest.raises(DataError, match=rf"^{work / 'manifest.csv'}: patient B is ok but has no label$"):
         make_split(work)
+
+
+def test_ids_and_labels_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match="shorter"):
+        split_patients(["a", "b", "c", "d"], [0, 1, 0])
+
+
+def test_warnings_point_at_the_caller():
+    if hasattr(check_split, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    with pytest.warns(UserWarning) as record:
+        check_split({"test": [], "folds": [{"train": ["a"], "val": ["b"]}]}, {"a": 1, "b": 0})
+    assert [w.filename for w in record] == [__file__]
