@@ -6,22 +6,27 @@ function, then runs each mutant against only the tests that call its function (`
 ``-x``). This script runs it and reports the score per module::
 
     python benchmarks/mutation.py run [--max-children N] [MUTANT_GLOB ...]   # then the report
-    python benchmarks/mutation.py report [--survivors] [--json PATH]
-    python benchmarks/mutation.py hand     # the hand-written mutants below, each must fail its tests
+    python benchmarks/mutation.py run --retest      # only mutants not killed yet (after new tests)
+    python benchmarks/mutation.py report [--survivors] [--stubs] [--json PATH]
+    python benchmarks/mutation.py hand              # the hand-written mutants below must all be killed
 
-Score = killed / (mutants - equivalent). A timeout counts as killed (the mutant changed behaviour: it
-hangs), "no tests" as survived (no test calls the function). Equivalent mutants (no input can tell them
-from the original) are listed with their mutated line and the reason in
-``benchmarks/mutation_equivalent.toml``; an entry whose mutant changed (the line differs) or was killed
-is reported as stale, so the list cannot silently drift from the code.
+Score = killed / (mutants - equivalent - unobservable). A timeout counts as killed (the mutant changed
+behaviour: it hangs), "no tests" as survived (no test calls the function). The mutants excluded from the
+score are listed in ``benchmarks/mutation_equivalent.toml`` with their mutated line and the reason:
+``equivalent`` (no input can tell them from the original) or ``unobservable`` (a warning's stacklevel:
+mutmut's trampoline adds stack frames, so only a test outside mutmut can see it; each such test has a
+hand mutant below). An entry whose mutant changed (the line differs) or was killed is reported as stale,
+so the list cannot drift from the code unnoticed.
 
 ``mutants/`` keeps the results: a second ``run`` retests only mutants of functions that changed (mutmut
-hashes each function); delete ``mutants/`` for a run from scratch.
+hashes each function), and a change to pyproject.toml (the test selection) resets them; delete
+``mutants/`` for a run from scratch.
 
-mutmut mutates function bodies only, and neither f-strings nor ``@property`` methods: module constants
-(a task's classes and answer words, the parser's keyword), the parser's regexes (f-strings), the task's
-derived properties and SQL text are out of its reach. :data:`HAND_MUTANTS` are one-line bugs of exactly
-those kinds (and the four survivors that started this: issue 20); ``hand`` applies each to a copy of
+mutmut mutates function bodies only: module constants (a task's classes and answer words, the parser's
+keyword), ``@property`` methods and code run at import (the tasks' parsers are built then) are out of its
+reach, and it changes the text of a string only by case or by wrapping it in "XX" (a SQL guard dropped, a
+regex alternative removed are not among its mutants). :data:`HAND_MUTANTS` are one-line bugs of exactly
+those kinds, and the four survivors that started this (issue 20); ``hand`` applies each to a copy of
 ``src/`` and runs the named tests, which must fail. A hand mutant whose line is no longer in the file is
 reported as stale.
 """
@@ -42,7 +47,7 @@ EQUIVALENT = ROOT / "benchmarks" / "mutation_equivalent.toml"
 KILLED = {1, 3, 24, -24, 152, 255, 36}  # test failure, pytest internal error, timeouts
 SURVIVED = {0}
 NO_TESTS = {5, 33}
-KEYS = ("mutants", "killed", "survived", "no tests", "equivalent", "not checked")
+KEYS = ("mutants", "killed", "survived", "no tests", "equivalent", "unobservable", "not checked")
 
 
 def _load_toml(path: Path) -> dict:
@@ -121,20 +126,20 @@ def report(*, survivors: bool = False, json_path: str | None = None, stubs: bool
                 if status == "killed" or line != entry["line"]:
                     stale.append((name, entry["line"], line, status))
                 else:
-                    counts["equivalent"] += 1
+                    counts[entry.get("kind", "equivalent")] += 1
                     continue
             counts[status] += 1
             if status in ("survived", "no tests"):
                 open_survivors.append((name, path, status))
         counts["mutants"] = len(results)
-        tested = counts["mutants"] - counts["equivalent"]
+        tested = counts["mutants"] - counts["equivalent"] - counts["unobservable"]
         score = counts["killed"] / tested if tested else None
         rows.append({"module": path, **{k: counts[k] for k in KEYS}, "score": score})
         totals.update(counts)
-    tested = totals["mutants"] - totals["equivalent"]
+    tested = totals["mutants"] - totals["equivalent"] - totals["unobservable"]
     total = {"module": "all", **{k: totals[k] for k in KEYS},
              "score": totals["killed"] / tested if tested else None}
-    head = ["module", "mutants", "killed", "survived", "no tests", "equivalent", "score"]
+    head = ["module", "mutants", "killed", "survived", "no tests", "equivalent", "unobservable", "score"]
     if totals["not checked"]:
         head.insert(-1, "not checked")
     print("| " + " | ".join(head) + " |")
