@@ -200,7 +200,7 @@ HAND_MUTANTS = [
     ("brats-grading: LGG is the positive class (constant)", "src/medvlm/tasks/brats_grading.py",
      'positive="HGG"', 'positive="LGG"', ["tests/tasks/test_tasks.py", "tests/test_aggregate.py"]),
     ("brats-tumour: a negated answer reads as tumour (constant)", "src/medvlm/tasks/brats_tumour.py",
-     "(_NEGATED, 0),", "(_NEGATED, 1),", ["tests/tasks/test_brats_tumour.py"]),
+     "(_NEGATED, 0),", "(_NEGATED, 1),", ["tests/tasks/test_tasks.py"]),
     ("parser: 'answer' is no longer a keyword (constant)", "src/medvlm/vlm/parsing.py",
      r'_KEYWORD = r"(?:choice|answer|classification|final\s+answer)"',
      r'_KEYWORD = r"(?:choice|classification|final\s+answer)"', ["tests/tasks/test_brats_grading_parser.py"]),

@@ -146,6 +146,15 @@ def test_the_task_names_its_data_functions():
         get_task("brats-grading").function("train")
 
 
+def test_answer_names_and_unit_keys():
+    grading, tumour = get_task("brats-grading"), get_task("brats-tumour")
+    assert grading.answer_names == {"0": "LGG", "1": "HGG", "2": "no glioma"}
+    assert tumour.answer_names == {"0": "no tumour", "1": "tumour"}
+    assert (grading.unit_keys, tumour.unit_keys) == ([], ["orientation", "slice_index"])
+    assert grading.prob_columns == ["p_lgg", "p_hgg", "p_ng"] and tumour.count_columns == ["n_no_tumour",
+                                                                                           "n_tumour"]
+
+
 def test_describe_is_the_json_record():
     assert get_task("brats-grading").describe() == {
         "name": "brats-grading",
