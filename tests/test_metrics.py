@@ -485,8 +485,7 @@ def test_bca_edges():
     flat = np.array([0.3, 0.3, 0.3])  # no spread in the jackknife: no acceleration, z0 still counts
     assert _bca_ci(values, 0.6, flat, 0.1) == pytest.approx(_textbook_bca(values, 0.6, flat, 0.1))
     assert _bca_ci(values, 0.6, flat, 0.1) != pytest.approx(_percentile_ci(values, 0.1))
-    symmetric = np.array([0.4, 0.5, 0.6])
-    for estimate, jack in [(-1.0, symmetric), (2.0, symmetric),  # every resample above / below: percentile
+    for estimate, jack in [(-1.0, flat), (2.0, flat),  # every resample above / below: percentile
                            (math.nan, skewed), (0.6, skewed[:2])]:  # no estimate, too few jackknife values
         assert _bca_ci(values, estimate, jack, 0.1) == _percentile_ci(values, 0.1)
     assert _bca_ci(np.array([0.5]), 0.5, skewed, 0.1) == [0.5, 0.5]

@@ -334,6 +334,16 @@ def test_delong_matches_the_placement_value_formula(seed):
     assert one["se"] == pytest.approx(math.sqrt(cov[0, 0]))
 
 
+def test_delong_with_two_patients_of_a_class_matches_the_placement_value_formula():
+    y = [0, 0, 0, 1, 1]  # two positives: their placement values have a variance
+    a, b = [0.1, 0.6, 0.3, 0.5, 0.9], [0.2, 0.1, 0.4, 0.3, 0.5]
+    aucs, cov = _placement_delong(y, [a, b])
+    assert delong_test(y, a, b)["se"] == pytest.approx(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]))
+    assert delong_ci(y, a)["se"] == pytest.approx(math.sqrt(cov[0, 0]))
+    assert delong_ci([1, 1, 1, 0, 0], a)["se"] == pytest.approx(math.sqrt(_placement_delong([1, 1, 1, 0, 0],
+                                                                                            [a])[1][0, 0]))
+
+
 @pytest.mark.parametrize(("labels", "scores"), [([0, 0, 0, 1], [0.1, 0.6, 0.3, 0.5]),   # one positive
                                                  ([0, 1, 1, 1], [0.5, 0.2, 0.6, 0.9])])  # one negative
 def test_delong_ci_with_one_patient_of_a_class_by_hand(labels, scores):
@@ -460,6 +470,11 @@ def test_compare_messages_name_the_files_and_the_units():
         compare_predictions(slices, slices.iloc[:7])
     with pytest.raises(DataError, match="^B: patient 'p1' appears 2 times; expected one row per patient$"):
         compare_predictions(full, pd.concat([full, full.iloc[[1]]]))
+    with pytest.raises(DataError, match="^B: patient 'p1' appears 2 times; "):  # the first repeated one
+        compare_predictions(full, pd.concat([full, full.iloc[[1, 2]]]))
+    for one, other in ((slices, full), (full, slices)):  # slice rows on one side only: units, not patients
+        with pytest.raises(DataError, match=r"^the two files do not cover the same units \(same kind"):
+            compare_predictions(one, other)
     with pytest.raises(DataError, match="^mine: no 'patient_id' column; a paired comparison joins the files "
                                         "on patient_id$"):
         compare_predictions(full.drop(columns="patient_id"), full, name_a="mine")

@@ -114,7 +114,7 @@ def test_parse_selection_and_modalities_messages():
                                           r"'middle' instead.$"):
         S.parse_selection("middle")
     assert S.parse_modalities(" FLAIR, t1ce ,") == ("flair", "t1ce") and S.parse_modalities(["t2"]) == ("t2",)
-    for bad in ("", "flair,flair", "t1,t1ce,t2,flair,t1"):
+    for bad in ("", "flair,flair", "t1,t1ce,t2,flair,t1", "t1,t1ce,t2,flair,dwi"):
         with pytest.raises(ConfigError, match=r"^--modalities: give 1 to 4 distinct names of \['t1', 't1ce', "
                                               r"'t2', 'flair'\]; got "):
             S.parse_modalities(bad)
@@ -195,6 +195,8 @@ def test_patient_slices_errors_and_fields(patient, tmp_path):
     broken.write_bytes(b"not a nifti file")
     with pytest.raises(DataError, match=rf"^patient P1: cannot read {broken} \("):
         S.patient_slices(dict(row, flair=str(broken)), "axial")
+    with pytest.raises(DataError, match=rf"^patient \?: cannot read {broken} \("):
+        S.load_canonical(broken)
 
 
 def test_unit_images_plans_patients_or_exactly_the_units(patient):
@@ -278,13 +280,16 @@ def test_square_pixels(orientation, zooms, size):
     image = Image.fromarray(np.arange(24, dtype=np.uint8).reshape(4, 6) * 10, mode="L")
     out = S._square_pixels(image, orientation, zooms)
     assert out.size == size
-    if size != image.size:
+    if size == image.size:
+        assert out is image  # not resampled at all
+    else:
         assert np.array_equal(np.asarray(out), np.asarray(image.resize(size, Image.Resampling.BILINEAR)))
 
 
 def test_square_pixels_keeps_at_least_one_pixel():
     image = Image.fromarray(np.zeros((1, 1), np.uint8), mode="L")
     assert S._square_pixels(image, "axial", (1.0, 3.0, 1.0)).size == (1, 3)
+    assert S._square_pixels(image, "axial", (3.0, 1.0, 1.0)).size == (3, 1)
 
 
 def test_png_settings_are_fixed_so_cache_keys_stay_valid():
@@ -297,13 +302,14 @@ def test_png_settings_are_fixed_so_cache_keys_stay_valid():
 def test_montage_layout():
     from PIL import ImageDraw, ImageFont
 
-    tiles = [Image.new("L", size, value) for size, value in [((20, 10), 60), ((14, 8), 90), ((20, 12), 120)]]
-    labels = ["FLAIR", "T1ce", "T2"]
+    # tiles larger than the label boxes, so every edge shows; the second one smaller than its cell
+    tiles = [Image.new("L", size, value) for size, value in [((40, 24), 60), ((29, 19), 90), ((36, 30), 120)]]
+    labels = ["T1", "T1ce", "T2"]
     canvas = S._montage(tiles, labels)
-    want = Image.new("L", (40, 24), 0)  # 2x2 cells of the largest tile, the empty cell black
+    want = Image.new("L", (80, 60), 0)  # 2x2 cells of the largest width and height, the empty cell black
     draw = ImageDraw.Draw(want)
-    for (x0, y0), tile, label in zip([(0, 0), (20, 0), (0, 12)], tiles, labels, strict=True):
-        want.paste(tile, (x0 + (20 - tile.width) // 2, y0 + (12 - tile.height) // 2))  # centred in its cell
+    for (x0, y0), tile, label in zip([(0, 0), (40, 0), (0, 30)], tiles, labels, strict=True):
+        want.paste(tile, (x0 + (40 - tile.width) // 2, y0 + (30 - tile.height) // 2))  # centred in its cell
         draw.rectangle((x0 + 2, y0 + 2, x0 + 8 + 7 * len(label), y0 + 16), fill=0)
         draw.text((x0 + 5, y0 + 4), label, fill=255, font=ImageFont.load_default())
-    assert canvas.size == (40, 24) and np.array_equal(np.asarray(canvas), np.asarray(want))
+    assert canvas.size == (80, 60) and np.array_equal(np.asarray(canvas), np.asarray(want))
