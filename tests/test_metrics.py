@@ -482,7 +482,7 @@ def test_bca_edges():
     assert _bca_ci(values, 0.5, three, 0.1) == pytest.approx(_textbook_bca(values, 0.5, three, 0.1))
     with_nan = np.array([np.nan, *skewed])  # undefined jackknife values are left out
     assert _bca_ci(values, 0.5, with_nan, 0.1) == pytest.approx(_textbook_bca(values, 0.5, skewed, 0.1))
-    flat = np.array([0.3, 0.3, 0.3])  # no spread in the jackknife: no acceleration, z0 still counts
+    flat = np.array([0.25, 0.25, 0.25])  # no spread in the jackknife (exactly): no acceleration, z0 counts
     assert _bca_ci(values, 0.6, flat, 0.1) == pytest.approx(_textbook_bca(values, 0.6, flat, 0.1))
     assert _bca_ci(values, 0.6, flat, 0.1) != pytest.approx(_percentile_ci(values, 0.1))
     for estimate, jack in [(-1.0, flat), (2.0, flat),  # every resample above / below: percentile
