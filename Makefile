@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 DEMO_OUT ?= medvlm-demo
 
-.PHONY: venv install install-dev demo test lint bench clean
+.PHONY: venv install install-dev demo test lint bench mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,15 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python benchmarks/run.py
 
+# Mutation testing of the core (slow, so not in `make test` or CI): mutmut over the modules listed in
+# pyproject.toml [tool.mutmut], the score per module, then the hand-written mutants mutmut cannot make.
+# MUTATION_ARGS=--retest reruns only the mutants not killed yet. See benchmarks/MUTATION.md.
+MUTMUT_VERSION ?= 3.8.1
+MUTATION_ARGS ?=
+mutation: install-dev
+	$(BIN)/python -m pip install --quiet "mutmut==$(MUTMUT_VERSION)"
+	$(BIN)/python benchmarks/mutation.py run $(MUTATION_ARGS)
+	$(BIN)/python benchmarks/mutation.py hand
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache mutants

@@ -29,10 +29,14 @@ def test_counts_and_gldr():
     assert vote_counts([0, 1, 1, None], 2) == (1, 2, 1)
     assert vote_share(2, 1) == pytest.approx(1 / 3)
     assert vote_share(0, 5) == 1.0 and vote_share(0, 0) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^answer 3 is not one of 0..2 or None$"):
         vote_counts([3])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^answer 2 is not one of 0..1 or None$"):
         vote_counts([2], 2)
+    with pytest.raises(ValueError, match=r"^answer 0.5 is not one of 0..2 or None$"):
+        vote_counts([0.5])  # not a code, even though 0 <= 0.5 < 3
+    with pytest.raises(ValueError, match=r"^answer -1 is not one of 0..2 or None$"):
+        vote_counts([-1])
 
 
 @pytest.mark.parametrize(("choices", "tie", "expected"), [
@@ -110,3 +114,125 @@ def test_keyed_rows_reduce_repeats_per_slice_with_the_tumour_task():
     assert rows["score"].tolist()[0] == pytest.approx(2 / 3)
     assert rows["n_unparsed"].tolist() == [0, 1, 0, 0]
     assert pd.isna(rows["score"].iloc[1]) and pd.isna(rows["score"].iloc[3])
+
+
+def _tied_slices():
+    # patient A: axial 1 LGG vs 1 HGG (a tie), coronal 2 LGG; patient B: axial 2 HGG vs 2 LGG (a tie)
+    return pd.DataFrame({
+        "patient_id": ["A", "A", "A", "A", "B", "B", "B", "B"],
+        "orientation": ["axial", "axial", "coronal", "coronal", "axial", "axial", "axial", "axial"],
+        "choice": pd.array([0, 1, 0, 0, 1, 1, 0, 0], dtype="Int64"),
+        "p_lgg": [0.5, 0.5, 0.7, 0.7, 0.4, 0.4, 0.6, 0.6],
+        "p_hgg": [0.5, 0.5, 0.3, 0.3, 0.6, 0.6, 0.4, 0.4],
+        "p_ng": [0.0] * 8,
+    })
+
+
+@pytest.mark.parametrize("reducer", ["majority", "mean_prob"])
+def test_patient_rows_pass_the_tie_break_to_the_reducer(reducer):
+    labels = {"A": 0, "B": 1}
+
+    def preds(tie_break):
+        rows = patient_rows(_tied_slices(), labels, task=GRADING, reducer=reducer, tie_break=tie_break,
+                            orientations=["axial", "coronal"])
+        return {(r.patient_id, r.orientation): None if pd.isna(r.pred) else int(r.pred)
+                for r in rows.itertuples()}
+
+    # only the tied units follow --tie-break: A axial and B axial (both reducers), B combined (a tie too)
+    assert preds(1) == {("A", "axial"): 1, ("B", "axial"): 1, ("A", "coronal"): 0, ("B", "coronal"): None,
+                        ("A", "combined"): 0, ("B", "combined"): 1}
+    assert preds(0) == {("A", "axial"): 0, ("B", "axial"): 0, ("A", "coronal"): 0, ("B", "coronal"): None,
+                        ("A", "combined"): 0, ("B", "combined"): 0}
+    default = patient_rows(_tied_slices(), labels, task=GRADING, reducer=reducer, orientations=["axial"])
+    assert default["pred"].tolist() == [1, 1, 1, 1]  # no tie_break given: the positive class
+
+
+def test_keyed_rows_pass_the_tie_break_to_the_reducer():
+    task = get_task("brats-tumour")
+    calls = pd.DataFrame({"patient_id": ["A", "A", "A"], "orientation": ["axial"] * 3,
+                          "slice_index": [3, 3, 5], "choice": pd.array([0, 1, 1], dtype="Int64")})
+    units = pd.DataFrame({"patient_id": ["A", "A"], "orientation": ["axial"] * 2, "slice_index": [3, 5],
+                          "label": [1, 0]})
+    keys = ["patient_id", "orientation", "slice_index"]
+    assert keyed_rows(calls, units, task=task, keys=keys, tie_break=0)["pred"].tolist() == [0, 1]
+    assert keyed_rows(calls, units, task=task, keys=keys, tie_break=1)["pred"].tolist() == [1, 1]
+    assert keyed_rows(calls, units, task=task, keys=keys)["pred"].tolist() == [1, 1]
+
+
+def test_tie_break_must_be_a_label():
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match="^tie_break must be a label 0..1$"):
+            majority([0, 1], tie_break=bad)
+    with pytest.raises(ValueError, match="^tie_break must be a label 0..2$"):
+        mean_prob([], [(0.2, 0.3, 0.5)], tie_break=3, n_classes=3)
+
+
+def test_majority_defaults_and_more_than_two_classes():
+    assert majority([0, 1]) == Vote(1, 0.5)  # the default tie_break is the positive class
+    # three classes: a tie between 0 and 1 that tie_break 2 is not part of goes to the first of them
+    assert majority([0, 0, 1, 1], tie_break=2, n_classes=3) == Vote(0, None)  # no share beyond two classes
+    assert majority([0, 0, 1, 1, 2, 2], tie_break=2, n_classes=3) == Vote(2, None)
+    assert majority([3, 3, 0], n_classes=4) == Vote(3, None)  # code 3 is a class of a four-class task
+    assert majority([1, 0, 0], positive=0) == Vote(0, 2 / 3)  # the share is the positive class's
+
+
+def test_mean_prob_ties_are_decided_to_12_decimals():
+    # a difference below 1e-12 is float noise: a tie, decided by tie_break; a larger one decides
+    assert mean_prob([], [(0.3, 0.3 + 1e-13, 0.4)], tie_break=0).pred == 0
+    assert mean_prob([], [(0.3, 0.3 + 1e-9, 0.4)], tie_break=0).pred == 1
+    assert mean_prob([], [(0.5, 0.2, 0.3)], positive=0) == Vote(0, 0.5)
+
+
+def test_patient_rows_orientations_default_to_the_order_seen_and_combined_is_optional():
+    slices = pd.DataFrame({"patient_id": ["A", "A", "B"], "orientation": ["sagittal", "axial", "sagittal"],
+                           "choice": pd.array([1, 0, None], dtype="Int64")})
+    rows = patient_rows(slices, {"A": 1, "B": 0}, task=GRADING, combined=False)
+    assert rows[["patient_id", "orientation", "label"]].values.tolist() == [
+        ["A", "sagittal", 1], ["B", "sagittal", 0], ["A", "axial", 1], ["B", "axial", 0]]
+    assert str(rows["pred"].dtype) == "Int64"
+    assert [None if pd.isna(p) else p for p in rows["pred"]] == [1, None, 0, None]
+
+
+def test_patient_rows_without_any_answer():
+    labels = {"A": 1, "B": 0}
+    rows = patient_rows(pd.DataFrame(), labels, task=GRADING, orientations=["axial"])
+    cols = ["patient_id", "orientation", "label", "n_lgg", "n_hgg", "n_ng", "n_unparsed"]
+    assert rows[cols].values.tolist() == [
+        ["A", "axial", 1, 0, 0, 0, 0], ["B", "axial", 0, 0, 0, 0, 0],
+        ["A", "combined", 1, 0, 0, 0, 0], ["B", "combined", 0, 0, 0, 0, 0]]
+    assert rows["pred"].isna().all() and str(rows["pred"].dtype) == "Int64"
+    empty = patient_rows(pd.DataFrame(), labels, task=GRADING)  # no answers, no orientation asked: no rows
+    assert empty.empty and list(empty.columns) == ["patient_id", "orientation", "label", "n_lgg", "n_hgg",
+                                                   "n_ng", "n_unparsed", "gldr", "score", "pred"]
+
+
+def test_rows_follow_the_tasks_classes_and_positive_class():
+    import dataclasses
+
+    from medvlm.tasks.base import AnswerCode
+
+    three = dataclasses.replace(GRADING, classes=("LGG", "HGG", "GBM"), positive=None, answers=(
+        *GRADING.answers[:2], AnswerCode("GBM", "p_gbm", "n_gbm"), AnswerCode("none", "p_none", "n_none")))
+    slices = pd.DataFrame({"patient_id": ["A"] * 3, "orientation": ["axial"] * 3,
+                           "choice": pd.array([2, 2, 0], dtype="Int64")})
+    rows = patient_rows(slices, {"A": 2}, task=three, orientations=["axial"], combined=False)
+    assert rows["pred"].tolist() == [2] and rows["n_gbm"].tolist() == [2]  # class 2 votes in a 3-class task
+    lgg_positive = dataclasses.replace(GRADING, positive="LGG")
+    slices = pd.DataFrame({"patient_id": ["A"] * 3, "orientation": ["axial"] * 3,
+                           "choice": pd.array([0, 0, 1], dtype="Int64")})
+    rows = patient_rows(slices, {"A": 0}, task=lgg_positive, orientations=["axial"], combined=False)
+    assert rows["score"].tolist() == rows["gldr"].tolist() == [pytest.approx(2 / 3)]
+
+
+def test_keyed_rows_with_one_key_and_without_calls():
+    task = get_task("brats-tumour")
+    calls = pd.DataFrame({"patient_id": ["a", "a", "b"], "choice": pd.array([1, 1, 0], dtype="Int64")})
+    units = pd.DataFrame({"patient_id": ["a", "b", "c"], "label": [1, 0, 1]})
+    rows = keyed_rows(calls, units, task=task, keys=["patient_id"])  # one key column: still found
+    assert [None if pd.isna(p) else p for p in rows["pred"]] == [1, 0, None]
+    assert rows["label"].tolist() == [1, 0, 1] and str(rows["pred"].dtype) == "Int64"
+    none = keyed_rows(pd.DataFrame(), units, task=task, keys=["patient_id"])
+    assert none["pred"].isna().all() and none["n_unparsed"].tolist() == [0, 0, 0]
+    empty = keyed_rows(calls, units.iloc[0:0], task=task, keys=["patient_id"])
+    assert empty.empty and list(empty.columns) == ["patient_id", "label", *task.count_columns, "n_unparsed",
+                                                   task.share_column, "score", "pred"]

@@ -47,7 +47,7 @@ def test_quick_run_writes_every_ratio(tmp_path):
 
 def test_only_rejects_an_unknown_benchmark(tmp_path, capsys):
     run = _module("run")
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:
         run.main(["--only", "nope", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "unknown benchmark 'nope'" in capsys.readouterr().err
 

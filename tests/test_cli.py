@@ -26,13 +26,13 @@ def test_help_imports_no_heavy_library():
 
 @pytest.mark.parametrize("command", CONTRACT_COMMANDS)
 def test_every_command_has_help(command, capsys):
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^0$") as exc:
         main([command, "--help"])
     assert exc.value.code == 0
     assert "Usage: medvlm " + command in capsys.readouterr().out
 
 
 def test_unknown_command_exits_2(capsys):
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:
         main(["evaluate-vlm"])
     assert exc.value.code == 2

@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from medvlm.cli import main
-from medvlm.errors import DataError
+from medvlm.errors import ConfigError, DataError
 from medvlm.metrics import (
     CI_METRICS,
     METRIC_KEYS,
@@ -130,6 +130,60 @@ def test_bootstrap_ci_contains_estimate_and_narrows():
         widths.append(ci["auc_ci"][1] - ci["auc_ci"][0])
         assert ci["accuracy_ci"][1] - ci["accuracy_ci"][0] > 0
     assert widths[1] < widths[0] / 2
+
+
+def _pairwise_auc(y, s):
+    pos, neg = s[y == 1][:, None], s[y == 0][None, :]
+    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
+
+
+def test_percentile_interval_is_the_central_quantiles_of_the_documented_resamples():
+    # Documented: resample n rows with replacement, n_boot times, from numpy.random.default_rng(seed); the
+    # percentile interval at 95% is the 2.5% and 97.5% quantiles of the resampled metric.
+    data = np.random.default_rng(5)
+    n = 60
+    y = data.integers(0, 2, n)
+    p = np.where(data.random(n) < 0.7, y, 1 - y)
+    s = np.clip(0.3 * y + 0.7 * data.random(n), 0, 1)
+    rng = np.random.default_rng(11)
+    boot = {"accuracy": [], "recall": [], "specificity": [], "auc": []}
+    for _ in range(200):
+        i = rng.integers(0, n, size=n)
+        yi, pi = y[i], p[i]
+        boot["accuracy"].append(np.mean(yi == pi))
+        boot["recall"].append(np.mean(pi[yi == 1] == 1) if (yi == 1).any() else np.nan)
+        boot["specificity"].append(np.mean(pi[yi == 0] == 0) if (yi == 0).any() else np.nan)
+        boot["auc"].append(_pairwise_auc(yi, s[i]) if 0 < yi.sum() < n else np.nan)
+    for confidence in (0.95, 0.9):
+        ci = bootstrap_metrics(y, p, s, n_boot=200, seed=11, confidence=confidence)
+        alpha = 1 - confidence
+        for metric, values in boot.items():
+            values = np.array(values)
+            want = np.quantile(values[~np.isnan(values)], [alpha / 2, 1 - alpha / 2])
+            assert ci[f"{metric}_ci"] == pytest.approx(want.tolist(), rel=1e-12), (metric, confidence)
+
+
+def test_percentile_interval_of_known_values():
+    from medvlm.metrics import _percentile_ci
+
+    values = np.arange(1001.0)  # quantile q of 0..1000 is 1000 q
+    assert _percentile_ci(values, 0.05) == [25.0, 975.0]
+    assert _percentile_ci(values, 0.2) == [100.0, 900.0]
+    assert _percentile_ci(np.array([np.nan, 2.0, np.nan]), 0.05) == [2.0, 2.0]  # undefined resamples left out
+    assert _percentile_ci(np.array([np.nan, np.nan]), 0.05) is None
+
+
+@pytest.mark.parametrize(("confidence", "z"), [(0.95, 1.959964), (0.9, 1.644854)])
+def test_a_95_percent_interval_is_as_wide_as_normal_theory_says(confidence, z):
+    # 400 patients, accuracy 0.75: the bootstrap distribution of the accuracy is close to normal with
+    # sd sqrt(0.75 * 0.25 / 400), so the two-sided interval is 2 z sd wide (a 90% one is 16% narrower)
+    y = np.array([0, 1] * 200)
+    p = y.copy()
+    p[:100] = 1 - p[:100]
+    for seed in (0, 1):
+        lo, hi = bootstrap_metrics(y, p, n_boot=2000, seed=seed, confidence=confidence)["accuracy_ci"]
+        assert (hi - lo) / (2 * z * math.sqrt(0.75 * 0.25 / 400)) == pytest.approx(1.0, abs=0.05)
+        assert (lo + hi) / 2 == pytest.approx(0.75, abs=0.005)
 
 
 def test_bootstrap_seeded_and_methods():
@@ -262,3 +316,269 @@ def test_a_patient_twice_is_an_error_naming_it(tmp_path, capsys):
     path = _write(tmp_path, "patient_id,label,pred\nA,1,1\nB,0,0\nA,0,1\n")
     assert invoke(["metrics", str(path)]) == 2
     assert "patient A has 2 rows" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- inputs, messages, warnings
+@pytest.mark.parametrize(("labels", "preds", "scores", "message"), [
+    ([[0, 1]], [[0, 1]], None, r"^labels must be one-dimensional, got shape \(1, 2\)$"),
+    ([0, 1], [[0], [1]], None, r"^preds must be one-dimensional, got shape \(2, 1\)$"),
+    ([0, 2, 1], [0, 1, 1], None, r"^labels must contain only 0 and 1 \(the positive class\), found 2$"),
+    ([0, 1, 1], [0, 0.5, 1], None, r"^preds must contain only 0 and 1 \(the positive class\), found 0.5$"),
+    ([0, 1], [0, 1, 1], None, r"^labels and preds differ in length \(2 vs 3\)$"),
+    ([0, 1], [0, 1], [0.5], r"^labels and scores differ in length \(2 vs 1\)$"),
+])
+def test_bad_inputs_are_named(labels, preds, scores, message):
+    with pytest.raises(DataError, match=message):
+        binary_metrics(labels, preds, scores)
+
+
+def test_missing_scores_as_none_or_nan():
+    with pytest.warns(MetricWarning) as record:
+        m = binary_metrics([0, 1, 1], [0, 1, 1], [0.2, None, 0.9])  # None is a missing score too
+    assert m["auc"] == 1.0
+    assert [str(w.message) for w in record] == [
+        "auc computed on the 2 of 3 rows that have a score (1 without one left out)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # all scores missing: no scores, quietly
+        assert binary_metrics([0, 1], [0, 1], [np.nan, np.nan])["auc"] is None
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert bootstrap_metrics([0, 1, 0, 1], [0, 1, 1, 1], [np.nan] * 4, n_boot=20)["auc_ci"] is None
+    assert record and not any("auc" in str(w.message) for w in record)  # other metrics are undefined at times
+
+
+def test_warnings_list_every_undefined_metric():
+    with pytest.warns(MetricWarning) as record:
+        binary_metrics([1, 1, 1], [1, 0, 1], [0.9, 0.2, 0.3])
+    assert [str(w.message) for w in record] == [
+        "undefined metrics set to None (tp=2, fp=0, tn=0, fn=1): auc (only one class among the labels), "
+        "specificity, balanced_accuracy, mcc"]
+
+
+def test_auc_score_edges():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert auc_score([0, 1, 1], [0.2, np.nan, 0.9]) == 1.0  # a row without a score is left out
+        assert auc_score([0, 0, 1], [0.1, 0.3, 0.2]) == 0.5  # one positive is enough
+        assert auc_score([0, 1, 1], [0.5, 0.2, 0.9]) == 0.5  # one negative too
+        assert math.isnan(auc_score([1, 1], [0.2, 0.3])) and math.isnan(auc_score([0, 0], [0.2, 0.3]))
+        assert math.isnan(auc_score([0, 1], [0.2, np.nan]))
+        assert auc_score([0, 0, 1], [None, 0.1, 0.9]) == 1.0  # None is a missing score too
+
+
+def test_warnings_point_at_the_caller():
+    if hasattr(binary_metrics, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    with pytest.warns(MetricWarning) as record:
+        binary_metrics([0, 1, 1], [0, 1, 1], [0.2, None, 0.9])
+        binary_metrics([1, 1], [1, 1])
+        bootstrap_metrics([0, 1, 0, 1], [0, 1, 1, 1], n_boot=20, seed=0)
+    assert len(record) == 3 and {w.filename for w in record} == {__file__}
+
+
+# ---------------------------------------------------------------------------------- bootstrap options
+def test_bootstrap_defaults_and_options():
+    y, p = [0, 1, 1, 0, 1, 0], [0, 1, 0, 0, 1, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)  # six patients: some resamples lack a class
+        assert bootstrap_metrics(y, p) == bootstrap_metrics(y, p, n_boot=1000, seed=0, confidence=0.95,
+                                                            method="percentile")
+    one = bootstrap_metrics(y, p, n_boot=1, seed=3)  # one resample: a zero-width interval
+    assert one["accuracy_ci"][0] == one["accuracy_ci"][1]
+    for kwargs, message in [({"method": "BCa"}, r"^The 'method' parameter must be one of \('percentile', "
+                                                r"'bca'\). Got 'BCa' instead.$"),
+                            ({"n_boot": 0}, "^n_boot must be at least 1, got 0$"),
+                            ({"confidence": 0}, r"^confidence must lie in \(0, 1\), got 0$"),
+                            ({"confidence": 1}, r"^confidence must lie in \(0, 1\), got 1$"),
+                            ({"confidence": 1.5}, r"^confidence must lie in \(0, 1\), got 1.5$")]:
+        with pytest.raises(ConfigError, match=message):
+            bootstrap_metrics(y, p, **kwargs)
+    with pytest.raises(DataError, match=r"^clusters and labels differ in length \(2 vs 6\)$"):
+        bootstrap_metrics(y, p, clusters=["a", "b"])
+
+
+def test_bootstrap_of_no_row_and_of_one_row():
+    assert bootstrap_metrics([], [], n_boot=5) == {f"{m}_ci": None for m in CI_METRICS}
+    for method in ("percentile", "bca"):
+        with pytest.warns(MetricWarning, match=r"\(specificity: 5, balanced_accuracy: 5, mcc: 5 of 5\)"):
+            ci = bootstrap_metrics([1], [1], n_boot=5, method=method)
+        assert ci == {"accuracy_ci": [1.0, 1.0], "precision_ci": [1.0, 1.0], "recall_ci": [1.0, 1.0],
+                      "specificity_ci": None, "f1_ci": [1.0, 1.0], "balanced_accuracy_ci": None,
+                      "mcc_ci": None, "auc_ci": None}
+
+
+def test_bootstrap_warns_with_the_count_per_metric_and_only_then():
+    with pytest.warns(MetricWarning) as record:
+        bootstrap_metrics([0, 0, 1, 1, 1], [0, 1, 1, 1, 0], n_boot=20, seed=6)  # mcc undefined once
+    assert [str(w.message) for w in record] == [
+        "bootstrap: resamples where a metric was undefined were left out (mcc: 1 of 20)"]
+    with pytest.warns(MetricWarning) as record:
+        bootstrap_metrics([0, 1, 1, 0], [0, 1, 0, 0], n_boot=50, seed=0)
+    assert [str(w.message) for w in record] == [
+        "bootstrap: resamples where a metric was undefined were left out (precision: 17, recall: 4, "
+        "specificity: 2, f1: 4, balanced_accuracy: 6, mcc: 19 of 50)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scores and no undefined resample: nothing to say
+        bootstrap_metrics([0, 1] * 20, [0, 1] * 19 + [1, 0], n_boot=50, seed=0)
+
+
+def test_cluster_bootstrap_draws_whole_patients_in_sorted_id_order():
+    # 8 patients (ids not in sorted order, rows interleaved), 1 to 4 slices each
+    data = np.random.default_rng(4)
+    c = np.array(["P7", "P2", "P7", "P0", "P5", "P2", "P3", "P1", "P6", "P4", "P0", "P7", "P5", "P3", "P6",
+                  "P0"])
+    y = np.array([1 if int(pid[1]) % 2 else 0 for pid in c])
+    p = np.where(data.random(c.size) < 0.7, y, 1 - y)
+    uniq = np.unique(c)
+    groups = [np.flatnonzero(c == u) for u in uniq]
+    rng = np.random.default_rng(9)
+    acc = []
+    for _ in range(300):
+        idx = np.concatenate([groups[i] for i in rng.integers(0, uniq.size, size=uniq.size)])
+        acc.append(np.mean(y[idx] == p[idx]))
+    want = np.quantile(acc, [0.025, 0.975]).tolist()
+    with pytest.warns(MetricWarning, match=r"\(specificity: 3, balanced_accuracy: 3, mcc: 3 of 300\)"):
+        ci = bootstrap_metrics(y, p, n_boot=300, seed=9, clusters=c)
+    assert ci["accuracy_ci"] == pytest.approx(want, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- BCa
+def _textbook_bca(values, estimate, jack, alpha):
+    """Efron & Tibshirani (1993), ch. 14: z0 from the share of resamples below the estimate (ties count
+    one half), acceleration a from the jackknife skewness."""
+    from scipy.stats import norm
+
+    ok = values[~np.isnan(values)]
+    jack = jack[~np.isnan(jack)]
+    z0 = norm.ppf((np.sum(ok < estimate) + 0.5 * np.sum(ok == estimate)) / ok.size)
+    d = jack.mean() - jack
+    den = 6 * np.sum(d ** 2) ** 1.5
+    a = np.sum(d ** 3) / den if den > 0 else 0.0
+    z = norm.ppf([alpha / 2, 1 - alpha / 2])
+    return np.quantile(ok, norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))).tolist()
+
+
+def test_bca_interval_matches_scipy():
+    from scipy.stats import bootstrap
+
+    from medvlm.metrics import _bca_ci
+
+    x = np.random.default_rng(1).exponential(size=30)  # skewed: z0 and the acceleration are not 0
+    jack = np.array([np.delete(x, i).mean() for i in range(x.size)])
+    for confidence in (0.9, 0.95):
+        res = bootstrap((x,), np.mean, method="BCa", n_resamples=2000, random_state=0,
+                        confidence_level=confidence)
+        want = [res.confidence_interval.low, res.confidence_interval.high]
+        got = _bca_ci(res.bootstrap_distribution, float(x.mean()), jack, 1 - confidence)
+        assert got == pytest.approx(want, rel=1e-12)
+        textbook = _textbook_bca(res.bootstrap_distribution, float(x.mean()), jack, 1 - confidence)
+        assert textbook == pytest.approx(want, rel=1e-12)
+
+
+def test_bca_edges():
+    from medvlm.metrics import _bca_ci, _percentile_ci
+
+    skewed = np.array([0.1, 0.2, 0.25, 0.3, 0.9])  # jackknife values with acceleration
+    values = np.array([0.0, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 1.0])  # ties at the estimate 0.5
+    assert _bca_ci(values, 0.5, skewed, 0.1) == pytest.approx(_textbook_bca(values, 0.5, skewed, 0.1))
+    assert _bca_ci(values, 0.5, skewed, 0.1) != pytest.approx(_percentile_ci(values, 0.1))
+    three = skewed[[0, 1, 4]]  # three jackknife values are enough
+    assert _bca_ci(values, 0.5, three, 0.1) == pytest.approx(_textbook_bca(values, 0.5, three, 0.1))
+    with_nan = np.array([np.nan, *skewed])  # undefined jackknife values are left out
+    assert _bca_ci(values, 0.5, with_nan, 0.1) == pytest.approx(_textbook_bca(values, 0.5, skewed, 0.1))
+    flat = np.array([0.25, 0.25, 0.25])  # no spread in the jackknife (exactly): no acceleration, z0 counts
+    assert _bca_ci(values, 0.6, flat, 0.1) == pytest.approx(_textbook_bca(values, 0.6, flat, 0.1))
+    assert _bca_ci(values, 0.6, flat, 0.1) != pytest.approx(_percentile_ci(values, 0.1))
+    for estimate, jack in [(-1.0, flat), (2.0, flat),  # every resample above / below: percentile
+                           (math.nan, skewed), (0.6, skewed[:2])]:  # no estimate, too few jackknife values
+        assert _bca_ci(values, estimate, jack, 0.1) == _percentile_ci(values, 0.1)
+    assert _bca_ci(np.array([0.5]), 0.5, skewed, 0.1) == [0.5, 0.5]
+    assert _bca_ci(np.array([np.nan, np.nan]), 0.5, skewed, 0.1) is None
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_bca_bootstrap_is_the_textbook_interval_of_the_documented_resamples(clustered):
+    data = np.random.default_rng(8)
+    n = 24
+    y = np.array([0, 1] * 12)
+    p = np.where(data.random(n) < 0.75, y, 1 - y)
+    s = np.clip(0.35 * y + 0.65 * data.random(n), 0, 1)
+    c = np.repeat([f"P{i:02d}" for i in range(12)], 2) if clustered else None
+    groups = ([np.flatnonzero(c == u) for u in np.unique(c)] if clustered
+              else [np.array([i]) for i in range(n)])
+
+    def metrics(idx):
+        yi, pi = y[idx], p[idx]
+        auc = _pairwise_auc(yi, s[idx]) if 0 < yi.sum() < yi.size else np.nan
+        return np.mean(yi == pi), auc
+
+    rng = np.random.default_rng(5)
+    boot = np.array([metrics(np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))]))
+                     for _ in range(300)])
+    jack = np.array([metrics(np.concatenate([g for j, g in enumerate(groups) if j != i]))
+                     for i in range(len(groups))])
+    estimate = metrics(np.arange(n))
+    ci = bootstrap_metrics(y, p, s, n_boot=300, seed=5, clusters=c, method="bca", confidence=0.9)
+    for j, metric in enumerate(("accuracy", "auc")):
+        want = _textbook_bca(boot[:, j], estimate[j], jack[:, j], 0.1)
+        assert ci[f"{metric}_ci"] == pytest.approx(want, rel=1e-12), metric
+
+
+# --------------------------------------------------------------------------- one call, frames, files
+def test_metrics_with_ci_passes_its_options_on():
+    from medvlm.metrics import metrics_with_ci
+
+    y, p, s = [0, 1, 1, 0, 1, 0, 1, 1], [0, 1, 0, 0, 1, 1, 1, 1], [0.1, 0.8, 0.4, 0.3, 0.9, 0.6, 0.7, 0.2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        assert metrics_with_ci(y, p, s) == {**binary_metrics(y, p, s), **bootstrap_metrics(y, p, s)}
+        c = ["a", "a", "b", "b", "c", "c", "d", "d"]
+        options = {"n_boot": 50, "seed": 3, "clusters": c, "method": "bca"}
+        assert metrics_with_ci(y, p, s, **options) == {**binary_metrics(y, p, s),
+                                                       **bootstrap_metrics(y, p, s, **options)}
+        assert metrics_with_ci(y, p, s, n_boot=0) == binary_metrics(y, p, s)
+
+
+def test_metrics_from_frame_passes_its_options_on():
+    import pandas as pd
+
+    from medvlm.metrics import metrics_from_frame
+
+    df = pd.DataFrame({"patient_id": list("aabbccdd"), "label": [0, 1, 1, 0, 1, 0, 1, 1],
+                       "pred": [0, 1, 0, 0, 1, 1, 1, 1], "score": [0.1, 0.8, 0.4, 0.3, 0.9, 0.6, 0.7, 0.2]})
+    y, p, s = df["label"].to_numpy(), df["pred"].to_numpy(), df["score"].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        assert metrics_from_frame(df) == binary_metrics(y, p, s)  # no CIs unless asked
+        assert metrics_from_frame(df, n_boot=40) == {**binary_metrics(y, p, s),
+                                                     **bootstrap_metrics(y, p, s, n_boot=40, seed=0)}
+        assert metrics_from_frame(df, n_boot=40, seed=2, clusters="patient_id", method="bca") == {
+            **binary_metrics(y, p, s),
+            **bootstrap_metrics(y, p, s, n_boot=40, seed=2, clusters=df["patient_id"], method="bca")}
+
+
+def test_read_predictions_messages_name_file_row_column_and_value(tmp_path):
+    cases = [
+        ("patient_id,pred\nA,1\n", r"missing column 'label' \(columns found: patient_id, pred; need at least "
+                                   r"label,pred\)$"),
+        ("label,pred\n1,1\n2,0\n", r"row 2, column 'label': '2' is not 0 or 1 \(1 = the positive class\)$"),
+        ("label,pred\n1,1\n,1\n", r"row 2, column 'label': empty is not 0 or 1 \(1 = the positive class\)$"),
+        ("label,pred,score\n1,1,0.5\n0,0,abc\n", r"row 2, column 'score': 'abc' is not a probability in "
+                                                 r"\[0, 1\]$"),
+        ("label,pred,score\n1,1,1.5\n", r"row 1, column 'score': '1.5' is not a probability in \[0, 1\]$"),
+        ("patient_id,label,pred\nA,1,1\n,0,0\n", r"row 2, column 'patient_id' is empty$"),
+        ("a,b\n1,2\n3,4,5\n", r"not a readable CSV file \(Error tokenizing data. C error: Expected 2 fields "
+                             r"in line 3, saw 3\)$"),
+        ("", r"not a readable CSV file \(No columns to parse from file\)$"),
+    ]
+    for text, message in cases:
+        path = _write(tmp_path, text)
+        with pytest.raises(DataError, match=f"^{path}: " + message):
+            read_predictions(path)
+
+
+def test_read_predictions_types_of_ids_cohorts_and_scores(tmp_path):
+    df = read_predictions(_write(tmp_path, "patient_id,cohort,label,pred,score\n007,1,1,1,1\n010,2,0,,0\n"))
+    assert df["patient_id"].tolist() == ["007", "010"] and df["cohort"].tolist() == ["1", "2"]
+    assert df["score"].dtype == np.float64 and df["score"].tolist() == [1.0, 0.0]
+    assert df["pred"].isna().tolist() == [False, True]

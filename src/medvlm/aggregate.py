@@ -195,7 +195,7 @@ def keyed_rows(calls, units, *, task: Task, keys: Sequence[str], reducer: str = 
     for unit in units[[*keys, "label"]].itertuples(index=False):
         key = tuple(unit[:len(keys)])
         out.append({**dict(zip(keys, key, strict=True)), "label": int(unit[-1]),
-                    **_unit_row(groups.get(key if len(keys) > 1 else key[0], empty), task, fn, tie_break)})
+                    **_unit_row(groups.get(key, empty), task, fn, tie_break)})  # tuple keys, even for one key
     table = pd.DataFrame(out, columns=unit_columns(task, keys))
     table["pred"] = table["pred"].astype("Int64")  # empty where abstained
     return table

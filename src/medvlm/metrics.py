@@ -53,7 +53,7 @@ def _as_binary(values: Any, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.size and not np.all(np.isin(arr, (0, 1))):
-        bad = arr[~np.isin(arr, (0, 1))][0]
+        bad = arr[~np.isin(arr, (0, 1))][0].item()  # a Python number: numpy 2 reprs as np.int64(2)
         raise DataError(f"{name} must contain only 0 and 1 (the positive class), found {bad!r}")
     return arr.astype(np.int64)
 

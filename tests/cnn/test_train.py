@@ -142,11 +142,11 @@ def test_crash_mid_epoch_then_resume(tiny_work: Path, tmp_path: Path,
     def crashing(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("killed in epoch 3")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_one_epoch", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed in epoch 3"):
         train_cnn(tiny_work, tmp_path / "crashed", cfg(epochs=3))
     assert load_checkpoint(tmp_path / "crashed" / "fold0" / "last.pt")["epoch"] == 2
     assert not list((tmp_path / "crashed" / "fold0").glob("*.tmp"))

@@ -71,21 +71,75 @@ def test_warns_when_a_fold_has_no_lgg():
 
 
 def test_no_warning_when_every_fold_has_lgg():
+    labels = dict(zip(IDS, LABELS, strict=True))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        split_patients(IDS, LABELS, folds=5, seed=0)
+        warnings.simplefilter("error")  # a warning would fail the test here
+        split = split_patients(IDS, LABELS, folds=5, seed=0)
+        assert check_split(split, labels) == []
+    for fold in split["folds"]:
+        for name in ("train", "val"):
+            assert any(labels[p] == 0 for p in fold[name]), name  # the reason there is nothing to warn about
+
+
+def test_check_split_returns_the_warnings_it_issues():
+    split = {"test": ["t0", "t1"], "folds": [{"train": ["a", "b"], "val": ["c", "d"]},
+                                             {"train": ["c", "d"], "val": ["a", "b"]}]}
+    labels = {"t0": 0, "t1": 1, "a": 1, "b": 1, "c": 0, "d": 1}
+    with pytest.warns(UserWarning) as record:
+        notes = check_split(split, labels)
+    assert notes == ["fold 0 train holds no LGG patient", "fold 1 val holds no LGG patient"]
+    assert [str(w.message) for w in record] == notes
+    assert check_split(split) == []  # without labels nothing is known about LGG
+
+
+def _toy_split():
+    return {"test": ["t0", "t1"], "folds": [{"train": ["a", "b"], "val": ["c", "d"]},
+                                            {"train": ["c", "d"], "val": ["a", "b"]}]}
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda s: s["folds"][1]["val"].append("t1"), "patient t1 is in two cohorts of fold 1; refusing to "
+                                                  "write"),
+    (lambda s: s["folds"][0]["train"].append("t0"), "patient t0 is in two cohorts of fold 0; refusing to "
+                                                    "write"),
+    (lambda s: s["folds"][0]["val"].append("a"), "patient a is in two cohorts of fold 0; refusing to write"),
+    (lambda s: s["test"].append("t0"), "a patient appears twice in the test set"),
+    (lambda s: s["folds"][1]["train"].append("c"), "a patient appears twice in fold 1 train"),
+    (lambda s: s["folds"][0]["val"].append("d"), "a patient appears twice in fold 0 val"),
+    (lambda s: s["folds"][1].update(val=["c"], train=["a", "b", "d"]),
+     "a patient is in the validation set of two folds"),
+])  # val-test, train-test, train-val, then duplicates
+def test_check_split_refuses_every_kind_of_leakage(change, match):
+    split = _toy_split()
+    assert check_split(split) == []
+    change(split)
+    with pytest.raises(DataError, match=f"^split: {match}$"):
+        check_split(split)
+
+
+def test_check_split_refuses_a_fold_that_does_not_cover_the_cohort():
+    labels = {"t0": 0, "t1": 1, "a": 0, "b": 1, "c": 0, "d": 1}
+    assert check_split(_toy_split(), labels) == []
+    with pytest.raises(DataError, match="^split: fold 0 does not cover the cohort exactly$"):
+        check_split(_toy_split(), {**labels, "e": 1})  # a patient left out
+    short = _toy_split()
+    short["folds"][1]["train"].remove("d")
+    with pytest.raises(DataError, match="^split: fold 1 does not cover the cohort exactly$"):
+        check_split(short, labels)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error"),
+    ("kwargs", "error", "match"),
     [
-        ({"test_fraction": 1.0}, ConfigError),
-        ({"folds": 1}, ConfigError),
-        ({"test_fraction": 0.01}, DataError),
+        ({"test_fraction": 1.0}, ConfigError, r"--test-fraction must be within \[0, 1\), got 1.0"),
+        ({"test_fraction": -0.1}, ConfigError, r"--test-fraction must be within \[0, 1\), got -0.1"),
+        ({"folds": 1}, ConfigError, "--folds must be at least 2, got 1"),
+        ({"test_fraction": 0.01}, DataError,
+         r"cannot hold out a stratified test set of 0.01 from 100 patients \(20 LGG, 80 HGG\)"),
     ],
 )
-def test_bad_arguments(kwargs, error):
-    with pytest.raises(error):
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         split_patients(IDS, LABELS, **kwargs)
 
 
@@ -166,3 +220,109 @@ def test_cli_split_on_eight_patients_exits_2(prepared_work, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("medvlm: error: ") and "too few for 5 stratified folds" in err
     assert err.count("\n") == 1
+
+
+# ------------------------------------------------------------- the split is sklearn's, on sorted ids
+def _sorted(ids, labels):
+    pairs = sorted(zip(ids, labels, strict=True))
+    return [p for p, _ in pairs], [y for _, y in pairs]
+
+
+def test_test_set_and_folds_are_sklearns_stratified_splits_of_the_sorted_ids():
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    ids, ys = _sorted(IDS, LABELS)
+    rest, test, y_rest, _ = train_test_split(ids, ys, test_size=0.2, stratify=ys, random_state=7)
+    folds = [{"train": sorted(rest[i] for i in tr), "val": sorted(rest[i] for i in va)}
+             for tr, va in StratifiedKFold(n_splits=3, shuffle=True, random_state=7).split(rest, y_rest)]
+    assert split_patients(IDS, LABELS, test_fraction=0.2, folds=3, seed=7) == {
+        "seed": 7, "test_fraction": 0.2, "test": sorted(test), "folds": folds}
+
+
+def test_one_lgg_left_is_still_stratified_and_no_lgg_uses_plain_kfold():
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    ids = [f"p{i:02d}" for i in range(9)]
+    one = [0] + [1] * 8  # one LGG: stratified folds still (it sits in one fold's val)
+    with pytest.warns(UserWarning, match="holds no LGG"):
+        split = split_patients(ids, one, test_fraction=0.0, folds=3, seed=2)
+    want = [sorted(ids[i] for i in va) for _, va in
+            StratifiedKFold(n_splits=3, shuffle=True, random_state=2).split(ids, one)]
+    assert [f["val"] for f in split["folds"]] == want
+    none = [1] * 9
+    with pytest.warns(UserWarning, match="holds no LGG"):
+        split = split_patients(ids, none, test_fraction=0.0, folds=3, seed=2)
+    kfold = KFold(n_splits=3, shuffle=True, random_state=2)
+    want = [sorted(ids[i] for i in va) for _, va in kfold.split(ids)]
+    assert [f["val"] for f in split["folds"]] == want
+
+
+def test_defaults_are_15_percent_5_folds_seed_0():
+    assert split_patients(IDS, LABELS) == split_patients(IDS, LABELS, test_fraction=0.15, folds=5, seed=0)
+
+
+def test_bad_ids_and_labels_are_named():
+    with pytest.raises(DataError, match="^patient b appears twice in the manifest$"):
+        split_patients(["b", "a", "b", "c"], [0, 1, 0, 1])
+    with pytest.raises(DataError, match=r"^labels must be 0 \(LGG\) or 1 \(HGG\), got \[2, 3\]$"):
+        split_patients(["a", "b", "c", "d"], [0, 3, 1, 2])
+
+
+@pytest.mark.parametrize(("n0", "n1", "folds", "message"), [
+    (2, 3, 4, r"5 patients left after the test set \(2 of class 0, 3 of class 1\): too few for 4 stratified "
+              r"folds; use --folds 3 or fewer$"),
+    (1, 1, 2, r"2 patients left after the test set \(1 of class 0, 1 of class 1\): too few for 2 stratified "
+              r"folds; add patients or lower --test-fraction$"),
+    (0, 3, 4, r"3 patients left after the test set \(0 of class 0, 3 of class 1\): too few for 4 stratified "
+              r"folds; use --folds 3 or fewer$"),
+])
+def test_too_few_patients_names_the_counts_and_the_fix(n0, n1, folds, message):
+    ids = [f"p{i}" for i in range(n0 + n1)]
+    with pytest.raises(DataError, match="^" + message):
+        split_patients(ids, [0] * n0 + [1] * n1, test_fraction=0.0, folds=folds)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
+def test_as_many_folds_as_the_larger_class_is_allowed(labels):
+    ids = [f"p{i}" for i in range(5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a fold without LGG, with two of them
+        split = split_patients(ids, labels, test_fraction=0.0, folds=3)
+    assert sorted(p for f in split["folds"] for p in f["val"]) == ids
+
+
+def _manifest(work, rows):
+    work.mkdir(exist_ok=True)
+    lines = ["patient_id,label,status"] + [f"{p},{y},{s}" for p, y, s in rows]
+    (work / "manifest.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_make_split_writes_the_split_of_the_ok_patients(tmp_path):
+    work = tmp_path / "w"
+    _manifest(work, [(p, y, "ok") for p, y in zip(IDS, LABELS, strict=True)] + [("X", 1, "skipped")])
+    assert make_split(work) == split_patients(IDS, LABELS) == json.loads((work / "splits.json").read_text())
+    options = {"test_fraction": 0.2, "folds": 3, "seed": 4}
+    assert make_split(work, **options) == split_patients(IDS, LABELS, **options)
+
+
+def test_make_split_errors_name_the_manifest(tmp_path):
+    work = tmp_path / "w"
+    _manifest(work, [("A", 0, "skipped")])
+    with pytest.raises(DataError, match=rf"^{work / 'manifest.csv'}: no patient with status ok to split$"):
+        make_split(work)
+    _manifest(work, [("A", 0, "ok"), ("B", "", "ok"), ("C", "", "ok")])
+    with pytest.raises(DataError, match=rf"^{work / 'manifest.csv'}: patient B is ok but has no label$"):
+        make_split(work)
+
+
+def test_ids_and_labels_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match="shorter"):
+        split_patients(["a", "b", "c", "d"], [0, 1, 0])
+
+
+def test_warnings_point_at_the_caller():
+    if hasattr(check_split, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    with pytest.warns(UserWarning) as record:
+        check_split({"test": [], "folds": [{"train": ["a"], "val": ["b"]}]}, {"a": 1, "b": 0})
+    assert [w.filename for w in record] == [__file__]

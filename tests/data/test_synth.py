@@ -74,10 +74,16 @@ def test_grades_assigned_by_fraction():
     assert assign_grades(12, 0.25, 0) == assign_grades(12, 0.25, 0)
 
 
-@pytest.mark.parametrize("kwargs", [{"size": "huge"}, {"patients": 0}, {"lgg_fraction": 1.5}])
-def test_bad_options(tmp_path, kwargs):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"size": "huge"}, r"The '--size' parameter must be one of \[.*'small'.*\]. Got 'huge' instead."),
+    ({"patients": 0}, "--patients must be at least 1, got 0"),
+    ({"lgg_fraction": 1.5}, r"--lgg-fraction must be within \[0, 1\], got 1.5"),
+    ({"lgg_fraction": -0.1}, r"--lgg-fraction must be within \[0, 1\], got -0.1"),
+])
+def test_bad_options(tmp_path, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
         synth_cohort(tmp_path, **{"patients": 1, **kwargs}, progress=False)
+    assert not (tmp_path / TRAINING_FOLDER).exists()  # refused before anything is written
 
 
 def test_hgg_and_lgg_differ_on_average_but_overlap():

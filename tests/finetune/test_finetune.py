@@ -168,7 +168,7 @@ def test_resume_continues_exactly(prepared_work, ft_base, tmp_path):
 def _cli(args, capsys):
     from medvlm.cli import main
 
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match=r"^\d?$") as exc:  # the exit status, if any
         main(args)
     err = capsys.readouterr().err.strip()
     return exc.value.code, err
@@ -238,14 +238,39 @@ def test_eval_vlm_with_the_adapter_scores_as_finetune_does(lora_run, prepared_wo
 
 
 @pytest.mark.slow
-def test_trl_engine_trains_on_the_same_batches(prepared_work, ft_base, tmp_path):
+def test_trl_engine_trains_on_the_same_batches(prepared_work, ft_base, tmp_path, monkeypatch):
+    import medvlm.finetune._trl as trl_engine
+    import medvlm.finetune.train as native_engine
     from medvlm.finetune import FinetuneConfig, finetune
+    from medvlm.finetune._steps import make_batch
 
-    out = tmp_path / "trl"
-    summary = finetune(prepared_work, out, FinetuneConfig(base_model=str(ft_base), engine="trl", max_steps=2,
-                                                          validate_each_epoch=False, **FAST))
-    assert summary["steps"] == 2
-    log = pd.read_csv(out / "train_log.csv").dropna(subset=["loss"])
-    assert log["step"].tolist() == [1, 2] and (log["loss"] > 0).all()
-    p = _probs(ft_base, ft_base, _train_examples(prepared_work)[:2], adapter=out)
-    assert p.shape == (2, 3)
+    batches: dict[str, list[list[tuple]]] = {"peft": [], "trl": []}
+
+    def recording(engine):
+        def record(processor, prompt, examples, task):
+            batches[engine].append([(e.patient_id, e.orientation, e.slice_index, e.label) for e in examples])
+            return make_batch(processor, prompt, examples, task)
+        return record
+
+    monkeypatch.setattr(native_engine, "make_batch", recording("peft"))
+    monkeypatch.setattr(trl_engine, "make_batch", recording("trl"))
+    summaries, logs = {}, {}
+    for engine in ("peft", "trl"):  # the native loop and TRL, one epoch each: every training slice once
+        out = tmp_path / engine
+        cfg = FinetuneConfig(base_model=str(ft_base), engine=engine, epochs=1, validate_each_epoch=False,
+                             **FAST)
+        summaries[engine] = finetune(prepared_work, out, cfg)
+        logs[engine] = pd.read_csv(out / "train_log.csv").dropna(subset=["loss"])
+    n_train, size = summaries["peft"]["n_train"], FAST["batch_size"]
+    steps = -(-n_train // size)
+    assert summaries["trl"]["n_train"] == n_train
+    assert summaries["trl"]["balance"] == summaries["peft"]["balance"]
+    assert summaries["peft"]["steps"] == summaries["trl"]["steps"] == steps
+    for engine in ("peft", "trl"):
+        sizes = [len(b) for b in batches[engine]]
+        assert sizes == [size] * (steps - 1) + [n_train - size * (steps - 1)], engine
+        assert logs[engine]["step"].tolist() == list(range(1, steps + 1)) and (logs[engine]["loss"] > 0).all()
+    # the same balanced training slices, rendered by the same collator (make_batch); only the order may differ
+    assert sorted(sum(batches["trl"], [])) == sorted(sum(batches["peft"], []))
+    p = _probs(ft_base, ft_base, _train_examples(prepared_work)[:2], adapter=tmp_path / "trl")
+    assert p.shape == (2, 3) and np.allclose(p.sum(axis=1), 1)

@@ -125,7 +125,7 @@ def test_answer_distribution_counts_and_summary():
     assert "N = 95" in fig2.axes[0].get_title()
     many = pd.concat([c, c.assign(patient_id="Q")])
     assert len(AF.answer_distribution_figure(many).axes) == 2
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="needs consistency.csv rows or summary.json"):
         AF.answer_distribution_figure()
 
 
@@ -133,8 +133,25 @@ def test_loss_curve_figure():
     log = pd.DataFrame({"step": range(1, 31), "epoch": [1] * 15 + [2] * 15, "loss": np.linspace(2, 0.5, 30)})
     log["val_accuracy"] = np.nan
     log.loc[[14, 29], "val_accuracy"] = [0.6, 0.7]
-    fig = F.loss_curve_figure(log)
-    assert len(fig.axes) == 2 and "val_accuracy" in _texts(fig)
-    assert len(F.loss_curve_figure(log.drop(columns="val_accuracy")).axes) == 1
+    log["lr"] = np.linspace(1e-4, 0, 30)  # not drawn
+    fig = F.loss_curve_figure(log.sample(frac=1, random_state=0), selected_epoch=2)  # rows in any order
+    loss_ax, val_ax = fig.axes
+    raw, smooth = loss_ax.get_lines()
+    np.testing.assert_array_equal(raw.get_xdata(), np.arange(1, 31))  # every step, in step order
+    np.testing.assert_allclose(raw.get_ydata(), np.linspace(2, 0.5, 30))
+    window = 3  # max(30 // 20, 3)
+    want = log["loss"].rolling(window, min_periods=1).mean()
+    np.testing.assert_allclose(smooth.get_ydata(), want)
+    assert smooth.get_label() == "moving mean (3 steps)"
+    assert (loss_ax.get_xlabel(), loss_ax.get_ylabel(), loss_ax.get_title()) == (
+        "optimizer step", "training loss", "Fine-tuning: training loss")
+    val, selected = val_ax.get_lines()  # val_accuracy and the selected epoch; no lr
+    assert val.get_label() == "val_accuracy" and val_ax.get_xlabel() == "epoch"
+    assert val.get_xdata().tolist() == [1, 2] and val.get_ydata().tolist() == [0.6, 0.7]  # the epochs' ends
+    assert selected.get_xdata()[0] == 2 and selected.get_label() == "selected epoch 2"
+    assert "val_accuracy" in _texts(fig)
+    short = F.loss_curve_figure(log.drop(columns=["val_accuracy", "lr"]).iloc[:9], title="LoRA")
+    assert len(short.axes) == 1 and len(short.axes[0].get_lines()) == 1  # no moving mean under 10 steps
+    assert short.axes[0].get_title() == "LoRA: training loss"
     with pytest.raises(DataError, match="loss"):
         F.loss_curve_figure(log.drop(columns="loss"))

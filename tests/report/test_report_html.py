@@ -148,7 +148,22 @@ def test_cli_report(runs, tmp_path, capsys):
     code, cap = _cli(
         ["report", str(runs["cnn"]), str(runs["vlm"]), "--out", str(out), "--bootstrap", "50"], capsys
     )
-    assert code == 0 and out.is_file() and "wrote" in cap.out
+    assert code == 0 and cap.out.strip() == f"wrote {out}"
+    html = out.read_text()
+    assert "<title>medvlm report</title>" in html  # the default --title
+    assert ">cnn-small3d</a>" in html and ">vlm-tiny</a>" in html and ">lora</a>" not in html  # those given
+    # the two runs' test-cohort numbers and their paired test, as the library computes them
+    cnn = read_predictions(runs["cnn"] / "predictions.csv")
+    test = cnn[cnn["cohort"] == "test"]
+    m = binary_metrics(test["label"], test["pred"], test["score"])
+    assert f"{m['tp']}/{m['fp']}/{m['tn']}/{m['fn']}" in html
+    res = compare_predictions(test, read_predictions(runs["vlm"] / "predictions.csv"))
+    assert f"<td>{res['mcnemar_b']} / {res['mcnemar_c']}</td>" in html
+    # ROC overview, CNN learning curve + confusion, VLM confusion + 3 vote plots + ROC per orientation
+    assert html.count('src="data:image/png;base64,') == 8
+    argv = ["report", str(runs["cnn"]), "--out", str(out), "--title", "Mine <b>", "--bootstrap", "0"]
+    code, cap = _cli(argv, capsys)
+    assert code == 0 and "<title>Mine &lt;b&gt;</title>" in out.read_text()  # overwritten, title escaped
     code, cap = _cli(["report", str(tmp_path / "nope"), "--out", str(out)], capsys)
     assert code == 2 and cap.err.startswith("medvlm: error: ") and "nope" in cap.err
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medvlm.cli import invoke
-from medvlm.errors import ConfigError
+from medvlm.errors import ConfigError, DataError
 from medvlm.tasks import TASKS, get_task, prepare_work, work_task, write_work_task
 
 
@@ -70,3 +70,154 @@ def test_work_folder_records_its_task_and_refuses_another(tmp_path, synth_dir):
     (tmp_path / "task.json").write_text("{broken")
     assert invoke(["eval-vlm", str(tmp_path), "--out", str(tmp_path / "r"), "--backend", "mock",
                    "--model", "hash", "--no-progress"]) == 2
+
+
+# ------------------------------------------------------------------------------ the Task seam itself
+def _task(**changes):
+    import dataclasses
+
+    return dataclasses.replace(get_task("brats-grading"), **changes)
+
+
+def test_slug_makes_column_names():
+    from medvlm.tasks.base import slug
+
+    assert [slug(n) for n in ("No tumour", "LGG", " High-Grade  Glioma! ", "a__b")] == [
+        "no_tumour", "lgg", "high_grade_glioma", "a_b"]
+
+
+def test_a_task_declaration_is_checked():
+    from medvlm.tasks.base import AnswerCode
+
+    with pytest.raises(ValueError, match=r"^task brats-grading: unit must be one of \('patient', 'slice', "
+                                         r"'image'\)$"):
+        _task(unit="pixel")
+    with pytest.raises(ValueError, match="^task brats-grading: every class needs an answer code$"):
+        _task(answers=(AnswerCode("LGG", "p_lgg", "n_lgg"),))
+    with pytest.raises(ValueError, match="^task brats-grading: positive 'GBM' is not a class$"):
+        _task(positive="GBM")
+    two = _task(answers=get_task("brats-grading").answers[:2])  # as many answers as classes: fine
+    assert two.codes == ("0", "1")
+    none = _task(positive=None)  # no named positive class: the last class
+    assert none.positive_label == 1 and none.tie_break_label(None) == 1
+
+
+def test_the_positive_class_can_be_the_first():
+    flipped = _task(positive="LGG")
+    assert flipped.positive_label == 0 and flipped.tie_break_label(None) == 0
+    assert flipped.tie_break_name(None) == "lgg"
+
+
+def test_class_names_and_views_are_checked_with_the_option_named():
+    task = get_task("brats-grading")
+    assert task.label_of("hgg") == 1
+    assert task.tie_break_name("lgg") == "lgg" and task.tie_break_name(None) == "hgg"
+    with pytest.raises(ConfigError, match=r"^The 'class' parameter must be one of \['lgg', 'hgg'\]. Got"):
+        task.label_of("GBM")
+    with pytest.raises(ConfigError, match=r"^The '--tie-break' parameter must be one of \['lgg', 'hgg'\]. "
+                                          r"Got 'hg' instead. Did you mean 'hgg'\?"):
+        task.tie_break_label("hg")
+    assert task.views(None) == (["axial", "coronal", "sagittal"], ["flair"])
+    assert task.views(["coronal"], [" T1CE ", "flair"]) == (["coronal"], ["t1ce", "flair"])
+    with pytest.raises(ConfigError, match=r"^The 'orientations' parameter must be one of \['axial', "
+                                          r"'coronal', 'sagittal'\]. Got 'oblique' instead."):
+        task.views(["oblique"])
+    with pytest.raises(ConfigError, match=r"^The 'modalities' parameter must be one of \['t1', 't1ce', 't2', "
+                                          r"'flair'\]. Got 'dwi' instead."):
+        task.views(None, ["dwi"])
+
+
+def test_another_tasks_prompt_is_refused_naming_the_option():
+    grading, tumour = get_task("brats-grading"), get_task("brats-tumour")
+    assert grading.check_prompt("json") == "json" and grading.check_prompt("my_prompt.txt") == "my_prompt.txt"
+    with pytest.raises(ConfigError, match=r"^--prompt tumour: a built-in prompt of another task, asking for "
+                                          r"other answers; brats-grading's prompts are \['seed', 'json', "
+                                          r"'montage'\] \(or give a prompt file\)$"):
+        grading.check_prompt("tumour")
+    with pytest.raises(ConfigError, match="^--consistency-prompt seed: a built-in prompt of another task"):
+        tumour.check_prompt("seed", "--consistency-prompt")
+
+
+def test_the_task_names_its_data_functions():
+    from medvlm.data.prepare import prepare
+
+    assert get_task("brats-grading").function("prepare") is prepare
+    with pytest.raises(ConfigError, match="^task 'brats-grading' has no 'train'$"):
+        get_task("brats-grading").function("train")
+
+
+def test_answer_names_and_unit_keys():
+    grading, tumour = get_task("brats-grading"), get_task("brats-tumour")
+    assert grading.answer_names == {"0": "LGG", "1": "HGG", "2": "no glioma"}
+    assert tumour.answer_names == {"0": "no tumour", "1": "tumour"}
+    assert (grading.unit_keys, tumour.unit_keys) == ([], ["orientation", "slice_index"])
+    assert grading.prob_columns == ["p_lgg", "p_hgg", "p_ng"] and tumour.count_columns == ["n_no_tumour",
+                                                                                           "n_tumour"]
+
+
+def test_describe_is_the_json_record():
+    assert get_task("brats-grading").describe() == {
+        "name": "brats-grading",
+        "description": "BraTS 2020 glioma grading, one prediction per patient: LGG (0) or HGG (1)",
+        "classes": ["LGG", "HGG"], "positive": "HGG", "unit": "patient",
+        "answers": {"0": "LGG", "1": "HGG", "2": "no glioma"}, "parser_version": "1",
+        "prompts": ["seed", "json", "montage"], "cnn_model": "small3d"}
+
+
+def test_choice_parser_reads_the_names_it_is_given():
+    from medvlm.tasks.base import choice_parser
+
+    parse = choice_parser(2, [(r"\bred\b", 0), (r"\bblue\b", 1)])
+    assert (parse("Choice: blue"), parse("Choice: 1"), parse("Choice: 2")) == (1, 1, None)
+
+
+def test_get_task_defaults_and_refuses_task_files():
+    assert get_task().name == get_task(None).name == "brats-grading"
+    assert get_task(" Brats-Tumour ").name == "brats-tumour"
+    for name in ("mine.yaml", "MINE.YML"):
+        with pytest.raises(ConfigError, match=rf"^--task {name}: a task YAML file is not supported yet; "
+                                              r"use a registered task \(brats-grading, brats-tumour\)$"):
+            get_task(name)
+
+
+def test_work_task_errors_name_the_file(tmp_path):
+    (tmp_path / "units.csv").write_text("patient_id\n")
+    with pytest.raises(DataError, match=r"task.json: missing, but the folder holds units.csv \(a "
+                                        r"slice-level task\); prepare it again with `medvlm prepare DATA "
+                                        r"--out WORK --task NAME`$"):
+        work_task(tmp_path)
+    (tmp_path / "task.json").write_text('{"nom": "x"}')
+    with pytest.raises(DataError, match=r"task.json: not a readable task record \('name'\)$"):
+        work_task(tmp_path)
+    (tmp_path / "task.json").write_text('{"name": " "}')
+    with pytest.raises(DataError, match=r"'name' must be a task name \(`medvlm tasks`\), got ' '$"):
+        work_task(tmp_path)
+    (tmp_path / "task.json").write_text('{"name": "brats-gradin"}')
+    with pytest.raises(DataError, match=r"task.json: .*Did you mean 'brats-grading'\?"):
+        work_task(tmp_path)
+
+
+def test_prepare_work_passes_the_options_and_refuses_a_folder_of_another_task(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from medvlm.tasks.base import Task
+
+    calls = []
+
+    def fake_prepare(data, out, **options):
+        calls.append((data, out, options))
+        return SimpleNamespace(work=out)
+
+    monkeypatch.setattr(Task, "function", lambda self, what: fake_prepare)
+    out = tmp_path / "w"
+    assert prepare_work("DATA", out, "brats-tumour", shape=(8, 8, 8)).work == out
+    assert calls == [("DATA", out, {"shape": (8, 8, 8)})]
+    assert work_task(out).name == "brats-tumour"
+    prepare_work("DATA", out, "brats-tumour")  # the same task again: fine
+    legacy = tmp_path / "legacy"  # a work folder from before tasks: a manifest, no task.json
+    legacy.mkdir()
+    (legacy / "manifest.csv").write_text("patient_id\n")
+    with pytest.raises(ConfigError, match=rf"^--out {legacy}: prepared for task 'brats-grading', not "
+                                          r"'brats-tumour'; give another --out$"):
+        prepare_work("DATA", legacy, "brats-tumour")
+    assert len(calls) == 2

@@ -207,5 +207,5 @@ def test_cache_key_stable_for_numbers_and_none_is_its_own_value():
     none = {key(Decoding(temperature=None, top_p=None)), key(Decoding(temperature=None)),
             key(Decoding(top_p=None))}
     assert len(none) == 3 and not none & {key(Decoding()), key(Decoding(temperature=1.0, top_p=1.0))}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"temperature\n.*greater than or equal to 0"):
         Decoding(temperature=-0.1)

@@ -26,7 +26,7 @@ def test_cli_names_the_option_of_a_bad_shared_value(tmp_path, capsys):
     from medvlm.cli import main
 
     for cmd in ("eval-vlm", "consistency"):
-        with pytest.raises(SystemExit) as exc:
+        with pytest.raises(SystemExit, match="^2$") as exc:
             main([cmd, str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "mock", "--model", "m",
                   "--timeout", "0"])
         assert exc.value.code == 2

@@ -61,13 +61,29 @@ def test_tiny_vlm_loads_and_is_deterministic(tiny_vlm, tmp_path):
     assert full.endswith("Choice: 1 Reasoning: x<|eot_id|>")
 
 
-def test_make_tiny_vlm_cli(tmp_path):
-    from medvlm.cli import main
+def test_make_tiny_vlm_cli(tiny_vlm, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoProcessor
 
-    with pytest.raises(SystemExit) as exc:
-        main(["make-tiny-vlm", str(tmp_path / "m"), "--seed", "3"])
-    assert exc.value.code in (0, None)
-    assert (tmp_path / "m" / "config.json").is_file() and (tmp_path / "m" / "tokenizer.json").is_file()
+    from medvlm.cli import invoke
+    from medvlm.vlm.tiny import make_tiny_vlm
+
+    out = tmp_path / "m"
+    assert invoke(["make-tiny-vlm", str(out), "--seed", "3"]) == 0
+    assert capsys.readouterr().out.strip() == f"tiny VLM written to {out} (load with from_pretrained)"
+    config = AutoConfig.from_pretrained(out)
+    assert config.model_type == "mllama"
+    processor = AutoProcessor.from_pretrained(out)  # the tokenizer and processor load offline
+    assert processor.tokenizer.convert_tokens_to_ids("<|image|>") == config.image_token_index
+    weights = load_file(out / "model.safetensors")
+    same_seed = load_file(make_tiny_vlm(tmp_path / "direct", seed=3) / "model.safetensors")
+    seed_0 = load_file(tiny_vlm / "model.safetensors")
+    assert weights.keys() == same_seed.keys() == seed_0.keys()
+    assert all(torch.equal(weights[k], same_seed[k]) for k in weights)  # --seed 3 is make_tiny_vlm(seed=3)
+    assert not all(torch.equal(weights[k], seed_0[k]) for k in weights)  # and not the default seed 0
+    gates = [k for k in weights if k.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate"))]
+    assert gates and all(bool((weights[k] == 1.0).all()) for k in gates)  # open: the images matter
 
 
 @pytest.mark.slow

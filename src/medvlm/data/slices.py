@@ -126,12 +126,15 @@ def load_canonical(path: str | Path, patient_id: str = "?") -> tuple[np.ndarray,
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
+    import zlib
+
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
 
     try:
         img = nib.as_closest_canonical(nib.load(key))
         data = np.asarray(img.dataobj, dtype=np.float32)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, ImageFileError, zlib.error) as exc:  # not NIfTI, corrupt gzip
         raise DataError(f"patient {patient_id}: cannot read {key} ({exc})") from exc
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]

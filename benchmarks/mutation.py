@@ -1,0 +1,321 @@
+"""Mutation testing of the modules whose bugs change numbers (``make mutation``; benchmarks/MUTATION.md).
+
+mutmut (configured in pyproject.toml, ``[tool.mutmut]``) copies ``src/`` to ``mutants/``, makes every
+one-line mutant of the listed modules, runs the selected tests once to record which tests call which
+function, then runs each mutant against only the tests that call its function (``-m "not slow"``,
+``-x``). This script runs it and reports the score per module::
+
+    python benchmarks/mutation.py run [--max-children N] [MUTANT_GLOB ...]   # then the report
+    python benchmarks/mutation.py run --retest      # only mutants not killed yet (after new tests)
+    python benchmarks/mutation.py report [--survivors] [--stubs] [--json PATH]
+    python benchmarks/mutation.py hand              # the hand-written mutants below must all be killed
+
+Score = killed / (mutants - equivalent - unobservable). A timeout counts as killed (the mutant changed
+behaviour: it hangs), "no tests" as survived (no test calls the function). The mutants excluded from the
+score are listed in ``benchmarks/mutation_equivalent.toml`` with their mutated line and the reason:
+``equivalent`` (no input can tell them from the original) or ``unobservable`` (a warning's stacklevel:
+mutmut's trampoline adds stack frames, so only a test outside mutmut can see it; each such test has a
+hand mutant below). An entry whose mutant changed (the line differs) or was killed is reported as stale,
+so the list cannot drift from the code unnoticed.
+
+``mutants/`` keeps the results: a second ``run`` retests only mutants of functions that changed (mutmut
+hashes each function), and a change to pyproject.toml (the test selection) resets them; delete
+``mutants/`` for a run from scratch.
+
+mutmut mutates function bodies only: module constants (a task's classes and answer words, the parser's
+keyword), ``@property`` methods and code run at import (the tasks' parsers are built then) are out of its
+reach, and it changes the text of a string only by case or by wrapping it in "XX" (a SQL guard dropped, a
+regex alternative removed are not among its mutants). :data:`HAND_MUTANTS` are one-line bugs of exactly
+those kinds, and the four survivors that started this (issue 20); ``hand`` applies each to a copy of
+``src/`` and runs the named tests, which must fail. A hand mutant whose line is no longer in the file is
+reported as stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EQUIVALENT = ROOT / "benchmarks" / "mutation_equivalent.toml"
+#: mutmut's exit codes -> the report's columns (mutmut.stats.status_by_exit_code)
+KILLED = {1, 3, 24, -24, 152, 255, 36}  # test failure, pytest internal error, timeouts
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+KEYS = ("mutants", "killed", "survived", "no tests", "equivalent", "unobservable", "not checked")
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _modules() -> list[str]:
+    """The mutated source files, from ``[tool.mutmut] only_mutate`` (globs expanded)."""
+    cfg = _load_toml(ROOT / "pyproject.toml")["tool"]["mutmut"]
+    files: list[str] = []
+    for pattern in cfg["only_mutate"]:
+        for path in sorted(ROOT.glob(pattern)):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel not in files:
+                files.append(rel)
+    return files
+
+
+def _results(path: str) -> dict[str, int | None] | None:
+    """mutmut's exit code per mutant of ``path`` (None: not generated yet; {}: a file without functions)."""
+    meta = ROOT / "mutants" / f"{path}.meta"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text())["exit_code_by_key"]
+
+
+def _mutated_line(name: str, path: str) -> str:
+    """The first added line of a mutant's diff, stripped (how the equivalents file names a mutant)."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+        diff = get_diff_for_mutant(name, path=path)
+    finally:
+        os.chdir(cwd)
+    added = [line[1:].strip() for line in diff.splitlines()
+             if line.startswith("+") and not line.startswith("+++")]
+    return added[0] if added else ""
+
+
+def _status(code: int | None) -> str:
+    if code in KILLED:
+        return "killed"
+    if code in SURVIVED:
+        return "survived"
+    if code in NO_TESTS:
+        return "no tests"
+    return "not checked" if code is None else f"other ({code})"
+
+
+def _toml_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def report(*, survivors: bool = False, json_path: str | None = None, stubs: bool = False) -> int:
+    """Print the score per module (and the surviving mutants); 1 when a module has no results yet."""
+    equivalent = _load_toml(EQUIVALENT) if EQUIVALENT.is_file() else {}
+    rows, missing, stale, open_survivors = [], [], [], []
+    totals: Counter = Counter()
+    for path in _modules():
+        results = _results(path)
+        if results is None:
+            missing.append(path)
+            continue
+        counts: Counter = Counter()
+        for name, code in results.items():
+            status = _status(code)
+            entry = equivalent.get(name)
+            if entry is not None:
+                line = _mutated_line(name, path)
+                if status == "killed" or line != entry["line"]:
+                    stale.append((name, entry["line"], line, status))
+                else:
+                    counts[entry.get("kind", "equivalent")] += 1
+                    continue
+            counts[status] += 1
+            if status in ("survived", "no tests"):
+                open_survivors.append((name, path, status))
+        counts["mutants"] = len(results)
+        tested = counts["mutants"] - counts["equivalent"] - counts["unobservable"]
+        score = counts["killed"] / tested if tested else None
+        rows.append({"module": path, **{k: counts[k] for k in KEYS}, "score": score})
+        totals.update(counts)
+    tested = totals["mutants"] - totals["equivalent"] - totals["unobservable"]
+    total = {"module": "all", **{k: totals[k] for k in KEYS},
+             "score": totals["killed"] / tested if tested else None}
+    head = ["module", "mutants", "killed", "survived", "no tests", "equivalent", "unobservable", "score"]
+    if totals["not checked"]:
+        head.insert(-1, "not checked")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    for row in [*rows, total]:
+        cells = [f"`{row['module']}`" if row["module"] != "all" else "**all**",
+                 *[str(row[k]) for k in head[1:-1]],
+                 "n/a" if row["score"] is None else f"{100 * row['score']:.1f}%"]
+        print("| " + " | ".join(cells) + " |")
+    for path in missing:
+        print(f"no results for {path}: run `python benchmarks/mutation.py run` first", file=sys.stderr)
+    for name, want, got, status in stale:
+        print(f"stale equivalent entry {name} ({status}): listed line {want!r}, mutant now {got!r}",
+              file=sys.stderr)
+    if survivors and open_survivors:
+        print(f"\n{len(open_survivors)} surviving mutant(s) not listed as equivalent:")
+        for name, path, status in open_survivors:
+            print(f"{name} [{status}]: {_mutated_line(name, path)}")
+    if stubs:  # entries to paste into mutation_equivalent.toml once each is shown to be equivalent
+        for name, path, _ in open_survivors:
+            print(f'\n[{_toml_string(name)}]\nline = {_toml_string(_mutated_line(name, path))}\nwhy = "TODO"')
+    if json_path:
+        Path(json_path).write_text(json.dumps({"modules": rows, "all": total,
+                                               "survivors": [n for n, _, _ in open_survivors]}, indent=1))
+    return 1 if missing else 0
+
+
+#: (what the bug is, file, the line's text, the bug's text, tests that must fail)
+HAND_MUTANTS = [
+    ("percentile interval at [alpha, 1 - alpha]: a '95%' CI is a 90% one (issue 20)",
+     "src/medvlm/metrics.py", "np.quantile(ok, [alpha / 2, 1 - alpha / 2])",
+     "np.quantile(ok, [alpha, 1 - alpha])", ["tests/test_metrics.py"]),
+    ("patient_rows drops tie_break: --tie-break lgg ignored (issue 20)", "src/medvlm/aggregate.py",
+     "**_unit_row(frame, task, fn, tie_break)}", "**_unit_row(frame, task, fn, 1)}",
+     ["tests/test_aggregate.py"]),
+    ("the failure upsert loses its guard: a failure overwrites a cached answer (issue 20)",
+     "src/medvlm/vlm/cache.py", """updated=excluded.updated WHERE status='failed'",""",
+     """updated=excluded.updated",""", ["tests/vlm/test_vlm_cache_rows.py"]),
+    ("check_split stops checking val against test (issue 20)", "src/medvlm/data/split.py",
+     " | (set(val) & set(test))", "", ["tests/data/test_split.py"]),
+    ("the positive class is the other one (property)", "src/medvlm/tasks/base.py",
+     "return self.classes.index(self.positive) if", "return 1 - self.classes.index(self.positive) if",
+     ["tests/tasks/test_tasks.py"]),
+    ("a task without a named positive class takes the first (property)", "src/medvlm/tasks/base.py",
+     "if self.positive is not None else self.n_classes - 1", "if self.positive is not None else 0",
+     ["tests/tasks/test_tasks.py"]),
+    ("answer codes shifted by one (property)", "src/medvlm/tasks/base.py",
+     "return tuple(str(i) for i in range(len(self.answers)))",
+     "return tuple(str(i + 1) for i in range(len(self.answers)))", ["tests/tasks/test_tasks.py"]),
+    ("answer names from the wrong field (property)", "src/medvlm/tasks/base.py",
+     "return {str(i): a.name for i, a in enumerate(self.answers)}",
+     "return {str(i): a.count_column for i, a in enumerate(self.answers)}", ["tests/tasks/test_tasks.py"]),
+    ("slice units keyed without their orientation (constant)", "src/medvlm/tasks/base.py",
+     '"slice": ["orientation", "slice_index"]', '"slice": ["slice_index"]', ["tests/tasks/test_tasks.py"]),
+    ("brats-grading: 'low grade' read as HGG (constant)", "src/medvlm/tasks/brats_grading.py",
+     r'(r"low[\s-]*grade(?:\s+glioma)?|\blgg\b", 0)', r'(r"low[\s-]*grade(?:\s+glioma)?|\blgg\b", 1)',
+     ["tests/tasks/test_brats_grading_parser.py"]),
+    ("brats-grading: LGG is the positive class (constant)", "src/medvlm/tasks/brats_grading.py",
+     'positive="HGG"', 'positive="LGG"', ["tests/tasks/test_tasks.py", "tests/test_aggregate.py"]),
+    ("brats-tumour: a negated answer reads as tumour (constant)", "src/medvlm/tasks/brats_tumour.py",
+     "(_NEGATED, 0),", "(_NEGATED, 1),", ["tests/tasks/test_tasks.py"]),
+    ("parser: 'answer' is no longer a keyword (constant)", "src/medvlm/vlm/parsing.py",
+     r'_KEYWORD = r"(?:choice|answer|classification|final\s+answer)"',
+     r'_KEYWORD = r"(?:choice|classification|final\s+answer)"', ["tests/tasks/test_brats_grading_parser.py"]),
+    ("parser: a hedge '1 or 2' reads as 1 (f-string regex)", "src/medvlm/vlm/parsing.py",
+     r'r"(?!\s*[,/]\s*\d)(?!\s*(?:or|and)\s+\d)",', r'r"(?!\s*[,/]\s*\d)",',
+     ["tests/tasks/test_brats_grading_parser.py"]),
+    ("parser: 'Choice: 1.5' reads as 1 (f-string regex)", "src/medvlm/vlm/parsing.py",
+     r"({d})(?!\d|\.\d)", r"({d})(?!\d)", ["tests/tasks/test_brats_grading_parser.py"]),
+    ("parser: a digit followed by prose reads as a bare answer (f-string regex)", "src/medvlm/vlm/parsing.py",
+     r'self._bare = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?\s*[.:]?\s*$")',
+     r'self._bare = re.compile(rf"^\s*[\(\[]?({d})[\)\]]?\s*[.:]?")',
+     ["tests/tasks/test_brats_grading_parser.py"]),
+    ("slices: axial and coronal swapped (constant)", "src/medvlm/data/slices.py",
+     'AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}', 'AXIS = {"sagittal": 0, "coronal": 2, "axial": 1}',
+     ["tests/data/test_slices.py"]),
+    ("stacklevel: the bootstrap warning names metrics.py, not the caller (unobservable under mutmut)",
+     "src/medvlm/metrics.py", 'f" of {int(n_boot)})", MetricWarning, stacklevel=2)',
+     'f" of {int(n_boot)})", MetricWarning, stacklevel=1)', ["tests/test_metrics.py"]),
+    ("stacklevel: a DeLong warning names stats.py, not the caller (unobservable under mutmut)",
+     "src/medvlm/stats.py", 'the test cohort has one class only", StatsWarning, stacklevel=2)',
+     'the test cohort has one class only", StatsWarning, stacklevel=1)', ["tests/test_stats.py"]),
+    ("stacklevel: the no-LGG warning names split.py, not the caller (unobservable under mutmut)",
+     "src/medvlm/data/split.py", "warnings.warn(note, UserWarning, stacklevel=2)",
+     "warnings.warn(note, UserWarning, stacklevel=1)", ["tests/data/test_split.py"]),
+    ("metrics: precision and recall swapped in CI_METRICS (constant)", "src/medvlm/metrics.py",
+     'CI_METRICS = ("accuracy", "precision", "recall",', 'CI_METRICS = ("accuracy", "recall", "precision",',
+     ["tests/test_metrics.py"]),
+]
+
+
+def hand(only: list[str] | None = None) -> int:
+    """Apply each hand mutant to a copy of ``src/`` and run its tests; 1 when one survives or is stale."""
+    import shutil
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    bad = 0
+    print("| hand mutant | file | result |\n|---|---|---|")
+    for what, path, old, new, tests in HAND_MUTANTS:
+        if only and not any(o in what for o in only):
+            continue
+        text = (ROOT / path).read_text(encoding="utf-8")
+        if text.count(old) != 1:
+            state = "gone" if not text.count(old) else "ambiguous"
+            print(f"| {what} | `{path}` | STALE: the line is {state}, update HAND_MUTANTS |")
+            bad += 1
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(ROOT / "src", Path(tmp) / "src", ignore=shutil.ignore_patterns("__pycache__"))
+            (Path(tmp) / path).write_text(text.replace(old, new), encoding="utf-8")
+            cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow",
+                   *tests]
+            code = subprocess.call(cmd, cwd=ROOT, env={**env, "PYTHONPATH": f"{tmp}/src"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = "killed" if code == 1 else "SURVIVED" if code == 0 else f"error (pytest exit {code})"
+        bad += result != "killed"
+        print(f"| {what} | `{path}` | {result} |")
+    return 1 if bad else 0
+
+
+def open_mutants(patterns: list[str]) -> list[str]:
+    """Mutants not killed yet (survived, no tests, not checked) and not listed as equivalent, optionally
+    only those matching ``patterns`` (globs): what ``run --retest`` runs after new tests."""
+    import fnmatch
+
+    equivalent = _load_toml(EQUIVALENT) if EQUIVALENT.is_file() else {}
+    names = []
+    for path in _modules():
+        for name, code in (_results(path) or {}).items():
+            if _status(code) != "killed" and name not in equivalent and (
+                    not patterns or any(fnmatch.fnmatch(name, p) for p in patterns)):
+                names.append(name)
+    return names
+
+
+def run(max_children: int, names: list[str]) -> int:
+    """``mutmut run`` from the repository root (the mutants, not an installed medvlm, are imported)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    mutmut = Path(sys.executable).with_name("mutmut")
+    cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(max_children), *names]
+    code = subprocess.call(cmd, cwd=ROOT, env=env)
+    if code != 0:
+        print(f"mutmut run exited with {code}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run mutmut, then print the report")
+    p_run.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    p_run.add_argument("names", nargs="*", help="only these mutants (globs, e.g. 'medvlm.metrics.*')")
+    p_run.add_argument("--retest", action="store_true",
+                       help="only the mutants not killed yet and not known equivalent (of NAMES, if given)")
+    p_rep = sub.add_parser("report", help="the score per module from the last run")
+    p_hand = sub.add_parser("hand", help="the hand-written mutants mutmut cannot make")
+    p_hand.add_argument("only", nargs="*", help="only mutants whose description contains one of these")
+    for p in (p_run, p_rep):
+        p.add_argument("--survivors", action="store_true", help="list surviving mutants not known equivalent")
+        p.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
+        p.add_argument("--stubs", action="store_true",
+                       help="print the survivors as mutation_equivalent.toml entries (why = TODO)")
+    args = parser.parse_args(argv)
+    if args.command == "hand":
+        return hand(args.only)
+    if args.command == "run":
+        names = open_mutants(args.names) if args.retest else args.names
+        if args.retest and not names:
+            print("nothing to retest")
+        else:
+            run(args.max_children, names)
+    return report(survivors=args.survivors, json_path=args.json_path, stubs=args.stubs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""medvlm.vlm.cache.ResponseCache directly: what a row holds, and which write may replace which."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from medvlm.errors import DataError
+from medvlm.vlm.cache import SCHEMA_VERSION, ResponseCache
+from medvlm.vlm.types import VLMResponse
+
+ANSWER = VLMResponse(raw=" 1 Reasoning: ring enhancement", prefill="Choice:",
+                     code_probs={"0": 0.1, "1": 0.85, "2": 0.05}, mass=0.97, finish_reason="stop",
+                     extra={"tokens": 12})
+
+
+def _row(path, key):
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT status, raw, error, attempts FROM answers WHERE key=?", (key,)).fetchone()
+    finally:
+        db.close()
+
+
+def test_an_answer_round_trips_every_field_and_reads_as_cached(tmp_path):
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cache.put("k", ANSWER)
+        got = cache.get("k")
+    assert got == VLMResponse(raw=" 1 Reasoning: ring enhancement", prefill="Choice:",
+                              code_probs={"0": 0.1, "1": 0.85, "2": 0.05}, mass=0.97, finish_reason="stop",
+                              cached=True, extra={"tokens": 12})
+    with ResponseCache(tmp_path / "c.sqlite") as cache:  # committed: a new connection sees it
+        assert cache.get("k") == got and cache.get("other") is None
+        assert cache.counts() == {"ok": 1, "failed": 0} and cache.failure("k") is None
+
+
+def test_an_answer_without_probabilities_or_extra_reads_back_empty(tmp_path):
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cache.put("k", VLMResponse(raw="Choice: 0", prefill=""))
+        got = cache.get("k")
+    assert (got.raw, got.prefill, got.code_probs, got.mass, got.extra, got.cached) == ("Choice: 0", "", None,
+                                                                                        None, {}, True)
+
+
+def test_a_failure_never_overwrites_a_cached_answer(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ResponseCache(path) as cache:
+        cache.put("k", ANSWER)
+        cache.put("k", VLMResponse(error="HTTP 500"))
+        assert cache.get("k").raw == ANSWER.raw
+        assert cache.failure("k") is None
+        assert cache.counts() == {"ok": 1, "failed": 0}
+    assert _row(path, "k") == ("ok", ANSWER.raw, None, 1)
+
+
+def test_a_repeated_failure_counts_attempts_and_keeps_the_last_error(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ResponseCache(path) as cache:
+        cache.put("k", VLMResponse(error="timeout"))
+        assert cache.get("k") is None  # a failure is not an answer: the next run retries it
+        assert cache.failure("k") == "timeout"
+        cache.put("k", VLMResponse(error="HTTP 503"))
+        assert cache.failure("k") == "HTTP 503" and cache.counts() == {"ok": 0, "failed": 1}
+    assert _row(path, "k") == ("failed", None, "HTTP 503", 2)
+
+
+def test_an_answer_replaces_a_failure(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ResponseCache(path) as cache:
+        cache.put("k", VLMResponse(error="timeout"))
+        cache.put("k", ANSWER)
+        assert cache.get("k").code_probs == {"0": 0.1, "1": 0.85, "2": 0.05}
+        assert cache.failure("k") is None and cache.counts() == {"ok": 1, "failed": 0}
+    assert _row(path, "k") == ("ok", ANSWER.raw, None, 1)
+
+
+def test_a_new_answer_replaces_an_old_one(tmp_path):
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cache.put("k", ANSWER)
+        cache.put("k", VLMResponse(raw="Choice: 0", prefill="", finish_reason="length"))
+        got = cache.get("k")
+    assert (got.raw, got.prefill, got.code_probs, got.mass, got.finish_reason, got.extra) == (
+        "Choice: 0", "", None, None, "length", {})
+
+
+def test_counts_per_status_and_schema_version(tmp_path):
+    path = tmp_path / "sub" / "c.sqlite"  # the folder is made
+    with ResponseCache(path) as cache:
+        for i in range(3):
+            cache.put(f"ok{i}", ANSWER)
+        cache.put("bad", VLMResponse(error="boom"))
+        assert cache.counts() == {"ok": 3, "failed": 1}
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+
+
+def test_a_table_of_an_unknown_layout_is_refused(tmp_path):
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, status TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(DataError, match="'answers' table of an unknown layout"):
+        ResponseCache(path)
+
+
+
+def test_the_folder_is_made_and_a_locked_database_is_waited_for(tmp_path, monkeypatch):
+    import medvlm.vlm.cache as cache_module
+
+    seen = {}
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        seen.update(kwargs)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module.sqlite3, "connect", connect)
+    with ResponseCache(tmp_path / "a" / "b" / "c.sqlite") as cache:  # missing parents are made
+        cache.put("k", ANSWER)
+    assert seen == {"timeout": 30.0}  # another process writing: wait up to 30 s, not sqlite's 5 s
+
+
+def test_a_v1_table_with_exactly_the_needed_columns_is_migrated(tmp_path):
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, status TEXT, raw TEXT, p_lgg REAL, p_hgg REAL, "
+               "p_ng REAL, mass REAL, error TEXT, extra TEXT, attempts INTEGER, updated REAL)")  # no 'choice'
+    db.execute("INSERT INTO responses VALUES ('k', 'ok', 'Choice: 1', 0.25, 0.5, 0.25, 0.8, NULL, NULL, 1, "
+               "0)")
+    db.commit()
+    db.close()
+    with ResponseCache(path) as cache:
+        got = cache.get("k")
+    assert (got.raw, got.prefill, got.code_probs, got.mass) == ("Choice: 1", None, {"0": 0.25, "1": 0.5,
+                                                                                    "2": 0.25}, 0.8)
+
+
+def test_layout_errors_name_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE responses (key TEXT, something TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(DataError, match=rf"^{path}: a 'responses' table of an unknown layout; move the file "
+                                        r"away or give another --cache$"):
+        ResponseCache(path)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(DataError, match=r"; move it away or give another --cache$"):
+        ResponseCache(junk)
