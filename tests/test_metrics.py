@@ -404,7 +404,8 @@ def test_bootstrap_of_no_row_and_of_one_row():
             ci = bootstrap_metrics([1], [1], n_boot=5, method=method)
         assert ci == {"accuracy_ci": [1.0, 1.0], "precision_ci": [1.0, 1.0], "recall_ci": [1.0, 1.0],
                       "specificity_ci": None, "f1_ci": [1.0, 1.0], "balanced_accuracy_ci": None,
-                      "mcc_ci": None, "auc_ci": None}
+                      "mcc_ci": None, "auc_ci": None, "brier_ci": None, "ece_ci": None,
+                      "log_loss_ci": None, "aurc_ci": None}
 
 
 def test_bootstrap_warns_with_the_count_per_metric_and_only_then():

@@ -300,9 +300,14 @@ def _manifest(work, rows):
 def test_make_split_writes_the_split_of_the_ok_patients(tmp_path):
     work = tmp_path / "w"
     _manifest(work, [(p, y, "ok") for p, y in zip(IDS, LABELS, strict=True)] + [("X", 1, "skipped")])
-    assert make_split(work) == split_patients(IDS, LABELS) == json.loads((work / "splits.json").read_text())
+    written = make_split(work)
+    assert written == json.loads((work / "splits.json").read_text())
+    assert written.pop("labels") == dict(zip(IDS, LABELS, strict=True))  # what the split was stratified on
+    assert written == split_patients(IDS, LABELS)
     options = {"test_fraction": 0.2, "folds": 3, "seed": 4}
-    assert make_split(work, **options) == split_patients(IDS, LABELS, **options)
+    again = make_split(work, **options)
+    assert again.pop("labels") == dict(zip(IDS, LABELS, strict=True))
+    assert again == split_patients(IDS, LABELS, **options)
 
 
 def test_make_split_errors_name_the_manifest(tmp_path):
