@@ -132,3 +132,22 @@ def test_the_config_checks_the_controls_too(tiny_work, tmp_path, capsys):
     code = _run(["eval-vlm", str(tiny_work), "--out", str(tmp_path / "x"), "--backend", "mock", "--model",
                  "hash", "--image", "noise", "--artifact", "spike:0.5"])
     assert code == 2 and "has no effect with --image noise" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["no seg column value", "seg file gone"])
+def test_tumour_masked_without_a_mask_exits_2_with_one_line(tiny_work, tmp_path, capsys, damage):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_work, work)
+    manifest = pd.read_csv(work / "manifest.csv", dtype=str, keep_default_na=False)
+    if damage == "no seg column value":  # a task whose images come without a tumour mask
+        manifest["seg"] = ""
+    else:
+        manifest["seg"] = str(tmp_path / "gone_seg.nii.gz")
+    manifest.to_csv(work / "manifest.csv", index=False)
+    code = _run(["eval-vlm", str(work), "--out", str(tmp_path / "x"), "--backend", "mock", "--model", "hash",
+                 "--no-progress", "--image", "tumour-masked"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--image tumour-masked needs the tumour mask" in err
