@@ -132,7 +132,8 @@ def test_another_tasks_prompt_is_refused_naming_the_option():
     assert grading.check_prompt("json") == "json" and grading.check_prompt("my_prompt.txt") == "my_prompt.txt"
     with pytest.raises(ConfigError, match=r"^--prompt tumour: a built-in prompt of another task, asking for "
                                           r"other answers; brats-grading's prompts are \['seed', 'json', "
-                                          r"'montage'\] \(or give a prompt file\)$"):
+                                          r"'montage', 'seed-swapped', 'seed-para1', 'seed-para2', "
+                                          r"'seed-para3'\] \(or give a prompt file\)$"):
         grading.check_prompt("tumour")
     with pytest.raises(ConfigError, match="^--consistency-prompt seed: a built-in prompt of another task"):
         tumour.check_prompt("seed", "--consistency-prompt")
