@@ -162,7 +162,8 @@ def test_describe_is_the_json_record():
         "description": "BraTS 2020 glioma grading, one prediction per patient: LGG (0) or HGG (1)",
         "classes": ["LGG", "HGG"], "positive": "HGG", "unit": "patient",
         "answers": {"0": "LGG", "1": "HGG", "2": "no glioma"}, "parser_version": "1",
-        "prompts": ["seed", "json", "montage"], "cnn_model": "small3d"}
+        "prompts": ["seed", "json", "montage", "seed-swapped", "seed-para1", "seed-para2", "seed-para3"],
+        "cnn_model": "small3d"}
 
 
 def test_choice_parser_reads_the_names_it_is_given():
