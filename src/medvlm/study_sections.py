@@ -157,7 +157,7 @@ def plain_summary(runs: list[Path]) -> str:
     """What the numbers say, in sentences a clinician-researcher can read (test cohort only). A control
     of a VLM run (no image, an artifact, another prompt: :mod:`medvlm.report.controls`) gets its verdict
     instead of its numbers, and is no general VLM arm of the fine-tuning comparison."""
-    from medvlm.report.controls import control_verdicts
+    from medvlm.report.control_verdicts import control_verdicts
     from medvlm.runinfo import read_run_info
 
     loaded = [load_run(p) for p in runs]

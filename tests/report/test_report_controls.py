@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from medvlm.report.control_verdicts import verdict
 from medvlm.report.controls import (
     call_agreement,
     control_names,
     find_controls,
     robustness_points,
-    verdict,
 )
 from medvlm.report.html import build_report, load_run, paired_tests
 from medvlm.runinfo import write_run_info
@@ -131,7 +131,7 @@ def test_verdict_same_answers_other_scores(tmp_path):
     ref = write_vlm(tmp_path, "real", always, scores=ranked, scoring="logprobs")
     none = write_vlm(tmp_path, "none", always, scores=[0.6] * 10, image="none", scoring="logprobs")
     motion = write_vlm(tmp_path, "motion", always, scores=ranked, artifact="motion:0.5", scoring="logprobs")
-    from medvlm.report.controls import control_verdicts
+    from medvlm.report.control_verdicts import control_verdicts
 
     texts = dict((c.run.name, t) for c, t in control_verdicts(loaded(ref, none, motion)))
     assert texts["none"].startswith(

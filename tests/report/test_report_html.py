@@ -159,8 +159,9 @@ def test_cli_report(runs, tmp_path, capsys):
     assert f"{m['tp']}/{m['fp']}/{m['tn']}/{m['fn']}" in html
     res = compare_predictions(test, read_predictions(runs["vlm"] / "predictions.csv"))
     assert f"<td>{res['mcnemar_b']} / {res['mcnemar_c']}</td>" in html
-    # ROC overview, CNN learning curve + confusion, VLM confusion + 3 vote plots + ROC per orientation
-    assert html.count('src="data:image/png;base64,') == 8
+    # ROC overview, CNN learning curve + confusion, VLM confusion + 3 vote plots + ROC per orientation (8);
+    # a reliability diagram and a risk-coverage curve per scored run (2 x 2) and the risk-coverage overview
+    assert html.count('src="data:image/png;base64,') == 8 + 2 * 2 + 1
     argv = ["report", str(runs["cnn"]), "--out", str(out), "--title", "Mine <b>", "--bootstrap", "0"]
     code, cap = _cli(argv, capsys)
     assert code == 0 and "<title>Mine &lt;b&gt;</title>" in out.read_text()  # overwritten, title escaped

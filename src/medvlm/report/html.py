@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.errors import DataError
-from medvlm.report.controls import control_names, controls_view
+from medvlm.report.control_verdicts import controls_view
+from medvlm.report.controls import control_names
 from medvlm.report.format import _figure, _slug, fmt, html_table
 from medvlm.report.runs import (
     RUN_FILES,
