@@ -130,6 +130,7 @@ def apply_to(rows: Any, calibration: dict[str, Any]) -> Any:
     import pandas as pd
 
     from medvlm.calibration import apply_calibrator
+    from medvlm.predictions import answered_preds
 
     out = rows.copy()
     raw = pd.to_numeric(out["score"], errors="coerce").to_numpy(dtype=float) if "score" in out.columns \
@@ -146,7 +147,7 @@ def apply_to(rows: Any, calibration: dict[str, Any]) -> Any:
                       UserWarning, stacklevel=2)
     scored = ~np.isnan(score)
     pred = (np.nan_to_num(score) >= calibration["threshold"]).astype(int)
-    out["pred"] = pred if scored.all() else pd.array(np.where(scored, pred, None), dtype="Int64")
+    out["pred"] = answered_preds(pred, scored)
     return out
 
 

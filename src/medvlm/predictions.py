@@ -69,6 +69,20 @@ def select_cohort(df: Any, cohort: str | None = "test", *, source: str = "predic
     return df[cohorts == cohort]
 
 
+def answered_preds(pred: Any, answered: Any) -> Any:
+    """The ``pred`` column of 0/1 predictions ``pred`` where ``answered`` (bool, same shape) and empty
+    (an abstention) elsewhere: plain ints when every unit is answered, else pandas' nullable Int64.
+
+    >>> answered_preds(np.array([1, 0, 1]), np.array([True, False, True])).tolist()
+    [1, <NA>, 1]
+    """
+    import pandas as pd
+
+    pred = np.asarray(pred).astype(int)
+    answered = np.asarray(answered, dtype=bool)
+    return pred if answered.all() else pd.array(np.where(answered, pred, None), dtype="Int64")
+
+
 def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
     """One row per unit from the rows of several folds (``fold`` column), units in the first fold's
     order: mean ``score`` (rounded to ``decimals`` when given), ``pred`` = mean score >= 0.5, or without
@@ -102,7 +116,7 @@ def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
     probs = np.full(values.shape[1], np.nan)
     probs[answered] = np.nanmean(values[:, answered], axis=0)  # the mean over the folds that answered
     pred = (np.nan_to_num(probs) >= 0.5).astype(int)
-    out["pred"] = pred if answered.all() else pd.array(np.where(answered, pred, None), dtype="Int64")
+    out["pred"] = answered_preds(pred, answered)
     if scored:
         out["score"] = np.round(probs, decimals) if decimals is not None else probs
     out["fold"] = "ensemble"

@@ -77,6 +77,7 @@ def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config:
     import pandas as pd
 
     from medvlm.cnn.data import make_dataset
+    from medvlm.predictions import answered_preds
 
     reporter = reporter or _Reporter(False)
     frames = []
@@ -87,8 +88,7 @@ def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config:
         keys = cohort.keys() if hasattr(cohort, "keys") else {}
         # a non-finite output (a diverged model) is no evidence: an abstention (empty pred and score)
         finite = np.isfinite(probs)
-        pred = pd.array(np.where(finite, probs >= 0.5, 0).astype(int), dtype="Int64")
-        pred[~finite] = pd.NA
+        pred = answered_preds(np.nan_to_num(probs) >= 0.5, finite)
         frames.append(pd.DataFrame({"patient_id": cohort.patient_ids, **keys, "cohort": name,
                                     "label": cohort.labels, "pred": pred,
                                     "score": np.where(finite, np.round(probs, 6), np.nan),
