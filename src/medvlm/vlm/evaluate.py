@@ -160,8 +160,13 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
     task = get_task(task)
     config = config.for_task(task)
     _check_adapter_task(config.adapter, task)
-    parse_selection(config.slices)  # type: ignore[arg-type]
-    parse_modalities(config.modalities)
+    if task.unit == "image":  # one whole image per unit: no slices, modalities or MRI artifacts
+        if config.artifact:
+            raise ConfigError(f"--artifact {config.artifact}: MRI artifacts apply to volumes; {task.name} "
+                              "asks about 2D images")
+    else:
+        parse_selection(config.slices)  # type: ignore[arg-type]
+        parse_modalities(config.modalities)
     image, artifact = check_controls(config.image, config.artifact)
     config = config.model_copy(update={"image": image, "artifact": artifact.spec if artifact else None})
     reducer = config.resolved_reducer()
@@ -175,6 +180,8 @@ def _call_frames(answers: list[Answer], order: dict[str, int], orientations: lis
     """(per-call rows, failures), sorted by patient (cohort order), orientation, slice, repeat."""
     import pandas as pd
 
+    if task.unit == "image":
+        return _image_call_frames(answers, order, task)
     rows, failures = [], []
     for a in answers:
         pid, orientation, index = a.meta
@@ -194,6 +201,30 @@ def _call_frames(answers: list[Answer], order: dict[str, int], orientations: lis
         return df.reset_index(drop=True)
 
     return ordered(call_frame(rows, task)), ordered(pd.DataFrame(failures, columns=FAILURE_COLUMNS))
+
+
+def _image_call_frames(answers: list[Answer], order: dict[str, int], task: Task):
+    """:func:`_call_frames` of an image task: keyed by ``patient_id, image_id``."""
+    import pandas as pd
+
+    keys = ["patient_id", "image_id"]
+    rows, failures = [], []
+    for a in answers:
+        pid, image_id = a.meta
+        if a.response.failed:
+            failures.append({"patient_id": pid, "image_id": image_id, "repeat": a.repeat,
+                             "error": a.response.error})
+        else:
+            rows.append({"patient_id": pid, "image_id": image_id, "repeat": a.repeat, "response": a.response})
+
+    def ordered(df):
+        if len(df):
+            df = df.sort_values([*keys, "repeat"], kind="stable",
+                                key=lambda s: s.map(order) if s.name == "patient_id" else s)
+        return df.reset_index(drop=True)
+
+    return (ordered(call_frame(rows, task, key=keys)),
+            ordered(pd.DataFrame(failures, columns=[*keys, "repeat", "error"])))
 
 
 def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str, Any]:
@@ -289,9 +320,14 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                   "n_patients": len(cohort), "task": task.describe()}
     write_run_info(out, kind="vlm", config=run_config)
 
-    total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
-                                modalities=parse_modalities(config.modalities), unit=task.unit,
-                                image=config.image, artifact=config.artifact, seed=config.seed or 0)
+    if task.unit == "image":
+        from medvlm.data.images import image_unit_images
+
+        total, images = image_unit_images(work, units, image=config.image, seed=config.seed or 0)
+    else:
+        total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
+                                    modalities=parse_modalities(config.modalities), unit=task.unit,
+                                    image=config.image, artifact=config.artifact, seed=config.seed or 0)
     own_backend = backend is None
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     try:
