@@ -125,9 +125,9 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
             parts.append(f"{'.'.join(loc)!r}.{hint}")
         return ConfigError(f"{source}: unknown key " + "; ".join(parts))
     err = errors[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    where = "".join(f"{p}: " for p in [".".join(str(p) for p in err["loc"])] if p)  # a whole-file check: none
     message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
-    return ConfigError(f"{source}: {where}: {message}")
+    return ConfigError(f"{source}: {where}{message}")
 
 
 def read_spec(path: str | Path) -> TaskSpec:
