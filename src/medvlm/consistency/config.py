@@ -50,6 +50,14 @@ class ConsistencyConfig(BackendOptions):
         """A copy with the task's defaults filled in (orientation, prompt, modalities, tie-break)."""
         from medvlm.registry import check_choice
 
+        if task.unit == "image":  # whole 2D images: no orientation (recorded as "image")
+            from medvlm.data.images import IMAGE_ORIENTATION
+
+            check_choice("orientation", self.orientation or IMAGE_ORIENTATION, [IMAGE_ORIENTATION])
+            return self.model_copy(update={
+                "orientation": IMAGE_ORIENTATION, "modalities": [],
+                "prompts": [task.check_prompt(p) for p in self.prompts] or [task.default_prompt],
+                "tie_break": task.tie_break_name(self.tie_break)})
         orientation = check_choice("orientation", self.orientation or task.default_orientations[0],
                                    task.orientations)
         return self.model_copy(update={

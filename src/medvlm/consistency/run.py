@@ -74,7 +74,8 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
     the central labelled slice of each class, so that both answers are asked for), exactly as
     ``eval-vlm`` renders it (:func:`medvlm.data.slices.patient_slices`). The truth label is the
     patient's for a patient-level task, the slice's (``WORK/units.csv``; None when the slice is not one
-    of the task's units) for a slice-level one. ``config`` has the task's defaults filled in.
+    of the task's units) for a slice-level one. ``config`` has the task's defaults filled in. An image
+    task: :func:`medvlm.data.images.consistency_images` (``--slice`` numbers a patient's images).
 
     Raises :class:`DataError` for an unknown or skipped patient, a slice out of range or a patient
     without a tumour extent (one line naming the option and the patient).
@@ -86,6 +87,10 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
 
     task = get_task(task)
     config = config.for_task(task)
+    if task.unit == "image":
+        from medvlm.data.images import consistency_images
+
+        return [ConsistencyImage(*picked) for picked in consistency_images(work, config)]
     assert config.orientation is not None
     modalities = parse_modalities(config.modalities)
     work = Path(work)

@@ -355,3 +355,38 @@ def image_unit_images(work: str | Path, units: Any, *, image: str = "real", seed
             yield (pid, image_id), image_png(work, image_id, image=image, seed=seed)
 
     return len(plan), images()
+
+
+#: the ``orientation`` of an image task's consistency rows (a whole 2D image)
+IMAGE_ORIENTATION = "image"
+
+
+def consistency_images(work: str | Path, config: Any) -> list[tuple[str, str, int, int, bytes]]:
+    """``medvlm consistency`` on an image task: one image per patient (``config.patients`` or the
+    cohort), the patient's image number ``config.slice_index`` (default 0) in image-id order, as
+    ``(patient_id, "image", number, label, png)``."""
+    from medvlm.data.cohorts import load_cohort, read_manifest
+    from medvlm.registry import did_you_mean
+
+    manifest = read_manifest(work)
+    ok = manifest[manifest["status"] == "ok"].sort_values("id", kind="stable")
+    if config.patients:
+        ids = list(dict.fromkeys(config.patients))
+        known = sorted(set(manifest["patient_id"]))
+        for pid in ids:
+            if pid not in known:
+                raise DataError(f"--patient {pid!r}: no such patient in {Path(work) / 'manifest.csv'}."
+                                + did_you_mean(pid, known))
+    else:
+        ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
+    number = int(config.slice_index or 0)
+    out = []
+    for pid in ids:
+        rows = ok[ok["patient_id"] == pid]
+        if not 0 <= number < len(rows):
+            raise DataError(f"--slice {number}: patient {pid} has {len(rows)} usable image(s) "
+                            f"(valid 0..{len(rows) - 1})")
+        row = rows.iloc[number]
+        out.append((pid, IMAGE_ORIENTATION, number, int(row["label"]),
+                    image_png(work, str(row["id"]), image="real")))
+    return out

@@ -86,8 +86,8 @@ def run_task(run: RunData) -> Task:
     recorded = cfg.get("task") if isinstance(cfg, dict) else None
     task = None
     try:
-        if isinstance(recorded, dict) and recorded.get("name"):
-            task = get_task(str(recorded["name"]))
+        if isinstance(recorded, dict) and recorded.get("name") and not recorded.get("source"):
+            task = get_task(str(recorded["name"]))  # a task of a YAML file ("source"): its work folder's
         elif isinstance(cfg, dict) and cfg.get("work") and Path(str(cfg["work"])).is_dir():
             task = work_task(cfg["work"])
     except MedVLMError as exc:
