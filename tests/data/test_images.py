@@ -46,18 +46,18 @@ STORED = np.array([[0, 1000], [2000, 3000]], dtype=np.uint16)
 
 
 def test_dicom_rescale_and_window_by_hand(tmp_path):
-    # value = 2 * stored - 100 -> [-100, 1900, 3900, 5900]; window 2900 +- 2000 -> [900, 4900]
+    # value = 2 * stored - 100 -> [-100, 1900, 3900, 5900]; DICOM's window c=2900, w=4000: [900, 4899]
     path = write_dicom(tmp_path / "a.dcm", STORED, slope=2, intercept=-100, center=2900, width=4000)
     pixels = read_image(path)
     assert pixels.dtype == np.float32 and pixels.shape == (2, 2)
-    np.testing.assert_allclose(pixels, [[0.0, 0.25], [0.75, 1.0]], atol=1e-7)
+    np.testing.assert_allclose(pixels, [[0.0, 1000 / 3999], [3000 / 3999, 1.0]], atol=1e-7)
 
 
 def test_monochrome1_is_inverted(tmp_path):
     two = read_image(write_dicom(tmp_path / "m2.dcm", STORED, center=1500, width=3000))
     one = read_image(write_dicom(tmp_path / "m1.dcm", STORED, photometric="MONOCHROME1", center=1500,
                                  width=3000))
-    np.testing.assert_allclose(two, [[0.0, 1 / 3], [2 / 3, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(two, [[0.0, 1000 / 2999], [2000 / 2999, 1.0]], atol=1e-6)  # window [0, 2999]
     np.testing.assert_allclose(one, 1.0 - two, atol=1e-7)
 
 

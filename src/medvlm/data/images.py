@@ -6,8 +6,9 @@ Source ``image-csv`` (``source: {kind: image-csv, csv: labels.csv}``): columns `
 column or a path listed twice -> :class:`~medvlm.errors.DataError` naming the CSV line.
 
 Reading (:func:`read_image`): grayscale (colour images by luminance). DICOM: ``RescaleSlope``/
-``RescaleIntercept`` applied, the window ``WindowCenter``/``WindowWidth`` where present (else the
-image's own minimum..maximum), ``MONOCHROME1`` inverted (so bright is dense, as in MONOCHROME2).
+``RescaleIntercept`` applied, the window ``WindowCenter``/``WindowWidth`` where present (DICOM's linear
+function: ``c - 0.5 - (w - 1) / 2`` maps to 0, ``c - 0.5 + (w - 1) / 2`` to 1; else the image's own
+minimum..maximum), ``MONOCHROME1`` inverted (so bright is dense, as in MONOCHROME2).
 8-bit PNG/JPEG: 0..255; 16-bit PNG: the image's minimum..maximum. The result is float32 in [0, 1]
 (16-bit precision kept); an 8-bit file is stored as it is (uint8). Images larger than
 :data:`MAX_SIDE` pixels on a side are resized (bilinear) to fit.
@@ -99,8 +100,11 @@ def _read_dicom(path: Path) -> np.ndarray:
     pixels = pixels * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
     center = _first(getattr(ds, "WindowCenter", None))
     width = _first(getattr(ds, "WindowWidth", None))
-    lo, hi = (center - width / 2, center + width / 2) if center is not None and width else \
-        (float(pixels.min()), float(pixels.max()))
+    if center is not None and width is not None and width >= 1:  # DICOM PS3.3 C.11.2.1.2 (linear)
+        lo = center - 0.5 - (width - 1) / 2
+        hi = lo + max(width - 1, 1e-6)
+    else:
+        lo, hi = float(pixels.min()), float(pixels.max())
     _check_range(pixels)
     out = _to_unit(pixels, lo, hi)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
