@@ -132,7 +132,7 @@ def _image_cohort(work: str | Path, manifest: pd.DataFrame, cohort: str, fold: i
     patient = dict(zip(manifest["id"], manifest["patient_id"], strict=True))
     ids = list(manifest["id"]) if cohort == "all" else _split_ids(work, cohort, fold)
     if not ids:
-        raise DataError(f"{work}: cohort {cohort!r} (fold {fold}) has no image")
+        raise DataError(f"{work}: cohort {cohort!r} (fold {fold}) has no patient (no image)")
     unknown = [i for i in ids if i not in labels]
     if unknown:
         raise DataError(f"{Path(work) / 'splits.json'}: image {unknown[0]} is in the split but not ok in "
