@@ -45,7 +45,9 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
     task = work_task(work)
     classes = task.classes
     units = None
-    if task.unit != "patient":  # count the labelled units of each cohort's patients
+    if task.unit == "image":  # the split lists image ids: count each cohort's images and their patients
+        units = manifest.rename(columns={"id": "_image"})
+    elif task.unit != "patient":  # count the labelled units of each cohort's patients
         from medvlm.data.cohorts import UNITS_FILE
 
         units = pd.read_csv(work / UNITS_FILE, dtype={"patient_id": str})
@@ -57,9 +59,10 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
             counts = {f"{c} ({i})": sum(1 for p in ids if labels.get(p) == i) for i, c in enumerate(classes)}
             rows.append({"cohort": name, "patients": len(ids), **dict(reversed(counts.items()))})
             return
-        part = units[units["patient_id"].isin(set(ids))]
+        part = units[units["_image" if task.unit == "image" else "patient_id"].isin(set(ids))]
         counts = {f"{c} ({i}) {task.unit}s": int((part["label"] == i).sum()) for i, c in enumerate(classes)}
-        rows.append({"cohort": name, "patients": len(ids), **counts})
+        n = part["patient_id"].nunique() if task.unit == "image" else len(ids)
+        rows.append({"cohort": name, "patients": n, **counts})
 
     splits = read_splits(work)
     add("test", list(splits["test"]))
@@ -67,7 +70,7 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
         add(f"fold {k} train", list(fold["train"]))
         add(f"fold {k} val", list(fold["val"]))
     ok = manifest[manifest["status"] == "ok"]
-    add("all usable (status ok)", list(ok["patient_id"]))
+    add("all usable (status ok)", list(ok["id" if task.unit == "image" else "patient_id"]))
     skipped = manifest[manifest["status"] != "ok"]
     blank = {k: "" for k in rows[-1] if k not in ("cohort", "patients")}
     rows.append({"cohort": "skipped by prepare", "patients": len(skipped), **blank})

@@ -104,3 +104,19 @@ def test_consistency_and_report(cxr_work, capsys):
     text = html.read_text()
     assert "no-lesion = 0, lesion = 1" in text
     assert "LGG = 0" not in text and "glioma" not in text  # the study's names nowhere
+
+
+def test_the_report_cohort_table_counts_images_and_patients(cxr_work):
+    from medvlm.study_sections import cohort_rows
+
+    _, work = cxr_work
+    manifest = pd.read_csv(work / "manifest.csv", dtype=str)
+    split = json.loads((work / "splits.json").read_text())
+    rows = {r["cohort"]: r for r in cohort_rows(work)}
+    test = manifest[manifest["id"].isin(split["test"])]
+    assert rows["test"] == {"cohort": "test", "patients": test["patient_id"].nunique(),
+                            "no-lesion (0) images": int((test["label"] == "0").sum()),
+                            "lesion (1) images": int((test["label"] == "1").sum())}
+    everything = rows["all usable (status ok)"]
+    assert everything["patients"] == 24 and everything["lesion (1) images"] + everything[
+        "no-lesion (0) images"] == len(manifest)
