@@ -120,3 +120,25 @@ def test_the_report_cohort_table_counts_images_and_patients(cxr_work):
     everything = rows["all usable (status ok)"]
     assert everything["patients"] == 24 and everything["lesion (1) images"] + everything[
         "no-lesion (0) images"] == len(manifest)
+
+
+def test_finetune_examples_are_the_images_eval_vlm_shows(cxr_work):
+    from medvlm.data.cohorts import load_cohort
+    from medvlm.data.images import image_png
+    from medvlm.finetune.data import cohort_examples
+    from medvlm.tasks import work_task
+
+    _, work = cxr_work
+    task = work_task(work)
+    train = load_cohort(work, "train", fold=0)
+    examples, problems = cohort_examples(work, train, task=task, orientations=[])
+    manifest = pd.read_csv(work / "manifest.csv", dtype=str).set_index("id")
+    split_ids = json.loads((work / "splits.json").read_text())["folds"][0]["train"]
+    assert problems == [] and len(examples) == len(split_ids)
+    by_png = {image_png(work, i): i for i in split_ids}
+    for e in examples:
+        image_id = by_png[e.png]  # byte for byte an image eval-vlm would send
+        assert (e.patient_id, e.label, e.orientation) == (manifest.loc[image_id, "patient_id"],
+                                                          int(manifest.loc[image_id, "label"]), "image")
+    capped, _ = cohort_examples(work, train, task=task, orientations=[], max_slices_per_patient=1)
+    assert len(capped) == len(train) and len({e.patient_id for e in capped}) == len(train)
