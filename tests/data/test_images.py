@@ -144,3 +144,10 @@ def test_missing_columns_name_the_csv(tmp_path):
 def test_safe_ids():
     assert safe_id("files/p10/p10000032/s5/ab-c.jpg") == "files_p10_p10000032_s5_ab-c"
     assert safe_id("x y.PNG") == "x_y"
+
+
+def test_a_csv_with_a_byte_order_mark_and_absolute_paths(tmp_path):
+    Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4), mode="L").save(tmp_path / "x.png")
+    (tmp_path / "labels.csv").write_bytes("\ufeffpath,label\n".encode() + f"{tmp_path / 'x.png'},1\n".encode())
+    [sample] = discover_csv(tmp_path / "labels.csv", ("a", "b"))
+    assert sample.label == 1 and sample.source == str((tmp_path / "x.png").resolve())

@@ -216,7 +216,7 @@ def discover_csv(csv_path: str | Path, classes: tuple[str, ...]) -> list[ImageSa
 
     csv_path = Path(csv_path)
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # BOM ok
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
     table.columns = [str(c).strip() for c in table.columns]
