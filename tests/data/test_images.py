@@ -148,6 +148,7 @@ def test_safe_ids():
 
 def test_a_csv_with_a_byte_order_mark_and_absolute_paths(tmp_path):
     Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4), mode="L").save(tmp_path / "x.png")
-    (tmp_path / "labels.csv").write_bytes("\ufeffpath,label\n".encode() + f"{tmp_path / 'x.png'},1\n".encode())
+    text = f"\ufeffpath,label\n{tmp_path / 'x.png'},1\n"
+    (tmp_path / "labels.csv").write_bytes(text.encode("utf-8"))
     [sample] = discover_csv(tmp_path / "labels.csv", ("a", "b"))
     assert sample.label == 1 and sample.source == str((tmp_path / "x.png").resolve())
