@@ -62,3 +62,28 @@ def test_train_cnn_on_images(image_work, tmp_path):
     assert list(preds.columns) == ["patient_id", "image_id", "cohort", "label", "pred", "score", "fold"]
     assert sorted(preds.loc[preds["cohort"] == "test", "image_id"]) == [f"test-{i:05d}" for i in range(6)]
     assert json.loads((out / "run.json").read_text())["config"]["model"] == "resnet2d"
+
+
+def test_3d_medmnist_images_are_volumes_for_a_3d_network(tmp_path):
+    from medvlm.cnn.folds import fold_cohorts
+    from medvlm.cnn.images import ImageDataset, image_input_shape
+    from medvlm.cnn.models import check_input_shape
+    from medvlm.tasks import work_task
+
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, n in (("train", 6), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
+    np.savez(tmp_path / "tiny.npz", **arrays)
+    (tmp_path / "task.yaml").write_text(TASK)
+    work = tmp_path / "w"
+    assert invoke(["prepare", str(tmp_path), "--out", str(work), "--task", str(tmp_path / "task.yaml")]) == 0
+    assert invoke(["split", str(work)]) == 0
+    task = work_task(work)
+    assert (task.cnn_model, task.cnn_spatial_dims) == ("small3d", 3)  # the task's default network
+    assert image_input_shape(work) == (1, 28, 28, 28)
+    assert check_input_shape("small3d", image_input_shape(work)) == (1, 28, 28, 28)
+    x, y, _ = ImageDataset(work, fold_cohorts(work, 0)["test"])[1]
+    assert tuple(x.shape) == (1, 28, 28, 28) and float(y) == 1.0
+    np.testing.assert_allclose(x[0].numpy(), arrays["test_images"][1] / 255.0, atol=1e-6)  # same size: as is

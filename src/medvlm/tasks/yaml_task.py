@@ -169,8 +169,10 @@ def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None) -> Task:
     """The :class:`Task` a spec declares. ``prompt_dir``: the work folder's prompt files (the task's
     prompts are then their paths, which ``--prompt`` and ``eval-vlm`` read); None: names only."""
     prompts = prompt_names(spec)
+    dims = 2
     if prompt_dir is not None:
         prompts = [str(Path(prompt_dir) / f"{p}.txt") for p in prompts]
+        dims = _prepared_dims(Path(prompt_dir).parent)
     kind = spec.source.kind
     description = spec.description or (f"{spec.name}: one prediction per image, "
                                        + ", ".join(f"{c} ({i})" for i, c in enumerate(spec.classes)))
@@ -186,8 +188,8 @@ def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None) -> Task:
         share_column=f"{slug(spec.positive or spec.classes[-1])}_share",
         share_label=f"{spec.positive or spec.classes[-1]} share",
         prompts=tuple(prompts),
-        cnn_model="densenet2d",
-        cnn_spatial_dims=2,
+        cnn_model="densenet2d" if dims == 2 else "small3d",
+        cnn_spatial_dims=dims,
         default_slices="image",
         source={"prepare": "medvlm.data.images:prepare_image_task"},
         reference_standard=f"the label of each image ({kind} source)",
@@ -196,6 +198,23 @@ def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None) -> Task:
                      "not images."),
         spec=spec,
     )
+
+
+def _prepared_dims(work: Path) -> int:
+    """3 when the work folder's images are 3D (a MedMNIST 3D set: ``(D, H, W)`` arrays), else 2."""
+    import numpy as np
+
+    from medvlm.data.images import IMAGE_DIR
+
+    folder = work / IMAGE_DIR
+    first = next(folder.glob("*.npy"), None) if folder.is_dir() else None  # every image has the same dims
+    if first is None:
+        return 2
+    try:
+        shape = np.load(first, mmap_mode="r").shape
+    except (OSError, ValueError):
+        return 2
+    return 3 if len(shape) == 3 and shape[-1] != 3 else 2
 
 
 def load_yaml_task(path: str | Path, *, prompt_dir: str | Path | None = None) -> Task:
