@@ -55,6 +55,7 @@ class VLMEvalConfig(BackendOptions):
     boot_seed: int = 0
     image: str = "real"  # real | none | blank | noise | tumour-masked (medvlm.data.controls)
     artifact: str | None = None  # KIND:SEVERITY, e.g. motion:0.5
+    shots: int = Field(0, ge=0)  # few-shot examples per question, from the training cohort of fold
 
     @field_validator("orientations")
     @classmethod
@@ -272,6 +273,7 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     from medvlm.data.slices import parse_modalities, unit_images
     from medvlm.runinfo import write_run_info
     from medvlm.tasks import work_task
+    from medvlm.vlm.fewshot import make_sampler
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -283,6 +285,10 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
+    sampler = make_sampler(work, config.shots, task=task, cohort=config.cohort, fold=config.fold,
+                           evaluated=cohort.patient_ids, orientations=orientations, selection=config.slices or "",
+                           modalities=parse_modalities(config.modalities), image=config.image,
+                           artifact=config.artifact, seed=config.seed or 0, manifest=manifest)
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**config.record(), "reducer": reducer, "prompt_name": prompt.name,
                   "prompt_sha": prompt.sha, "prompt_text": prompt.text, "work": str(work.resolve()),
@@ -299,13 +305,17 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
         asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
                            repeats=config.repeats, cache=cache,
                            total=None if total is None else total * config.repeats,
-                           progress=config.progress, description="eval-vlm")
+                           progress=config.progress, description="eval-vlm",
+                           shots=None if sampler is None else sampler.for_prompt(prompt.text, task,
+                                                                                 decoding.structured))
     finally:
         cache.close()
         if own_backend and backend is not None:
             backend.close()
 
     calls, failures = _call_frames(asked.answers, order, orientations, task)
+    if sampler is not None:
+        calls = sampler.add_column(calls)
     parts, table = _reduce(calls, failures, units, task=task, reducer=reducer,
                            tie_break=task.tie_break_label(config.tie_break), orientations=orientations)
     write_text_atomic(out / "slices.csv", csv_text(calls))
