@@ -286,7 +286,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
     sampler = make_sampler(work, config.shots, task=task, cohort=config.cohort, fold=config.fold,
-                           evaluated=cohort.patient_ids, orientations=orientations, selection=config.slices or "",
+                           evaluated=cohort.patient_ids, orientations=orientations,
+                           selection=config.slices or "",
                            modalities=parse_modalities(config.modalities), image=config.image,
                            artifact=config.artifact, seed=config.seed or 0, manifest=manifest)
     out.mkdir(parents=True, exist_ok=True)

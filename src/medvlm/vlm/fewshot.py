@@ -197,10 +197,9 @@ def check_cohort(k: int, *, cohort: str, fold: int, evaluated: Sequence[str], tr
                  work: str | Path) -> None:
     """Refuse few-shot examples that could come from the evaluated cohort (one-line ConfigError)."""
     if cohort in ("train", "all"):
-        what = "is" if cohort == "train" else "contains"
+        what = "the very patients evaluated" if cohort == "train" else "which --cohort all includes"
         raise ConfigError(f"--shots {k} with --cohort {cohort}: the examples come from the training cohort "
-                          f"of --fold {fold}, which the evaluated cohort {what}; evaluate --cohort val or "
-                          "test")
+                          f"of --fold {fold}, {what}; evaluate --cohort val or test")
     shared = sorted(set(evaluated) & set(training))
     if shared:
         raise ConfigError(f"--shots {k}: patient {shared[0]} is both evaluated and in the training cohort "
@@ -302,7 +301,8 @@ def make_sampler(work: str | Path, k: int, *, task: Task, cohort: str, fold: int
 
     def render(example: Example) -> bytes:
         [one] = patient_slices(frozen_manifest.loc[example.patient_id], example.orientation,
-                               selection=selection, modalities=tuple(modalities), indices=[example.slice_index],
+                               selection=selection, modalities=tuple(modalities),
+                               indices=[example.slice_index],
                                image=image, artifact=artifact, seed=seed)
         return one.png
 
