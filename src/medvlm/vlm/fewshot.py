@@ -307,3 +307,35 @@ def make_sampler(work: str | Path, k: int, *, task: Task, cohort: str, fold: int
         return one.png
 
     return ShotSampler(pool, k, n_classes=task.n_classes, seed=seed, render=render)
+
+
+# ------------------------------------------------------------------------ a shots sweep in EXPERIMENT.yaml
+def expand_shots_sweeps(data: Any, sections: Sequence[str] = ("vlm", "consistency")) -> Any:
+    """EXPERIMENT.yaml's shots sweeps written out: a run of ``sections`` whose ``shots`` is a list (``shots:
+    [0, 2, 4]``) becomes one run per K, named ``<name>-shots<K>``, each with ``shots: K``, in the order
+    given; every other run as it is. ValueError (one line naming the run) for a list that is empty, holds
+    something other than whole numbers >= 0, or repeats a K.
+
+    >>> expand_shots_sweeps({"vlm": [{"name": "v", "shots": [0, 2]}, {"name": "w"}]})
+    {'vlm': [{'name': 'v-shots0', 'shots': 0}, {'name': 'v-shots2', 'shots': 2}, {'name': 'w'}]}
+    """
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for section in sections:
+        runs = out.get(section)
+        if not isinstance(runs, list):
+            continue
+        expanded = []
+        for i, run in enumerate(runs):
+            values = run.get("shots") if isinstance(run, dict) else None
+            if not isinstance(values, list):
+                expanded.append(run)
+                continue
+            ok = all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in values)
+            if not values or not ok or len(set(values)) != len(values):
+                raise ValueError(f"{section}.{i}.shots: a number of examples or a list of distinct numbers "
+                                 f">= 0 (a sweep); got {values!r}")
+            expanded += [{**run, "name": f"{run.get('name')}-shots{k}", "shots": k} for k in values]
+        out[section] = expanded
+    return out
