@@ -218,8 +218,8 @@ def plain_summary(runs: list[Path]) -> str:
                 f"Labelled examples in the prompt ({name_f} vs {name_g}) moved specificity from "
                 f"{_num(m_g['specificity'])} to {_num(m_f['specificity'])}, sensitivity from "
                 f"{_num(m_g['recall'])} to {_num(m_f['recall'])} and AUC from {_num(m_g['auc'])} to "
-                f"{_num(m_f['auc'])}; the paired tests below say whether such a difference is more than chance "
-                "on this many patients.")
+                f"{_num(m_f['auc'])}; the paired tests below say whether such a difference is more than "
+                "chance on this many patients.")
     for path, m, task in calibrated:
         lines.append(calibration_line(path, m, task, tuned))
     for control, text in verdicts:
