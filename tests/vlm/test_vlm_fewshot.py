@@ -242,3 +242,30 @@ def test_consistency_shots(shot_work, tmp_path, fake_server, capsys):
     assert invoke(args) == 0 and len(fake_server.bodies) == 4  # rerun: nothing sent
     assert invoke([*common, "--out", str(tmp_path / "c2"), "--shots", "1", "--patient", "P002"]) == 2
     assert "patient P002 is both evaluated and in the training cohort" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ slice-level task
+@pytest.mark.slow
+def test_slice_task_examples_are_labelled_training_slices(synth_dir, tmp_path_factory):
+    from medvlm.data.split import make_split
+    from medvlm.tasks import prepare_work
+    from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
+
+    root = tmp_path_factory.mktemp("tumour_shots")
+    work = root / "work"
+    prepare_work(synth_dir, work, "brats-tumour", shape=(24, 32, 32), progress=False)
+    make_split(work, test_fraction=0.25, folds=2, seed=0)
+    config = VLMEvalConfig(backend="mock", model="hash", n_boot=0, progress=False, orientations=["axial"],
+                           shots=2)
+    res = evaluate_vlm(work, root / "run", config)
+    slices = pd.read_csv(root / "run" / "slices.csv", dtype={"patient_id": str})
+    assert res.n_calls == len(slices) > 0
+    units = pd.read_csv(work / "units.csv", dtype={"patient_id": str})
+    keys = zip(units["patient_id"], units["orientation"], units["slice_index"], units["label"], strict=True)
+    label = {f"{p}:{o}:{i}": int(lab) for p, o, i, lab in keys}
+    train = set(json.loads((work / "splits.json").read_text())["folds"][0]["train"])
+    for ids in slices["shots"]:
+        shown = ids.split(";")
+        assert all(i in label for i in shown)  # labelled slices of units.csv
+        assert {i.split(":")[0] for i in shown} <= train and {i.split(":")[1] for i in shown} == {"axial"}
+        assert sorted(label[i] for i in shown) == [0, 1]  # one slice without, one with tumour
