@@ -49,7 +49,8 @@ def test_zero_shot_fingerprints_stay_as_they_were():
     def fingerprints(vlm: dict) -> dict[str, str]:
         config = parse_experiment({**BASE, "vlm": [vlm]})
         paths = _Paths(config, Path("/nonexistent/out"), Path("/nonexistent"))
-        return {s.name: s.fingerprint for s in plan_stages(config, paths, progress=False) if s.name != "report"}
+        stages = plan_stages(config, paths, progress=False)
+        return {s.name: s.fingerprint for s in stages if s.name != "report"}
 
     omitted = fingerprints(VLM)
     assert fingerprints({**VLM, "shots": 0}) == omitted  # explicit K=0 is the run it always was
