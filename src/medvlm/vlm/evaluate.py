@@ -36,7 +36,8 @@ class VLMEvalConfig(BackendOptions):
     """Resolved settings of one ``eval-vlm`` run (recorded in ``run.json``; no secrets).
 
     The backend, model and request fields come from :class:`~medvlm.vlm.options.BackendOptions`.
-    ``temperature``/``top_p`` None: the model's / server's own default.
+    ``temperature``/``top_p`` None: the model's / server's own default. ``shots``: K labelled examples of
+    the training cohort of ``fold`` before each question (:mod:`medvlm.vlm.fewshot`; 0 = zero-shot).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
@@ -258,7 +259,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     ``metrics.json``'s ``n_calls``; ``raw`` verbatim except carriage returns, written as newlines so that
     an answer stays one CSV record -- count records with a CSV reader, not lines with ``wc -l``;
     ``choice`` empty when unparsed; one probability column per answer code and
-    ``mass`` = their probability mass under log-prob scoring), ``failures.csv`` (calls that
+    ``mass`` = their probability mass under log-prob scoring; with ``shots`` > 0 a last column ``shots``:
+    the call's examples as ``patient_id:orientation:slice_index`` joined by ``;``), ``failures.csv`` (calls that
     failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
     or ``units.csv`` (slice unit: one row per slice), ``n_failed`` appended, ``predictions.csv`` (all
     orientations combined), ``predictions_<orientation>.csv``, ``metrics.json`` and ``run.json``.

@@ -4,7 +4,8 @@ Chat text (shared with fine-tuning): :func:`build_chat_text` renders the user tu
 prompt) with the processor's chat template and ends with the assistant header followed by
 :data:`~medvlm.vlm.prompts.ANSWER_PREFIX` (``"Choice:"``), so the model only has to write the digit and
 its reasoning. With ``answer`` it renders the full training text ending in ``"Choice: <answer>"`` and the
-end-of-turn token.
+end-of-turn token. With few-shot examples (``--shots K``, :mod:`medvlm.vlm.fewshot`) the examples come first
+as earlier user/assistant turns, and the processor gets their images before the question's.
 """
 
 from __future__ import annotations
