@@ -260,8 +260,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     an answer stays one CSV record -- count records with a CSV reader, not lines with ``wc -l``;
     ``choice`` empty when unparsed; one probability column per answer code and
     ``mass`` = their probability mass under log-prob scoring; with ``shots`` > 0 a last column ``shots``:
-    the call's examples as ``patient_id:orientation:slice_index`` joined by ``;``), ``failures.csv`` (calls that
-    failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
+    the call's examples as ``patient_id:orientation:slice_index`` joined by ``;``), ``failures.csv`` (calls
+    that failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
     or ``units.csv`` (slice unit: one row per slice), ``n_failed`` appended, ``predictions.csv`` (all
     orientations combined), ``predictions_<orientation>.csv``, ``metrics.json`` and ``run.json``.
     Returns an :class:`EvalResult` whose ``exit_code`` is 1 when some requests failed (they are retried
