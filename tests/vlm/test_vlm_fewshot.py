@@ -63,6 +63,30 @@ def test_draws_are_balanced_distinct_and_seeded():
     assert Example("P1", "axial", 4, 0).id == "P1:axial:4"
 
 
+def test_sampler_reads_each_volume_once_per_orientation_and_keeps_draws():
+    from medvlm.tasks import get_task
+    from medvlm.vlm.fewshot import ShotSampler
+
+    pool = {"axial": {0: [Example(p, "axial", i, 0) for p in ("L1", "L2") for i in range(4)],
+                      1: [Example(p, "axial", i, 1) for p in ("H1", "H2") for i in range(4)]}}
+    calls = []
+
+    def render(pid, orientation, indices):
+        calls.append((pid, orientation, tuple(indices)))
+        return {i: f"{pid}/{orientation}/{i}".encode() for i in indices}
+
+    sampler = ShotSampler(pool, 2, n_classes=2, seed=0, render=render)
+    task = get_task("brats-grading")
+    for q in range(30):
+        shots = sampler.shots(("Q", "axial", q), prompt_text="Grade?", task=task)
+        assert [s.image for s in shots] == [s.id.replace(":", "/").encode() for s in shots]
+        assert sorted(s.answer for s in shots) == ["Choice: 0", "Choice: 1"]
+        assert shots == sampler.shots(("Q", "axial", q), prompt_text="Grade?", task=task)
+    assert sorted(calls) == [(p, "axial", (0, 1, 2, 3)) for p in ("H1", "H2", "L1", "L2")]  # once each
+    assert sampler.n_rendered == 4
+    assert sampler.ids(("Q", "axial", 0)) == ";".join(e.id for e in sampler.examples("Q", "axial", 0))
+
+
 def test_answer_text_follows_the_prompts_codes():
     from medvlm.tasks import get_task
     from medvlm.vlm.prompts import load_prompt

@@ -38,8 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 SHOT_SEPARATOR = ";"
 #: the ``slices.csv`` column that lists a call's examples (only when K > 0)
 SHOTS_COLUMN = "shots"
-#: rendered example images kept in memory (an example drawn for many questions is rendered once)
-_IMAGE_CACHE_SIZE = 512
+#: rendered example images kept in memory besides the sampler's files (the most recently used)
+_IMAGE_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -211,9 +211,15 @@ def check_cohort(k: int, *, cohort: str, fold: int, evaluated: Sequence[str], tr
 class ShotSampler:
     """Draws, renders and hands out the examples of each question (see the module docstring).
 
-    ``pool``: :func:`training_pool`'s candidates; ``render``: an example -> its PNG bytes (rendered as the
-    questions are); ``seed``: the run's seed (each question's draw is seeded by it and the question's
-    patient, orientation and slice index, so a rerun draws the same examples).
+    ``pool``: :func:`training_pool`'s candidates; ``render``: ``(patient_id, orientation, slice indices)``
+    -> ``{slice_index: PNG bytes}`` (rendered as the questions are); ``seed``: the run's seed (each
+    question's draw is seeded by it and the question's patient, orientation and slice index, so a rerun
+    draws the same examples).
+
+    Examples are drawn at random from the whole training cohort, so one volume holds examples of many
+    questions: the first time any candidate of a patient and orientation is needed, all of that group's
+    candidates are rendered from one volume read and kept as files in a temporary folder (removed with
+    the sampler), so each volume is read at most once per orientation in a run.
     """
 
     def __init__(self, pool: Mapping[str, Mapping[int, Sequence[Example]]], k: int, *, n_classes: int,
@@ -221,6 +227,15 @@ class ShotSampler:
         self.pool, self.k, self.n_classes, self.seed, self.render = pool, int(k), n_classes, int(seed), render
         self._drawn: dict[tuple[str, str, int], list[Example]] = {}
         self._images: OrderedDict[str, bytes] = OrderedDict()
+        self._groups: dict[tuple[str, str], set[int]] = {}
+        for orientation, by_class in pool.items():
+            for candidates in by_class.values():
+                for e in candidates:
+                    self._groups.setdefault((e.patient_id, orientation), set()).add(e.slice_index)
+        self._number = {group: i for i, group in enumerate(self._groups)}
+        self._rendered: set[tuple[str, str]] = set()
+        self._folder: Path | None = None
+        self.n_rendered = 0  # volume groups rendered so far
 
     def examples(self, patient_id: str, orientation: str, slice_index: int) -> list[Example]:
         """The examples shown before the question about ``(patient_id, orientation, slice_index)``."""
@@ -232,11 +247,30 @@ class ShotSampler:
                                              seed=derived_seed("shots", *key, self.seed))
         return self._drawn[key]
 
+    def _file(self, example: Example) -> Path:
+        if self._folder is None:
+            import shutil
+            import tempfile
+            import weakref
+
+            self._folder = Path(tempfile.mkdtemp(prefix="medvlm-shots-"))
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        group = (example.patient_id, example.orientation)
+        return self._folder / f"{self._number[group]}-{example.slice_index}.png"
+
     def image(self, example: Example) -> bytes:
+        """The example's PNG bytes (see the class docstring for how they are kept)."""
         if example.id in self._images:
             self._images.move_to_end(example.id)
             return self._images[example.id]
-        png = self.render(example)
+        group = (example.patient_id, example.orientation)
+        if group not in self._rendered:
+            pngs = self.render(*group, sorted(self._groups[group]))
+            for index, data in pngs.items():
+                self._file(Example(*group, int(index), example.label)).write_bytes(data)
+            self._rendered.add(group)
+            self.n_rendered += 1
+        png = self._file(example).read_bytes()
         self._images[example.id] = png
         while len(self._images) > _IMAGE_CACHE_SIZE:
             self._images.popitem(last=False)
@@ -299,12 +333,10 @@ def make_sampler(work: str | Path, k: int, *, task: Task, cohort: str, fold: int
     check_shots(k, pool, task=task, fold=fold, unit="slice")
     frozen_manifest = manifest
 
-    def render(example: Example) -> bytes:
-        [one] = patient_slices(frozen_manifest.loc[example.patient_id], example.orientation,
-                               selection=selection, modalities=tuple(modalities),
-                               indices=[example.slice_index],
-                               image=image, artifact=artifact, seed=seed)
-        return one.png
+    def render(patient_id: str, orientation: str, indices: list[int]) -> dict[int, bytes]:
+        return {s.slice_index: s.png for s in patient_slices(
+            frozen_manifest.loc[patient_id], orientation, selection=selection, modalities=tuple(modalities),
+            indices=indices, image=image, artifact=artifact, seed=seed)}
 
     return ShotSampler(pool, k, n_classes=task.n_classes, seed=seed, render=render)
 
