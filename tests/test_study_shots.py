@@ -74,8 +74,14 @@ def test_run_sweeps_shots_and_reports_the_few_shot_arm(tmp_path, capsys):
     train = set(splits["folds"][0]["train"])
     shown = {i.split(":")[0] for ids in pd.read_csv(few / "slices.csv")["shots"] for i in ids.split(";")}
     assert shown and shown <= train
+    from medvlm.report.html import load_run
+    from medvlm.report.summary import paired_tests
+
+    [pair] = paired_tests([load_run(zero), load_run(few)])
+    assert pair["key"] and pair["comparison"] == "few-shot VLM vs general VLM"  # a key comparison
+    assert (pair["a"], pair["b"]) == ("vlm-shots2", "vlm-shots0") and 0 <= pair["mcnemar_p"] <= 1
     html = (out / "report.html").read_text()
-    assert "few-shot VLM vs general VLM" in html  # a key comparison, with its paired tests
+    assert '<tr class="key"><td class="l cmp">few-shot VLM vs general VLM</td>' in html
     assert "Labelled examples in the prompt (vlm-shots2 vs vlm-shots0)" in html
     assert "few-shot (no adapter)" in html
     capsys.readouterr()
