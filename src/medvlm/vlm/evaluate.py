@@ -321,7 +321,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     sampler = make_sampler(work, config.shots, task=task, cohort=config.cohort, fold=config.fold,
                            evaluated=cohort.patient_ids, orientations=orientations,
                            selection=config.slices or "",
-                           modalities=parse_modalities(config.modalities), image=config.image,
+                           modalities=parse_modalities(config.modalities) if task.modalities else (),
+                           image=config.image,
                            artifact=config.artifact, seed=config.seed or 0, manifest=manifest)
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**config.record(), "reducer": reducer, "prompt_name": prompt.name,
