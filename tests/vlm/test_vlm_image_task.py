@@ -77,12 +77,20 @@ def test_cached_rerun_and_controls(cxr_work):
     assert calls["choice"].nunique() == 1  # every blank image of one size: the same bytes, the same answer
 
 
-def test_image_task_refuses_volume_options(cxr_work, capsys):
+@pytest.mark.parametrize("option, message", [
+    (["--artifact", "motion:0.5"], "MRI artifacts apply to volumes"),
+    (["--image", "tumour-masked"], "--image tumour-masked needs a tumour mask"),
+    (["--slices", "all"], "--slices all: cxr asks about its labelled images"),
+    (["--orientations", "axial"], "'orientations' parameter must be one of []"),
+    (["--shots", "1"], "--shots 1: few-shot examples are drawn per orientation of slices"),
+])
+def test_image_task_refuses_volume_options(cxr_work, capsys, option, message):
     root, work = cxr_work
     code = invoke(["eval-vlm", str(work), "--out", str(root / "runs" / "x"), "--backend", "mock", "--model",
-                   "hash", "--artifact", "motion:0.5"])
+                   "hash", *option])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "MRI artifacts apply to volumes" in err[0]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (root / "runs" / "x" / "run.json").exists()
 
 
 def test_consistency_and_report(cxr_work, capsys):

@@ -166,6 +166,9 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
         if config.artifact:
             raise ConfigError(f"--artifact {config.artifact}: MRI artifacts apply to volumes; {task.name} "
                               "asks about 2D images")
+        if config.image == "tumour-masked":
+            raise ConfigError(f"--image tumour-masked needs a tumour mask; {task.name} asks about 2D images "
+                              "(real, none, blank or noise)")
     else:
         parse_selection(config.slices)  # type: ignore[arg-type]
         parse_modalities(config.modalities)
