@@ -13,7 +13,7 @@ import sys
 from medvlm.cli._app import app
 
 # Command groups, in pipeline order. A module missing here means the group has not landed yet.
-_COMMAND_MODULES = ["data", "cnn", "vlm", "consistency", "finetune", "results", "study", "scale"]
+_COMMAND_MODULES = ["data", "cnn", "vlm", "consistency", "finetune", "results", "study", "scale", "discover"]
 
 for _name in _COMMAND_MODULES:
     try:

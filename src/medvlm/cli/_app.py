@@ -17,9 +17,25 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from medvlm import __version__
+
+        typer.echo(f"medvlm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", help="Show third-party library warnings, log lines "
+                                 "and weight-loading progress bars (hidden by default)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the medvlm version and exit."),
+) -> None:
     """medvlm: VLM vs fine-tuned VLM vs CNN, reproducibly, in one command."""
+    from medvlm._console import quiet_noise
+
+    quiet_noise(verbose)
 
 
 def _param_name(param: typer.CallbackParam) -> str:
