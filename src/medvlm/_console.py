@@ -4,6 +4,7 @@ and third-party noise kept out of them.
 - :func:`make_console`: a rich Console on stdout (or stderr). On a terminal, rich's usual one. Anywhere
   else (a pipe, a file, a Slurm log) plain and wide: no colour or escape codes, tables at their natural
   width (:data:`LOG_WIDTH` columns at most, never cut to 80 columns with "…" cells), rules short.
+- :func:`progress_on_stderr`: progress bars on stderr, and none in a log.
 - :func:`quiet_noise`: known third-party noise off (``--verbose`` keeps it): transformers' weight-loading
   progress bars and its "Some weights ... were not initialized" style log warnings, FutureWarning and
   DeprecationWarning from the libraries medvlm calls, bitsandbytes' kernel and CUDA hints. medvlm's own
@@ -12,10 +13,12 @@ and third-party noise kept out of them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 #: the width of a console that is not a terminal: wide enough for any table medvlm prints
@@ -69,6 +72,24 @@ def make_console(*, stderr: bool = False) -> Any:
                       emoji=False, force_terminal=False, force_interactive=False, soft_wrap=False)
 
 
+@contextlib.contextmanager
+def progress_on_stderr() -> Iterator[None]:
+    """While a command runs, rich's global console (what a progress bar without a console of its own
+    draws on) is stderr: stdout keeps the results alone. Where stderr is not a terminal (a log) progress
+    bars are not drawn at all, so a log holds each command's one summary line, not a bar's last frame
+    too. The previous global console is restored afterwards."""
+    import rich
+
+    console = rich.get_console()
+    saved = dict(console.__dict__)
+    rich.reconfigure(stderr=True, quiet=not is_terminal(stderr=True))
+    try:
+        yield
+    finally:
+        console.__dict__.clear()
+        console.__dict__.update(saved)
+
+
 def quiet_noise(verbose: bool = False) -> None:
     """Filter the known third-party noise (see the module docstring); ``verbose``: leave it all on."""
     if verbose:
@@ -93,4 +114,4 @@ def quiet_noise(verbose: bool = False) -> None:
             pass
 
 
-__all__ = ["LOG_WIDTH", "is_terminal", "make_console", "quiet_noise"]
+__all__ = ["LOG_WIDTH", "is_terminal", "make_console", "progress_on_stderr", "quiet_noise"]

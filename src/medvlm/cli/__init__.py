@@ -25,10 +25,12 @@ for _name in _COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``medvlm`` script."""
+    from medvlm._console import progress_on_stderr
     from medvlm.errors import MedVLMError
 
     try:
-        app(args=argv, prog_name="medvlm")
+        with progress_on_stderr():
+            app(args=argv, prog_name="medvlm")
     except MedVLMError as exc:
         # one line, whatever a library put in the message (a torch or sqlite error can span lines)
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

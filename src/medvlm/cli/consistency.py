@@ -90,8 +90,7 @@ def consistency_cmd(
     Exit status 0 when every request was answered, 1 when some failed after retries (rerun the same
     command to retry only those), 2 on a user error.
     """
-    from rich.console import Console
-
+    from medvlm._console import make_console
     from medvlm.consistency.config import ConsistencyConfig
     from medvlm.consistency.run import run_consistency
 
@@ -105,5 +104,5 @@ def consistency_cmd(
         "cohort": cohort, "fold": fold, "prompts": list(prompt),
         "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break},
         renames=_OPTION_NAMES)
-    result = run_consistency(work, out, config, console=Console())
+    result = run_consistency(work, out, config, console=make_console())
     exit_on_failures(result.n_failed, out)

@@ -84,8 +84,9 @@ def metrics_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from medvlm._console import make_console
 
     table = Table(title=f"{predictions.name}: n = {result['n']} (label 1 positive)", title_justify="left")
     table.add_column("metric")
@@ -112,7 +113,7 @@ def metrics_cmd(
             ci = result.get(f"{key}_ci")
             row.append("n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]")
         table.add_row(*row)
-    Console().print(table)
+    make_console().print(table)
 
 
 @app.command("calibrate")
@@ -168,8 +169,9 @@ def compare_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from medvlm._console import make_console
 
     units = (f"{result['n']} slices of {result['n_patients']} patients" if "n_patients" in result
              else f"{result['n']} patients")
@@ -186,7 +188,7 @@ def compare_cmd(
                   _fmt(result["auc_diff"]) + ci(result["auc_diff_ci"]))
     table.add_row("accuracy", _fmt(result["accuracy_a"]), _fmt(result["accuracy_b"]),
                   _fmt(result["accuracy_diff"]) + ci(result["accuracy_diff_ci"]))
-    console = Console()
+    console = make_console()
     console.print(table)
     if result["auc_a"] is None or result["auc_b"] is None:
         console.print("DeLong: n/a (needs a score for every patient in both files and both classes)")

@@ -42,8 +42,7 @@ def run_cmd(
     check: bool = typer.Option(False, "--check", help="Only validate the file and list its stages."),
 ) -> None:
     """The whole study as one config describes it (unknown keys are rejected with a "did you mean")."""
-    from rich.console import Console
-
+    from medvlm._console import make_console
     from medvlm.experiment import load_experiment
 
     config, base = load_experiment(experiment)
@@ -54,7 +53,7 @@ def run_cmd(
 
         target = (out or Path(config.out))
         paths = _Paths(config, (target if target.is_absolute() else base / target).resolve(), base)
-        Console().print(f"{experiment}: valid; stages: "
+        make_console().print(f"{experiment}: valid; stages: "
                         + ", ".join(s.name for s in plan_stages(config, paths, progress=False)))
         return
     from medvlm.experiment import check_devices
@@ -64,15 +63,14 @@ def run_cmd(
 
 
 def _run(config, *, out: Path | None, base_dir: Path, force: bool) -> None:
-    from rich.console import Console
-
+    from medvlm._console import make_console
     from medvlm.study import run_experiment
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     result = run_experiment(config, out=out, base_dir=base_dir, console=console, force=force)
-    print_summary(result, Console())
+    print_summary(result, make_console())
     if result.exit_code:
-        Console(stderr=True).print("Some requests failed; rerun the same command to retry only those.")
+        make_console(stderr=True).print("Some requests failed; rerun the same command to retry only those.")
         raise typer.Exit(result.exit_code)
 
 

@@ -179,8 +179,7 @@ def eval_vlm_cmd(
     written from the answers received; rerun the same command to retry only the failures), 2 on a user
     error.
     """
-    from rich.console import Console
-
+    from medvlm._console import make_console
     from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
@@ -194,5 +193,5 @@ def eval_vlm_cmd(
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
         "artifact": artifact}, renames={"n_boot": "bootstrap"})
-    result = evaluate_vlm(work, out, config, console=Console(stderr=False))
+    result = evaluate_vlm(work, out, config, console=make_console())
     exit_on_failures(result.n_failed, out)
