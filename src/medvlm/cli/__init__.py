@@ -23,6 +23,15 @@ for _name in _COMMAND_MODULES:
             raise
 
 
+def command():
+    """The click command behind :data:`app`, every parameter with a plain metavar (:mod:`._help`)."""
+    import typer
+
+    from medvlm.cli._help import tidy_help
+
+    return tidy_help(typer.main.get_command(app))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``medvlm`` script."""
     from medvlm._console import progress_on_stderr
@@ -30,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         with progress_on_stderr():
-            app(args=argv, prog_name="medvlm")
+            command()(args=argv, prog_name="medvlm")
     except MedVLMError as exc:
         # one line, whatever a library put in the message (a torch or sqlite error can span lines)
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -87,4 +96,4 @@ def invoke(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["app", "invoke", "main"]
+__all__ = ["app", "command", "invoke", "main"]

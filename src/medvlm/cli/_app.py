@@ -55,3 +55,33 @@ def out_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
     from medvlm._io import check_out_file
 
     return None if value is None else check_out_file(value, _param_name(param))
+
+
+#: the one meaning of --fold, in every command that has it
+FOLD_HELP = ("Fold of splits.json (from 0), or 'all': every fold (train-cnn: cross-validation; eval-vlm and "
+             "consistency: any fold with --cohort test or all, where the fold does not matter).")
+
+
+def parse_fold(value: str | int, *, cohort: str | None = None, command: str = "") -> int | str:
+    """``--fold``: a fold number (0 or more) or ``"all"``; ConfigError (one line) otherwise.
+
+    ``cohort``: the command picks one cohort of one fold (eval-vlm, consistency): ``all`` is accepted
+    where the fold does not change the patients (``test``, ``all``) and means fold 0 there; with
+    ``train``/``val`` it is an error saying to run each fold.
+
+    >>> parse_fold("2"), parse_fold("all"), parse_fold("all", cohort="test")
+    (2, 'all', 0)
+    """
+    from medvlm.errors import ConfigError
+
+    text = str(value).strip().lower()
+    if text == "all":
+        if cohort is None:
+            return "all"
+        if cohort in ("test", "all"):
+            return 0
+        raise ConfigError(f"--fold all --cohort {cohort}: {command} reads the {cohort} cohort of one fold; "
+                          "run it once per fold (--fold 0, --fold 1, ...)")
+    if not text.isdigit():
+        raise ConfigError(f"--fold must be a fold number (from 0) or 'all', got {value!r}")
+    return int(text)

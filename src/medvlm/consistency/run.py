@@ -83,6 +83,7 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
     from medvlm.data.slices import AXIS, load_canonical, parse_modalities, patient_slices
     from medvlm.registry import did_you_mean
     from medvlm.tasks import get_task
+    from medvlm.vlm.options import first_patients
 
     task = get_task(task)
     config = config.for_task(task)
@@ -102,6 +103,7 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
                 raise DataError(f"--patient {pid}: skipped by prepare ({reason}); pick another patient")
     else:
         ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
+    ids = first_patients(ids, config.limit)  # --limit N: the first N (None: all)
     axis = AXIS[config.orientation]
     letter = "xyz"[axis]
     unit_labels: dict[tuple[str, int], int] = {}

@@ -272,6 +272,7 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     from medvlm.data.slices import parse_modalities, unit_images
     from medvlm.runinfo import write_run_info
     from medvlm.tasks import work_task
+    from medvlm.vlm.options import first_patients
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -280,6 +281,9 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     task = task.for_prompt(prompt)  # a prompt with other answer digits: read them back as the same answers
     orientations = list(config.orientations or [])
     cohort = load_cohort(work, config.cohort, fold=config.fold)
+    if config.limit is not None:  # --limit N: the first N patients of the cohort
+        keep = first_patients(cohort.patient_ids, config.limit)
+        cohort = type(cohort)(cohort.name, keep, cohort.labels[:len(keep)])
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}

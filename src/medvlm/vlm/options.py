@@ -27,7 +27,9 @@ class BackendOptions(BackendConfig):
       request seed = seed + repeat index; None = send none);
     - ``extra_body``: extra JSON fields of every request (openai backend; e.g. a server's own sampling
       switch), part of the cache key;
-    - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar).
+    - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar);
+    - ``limit``: only the first N patients of the cohort, in the cohort's order (lmms-eval's ``--limit``;
+      None = all), applied by :func:`first_patients`.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
@@ -40,6 +42,7 @@ class BackendOptions(BackendConfig):
     extra_body: dict[str, Any] = Field(default_factory=dict)  # sent as is to an OpenAI-compatible server
     cache: str | None = None  # default RUN/cache.sqlite
     progress: bool = True
+    limit: int | None = Field(None, ge=1)
 
     def record(self) -> dict[str, Any]:
         """The options as run.json records them: JSON, with credentials in a ``--base-url`` and the values
@@ -50,6 +53,15 @@ class BackendOptions(BackendConfig):
         """The plain :class:`~medvlm.vlm.backends.BackendConfig` part that
         :func:`~medvlm.vlm.backends.make_backend` takes (how to reach the model)."""
         return BackendConfig(**self.model_dump(include=set(BackendConfig.model_fields)))
+
+
+def first_patients(ids: list[str], limit: int | None) -> list[str]:
+    """The first ``limit`` patient ids, in their order (all of them when ``limit`` is None).
+
+    >>> first_patients(["P3", "P1", "P2"], 2), first_patients(["P3", "P1"], None)
+    (['P3', 'P1'], ['P3', 'P1'])
+    """
+    return list(ids) if limit is None else list(ids)[:limit]
 
 
 #: config field -> command-line option, where the two differ (for one-line validation messages)
@@ -67,4 +79,4 @@ def option_name(field: str, extra: dict[str, str] | None = None) -> str:
     return "--" + names.get(field, field.replace("_", "-"))
 
 
-__all__ = ["OPTION_NAMES", "BackendOptions", "option_name", "redact_url"]
+__all__ = ["OPTION_NAMES", "BackendOptions", "first_patients", "option_name", "redact_url"]
