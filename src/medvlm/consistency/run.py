@@ -411,8 +411,7 @@ def print_summary(result: ConsistencyResult, console: Any) -> None:
                   f"agreement {fmt(s['agreement'])}, "
                   f"entropy {fmt(s['entropy'])} bits, flip rate {fmt(s['flip_rate'])}, Fleiss' kappa "
                   f"{fmt(s['fleiss_kappa'])}, consensus accuracy {fmt(s['consensus_accuracy'])}, expected "
-                  f"accuracy {fmt(s['expected_accuracy'])}")
-    console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), failed "
-                  f"{result.n_failed}, {result.elapsed_s:.1f} s")
+                  f"accuracy {fmt(s['expected_accuracy'])}; calls {result.n_calls} (sent {result.n_sent}, "
+                  f"from cache {result.n_cached}), failed {result.n_failed}, {result.elapsed_s:.1f} s")
     for note in result.notes:
         console.print(f"note: {note}")
