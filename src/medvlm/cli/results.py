@@ -253,9 +253,18 @@ def report_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
                                   help="Bootstrap resamples for CIs the run files do not already hold."),
 ) -> None:
-    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details)."""
+    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details). A run
+    folder without run.json, with a run.json status other than complete, or without its final files
+    (predictions.csv, ...) is named on stderr and left out."""
+    from medvlm.cli._runs import finished_runs
+    from medvlm.errors import DataError
     from medvlm.report.html import build_report
 
+    kept, left_out = finished_runs(list(runs))
+    if not kept:
+        raise DataError("no finished run to report: " + "; ".join(f"{r}: {why}" for r, why in left_out))
+    for run, why in left_out:
+        print(f"medvlm: warning: left out of the report: {run}: {why}", file=sys.stderr)
     with _warnings_to_stderr():
-        path = build_report(list(runs), out, title=title, n_boot=bootstrap)
+        path = build_report(kept, out, title=title, n_boot=bootstrap)
     print(f"wrote {path}")
