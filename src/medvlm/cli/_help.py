@@ -13,7 +13,7 @@ from typing import Any
 
 #: option -> metavar, where a word says more than the type
 OPTION_METAVARS = {
-    "--fold": "N|all", "--folds": "all|N,N", "--base-url": "URL", "--orientations": "LIST",
+    "--fold": "N|all", "--base-url": "URL", "--orientations": "LIST",
     "--orientation": "NAME", "--modalities": "LIST", "--limit": "N", "--shape": "D H W",
     "--prompt": "NAME|FILE", "--model": "NAME", "--base-model": "NAME|FOLDER", "--adapter": "FOLDER",
     "--cache": "FILE", "--extra-body": "JSON", "--option": "KEY=VALUE", "--slurm": "KEY=VALUE",
@@ -54,12 +54,11 @@ def tidy_help(command: Any) -> Any:
     for sub in getattr(command, "commands", {}).values():
         tidy_help(sub)
     for param in getattr(command, "params", []):
-        if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
-            continue
-        if getattr(param, "param_type_name", "") == "argument" or not getattr(param, "opts", None) or \
-                not str(param.opts[0]).startswith("-"):
-            param.metavar = str(param.name).upper()
+        if getattr(param, "param_type_name", "") == "argument":
+            param.metavar = param.metavar or str(param.name).upper()
             _plain_usage(param)
+            continue
+        if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
             continue
         long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
         param.metavar = OPTION_METAVARS.get(long) or _type_metavar(param.type_descriptor.annotation)
