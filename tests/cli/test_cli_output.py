@@ -9,7 +9,6 @@ import sys
 import warnings
 
 import pytest
-
 from tests.vlm.conftest import write_tiny_work
 
 
@@ -96,7 +95,8 @@ def test_known_third_party_noise_is_filtered(monkeypatch, module, category, show
         monkeypatch.setenv(name, "x")  # restored (to unset) after the test
         monkeypatch.delenv(name)
     assert (_third_party_warning(module, category) == ["noise"]) is shown
-    assert os.environ["TRANSFORMERS_VERBOSITY"] == "error" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
 
 
 def test_verbose_keeps_the_noise(monkeypatch, capsys):
