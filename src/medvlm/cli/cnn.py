@@ -66,5 +66,14 @@ def train_cnn_command(
     if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: rank 0 alone reports
         return
     test = metrics.get("test") or {}
-    typer.echo(f"{out}: test accuracy {test.get('accuracy')}, auc {test.get('auc')} "
+    typer.echo(f"{out}: test accuracy {_rounded(test.get('accuracy'))}, auc {_rounded(test.get('auc'))} "
                f"({metrics['test_predictions']})")
+
+
+def _rounded(value: object) -> str:
+    """A metric for the summary line: 3 decimals, ``n/a`` when undefined.
+
+    >>> _rounded(0.8333333), _rounded(None), _rounded(1)
+    ('0.833', 'n/a', '1.000')
+    """
+    return "n/a" if value is None else f"{float(value):.3f}"
