@@ -62,12 +62,14 @@ FOLD_HELP = ("Fold of splits.json (from 0), or 'all': every fold (train-cnn: cro
              "consistency: any fold with --cohort test or all, where the fold does not matter).")
 
 
-def parse_fold(value: str | int, *, cohort: str | None = None, command: str = "") -> int | str:
+def parse_fold(value: str | int, *, cohort: str | None = None, command: str = "",
+               shots: int = 0) -> int | str:
     """``--fold``: a fold number (0 or more) or ``"all"``; ConfigError (one line) otherwise.
 
     ``cohort``: the command picks one cohort of one fold (eval-vlm, consistency): ``all`` is accepted
     where the fold does not change the patients (``test``, ``all``) and means fold 0 there; with
-    ``train``/``val`` it is an error saying to run each fold.
+    ``train``/``val`` it is an error saying to run each fold, and so it is with ``shots`` (few-shot
+    examples come from one fold's training cohort).
 
     >>> parse_fold("2"), parse_fold("all"), parse_fold("all", cohort="test")
     (2, 'all', 0)
@@ -78,6 +80,9 @@ def parse_fold(value: str | int, *, cohort: str | None = None, command: str = ""
     if text == "all":
         if cohort is None:
             return "all"
+        if shots:
+            raise ConfigError(f"--fold all --shots {shots}: the examples come from the training cohort of "
+                              "one fold; give --fold N")
         if cohort in ("test", "all"):
             return 0
         raise ConfigError(f"--fold all --cohort {cohort}: {command} reads the {cohort} cohort of one fold; "

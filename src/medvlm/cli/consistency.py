@@ -34,6 +34,7 @@ from medvlm.cli.vlm import (
     Progress,
     Scoring,
     Seed,
+    Shots,
     Structured,
     Timeout,
     _default,
@@ -105,6 +106,7 @@ def consistency_cmd(
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
     limit: Limit = None,
+    shots: Shots = 0,
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
@@ -123,9 +125,10 @@ def consistency_cmd(
     config = build_config(ConsistencyConfig, {
         **shared, "patients": list(patient), "orientation": _one_orientation(orientations, orientation),
         "slice_index": slice_index, "cohort": cohort,
-        "fold": parse_fold(fold, cohort="all" if patient else cohort, command="consistency"),
+        "fold": parse_fold(fold, cohort="all" if patient else cohort, command="consistency", shots=shots),
         "prompts": list(prompt), "limit": limit,
-        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break},
+        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break,
+        "shots": shots},
         renames=_OPTION_NAMES)
     result = run_consistency(work, out, config, console=make_console())
     exit_on_failures(result.n_failed, out)

@@ -56,6 +56,8 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="A prog
 Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N patients of the cohort, "
                                            "in its order in splits.json (as lmms-eval's --limit); recorded "
                                            "in run.json.")]
+Shots = Annotated[int, typer.Option("--shots", help="Few-shot: K labelled examples (class-balanced, from the "
+                                    "training cohort of --fold, same orientation) before each question.")]
 ExtraBody = Annotated[str | None, typer.Option("--extra-body", help="A JSON object of extra request fields "
                                                "(openai backend), e.g. '{\"top_k\": 40}'.")]
 
@@ -178,6 +180,7 @@ def eval_vlm_cmd(
     artifact: str | None = typer.Option(None, "--artifact", help="KIND:SEVERITY, an MRI artifact applied to "
                                         "each volume before slicing: motion, ghosting, spike or bias-field, "
                                         "severity 0..1 (needs medvlm[controls])."),
+    shots: Shots = 0,
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -195,9 +198,9 @@ def eval_vlm_cmd(
                             extra_body=extra_body)
     config = build_config(VLMEvalConfig, {
         **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt,
-        "cohort": cohort, "fold": parse_fold(fold, cohort=cohort, command="eval-vlm"),
+        "cohort": cohort, "fold": parse_fold(fold, cohort=cohort, command="eval-vlm", shots=shots),
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
-        "artifact": artifact, "limit": limit}, renames={"n_boot": "bootstrap"})
+        "artifact": artifact, "shots": shots, "limit": limit}, renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=make_console())
     exit_on_failures(result.n_failed, out)
