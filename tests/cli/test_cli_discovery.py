@@ -115,6 +115,8 @@ def test_fold_has_one_meaning_everywhere():
      "--fold all: finetune trains one adapter on one fold"),
     (["eval-vlm", "W", "--out", "{out}", "--model", "m", "--fold", "all", "--cohort", "val"],
      "--fold all --cohort val: eval-vlm reads the val cohort of one fold"),
+    (["eval-vlm", "W", "--out", "{out}", "--model", "m", "--fold", "all", "--shots", "2"],
+     "--fold all --shots 2: the examples come from the training cohort of one fold; give --fold N"),
     (["eval-vlm", "W", "--out", "{out}", "--model", "m", "--fold", "one"],
      "--fold must be a fold number (from 0) or 'all', got 'one'"),
     (["consistency", "W", "--out", "{out}", "--model", "m", "--orientations", "axial,coronal"],
