@@ -66,7 +66,9 @@ def _check_paths(config: ExperimentConfig, paths: Any) -> list[str]:
         except (MedVLMError, OSError) as exc:
             problems.append(f"data.path: {exc}")
     for where, _name, run in _model_runs(config):
-        fields = run if isinstance(run, dict) else run.model_dump()
+        if where.endswith(".evaluate"):  # a fine-tuned model's evaluation: checked with its run below
+            continue
+        fields = run.model_dump()
         prompts = fields.get("prompts") or ([fields["prompt"]] if fields.get("prompt") else [])
         for prompt in prompts:
             resolved = paths.prompt(prompt)
@@ -74,9 +76,7 @@ def _check_paths(config: ExperimentConfig, paths: Any) -> list[str]:
                 problems.append(f"{where}.prompt: {resolved}: no such prompt file")
         if fields.get("adapter") and not paths.resolve(fields["adapter"]).is_dir():
             problems.append(f"{where}.adapter: {paths.resolve(fields['adapter'])}: no such folder")
-        own_model = not where.endswith(".evaluate")  # a fine-tuned model's base: checked below
-        local = fields.get("backend", "transformers") == "transformers"
-        if own_model and local and fields["model"] != TINY_MODEL:
+        if fields.get("backend") == "transformers" and fields["model"] != TINY_MODEL:
             try:
                 check_model_source(paths.model(fields["model"]), option=f"{where}.model")
             except MedVLMError as exc:
@@ -87,10 +87,12 @@ def _check_paths(config: ExperimentConfig, paths: Any) -> list[str]:
                 check_model_source(paths.model(run.base_model), option=f"finetune.{i}.base_model")
             except MedVLMError as exc:
                 problems.append(str(exc))
-        if run.prompt:
-            resolved = paths.prompt(run.prompt)
-            if resolved != run.prompt and not Path(resolved).is_file():
-                problems.append(f"finetune.{i}.prompt: {resolved}: no such prompt file")
+        prompts = {f"finetune.{i}.prompt": run.prompt,
+                   f"finetune.{i}.evaluate.prompt": (run.evaluate or {}).get("prompt")}
+        for where, prompt in prompts.items():
+            resolved = paths.prompt(prompt) if prompt else None
+            if resolved and resolved != prompt and not Path(resolved).is_file():
+                problems.append(f"{where}: {resolved}: no such prompt file")
     return problems
 
 
