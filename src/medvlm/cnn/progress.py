@@ -22,7 +22,7 @@ class _Reporter:
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int) -> Any:
-        if not self.enabled:
+        if not self.enabled or not self.console.is_terminal:  # no bar (nor its blank line) in a log file
             yield lambda: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
