@@ -55,11 +55,13 @@ def test_unfinished_runs_are_named_and_left_out(finished, tmp_path, capsys):
 
 
 def test_nothing_finished_is_one_line_naming_each_run(finished, tmp_path, capsys):
-    no_metrics = _copy(finished, tmp_path / "no-metrics", drop="metrics.json")
-    assert invoke(["report", str(no_metrics), "--out", str(tmp_path / "r.html")]) == 2
+    no_preds = _copy(finished, tmp_path / "no-preds", drop="predictions.csv")
+    running = _copy(finished, tmp_path / "running", status="failed")
+    assert invoke(["report", str(no_preds), str(running), "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
-    assert err == (f"medvlm: error: no finished run to report: {no_metrics}: missing metrics.json (the vlm "
-                   "run did not finish; rerun its command to resume)\n")
+    assert err == (f"medvlm: error: no finished run to report: {no_preds}: missing predictions.csv (the vlm "
+                   f"run did not finish; rerun its command to resume); {running}: run.json status is "
+                   "'failed', not complete\n")
     assert not (tmp_path / "r.html").exists()
 
 

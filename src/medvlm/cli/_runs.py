@@ -13,13 +13,13 @@ import json
 import os
 from pathlib import Path
 
-#: run.json kind -> the files the command writes when it finishes
+#: run.json kind -> the files the command writes when it finishes (its predictions, or what stands for them)
 FINAL_FILES = {
-    "vlm": ("predictions.csv", "metrics.json"),
-    "cnn": ("predictions.csv", "metrics.json"),
-    "calibrated": ("predictions.csv", "metrics.json", "calibration.json"),
-    "consistency": ("consistency.csv", "summary.json"),
-    "finetune": ("finetune_config.json", "train_log.csv"),
+    "vlm": ("predictions.csv",),
+    "cnn": ("predictions.csv",),
+    "calibrated": ("predictions.csv",),
+    "consistency": ("consistency.csv",),
+    "finetune": ("train_log.csv",),
 }
 #: ``status`` values of a finished run (run.json files without a ``status`` are judged by their files)
 DONE_STATUSES = ("complete", "completed", "done")
