@@ -73,6 +73,12 @@ class Usage:
         self.cost_usd += float(cost)
         return float(cost)
 
+    def merge(self, other: Usage) -> None:
+        """Add ``other``'s counts (several ``ask_images`` calls of one run)."""
+        for name in ("n_calls", "prompt_tokens", "completion_tokens", "cost_usd", "n_tokens_unknown",
+                     "n_cost_unknown"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def record(self) -> dict[str, Any]:
         """``run.json``'s ``usage``: the sums, with ``cost_usd`` None when no call's price was known (and
         some call was sent), and ``cost_complete`` False when some calls' prices were unknown."""
@@ -130,6 +136,44 @@ class Budget:
 
     def record(self) -> dict[str, Any]:
         return {"max_cost_usd": self.max_cost_usd, "n_not_asked": self.n_not_asked}
+
+
+def run_usage(backend: Any, usage: Usage, budget: Budget | None) -> dict[str, Any] | None:
+    """``run.json``'s ``usage`` for a run that asked ``backend``: :meth:`Usage.record`, the budget's
+    limit and what it kept back, and the backend's notes (e.g. a dropped seed); None when the backend
+    reports no usage (the record is then left out, as before usage existed)."""
+    if backend is None or not getattr(backend, "reports_usage", False):
+        return None
+    out = usage.record()
+    if budget is not None:
+        out.update(budget.record())
+    notes = getattr(backend, "notes", None)
+    if notes:
+        out["notes"] = list(notes)
+    return out
+
+
+def usage_line(usage: Mapping[str, Any]) -> str:
+    """One line for the terminal: tokens and cost of the calls sent.
+
+    >>> usage_line({"n_calls": 2, "prompt_tokens": 200, "completion_tokens": 14, "cost_usd": 0.00064})
+    'usage: 2 calls sent, 200 prompt + 14 completion tokens, cost 0.00064 USD'
+    >>> usage_line({"n_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0})
+    'usage: 0 calls sent, 0 prompt + 0 completion tokens, cost 0 USD'
+    """
+    p, c, cost = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("cost_usd")
+    tokens = f"{p} prompt + {c} completion tokens" if p is not None else "tokens not reported"
+    price = "cost unknown" if cost is None else f"cost {cost:.6g} USD"
+    return f"usage: {usage.get('n_calls', 0)} calls sent, {tokens}, {price}"
+
+
+def max_cost_message(usage: Mapping[str, Any] | None) -> str | None:
+    """The one line that says ``--max-cost`` stopped a run (None when it did not)."""
+    if not usage or not usage.get("n_not_asked"):
+        return None
+    return (f"--max-cost {usage['max_cost_usd']:g} USD reached: {usage['n_not_asked']} request(s) not asked "
+            f"(failures.csv, reason max-cost; spent {usage.get('cost_usd') or 0:.6g} USD in this run); rerun "
+            "with a higher --max-cost to ask only those (answers so far are cached)")
 
 
 def usage_facts(usage: Any) -> list[tuple[str, str]]:
