@@ -31,6 +31,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -59,7 +60,9 @@ def load_litellm() -> Any:
     one-line error naming the extra to install."""
     require("litellm", EXTRA)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    with warnings.catch_warnings():  # pydantic's notes on LiteLLM's own types, not the user's business
+        warnings.simplefilter("ignore")
+        import litellm
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False

@@ -100,10 +100,12 @@ class Budget:
     already in the cache are still read).
 
     >>> b = Budget(1.0)
-    >>> b.allows(0), b.allows(1)
-    (True, False)
-    >>> b.spend(0.3); b.allows(1), b.allows(2)
-    (True, False)
+    >>> b.allows(0)  # the probe: no price known yet
+    True
+    >>> b.spend(0.3); b.allows(0), b.allows(1)  # 0.3 + 1 x 0.3, 0.3 + 2 x 0.3
+    (True, True)
+    >>> b.allows(2), b.allows(0)  # 0.3 + 3 x 0.3 > 1: stopped for the rest of the run
+    (False, False)
     """
 
     max_cost_usd: float
@@ -176,26 +178,38 @@ def max_cost_message(usage: Mapping[str, Any] | None) -> str | None:
             "with a higher --max-cost to ask only those (answers so far are cached)")
 
 
+def _number(x: Any, spec: str = "g") -> str | None:
+    """``x`` formatted when it is a number (not a bool), else None."""
+    return format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
 def usage_facts(usage: Any) -> list[tuple[str, str]]:
     """The report's lines for ``run.json``'s ``usage`` (nothing when the run has none or it is not an
-    object): tokens, cost (``unknown`` where no price was known) and what ``--max-cost`` kept back.
+    object; a value of the wrong type is shown as not recorded): tokens, cost (``unknown`` where no price
+    was known) and what ``--max-cost`` kept back.
 
     >>> usage_facts({"n_calls": 3, "prompt_tokens": 300, "completion_tokens": 21, "cost_usd": 0.00096,
     ...              "n_cost_unknown": 0, "max_cost_usd": 0.001, "n_not_asked": 2})
     [('tokens sent (this invocation)', '300 prompt + 21 completion in 3 calls'), ('cost', '0.00096 USD'), \
 ('--max-cost', '0.001 USD: 2 call(s) not asked')]
+    >>> usage_facts({"n_calls": "x", "cost_usd": None}), usage_facts([1])
+    ([('tokens sent (this invocation)', 'not reported in ? calls'), ('cost', "unknown (no price in \
+LiteLLM's cost map)")], [])
     """
     if not isinstance(usage, Mapping):
         return []
-    n, p, c, cost = (usage.get(k) for k in ("n_calls", "prompt_tokens", "completion_tokens", "cost_usd"))
-    tokens = f"{p} prompt + {c} completion" if p is not None else "not reported"
-    out = [("tokens sent (this invocation)", f"{tokens} in {n} calls")]
+    n, p, c = (_number(usage.get(k), "d") if isinstance(usage.get(k), int) else None
+               for k in ("n_calls", "prompt_tokens", "completion_tokens"))
+    cost = _number(usage.get("cost_usd"), ".6g")
+    tokens = f"{p} prompt + {c or '?'} completion" if p is not None else "not reported"
+    out = [("tokens sent (this invocation)", f"{tokens} in {n or '?'} calls")]
     if cost is None:
         out.append(("cost", "unknown (no price in LiteLLM's cost map)"))
     else:
-        unknown = usage.get("n_cost_unknown") or 0
-        out.append(("cost", f"{cost:.6g} USD" + (f" ({unknown} call(s) without a price)" if unknown else "")))
-    if usage.get("max_cost_usd") is not None:
-        out.append(("--max-cost", f"{usage['max_cost_usd']:g} USD: {usage.get('n_not_asked', 0)} call(s) "
-                                  "not asked"))
+        unknown = _number(usage.get("n_cost_unknown"))
+        note = f" ({unknown} call(s) without a price)" if unknown not in (None, "0") else ""
+        out.append(("cost", f"{cost} USD{note}"))
+    limit = _number(usage.get("max_cost_usd"))
+    if limit is not None:
+        out.append(("--max-cost", f"{limit} USD: {_number(usage.get('n_not_asked')) or 0} call(s) not asked"))
     return out
