@@ -60,9 +60,9 @@ def load_litellm() -> Any:
     one-line error naming the extra to install."""
     require("litellm", EXTRA)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    with warnings.catch_warnings():  # pydantic's notes on LiteLLM's own types, not the user's business
-        warnings.simplefilter("ignore")
-        import litellm
+    # pydantic's notes on LiteLLM's own types (raised as LiteLLM builds them lazily): not the user's business
+    warnings.filterwarnings("ignore", message=r".*using the `ReadOnly` qualifier", category=UserWarning)
+    import litellm
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
