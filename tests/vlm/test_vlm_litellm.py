@@ -259,10 +259,21 @@ def test_bad_options_are_config_errors(fake_server):
         make_backend(BackendConfig(backend="litellm", model="openai/gpt-4o", adapter="a"))
 
 
-def test_max_cost_needs_a_backend_that_reports_cost(tiny_work, tmp_path):
+def test_max_cost_needs_a_backend_that_reports_cost_and_a_price(tiny_work, tmp_path, fake_server):
     config = VLMEvalConfig(backend="mock", model="hash", progress=False, n_boot=0, max_cost=1.0)
     with pytest.raises(ConfigError, match="--max-cost: the mock backend reports no cost"):
         evaluate_vlm(tiny_work, tmp_path / "run", config)
+    fake_server.behave = hosted(fake_server)
+    config = _config("litellm", "openai/my-local-vlm", fake_server.url, max_cost=1.0)
+    with pytest.raises(ConfigError, match="no price for model 'openai/my-local-vlm'"):
+        evaluate_vlm(tiny_work, tmp_path / "run2", config)
+    assert fake_server.bodies == []  # before any request
+    # without --max-cost it runs, and says the cost is unknown
+    evaluate_vlm(tiny_work, tmp_path / "run3", _config("litellm", "openai/my-local-vlm", fake_server.url))
+    usage = json.loads((tmp_path / "run3" / "run.json").read_text())["usage"]
+    n = len(fake_server.bodies)
+    assert usage["cost_usd"] is None and usage["n_cost_unknown"] == n and usage["cost_complete"] is False
+    assert usage["prompt_tokens"] == PROMPT_TOKENS * n
 
 
 def test_recorded_command_masks_every_provider_key(monkeypatch):
@@ -283,3 +294,18 @@ def test_the_report_shows_usage_and_cost(tiny_work, tmp_path, fake_server):
     html = build_report([tmp_path / "run"], tmp_path / "report.html", n_boot=0).read_text()
     assert f"{PROMPT_TOKENS * n} prompt + {COMPLETION_TOKENS * n} completion in {n} calls" in html
     assert f"{n * _price():.6g} USD" in html
+
+
+def test_consistency_records_usage_and_honours_max_cost(tiny_work, tmp_path, fake_server):
+    from medvlm.consistency.config import ConsistencyConfig
+    from medvlm.consistency.run import run_consistency
+
+    fake_server.behave = hosted(fake_server)
+    price = _price()
+    config = ConsistencyConfig(backend="litellm", model="openai/gpt-4o", base_urls=[fake_server.url],
+                               repeats=3, progress=False, backoff_s=0.0, concurrency=1, max_cost=4.5 * price)
+    result = run_consistency(tiny_work, tmp_path / "c", config)
+    usage = json.loads((tmp_path / "c" / "run.json").read_text())["usage"]
+    assert result.n_sent == usage["n_calls"] == len(fake_server.bodies) == 4  # room for 4 calls, not 5
+    assert usage["cost_usd"] == pytest.approx(4 * price) and usage["n_not_asked"] == result.n_failed > 0
+    assert result.usage == usage

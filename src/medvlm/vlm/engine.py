@@ -105,6 +105,9 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
     backend.check(decoding)
     if budget is not None and not backend.reports_usage:
         raise ConfigError(f"--max-cost: the {backend.name} backend reports no cost; use --backend litellm")
+    if budget is not None and getattr(backend, "price_known", None) is False:
+        raise ConfigError(f"--max-cost: LiteLLM's cost map has no price for model {backend.config.model!r}, "
+                          "so the spend cannot be tracked; run without --max-cost")
     prompt_text = prompt.text if isinstance(prompt, Prompt) else str(prompt)
     model_id, adapter_id = backend.model_identity(), backend.adapter_identity()
     result = AskResult()
@@ -145,9 +148,9 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
                 cache.put(request.key, response)
             cost = result.usage.add(response)
             if budget is not None:
-                if cost is None:
-                    raise BackendError(f"--max-cost: no price for model {backend.config.model!r} in "
-                                       "LiteLLM's cost map, so the spend cannot be tracked; run without "
+                if cost is None:  # priced in the map, yet this answer came without a cost
+                    raise BackendError(f"--max-cost: no cost for an answer of model {backend.config.model!r} "
+                                       "(LiteLLM's cost map), so the spend cannot be tracked; run without "
                                        "--max-cost")
                 budget.spend(cost)
             if response.failed:

@@ -40,7 +40,13 @@ from medvlm.vlm._retry import GIVE_UP_AFTER, PROBE_ATTEMPTS, Fatal, backoff_dela
 from medvlm.vlm._secrets import Redactor, body_secrets, env_secrets, redact_url, url_secrets
 from medvlm.vlm._server_errors import explain_refusal, server_message
 from medvlm.vlm.backends import Backend, BackendConfig
-from medvlm.vlm.openai_compat import ANSWER_SECRET_MIN, _is_json_object, answer_probs, build_payload
+from medvlm.vlm.openai_compat import (
+    ANSWER_SECRET_MIN,
+    CONNECT_TIMEOUT_S,
+    _is_json_object,
+    answer_probs,
+    build_payload,
+)
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
 from medvlm.vlm.usage import USAGE_KEY, call_usage
 
@@ -119,11 +125,24 @@ class LiteLLMBackend(Backend):
             supported = None
         self.supported: set[str] | None = None if supported is None else set(supported)
         self.label = f"{self.provider} ({redact_url(self.api_base)})" if self.api_base else self.provider
+        self.price_known = self._price_known()  # --max-cost needs a price (engine checks before any request)
         self.notes: list[str] = []
         self._lock = threading.Lock()
         self._probed = False
         self.n_calls = 0  # litellm.completion calls (retries included)
         self.n_failed_in_a_row = 0
+        import httpx
+
+        # a provider that cannot be reached fails the probe within seconds, however long an answer may take
+        self._timeout = httpx.Timeout(config.timeout_s, connect=min(CONNECT_TIMEOUT_S, config.timeout_s))
+
+    def _price_known(self) -> bool:
+        """Whether LiteLLM's cost map prices this model's input tokens."""
+        try:
+            info = self.litellm.get_model_info(model=self.provider_model, custom_llm_provider=self.provider)
+        except Exception:  # noqa: BLE001 - not mapped: no price
+            return False
+        return info.get("input_cost_per_token") is not None
 
     def model_identity(self) -> str:
         return self.config.model  # PROVIDER/NAME; the api_base is not part of the identity
@@ -155,7 +174,7 @@ class LiteLLMBackend(Backend):
         body = build_payload(self.config.model, request, decoding)
         if "seed" in body and self.supported is not None and "seed" not in self.supported:
             del body["seed"]  # said once by check()
-        body.update(model=self.config.model, timeout=self.config.timeout_s, num_retries=0, max_retries=0)
+        body.update(model=self.config.model, timeout=self._timeout, num_retries=0, max_retries=0)
         if self.api_base:
             body["api_base"] = self.api_base
         return body
