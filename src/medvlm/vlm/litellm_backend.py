@@ -20,8 +20,8 @@
   or returns no log-probs under ``--scoring logprobs`` stops the run there (exit 2).
 - Each answer carries its token usage and cost (LiteLLM's packaged cost map; None where unknown) in
   ``response.extra["usage"]`` (:mod:`medvlm.vlm.usage`). LiteLLM loads its packaged cost map
-  (``LITELLM_LOCAL_MODEL_COST_MAP=True`` unless set otherwise), so costs follow the installed version
-  and importing it fetches nothing.
+  (``LITELLM_LOCAL_MODEL_COST_MAP=True``) and bundled catalogs (``LITELLM_OFFLINE_MODE=true``) unless
+  those are set otherwise, so costs follow the installed version and only the provider is contacted.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def load_litellm() -> Any:
     """``import litellm`` quietly and offline (packaged cost map, no debug banners, no telemetry), or a
     one-line error naming the extra to install."""
     require("litellm", EXTRA)
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its packaged cost map
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")  # bundled catalogs: only the provider is contacted
     # pydantic's notes on LiteLLM's own types (raised as LiteLLM builds them lazily): not the user's business
     warnings.filterwarnings("ignore", message=r".*using the `ReadOnly` qualifier", category=UserWarning)
     import litellm
