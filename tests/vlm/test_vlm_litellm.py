@@ -309,3 +309,26 @@ def test_consistency_records_usage_and_honours_max_cost(tiny_work, tmp_path, fak
     assert result.n_sent == usage["n_calls"] == len(fake_server.bodies) == 4  # room for 4 calls, not 5
     assert usage["cost_usd"] == pytest.approx(4 * price) and usage["n_not_asked"] == result.n_failed > 0
     assert result.usage == usage
+
+
+def test_two_shot_requests_match_the_openai_backend(tmp_path, fake_server):
+    """--shots 2 through LiteLLM: the openai backend's multi-turn body (3 images), the same answers."""
+    from conftest import write_tiny_work
+
+    work = write_tiny_work(tmp_path / "w", n_patients=6)
+    (work / "splits.json").write_text(json.dumps({"seed": 0, "test": ["P000", "P001"], "folds": [
+        {"train": ["P002", "P003", "P004", "P005"], "val": []}]}))
+    fake_server.behave = hosted(fake_server)
+    evaluate_vlm(work, tmp_path / "openai", _config("openai", "gpt-4o", fake_server.url, shots=2))
+    openai_bodies = list(fake_server.bodies)
+    fake_server.bodies.clear()
+    run = evaluate_vlm(work, tmp_path / "litellm", _config("litellm", "openai/gpt-4o", fake_server.url,
+                                                             shots=2))
+    assert run.n_failed == 0 and run.n_sent == len(fake_server.bodies) == len(openai_bodies) > 0
+    assert sorted(json.dumps(b, sort_keys=True) for b in fake_server.bodies) == sorted(
+        json.dumps(b, sort_keys=True) for b in openai_bodies)
+    roles = [m["role"] for m in fake_server.bodies[0]["messages"]]
+    assert roles == ["user", "assistant", "user", "assistant", "user"]
+    a, b = (pd.read_csv(tmp_path / name / "slices.csv") for name in ("openai", "litellm"))
+    assert a.equals(b) and a["shots"].str.count(";").eq(1).all()
+    assert json.loads((tmp_path / "litellm" / "run.json").read_text())["usage"]["n_calls"] == run.n_sent
