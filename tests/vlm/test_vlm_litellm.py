@@ -332,3 +332,20 @@ def test_two_shot_requests_match_the_openai_backend(tmp_path, fake_server):
     a, b = (pd.read_csv(tmp_path / name / "slices.csv") for name in ("openai", "litellm"))
     assert a.equals(b) and a["shots"].str.count(";").eq(1).all()
     assert json.loads((tmp_path / "litellm" / "run.json").read_text())["usage"]["n_calls"] == run.n_sent
+
+
+def test_a_provider_that_reports_no_usage_is_never_free(tiny_work, tmp_path, fake_server):
+    """No usage in the answers: tokens and cost unknown (never 0), and --max-cost stops after the probe."""
+    def no_usage(body, n):
+        return 200, {**fake_server.completion("Choice: 1"), "model": body["model"]}, 0
+
+    fake_server.behave = no_usage
+    config = _config("litellm", "openai/gpt-4o", fake_server.url, max_cost=1.0)
+    with pytest.raises(BackendError, match="--max-cost: no cost for an answer"):
+        evaluate_vlm(tiny_work, tmp_path / "run", config)
+    assert len(fake_server.bodies) == 1
+    evaluate_vlm(tiny_work, tmp_path / "run", _config("litellm", "openai/gpt-4o", fake_server.url))
+    usage = json.loads((tmp_path / "run" / "run.json").read_text())["usage"]
+    assert usage["n_calls"] == len(fake_server.bodies) - 1 > 0  # the probe's answer came from the cache
+    assert usage["prompt_tokens"] is None and usage["cost_usd"] is None
+    assert usage["n_tokens_unknown"] == usage["n_cost_unknown"] == usage["n_calls"]

@@ -23,10 +23,11 @@ USAGE_KEY = "usage"
 
 def call_usage(prompt_tokens: Any, completion_tokens: Any, cost_usd: Any) -> dict[str, Any]:
     """The ``extra["usage"]`` entry of one response: token counts as ints and the cost as a float, each
-    None when unknown (a provider that reports 0 prompt tokens reported nothing: every real request
-    has a prompt).
+    None when unknown. A provider that reports 0 prompt tokens reported nothing (every real request has a
+    prompt; LiteLLM fills in zeros), and a cost computed from no tokens is no cost: both None, so
+    ``--max-cost`` never counts such a call as free.
 
-    >>> call_usage(100, 7, 0.00032), call_usage(0, 0, None)
+    >>> call_usage(100, 7, 0.00032), call_usage(0, 0, 0.0)
     ({'prompt_tokens': 100, 'completion_tokens': 7, 'cost_usd': 0.00032}, {'prompt_tokens': None, \
 'completion_tokens': None, 'cost_usd': None})
     """
@@ -37,7 +38,7 @@ def call_usage(prompt_tokens: Any, completion_tokens: Any, cost_usd: Any) -> dic
     if not p:
         p = c = None
     cost = float(cost_usd) if isinstance(cost_usd, (int, float)) and not isinstance(cost_usd, bool) else None
-    if cost is not None and cost < 0:
+    if p is None or (cost is not None and cost < 0):
         cost = None
     return {"prompt_tokens": p, "completion_tokens": c, "cost_usd": cost}
 
