@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medvlm.experiment import load_experiment, parse_experiment, read_yaml
-from medvlm.vlm.evaluate import VLMEvalConfig
+from medvlm.experiment import load_experiment
 
 HOSTED = Path(__file__).resolve().parents[2] / "examples" / "hosted.yaml"
 
 
 def test_hosted_example_validates():
-    if "shots" in VLMEvalConfig.model_fields:
-        config, _ = load_experiment(HOSTED)
-    else:  # before few-shot lands (issue 17 part A): the rest of the file must validate all the same
-        data = read_yaml(HOSTED)
-        shots = [run.pop("shots", 0) for run in data["vlm"]]
-        assert shots == [0, 2, 0, 2]
-        config = parse_experiment(data, source=str(HOSTED))
+    config, _ = load_experiment(HOSTED)
     runs = {run.name: run for run in config.vlm}
+    assert [run.shots for run in runs.values()] == [0, 2, 0, 2]
     assert list(runs) == ["gpt-4o-zero-shot", "gpt-4o-2-shot", "claude-sonnet-zero-shot",
                           "claude-sonnet-2-shot"]
     assert {run.backend for run in runs.values()} == {"litellm"}
