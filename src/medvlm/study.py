@@ -154,9 +154,9 @@ def _stage_tiny(p: _Paths, progress: bool) -> StageRecord:
 
 
 def _zero_shot_as_before(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` without ``shots: 0`` and ``limit: None`` (the defaults), so runs without them keep the
-    fingerprints they had before few-shot and ``--limit`` existed."""
-    defaults = {"shots": 0, "limit": None}
+    """``fields`` without ``shots: 0``, ``limit: None`` and ``max_cost: None`` (the defaults), so runs
+    without them keep the fingerprints they had before those options existed."""
+    defaults = {"shots": 0, "limit": None, "max_cost": None}
     return {k: v for k, v in fields.items() if not (k in defaults and v == defaults[k])}
 
 

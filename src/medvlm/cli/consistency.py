@@ -27,6 +27,7 @@ from medvlm.cli.vlm import (
     ExtraBody,
     Fold,
     Limit,
+    MaxCost,
     MaxNewTokens,
     MaxRetries,
     Modalities,
@@ -107,6 +108,7 @@ def consistency_cmd(
     extra_body: ExtraBody = None,
     limit: Limit = None,
     shots: Shots = 0,
+    max_cost: MaxCost = None,
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
@@ -121,7 +123,7 @@ def consistency_cmd(
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
-                            extra_body=extra_body)
+                            extra_body=extra_body, max_cost=max_cost)
     config = build_config(ConsistencyConfig, {
         **shared, "patients": list(patient), "orientation": _one_orientation(orientations, orientation),
         "slice_index": slice_index, "cohort": cohort,
@@ -131,4 +133,4 @@ def consistency_cmd(
         "shots": shots},
         renames=_OPTION_NAMES)
     result = run_consistency(work, out, config, console=make_console())
-    exit_on_failures(result.n_failed, out)
+    exit_on_failures(result.n_failed, out, result.usage)
