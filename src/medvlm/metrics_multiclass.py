@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,9 +59,59 @@ INDEX_PROB_PREFIX = "p_"
 
 
 # ----------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class ClassSpec:
+    """Class names in label order and their probability columns: what :func:`medvlm.predictions.
+    predictions_metrics` reads from a :class:`~medvlm.tasks.base.Task` (``classes``, ``n_classes``,
+    ``prob_columns``), for a task known only from a run's run.json."""
+
+    classes: tuple[str, ...]
+    prob_columns: tuple[str, ...]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> ClassSpec:
+        """Names with the columns the tasks give them: ``p_<slug of the name>``.
+
+        >>> ClassSpec.from_names(["normal", "Pleural effusion"]).prob_columns
+        ('p_normal', 'p_pleural_effusion')
+        """
+        from medvlm.tasks.base import slug
+
+        return cls(tuple(names), tuple(f"{INDEX_PROB_PREFIX}{slug(n)}" for n in names))
+
+
+def check_inferred_classes(df: Any, source: str) -> int:
+    """K of a predictions frame read without its task (``read_predictions(path, n_classes=None)``): the
+    largest label + 1 (2 for 0/1 labels: the binary file, to be read as one). With K > 2 every label
+    0..K-1 must occur (a lone label 3 is a typo, not a fourth class) and no prediction may reach K;
+    DataError naming ``source``, the row and the column otherwise."""
+    labels = df["label"].to_numpy(dtype=np.int64)
+    k = max(2, int(labels.max()) + 1) if labels.size else 2
+    if k == 2:
+        return k
+    missing = sorted(set(range(k)) - set(labels.tolist()))
+    if missing:
+        row = int(np.flatnonzero(labels == k - 1)[0])
+        raise DataError(f"{source}: row {row + 1}, column 'label': {k - 1} is not 0 or 1, and as a class "
+                        f"label of a {k}-class file the labels 0..{k - 1} would all occur ({missing[0]} "
+                        "does not); fix the value, or keep the file in its run folder (run.json names "
+                        "the task)")
+    preds = df["pred"].astype("Float64").fillna(-1).to_numpy(dtype=np.float64)
+    if (preds >= k).any():
+        row = int(np.flatnonzero(preds >= k)[0])
+        raise DataError(f"{source}: row {row + 1}, column 'pred': {int(preds[row])} is not a class label "
+                        f"0..{k - 1} (the labels name {k} classes)")
+    return k
+
+
 def class_prob_columns(classes: Sequence[str] | int, task: Any = None) -> list[str]:
-    """The per-class probability columns of predictions.csv: the task's (``answers[i].prob_column`` of
-    its classes), else ``p_0 .. p_<K-1>`` (``classes``: names or K).
+    """The per-class probability columns of predictions.csv: the task's (``prob_columns`` of its classes:
+    ``answers[i].prob_column``; a :class:`ClassSpec` too), else ``p_0 .. p_<K-1>`` (``classes``: names
+    or K).
 
     >>> class_prob_columns(3)
     ['p_0', 'p_1', 'p_2']
