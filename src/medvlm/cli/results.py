@@ -184,7 +184,8 @@ def _print_multiclass(predictions: Path, result: dict[str, Any], bootstrap: int,
     for col in ("class", "support", "precision", "recall (sensitivity)", "specificity", "F1", "ROC AUC"):
         per.add_column(col, justify="left" if col == "class" else "right")
     for row in result["per_class"]:
-        per.add_row(f"{row['label']} {row['class']}", str(row["support"]),
+        name = str(row["label"]) if row["class"] == str(row["label"]) else f"{row['label']} {row['class']}"
+        per.add_row(name, str(row["support"]),
                     *(_fmt(row[k]) for k in ("precision", "recall", "specificity", "f1", "auc")))
     console.print(per)
     cm = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
