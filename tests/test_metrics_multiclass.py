@@ -136,7 +136,9 @@ def test_auc_needs_every_class_and_leaves_out_rows_without_probabilities():
 
 def test_undefined_per_class_values_are_none():
     # class 1 never predicted and never true: precision, recall and F1 undefined; the averages leave it out
-    m = multiclass_metrics([0, 0, 2, 2], [0, 2, 2, 2], classes=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # undefined is None, quietly: no division by zero on the way
+        m = multiclass_metrics([0, 0, 2, 2], [0, 2, 2, 2], classes=3)
     one = m["per_class"][1]
     assert (one["support"], one["precision"], one["recall"], one["f1"]) == (0, None, None, None)
     assert one["specificity"] == 1.0
@@ -148,8 +150,9 @@ def test_undefined_per_class_values_are_none():
     assert m["per_class"][2]["f1"] == 0.0 and m["per_class"][2]["recall"] is None
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 1) / 2)
-    with pytest.warns(MetricWarning, match=r"^no rows: every metric is undefined$"):
+    with pytest.warns(MetricWarning, match=r"^no rows: every metric is undefined$") as caught:
         m = multiclass_metrics([], [], classes=CLASSES)
+    assert len(caught) == 1  # and no numpy division warning
     assert (m["n"], m["accuracy"], m["balanced_accuracy"], m["macro_f1"]) == (0, None, None, None)
     assert m == {**empty_multiclass(CLASSES), "per_class": m["per_class"]}
     assert [r["specificity"] for r in m["per_class"]] == [None, None, None]
@@ -246,12 +249,31 @@ def test_bootstrap_draws_the_binary_path_resamples_and_counts_undefined_ones():
     # binary path's (sensitivity + specificity) / 2 is undefined on a resample of one class
     assert two["balanced_accuracy_ci"] != binary["balanced_accuracy_ci"]
     assert two["auc_ci"] is None
+    rng = np.random.default_rng(0)  # the resamples that miss a class, counted by hand
+    missing = sum(len(set(np.asarray(AUC_Y)[rng.integers(0, 6, size=6)].tolist())) < 3 for _ in range(100))
+    assert 0 < missing < 100
     with pytest.warns(MetricWarning, match=r"^bootstrap: resamples where a metric was undefined were left "
-                                           r"out \(auc: \d+ of 100\)$"):
+                                           rf"out \(auc: {missing} of 100\)$"):
         ci = bootstrap_multiclass(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, n_boot=100, seed=0)
     lo, hi = ci["auc_ci"]
     assert 0 <= lo <= hi <= 1
+    for clusters in (None, ["a", "a", "b", "c", "c", "d", "e", "e"]):  # BCa: the binary path's jackknife too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            two = bootstrap_multiclass(y, p, n_classes=2, n_boot=200, seed=2, clusters=clusters, method="bca")
+            binary = bootstrap_metrics(y, p, n_boot=200, seed=2, clusters=clusters, method="bca")
+        assert two["accuracy_ci"] == binary["accuracy_ci"]
+    one = bootstrap_multiclass(Y, P, n_boot=1, seed=0)  # one resample: a degenerate but defined interval
+    assert one["accuracy_ci"][0] == one["accuracy_ci"][1]
+    assert bootstrap_multiclass([], [], n_classes=3, n_boot=10) == dict.fromkeys(
+        [f"{m}_ci" for m in MULTICLASS_CI_METRICS])
     bca = bootstrap_multiclass(Y, P, n_boot=200, seed=1, method="bca")
+    pinned = {"accuracy_ci": [0.3, 0.802810406357446],  # (the jackknife is checked against the binary path)
+              "balanced_accuracy_ci": [0.2115317794052694, 0.8333333333333334],
+              "macro_f1_ci": [0.30765602994187086, 0.8747531003724506]}
+    assert bca["auc_ci"] is None
+    for key, value in pinned.items():
+        assert bca[key] == pytest.approx(value, abs=1e-12), key
     pct = bootstrap_multiclass(Y, P, n_boot=200, seed=1)
     assert bca["accuracy_ci"] != pct["accuracy_ci"]
     assert 0 <= bca["accuracy_ci"][0] <= 0.6 <= bca["accuracy_ci"][1] <= 1
@@ -316,6 +338,8 @@ def test_predictions_metrics_with_every_row_abstained_and_binary_tables_unchange
         with_task = predictions_metrics(binary, n_boot=100, task=get_task("brats-grading"))
     assert json.dumps(with_task) == json.dumps(before) and "tp" in before and "macro_f1" not in before
     assert n_classes(binary) == 2 and n_classes(_frame()) == 3 and n_classes(binary, three_class_task()) == 3
+    assert n_classes(pd.DataFrame({"label": [], "pred": []})) == 2
+    assert n_classes(pd.DataFrame({"label": [0, 1], "pred": pd.array([None, None], dtype="Int64")})) == 2
 
 
 def test_probability_columns_are_checked():
@@ -325,6 +349,10 @@ def test_probability_columns_are_checked():
                                         r"probability in \[0, 1\]$"):
         multiclass_frame_metrics(df, classes=CLASSES, prob_columns=class_prob_columns(3, three_class_task()),
                                  source="run/predictions.csv")
+    edges = _frame().iloc[:7].copy()
+    edges.loc[0, ["p_normal", "p_pneumonia", "p_effusion"]] = [1.0, 0.0, 0.0]  # the bounds are probabilities
+    assert multiclass_frame_metrics(edges, classes=CLASSES,
+                                    prob_columns=class_prob_columns(3, three_class_task()))["auc"] is not None
     partial = _frame().iloc[:7].drop(columns="p_effusion")
     assert multiclass_frame_metrics(partial, classes=CLASSES,
                                     prob_columns=["p_normal", "p_pneumonia", "p_effusion"])["auc"] is None

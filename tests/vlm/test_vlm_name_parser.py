@@ -92,6 +92,16 @@ def test_synonyms_and_swapped_codes():
     assert swapped("Choice: 0 (normal)") is None  # digit 0 means pneumonia here
 
 
+def test_a_name_that_begins_another_and_json_after_other_braces():
+    parse = NameParser(3, answer_names=["mass", "mass effect", "normal"])
+    assert parse("Choice: mass effect") == 1 and parse("Choice: mass") == 0
+    assert parse("Choice: Mass-effect, midline shift") == 1
+    assert PARSE('Reasoning {not json}. {"choice": "pleural effusion"}') == 3
+    assert PARSE('{"note": "no choice key"} {"choice": "pneumonia"}') == 1
+    assert PARSE('{"choice": "lung"} {"choice": "pneumonia"}') is None  # the first choice decides
+    assert PARSE('{"choice": 2} {"choice": "pneumonia"}') == 2
+
+
 def test_names_are_checked():
     with pytest.raises(ValueError, match=r"^answer names must differ: \['Normal', 'normal'\]$"):
         NameParser(2, answer_names=["Normal", "normal"])
