@@ -219,9 +219,7 @@ def ovr_auc(labels: Any, probs: Any, n_classes: int) -> tuple[float, np.ndarray]
     keep = ~np.isnan(s).any(axis=1)
     y, s = y[keep], s[keep]
     per = np.array([auc_score((y == i).astype(np.int64), s[:, i]) for i in range(n_classes)])
-    present = np.isin(np.arange(n_classes), y)
-    macro = float(per.mean()) if present.all() else math.nan
-    return macro, per
+    return float(per.mean()), per  # NaN when a class is absent: its AUC is NaN
 
 
 def _vector(y: np.ndarray, p: np.ndarray, s: np.ndarray | None, n_classes: int) -> np.ndarray:
