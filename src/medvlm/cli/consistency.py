@@ -32,6 +32,7 @@ from medvlm.cli.vlm import (
     Progress,
     Scoring,
     Seed,
+    Shots,
     Structured,
     Timeout,
     _default,
@@ -84,6 +85,7 @@ def consistency_cmd(
     cache: Cache = _default("cache"),
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
+    shots: Shots = 0,
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
@@ -103,7 +105,8 @@ def consistency_cmd(
     config = build_config(ConsistencyConfig, {
         **shared, "patients": list(patient), "orientation": orientation, "slice_index": slice_index,
         "cohort": cohort, "fold": fold, "prompts": list(prompt),
-        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break},
+        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break,
+        "shots": shots},
         renames=_OPTION_NAMES)
     result = run_consistency(work, out, config, console=Console())
     exit_on_failures(result.n_failed, out)

@@ -51,6 +51,8 @@ Timeout = Annotated[float, typer.Option("--timeout", help="Per-request timeout i
 MaxRetries = Annotated[int, typer.Option("--max-retries")]
 Cache = Annotated[Path | None, typer.Option("--cache", help="Response cache (default RUN/cache.sqlite).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
+Shots = Annotated[int, typer.Option("--shots", help="Few-shot: K labelled examples (class-balanced, from the "
+                                    "training cohort of --fold, same orientation) before each question.")]
 ExtraBody = Annotated[str | None, typer.Option("--extra-body", help="A JSON object of extra request fields "
                                                "(openai backend), e.g. '{\"top_k\": 40}'.")]
 
@@ -172,6 +174,7 @@ def eval_vlm_cmd(
     artifact: str | None = typer.Option(None, "--artifact", help="KIND:SEVERITY, an MRI artifact applied to "
                                         "each volume before slicing: motion, ghosting, spike or bias-field, "
                                         "severity 0..1 (needs medvlm[controls])."),
+    shots: Shots = 0,
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -193,6 +196,6 @@ def eval_vlm_cmd(
         "cohort": cohort, "fold": fold,
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
-        "artifact": artifact}, renames={"n_boot": "bootstrap"})
+        "artifact": artifact, "shots": shots}, renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=Console(stderr=False))
     exit_on_failures(result.n_failed, out)

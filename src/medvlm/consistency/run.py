@@ -20,6 +20,7 @@ from medvlm.consistency.config import (
     decoding_for,
     format_temperature,
     resolve_sampling,
+    shot_sampler,
 )
 from medvlm.consistency.stats import answer_categories, prompt_robustness, summarize_answers, summarize_images
 from medvlm.errors import ConfigError, DataError
@@ -54,6 +55,10 @@ class ConsistencyImage:
     slice_index: int
     label: int | None
     png: bytes = field(repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.patient_id, self.orientation, self.slice_index
 
 
 def _row_label(row: Any) -> int | None:
@@ -236,6 +241,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     samplings = resolve_sampling(config)
     decodings = [decoding_for(s, config) for s in samplings]
     images = select_images(work, config, task)
+    sampler = shot_sampler(work, config, task, images)
     notes: list[str] = []
     if config.repeats > 1:
         if config.scoring == "logprobs" and config.backend == "transformers":
@@ -251,7 +257,8 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
         "prompts_resolved": [{"name": p.name, "sha": p.sha, "text": p.text} for p in prompts],
         "sampling": [s.model_dump(mode="json") for s in samplings],
         "images": [{"patient_id": im.patient_id, "orientation": im.orientation, "slice_index": im.slice_index,
-                    "label": im.label} for im in images],
+                    "label": im.label, **({"shots": sampler.ids(im.key)} if sampler else {})}
+                   for im in images],
     }
     write_run_info(out, kind="consistency", config=run_config)
 
@@ -268,7 +275,10 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                                    decoding=decoding, task=task.for_prompt(prompt), repeats=config.repeats,
                                    cache=cache,
                                    total=len(images) * config.repeats, progress=config.progress,
-                                   description=label)
+                                   description=label,
+                                   shots=None if sampler is None else sampler.for_prompt(
+                                       prompt.text, task.for_prompt(prompt), config.structured,
+                                       key=lambda i: images[i].key))
                 n_sent, n_cached = n_sent + asked.n_sent, n_cached + asked.n_cached
                 for a in asked.answers:
                     im, r = images[a.meta], a.response

@@ -17,7 +17,7 @@ from medvlm.vlm.backends import Backend
 from medvlm.vlm.cache import ResponseCache
 from medvlm.vlm.prompts import Prompt
 from medvlm.vlm.records import interpret
-from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse, cache_key
+from medvlm.vlm.types import Decoding, Shot, VLMRequest, VLMResponse, cache_key
 
 if TYPE_CHECKING:
     from medvlm.tasks.base import Task
@@ -77,7 +77,8 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
                decoding: Decoding, task: Task | str | None = None, repeats: int = 1,
                cache: ResponseCache | None = None,
                total: int | None = None, progress: bool = False, description: str = "asking",
-               on_answer: Callable[[Answer], None] | None = None) -> AskResult:
+               on_answer: Callable[[Answer], None] | None = None,
+               shots: Callable[[Any], tuple[Shot, ...]] | None = None) -> AskResult:
     """Ask ``backend`` about each ``(meta, png_bytes)`` of ``images`` ``repeats`` times.
 
     Each request names the ``task``'s answer codes and prefix (default: the study's task); every answer,
@@ -87,7 +88,9 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
     recorded in the cache as failures (retried next time) and returned with ``response.error`` set.
     ``images`` is consumed lazily (slices are rendered as the backend asks for work); ``total`` (calls)
     sizes the progress bar. Raises :class:`~medvlm.errors.BackendError` when the backend cannot go on;
-    answers received so far stay in the cache.
+    answers received so far stay in the cache. ``shots``: meta -> the few-shot examples shown before
+    that image's question (:mod:`medvlm.vlm.fewshot`; the same for every repeat), in the request and its
+    cache key; None = zero-shot.
     """
     if repeats < 1:
         raise ConfigError(f"--repeats must be at least 1; got {repeats}")
@@ -111,9 +114,11 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
 
     def requests() -> Iterable[VLMRequest]:
         for meta, png in images:
+            examples = shots(meta) if shots is not None else ()
             for repeat in range(repeats):
                 key = cache_key(backend=backend.name, model=model_id, adapter=adapter_id, prompt=prompt_text,
-                                image=png, decoding=decoding, repeat=repeat, prefix=prefix, codes=codes)
+                                image=png, decoding=decoding, repeat=repeat, prefix=prefix, codes=codes,
+                                shots=examples)
                 hit = cache.get(key) if cache is not None else None
                 if hit is not None:
                     result.n_cached += 1
@@ -121,7 +126,7 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
                     continue
                 result.n_sent += 1
                 yield VLMRequest(key=key, image=png, prompt=prompt_text, repeat=repeat, meta=(meta,),
-                                 codes=codes, prefix=prefix)
+                                 codes=codes, prefix=prefix, shots=examples)
 
     with bar:
         for request, response in backend.answer(requests(), decoding):

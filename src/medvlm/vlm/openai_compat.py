@@ -83,15 +83,24 @@ def data_uri(png: bytes) -> str:
 CHOICE_FIELDS = ("guided_choice", "structured_outputs")
 
 
+def _user_turn(image: bytes, text: str) -> dict[str, Any]:
+    """A user message: the image (when there is one) as a base64 PNG data URI, then the text."""
+    parts = [{"type": "image_url", "image_url": {"url": data_uri(image)}}] if image else []
+    return {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
+
+
 def build_payload(model: str, request: VLMRequest, decoding: Decoding, *,
                   choice_field: str = CHOICE_FIELDS[0]) -> dict[str, Any]:
     """The chat-completions JSON body for one request (``temperature``/``top_p`` None: left out, so the
     server applies the model's own default). A request without image bytes (``eval-vlm --image none``)
-    is a text-only message."""
-    image = [{"type": "image_url", "image_url": {"url": data_uri(request.image)}}] if request.image else []
+    is a text-only message. The request's few-shot examples (``request.shots``) come first, each as a
+    user turn (its image, then its prompt) and an assistant turn (its answer)."""
+    messages: list[dict[str, Any]] = []
+    for shot in request.shots:
+        messages += [_user_turn(shot.image, shot.prompt), {"role": "assistant", "content": shot.answer}]
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": [*image, {"type": "text", "text": request.prompt}]}],
+        "messages": [*messages, _user_turn(request.image, request.prompt)],
         "max_tokens": decoding.max_new_tokens,
     }
     if decoding.temperature is not None:

@@ -18,9 +18,13 @@ from medvlm.report.sections.finetune import _finetune_facts
 def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
     cfg = run.info.get("config") or {}
     adapter = cfg.get("adapter") if isinstance(cfg, Mapping) else None
+    shots = int(cfg.get("shots") or 0) if isinstance(cfg, Mapping) else 0
+    few = [("few-shot", f"{shots} labelled example(s) of the training cohort of fold {cfg.get('fold', 0)} "
+                        "before each question")] if shots else []
     if not adapter:
-        return [("variant", "general (zero-shot, no adapter)")] if run.kind == "vlm" else []
-    out = [("variant", "fine-tuned"), ("adapter", str(adapter))]
+        variant = "few-shot (no adapter)" if shots else "general (zero-shot, no adapter)"
+        return [("variant", variant), *few] if run.kind == "vlm" else []
+    out = [("variant", "fine-tuned"), ("adapter", str(adapter)), *few]
     ft = _finetune_config(adapter)
     if ft:
         out += [(f"adapter {k}", v) for k, v in _finetune_facts(ft) if k != "base model"]
