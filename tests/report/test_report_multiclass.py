@@ -149,3 +149,19 @@ def test_metrics_cli_without_the_task(tmp_path, capsys):
     assert invoke(["metrics", str(path), "--json"]) == 0
     binary = json.loads(capsys.readouterr().out)
     assert binary["tp"] == 1 and "macro_f1" not in binary and binary["auc"] == 1.0
+
+
+def test_report_of_two_three_class_runs_does_not_fail(tmp_path, task):
+    from medvlm.report.html import build_report
+
+    first = _run(tmp_path, task)
+    second = tmp_path / "chest-vlm-2"
+    first.rename(tmp_path / "keep")
+    first = tmp_path / "keep"
+    _run(tmp_path, task).rename(second)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        html = build_report([first, second], tmp_path / "report.html", n_boot=0).read_text()
+    assert html.count("Confusion matrix (test cohort)") == 2
+    assert "labels: normal = 0, pneumonia = 1, &lt;b&gt;effusion&lt;/b&gt; = 2" in html
+    assert "(&lt;b&gt;effusion&lt;/b&gt; positive)" not in html  # a multi-class task names no positive class
