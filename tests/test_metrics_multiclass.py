@@ -398,3 +398,13 @@ def test_classes_inferred_from_a_file_without_its_task(tmp_path):
     with pytest.raises(DataError, match=r"^f.csv: row 3, column 'pred': 3 is not a class label 0\.\.2 \(the "
                                         r"labels name 3 classes\)$"):
         check_inferred_classes(frame("label,pred\n1,1\n2,\n0,3\n"), "f.csv")
+
+
+def test_the_run_stage_table_of_a_three_class_run(tmp_path):
+    from medvlm.predictions import summarise_test_cohort
+
+    df = _frame()
+    df["cohort"] = ["test"] * 7 + ["val"]
+    df.to_csv(tmp_path / "predictions.csv", index=False)
+    assert summarise_test_cohort(tmp_path) == {"test_accuracy": round(5 / 7, 3), "test_specificity": None,
+                                               "test_auc": None}

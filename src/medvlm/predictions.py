@@ -231,7 +231,8 @@ def abstain_below(df: Any, level: float, *, source: str = "predictions") -> Any:
 
 def summarise_test_cohort(run: Any) -> dict[str, Any]:
     """Accuracy, specificity and AUC of a run folder's test-cohort predictions (``medvlm run``'s stage
-    table); {} without them or when several folds predict the test cohort."""
+    table); {} without them or when several folds predict the test cohort. Labels beyond 0/1 (a
+    multi-class task): the accuracy of the answered rows, specificity and AUC None (they are per class)."""
     from pathlib import Path
 
     import pandas as pd
@@ -253,6 +254,13 @@ def summarise_test_cohort(run: Any) -> dict[str, Any]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
+        if n_classes(frame) > 2:
+            from medvlm.metrics_multiclass import multiclass_metrics
+
+            answered = frame[frame["pred"].notna()]
+            m = multiclass_metrics(answered["label"].astype(int), answered["pred"].astype(int))
+            m = {"accuracy": m["accuracy"], "specificity": None, "auc": None}
+        else:
+            m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
     return {f"test_{k}": (round(m[k], 3) if m[k] is not None else None)
             for k in ("accuracy", "specificity", "auc")}
