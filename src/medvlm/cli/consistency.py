@@ -25,6 +25,7 @@ from medvlm.cli.vlm import (
     Device,
     ExtraBody,
     Fold,
+    MaxCost,
     MaxNewTokens,
     MaxRetries,
     Modalities,
@@ -86,6 +87,7 @@ def consistency_cmd(
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
     shots: Shots = 0,
+    max_cost: MaxCost = None,
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
@@ -101,7 +103,7 @@ def consistency_cmd(
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
-                            extra_body=extra_body)
+                            extra_body=extra_body, max_cost=max_cost)
     config = build_config(ConsistencyConfig, {
         **shared, "patients": list(patient), "orientation": orientation, "slice_index": slice_index,
         "cohort": cohort, "fold": fold, "prompts": list(prompt),
@@ -109,4 +111,4 @@ def consistency_cmd(
         "shots": shots},
         renames=_OPTION_NAMES)
     result = run_consistency(work, out, config, console=Console())
-    exit_on_failures(result.n_failed, out)
+    exit_on_failures(result.n_failed, out, result.usage)

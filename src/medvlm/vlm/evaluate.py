@@ -24,6 +24,7 @@ from medvlm.vlm.options import BackendOptions
 from medvlm.vlm.prompts import Prompt, load_prompt
 from medvlm.vlm.records import call_frame, csv_text
 from medvlm.vlm.types import Decoding
+from medvlm.vlm.usage import run_usage
 
 if TYPE_CHECKING:
     from medvlm.tasks.base import Task
@@ -127,6 +128,7 @@ class EvalResult:
     n_sent: int
     n_cached: int
     elapsed_s: float
+    usage: dict[str, Any] | None = None  # run.json's usage (a backend that reports it)
 
     @property
     def exit_code(self) -> int:
@@ -304,12 +306,13 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                                 image=config.image, artifact=config.artifact, seed=config.seed or 0)
     own_backend = backend is None
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
+    budget = config.budget()
     try:
         backend = backend or make_backend(config.backend_config())
         asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
                            repeats=config.repeats, cache=cache,
                            total=None if total is None else total * config.repeats,
-                           progress=config.progress, description="eval-vlm",
+                           progress=config.progress, description="eval-vlm", budget=budget,
                            shots=None if sampler is None else sampler.for_prompt(prompt.text, task,
                                                                                  decoding.structured))
     finally:
@@ -351,10 +354,11 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     if task.unit != "patient":
         metrics["unit"], metrics["n_units"] = task.unit, len(units)
     write_json_atomic(out / "metrics.json", metrics)
-    write_run_info(out, kind="vlm", config=run_config)
+    usage = run_usage(backend, asked.usage, budget)
+    write_run_info(out, kind="vlm", config=run_config, usage=usage)
     result = EvalResult(out=out, metrics=metrics, n_calls=len(calls), n_unparsed=n_unparsed,
                         n_failed=len(failures), n_sent=asked.n_sent, n_cached=asked.n_cached,
-                        elapsed_s=time.monotonic() - start)
+                        elapsed_s=time.monotonic() - start, usage=usage)
     if console is not None:
         print_summary(result, console)
     return result
@@ -363,6 +367,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
 def print_summary(result: EvalResult, console: Any) -> None:
     """A rich table: per orientation n, parsed share, accuracy, recall, specificity, F1, AUC [95 % CI]."""
     from rich.table import Table
+
+    from medvlm.vlm.usage import usage_line
 
     def fmt(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -387,5 +393,7 @@ def print_summary(result: EvalResult, console: Any) -> None:
     if combined.get("n_abstained"):
         console.print(f"abstained: {combined['n_abstained']} unit(s) without a class vote get no prediction "
                       f"(coverage {fmt(combined.get('coverage'))})")
+    if result.usage:
+        console.print(usage_line(result.usage))
     if result.metrics.get("n_truncated"):
         console.print(f"note: {result.metrics['n_truncated']} answer(s) were cut at --max-new-tokens")
