@@ -89,6 +89,7 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
     from medvlm.data.slices import AXIS, load_canonical, parse_modalities, patient_slices
     from medvlm.registry import did_you_mean
     from medvlm.tasks import get_task
+    from medvlm.vlm.options import first_patients
 
     task = get_task(task)
     config = config.for_task(task)
@@ -112,6 +113,7 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
                 raise DataError(f"--patient {pid}: skipped by prepare ({reason}); pick another patient")
     else:
         ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
+    ids = first_patients(ids, config.limit)  # --limit N: the first N (None: all)
     axis = AXIS[config.orientation]
     letter = "xyz"[axis]
     unit_labels: dict[tuple[str, int], int] = {}
@@ -183,6 +185,7 @@ class ConsistencyResult:
     notes: list[str]
     elapsed_s: float
     answer_names: dict[str, str] = field(default_factory=dict)  # code -> the task's name for it
+    usage: dict[str, Any] | None = None  # run.json's usage (a backend that reports it)
 
     @property
     def exit_code(self) -> int:
@@ -232,6 +235,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     from medvlm.vlm.engine import ask_images
     from medvlm.vlm.prompts import load_prompt
     from medvlm.vlm.records import csv_text
+    from medvlm.vlm.usage import Usage, run_usage
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -271,6 +275,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     rows, failures = [], []
     n_sent = n_cached = 0
+    budget, used = config.budget(), Usage()
     try:
         backend = backend or make_backend(config.backend_config())
         for i_prompt, prompt in enumerate(prompts):
@@ -280,11 +285,12 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                                    decoding=decoding, task=task.for_prompt(prompt), repeats=config.repeats,
                                    cache=cache,
                                    total=len(images) * config.repeats, progress=config.progress,
-                                   description=label,
+                                   description=label, budget=budget,
                                    shots=None if sampler is None else sampler.for_prompt(
                                        prompt.text, task.for_prompt(prompt), config.structured,
                                        key=lambda i: images[i].key))
                 n_sent, n_cached = n_sent + asked.n_sent, n_cached + asked.n_cached
+                used.merge(asked.usage)
                 for a in asked.answers:
                     im, r = images[a.meta], a.response
                     ident = {"patient_id": im.patient_id, "orientation": im.orientation,
@@ -325,10 +331,12 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                      "byte-identical answer: the server or model did not sample (summary.json: "
                      "sampling_effective false); check its generation config, or pass --extra-body")
     write_json_atomic(out / "summary.json", summary)
-    write_run_info(out, kind="consistency", config=run_config)
+    usage = run_usage(backend, used, budget)
+    write_run_info(out, kind="consistency", config=run_config, usage=usage)
     result = ConsistencyResult(out=out, summary=summary, n_calls=len(frame), n_failed=len(failures),
                                n_sent=n_sent, n_cached=n_cached, notes=notes,
-                               elapsed_s=time.monotonic() - start, answer_names=task.answer_names)
+                               elapsed_s=time.monotonic() - start, answer_names=task.answer_names,
+                               usage=usage)
     if console is not None:
         print_summary(result, console)
     return result
@@ -424,8 +432,7 @@ def print_summary(result: ConsistencyResult, console: Any) -> None:
                   f"agreement {fmt(s['agreement'])}, "
                   f"entropy {fmt(s['entropy'])} bits, flip rate {fmt(s['flip_rate'])}, Fleiss' kappa "
                   f"{fmt(s['fleiss_kappa'])}, consensus accuracy {fmt(s['consensus_accuracy'])}, expected "
-                  f"accuracy {fmt(s['expected_accuracy'])}")
-    console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), failed "
-                  f"{result.n_failed}, {result.elapsed_s:.1f} s")
+                  f"accuracy {fmt(s['expected_accuracy'])}; calls {result.n_calls} (sent {result.n_sent}, "
+                  f"from cache {result.n_cached}), failed {result.n_failed}, {result.elapsed_s:.1f} s")
     for note in result.notes:
         console.print(f"note: {note}")

@@ -24,6 +24,7 @@ from medvlm.vlm.options import BackendOptions
 from medvlm.vlm.prompts import Prompt, load_prompt
 from medvlm.vlm.records import call_frame, csv_text
 from medvlm.vlm.types import Decoding
+from medvlm.vlm.usage import run_usage
 
 if TYPE_CHECKING:
     from medvlm.tasks.base import Task
@@ -127,6 +128,7 @@ class EvalResult:
     n_sent: int
     n_cached: int
     elapsed_s: float
+    usage: dict[str, Any] | None = None  # run.json's usage (a backend that reports it)
 
     @property
     def exit_code(self) -> int:
@@ -232,7 +234,8 @@ def _image_call_frames(answers: list[Answer], order: dict[str, int], task: Task)
             ordered(pd.DataFrame(failures, columns=[*keys, "repeat", "error"])))
 
 
-def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str, Any]:
+def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int, task: Task | None = None
+             ) -> dict[str, Any]:
     """Metrics of one set of predictions (one orientation, or combined), through the one shared path
     (:func:`medvlm.predictions.predictions_metrics`; bootstrap clustered by patient for slice units),
     plus the call counts behind them."""
@@ -242,7 +245,7 @@ def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = predictions_metrics(units, n_boot=n_boot, seed=seed)
+        out = predictions_metrics(units, n_boot=n_boot, seed=seed, task=task)
     n_calls = len(calls)
     n_unparsed = int(calls["choice"].isna().sum())
     out.update({"n_calls": n_calls, "n_unparsed": n_unparsed, "n_failed": n_failed,
@@ -304,12 +307,13 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     import pandas as pd
 
     from medvlm._io import write_json_atomic, write_text_atomic
-    from medvlm.aggregate import COMBINED
+    from medvlm.aggregate import COMBINED, class_score_columns
     from medvlm.data.cohorts import cohort_units, load_cohort, read_manifest
     from medvlm.data.slices import parse_modalities, unit_images
     from medvlm.runinfo import write_run_info
     from medvlm.tasks import work_task
     from medvlm.vlm.fewshot import make_sampler
+    from medvlm.vlm.options import first_patients
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -318,6 +322,9 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     task = task.for_prompt(prompt)  # a prompt with other answer digits: read them back as the same answers
     orientations = list(config.orientations or [])
     cohort = load_cohort(work, config.cohort, fold=config.fold)
+    if config.limit is not None:  # --limit N: the first N patients of the cohort
+        keep = first_patients(cohort.patient_ids, config.limit)
+        cohort = type(cohort)(cohort.name, keep, cohort.labels[:len(keep)])
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
@@ -343,12 +350,13 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                                     image=config.image, artifact=config.artifact, seed=config.seed or 0)
     own_backend = backend is None
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
+    budget = config.budget()
     try:
         backend = backend or make_backend(config.backend_config())
         asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
                            repeats=config.repeats, cache=cache,
                            total=None if total is None else total * config.repeats,
-                           progress=config.progress, description="eval-vlm",
+                           progress=config.progress, description="eval-vlm", budget=budget,
                            shots=None if sampler is None else sampler.for_prompt(prompt.text, task,
                                                                                  decoding.structured))
     finally:
@@ -365,16 +373,17 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     write_text_atomic(out / "failures.csv", csv_text(failures))
     table_file = "patients.csv" if task.unit == "patient" else "units.csv"
     write_text_atomic(out / table_file, table.to_csv(index=False))
-    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:]]
+    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:], *class_score_columns(task)]
     metrics_by_name = {}
     for name, (part, sub_calls, n_failed) in parts.items():
         preds = pd.DataFrame({**{k: part[k] for k in ["patient_id", *task.unit_keys]},
                               "cohort": config.cohort, "label": part["label"], "pred": part["pred"],
-                              "score": part["score"]}, columns=columns)
+                              "score": part["score"], **{c: part[c] for c in class_score_columns(task)}},
+                             columns=columns)
         target = "predictions.csv" if name == COMBINED else f"predictions_{name}.csv"
         write_text_atomic(out / target, preds.to_csv(index=False))
         metrics_by_name[name] = _metrics(preds, sub_calls, n_failed, n_boot=config.n_boot,
-                                         seed=config.boot_seed)
+                                         seed=config.boot_seed, task=task)
 
     n_unparsed = int(calls["choice"].isna().sum())
     metrics = {
@@ -389,10 +398,11 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     if task.unit != "patient":
         metrics["unit"], metrics["n_units"] = task.unit, len(units)
     write_json_atomic(out / "metrics.json", metrics)
-    write_run_info(out, kind="vlm", config=run_config)
+    usage = run_usage(backend, asked.usage, budget)
+    write_run_info(out, kind="vlm", config=run_config, usage=usage)
     result = EvalResult(out=out, metrics=metrics, n_calls=len(calls), n_unparsed=n_unparsed,
                         n_failed=len(failures), n_sent=asked.n_sent, n_cached=asked.n_cached,
-                        elapsed_s=time.monotonic() - start)
+                        elapsed_s=time.monotonic() - start, usage=usage)
     if console is not None:
         print_summary(result, console)
     return result
@@ -401,6 +411,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
 def print_summary(result: EvalResult, console: Any) -> None:
     """A rich table: per orientation n, parsed share, accuracy, recall, specificity, F1, AUC [95 % CI]."""
     from rich.table import Table
+
+    from medvlm.vlm.usage import usage_line
 
     def fmt(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -425,5 +437,7 @@ def print_summary(result: EvalResult, console: Any) -> None:
     if combined.get("n_abstained"):
         console.print(f"abstained: {combined['n_abstained']} unit(s) without a class vote get no prediction "
                       f"(coverage {fmt(combined.get('coverage'))})")
+    if result.usage:
+        console.print(usage_line(result.usage))
     if result.metrics.get("n_truncated"):
         console.print(f"note: {result.metrics['n_truncated']} answer(s) were cut at --max-new-tokens")

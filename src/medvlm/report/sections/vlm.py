@@ -13,6 +13,7 @@ from medvlm.report.format import _figure, _is_num, _raw_sample, _safe_figure, fm
 from medvlm.report.runs import RunData, _finetune_config, _read_csv, _read_json, run_task
 from medvlm.report.sections._classifier import add_calibration_figures, add_confusion_matrix
 from medvlm.report.sections.finetune import _finetune_facts
+from medvlm.vlm.usage import usage_facts
 
 
 def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
@@ -69,6 +70,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
         facts.append(("unparsed rate", f"{100 * n_unparsed / n_calls:.1f}%"))
     if n_failed is not None:
         facts.append(("failed calls", fmt(n_failed)))
+    facts.extend(usage_facts(run.info.get("usage")))  # tokens and cost (hosted models), where recorded
     n_truncated = metrics.get("n_truncated") if isinstance(metrics, Mapping) else None
     if n_truncated is not None:
         facts.append(("answers cut at --max-new-tokens", fmt(n_truncated)))
