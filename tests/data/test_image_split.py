@@ -56,3 +56,10 @@ def test_too_few_patients_for_the_folds_is_one_line():
     with pytest.raises(DataError, match=r"^9 patients left after the test set \(1 of class 0, 8 of class "
                                         r"1\): too few for 12 stratified folds; use --folds 8 or fewer$"):
         split_images(m, test_fraction=0.25, folds=12)
+
+
+def test_a_fold_without_a_class_is_named_with_the_class():
+    m = pd.DataFrame({"id": [f"i{k}" for k in range(12)], "patient_id": [f"P{k}" for k in range(12)],
+                      "label": [0] * 10 + [1] * 2})
+    with pytest.warns(UserWarning, match=r"^fold \d (train|val) holds no image of class lesion$"):
+        split_images(m, test_fraction=0.0, folds=3, seed=0, classes=("no-lesion", "lesion"))

@@ -140,8 +140,10 @@ def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5,
     if "id" in manifest.columns:
         from medvlm.tasks import work_task
 
+        task = work_task(work)
         split = split_images(manifest, test_fraction=test_fraction, folds=folds, seed=seed,
-                             n_classes=work_task(work).n_classes, source=str(work / "manifest.csv"))
+                             n_classes=task.n_classes, source=str(work / "manifest.csv"),
+                             classes=task.classes)
         write_json_atomic(work / "splits.json", split)
         return split
     if manifest["label"].isna().any():
@@ -156,7 +158,7 @@ def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5,
 
 
 def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed: int = 0, n_classes: int = 2,
-                 source: str = "manifest.csv") -> dict:
+                 source: str = "manifest.csv", classes: Sequence[str] | None = None) -> dict:
     """The split of an image task: lists of image ids, never two images of one patient in two cohorts.
 
     ``manifest``: the ``ok`` rows (``id, patient_id, label``, optionally ``split``). With a source split
@@ -164,6 +166,8 @@ def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed:
     fold of ``train``/``val`` (a warning says that ``test_fraction`` and ``folds`` do not apply).
     Otherwise the patients are split by :func:`split_patients`, stratified on each patient's largest
     label, and each patient's images follow it. ``labels``: every image's label (the stale-split check).
+    Warns (naming ``classes``, default the label numbers) when a fold's train or val has no image of a
+    class.
     """
     import pandas as pd
 
@@ -186,8 +190,11 @@ def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed:
         patient_label: dict[str, int] = {}
         for i in ids:
             patient_label[patients[i]] = max(patient_label.get(patients[i], 0), labels[i])
-        by_patient = split_patients(list(patient_label), list(patient_label.values()),
-                                    test_fraction=test_fraction, folds=folds, seed=seed, n_classes=n_classes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # its notes are about patients; ours below, images
+            by_patient = split_patients(list(patient_label), list(patient_label.values()),
+                                        test_fraction=test_fraction, folds=folds, seed=seed,
+                                        n_classes=n_classes)
 
         def images_of(group: list[str]) -> list[str]:
             members = set(group)
@@ -198,6 +205,13 @@ def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed:
                  "folds": [{"train": images_of(f["train"]), "val": images_of(f["val"])}
                            for f in by_patient["folds"]]}
     check_groups(split, patients)
+    names = list(classes) if classes else [str(k) for k in range(n_classes)]
+    for k, fold in enumerate(split["folds"]):
+        for name in ("train", "val"):
+            missing = sorted(set(range(n_classes)) - {labels[i] for i in fold[name]})
+            if fold[name] and missing:
+                warnings.warn(f"fold {k} {name} holds no image of class "
+                              + ", ".join(names[c] for c in missing), UserWarning, stacklevel=2)
     split["unit"] = "image"
     split["labels"] = labels
     return split
