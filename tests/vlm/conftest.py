@@ -58,6 +58,13 @@ def write_tiny_work(root: Path, *, n_patients: int = 4, size: tuple[int, int, in
 
 
 @pytest.fixture(scope="session")
+def make_tiny_work():
+    """:func:`write_tiny_work` for tests (a fixture: ``from conftest import`` depends on which conftest
+    module a whole-suite run imported first)."""
+    return write_tiny_work
+
+
+@pytest.fixture(scope="session")
 def tiny_work(tmp_path_factory) -> Path:
     return write_tiny_work(tmp_path_factory.mktemp("vlmwork"))
 

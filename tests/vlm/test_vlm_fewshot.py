@@ -19,12 +19,10 @@ TRAIN_IDS = ["P002", "P003", "P004", "P005"]  # HGG, LGG, HGG, LGG (write_tiny_w
 
 
 @pytest.fixture(scope="module")
-def shot_work(tmp_path_factory) -> Path:
+def shot_work(tmp_path_factory, make_tiny_work) -> Path:
     """8 patients; test P000-P001, fold 0 train P002-P005 (2 LGG, 2 HGG), val P006-P007. Tumour slices per
     patient: 3 axial, 3 coronal, 4 sagittal, so fold 0 has 6 axial training slices of each class."""
-    from conftest import write_tiny_work
-
-    work = write_tiny_work(tmp_path_factory.mktemp("shots"), n_patients=8)
+    work = make_tiny_work(tmp_path_factory.mktemp("shots"), n_patients=8)
     (work / "splits.json").write_text(json.dumps({"seed": 0, "test": TEST_IDS, "folds": [
         {"train": TRAIN_IDS, "val": ["P006", "P007"]}]}))
     return work

@@ -311,11 +311,9 @@ def test_consistency_records_usage_and_honours_max_cost(tiny_work, tmp_path, fak
     assert result.usage == usage
 
 
-def test_two_shot_requests_match_the_openai_backend(tmp_path, fake_server):
+def test_two_shot_requests_match_the_openai_backend(tmp_path, fake_server, make_tiny_work):
     """--shots 2 through LiteLLM: the openai backend's multi-turn body (3 images), the same answers."""
-    from conftest import write_tiny_work
-
-    work = write_tiny_work(tmp_path / "w", n_patients=6)
+    work = make_tiny_work(tmp_path / "w", n_patients=6)
     (work / "splits.json").write_text(json.dumps({"seed": 0, "test": ["P000", "P001"], "folds": [
         {"train": ["P002", "P003", "P004", "P005"], "val": []}]}))
     fake_server.behave = hosted(fake_server)
