@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 
-pytest.importorskip("litellm")
+pytest.importorskip("litellm")  # offline: tests/conftest.py sets LITELLM_LOCAL_MODEL_COST_MAP first
 
 from medvlm.cli import invoke  # noqa: E402
 from medvlm.errors import BackendError, ConfigError  # noqa: E402
