@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medvlm.errors import ConfigError, DataError
+from medvlm.intervals import DIFFERENCE_RANGE, UNIT_RANGE, clip_interval
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -108,7 +109,7 @@ def paired_difference_ci(b: int, c: int, n: int, *, confidence: float = 0.95) ->
     p12, p21 = (b + 1) / (n + 2), (c + 1) / (n + 2)
     d = p12 - p21
     half = _z(confidence) * math.sqrt(max(p12 + p21 - d * d, 0.0) / (n + 2))
-    return [max(-1.0, d - half), min(1.0, d + half)]
+    return clip_interval([d - half, d + half], *DIFFERENCE_RANGE)
 
 
 # ----------------------------------------------------------------------------------------------- DeLong
@@ -173,7 +174,7 @@ def delong_ci(labels: Any, scores: Any, *, confidence: float = 0.95) -> dict[str
     auc = float(aucs[0])
     se = math.sqrt(max(float(cov[0, 0]), 0.0))
     z = _z(confidence)
-    return {"auc": auc, "se": se, "ci": [max(0.0, auc - z * se), min(1.0, auc + z * se)]}
+    return {"auc": auc, "se": se, "ci": clip_interval([auc - z * se, auc + z * se], *UNIT_RANGE)}
 
 
 def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float = 0.95) -> dict[str, Any]:
@@ -210,7 +211,7 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float 
                       StatsWarning, stacklevel=2)
         z, p = None, None
     # a zero standard error is no certainty: the data cannot estimate the spread (no interval)
-    ci = [max(-1.0, diff - zq * se), min(1.0, diff + zq * se)] if se > 1e-15 else None
+    ci = clip_interval([diff - zq * se, diff + zq * se], *DIFFERENCE_RANGE) if se > 1e-15 else None
     return {"n": int(y.size), "auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "auc_diff": diff, "se": se,
             "auc_diff_ci": ci, "z": z, "p": p}
 

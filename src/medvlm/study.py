@@ -108,14 +108,29 @@ def _stage_data(p: _Paths, progress: bool) -> StageRecord:
 
         infos = synth_cohort(p.data, patients=cfg.synthetic.patients, lgg_fraction=cfg.synthetic.lgg_fraction,
                              seed=cfg.synthetic.seed, size=cfg.synthetic.size, progress=progress)
-        grades = [i.grade for i in infos]
         return StageRecord("data", summary={
-            "source": "synthetic", "patients": len(grades), "hgg": grades.count("HGG"),
-            "lgg": grades.count("LGG"), "atypical": sum(bool(i.atypical) for i in infos),
-            "size": cfg.synthetic.size}, outputs={"data": str(p.data)})
+            "source": "synthetic", "patients": len(infos), **_class_counts(infos, p.config.task),
+            "atypical": sum(bool(i.atypical) for i in infos), "size": cfg.synthetic.size},
+            outputs={"data": str(p.data)})
     training, _grades, patients = discover(p.data)
     return StageRecord("data", summary={"source": str(training), "patient_folders": len(patients)},
                        outputs={"data": str(training)})
+
+
+def _class_counts(infos: list[Any], task_name: str) -> dict[str, Any]:
+    """Patients per class of the synthetic cohort, keyed by the task's class names in lower case when
+    the patients' grades are the task's classes (``brats-grading``: ``lgg``, ``hgg``); otherwise, e.g.
+    for a slice-level task whose classes no patient has, ``grades``: patients per grade."""
+    from collections import Counter
+
+    from medvlm.tasks import get_task
+
+    classes = get_task(task_name).classes
+    grades = Counter(str(i.grade) for i in infos)
+    by_name = {c.lower(): c for c in classes}
+    if all(g.lower() in by_name for g in grades):
+        return {c.lower(): sum(n for g, n in grades.items() if g.lower() == c.lower()) for c in classes}
+    return {"grades": dict(sorted(grades.items()))}
 
 
 def _stage_prepare(p: _Paths, progress: bool) -> StageRecord:
@@ -250,12 +265,12 @@ def _stage_consistency(p: _Paths, run: Any, progress: bool) -> StageRecord:
 
 def _stage_report(p: _Paths, run_names: list[str], progress: bool) -> StageRecord:
     from medvlm.report.html import build_report
-    from medvlm.study_sections import study_sections
+    from medvlm.report.work_sections import study_sections
 
     runs = [p.run(n) for n in run_names if (p.run(n) / "run.json").is_file()]
     target = p.out / p.config.report.file
     build_report(runs, target, title=p.config.report.title,
-                 extra_sections=study_sections(p.config, p.out, p.work, runs))
+                 extra_sections=study_sections(runs, config=p.config))
     return StageRecord("report", summary={"runs": len(runs)}, outputs={"report": str(target)})
 
 

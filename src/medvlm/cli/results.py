@@ -49,6 +49,16 @@ def _resamples(value: int) -> int:
     return value
 
 
+def _few_patients_warning(df: object) -> None:
+    """Warn (one line on stderr) when a class of the scored rows has few patients
+    (:mod:`medvlm.small_samples`)."""
+    from medvlm.small_samples import class_patient_counts, few_patients_warnings
+
+    ids = df["patient_id"] if "patient_id" in df.columns else None  # type: ignore[attr-defined]
+    for text in few_patients_warnings(class_patient_counts(df["label"], ids)):  # type: ignore[index]
+        warnings.warn(text, UserWarning, stacklevel=2)
+
+
 @app.command("metrics")
 def metrics_cmd(
     predictions: Path = typer.Argument(..., help="CSV with label,pred[,score] (score: P(label 1)), e.g. a "
@@ -79,6 +89,7 @@ def metrics_cmd(
 
         df = abstain_below(df, abstain, source=str(predictions))
     with _warnings_to_stderr():
+        _few_patients_warning(df)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
                                      source=str(predictions))
     if as_json:
@@ -251,9 +262,12 @@ def report_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
                                   help="Bootstrap resamples for CIs the run files do not already hold."),
 ) -> None:
-    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details)."""
+    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details), with the
+    study sections (cohorts, summary, limitations, reproducibility) of the work folder each run names."""
     from medvlm.report.html import build_report
+    from medvlm.report.work_sections import study_sections
 
     with _warnings_to_stderr():
-        path = build_report(list(runs), out, title=title, n_boot=bootstrap)
+        path = build_report(list(runs), out, title=title, n_boot=bootstrap,
+                            extra_sections=study_sections(list(runs)))
     print(f"wrote {path}")
