@@ -44,6 +44,7 @@ from medvlm.report.runs import (
     run_task,
     vlm_role,
 )
+from medvlm.report.sample_notes import few_patient_notes
 from medvlm.report.sections import RUN_SECTIONS
 from medvlm.report.sections.consistency import consistency_overview
 from medvlm.report.subgroups import subgroups_view
@@ -54,6 +55,7 @@ from medvlm.report.summary import (
     summary_rows,
     test_cohort_predictions,
 )
+from medvlm.small_samples import MIN_CLASS_PATIENTS, MIN_DISCORDANT
 
 __all__ = [
     "RUN_FILES",
@@ -153,6 +155,18 @@ def _label_legend(runs: Sequence[RunData]) -> tuple[str, str, str]:
     return text, "the positive class", "the negative class"
 
 
+def _test_cohorts(runs: Sequence[RunData]) -> list[tuple[str, Any, Any]]:
+    """(name, test-cohort predictions, class names) of every classifier run that has them."""
+    out = []
+    for r in runs:
+        if r.kind in CLASSIFIER_KINDS:
+            try:
+                out.append((r.name, test_cohort_predictions(r), run_task(r).classes))
+            except DataError:
+                continue
+    return out
+
+
 def _overview_figures(runs: Sequence[RunData], positive: str) -> list[dict[str, str]]:
     """The ROC curves and the risk-coverage curves of all scored classifier runs on the test cohort."""
     from medvlm.report import calibration_figures as CF
@@ -213,6 +227,7 @@ def render_report(
     for row in summary:
         row["control"] = controls.get(row["run"], "")
     pairs = paired_tests(data, controls=controls)
+    few_patients = few_patient_notes(_test_cohorts(data))
     overview_figures = _overview_figures(data, positive)
     details = [
         {"run": r, "anchor": f"run-{i}-{_slug(r.name)}", **_run_details(r)} for i, r in enumerate(data)
@@ -241,6 +256,9 @@ def render_report(
         runs=data,
         details=details,
         summary=summary,
+        few_patients=few_patients,
+        min_discordant=MIN_DISCORDANT,
+        min_class=MIN_CLASS_PATIENTS,
         metric_names=[n for _, n in SUMMARY_METRICS],
         pairs=pairs,
         key_pairs=[p for p in pairs if p["key"]],
