@@ -57,14 +57,16 @@ def _warning_html(lines: Sequence[str]) -> str:
     return f'<div class="problems"><strong>Read with care</strong><ul>{items}</ul></div>'
 
 
-def _group_sections(group: WorkGroup, number: int | None, config: Any) -> dict[str, list[Section]]:
+def _group_sections(group: WorkGroup, number: int | None, config: Any, *, apart: bool = False
+                    ) -> dict[str, list[Section]]:
     """Cohorts and summary (``start``), limitations and CLAIM items (``limits``, ``claim``) of one work
-    folder's runs. ``number``: the folder's number when the report has several groups; None: the only
-    one, titled as the demo always had them."""
+    folder's runs. ``number``: the folder's number when the report has several work folders; None: the
+    only one, titled as the demo always had them. The runs without a work folder here (``group.work``
+    None) get their summary only, titled apart when other runs have a work folder (``apart``)."""
     paths = [r.path for r in group.runs]
     out: dict[str, list[Section]] = {"start": [], "limits": [], "claim": []}
     if group.work is None:
-        title, anchor = ("What the numbers say", "plain-summary") if number is None else (
+        title, anchor = ("What the numbers say", "plain-summary") if not apart else (
             "What the numbers say (runs without a work folder here)", "plain-summary-none")
         out["start"].append(_section(title, anchor, lambda: plain_summary(paths), position="start",
                                      text=True))
@@ -100,7 +102,7 @@ def study_sections(runs: Sequence[str | Path], *, config: Any = None) -> list[Se
     with_work = [g for g in groups if g.work is not None]
     if with_work:  # an adapter's training run without a work folder: nothing to summarise
         groups = [g for g in groups if g.work is not None or any(r.kind != "finetune" for r in g.runs)]
-    numbered = len(groups) > 1
+    numbered = len(with_work) > 1
     warnings = list(notes)
     if len(with_work) > 1:
         listing = "; ".join(f"work folder {i}: {g.work} (runs {', '.join(r.name for r in g.runs)})"
@@ -115,8 +117,9 @@ def study_sections(runs: Sequence[str | Path], *, config: Any = None) -> list[Se
         parts["start"].append(Section(title="Work folders", anchor="work-folders", position="start",
                                       html=_warning_html(warnings)))
     for i, group in enumerate(groups, 1):
-        for key, sections in _group_sections(group, i if numbered else None, config).items():
-            parts[key] += sections
+        sections = _group_sections(group, i if numbered else None, config, apart=bool(with_work))
+        for key, found in sections.items():
+            parts[key] += found
     if not with_work:  # no work folder: the limitations of every study still apply
         parts["limits"].append(Section(title="Limitations", anchor="limitations", text=GENERIC_LIMITATIONS))
 
