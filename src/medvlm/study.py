@@ -20,19 +20,8 @@ from typing import Any
 
 from medvlm.experiment import TINY_MODEL, ExperimentConfig, fingerprint
 from medvlm.predictions import summarise_test_cohort
-
-
-@dataclass
-class StageRecord:
-    """What one stage did: ``status`` (done; reused: finished before with the same inputs, so skipped;
-    incomplete: finished with failed requests), seconds, a JSON-able summary, outputs."""
-
-    name: str
-    fingerprint: str = ""
-    status: str = "done"
-    seconds: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
+from medvlm.study_data import _stage_data, _stage_prepare, _stage_split, _stage_tiny
+from medvlm.study_paths import StageRecord, _Paths
 
 
 @dataclass
@@ -64,110 +53,7 @@ class _Stage:
     outputs_exist: Callable[[], bool]
 
 
-class _Paths:
-    """Where each stage reads and writes, and how names in the config resolve to paths."""
-
-    def __init__(self, config: ExperimentConfig, out: Path, base_dir: Path) -> None:
-        self.config, self.out, self.base = config, out, base_dir
-        self.data = out / "data" if config.data.synthetic else self.resolve(config.data.path)
-        self.work = out / "work"
-        self.runs = out / "runs"
-        self.tiny = out / "models" / "tiny-vlm"
-
-    def resolve(self, value: str | None) -> Path:
-        path = Path(str(value)).expanduser()
-        return path if path.is_absolute() else (self.base / path).resolve()
-
-    def model(self, name: str) -> str:
-        """``tiny`` -> the stand-in model folder; an existing relative path -> absolute; else unchanged."""
-        if name == TINY_MODEL:
-            return str(self.tiny)
-        candidate = self.resolve(name)
-        return str(candidate) if candidate.exists() else name
-
-    def prompt(self, prompt: str | None) -> str | None:
-        """A prompt file relative to the experiment file -> its path; a built-in name (or None: the
-        task's default) as is."""
-        if prompt is None:
-            return None
-        if "/" in prompt or prompt.endswith((".txt", ".md")):
-            return str(self.resolve(prompt))
-        return prompt
-
-    def run(self, name: str) -> Path:
-        return self.runs / name
-
-
 # ------------------------------------------------------------------------------------------- stages
-def _stage_data(p: _Paths, progress: bool) -> StageRecord:
-    from medvlm.data.brats import discover
-
-    cfg = p.config.data
-    if cfg.synthetic is not None:
-        from medvlm.data.synth import synth_cohort
-
-        infos = synth_cohort(p.data, patients=cfg.synthetic.patients, lgg_fraction=cfg.synthetic.lgg_fraction,
-                             seed=cfg.synthetic.seed, size=cfg.synthetic.size, progress=progress)
-        return StageRecord("data", summary={
-            "source": "synthetic", "patients": len(infos), **_class_counts(infos, p.config.task),
-            "atypical": sum(bool(i.atypical) for i in infos), "size": cfg.synthetic.size},
-            outputs={"data": str(p.data)})
-    training, _grades, patients = discover(p.data)
-    return StageRecord("data", summary={"source": str(training), "patient_folders": len(patients)},
-                       outputs={"data": str(training)})
-
-
-def _class_counts(infos: list[Any], task_name: str) -> dict[str, Any]:
-    """Patients per class of the synthetic cohort, keyed by the task's class names in lower case when
-    the patients' grades are the task's classes (``brats-grading``: ``lgg``, ``hgg``); otherwise, e.g.
-    for a slice-level task whose classes no patient has, ``grades``: patients per grade."""
-    from collections import Counter
-
-    from medvlm.tasks import get_task
-
-    classes = get_task(task_name).classes
-    grades = Counter(str(i.grade) for i in infos)
-    by_name = {c.lower(): c for c in classes}
-    if all(g.lower() in by_name for g in grades):
-        return {c.lower(): sum(n for g, n in grades.items() if g.lower() == c.lower()) for c in classes}
-    return {"grades": dict(sorted(grades.items()))}
-
-
-def _stage_prepare(p: _Paths, progress: bool) -> StageRecord:
-    from medvlm.tasks import prepare_work
-
-    cfg = p.config.prepare
-    result = prepare_work(p.data, p.work, p.config.task, shape=cfg.shape, workers=cfg.workers,
-                          margin_mm=cfg.margin_mm, progress=progress)
-    return StageRecord("prepare", summary={
-        "ok": result.n_ok, "skipped": result.n_skipped, "reused": result.n_reused,
-        "shape": "x".join(map(str, cfg.shape)), "skipped_reasons": dict(result.skipped())},
-        outputs={"manifest": str(p.work / "manifest.csv")})
-
-
-def _stage_split(p: _Paths, progress: bool) -> StageRecord:
-    import warnings
-
-    from medvlm.data.split import make_split
-
-    cfg = p.config.split
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        split = make_split(p.work, test_fraction=cfg.test_fraction, folds=cfg.folds, seed=cfg.seed)
-    return StageRecord("split", summary={
-        "test": len(split["test"]), "folds": [f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"]],
-        "warnings": [str(w.message) for w in caught]}, outputs={"splits": str(p.work / "splits.json")})
-
-
-def _stage_tiny(p: _Paths, progress: bool) -> StageRecord:
-    from medvlm.vlm.tiny import make_tiny_vlm
-
-    make_tiny_vlm(p.tiny, seed=0)
-    return StageRecord("tiny-vlm", summary={"note": "tiny randomly initialised Llama-3.2-Vision "
-                       "architecture: a stand-in for a real VLM, its answers mean nothing"},
-                       outputs={"model": str(p.tiny)})
-
-
 def _fields(run: Any, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
     return {k: v for k, v in run.model_dump().items() if k not in drop}
 
