@@ -67,7 +67,7 @@ def test_readme_path_report_holds_the_study_sections(readme):
     assert f'<td class="l">test</td><td>{n_lgg + n_hgg}</td><td>{n_hgg}</td><td>{n_lgg}</td>' in cohorts
     assert '<td class="l">all usable (status ok)</td><td>12</td><td>9</td><td>3</td>' in cohorts
     summary = _section(html, "plain-summary")
-    assert f"cnn: accuracy" in summary and "vlm: accuracy" in summary
+    assert "cnn: accuracy" in summary and "vlm: accuracy" in summary
     assert f"on {n_lgg + n_hgg} test patients" in summary and "predicting HGG for everyone" in summary
     assert "Single task and data set: BraTS 2020 glioma grading" in _section(html, "limitations")
     claim = _section(html, "claim")
@@ -167,7 +167,8 @@ def test_a_run_whose_work_folder_is_gone_is_a_note(readme, tmp_path):
     assert invoke(["report", str(readme["cnn"]), str(tmp_path / "vlm3"), "--out", str(out),
                    "--bootstrap", "0"]) == 0
     html = out.read_text()
-    assert f"vlm3: its work folder {work3} is not found here (moved or deleted)" in _section(html, "work-folders")
+    note = f"vlm3: its work folder {work3} is not found here (moved or deleted)"
+    assert note in _section(html, "work-folders")
     assert 'id="cohorts"' in html and 'id="claim"' in html  # the CNN's work folder is still there
     assert "vlm3: accuracy" in _section(html, "plain-summary-none")
     assert "vlm3" in _section(html, "summary")  # its results still render
