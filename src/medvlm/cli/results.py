@@ -226,8 +226,8 @@ def _header(path: Path) -> list[str]:
 def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
     """``compare`` on two per-call tables (slices.csv): print the answer agreement and return True;
     False when neither file is one (patient-level compare); DataError when only one is."""
+    from medvlm.call_stats import compare_answers, is_call_table, read_calls
     from medvlm.errors import DataError
-    from medvlm.stats import compare_answers, is_call_table, read_calls
 
     calls = [is_call_table(_header(p)) for p in (a, b)]
     if not any(calls):

@@ -31,7 +31,7 @@ from medvlm.study_sections import (
 from medvlm.vlm._secrets import redact_record
 
 #: what can go wrong reading a work folder or a run file; the section then says so instead
-_SECTION_ERRORS = (MedVLMError, OSError, ValueError, KeyError, TypeError)
+_SECTION_ERRORS = (MedVLMError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 
 
 def _guarded(build: Any) -> tuple[str | None, str | None]:
