@@ -125,7 +125,8 @@ def calibration_line(path: Path, m: dict[str, Any], task: Any,
     (sensitivity (HGG) from 1.00 to 0.80); fine-tuning reached 0.55 (vlm-lora)." (fine-tuning named for a
     general VLM only); n_fit and the method from calibration.json, the numbers from both runs'
     test-cohort predictions."""
-    from medvlm.report.runs import _read_json, calibration_source, vlm_role
+    from medvlm.report.roles import calibration_source, vlm_role
+    from medvlm.report.runs import _read_json
 
     run = load_run(path)
     cal = _read_json(run, "calibration.json")

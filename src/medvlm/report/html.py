@@ -32,18 +32,8 @@ from medvlm.errors import DataError
 from medvlm.report.control_verdicts import controls_view
 from medvlm.report.controls import control_names
 from medvlm.report.format import _figure, _slug, fmt, html_table
-from medvlm.report.runs import (
-    RUN_FILES,
-    ReportWarning,
-    RunData,
-    _model_name,
-    _unique_names,
-    load_run,
-    order_runs,
-    role_badge,
-    run_task,
-    vlm_role,
-)
+from medvlm.report.roles import _model_name, order_runs, role_badge, vlm_role
+from medvlm.report.runs import RUN_FILES, ReportWarning, RunData, _unique_names, load_run, run_task
 from medvlm.report.sample_notes import few_patient_notes
 from medvlm.report.sections import RUN_SECTIONS
 from medvlm.report.sections.consistency import consistency_overview

@@ -17,17 +17,8 @@ from typing import Any
 from medvlm.errors import DataError
 from medvlm.intervals import clip_metric_ci
 from medvlm.report.format import _ci_text, _p, fmt
-from medvlm.report.runs import (
-    RunData,
-    _model_name,
-    _read_csv,
-    _read_json,
-    _valid_predictions,
-    calibration_source,
-    role_badge,
-    run_task,
-    vlm_role,
-)
+from medvlm.report.roles import _model_name, calibration_source, role_badge, vlm_role
+from medvlm.report.runs import RunData, _read_csv, _read_json, _valid_predictions, run_task
 from medvlm.report.sample_notes import paired_class_counts, paired_verdicts
 from medvlm.report.work import different_work, same_folder
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medvlm.report.runs import RunData, _config_path, calibration_source
+from medvlm.report.roles import calibration_source
+from medvlm.report.runs import RunData, _config_path
 
 
 def run_work(run: RunData) -> Path | None:
