@@ -14,9 +14,13 @@ Library use (the study code adds its own sections)::
                  extra_sections=[Section("Plain-language summary", text="...", position="start"),
                                  Section("Cohort", html=html_table(rows))])
 
-Layout: :mod:`medvlm.report.runs` reads run folders, :mod:`medvlm.report.summary` builds the summary
-table and the paired tests, :mod:`medvlm.report.sections` holds the part of a run's section that
+Layout: :mod:`medvlm.report.runs` reads run folders, :mod:`medvlm.report.roles` gives each run its role
+and the report order, :mod:`medvlm.report.work` the work folder it was made from,
+:mod:`medvlm.report.summary` builds the summary table and the paired tests (:mod:`medvlm.report.sample_notes`:
+few patients, "too few to test"), :mod:`medvlm.report.sections` holds the part of a run's section that
 depends on its kind (one module per kind), :mod:`medvlm.report.format` the shared formatting helpers.
+The study sections (cohorts, plain summary, limitations, reproducibility, CLAIM items) come from
+:mod:`medvlm.report.work_sections`, which ``medvlm report``, ``run`` and ``demo`` pass as extra sections.
 """
 
 from __future__ import annotations
