@@ -281,7 +281,9 @@ def controls_view(runs: Sequence[RunData], *, anchors: Mapping[str, str] | None 
                 def p_cell(which: str, v: dict[str, Any] = v, paired: dict[str, Any] = paired
                            ) -> dict[str, str]:
                     if v[f"{which}_few"]:  # too few to test: said so, the p-value beneath, no highlight
-                        return {"v": v[f"{which}_few"], "ci": f"p = {_p(paired[f'{which}_p'])}", "cls": "few"}
+                        why = v[f"{which}_why"]
+                        p_text = _p(paired[f"{which}_p"])
+                        return {"v": v["too_few"], "ci": f"{why}; p = {p_text}", "cls": "few"}
                     return {"v": _p(paired[f"{which}_p"]), "cls": "sig" if v[f"{which}_sig"] else ""}
 
                 tests = [_cell(paired["accuracy_diff"], paired.get("accuracy_diff_ci")), p_cell("mcnemar"),

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from medvlm.small_samples import (
+    TOO_FEW,
     class_patient_counts,
     delong_too_few,
     few_patients_warnings,
@@ -53,14 +54,18 @@ def paired_class_counts(a: Any, b: Any) -> dict[int, int]:
 
 def paired_verdicts(res: Mapping[str, Any], counts: Mapping[int, int], class_names: Sequence[str]
                     ) -> dict[str, Any]:
-    """``{"mcnemar_sig", "delong_sig"}`` (p below 0.05 and enough data: highlight) and ``{"mcnemar_few",
-    "delong_few"}`` ("too few to test (...)" or "") for one result of
-    :func:`medvlm.stats.compare_predictions`."""
+    """``{"mcnemar_sig", "delong_sig"}`` (p below 0.05 and enough data: highlight), ``{"mcnemar_few",
+    "delong_few"}`` ("too few to test (...)" or "") and ``{"mcnemar_why", "delong_why"}`` (the reason
+    alone, for the cell's small line) for one result of :func:`medvlm.stats.compare_predictions`."""
     mc_few = mcnemar_too_few(res.get("mcnemar_b"), res.get("mcnemar_c")) or ""
     dl_few = (delong_too_few(counts, class_names) or "") if res.get("delong_p") is not None else ""
 
     def sig(p: Any, few: str) -> bool:
         return isinstance(p, int | float) and p < SIGNIFICANT and not few
 
+    def why(few: str) -> str:  # "too few to test (b + c = 4 ...)" -> "b + c = 4 ..." (the cell's small line)
+        return few[len(TOO_FEW):].strip().removeprefix("(").removesuffix(")") if few else ""
+
     return {"mcnemar_few": mc_few, "delong_few": dl_few, "mcnemar_sig": sig(res.get("mcnemar_p"), mc_few),
-            "delong_sig": sig(res.get("delong_p"), dl_few)}
+            "delong_sig": sig(res.get("delong_p"), dl_few), "mcnemar_why": why(mc_few),
+            "delong_why": why(dl_few), "too_few": TOO_FEW}
