@@ -176,6 +176,14 @@ class ExperimentConfig(_Strict):
     calibrate: list[CalibrateRun] = Field(default_factory=list)
     report: ReportSection = Field(default_factory=ReportSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shots_sweeps(cls, data: Any) -> Any:
+        """``shots: [0, 2, 4]`` in a vlm or consistency run: one run per K (``<name>-shots<K>``)."""
+        from medvlm.vlm.fewshot import expand_shots_sweeps
+
+        return expand_shots_sweeps(data)
+
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:

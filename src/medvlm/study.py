@@ -54,8 +54,14 @@ class _Stage:
 
 
 # ------------------------------------------------------------------------------------------- stages
+def _zero_shot_as_before(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without ``shots: 0`` (the default), so zero-shot runs keep the fingerprints they had
+    before few-shot existed."""
+    return {k: v for k, v in fields.items() if not (k == "shots" and v == 0)}
+
+
 def _fields(run: Any, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
-    return {k: v for k, v in run.model_dump().items() if k not in drop}
+    return _zero_shot_as_before({k: v for k, v in run.model_dump().items() if k not in drop})
 
 
 def _stage_cnn(p: _Paths, run: Any, progress: bool) -> StageRecord:
@@ -207,7 +213,7 @@ def _calibrate_stages(config: ExperimentConfig, p: _Paths, eval_stages: dict[str
 def plan_stages(config: ExperimentConfig, p: _Paths, *, progress: bool) -> list[_Stage]:
     """The ordered stages of ``config`` with the fingerprints that decide whether a rerun skips them."""
     def dumped(x: Any) -> Any:
-        return x.model_dump(mode="json") if x is not None else None
+        return _zero_shot_as_before(x.model_dump(mode="json")) if x is not None else None
 
     data_fp = fingerprint(dumped(config.data), str(p.data))
     from medvlm.tasks import DEFAULT_TASK

@@ -170,6 +170,7 @@ def plain_summary(runs: list[Path]) -> str:
     base_name = ""
     general: list[tuple[str, dict[str, Any]]] = []
     tuned: list[tuple[str, dict[str, Any]]] = []
+    few_shot: list[tuple[str, dict[str, Any]]] = []  # eval-vlm --shots K without an adapter
     calibrated: list[tuple[Path, dict[str, Any], Any]] = []
     for path, run in zip(runs, loaded, strict=True):
         if run.name in controls:
@@ -203,7 +204,9 @@ def plain_summary(runs: list[Path]) -> str:
         if kind == "calibrated":
             calibrated.append((path, m, task))
         if kind == "vlm":
-            (tuned if (info.get("config") or {}).get("adapter") else general).append((path.name, m))
+            cfg = info.get("config") or {}
+            arm = tuned if cfg.get("adapter") else few_shot if cfg.get("shots") else general
+            arm.append((path.name, m))
     for name_t, m_t in tuned:
         for name_g, m_g in general:
             lines.append(
@@ -211,6 +214,14 @@ def plain_summary(runs: list[Path]) -> str:
                 f"{_num(m_t['specificity'])}, sensitivity from {_num(m_g['recall'])} to "
                 f"{_num(m_t['recall'])} and AUC from {_num(m_g['auc'])} to {_num(m_t['auc'])}; the paired "
                 "tests below say whether such a difference is more than chance on this many patients.")
+    for name_f, m_f in few_shot:
+        for name_g, m_g in general:
+            lines.append(
+                f"Labelled examples in the prompt ({name_f} vs {name_g}) moved specificity from "
+                f"{_num(m_g['specificity'])} to {_num(m_f['specificity'])}, sensitivity from "
+                f"{_num(m_g['recall'])} to {_num(m_f['recall'])} and AUC from {_num(m_g['auc'])} to "
+                f"{_num(m_f['auc'])}; the paired tests below say whether such a difference is more than "
+                "chance on this many patients.")
     for path, m, task in calibrated:
         lines.append(calibration_line(path, m, task, tuned))
     for control, text in verdicts:

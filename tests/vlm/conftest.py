@@ -77,6 +77,7 @@ class FakeServer:
         self.headers: list[dict] = []
         self.models: list[str] = ["llama3.2-vision"]  # what GET /v1/models lists
         self.model_gets = 0
+        self.retry_after = "0"  # the Retry-After header of a 429
         self.lock = threading.Lock()
         self.behave = self.default
         server = self
@@ -117,7 +118,7 @@ class FakeServer:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     if status == 429:
-                        self.send_header("Retry-After", "0")
+                        self.send_header("Retry-After", server.retry_after)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):

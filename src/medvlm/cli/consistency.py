@@ -25,6 +25,7 @@ from medvlm.cli.vlm import (
     Device,
     ExtraBody,
     Fold,
+    MaxCost,
     MaxNewTokens,
     MaxRetries,
     Modalities,
@@ -32,6 +33,7 @@ from medvlm.cli.vlm import (
     Progress,
     Scoring,
     Seed,
+    Shots,
     Structured,
     Timeout,
     _default,
@@ -84,6 +86,8 @@ def consistency_cmd(
     cache: Cache = _default("cache"),
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
+    shots: Shots = 0,
+    max_cost: MaxCost = None,
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
@@ -99,11 +103,12 @@ def consistency_cmd(
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
-                            extra_body=extra_body)
+                            extra_body=extra_body, max_cost=max_cost)
     config = build_config(ConsistencyConfig, {
         **shared, "patients": list(patient), "orientation": orientation, "slice_index": slice_index,
         "cohort": cohort, "fold": fold, "prompts": list(prompt),
-        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break},
+        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break,
+        "shots": shots},
         renames=_OPTION_NAMES)
     result = run_consistency(work, out, config, console=Console())
-    exit_on_failures(result.n_failed, out)
+    exit_on_failures(result.n_failed, out, result.usage)

@@ -32,8 +32,9 @@ def _csv(value: str) -> list[str]:
 # ------------------------------------------------------------------------ options shared with consistency
 # The backend options of eval-vlm and consistency: one definition each (name and help here, default from
 # medvlm.vlm.options.BackendOptions through _default), turned into config fields by backend_fields().
-Backend = Annotated[str, typer.Option("--backend", help="transformers | openai | mock.")]
-Model = Annotated[str, typer.Option("--model", help="Model folder / hub name, or the served model name.")]
+Backend = Annotated[str, typer.Option("--backend", help="transformers | openai | litellm | mock.")]
+Model = Annotated[str, typer.Option("--model", help="Model folder / hub name, the served model name, or "
+                                    "PROVIDER/NAME (litellm, e.g. anthropic/claude-sonnet-4-5).")]
 BaseUrl = Annotated[list[str], typer.Option("--base-url", help="OpenAI-compatible server (repeatable: "
                                             "requests are spread over all of them).")]
 Scoring = Annotated[str, typer.Option("--scoring", help="generate | logprobs.")]
@@ -51,6 +52,11 @@ Timeout = Annotated[float, typer.Option("--timeout", help="Per-request timeout i
 MaxRetries = Annotated[int, typer.Option("--max-retries")]
 Cache = Annotated[Path | None, typer.Option("--cache", help="Response cache (default RUN/cache.sqlite).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
+Shots = Annotated[int, typer.Option("--shots", help="Few-shot: K labelled examples (class-balanced, from the "
+                                    "training cohort of --fold, same orientation) before each question.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost", help="USD (litellm): send no request once the "
+                                                "next might take this run's spend past it; rerun with a "
+                                                "higher limit to resume.")]
 ExtraBody = Annotated[str | None, typer.Option("--extra-body", help="A JSON object of extra request fields "
                                                "(openai backend), e.g. '{\"top_k\": 40}'.")]
 
@@ -95,7 +101,8 @@ def _default(field: str):
 def backend_fields(*, backend: str, model: str, base_url: list[str], adapter: str | None, scoring: str,
                    structured: str, modalities: str | None, concurrency: int, batch_size: int, device: str,
                    max_new_tokens: int, seed: int | None, timeout: float, max_retries: int,
-                   cache: Path | None, progress: bool, extra_body: str | None = None) -> dict[str, Any]:
+                   cache: Path | None, progress: bool, extra_body: str | None = None,
+                   max_cost: float | None = None) -> dict[str, Any]:
     """The shared command-line options -> :class:`~medvlm.vlm.options.BackendOptions` fields."""
     return {"backend": backend, "model": model, "base_urls": list(base_url), "adapter": adapter,
             "scoring": scoring, "structured": structured,
@@ -103,7 +110,7 @@ def backend_fields(*, backend: str, model: str, base_url: list[str], adapter: st
             "concurrency": concurrency, "batch_size": batch_size, "device": device,
             "max_new_tokens": max_new_tokens, "seed": seed, "timeout_s": timeout, "max_retries": max_retries,
             "cache": str(cache) if cache else None, "progress": progress,
-            "extra_body": _extra_body(extra_body)}
+            "extra_body": _extra_body(extra_body), "max_cost": max_cost}
 
 
 def build_config(cls: type[T], fields: dict[str, Any], *, renames: dict[str, str] | None = None) -> T:
@@ -122,8 +129,15 @@ def build_config(cls: type[T], fields: dict[str, Any], *, renames: dict[str, str
         raise ConfigError(f"{option_name(str(err['loc'][0]), renames)}: {message}") from None
 
 
-def exit_on_failures(n_failed: int, out: Path) -> None:
-    """Exit status 1 (with one line on stderr) when some requests failed after retries."""
+def exit_on_failures(n_failed: int, out: Path, usage: dict[str, Any] | None = None) -> None:
+    """Exit status 1 (with one line on stderr) when some requests failed after retries, or were not
+    asked because ``--max-cost`` was reached (``usage``: run.json's)."""
+    from medvlm.vlm.usage import max_cost_message
+
+    stopped = max_cost_message(usage)
+    if stopped:
+        typer.echo(f"medvlm: {stopped}", err=True)
+        raise typer.Exit(1)
     if n_failed:
         typer.echo(f"medvlm: {n_failed} request(s) failed after retries (see {out / 'failures.csv'}); "
                    "rerun the same command to retry only those", err=True)
@@ -172,6 +186,8 @@ def eval_vlm_cmd(
     artifact: str | None = typer.Option(None, "--artifact", help="KIND:SEVERITY, an MRI artifact applied to "
                                         "each volume before slicing: motion, ghosting, spike or bias-field, "
                                         "severity 0..1 (needs medvlm[controls])."),
+    shots: Shots = 0,
+    max_cost: MaxCost = None,
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -187,12 +203,12 @@ def eval_vlm_cmd(
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
-                            extra_body=extra_body)
+                            extra_body=extra_body, max_cost=max_cost)
     config = build_config(VLMEvalConfig, {
         **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt,
         "cohort": cohort, "fold": fold,
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
-        "artifact": artifact}, renames={"n_boot": "bootstrap"})
+        "artifact": artifact, "shots": shots}, renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=Console(stderr=False))
-    exit_on_failures(result.n_failed, out)
+    exit_on_failures(result.n_failed, out, result.usage)

@@ -20,6 +20,7 @@ from medvlm.consistency.config import (
     decoding_for,
     format_temperature,
     resolve_sampling,
+    shot_sampler,
 )
 from medvlm.consistency.stats import answer_categories, prompt_robustness, summarize_answers, summarize_images
 from medvlm.errors import ConfigError, DataError
@@ -54,6 +55,10 @@ class ConsistencyImage:
     slice_index: int
     label: int | None
     png: bytes = field(repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.patient_id, self.orientation, self.slice_index
 
 
 def _row_label(row: Any) -> int | None:
@@ -173,6 +178,7 @@ class ConsistencyResult:
     notes: list[str]
     elapsed_s: float
     answer_names: dict[str, str] = field(default_factory=dict)  # code -> the task's name for it
+    usage: dict[str, Any] | None = None  # run.json's usage (a backend that reports it)
 
     @property
     def exit_code(self) -> int:
@@ -222,6 +228,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     from medvlm.vlm.engine import ask_images
     from medvlm.vlm.prompts import load_prompt
     from medvlm.vlm.records import csv_text
+    from medvlm.vlm.usage import Usage, run_usage
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -236,6 +243,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     samplings = resolve_sampling(config)
     decodings = [decoding_for(s, config) for s in samplings]
     images = select_images(work, config, task)
+    sampler = shot_sampler(work, config, task, images)
     notes: list[str] = []
     if config.repeats > 1:
         if config.scoring == "logprobs" and config.backend == "transformers":
@@ -251,7 +259,8 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
         "prompts_resolved": [{"name": p.name, "sha": p.sha, "text": p.text} for p in prompts],
         "sampling": [s.model_dump(mode="json") for s in samplings],
         "images": [{"patient_id": im.patient_id, "orientation": im.orientation, "slice_index": im.slice_index,
-                    "label": im.label} for im in images],
+                    "label": im.label, **({"shots": sampler.ids(im.key)} if sampler else {})}
+                   for im in images],
     }
     write_run_info(out, kind="consistency", config=run_config)
 
@@ -259,6 +268,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     rows, failures = [], []
     n_sent = n_cached = 0
+    budget, used = config.budget(), Usage()
     try:
         backend = backend or make_backend(config.backend_config())
         for i_prompt, prompt in enumerate(prompts):
@@ -268,8 +278,12 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                                    decoding=decoding, task=task.for_prompt(prompt), repeats=config.repeats,
                                    cache=cache,
                                    total=len(images) * config.repeats, progress=config.progress,
-                                   description=label)
+                                   description=label, budget=budget,
+                                   shots=None if sampler is None else sampler.for_prompt(
+                                       prompt.text, task.for_prompt(prompt), config.structured,
+                                       key=lambda i: images[i].key))
                 n_sent, n_cached = n_sent + asked.n_sent, n_cached + asked.n_cached
+                used.merge(asked.usage)
                 for a in asked.answers:
                     im, r = images[a.meta], a.response
                     ident = {"patient_id": im.patient_id, "orientation": im.orientation,
@@ -310,10 +324,12 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                      "byte-identical answer: the server or model did not sample (summary.json: "
                      "sampling_effective false); check its generation config, or pass --extra-body")
     write_json_atomic(out / "summary.json", summary)
-    write_run_info(out, kind="consistency", config=run_config)
+    usage = run_usage(backend, used, budget)
+    write_run_info(out, kind="consistency", config=run_config, usage=usage)
     result = ConsistencyResult(out=out, summary=summary, n_calls=len(frame), n_failed=len(failures),
                                n_sent=n_sent, n_cached=n_cached, notes=notes,
-                               elapsed_s=time.monotonic() - start, answer_names=task.answer_names)
+                               elapsed_s=time.monotonic() - start, answer_names=task.answer_names,
+                               usage=usage)
     if console is not None:
         print_summary(result, console)
     return result

@@ -13,12 +13,15 @@ from medvlm.report.runs import RunData, _config_path, load_run
 
 
 def _raw_role(info: Mapping[str, Any]) -> str | None:
-    """The role of an uncalibrated run from its ``run.json`` (``cnn``, ``fine-tuned``, ``general``)."""
+    """The role of an uncalibrated run from its ``run.json`` (``cnn``, ``fine-tuned``, ``few-shot``: a
+    VLM run without adapter shown examples, ``eval-vlm --shots K``; ``general``)."""
     if info.get("kind") == "cnn":
         return "cnn"
     if info.get("kind") == "vlm":
         cfg = info.get("config") or {}
-        return "fine-tuned" if isinstance(cfg, Mapping) and cfg.get("adapter") else "general"
+        if not isinstance(cfg, Mapping):
+            return "general"
+        return "fine-tuned" if cfg.get("adapter") else "few-shot" if cfg.get("shots") else "general"
     return None
 
 
@@ -51,9 +54,10 @@ def calibration_source(run: RunData) -> RunData | None:
 
 
 def vlm_role(run: RunData) -> str | None:
-    """``"cnn"``, ``"fine-tuned"`` (a VLM run whose config has an ``adapter``), ``"general"`` (other VLM
-    runs), ``"calibrated-<role of the run it calibrates>"`` for a calibrated run (``"calibrated"`` when
-    that run is unknown) or None (consistency and fine-tuning runs)."""
+    """``"cnn"``, ``"fine-tuned"`` (a VLM run whose config has an ``adapter``), ``"few-shot"`` (a VLM run
+    with ``shots`` > 0 and no adapter), ``"general"`` (other VLM runs), ``"calibrated-<role of the run it
+    calibrates>"`` for a calibrated run (``"calibrated"`` when that run is unknown) or None (consistency
+    and fine-tuning runs)."""
     if run.kind in ("cnn", "vlm"):
         return _raw_role({"kind": run.kind, "config": run.info.get("config")})
     if run.kind == "calibrated":

@@ -24,6 +24,7 @@ from medvlm.vlm.options import BackendOptions
 from medvlm.vlm.prompts import Prompt, load_prompt
 from medvlm.vlm.records import call_frame, csv_text
 from medvlm.vlm.types import Decoding
+from medvlm.vlm.usage import run_usage
 
 if TYPE_CHECKING:
     from medvlm.tasks.base import Task
@@ -36,7 +37,8 @@ class VLMEvalConfig(BackendOptions):
     """Resolved settings of one ``eval-vlm`` run (recorded in ``run.json``; no secrets).
 
     The backend, model and request fields come from :class:`~medvlm.vlm.options.BackendOptions`.
-    ``temperature``/``top_p`` None: the model's / server's own default.
+    ``temperature``/``top_p`` None: the model's / server's own default. ``shots``: K labelled examples of
+    the training cohort of ``fold`` before each question (:mod:`medvlm.vlm.fewshot`; 0 = zero-shot).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
@@ -55,6 +57,7 @@ class VLMEvalConfig(BackendOptions):
     boot_seed: int = 0
     image: str = "real"  # real | none | blank | noise | tumour-masked (medvlm.data.controls)
     artifact: str | None = None  # KIND:SEVERITY, e.g. motion:0.5
+    shots: int = Field(0, ge=0)  # few-shot examples per question, from the training cohort of fold
 
     @field_validator("orientations")
     @classmethod
@@ -125,6 +128,7 @@ class EvalResult:
     n_sent: int
     n_cached: int
     elapsed_s: float
+    usage: dict[str, Any] | None = None  # run.json's usage (a backend that reports it)
 
     @property
     def exit_code(self) -> int:
@@ -257,8 +261,9 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     ``metrics.json``'s ``n_calls``; ``raw`` verbatim except carriage returns, written as newlines so that
     an answer stays one CSV record -- count records with a CSV reader, not lines with ``wc -l``;
     ``choice`` empty when unparsed; one probability column per answer code and
-    ``mass`` = their probability mass under log-prob scoring), ``failures.csv`` (calls that
-    failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
+    ``mass`` = their probability mass under log-prob scoring; with ``shots`` > 0 a last column ``shots``:
+    the call's examples as ``patient_id:orientation:slice_index`` joined by ``;``), ``failures.csv`` (calls
+    that failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
     or ``units.csv`` (slice unit: one row per slice), ``n_failed`` appended, ``predictions.csv`` (all
     orientations combined), ``predictions_<orientation>.csv``, ``metrics.json`` and ``run.json``.
     Returns an :class:`EvalResult` whose ``exit_code`` is 1 when some requests failed (they are retried
@@ -272,6 +277,7 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     from medvlm.data.slices import parse_modalities, unit_images
     from medvlm.runinfo import write_run_info
     from medvlm.tasks import work_task
+    from medvlm.vlm.fewshot import make_sampler
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -283,6 +289,11 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
+    sampler = make_sampler(work, config.shots, task=task, cohort=config.cohort, fold=config.fold,
+                           evaluated=cohort.patient_ids, orientations=orientations,
+                           selection=config.slices or "",
+                           modalities=parse_modalities(config.modalities), image=config.image,
+                           artifact=config.artifact, seed=config.seed or 0, manifest=manifest)
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**config.record(), "reducer": reducer, "prompt_name": prompt.name,
                   "prompt_sha": prompt.sha, "prompt_text": prompt.text, "work": str(work.resolve()),
@@ -294,18 +305,23 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
                                 image=config.image, artifact=config.artifact, seed=config.seed or 0)
     own_backend = backend is None
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
+    budget = config.budget()
     try:
         backend = backend or make_backend(config.backend_config())
         asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
                            repeats=config.repeats, cache=cache,
                            total=None if total is None else total * config.repeats,
-                           progress=config.progress, description="eval-vlm")
+                           progress=config.progress, description="eval-vlm", budget=budget,
+                           shots=None if sampler is None else sampler.for_prompt(prompt.text, task,
+                                                                                 decoding.structured))
     finally:
         cache.close()
         if own_backend and backend is not None:
             backend.close()
 
     calls, failures = _call_frames(asked.answers, order, orientations, task)
+    if sampler is not None:
+        calls = sampler.add_column(calls)
     parts, table = _reduce(calls, failures, units, task=task, reducer=reducer,
                            tie_break=task.tie_break_label(config.tie_break), orientations=orientations)
     write_text_atomic(out / "slices.csv", csv_text(calls))
@@ -336,10 +352,11 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     if task.unit != "patient":
         metrics["unit"], metrics["n_units"] = task.unit, len(units)
     write_json_atomic(out / "metrics.json", metrics)
-    write_run_info(out, kind="vlm", config=run_config)
+    usage = run_usage(backend, asked.usage, budget)
+    write_run_info(out, kind="vlm", config=run_config, usage=usage)
     result = EvalResult(out=out, metrics=metrics, n_calls=len(calls), n_unparsed=n_unparsed,
                         n_failed=len(failures), n_sent=asked.n_sent, n_cached=asked.n_cached,
-                        elapsed_s=time.monotonic() - start)
+                        elapsed_s=time.monotonic() - start, usage=usage)
     if console is not None:
         print_summary(result, console)
     return result
@@ -348,6 +365,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
 def print_summary(result: EvalResult, console: Any) -> None:
     """A rich table: per orientation n, parsed share, accuracy, recall, specificity, F1, AUC [95 % CI]."""
     from rich.table import Table
+
+    from medvlm.vlm.usage import usage_line
 
     def fmt(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -372,5 +391,7 @@ def print_summary(result: EvalResult, console: Any) -> None:
     if combined.get("n_abstained"):
         console.print(f"abstained: {combined['n_abstained']} unit(s) without a class vote get no prediction "
                       f"(coverage {fmt(combined.get('coverage'))})")
+    if result.usage:
+        console.print(usage_line(result.usage))
     if result.metrics.get("n_truncated"):
         console.print(f"note: {result.metrics['n_truncated']} answer(s) were cut at --max-new-tokens")

@@ -14,20 +14,23 @@ from pydantic import ConfigDict, Field
 
 from medvlm.vlm._secrets import redact_record, redact_url
 from medvlm.vlm.backends import BackendConfig
+from medvlm.vlm.usage import Budget
 
 
 class BackendOptions(BackendConfig):
     """Backend, model and request settings (the API key comes from ``OPENAI_API_KEY``, never from here).
 
     - reaching the model: the fields of :class:`~medvlm.vlm.backends.BackendConfig` (``backend``
-      transformers | openai | mock, ``model``, ``adapter``, ``base_urls``, ``device``, ``dtype``,
+      transformers | openai | litellm | mock, ``model``, ``adapter``, ``base_urls``, ``device``, ``dtype``,
       ``batch_size``, ``concurrency``, ``timeout_s``, ``max_retries``, ``backoff_s``, ``max_backoff_s``);
     - asking it: ``scoring`` (generate | logprobs), ``structured`` (none | choice | json),
       ``modalities`` (one, or four for a 2x2 montage), ``max_new_tokens``, ``seed`` (base sampling seed,
       request seed = seed + repeat index; None = send none);
     - ``extra_body``: extra JSON fields of every request (openai backend; e.g. a server's own sampling
       switch), part of the cache key;
-    - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar).
+    - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar);
+    - ``max_cost`` (USD; a backend that reports cost, ``litellm``): no request is sent once the next one
+      might take the run's spend past it (:class:`~medvlm.vlm.usage.Budget`); None = no limit.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
@@ -40,11 +43,19 @@ class BackendOptions(BackendConfig):
     extra_body: dict[str, Any] = Field(default_factory=dict)  # sent as is to an OpenAI-compatible server
     cache: str | None = None  # default RUN/cache.sqlite
     progress: bool = True
+    max_cost: float | None = Field(None, gt=0)
+
+    def budget(self) -> Budget | None:
+        """The ``--max-cost`` budget of one run (None without a limit)."""
+        return None if self.max_cost is None else Budget(self.max_cost)
 
     def record(self) -> dict[str, Any]:
         """The options as run.json records them: JSON, with credentials in a ``--base-url`` and the values
         of secret-named ``extra_body`` fields masked (:func:`~medvlm.vlm._secrets.redact_record`)."""
-        return redact_record(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data.get("max_cost") is None:  # no limit: recorded as before the option existed
+            data.pop("max_cost", None)
+        return redact_record(data)
 
     def backend_config(self) -> BackendConfig:
         """The plain :class:`~medvlm.vlm.backends.BackendConfig` part that
