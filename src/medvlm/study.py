@@ -55,9 +55,10 @@ class _Stage:
 
 # ------------------------------------------------------------------------------------------- stages
 def _zero_shot_as_before(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` without ``shots: 0`` (the default), so zero-shot runs keep the fingerprints they had
-    before few-shot existed."""
-    return {k: v for k, v in fields.items() if not (k == "shots" and v == 0)}
+    """``fields`` without ``shots: 0``, ``limit: None`` and ``max_cost: None`` (the defaults), so runs
+    without them keep the fingerprints they had before those options existed."""
+    defaults = {"shots": 0, "limit": None, "max_cost": None}
+    return {k: v for k, v in fields.items() if not (k in defaults and v == defaults[k])}
 
 
 def _fields(run: Any, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:

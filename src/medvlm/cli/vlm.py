@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from medvlm.cli._app import app, out_folder
+from medvlm.cli._app import FOLD_HELP, app, out_folder, parse_fold
 
 T = TypeVar("T")
 
@@ -39,19 +39,24 @@ BaseUrl = Annotated[list[str], typer.Option("--base-url", help="OpenAI-compatibl
                                             "requests are spread over all of them).")]
 Scoring = Annotated[str, typer.Option("--scoring", help="generate | logprobs.")]
 Structured = Annotated[str, typer.Option("--structured", help="none | choice | json.")]
-Fold = Annotated[int, typer.Option("--fold")]
+Fold = Annotated[str, typer.Option("--fold", help=FOLD_HELP)]
 Modalities = Annotated[str | None, typer.Option("--modalities", help="Comma list of the task's modalities "
                                                  "(several: a 2x2 montage); default: the task's.")]
 Concurrency = Annotated[int, typer.Option("--concurrency", help="Requests in flight (openai).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size (transformers).")]
 Adapter = Annotated[str | None, typer.Option("--adapter", help="PEFT adapter folder (transformers).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps (transformers).")]
-MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")]
 Seed = Annotated[int, typer.Option("--seed", help="Sampling seed (request seed = seed + repeat).")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds (openai).")]
-MaxRetries = Annotated[int, typer.Option("--max-retries")]
+MaxRetries = Annotated[int, typer.Option("--max-retries", help="Retries of a failed request (connection "
+                                         "errors, 408, 429, 5xx; openai).")]
 Cache = Annotated[Path | None, typer.Option("--cache", help="Response cache (default RUN/cache.sqlite).")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="A progress bar on stderr "
+                                          "(never in a log file).")]
+Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N patients of the cohort, "
+                                           "in its order in splits.json (as lmms-eval's --limit); recorded "
+                                           "in run.json.")]
 Shots = Annotated[int, typer.Option("--shots", help="Few-shot: K labelled examples (class-balanced, from the "
                                     "training cohort of --fold, same orientation) before each question.")]
 MaxCost = Annotated[float | None, typer.Option("--max-cost", help="USD (litellm): send no request once the "
@@ -159,7 +164,7 @@ def eval_vlm_cmd(
     scoring: Scoring = _default("scoring"),
     structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all."),
-    fold: Fold = 0,
+    fold: Fold = "0",
     slices: str | None = typer.Option(None, "--slices", help="tumour | all | central:K (default: the task's, "
                                       "tumour for brats-grading)."),
     modalities: Modalities = None,
@@ -172,8 +177,8 @@ def eval_vlm_cmd(
     tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): where a "
                                          "vote tie goes (default: the positive class)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
-    temperature: float = typer.Option(0.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature (0: greedy)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the top-p probability mass."),
     seed: Seed = _default("seed"),
     timeout: Timeout = _default("timeout_s"),
     max_retries: MaxRetries = _default("max_retries"),
@@ -181,6 +186,7 @@ def eval_vlm_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0: none)."),
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
+    limit: Limit = None,
     image: str = typer.Option("real", "--image", help="What the model is shown: real | none (the prompt "
                               "alone) | blank | noise | tumour-masked (controls)."),
     artifact: str | None = typer.Option(None, "--artifact", help="KIND:SEVERITY, an MRI artifact applied to "
@@ -195,8 +201,7 @@ def eval_vlm_cmd(
     written from the answers received; rerun the same command to retry only the failures), 2 on a user
     error.
     """
-    from rich.console import Console
-
+    from medvlm._console import make_console
     from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
@@ -206,9 +211,9 @@ def eval_vlm_cmd(
                             extra_body=extra_body, max_cost=max_cost)
     config = build_config(VLMEvalConfig, {
         **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt,
-        "cohort": cohort, "fold": fold,
+        "cohort": cohort, "fold": parse_fold(fold, cohort=cohort, command="eval-vlm", shots=shots),
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
-        "artifact": artifact, "shots": shots}, renames={"n_boot": "bootstrap"})
-    result = evaluate_vlm(work, out, config, console=Console(stderr=False))
+        "artifact": artifact, "shots": shots, "limit": limit}, renames={"n_boot": "bootstrap"})
+    result = evaluate_vlm(work, out, config, console=make_console())
     exit_on_failures(result.n_failed, out, result.usage)

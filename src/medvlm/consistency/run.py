@@ -88,6 +88,7 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
     from medvlm.data.slices import AXIS, load_canonical, parse_modalities, patient_slices
     from medvlm.registry import did_you_mean
     from medvlm.tasks import get_task
+    from medvlm.vlm.options import first_patients
 
     task = get_task(task)
     config = config.for_task(task)
@@ -107,6 +108,7 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
                 raise DataError(f"--patient {pid}: skipped by prepare ({reason}); pick another patient")
     else:
         ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
+    ids = first_patients(ids, config.limit)  # --limit N: the first N (None: all)
     axis = AXIS[config.orientation]
     letter = "xyz"[axis]
     unit_labels: dict[tuple[str, int], int] = {}
@@ -425,8 +427,7 @@ def print_summary(result: ConsistencyResult, console: Any) -> None:
                   f"agreement {fmt(s['agreement'])}, "
                   f"entropy {fmt(s['entropy'])} bits, flip rate {fmt(s['flip_rate'])}, Fleiss' kappa "
                   f"{fmt(s['fleiss_kappa'])}, consensus accuracy {fmt(s['consensus_accuracy'])}, expected "
-                  f"accuracy {fmt(s['expected_accuracy'])}")
-    console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), failed "
-                  f"{result.n_failed}, {result.elapsed_s:.1f} s")
+                  f"accuracy {fmt(s['expected_accuracy'])}; calls {result.n_calls} (sent {result.n_sent}, "
+                  f"from cache {result.n_cached}), failed {result.n_failed}, {result.elapsed_s:.1f} s")
     for note in result.notes:
         console.print(f"note: {note}")

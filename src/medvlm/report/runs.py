@@ -294,7 +294,8 @@ def _config_path(run: RunData, key: str) -> Path | None:
 
 
 def _valid_predictions(run: RunData, name: str = "predictions.csv") -> Any:
-    """``predictions.csv`` validated with :func:`medvlm.metrics.read_predictions`, or None (+ problem)."""
+    """``predictions.csv`` validated with :func:`medvlm.metrics.read_predictions` (labels of the run's
+    task: 0/1, or 0..K-1), or None (+ problem)."""
     from medvlm.metrics import read_predictions
 
     key = f"pred:{name}"
@@ -303,7 +304,7 @@ def _valid_predictions(run: RunData, name: str = "predictions.csv") -> Any:
     df = None
     if name in run.files:
         try:
-            df = read_predictions(run.path / name)
+            df = read_predictions(run.path / name, n_classes=run_task(run).n_classes)
         except DataError as exc:
             run.problems.append(str(exc))
     run.cache[key] = df

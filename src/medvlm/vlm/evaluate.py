@@ -200,7 +200,8 @@ def _call_frames(answers: list[Answer], order: dict[str, int], orientations: lis
     return ordered(call_frame(rows, task)), ordered(pd.DataFrame(failures, columns=FAILURE_COLUMNS))
 
 
-def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str, Any]:
+def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int, task: Task | None = None
+             ) -> dict[str, Any]:
     """Metrics of one set of predictions (one orientation, or combined), through the one shared path
     (:func:`medvlm.predictions.predictions_metrics`; bootstrap clustered by patient for slice units),
     plus the call counts behind them."""
@@ -210,7 +211,7 @@ def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = predictions_metrics(units, n_boot=n_boot, seed=seed)
+        out = predictions_metrics(units, n_boot=n_boot, seed=seed, task=task)
     n_calls = len(calls)
     n_unparsed = int(calls["choice"].isna().sum())
     out.update({"n_calls": n_calls, "n_unparsed": n_unparsed, "n_failed": n_failed,
@@ -272,12 +273,13 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     import pandas as pd
 
     from medvlm._io import write_json_atomic, write_text_atomic
-    from medvlm.aggregate import COMBINED
+    from medvlm.aggregate import COMBINED, class_score_columns
     from medvlm.data.cohorts import cohort_units, load_cohort, read_manifest
     from medvlm.data.slices import parse_modalities, unit_images
     from medvlm.runinfo import write_run_info
     from medvlm.tasks import work_task
     from medvlm.vlm.fewshot import make_sampler
+    from medvlm.vlm.options import first_patients
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -286,6 +288,9 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     task = task.for_prompt(prompt)  # a prompt with other answer digits: read them back as the same answers
     orientations = list(config.orientations or [])
     cohort = load_cohort(work, config.cohort, fold=config.fold)
+    if config.limit is not None:  # --limit N: the first N patients of the cohort
+        keep = first_patients(cohort.patient_ids, config.limit)
+        cohort = type(cohort)(cohort.name, keep, cohort.labels[:len(keep)])
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
@@ -328,16 +333,17 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     write_text_atomic(out / "failures.csv", csv_text(failures))
     table_file = "patients.csv" if task.unit == "patient" else "units.csv"
     write_text_atomic(out / table_file, table.to_csv(index=False))
-    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:]]
+    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:], *class_score_columns(task)]
     metrics_by_name = {}
     for name, (part, sub_calls, n_failed) in parts.items():
         preds = pd.DataFrame({**{k: part[k] for k in ["patient_id", *task.unit_keys]},
                               "cohort": config.cohort, "label": part["label"], "pred": part["pred"],
-                              "score": part["score"]}, columns=columns)
+                              "score": part["score"], **{c: part[c] for c in class_score_columns(task)}},
+                             columns=columns)
         target = "predictions.csv" if name == COMBINED else f"predictions_{name}.csv"
         write_text_atomic(out / target, preds.to_csv(index=False))
         metrics_by_name[name] = _metrics(preds, sub_calls, n_failed, n_boot=config.n_boot,
-                                         seed=config.boot_seed)
+                                         seed=config.boot_seed, task=task)
 
     n_unparsed = int(calls["choice"].isna().sum())
     metrics = {
