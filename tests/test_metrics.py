@@ -164,7 +164,7 @@ def test_percentile_interval_is_the_central_quantiles_of_the_documented_resample
 
 
 def test_percentile_interval_of_known_values():
-    from medvlm.metrics import _percentile_ci
+    from medvlm.intervals import percentile_interval as _percentile_ci
 
     values = np.arange(1001.0)  # quantile q of 0..1000 is 1000 q
     assert _percentile_ci(values, 0.05) == [25.0, 975.0]
@@ -462,7 +462,7 @@ def _textbook_bca(values, estimate, jack, alpha):
 def test_bca_interval_matches_scipy():
     from scipy.stats import bootstrap
 
-    from medvlm.metrics import _bca_ci
+    from medvlm.intervals import bca_interval as _bca_ci
 
     x = np.random.default_rng(1).exponential(size=30)  # skewed: z0 and the acceleration are not 0
     jack = np.array([np.delete(x, i).mean() for i in range(x.size)])
@@ -477,7 +477,8 @@ def test_bca_interval_matches_scipy():
 
 
 def test_bca_edges():
-    from medvlm.metrics import _bca_ci, _percentile_ci
+    from medvlm.intervals import bca_interval as _bca_ci
+    from medvlm.intervals import percentile_interval as _percentile_ci
 
     skewed = np.array([0.1, 0.2, 0.25, 0.3, 0.9])  # jackknife values with acceleration
     values = np.array([0.0, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 1.0])  # ties at the estimate 0.5

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from medvlm.call_stats import compare_answers, read_calls
 from medvlm.cli import invoke
 from medvlm.errors import DataError
-from medvlm.stats import StatsWarning, compare_answers, read_calls
+from medvlm.stats import StatsWarning
 
 #: six calls; A and B agree on 4 (1/1, 0/0, unparsed/unparsed, 0/0)
 A = ["1", "1", "0", "", "1", "0"]

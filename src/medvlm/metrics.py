@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medvlm.errors import ConfigError, DataError
+from medvlm.intervals import bca_interval, clip_metric_ci, percentile_interval
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -219,39 +220,6 @@ def binary_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | None
     return out
 
 
-def _percentile_ci(values: np.ndarray, alpha: float) -> list[float] | None:
-    ok = values[~np.isnan(values)]
-    if ok.size == 0:
-        return None
-    lo, hi = np.quantile(ok, [alpha / 2, 1 - alpha / 2])
-    return [float(lo), float(hi)]
-
-
-def _bca_ci(values: np.ndarray, estimate: float, jack: np.ndarray, alpha: float) -> list[float] | None:
-    """Bias-corrected and accelerated interval (Efron 1987); falls back to percentile if degenerate."""
-    from scipy.stats import norm
-
-    ok = values[~np.isnan(values)]
-    jk = jack[~np.isnan(jack)]
-    if ok.size == 0:
-        return None
-    if math.isnan(estimate) or jk.size < 3:
-        return _percentile_ci(values, alpha)
-    prop = (np.sum(ok < estimate) + 0.5 * np.sum(ok == estimate)) / ok.size
-    if prop <= 0 or prop >= 1:
-        return _percentile_ci(values, alpha)
-    z0 = norm.ppf(prop)
-    d = jk.mean() - jk
-    den = 6.0 * (np.sum(d**2) ** 1.5)
-    a = float(np.sum(d**3) / den) if den > 0 else 0.0
-    z = norm.ppf([alpha / 2, 1 - alpha / 2])
-    adj = norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
-    if not np.all(np.isfinite(adj)):
-        return _percentile_ci(values, alpha)
-    lo, hi = np.quantile(ok, adj)
-    return [float(lo), float(hi)]
-
-
 def cluster_groups(n: int, clusters: ArrayLike | None) -> list[np.ndarray]:
     """The row indices a bootstrap draws together: one group per row (``clusters`` None), else one group
     per distinct cluster id (e.g. the patient of each slice), groups in sorted id order, rows in order.
@@ -337,9 +305,9 @@ def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | N
         if n_nan > 0:
             skipped.append(f"{m}: {n_nan}")
         if method == "bca":
-            out[f"{m}_ci"] = _bca_ci(col, float(estimate[j]), jack[:, j], alpha)
+            out[f"{m}_ci"] = clip_metric_ci(m, bca_interval(col, float(estimate[j]), jack[:, j], alpha))
         else:
-            out[f"{m}_ci"] = _percentile_ci(col, alpha)
+            out[f"{m}_ci"] = clip_metric_ci(m, percentile_interval(col, alpha))
     if skipped:
         warnings.warn(f"bootstrap: resamples where a metric was undefined were left out ({', '.join(skipped)}"
                       f" of {int(n_boot)})", MetricWarning, stacklevel=2)

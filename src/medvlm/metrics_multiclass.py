@@ -40,12 +40,11 @@ from typing import Any
 import numpy as np
 
 from medvlm.errors import ConfigError, DataError
+from medvlm.intervals import bca_interval, clip_metric_ci, percentile_interval
 from medvlm.metrics import (
     BOOTSTRAP_METHODS,
     MetricWarning,
-    _bca_ci,
     _none_if_nan,
-    _percentile_ci,
     auc_score,
     cluster_groups,
 )
@@ -323,8 +322,8 @@ def bootstrap_multiclass(labels: Any, preds: Any, probs: Any = None, *, n_classe
         n_nan = int(np.isnan(col).sum())
         if n_nan:
             skipped.append(f"{m}: {n_nan}")
-        out[f"{m}_ci"] = (_bca_ci(col, float(estimate[j]), jack[:, j], alpha) if method == "bca"
-                          else _percentile_ci(col, alpha))
+        out[f"{m}_ci"] = clip_metric_ci(m, bca_interval(col, float(estimate[j]), jack[:, j], alpha)
+                                        if method == "bca" else percentile_interval(col, alpha))
     if skipped:
         warnings.warn(f"bootstrap: resamples where a metric was undefined were left out ({', '.join(skipped)}"
                       f" of {int(n_boot)})", MetricWarning, stacklevel=2)

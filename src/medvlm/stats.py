@@ -12,6 +12,9 @@ Conventions: labels 0 and 1 (1 the positive class); scores increase with class 1
 - :func:`delong_test` compares two correlated ROC AUCs (DeLong, DeLong & Clarke-Pearson 1988) with
   the fast midrank algorithm of Sun & Xu (2014); it reproduces pROC's ``roc.test(method="delong")``.
 - :func:`delong_ci` is the DeLong interval of one AUC (pROC's default ``ci.auc``).
+
+Every interval is kept inside the possible range (:mod:`medvlm.intervals`). The agreement of two per-call
+answer tables (slices.csv) is :mod:`medvlm.call_stats`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medvlm.errors import ConfigError, DataError
+from medvlm.intervals import DIFFERENCE_RANGE, UNIT_RANGE, clip_interval
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -108,7 +112,7 @@ def paired_difference_ci(b: int, c: int, n: int, *, confidence: float = 0.95) ->
     p12, p21 = (b + 1) / (n + 2), (c + 1) / (n + 2)
     d = p12 - p21
     half = _z(confidence) * math.sqrt(max(p12 + p21 - d * d, 0.0) / (n + 2))
-    return [max(-1.0, d - half), min(1.0, d + half)]
+    return clip_interval([d - half, d + half], *DIFFERENCE_RANGE)
 
 
 # ----------------------------------------------------------------------------------------------- DeLong
@@ -173,7 +177,7 @@ def delong_ci(labels: Any, scores: Any, *, confidence: float = 0.95) -> dict[str
     auc = float(aucs[0])
     se = math.sqrt(max(float(cov[0, 0]), 0.0))
     z = _z(confidence)
-    return {"auc": auc, "se": se, "ci": [max(0.0, auc - z * se), min(1.0, auc + z * se)]}
+    return {"auc": auc, "se": se, "ci": clip_interval([auc - z * se, auc + z * se], *UNIT_RANGE)}
 
 
 def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float = 0.95) -> dict[str, Any]:
@@ -210,7 +214,7 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, *, confidence: float 
                       StatsWarning, stacklevel=2)
         z, p = None, None
     # a zero standard error is no certainty: the data cannot estimate the spread (no interval)
-    ci = [max(-1.0, diff - zq * se), min(1.0, diff + zq * se)] if se > 1e-15 else None
+    ci = clip_interval([diff - zq * se, diff + zq * se], *DIFFERENCE_RANGE) if se > 1e-15 else None
     return {"n": int(y.size), "auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "auc_diff": diff, "se": se,
             "auc_diff_ci": ci, "z": z, "p": p}
 
@@ -309,101 +313,3 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
     out.update(auc_a=dl["auc_a"], auc_b=dl["auc_b"], auc_diff=dl["auc_diff"], auc_diff_ci=dl["auc_diff_ci"],
                delong_z=dl["z"], delong_p=dl["p"])
     return out
-
-
-# ------------------------------------------------------------------------------------ per-call answer files
-#: the key of one model call in a per-call table (``slices.csv``, ``consistency.csv``)
-CALL_KEYS = ["patient_id", "orientation", "slice_index", "repeat"]
-#: the category of an answer that could not be parsed (an empty ``choice``)
-UNPARSED = "unparsed"
-
-
-def is_call_table(columns: Any) -> bool:
-    """Whether a CSV header is a per-call table: :data:`CALL_KEYS` and ``choice``."""
-    return set(CALL_KEYS + ["choice"]) <= {str(c).strip() for c in columns}
-
-
-def read_calls(path: Any) -> pd.DataFrame:
-    """A per-call table (``patient_id,orientation,slice_index,repeat,choice,...``) as strings, ``choice``
-    normalised to the answer code (``"1"``) or :data:`UNPARSED` for an empty cell; DataError naming the
-    file for a missing column or a call that appears twice."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if not is_call_table(df.columns):
-        missing = [c for c in [*CALL_KEYS, "choice"] if c not in df.columns]
-        raise DataError(f"{path}: missing column {missing[0]!r}: a per-call table (slices.csv) has "
-                        f"{', '.join([*CALL_KEYS, 'choice'])}")
-    df = df[[*CALL_KEYS, "choice"]].apply(lambda s: s.str.strip())
-
-    def category(value: str) -> str:
-        if value == "":
-            return UNPARSED
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return str(int(number)) if number.is_integer() else value
-
-    df["choice"] = df["choice"].map(category)
-    dup = df.duplicated(CALL_KEYS, keep=False)
-    if dup.any():
-        first = df[dup].iloc[0]
-        raise DataError(f"{path}: the call {'/'.join(first[k] for k in CALL_KEYS)} ({', '.join(CALL_KEYS)}) "
-                        f"appears {int(dup.sum())} times; one row per call is expected (a consistency run "
-                        "with several prompts or temperatures: compare runs of one prompt and temperature)")
-    return df
-
-
-def compare_answers(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A",
-                    name_b: str = "B") -> dict[str, Any]:
-    """How often two runs give the same answer to the same call (from :func:`read_calls`).
-
-    Pairs the calls on ``patient_id, orientation, slice_index, repeat`` (DataError when a call is in one
-    table only, naming how many). An unparsed answer is a category of its own. Returns ``n`` (paired
-    calls), ``n_patients``, ``agreement`` (share of calls with the same answer), ``flip_rate``
-    (1 - agreement), ``kappa`` (Cohen's kappa, scikit-learn; None with a :class:`StatsWarning` when it
-    is undefined, e.g. both runs gave one and the same answer throughout), ``categories`` and
-    ``confusion`` (``{answer in A: {answer in B: count}}``).
-
-    >>> import pandas as pd
-    >>> rows = lambda choices: pd.DataFrame({"patient_id": ["P1"] * 4, "orientation": "axial",
-    ...     "slice_index": ["1", "2", "3", "4"], "repeat": "0", "choice": choices})
-    >>> r = compare_answers(rows(["1", "1", "0", "unparsed"]), rows(["1", "0", "0", "unparsed"]))
-    >>> r["n"], r["agreement"], r["flip_rate"], round(r["kappa"], 4)
-    (4, 0.75, 0.25, 0.6364)
-    """
-    from sklearn.metrics import cohen_kappa_score
-
-    ka = a.set_index(CALL_KEYS)["choice"]
-    kb = b.set_index(CALL_KEYS)["choice"]
-    only_a, only_b = ka.index.difference(kb.index), kb.index.difference(ka.index)
-    if len(only_a) or len(only_b):
-        parts = [f"{len(ids)} only in {who} (first: {'/'.join(map(str, ids[0]))})"
-                 for who, ids in ((name_a, only_a), (name_b, only_b)) if len(ids)]
-        raise DataError(f"the two per-call tables do not hold the same calls ({', '.join(CALL_KEYS)}): "
-                        + "; ".join(parts))
-    if ka.empty:
-        raise DataError(f"{name_a} and {name_b}: no calls to compare")
-    kb = kb.loc[ka.index]
-    ca, cb = ka.to_numpy(dtype=str), kb.to_numpy(dtype=str)
-    categories = sorted(set(ca) | set(cb))
-    agreement = float(np.mean(ca == cb))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kappa = float(cohen_kappa_score(ca, cb, labels=categories))
-    if not math.isfinite(kappa):
-        warnings.warn(f"Cohen's kappa is undefined: both runs gave the answer(s) {categories} with chance "
-                      "agreement 1", StatsWarning, stacklevel=2)
-    confusion = {x: {y: int(((ca == x) & (cb == y)).sum()) for y in categories} for x in categories}
-    return {"n": int(ca.size), "n_patients": int(ka.index.get_level_values("patient_id").nunique()),
-            "agreement": agreement, "flip_rate": 1.0 - agreement,
-            "kappa": kappa if math.isfinite(kappa) else None, "categories": categories,
-            "confusion": confusion, "unit": "call"}

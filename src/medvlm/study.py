@@ -20,19 +20,8 @@ from typing import Any
 
 from medvlm.experiment import TINY_MODEL, ExperimentConfig, fingerprint
 from medvlm.predictions import summarise_test_cohort
-
-
-@dataclass
-class StageRecord:
-    """What one stage did: ``status`` (done; reused: finished before with the same inputs, so skipped;
-    incomplete: finished with failed requests), seconds, a JSON-able summary, outputs."""
-
-    name: str
-    fingerprint: str = ""
-    status: str = "done"
-    seconds: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
+from medvlm.study_data import _stage_data, _stage_prepare, _stage_split, _stage_tiny
+from medvlm.study_paths import StageRecord, _Paths
 
 
 @dataclass
@@ -64,119 +53,7 @@ class _Stage:
     outputs_exist: Callable[[], bool]
 
 
-class _Paths:
-    """Where each stage reads and writes, and how names in the config resolve to paths."""
-
-    def __init__(self, config: ExperimentConfig, out: Path, base_dir: Path) -> None:
-        self.config, self.out, self.base = config, out, base_dir
-        self.data = out / "data" if config.data.synthetic else self.resolve(config.data.path)
-        self.work = out / "work"
-        self.runs = out / "runs"
-        self.tiny = out / "models" / "tiny-vlm"
-
-    def resolve(self, value: str | None) -> Path:
-        path = Path(str(value)).expanduser()
-        return path if path.is_absolute() else (self.base / path).resolve()
-
-    def model(self, name: str) -> str:
-        """``tiny`` -> the stand-in model folder; an existing relative path -> absolute; else unchanged."""
-        if name == TINY_MODEL:
-            return str(self.tiny)
-        candidate = self.resolve(name)
-        return str(candidate) if candidate.exists() else name
-
-    def prompt(self, prompt: str | None) -> str | None:
-        """A prompt file relative to the experiment file -> its path; a built-in name (or None: the
-        task's default) as is."""
-        if prompt is None:
-            return None
-        if "/" in prompt or prompt.endswith((".txt", ".md")):
-            return str(self.resolve(prompt))
-        return prompt
-
-    def run(self, name: str) -> Path:
-        return self.runs / name
-
-    def task(self) -> str:
-        """The config's task: a registered name, or a task file (relative to the data folder when it is
-        there, as a synthetic cohort's ``cxr.yaml``, else to the experiment file)."""
-        task = self.config.task
-        if not task.lower().endswith((".yaml", ".yml")) or Path(task).is_absolute():
-            return task
-        in_data = self.data / task
-        return str(in_data if in_data.is_file() else self.resolve(task))
-
-
 # ------------------------------------------------------------------------------------------- stages
-def _stage_data(p: _Paths, progress: bool) -> StageRecord:
-    from medvlm.data.brats import discover
-
-    cfg = p.config.data
-    if cfg.synthetic is not None and cfg.synthetic.kind == "cxr":
-        from medvlm.data.synth_cxr import synth_cxr
-
-        images = synth_cxr(p.data, patients=cfg.synthetic.patients, seed=cfg.synthetic.seed,
-                           size=cfg.synthetic.size)
-        return StageRecord("data", summary={
-            "source": "synthetic cxr", "patients": cfg.synthetic.patients, "images": len(images),
-            "lesion": sum(i.label for i in images), "size": cfg.synthetic.size},
-            outputs={"data": str(p.data)})
-    if cfg.synthetic is None and p.config.task.lower().endswith((".yaml", ".yml")):  # images, not BraTS
-        if not p.data.is_dir():
-            from medvlm.errors import DataError
-
-            raise DataError(f"data.path {p.data}: no such folder")
-        return StageRecord("data", summary={"source": str(p.data)}, outputs={"data": str(p.data)})
-    if cfg.synthetic is not None:
-        from medvlm.data.synth import synth_cohort
-
-        infos = synth_cohort(p.data, patients=cfg.synthetic.patients, lgg_fraction=cfg.synthetic.lgg_fraction,
-                             seed=cfg.synthetic.seed, size=cfg.synthetic.size, progress=progress)
-        grades = [i.grade for i in infos]
-        return StageRecord("data", summary={
-            "source": "synthetic", "patients": len(grades), "hgg": grades.count("HGG"),
-            "lgg": grades.count("LGG"), "atypical": sum(bool(i.atypical) for i in infos),
-            "size": cfg.synthetic.size}, outputs={"data": str(p.data)})
-    training, _grades, patients = discover(p.data)
-    return StageRecord("data", summary={"source": str(training), "patient_folders": len(patients)},
-                       outputs={"data": str(training)})
-
-
-def _stage_prepare(p: _Paths, progress: bool) -> StageRecord:
-    from medvlm.tasks import prepare_work
-
-    cfg = p.config.prepare
-    result = prepare_work(p.data, p.work, p.task(), shape=cfg.shape, workers=cfg.workers,
-                          margin_mm=cfg.margin_mm, progress=progress)
-    return StageRecord("prepare", summary={
-        "ok": result.n_ok, "skipped": result.n_skipped, "reused": result.n_reused,
-        "shape": "x".join(map(str, cfg.shape)), "skipped_reasons": dict(result.skipped())},
-        outputs={"manifest": str(p.work / "manifest.csv")})
-
-
-def _stage_split(p: _Paths, progress: bool) -> StageRecord:
-    import warnings
-
-    from medvlm.data.split import make_split
-
-    cfg = p.config.split
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        split = make_split(p.work, test_fraction=cfg.test_fraction, folds=cfg.folds, seed=cfg.seed)
-    return StageRecord("split", summary={
-        "test": len(split["test"]), "folds": [f"{len(f['train'])}/{len(f['val'])}" for f in split["folds"]],
-        "warnings": [str(w.message) for w in caught]}, outputs={"splits": str(p.work / "splits.json")})
-
-
-def _stage_tiny(p: _Paths, progress: bool) -> StageRecord:
-    from medvlm.vlm.tiny import make_tiny_vlm
-
-    make_tiny_vlm(p.tiny, seed=0)
-    return StageRecord("tiny-vlm", summary={"note": "tiny randomly initialised Llama-3.2-Vision "
-                       "architecture: a stand-in for a real VLM, its answers mean nothing"},
-                       outputs={"model": str(p.tiny)})
-
-
 def _zero_shot_as_before(fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` without ``shots: 0``, ``limit: None`` and ``max_cost: None`` (the defaults), so runs
     without them keep the fingerprints they had before those options existed."""
@@ -281,12 +158,12 @@ def _stage_consistency(p: _Paths, run: Any, progress: bool) -> StageRecord:
 
 def _stage_report(p: _Paths, run_names: list[str], progress: bool) -> StageRecord:
     from medvlm.report.html import build_report
-    from medvlm.study_sections import study_sections
+    from medvlm.report.work_sections import study_sections
 
     runs = [p.run(n) for n in run_names if (p.run(n) / "run.json").is_file()]
     target = p.out / p.config.report.file
     build_report(runs, target, title=p.config.report.title,
-                 extra_sections=study_sections(p.config, p.out, p.work, runs))
+                 extra_sections=study_sections(runs, config=p.config))
     return StageRecord("report", summary={"runs": len(runs)}, outputs={"report": str(target)})
 
 

@@ -1,10 +1,11 @@
-"""The study-level sections of the report that ``medvlm run`` / ``medvlm demo`` add.
+"""The study-level parts of the report, built from run files and the work folder they name.
 
 Cohort table (patients per label per split), a plain-language summary of what the numbers say,
 limitations, reproducibility (versions, git revision, seeds, config) and the CLAIM checklist items the
 run records can fill. Everything is built from files on disk; every string is escaped by
 :func:`medvlm.report.html.html_table` or by the report's plain-text sections. Class names, the
-reference standard and the task's own limitations come from the work folder's task.
+reference standard and the task's own limitations come from the work folder's task. Which sections a
+report gets, per work folder, is :mod:`medvlm.report.work_sections`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from medvlm.report.html import Section, html_table, load_run, test_cohort_predictions
+from medvlm.report.html import load_run, test_cohort_predictions
 
 GENERIC_LIMITATIONS = (
     "A run on the synthetic cohort or with the tiny random stand-in VLM shows that the pipeline works; "
@@ -127,7 +128,8 @@ def calibration_line(path: Path, m: dict[str, Any], task: Any,
     (sensitivity (HGG) from 1.00 to 0.80); fine-tuning reached 0.55 (vlm-lora)." (fine-tuning named for a
     general VLM only); n_fit and the method from calibration.json, the numbers from both runs'
     test-cohort predictions."""
-    from medvlm.report.runs import _read_json, calibration_source, vlm_role
+    from medvlm.report.roles import calibration_source, vlm_role
+    from medvlm.report.runs import _read_json
 
     run = load_run(path)
     cal = _read_json(run, "calibration.json")
@@ -237,7 +239,7 @@ def plain_summary(runs: list[Path]) -> str:
     return "\n\n".join(lines)
 
 
-def reproducibility_rows(runs: list[Path], config: Any) -> list[dict[str, Any]]:
+def reproducibility_rows(runs: list[Path]) -> list[dict[str, Any]]:
     """One row per run: kind, git revision, key package versions and seeds, from ``run.json``."""
     from medvlm.runinfo import read_run_info
 
@@ -257,8 +259,44 @@ def reproducibility_rows(runs: list[Path], config: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]]:
-    """The CLAIM (Checklist for AI in Medical Imaging) items that the run records can fill."""
+def _prepare_record(work: Path) -> dict[str, Any]:
+    """``WORK/prepare.json`` (what prepare recorded: data folder, shape, margin), {} when absent."""
+    try:
+        record = json.loads((work / "prepare.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _data_facts(work: Path, config: Any) -> tuple[str, str]:
+    """(data source, preprocessing) in the CLAIM table's words: from the experiment config of ``medvlm
+    run``/``demo``, else from what ``prepare`` recorded in the work folder."""
+    from medvlm.tasks import work_task
+
+    task = work_task(work)
+    if config is not None:
+        data = config.data
+        if data.synthetic:
+            synth = data.synthetic
+            source = f"synthetic BraTS-layout cohort ({synth.patients} patients, seed {synth.seed})"
+        else:
+            source = f"BraTS 2020 training data at {data.path}"
+        return source, task.preprocessing.format(margin_mm=config.prepare.margin_mm,
+                                                 shape="x".join(map(str, config.prepare.shape)))
+    record = _prepare_record(work)
+    source = (f"data prepared from {record['data']}" if record.get("data")
+              else "not recorded in the work folder (prepare.json)")
+    try:
+        prep = task.preprocessing.format(margin_mm=float(record["margin_mm"]),
+                                         shape="x".join(str(int(v)) for v in record["shape"]))
+    except (KeyError, TypeError, ValueError):
+        prep = "not recorded in the work folder (prepare.json)"
+    return source, prep
+
+
+def claim_rows(work: Path, runs: list[Path], config: Any = None) -> list[dict[str, str]]:
+    """The CLAIM (Checklist for AI in Medical Imaging) items that the run records can fill, for the runs
+    made from ``work`` (``config``: the experiment's, when ``medvlm run``/``demo`` made them)."""
     from medvlm.data.cohorts import read_manifest, read_splits
     from medvlm.tasks import work_task
 
@@ -267,12 +305,7 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
     splits = read_splits(work)
     n_ok = int((manifest["status"] == "ok").sum())
     n_skip = len(manifest) - n_ok
-    data = config.data
-    if data.synthetic:
-        synth = data.synthetic
-        source = f"synthetic BraTS-layout cohort ({synth.patients} patients, seed {synth.seed})"
-    else:
-        source = f"BraTS 2020 training data at {data.path}"
+    source, preprocessing = _data_facts(work, config)
     from medvlm.report.controls import control_names
 
     loaded = [load_run(r) for r in runs]
@@ -287,9 +320,7 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
         {"item": "Data partitions", "filled from the run records":
             f"patient-level, stratified: test {len(splits['test'])} patients, {len(splits['folds'])} folds "
             f"over the rest (seed {splits.get('seed')}); no patient in two cohorts (checked)"},
-        {"item": "Preprocessing", "filled from the run records":
-            task.preprocessing.format(margin_mm=config.prepare.margin_mm,
-                                      shape="x".join(map(str, config.prepare.shape)))},
+        {"item": "Preprocessing", "filled from the run records": preprocessing},
         {"item": "Models", "filled from the run records": ", ".join(kinds)},
         {"item": "Metrics", "filled from the run records":
             "accuracy, precision, recall, specificity, F1, balanced accuracy, MCC, AUC with 95% bootstrap "
@@ -305,30 +336,8 @@ def claim_rows(config: Any, work: Path, runs: list[Path]) -> list[dict[str, str]
     ]
 
 
-def _cohort_caption(work: Path) -> str:
+def cohort_caption(work: Path) -> str:
     from medvlm.tasks import work_task
 
     unit = work_task(work).unit
     return "Patients per label in each cohort" if unit == "patient" else f"Patients, and {unit}s per label"
-
-
-def study_sections(config: Any, out: Path, work: Path, runs: list[Path]) -> list[Section]:
-    """The study-level sections for :func:`medvlm.report.html.build_report` (cohorts first)."""
-    from medvlm.vlm._secrets import redact_record
-
-    sections = [
-        Section(title="Cohorts", position="start", anchor="cohorts",
-                html=html_table(cohort_rows(work), caption=_cohort_caption(work))),
-        Section(title="What the numbers say", position="start", anchor="plain-summary",
-                text=plain_summary(runs)),
-        Section(title="Limitations", text=limitations(work), anchor="limitations"),
-        Section(title="Reproducibility", anchor="reproducibility",
-                html=html_table(reproducibility_rows(runs, config))
-                + html_table([{"experiment config (JSON)": json.dumps(
-                    redact_record(config.model_dump(mode="json")))}])),
-        Section(title="CLAIM checklist (items the run records fill)", anchor="claim",
-                html=html_table(claim_rows(config, work, runs))),
-    ]
-    if config.description:
-        sections.insert(0, Section(title="About this run", position="start", text=config.description))
-    return sections

@@ -80,9 +80,11 @@ def test_calibrated_section_row_and_order(study):
     cells = re.findall(r"<td>([^<]*)", row)
     metrics = json.loads((study["cal"] / "metrics.json").read_text())
     assert metrics["ece"] == pytest.approx(0.25) and metrics["brier"] == pytest.approx(0.18125)
-    # n, counts, accuracy .. AUC, ECE, Brier
-    assert cells == ["8", "4/0/3/1", "0.875", "1.000", "0.800", "1.000", "0.889", "0.900", "0.775", "0.867",
-                     "0.250", "0.181"]
+    # n, then AUC and MCC (leading), the parsed share (empty: no VLM answers), balanced accuracy,
+    # sensitivity, specificity, accuracy, precision, F1, ECE, Brier, counts
+    assert re.findall(r'<td class="lead-metric">([^<]*)', row) == ["0.867", "0.775"]
+    assert '<td class="parsed"></td>' in row
+    assert cells == ["8", "0.900", "0.800", "1.000", "0.875", "1.000", "0.889", "0.250", "0.181", "4/0/3/1"]
     assert '<td class="l">test</td>' in row
     section = _run_section(html, "vlm-cal")
     for fact in ("<th>method</th><td>none (scores as they were; threshold only)</td>",
@@ -173,7 +175,8 @@ def test_abstentions_show_coverage_in_the_n_cell(study, tmp_path):
     calibrate(study["fit"], study["general"], tmp_path / "cal-abstain", method="none", threshold="youden",
               abstain_below=0.5)
     html = render_report([study["general"], tmp_path / "cal-abstain"], n_boot=0)
-    assert '<td>4<span class="ci">+4 abstained, coverage 0.50</span></td><td>4/0/0/0</td>' in html
+    assert '<td>4<span class="ci">+4 abstained, coverage 0.50</span></td>' in html
+    assert "<td>4/0/0/0</td>" in html
     assert "<th>abstains below confidence</th><td>0.500</td>" in html
 
 

@@ -211,6 +211,8 @@ def test_cross_validation_mean_and_sd_share_the_cell_layout(tmp_path):
     html = render_report([run], n_boot=0)
     row = html[html.index('<td class="l">cross-validation</td>'):]
     row = row[:row.index("</tr>")]
-    cells = re.findall(r"<td>([^<]*)(?:<span class=\"ci\">([^<]*)</span>)?</td>", row)
-    # n, counts, then accuracy .. AUC, ECE, Brier: mean above, ± SD below (no value: an en dash)
-    assert cells[2] == ("0.900", "± 0.100") and cells[10] == ("0.125", "± 0.025") and cells[11] == ("–", "")
+    cells = re.findall(r"<td(?: class=\"[a-z-]+\")?>([^<]*)(?:<span class=\"ci\">([^<]*)</span>)?</td>", row)
+    # subset, n, AUC, MCC, parsed, balanced accuracy, sensitivity, specificity, accuracy, precision, F1, ECE,
+    # Brier, counts: mean above, ± SD below (no value: an en dash)
+    assert cells[8] == ("0.900", "± 0.100") and cells[11] == ("0.125", "± 0.025") and cells[12] == ("–", "")
+    assert cells[2] == ("–", "") and cells[4] == ("", "")  # AUC without a mean; no parsed share for a CNN

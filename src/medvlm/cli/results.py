@@ -50,6 +50,16 @@ def _resamples(value: int) -> int:
     return value
 
 
+def _few_patients_warning(df: object) -> None:
+    """Warn (one line on stderr) when a class of the scored rows has few patients
+    (:mod:`medvlm.small_samples`)."""
+    from medvlm.small_samples import class_patient_counts, few_patients_warnings
+
+    ids = df["patient_id"] if "patient_id" in df.columns else None  # type: ignore[attr-defined]
+    for text in few_patients_warnings(class_patient_counts(df["label"], ids)):  # type: ignore[index]
+        warnings.warn(text, UserWarning, stacklevel=2)
+
+
 @app.command("metrics")
 def metrics_cmd(
     predictions: Path = typer.Argument(..., help="CSV with label,pred[,score] (score: P(label 1)), e.g. a "
@@ -92,6 +102,7 @@ def metrics_cmd(
 
         df = abstain_below(df, abstain, source=str(predictions))
     with _warnings_to_stderr():
+        _few_patients_warning(df)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
                                      source=str(predictions), task=classes if k > 2 else None)
     if as_json:
@@ -300,8 +311,8 @@ def _header(path: Path) -> list[str]:
 def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
     """``compare`` on two per-call tables (slices.csv): print the answer agreement and return True;
     False when neither file is one (patient-level compare); DataError when only one is."""
+    from medvlm.call_stats import compare_answers, is_call_table, read_calls
     from medvlm.errors import DataError
-    from medvlm.stats import compare_answers, is_call_table, read_calls
 
     calls = [is_call_table(_header(p)) for p in (a, b)]
     if not any(calls):
@@ -336,12 +347,14 @@ def report_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
                                   help="Bootstrap resamples for CIs the run files do not already hold."),
 ) -> None:
-    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details). A run
-    folder without run.json, with a run.json status other than complete, or without its final files
+    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details), with the
+    study sections (cohorts, summary, limitations, reproducibility) of the work folder each run names. A
+    run folder without run.json, with a run.json status other than complete, or without its final files
     (predictions.csv, ...) is named on stderr and left out."""
     from medvlm.cli._runs import finished_runs
     from medvlm.errors import DataError
     from medvlm.report.html import build_report
+    from medvlm.report.work_sections import study_sections
 
     kept, left_out = finished_runs(list(runs))
     if not kept:
@@ -349,5 +362,5 @@ def report_cmd(
     for run, why in left_out:
         print(f"medvlm: warning: left out of the report: {run}: {why}", file=sys.stderr)
     with _warnings_to_stderr():
-        path = build_report(kept, out, title=title, n_boot=bootstrap)
+        path = build_report(kept, out, title=title, n_boot=bootstrap, extra_sections=study_sections(kept))
     print(f"wrote {path}")

@@ -29,6 +29,8 @@ from medvlm.report.controls import (
 )
 from medvlm.report.format import _ci_text, _p, fmt
 from medvlm.report.runs import RunData, run_task
+from medvlm.report.sample_notes import paired_class_counts, paired_verdicts
+from medvlm.report.summary import test_cohort_predictions
 
 
 # ----------------------------------------------------------------------------------------------- verdicts
@@ -223,6 +225,14 @@ def _cell(value: Any, ci: Any = None, digits: int = 3) -> dict[str, str]:
     return {"v": fmt(value, digits), "ci": _ci_text(ci)}
 
 
+def _paired_counts(reference: RunData, control: RunData) -> dict[int, int]:
+    """Patients per class among the test units both runs answered ({} when either has none)."""
+    try:
+        return paired_class_counts(test_cohort_predictions(reference), test_cohort_predictions(control))
+    except (DataError, KeyError):
+        return {}
+
+
 def controls_view(runs: Sequence[RunData], *, anchors: Mapping[str, str] | None = None, n_boot: int = 1000,
                   seed: int = 0) -> dict[str, Any]:
     """What the template's controls section shows: ``groups``, one per reference run with controls, each
@@ -266,12 +276,18 @@ def controls_view(runs: Sequence[RunData], *, anchors: Mapping[str, str] | None 
                 call_rows.append([{"v": c.label}, link(c.run.name),
                                   {"v": f"not paired: {calls}", "cls": "wrap-text"}, *([{"v": ""}] * 5)])
             if isinstance(paired, dict):
-                tests = [_cell(paired["accuracy_diff"], paired.get("accuracy_diff_ci")),
-                         {"v": _p(paired["mcnemar_p"]),
-                          "cls": "sig" if (paired["mcnemar_p"] or 1) < 0.05 else ""},
-                         _cell(paired["auc_diff"], paired.get("auc_diff_ci")),
-                         {"v": _p(paired["delong_p"]),
-                          "cls": "sig" if (paired["delong_p"] or 1) < 0.05 else ""}]
+                v = paired_verdicts(paired, _paired_counts(ref, c.run), task.classes)
+
+                def p_cell(which: str, v: dict[str, Any] = v, paired: dict[str, Any] = paired
+                           ) -> dict[str, str]:
+                    if v[f"{which}_few"]:  # too few to test: said so, the p-value beneath, no highlight
+                        why = v[f"{which}_why"]
+                        p_text = _p(paired[f"{which}_p"])
+                        return {"v": v["too_few"], "ci": f"{why}; p = {p_text}", "cls": "few"}
+                    return {"v": _p(paired[f"{which}_p"]), "cls": "sig" if v[f"{which}_sig"] else ""}
+
+                tests = [_cell(paired["accuracy_diff"], paired.get("accuracy_diff_ci")), p_cell("mcnemar"),
+                         _cell(paired["auc_diff"], paired.get("auc_diff_ci")), p_cell("delong")]
             else:
                 tests = [{"v": f"not compared: {paired}", "cls": "wrap-text"}, *([{"v": ""}] * 3)]
             patient_rows.append([{"v": c.label}, link(c.run.name), *metric_cells(c.run), *tests])
@@ -316,7 +332,8 @@ def controls_view(runs: Sequence[RunData], *, anchors: Mapping[str, str] | None 
                          "rows": patient_rows, "left": {0, 1},
                          "note": "95% bootstrap CIs below each estimate; differences: reference minus "
                                  "control (positive: the reference did better), McNemar and DeLong as in the "
-                                 "paired tests above, p below 0.05 in green."},
+                                 "paired tests above: p below 0.05 in green where enough patients make it a "
+                                 "test, else \"too few to test\"."},
             "curves": curves, "figures": figures,
         })
     return {"groups": groups, "same": SAME, "some": SOME} if groups else {}

@@ -9,7 +9,7 @@ repeats, decoding), as must the task and the test cohort's patients. The referen
 its run on the real image without an artifact, with the task's default prompt where there is one.
 
 For each control the section shows (a) how often its answers agree with the reference's, call by call
-(:func:`medvlm.stats.compare_answers` on the two ``slices.csv``: agreement, flip rate, Cohen's kappa),
+(:func:`medvlm.call_stats.compare_answers` on the two ``slices.csv``: agreement, flip rate, Cohen's kappa),
 (b) both runs' patient-level metrics with McNemar and DeLong paired tests
 (:func:`medvlm.stats.compare_predictions`, A = the reference), (c) for each artifact kind a robustness
 curve, accuracy and AUC with their 95% CIs against the severity (severity 0 = the reference), and (d) one
@@ -187,7 +187,7 @@ def control_names(runs: Sequence[RunData]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------- comparisons
 def _calls(run: RunData) -> Any:
-    from medvlm.stats import read_calls
+    from medvlm.call_stats import read_calls
 
     if "calls" not in run.cache:
         try:
@@ -202,11 +202,11 @@ def _calls(run: RunData) -> Any:
 
 
 def call_agreement(reference: RunData, control: RunData) -> dict[str, Any]:
-    """:func:`medvlm.stats.compare_answers` of the two runs' ``slices.csv`` (A = the reference), plus
+    """:func:`medvlm.call_stats.compare_answers` of the two runs' ``slices.csv`` (A = the reference), plus
     ``top_a``/``top_b`` (each run's most frequent answer code, with ``share_a``/``share_b``) and
     ``swapped`` (the share of the calls both answered with a class, 0 or 1, whose class differs).
     Raises DataError when the calls cannot be paired."""
-    from medvlm.stats import compare_answers
+    from medvlm.call_stats import compare_answers
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,9 +14,13 @@ Library use (the study code adds its own sections)::
                  extra_sections=[Section("Plain-language summary", text="...", position="start"),
                                  Section("Cohort", html=html_table(rows))])
 
-Layout: :mod:`medvlm.report.runs` reads run folders, :mod:`medvlm.report.summary` builds the summary
-table and the paired tests, :mod:`medvlm.report.sections` holds the part of a run's section that
+Layout: :mod:`medvlm.report.runs` reads run folders, :mod:`medvlm.report.roles` gives each run its role
+and the report order, :mod:`medvlm.report.work` the work folder it was made from,
+:mod:`medvlm.report.summary` builds the summary table and the paired tests (:mod:`medvlm.report.sample_notes`:
+few patients, "too few to test"), :mod:`medvlm.report.sections` holds the part of a run's section that
 depends on its kind (one module per kind), :mod:`medvlm.report.format` the shared formatting helpers.
+The study sections (cohorts, plain summary, limitations, reproducibility, CLAIM items) come from
+:mod:`medvlm.report.work_sections`, which ``medvlm report``, ``run`` and ``demo`` pass as extra sections.
 """
 
 from __future__ import annotations
@@ -32,18 +36,9 @@ from medvlm.errors import DataError
 from medvlm.report.control_verdicts import controls_view
 from medvlm.report.controls import control_names
 from medvlm.report.format import _figure, _slug, fmt, html_table
-from medvlm.report.runs import (
-    RUN_FILES,
-    ReportWarning,
-    RunData,
-    _model_name,
-    _unique_names,
-    load_run,
-    order_runs,
-    role_badge,
-    run_task,
-    vlm_role,
-)
+from medvlm.report.roles import _model_name, order_runs, role_badge, vlm_role
+from medvlm.report.runs import RUN_FILES, ReportWarning, RunData, _unique_names, load_run, run_task
+from medvlm.report.sample_notes import few_patient_notes
 from medvlm.report.sections import RUN_SECTIONS
 from medvlm.report.sections.consistency import consistency_overview
 from medvlm.report.subgroups import subgroups_view
@@ -54,6 +49,7 @@ from medvlm.report.summary import (
     summary_rows,
     test_cohort_predictions,
 )
+from medvlm.small_samples import MIN_CLASS_PATIENTS, MIN_DISCORDANT
 
 __all__ = [
     "RUN_FILES",
@@ -154,6 +150,18 @@ def _label_legend(runs: Sequence[RunData]) -> tuple[str, str, str]:
     return text, "the positive class", "the negative class"
 
 
+def _test_cohorts(runs: Sequence[RunData]) -> list[tuple[str, Any, Any]]:
+    """(name, test-cohort predictions, class names) of every classifier run that has them."""
+    out = []
+    for r in runs:
+        if r.kind in CLASSIFIER_KINDS:
+            try:
+                out.append((r.name, test_cohort_predictions(r), run_task(r).classes))
+            except DataError:
+                continue
+    return out
+
+
 def _overview_figures(runs: Sequence[RunData], positive: str) -> list[dict[str, str]]:
     """The ROC curves and the risk-coverage curves of all scored classifier runs on the test cohort."""
     from medvlm.report import calibration_figures as CF
@@ -214,6 +222,7 @@ def render_report(
     for row in summary:
         row["control"] = controls.get(row["run"], "")
     pairs = paired_tests(data, controls=controls)
+    few_patients = few_patient_notes(_test_cohorts(data))
     overview_figures = _overview_figures(data, positive)
     details = [
         {"run": r, "anchor": f"run-{i}-{_slug(r.name)}", **_run_details(r)} for i, r in enumerate(data)
@@ -242,6 +251,9 @@ def render_report(
         runs=data,
         details=details,
         summary=summary,
+        few_patients=few_patients,
+        min_discordant=MIN_DISCORDANT,
+        min_class=MIN_CLASS_PATIENTS,
         metric_names=[n for _, n in SUMMARY_METRICS],
         pairs=pairs,
         key_pairs=[p for p in pairs if p["key"]],

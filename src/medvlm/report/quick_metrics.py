@@ -24,17 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from medvlm.intervals import clip_metric_ci, percentile_interval
+
 #: the metrics these tables show (``recall`` is the sensitivity)
 READ_METRICS = ("accuracy", "recall", "specificity", "auc")
-
-
-def _percentile(values: np.ndarray, confidence: float) -> list[float] | None:
-    ok = values[~np.isnan(values)]
-    if ok.size == 0:
-        return None
-    alpha = 1 - confidence
-    lo, hi = np.quantile(ok, [alpha / 2, 1 - alpha / 2])
-    return [float(lo), float(hi)]
 
 
 def bootstrap_cis(labels: Any, preds: Any, scores: Any = None, *, clusters: Any = None, n_boot: int = 1000,
@@ -79,7 +72,8 @@ def bootstrap_cis(labels: Any, preds: Any, scores: Any = None, *, clusters: Any 
             wp, wn = w[:, pos & scored], w[:, neg & scored]
             values["auc"] = np.einsum("bi,ij,bj->b", wp, wins, wn) / (wp.sum(axis=1) * wn.sum(axis=1))
     for m, v in values.items():
-        out[f"{m}_ci"] = _percentile(np.where(np.isfinite(v), v, np.nan), confidence)
+        finite = np.where(np.isfinite(v), v, np.nan)
+        out[f"{m}_ci"] = clip_metric_ci(m, percentile_interval(finite, 1 - confidence))
     return out
 
 

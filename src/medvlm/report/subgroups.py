@@ -20,7 +20,8 @@ from typing import Any
 
 from medvlm.errors import DataError
 from medvlm.report.format import _ci_text, fmt
-from medvlm.report.runs import RunData, _config_path, calibration_source, run_task
+from medvlm.report.runs import RunData, run_task
+from medvlm.report.work import run_work
 
 #: a subgroup with fewer patients than this (or one class only) shows no metric
 MIN_PATIENTS = 10
@@ -29,15 +30,6 @@ ALL = "all test patients"
 #: (manifest-derived column, heading)
 GROUPINGS = (("source", "Contributing collection"), ("age_band", "Age band (years)"))
 TOO_SMALL = "too small to read"
-
-
-def run_work(run: RunData) -> Path | None:
-    """The work folder a classifier run was evaluated on (``config.work``; for a calibrated run, that of
-    the run it calibrates), or None when its run.json names none."""
-    if run.kind == "calibrated":
-        source = calibration_source(run)
-        return run_work(source) if source is not None and source.kind != "calibrated" else None
-    return _config_path(run, "work")
 
 
 def patient_subgroups(work: Path) -> Any:

@@ -15,27 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.errors import DataError
+from medvlm.intervals import clip_metric_ci
 from medvlm.report.format import _ci_text, _p, fmt
-from medvlm.report.runs import (
-    RunData,
-    _model_name,
-    _read_csv,
-    _read_json,
-    _valid_predictions,
-    calibration_source,
-    role_badge,
-    vlm_role,
-)
+from medvlm.report.roles import _model_name, calibration_source, role_badge, vlm_role
+from medvlm.report.runs import RunData, _read_csv, _read_json, _valid_predictions, run_task
+from medvlm.report.sample_notes import paired_class_counts, paired_verdicts
+from medvlm.report.work import different_work, same_folder
 
+#: the summary table's metric columns, the answer first: AUC and MCC lead, the rest follow
 SUMMARY_METRICS = (
-    ("accuracy", "Accuracy"),
-    ("precision", "Precision"),
+    ("auc", "AUC"),
+    ("mcc", "MCC"),
+    ("balanced_accuracy", "Bal. acc."),
     ("recall", "Sensitivity"),
     ("specificity", "Specificity"),
+    ("accuracy", "Accuracy"),
+    ("precision", "Precision"),
     ("f1", "F1"),
-    ("balanced_accuracy", "Bal. acc."),
-    ("mcc", "MCC"),
-    ("auc", "AUC"),
     ("ece", "ECE"),
     ("brier", "Brier"),
 )
@@ -70,19 +66,23 @@ KEY_COMPARISONS = (
 
 
 # ------------------------------------------------------------------------------------------ metric rows
-def _cell(value: Any, ci: Any) -> dict[str, str]:
-    """A metric cell: the estimate, and below it its CI, or the ± SD of a mean over folds."""
+def _cell(key: str, value: Any, ci: Any) -> dict[str, str]:
+    """A metric cell: the estimate, and below it its CI (kept inside the metric's possible range, also
+    for a metrics.json written before intervals were clipped), or the ± SD of a mean over folds."""
     if isinstance(value, Mapping) and "mean" in value:
         sd = value.get("std", value.get("sd"))
         return {"value": fmt(value["mean"]), "ci": f"± {fmt(sd)}" if sd is not None else ""}
-    return {"value": fmt(value), "ci": _ci_text(ci)}
+    return {"value": fmt(value), "ci": _ci_text(clip_metric_ci(key, ci))}
 
 
 def _metric_cells(m: Mapping[str, Any]) -> list[dict[str, str]]:
-    return [_cell(m.get(key), m.get(f"{key}_ci")) for key, _ in SUMMARY_METRICS]
+    return [_cell(key, m.get(key), m.get(f"{key}_ci")) for key, _ in SUMMARY_METRICS]
 
 
-def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str, *, lead: bool = True,
+         parsed: str = "") -> dict[str, Any]:
+    """One row of the summary table; ``lead``: in the table itself (False: folded away with the per-fold
+    rows); ``parsed``: the share of the VLM's answers that could be parsed ("" for other kinds)."""
     n = m.get("n")
     counts = "/".join(fmt(m.get(k)) for k in ("tp", "fp", "tn", "fn")) if "tp" in m else ""
     return {
@@ -98,6 +98,8 @@ def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str) -> dict[s
         "counts": counts,
         "cells": _metric_cells(m),
         "source": source,
+        "lead": lead,
+        "parsed": parsed,
     }
 
 
@@ -129,58 +131,110 @@ def summary_rows(run: RunData, *, n_boot: int = 1000, seed: int = 0) -> list[dic
     return rows
 
 
-def _summary_rows(run: RunData, *, n_boot: int, seed: int) -> list[dict[str, Any]]:
+def _cnn_test_row(run: RunData, metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The CNN's test-cohort row from ``metrics.json``'s ``test`` (the figure ``train-cnn`` prints and the
+    paired tests use: with several folds, the ensemble of the fold models), or None."""
+    test = metrics.get("test")
+    if not _looks_like_metrics(test):
+        return None
+    folds = metrics.get("folds")
+    k = len(folds) if isinstance(folds, Mapping) else 0
+    subset = f"test · ensemble of {k} folds" if k > 1 else "test"
+    return _row(run, subset, test, "metrics.json")
+
+
+def _cnn_rows(run: RunData, metrics: Any, n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """The CNN's test-cohort row first, then the cross-validation rows; each fold's own rows (train, val,
+    test) folded away (``lead`` False)."""
     rows: list[dict[str, Any]] = []
+    if isinstance(metrics, Mapping) and isinstance(metrics.get("folds"), Mapping):
+        test_row = _cnn_test_row(run, metrics)
+        for fold, cohorts in metrics["folds"].items():
+            if not isinstance(cohorts, Mapping):
+                continue
+            for cohort in sorted(cohorts, key=lambda c: (COHORT_ORDER + (c,)).index(c)):
+                if _looks_like_metrics(cohorts[cohort]):
+                    label = cohort if len(metrics["folds"]) == 1 else f"fold {fold} · {cohort}"
+                    rows.append(_row(run, label, cohorts[cohort], "metrics.json", lead=test_row is None))
+        cv = metrics.get("cv")
+        if _looks_like_metrics(cv):
+            rows.append(_row(run, "cross-validation", cv, "metrics.json"))
+        elif isinstance(cv, Mapping):
+            for key, val in cv.items():
+                if _looks_like_metrics(val):
+                    rows.append(_row(run, f"cross-validation · {key}", val, "metrics.json"))
+        if rows or test_row is not None:
+            return ([test_row] if test_row is not None else []) + rows
+    df = _valid_predictions(run)
+    if df is None:
+        return rows
+    keys = [c for c in ("fold", "cohort") if c in df.columns]
+    groups = df.groupby(keys, sort=False) if keys else [((), df)]
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        values = dict(zip(keys, key, strict=True))
+        label = " · ".join(f"fold {v}" if k == "fold" else str(v) for k, v in values.items())
+        lead = str(values.get("cohort", "test")) == "test"
+        metrics = _frame_metrics(part, n_boot, seed)
+        rows.append(_row(run, label or "all", metrics, "predictions.csv", lead=lead))
+    rows.sort(key=lambda r: not r["lead"])  # stable: the test cohort first
+    return rows
+
+
+def parsed_shares(run: RunData) -> dict[str, str]:
+    """``{orientation: "97%"}`` (and ``combined``: all calls): the share of the VLM's calls whose answer
+    could be parsed, from slices.csv (or metrics.json's ``n_calls``/``n_unparsed`` for ``combined``)."""
+    slices = _read_csv(run, "slices.csv")
+    out: dict[str, str] = {}
+    if slices is not None and "choice" in slices.columns and len(slices):
+        parsed = slices["choice"].notna()
+        if "orientation" in slices.columns:
+            for o, part in parsed.groupby(slices["orientation"].astype(str), sort=False):
+                out[str(o)] = f"{100 * part.mean():.0f}%"
+        out["combined"] = f"{100 * parsed.mean():.0f}%"
+        return out
+    metrics = _read_json(run, "metrics.json")
+    if isinstance(metrics, Mapping):
+        calls, unparsed = metrics.get("n_calls"), metrics.get("n_unparsed")
+        if isinstance(calls, int) and isinstance(unparsed, int) and calls > 0:
+            out["combined"] = f"{100 * (calls - unparsed) / calls:.0f}%"
+    return out
+
+
+def _vlm_rows(run: RunData, metrics: Any, n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """The VLM's patient-level (``combined``) row first, then one per orientation, each with its parsed
+    share."""
+    rows: list[dict[str, Any]] = []
+    parsed = parsed_shares(run)
+    order = ("combined",) + tuple(o for o in ORIENTATION_ORDER if o != "combined")
+    if isinstance(metrics, Mapping) and isinstance(metrics.get("orientations"), Mapping):
+        ors = metrics["orientations"]
+        for o in sorted(ors, key=lambda o: (order + (o,)).index(o)):
+            if _looks_like_metrics(ors[o]):
+                rows.append(_row(run, o, ors[o], "metrics.json", parsed=parsed.get(o, "")))
+        if rows:
+            return rows
+    pats = _read_csv(run, "patients.csv")
+    if pats is not None and {"orientation", "label", "pred"} <= set(pats.columns):
+        for o, part in pats.groupby("orientation", sort=False):
+            part = part[part["pred"].notna()]
+            if len(part):
+                rows.append(_row(run, str(o), _frame_metrics(part, n_boot, seed), "patients.csv",
+                                 parsed=parsed.get(str(o), "")))
+    df = _valid_predictions(run)
+    if df is not None and not any(r["subset"] == "combined" for r in rows):
+        subset = "combined" if rows else "all"
+        rows.insert(0, _row(run, subset, _frame_metrics(df, n_boot, seed), "predictions.csv",
+                            parsed=parsed.get("combined", "")))
+    return rows
+
+
+def _summary_rows(run: RunData, *, n_boot: int, seed: int) -> list[dict[str, Any]]:
     metrics = _read_json(run, "metrics.json")
     if run.kind == "cnn":
-        if isinstance(metrics, Mapping) and isinstance(metrics.get("folds"), Mapping):
-            for fold, cohorts in metrics["folds"].items():
-                if not isinstance(cohorts, Mapping):
-                    continue
-                for cohort in sorted(cohorts, key=lambda c: (COHORT_ORDER + (c,)).index(c)):
-                    if _looks_like_metrics(cohorts[cohort]):
-                        label = cohort if len(metrics["folds"]) == 1 else f"fold {fold} · {cohort}"
-                        rows.append(_row(run, label, cohorts[cohort], "metrics.json"))
-            cv = metrics.get("cv")
-            if _looks_like_metrics(cv):
-                rows.append(_row(run, "cross-validation", cv, "metrics.json"))
-            elif isinstance(cv, Mapping):
-                for key, val in cv.items():
-                    if _looks_like_metrics(val):
-                        rows.append(_row(run, f"cross-validation · {key}", val, "metrics.json"))
-            if rows:
-                return rows
-        df = _valid_predictions(run)
-        if df is not None:
-            keys = [c for c in ("fold", "cohort") if c in df.columns]
-            groups = df.groupby(keys, sort=False) if keys else [((), df)]
-            for key, part in groups:
-                key = key if isinstance(key, tuple) else (key,)
-                label = " · ".join(
-                    f"fold {v}" if k == "fold" else str(v) for k, v in zip(keys, key, strict=True)
-                )
-                rows.append(_row(run, label or "all", _frame_metrics(part, n_boot, seed), "predictions.csv"))
-        return rows
+        return _cnn_rows(run, metrics, n_boot, seed)
     if run.kind == "vlm":
-        if isinstance(metrics, Mapping) and isinstance(metrics.get("orientations"), Mapping):
-            ors = metrics["orientations"]
-            for o in sorted(ors, key=lambda o: (ORIENTATION_ORDER + (o,)).index(o)):
-                if _looks_like_metrics(ors[o]):
-                    rows.append(_row(run, o, ors[o], "metrics.json"))
-            if rows:
-                return rows
-        pats = _read_csv(run, "patients.csv")
-        if pats is not None and {"orientation", "label", "pred"} <= set(pats.columns):
-            for o, part in pats.groupby("orientation", sort=False):
-                part = part[part["pred"].notna()]
-                if len(part):
-                    rows.append(_row(run, str(o), _frame_metrics(part, n_boot, seed), "patients.csv"))
-        df = _valid_predictions(run)
-        if df is not None and not any(r["subset"] == "combined" for r in rows):
-            rows.append(
-                _row(run, "combined" if rows else "all", _frame_metrics(df, n_boot, seed), "predictions.csv")
-            )
-        return rows
+        return _vlm_rows(run, metrics, n_boot, seed)
     if run.kind == "calibrated":
         cfg = run.info.get("config") if isinstance(run.info.get("config"), Mapping) else {}
         cohort = str(cfg.get("apply_cohort") or "test")
@@ -191,7 +245,7 @@ def _summary_rows(run: RunData, *, n_boot: int, seed: int) -> list[dict[str, Any
             if "cohort" in df.columns:
                 df = df[df["cohort"].astype(str) == cohort]
             return [_row(run, cohort, _frame_metrics(df, n_boot, seed), "predictions.csv")] if len(df) else []
-    return rows
+    return []
 
 
 # ------------------------------------------------------------------------------------------ paired tests
@@ -236,13 +290,6 @@ def test_cohort_predictions(run: RunData) -> Any:
         raise
 
 
-def _same_folder(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return a == b
-
-
 def paired_tests(runs: Sequence[RunData], *, controls: Mapping[str, str] | None = None
                  ) -> list[dict[str, Any]]:
     """McNemar and DeLong (:func:`medvlm.stats.compare_predictions`) for every pair of classifier runs
@@ -264,7 +311,7 @@ def paired_tests(runs: Sequence[RunData], *, controls: Mapping[str, str] | None 
             key = (ra, rb) in order and a.name not in (controls or {}) and b.name not in (controls or {})
             if key and ra == f"calibrated-{rb}":  # a calibrated arm against a run it does not calibrate
                 source = calibration_source(a)
-                key = source is not None and _same_folder(source.path, b.path)
+                key = source is not None and same_folder(source.path, b.path)
             row: dict[str, Any] = {
                 "a": a.name,
                 "b": b.name,
@@ -274,17 +321,22 @@ def paired_tests(runs: Sequence[RunData], *, controls: Mapping[str, str] | None 
                 "comparison": f"{ROLE_NAME[ra]} vs {ROLE_NAME[rb]}",
                 "order": (0, order[ra, rb]) if key else (1, 0),
             }
+            apart = different_work(a, b)
+            if apart is not None:  # two work folders: never paired, whatever their patient ids
+                row["error"] = apart
+                rows.append(row)
+                continue
             try:
+                ta, tb = test_cohort_predictions(a), test_cohort_predictions(b)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    res = compare_predictions(
-                        test_cohort_predictions(a), test_cohort_predictions(b), name_a=a.name, name_b=b.name
-                    )
+                    res = compare_predictions(ta, tb, name_a=a.name, name_b=b.name)
             except DataError as exc:
                 row["error"] = str(exc)
                 rows.append(row)
                 continue
             row.update(res)
+            row.update(paired_verdicts(res, paired_class_counts(ta, tb), run_task(a).classes))
             row["fmt"] = {
                 "n": (fmt(res["n"]) if "n_patients" not in res
                       else f"{res['n']} slices of {res['n_patients']} patients (not independent: "

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from medvlm.report.format import _is_num, fmt
-from medvlm.report.runs import RunData, _read_json, calibration_source, run_task
+from medvlm.report.roles import calibration_source
+from medvlm.report.runs import RunData, _read_json, run_task
 from medvlm.report.sections._classifier import add_calibration_figures, add_confusion_matrix
 
 METHOD_NAME = {"temperature": "temperature scaling", "platt": "Platt scaling",
