@@ -362,7 +362,10 @@ def _temperature_root(y, s):
     from scipy.optimize import brentq
 
     z = cal.logit(s)
-    slope = lambda t: np.mean((np.asarray(y) - cal.sigmoid(z / t)) * z)  # noqa: E731
+
+    def slope(t):
+        return np.mean((np.asarray(y) - cal.sigmoid(z / t)) * z)
+
     return brentq(slope, 0.01, 100, xtol=1e-15, rtol=1e-15)
 
 
