@@ -202,7 +202,7 @@ def test_every_refusal_has_its_exact_message():
 
     with pytest.raises(DataError, match=r"^labels and scores differ in length \(3 vs 2\)$"):
         cal.brier_score([0, 1, 1], [0.2, 0.8])
-    for bad in ([0.2, np.nan], [-0.01, 0.5], [0.5, 1.01]):
+    for bad in ([0.2, np.nan], [0.2, None], [-0.01, 0.5], [0.5, 1.01]):
         with pytest.raises(DataError, match=r"^scores must be probabilities in \[0, 1\] without gaps$"):
             cal.expected_calibration_error([0, 1], bad)
     with pytest.raises(ConfigError, match=r"^--method must be one of temperature, platt, isotonic, none, "
@@ -437,3 +437,35 @@ def test_multiclass_temperature_reads_float_labels_and_float32_log_probs_in_floa
     logp32 = np.log(probs).astype(np.float32)
     assert cal.fit_temperature_multiclass([0, 1, 2, 2], logp32) == pytest.approx(
         cal.fit_temperature_multiclass([0, 1, 2, 2], logp32.astype(np.float64)), rel=1e-12)
+
+
+def test_a_confident_wrong_score_costs_minus_log_eps():
+    # scores are clipped to [1e-12, 1 - 1e-12]: about 27.63, not scikit-learn's clip (-log(2.2e-16), 36.04).
+    # 1 - 1e-12 is not exact in binary: a score of 1 sits 1.0000889e-12 from 1 after the clip.
+    top = 1 - (1 - 1e-12)
+    assert cal.log_loss_score([0], [1.0]) == pytest.approx(-math.log(top), rel=1e-12)
+    assert cal.log_loss_score([1], [0.0]) == pytest.approx(-math.log(1e-12), rel=1e-12)
+    assert cal.log_loss_score([0, 1], [1.0, 1.0]) == pytest.approx(-(math.log(top) + math.log(1 - 1e-12)) / 2,
+                                                                   rel=1e-12)
+
+
+def test_logit_and_sigmoid_by_hand_in_float64():
+    assert cal.logit([0.5, 0.8, 0.2]).tolist() == pytest.approx([0.0, math.log(4), -math.log(4)], abs=1e-15)
+    edge = cal.logit([0, 1])  # clipped to [1e-12, 1 - 1e-12]
+    top = 1 - (1 - 1e-12)  # the clipped score 1 sits this far from 1 (1 - 1e-12 is not exact in binary)
+    assert edge.tolist() == pytest.approx([math.log(1e-12) - math.log(1 - 1e-12),
+                                           math.log(1 - 1e-12) - math.log(top)], rel=1e-12)
+    assert cal.sigmoid([0, math.log(4), -math.log(4)]).tolist() == pytest.approx([0.5, 0.8, 0.2], abs=1e-15)
+    # float32 input (a model's output) is computed in float64, as the same values given as float64
+    s32 = np.array([0.3, 0.7, 0.999], np.float32)
+    assert cal.logit(s32).dtype == np.float64
+    np.testing.assert_array_equal(cal.logit(s32), cal.logit(s32.astype(np.float64)))
+    z32 = np.array([-3.1, 0.2, 7.5], np.float32)
+    assert cal.sigmoid(z32).dtype == np.float64
+    np.testing.assert_array_equal(cal.sigmoid(z32), cal.sigmoid(z32.astype(np.float64)))
+
+
+def test_bin_index_bins_the_value_given_even_in_float32():
+    # float32 0.7 and 0.9 are 0.69999999 and 0.89999998: bins 6 and 8 (in float32 arithmetic, 0.7f * 10
+    # rounds up to 7.0 and would put them in bins 7 and 9)
+    assert cal.bin_index(np.array([0.7, 0.9, 0.3], np.float32)).tolist() == [6, 8, 3]
