@@ -245,9 +245,19 @@ def test_each_artifact_is_the_documented_torchio_transform():
     assert ghosting.intensity_range == (0.25, 0.5)
     spike = C._transform(C.Artifact("spike", 0.5))
     assert type(spike).__name__ == "RandomSpike"
-    assert spike.intensity_range == (0.5, 1.5)
+    assert spike.intensity_range == (0.5, 1.5) and spike.num_spikes_range == (1, 1)
     bias = C._transform(C.Artifact("bias-field", 0.5))
     assert type(bias).__name__ == "RandomBiasField"
     assert bias.coefficients_range == (-0.25, 0.25) and bias.order == 3
     assert [name for name, _ in C.ARTIFACTS.values()] == ["RandomMotion", "RandomGhosting", "RandomSpike",
                                                           "RandomBiasField"]
+
+
+def test_a_spike_artifact_always_has_its_spike():
+    # num_spikes=1 in TorchIO means a number of spikes drawn from {0, 1}: 6 of these 10 seeds drew none and
+    # returned the volume unchanged, so a "spike" control showed half the patients their real image
+    pytest.importorskip("torchio")
+    volume = np.random.default_rng(0).uniform(0, 100, (12, 12, 8)).astype(np.float32)
+    for seed in range(10):
+        out = C.apply_artifact(volume, (1.0, 1.0, 1.0), C.Artifact("spike", 1.0), seed=seed)
+        assert np.abs(out - volume).max() > 10, seed
