@@ -228,6 +228,20 @@ HAND_MUTANTS = [
     ("metrics: precision and recall swapped in CI_METRICS (constant)", "src/medvlm/metrics.py",
      'CI_METRICS = ("accuracy", "precision", "recall",', 'CI_METRICS = ("accuracy", "recall", "precision",',
      ["tests/test_metrics.py"]),
+    ("calibration: EPS 1e-12 -> 1e-6, a confident wrong score costs 13.8, not 27.6 (constant)",
+     "src/medvlm/calibration.py", "EPS = 1e-12", "EPS = 1e-6", ["tests/test_calibration.py"]),
+    ("calibration: 15 reliability bins, not 10 (constant)", "src/medvlm/calibration.py", "N_BINS = 10",
+     "N_BINS = 15", ["tests/test_calibration.py"]),
+    ("controls: the spike artifact back to num_spikes=1, no spike in half the draws (a tuple mutmut keeps)",
+     "src/medvlm/data/controls.py", "tio.RandomSpike(num_spikes=(1, 1),", "tio.RandomSpike(num_spikes=1,",
+     ["tests/data/test_controls.py"]),
+    ("controls: Artifact.spec loses its :g, run.json says spike:0.0 (property)",
+     "src/medvlm/data/controls.py",
+     'return f"{self.kind}:{self.severity:g}"', 'return f"{self.kind}:{self.severity}"',
+     ["tests/data/test_controls.py"]),
+    ("controls: noise is no longer an image variant (constant)", "src/medvlm/data/controls.py",
+     'IMAGE_VARIANTS = ("real", "none", "blank", "noise", "tumour-masked")',
+     'IMAGE_VARIANTS = ("real", "none", "blank", "tumour-masked")', ["tests/data/test_controls.py"]),
 ]
 
 

@@ -469,3 +469,12 @@ def test_bin_index_bins_the_value_given_even_in_float32():
     # float32 0.7 and 0.9 are 0.69999999 and 0.89999998: bins 6 and 8 (in float32 arithmetic, 0.7f * 10
     # rounds up to 7.0 and would put them in bins 7 and 9)
     assert cal.bin_index(np.array([0.7, 0.9, 0.3], np.float32)).tolist() == [6, 8, 3]
+
+
+def test_risk_coverage_keeps_a_tie_below_the_top_together():
+    # confidences 0.9 (right), 0.8 (wrong), 0.8 (wrong), 0.7 (right): three levels, the two 0.8s together
+    cov, risk = cal.risk_coverage([1, 0, 1, 0], [1, 1, 0, 0], [0.9, 0.8, 0.2, 0.3])
+    assert cov.tolist() == [0.25, 0.75, 1.0]
+    assert risk.tolist() == pytest.approx([0.0, 2 / 3, 0.5], abs=1e-15)
+    area = cal.aurc([1, 0, 1, 0], [1, 1, 0, 0], [0.9, 0.8, 0.2, 0.3])
+    assert area == pytest.approx(0.25 * 0 + 0.5 * 2 / 3 + 0.25 * 0.5)
