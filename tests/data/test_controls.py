@@ -261,3 +261,23 @@ def test_a_spike_artifact_always_has_its_spike():
     for seed in range(10):
         out = C.apply_artifact(volume, (1.0, 1.0, 1.0), C.Artifact("spike", 1.0), seed=seed)
         assert np.abs(out - volume).max() > 10, seed
+
+
+def test_apply_artifact_works_in_float32_and_leaves_torch_alone():
+    pytest.importorskip("torchio")
+    import torch
+
+    volume = np.random.default_rng(0).uniform(0, 100, (12, 12, 8))
+    motion = C.Artifact("motion", 0.7)
+    out = C.apply_artifact(volume.astype(np.float32), (1.0, 1.0, 2.0), motion, seed=3)
+    assert out.dtype == np.float32 and out.shape == volume.shape
+    # a float64 volume is converted first: the same bytes as its float32 copy (computing in float64 is not)
+    assert np.array_equal(C.apply_artifact(volume, (1.0, 1.0, 2.0), motion, seed=3), out)
+    # the voxel sizes are the image's: a translation in mm moves another number of voxels
+    assert not np.array_equal(C.apply_artifact(volume, (1.0, 1.0, 1.0), motion, seed=3), out)
+    # torch's global generator is left as it was
+    torch.manual_seed(11)
+    C.apply_artifact(volume, (1.0, 1.0, 2.0), motion, seed=3)
+    after = torch.rand(3)
+    torch.manual_seed(11)
+    assert torch.equal(after, torch.rand(3))
