@@ -4,6 +4,7 @@ and TorchIO artifacts, each checked on the rendered PNG."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -147,3 +148,136 @@ def test_artifact_and_image_options_are_checked():
     with pytest.raises(ConfigError, match="no effect with --image noise"):
         C.check_controls("noise", "motion:0.5")
     assert C.check_controls("tumour-masked", "bias-field:0.3")[1] == C.Artifact("bias-field", 0.3)
+
+
+# ------------------------------------------------------------------ exact behaviour (issue 20)
+def test_option_messages_in_full():
+    image_message = (r"^The '--image' parameter must be one of \['real', 'none', 'blank', 'noise', "
+                     r"'tumour-masked'\]. Got 'blnak' instead. Did you mean 'blank'\?$")
+    with pytest.raises(ConfigError, match=image_message):
+        C.check_image("blnak")
+    with pytest.raises(ConfigError, match=r"^--artifact motion: give KIND:SEVERITY, e.g. motion:0.5 \(kinds "
+                                          r"\['motion', 'ghosting', 'spike', 'bias-field'\]\)$"):
+        C.parse_artifact("motion")
+    kind_message = (r"^The '--artifact' parameter must be one of \['motion', 'ghosting', 'spike', "
+                    r"'bias-field'\]. Got 'blur' instead.$")
+    with pytest.raises(ConfigError, match=kind_message):
+        C.parse_artifact("blur:0.5")
+    for bad in ("motion:2", "motion:-0.1", "motion:x", "motion:nan", "motion:"):
+        message = rf"^--artifact {re.escape(bad)}: the severity must be a number from 0 to 1$"
+        with pytest.raises(ConfigError, match=message):
+            C.parse_artifact(bad)
+    for image in ("none", "blank", "noise"):
+        with pytest.raises(ConfigError, match=rf"^--artifact motion:0.5 has no effect with --image {image}; "
+                                              r"use it with --image real or tumour-masked$"):
+            C.check_controls(image, "motion:0.5")
+
+
+def test_parse_artifact_takes_both_ends_and_ignores_case_and_spaces():
+    assert C.parse_artifact(" Motion : 0.5 ") == C.Artifact("motion", 0.5)
+    assert C.parse_artifact("GHOSTING:0") == C.Artifact("ghosting", 0.0)
+    assert C.parse_artifact("spike:1") == C.Artifact("spike", 1.0)
+    assert C.parse_artifact("bias-field:1.0").spec == "bias-field:1"
+    assert C.parse_artifact("   ") is None
+
+
+def test_check_controls_accepts_the_two_images_an_artifact_can_corrupt():
+    assert C.check_controls("real", "motion:0.5") == ("real", C.Artifact("motion", 0.5))
+    assert C.check_controls("tumour-masked", None) == ("tumour-masked", None)
+    assert C.check_controls("blank", None) == ("blank", None)
+    assert C.check_controls("noise", "") == ("noise", None)
+
+
+def test_only_a_real_artifact_needs_torchio(monkeypatch):
+    import sys
+
+    from medvlm.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "torchio", None)  # as if TorchIO were not installed
+    assert C.check_controls("real", "motion:0") == ("real", C.Artifact("motion", 0.0))
+    volume = np.ones((2, 2, 2), np.float32)
+    assert C.apply_artifact(volume, (1.0, 1.0, 1.0), C.Artifact("motion", 0.0), seed=0) is volume
+    message = r"^this step needs the Python package 'torchio': pip install 'medvlm\[controls\]'$"
+    with pytest.raises(MissingDependencyError, match=message):
+        C.check_controls("real", "motion:0.1")
+    with pytest.raises(MissingDependencyError, match=message):
+        C.apply_artifact(volume, (1.0, 1.0, 1.0), C.Artifact("motion", 0.1), seed=0)
+
+
+def test_derived_seed_is_pinned():
+    # the seeds of every noise image and artifact draw: a change here changes the bytes of earlier runs
+    assert C.derived_seed("noise", "P1", "axial", 3, 0) == 8778423632004631125
+    assert C.derived_seed() == 2858069222894195974
+    assert 0 <= C.derived_seed("x") < 2**63
+    from pathlib import Path
+
+    assert C.derived_seed(Path("a") / "b") == C.derived_seed("a/b")  # not JSON: written as str()
+
+
+def test_blank_and_noise_pixels():
+    blank = C.blank_pixels((2, 3))
+    assert blank.dtype == np.uint8 and blank.shape == (2, 3) and not blank.any()
+    noise = C.noise_pixels((64, 64), 0)
+    assert noise.dtype == np.uint8 and noise.shape == (64, 64)
+    assert noise.min() == 0 and noise.max() == 255  # every 8-bit value can be drawn
+    assert np.array_equal(noise, C.noise_pixels((64, 64), 0))
+    assert C.noise_pixels((2, 3), 0).tolist() == [[95, 130, 194], [217, 207, 235]]
+
+
+def test_fill_tumour_counts_a_brain_pixel_of_one():
+    pixels = np.array([[1, 1, 9], [200, 0, 0]], np.uint8)
+    tumour = np.array([[0, 0, 0], [1, 0, 0]], bool)
+    # brain: 1, 1, 9 (0 is background): median 1
+    assert C.fill_tumour(pixels, tumour).tolist() == [[1, 1, 9], [1, 0, 0]]
+    # the input is never changed in place
+    assert pixels[1, 0] == 200
+
+
+def test_each_artifact_is_the_documented_torchio_transform():
+    pytest.importorskip("torchio")
+    motion = C._transform(C.Artifact("motion", 0.5))
+    assert type(motion).__name__ == "RandomMotion"
+    assert motion.degrees_range == (-5.0, 5.0) and motion.translation_range == (-5.0, 5.0)
+    assert motion.num_transforms == 2
+    ghosting = C._transform(C.Artifact("ghosting", 0.5))
+    assert type(ghosting).__name__ == "RandomGhosting"
+    assert ghosting.num_ghosts_range == (4, 10) and ghosting.axes == (0, 1, 2)
+    assert ghosting.intensity_range == (0.25, 0.5)
+    spike = C._transform(C.Artifact("spike", 0.5))
+    assert type(spike).__name__ == "RandomSpike"
+    assert spike.intensity_range == (0.5, 1.5) and spike.num_spikes_range == (1, 1)
+    bias = C._transform(C.Artifact("bias-field", 0.5))
+    assert type(bias).__name__ == "RandomBiasField"
+    assert bias.coefficients_range == (-0.25, 0.25) and bias.order == 3
+    assert [name for name, _ in C.ARTIFACTS.values()] == ["RandomMotion", "RandomGhosting", "RandomSpike",
+                                                          "RandomBiasField"]
+
+
+def test_a_spike_artifact_always_has_its_spike():
+    # num_spikes=1 in TorchIO means a number of spikes drawn from {0, 1}: 6 of these 10 seeds drew none and
+    # returned the volume unchanged, so a "spike" control showed half the patients their real image
+    pytest.importorskip("torchio")
+    volume = np.random.default_rng(0).uniform(0, 100, (12, 12, 8)).astype(np.float32)
+    for seed in range(10):
+        out = C.apply_artifact(volume, (1.0, 1.0, 1.0), C.Artifact("spike", 1.0), seed=seed)
+        assert np.abs(out - volume).max() > 10, seed
+
+
+def test_apply_artifact_works_in_float32_and_leaves_torch_alone():
+    pytest.importorskip("torchio")
+    import torch
+
+    volume = np.random.default_rng(0).uniform(0, 100, (12, 12, 8))
+    motion = C.Artifact("motion", 0.7)
+    out = C.apply_artifact(volume.astype(np.float32), (1.0, 1.0, 2.0), motion, seed=3)
+    assert out.dtype == np.float32 and out.shape == volume.shape
+    # a float64 volume is converted first: the same bytes as its float32 copy (computing in float64 is not)
+    assert np.array_equal(C.apply_artifact(volume, (1.0, 1.0, 2.0), motion, seed=3), out)
+    # the voxel sizes are the image's: a translation in mm moves another number of voxels
+    assert not np.array_equal(C.apply_artifact(volume, (1.0, 1.0, 1.0), motion, seed=3), out)
+    # torch's global generator is left as it was
+    torch.manual_seed(11)
+    C.apply_artifact(volume, (1.0, 1.0, 2.0), motion, seed=3)
+    after = torch.rand(3)
+    torch.manual_seed(11)
+    assert torch.equal(after, torch.rand(3))

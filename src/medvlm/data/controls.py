@@ -120,7 +120,8 @@ def _transform(artifact: Artifact) -> Any:
     if artifact.kind == "ghosting":
         return tio.RandomGhosting(num_ghosts=(4, 10), axes=(0, 1, 2), intensity=(0.5 * s, 1.0 * s))
     if artifact.kind == "spike":
-        return tio.RandomSpike(num_spikes=1, intensity=(1.0 * s, 3.0 * s))
+        # (1, 1): exactly one spike; TorchIO reads a bare 1 as the range (0, 1), no spike in half the draws
+        return tio.RandomSpike(num_spikes=(1, 1), intensity=(1.0 * s, 3.0 * s))
     return tio.RandomBiasField(coefficients=0.5 * s, order=3)
 
 
