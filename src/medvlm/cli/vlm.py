@@ -172,6 +172,9 @@ def eval_vlm_cmd(
     artifact: str | None = typer.Option(None, "--artifact", help="KIND:SEVERITY, an MRI artifact applied to "
                                         "each volume before slicing: motion, ghosting, spike or bias-field, "
                                         "severity 0..1 (needs medvlm[controls])."),
+    save_images: int = typer.Option(0, "--save-images", help="Write N of the images asked about, byte for "
+                                    "byte as sent, to RUN/images/ (<patient>_<orientation>_<slice>.png, "
+                                    "listed with their sha256 in index.csv)."),
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -193,6 +196,6 @@ def eval_vlm_cmd(
         "cohort": cohort, "fold": fold,
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
-        "artifact": artifact}, renames={"n_boot": "bootstrap"})
+        "artifact": artifact, "save_images": save_images}, renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=Console(stderr=False))
     exit_on_failures(result.n_failed, out)
