@@ -1,6 +1,6 @@
 """Teach the tiny stand-in VLM the study's answer format, and nothing about the images.
 
-A randomly initialised model writes noise after ``Choice:``, so every answer is unparsed. A few hundred
+A randomly initialised model writes noise after ``Choice:``, so every answer is unparsed. About a hundred
 steps of supervised training on made-up inputs fix that: synthetic brain-like pictures (an ellipse with
 noise, sometimes a bright blob; also blank and noise images, and no image at all) asked with every
 built-in prompt, each answered ``Choice: <code> Reasoning: stand-in, format only.`` and then the end of
