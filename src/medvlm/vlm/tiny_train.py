@@ -27,6 +27,8 @@ REASONING = "stand-in, format only."
 TRAIN_STEPS = 100
 BATCH_SIZE = 8
 LEARNING_RATE = 3e-3
+#: parameters left as built (Mllama's cross-attention gates, opened to 1.0)
+GATES = ("cross_attn_attn_gate", "cross_attn_mlp_gate")
 #: every TEXT_ONLY_EVERY-th batch has no image (``eval-vlm --image none`` sends the prompt alone)
 TEXT_ONLY_EVERY = 5
 #: prompts besides the built-in ones, so that a user's prompt is answered in the format too
@@ -116,7 +118,8 @@ def _batch(processor: Any, prompts: list[str], rng: Any, *, with_images: bool) -
 
 def train_tiny(model: Any, processor: Any, *, steps: int = TRAIN_STEPS, seed: int = 0) -> list[float]:
     """Train ``model`` (in place) for ``steps`` AdamW steps to answer in the study's format; returns the
-    loss of each step. ``steps`` 0 leaves the model as it is."""
+    loss of each step. The cross-attention gates (:data:`GATES`) are not trained. ``steps`` 0 leaves the
+    model as it is."""
     import numpy as np
     import torch
 
@@ -132,7 +135,9 @@ def train_tiny(model: Any, processor: Any, *, steps: int = TRAIN_STEPS, seed: in
         torch.use_deterministic_algorithms(True)
         torch.manual_seed(seed)
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+        # the cross-attention gates stay open (1.0, see build_tiny_model): fine-tuning can use the image
+        params = [p for name, p in model.named_parameters() if not name.endswith(GATES)]
+        optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=0.0)
         for step in range(steps):
             inputs = _batch(processor, prompts, rng, with_images=(step + 1) % TEXT_ONLY_EVERY != 0)
             loss = model(**inputs).loss
