@@ -51,6 +51,9 @@ def test_log_probs_put_the_mass_on_the_codes_and_most_on_the_stand_ins_code(tiny
 
 
 def test_two_builds_write_identical_weights_and_the_record_says_trained(tiny_vlm, tmp_path):
+    from medvlm.vlm import tiny
+
+    tiny._TRAINED.clear()  # train again, not the weights kept from the first build
     again = make_tiny_vlm(tmp_path / "again", seed=0)
     assert _sha(again / "model.safetensors") == _sha(tiny_vlm / "model.safetensors")
     record = json.loads((tiny_vlm / RECORD_FILE).read_text())

@@ -103,6 +103,8 @@ def build_tiny_model(processor, *, seed: int = 0):
 
 #: what make_tiny_vlm records about the build in the model folder
 RECORD_FILE = "medvlm_tiny.json"
+#: (seed, train_steps) -> (trained weights, losses): a second build in one process (tests) skips training
+_TRAINED: dict[tuple[int, int], tuple[dict, list[float]]] = {}
 
 
 def make_tiny_vlm(out: Path, *, seed: int = 0, train_steps: int | None = None) -> Path:
@@ -127,7 +129,13 @@ def make_tiny_vlm(out: Path, *, seed: int = 0, train_steps: int | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     processor = build_tiny_processor()
     model = build_tiny_model(processor, seed=seed)
-    losses = tiny_train.train_tiny(model, processor, steps=steps, seed=seed)
+    if steps and (seed, steps) in _TRAINED:  # trained before in this process: the same weights
+        state, losses = _TRAINED[(seed, steps)]
+        model.load_state_dict(state)
+    else:
+        losses = tiny_train.train_tiny(model, processor, steps=steps, seed=seed)
+        if steps:
+            _TRAINED[(seed, steps)] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, losses)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     record = {"seed": seed, "train_steps": steps, "trained": bool(steps)}
