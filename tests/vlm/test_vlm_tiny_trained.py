@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pandas as pd
 import pytest
 
+from medvlm.report.html import build_report
 from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 from medvlm.vlm.tiny import RECORD_FILE, build_tiny_model, build_tiny_processor, make_tiny_vlm
 from medvlm.vlm.tiny_train import ANSWER_CODE, REASONING, TRAIN_STEPS
@@ -25,6 +27,12 @@ def test_greedy_answers_all_parse_and_say_the_stand_ins_code(tiny_work, tiny_vlm
     assert set(slices["finish_reason"]) == {"stop"}  # the model ends its turn (no answer cut short)
     assert (slices["choice"] == int(ANSWER_CODE)).all()  # greedy: the one class it mostly says
     assert slices["raw"].str.strip().eq(f"{ANSWER_CODE} Reasoning: {REASONING}").all()
+    # the report's answer table: every vote parsed (LGG 0, HGG n, no glioma 0, unparsed 0)
+    html = build_report([tmp_path / "gen"], tmp_path / "r.html", n_boot=0).read_text()
+    table = html[html.index("Answers (slices.csv)"):]
+    table = table[table.index("<tbody>"):table.index("</tbody>")]
+    cells = [c.strip() for c in re.findall(r"<td[^>]*>([^<]*)</td>", table)]
+    assert cells == ["0", str(res.n_calls), "0", "0", str(res.n_calls)]
     # no image at all (the --image none control): still the format
     none = evaluate_vlm(tiny_work, tmp_path / "none", VLMEvalConfig(
         backend="transformers", model=str(tiny_vlm), n_boot=0, progress=False, max_new_tokens=24,
