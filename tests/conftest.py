@@ -10,6 +10,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm: its packaged cost map, no fetch
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 
 # --- Session-wide synthetic data (owned by the data layer; other tests use them by name) -----------------

@@ -12,6 +12,12 @@ an unparsed answer. Abstaining and unparsed answers do not vote.
 - No evidence, no prediction: a unit without a single class vote (``majority``) or without class
   probabilities (``mean_prob``) abstains: ``pred`` and ``score`` None, counted as abstained.
 - "combined" (patient unit): all slices of all orientations of a patient pooled, then the same reducer.
+- More than two classes (K > 2): ``majority`` is the plurality vote over the K classes and ``mean_prob``
+  the largest mean probability; a tie among the top classes goes to ``tie_break`` when it is one of them,
+  else to the lowest label among them (``--tie-break CLASS`` names it; by default the task's positive
+  class, or its last class when it names none). ``score`` is None (no positive class) and ``Vote.probs``
+  holds the K class scores (vote shares, or mean probabilities), written as the task's per-class
+  probability columns in units.csv/patients.csv and predictions.csv (:func:`class_score_columns`).
 
 >>> majority([1, 1, 0, 2, None])
 Vote(pred=1, score=0.6666666666666666)
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from medvlm.registry import Registry
@@ -43,10 +49,12 @@ COMBINED = "combined"
 @dataclass(frozen=True)
 class Vote:
     """A prediction: ``pred`` (a label; None = abstained) and ``score`` (P or share of the positive class;
-    None if undefined)."""
+    None if undefined); ``probs``: the K class scores of a task with more than two classes (else None;
+    not part of equality)."""
 
     pred: int | None
     score: float | None
+    probs: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
 
 def _is_missing(value) -> bool:
@@ -93,12 +101,22 @@ def _decide(values: Sequence[float], tie_break: int) -> int:
 
 def majority(choices: Sequence[int | None], probs: Sequence | None = None, *, tie_break: int = 1,
              n_classes: int = 2, positive: int = 1) -> Vote:
-    """The study's vote over class answers (codes >= ``n_classes`` abstain); score = positive share."""
+    """The study's vote over class answers (codes >= ``n_classes`` abstain); score = positive share.
+    K > 2 classes: the plurality, score None, ``probs`` = each class's share of the class votes.
+
+    >>> v = majority([0, 2, 2, 1, 3, None], n_classes=3, tie_break=0)
+    >>> v.pred, v.score, v.probs
+    (2, None, (0.25, 0.25, 0.5))
+    >>> majority([0, 1, 1, 2, 2], n_classes=3, tie_break=0).pred  # tie_break 0 not among the tied: lowest
+    1
+    """
     counts = vote_counts([c if _is_missing(c) or int(c) < n_classes else None for c in choices], n_classes)
     votes = counts[:n_classes]
     if sum(votes) == 0:
         return Vote(None, None)
-    share = vote_share(sum(votes) - votes[positive], votes[positive]) if n_classes == 2 else None
+    if n_classes > 2:
+        return Vote(_decide(votes, tie_break), None, tuple(v / sum(votes) for v in votes))
+    share = vote_share(sum(votes) - votes[positive], votes[positive])
     return Vote(_decide(votes, tie_break), share)
 
 
@@ -120,7 +138,9 @@ def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, t
     if not rows:
         return Vote(None, None)
     means = [sum(float(p[i]) for p in rows) / len(rows) for i in range(n_classes)]
-    return Vote(_decide([round(m, 12) for m in means], tie_break), round(means[positive], 12))
+    rounded = [round(m, 12) for m in means]
+    return Vote(_decide(rounded, tie_break), round(means[positive], 12),
+                tuple(rounded) if n_classes > 2 else None)
 
 
 REDUCERS = Registry("reducer")
@@ -128,9 +148,16 @@ REDUCERS.register("majority", majority)
 REDUCERS.register("mean_prob", mean_prob)
 
 
+def class_score_columns(task: Task) -> list[str]:
+    """The per-class score columns of a unit table and predictions.csv: the task's probability columns of
+    its classes when it has more than two (``Vote.probs``), else none (binary: ``score``)."""
+    return list(task.prob_columns[:task.n_classes]) if task.n_classes > 2 else []
+
+
 def unit_columns(task: Task, keys: Sequence[str]) -> list[str]:
     """Columns of patients.csv (``keys`` = patient_id, orientation) or of a slice unit's table."""
-    return [*keys, "label", *task.count_columns, "n_unparsed", task.share_column, "score", "pred"]
+    return [*keys, "label", *task.count_columns, "n_unparsed", task.share_column, "score", "pred",
+            *class_score_columns(task)]
 
 
 def _unit_row(frame, task: Task, fn, tie_break: int) -> dict:
@@ -142,8 +169,10 @@ def _unit_row(frame, task: Task, fn, tie_break: int) -> dict:
     vote = fn(choices, probs, tie_break=tie_break, n_classes=task.n_classes, positive=task.positive_label)
     votes = counts[:task.n_classes]
     share = vote_share(sum(votes) - votes[task.positive_label], votes[task.positive_label])
+    scores = class_score_columns(task)
     return {**dict(zip(task.count_columns, counts[:-1], strict=True)), "n_unparsed": counts[-1],
-            task.share_column: share, "score": vote.score, "pred": vote.pred}
+            task.share_column: share, "score": vote.score, "pred": vote.pred,
+            **dict(zip(scores, vote.probs or [None] * len(scores), strict=True))}
 
 
 def patient_rows(slices, labels: dict[str, int], *, task: Task, reducer: str = "majority",

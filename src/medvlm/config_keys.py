@@ -18,13 +18,16 @@ from medvlm.errors import ConfigError
 OPTION_FIELDS: dict[str, dict[str, str]] = {
     "vlm": {"base_url": "base_urls", "bootstrap": "n_boot", "timeout": "timeout_s"},
     "consistency": {"base_url": "base_urls", "timeout": "timeout_s", "patient": "patients",
-                    "slice": "slice_index", "prompt": "prompts", "temperature": "temperatures"},
+                    "slice": "slice_index", "prompt": "prompts", "temperature": "temperatures",
+                    "orientations": "orientation"},
     "finetune": {},
     "cnn": {},
     "calibrate": {},
 }
 #: fields that hold a list where the option may be given once (a single value becomes a list of one)
 LIST_FIELDS = {"base_urls", "patients", "prompts", "temperatures"}
+#: fields that hold one value where the option's name is plural (a list of one becomes that value)
+SINGLE_FIELDS = {"orientation"}
 #: run.json kind -> EXPERIMENT.yaml section
 KIND_SECTIONS = {"cnn": "cnn", "vlm": "vlm", "consistency": "consistency", "finetune": "finetune",
                  "calibrated": "calibrate"}
@@ -42,6 +45,8 @@ def _normalise_run(section: str, run: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {key!r} and another key both set {target!r}; give one")
         if target in LIST_FIELDS and target != name and not isinstance(value, list):
             value = [value]
+        if target in SINGLE_FIELDS and target != name and isinstance(value, list) and len(value) == 1:
+            value = value[0]
         out[target] = value
     if section == "finetune" and isinstance(out.get("evaluate"), dict):
         out["evaluate"] = _normalise_run("vlm", out["evaluate"], f"{where}.evaluate")

@@ -50,8 +50,10 @@ class _Strict(BaseModel):
 
 
 class SyntheticData(_Strict):
-    """A synthetic cohort in the BraTS 2020 layout (``medvlm synth``)."""
+    """A synthetic cohort in the BraTS 2020 layout (``medvlm synth``); ``kind: cxr``: synthetic chest
+    radiographs with their task file ``cxr.yaml`` (``medvlm synth --task cxr``; ``lgg_fraction`` unused)."""
 
+    kind: Literal["brats", "cxr"] = "brats"
     patients: int = Field(40, ge=4)
     lgg_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     seed: int = 0
@@ -177,12 +179,22 @@ class ExperimentConfig(_Strict):
     calibrate: list[CalibrateRun] = Field(default_factory=list)
     report: ReportSection = Field(default_factory=ReportSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shots_sweeps(cls, data: Any) -> Any:
+        """``shots: [0, 2, 4]`` in a vlm or consistency run: one run per K (``<name>-shots<K>``)."""
+        from medvlm.vlm.fewshot import expand_shots_sweeps
+
+        return expand_shots_sweeps(data)
+
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
         from medvlm.errors import MedVLMError
         from medvlm.tasks import get_task
 
+        if str(value).lower().endswith((".yaml", ".yml")):  # a task file: read when the study runs
+            return value
         try:
             return get_task(value).name
         except MedVLMError as exc:  # a ValueError names the file and the key
@@ -194,6 +206,8 @@ class ExperimentConfig(_Strict):
         from medvlm.errors import MedVLMError
         from medvlm.tasks import get_task
 
+        if self.task.lower().endswith((".yaml", ".yml")):  # read (and checked) by the prepare stage
+            return self
         task = get_task(self.task)
         try:
             for run in [*self.vlm, *self.consistency]:

@@ -252,6 +252,24 @@ def _bca_ci(values: np.ndarray, estimate: float, jack: np.ndarray, alpha: float)
     return [float(lo), float(hi)]
 
 
+def cluster_groups(n: int, clusters: ArrayLike | None) -> list[np.ndarray]:
+    """The row indices a bootstrap draws together: one group per row (``clusters`` None), else one group
+    per distinct cluster id (e.g. the patient of each slice), groups in sorted id order, rows in order.
+
+    >>> [g.tolist() for g in cluster_groups(4, ["b", "a", "b", "c"])]
+    [[1], [0, 2], [3]]
+    """
+    if clusters is None:
+        return [np.array([i]) for i in range(n)]
+    c = np.asarray(clusters)
+    if c.shape != (n,):
+        raise DataError(f"clusters and labels differ in length ({c.size} vs {n})")
+    _, inverse = np.unique(c, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse))
+    return np.split(order, bounds[:-1])
+
+
 def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | None = None, *,
                       n_boot: int = 1000, seed: int = 0, clusters: ArrayLike | None = None,
                       confidence: float = 0.95, method: str = "percentile") -> dict[str, list[float] | None]:
@@ -291,16 +309,7 @@ def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | N
     y, p, s = _check_inputs(labels, preds, scores)
     alpha = 1 - confidence
     rng = np.random.default_rng(seed)
-    if clusters is None:
-        groups = [np.array([i]) for i in range(y.size)]
-    else:
-        c = np.asarray(clusters)
-        if c.shape != y.shape:
-            raise DataError(f"clusters and labels differ in length ({c.size} vs {y.size})")
-        _, inverse = np.unique(c, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.cumsum(np.bincount(inverse))
-        groups = np.split(order, bounds[:-1])
+    groups = cluster_groups(y.size, clusters)
     k = len(groups)
     out: dict[str, list[float] | None] = {f"{m}_ci": None for m in CI_METRICS}
     if k == 0:
@@ -349,9 +358,11 @@ def metrics_with_ci(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | Non
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_predictions(path: str | Path) -> pd.DataFrame:
+def read_predictions(path: str | Path, *, n_classes: int | None = 2) -> pd.DataFrame:
     """Read and validate a predictions CSV (``label,pred`` required; ``score``, ``patient_id``, ...).
 
+    ``n_classes``: K of a multi-class task (labels 0..K-1), or None for any K (``medvlm metrics`` on a
+    file without its task; :mod:`medvlm.metrics_multiclass`). The default, 2, is the binary case:
     ``label`` must be 0 or 1 on every row, ``pred`` 0, 1 or empty (an abstention: the model gave no
     answer to decide on), ``score`` empty or within [0, 1] (an all-empty
     ``score`` column counts as no scores; an empty score, e.g. a VLM patient without votes, is left out
@@ -381,13 +392,21 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: no data rows")
     for col in ("label", "pred"):
         values = pd.to_numeric(df[col], errors="coerce")
-        bad = ~values.isin([0, 1]) & ~(df[col].isna() if col == "pred" else False)
+        if n_classes == 2:
+            bad = ~values.isin([0, 1])
+        else:
+            bad = values.isna() | (values < 0) | (values != values.round())
+            if n_classes is not None:
+                bad |= values >= n_classes
+        if col == "pred":
+            bad &= df[col].notna()  # an empty pred is an abstention
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raw = df[col].iloc[row]
             shown = "empty" if pd.isna(raw) else repr(str(raw))
-            raise DataError(f"{path}: row {row + 1}, column {col!r}: {shown} is not 0 or 1 (1 = the positive "
-                            "class)")
+            what = ("0 or 1 (1 = the positive class)" if n_classes == 2 else "a class label 0, 1, ..."
+                    if n_classes is None else f"a class label 0..{n_classes - 1}")
+            raise DataError(f"{path}: row {row + 1}, column {col!r}: {shown} is not {what}")
         df[col] = values.astype(np.int64) if col == "label" else values.astype("Int64")
     if "score" in df.columns:
         values = pd.to_numeric(df["score"], errors="coerce")

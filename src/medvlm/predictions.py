@@ -123,12 +123,34 @@ def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
     return out.reset_index()
 
 
+def n_classes(df: Any, task: Any = None) -> int:
+    """K of a predictions table: the task's number of classes, else the largest label or prediction + 1
+    (at least 2: a table of 0/1 labels is binary).
+
+    >>> import pandas as pd
+    >>> n_classes(pd.DataFrame({"label": [0, 1], "pred": [2, None]})), n_classes(pd.DataFrame({"label": [1],
+    ...                                                                                      "pred": [0]}))
+    (3, 2)
+    """
+    import pandas as pd
+
+    if task is not None:
+        return int(task.n_classes)
+    values = pd.to_numeric(pd.concat([df["label"], df["pred"]]), errors="coerce").dropna()
+    return max(2, int(values.max()) + 1) if len(values) else 2
+
+
 def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str = "percentile",
-                        source: str | None = None) -> dict[str, Any]:
+                        source: str | None = None, task: Any = None) -> dict[str, Any]:
     """Metrics of a predictions table (:func:`medvlm.metrics.metrics_from_frame`) on its answered rows
     (an empty ``pred`` is an abstention; a row without a score is left out of the AUC only), with the
     bootstrap clustered by patient when rows are slices or images (``n_patients`` added then), plus
     ``n_abstained`` and ``coverage`` (answered share of the rows).
+
+    More than two classes (``task`` with K > 2, or without a task labels or predictions beyond 0/1): the
+    multi-class metrics (:func:`medvlm.metrics_multiclass.multiclass_frame_metrics`: ``accuracy,
+    balanced_accuracy, macro_f1, auc`` (one-vs-rest, from the task's per-class probability columns),
+    ``per_class``, ``confusion``), class names from ``task`` (indices without one).
 
     >>> import pandas as pd
     >>> df = pd.DataFrame({"label": [1, 0, 1, 0], "pred": [1, 0, None, None]})
@@ -153,10 +175,22 @@ def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str 
         raise DataError("rows are slices (a slice_index column) but there is no patient_id column: the "
                         "confidence intervals must resample patients, so every row needs its patient_id")
     answered = df[df["pred"].notna()].astype({"pred": "int64"})
-    if answered.empty:
+    n_cls = n_classes(df, task)
+    out: dict[str, Any]
+    if n_cls > 2:
+        from medvlm.metrics_multiclass import class_prob_columns, empty_multiclass, multiclass_frame_metrics
+
+        classes = list(task.classes) if task is not None else n_cls
+        if answered.empty:
+            out = empty_multiclass(classes, n_boot)
+        else:
+            out = multiclass_frame_metrics(answered, classes=classes, n_boot=n_boot, seed=seed,
+                                           prob_columns=class_prob_columns(n_cls, task), clusters=clusters,
+                                           method=method, source=source or "predictions")
+    elif answered.empty:
         from medvlm.metrics import CI_METRICS, METRIC_KEYS
 
-        out: dict[str, Any] = {k: None for k in METRIC_KEYS}
+        out = {k: None for k in METRIC_KEYS}
         out.update(n=0, tp=0, fp=0, tn=0, fn=0)
         if n_boot:
             out.update({f"{k}_ci": None for k in CI_METRICS})
@@ -197,7 +231,8 @@ def abstain_below(df: Any, level: float, *, source: str = "predictions") -> Any:
 
 def summarise_test_cohort(run: Any) -> dict[str, Any]:
     """Accuracy, specificity and AUC of a run folder's test-cohort predictions (``medvlm run``'s stage
-    table); {} without them or when several folds predict the test cohort."""
+    table); {} without them or when several folds predict the test cohort. Labels beyond 0/1 (a
+    multi-class task): the accuracy of the answered rows, specificity and AUC None (they are per class)."""
     from pathlib import Path
 
     import pandas as pd
@@ -219,6 +254,13 @@ def summarise_test_cohort(run: Any) -> dict[str, Any]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
+        if n_classes(frame) > 2:
+            from medvlm.metrics_multiclass import multiclass_metrics
+
+            answered = frame[frame["pred"].notna()]
+            m = multiclass_metrics(answered["label"].astype(int), answered["pred"].astype(int))
+            m = {"accuracy": m["accuracy"], "specificity": None, "auc": None}
+        else:
+            m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
     return {f"test_{k}": (round(m[k], 3) if m[k] is not None else None)
             for k in ("accuracy", "specificity", "auc")}

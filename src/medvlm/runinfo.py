@@ -1,9 +1,10 @@
 """What every run folder records about itself: ``RUN/run.json``.
 
-``run.json`` = ``{"kind", "name", "created", "config", "versions", "git_revision", "command"}`` where
-``kind`` is one of :data:`RUN_KINDS`. The report reads only run files, so
-this is how it learns what a folder holds and how it was made (resolved config, package versions, git
-revision, seeds). Credentials in ``config`` and ``command`` are stored masked (``***``).
+``run.json`` = ``{"kind", "name", "created", "config", "versions", "git_revision", "command"}`` (and
+``usage``, the tokens and cost of the model calls a run sent, where its backend reports them:
+:meth:`medvlm.vlm.usage.Usage.record`) where ``kind`` is one of :data:`RUN_KINDS`. The report reads only
+run files, so this is how it learns what a folder holds and how it was made (resolved config, package
+versions, git revision, seeds). Credentials in ``config`` and ``command`` are stored masked (``***``).
 """
 
 from __future__ import annotations
@@ -45,15 +46,18 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: str | None = None) -> Path:
+def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: str | None = None,
+                   usage: dict[str, Any] | None = None) -> Path:
     """Write ``RUN/run.json``; keeps the first ``created`` time when the run is resumed.
 
     ``config`` is the resolved configuration (JSON-serialisable). Credentials are masked as ``***``
     before anything is written (:func:`medvlm.vlm._secrets.redact_record`): in ``config`` the
     ``base_urls`` passwords and secret query values and the secret-named ``extra_body`` fields; in
-    ``command`` (the command line as typed) the same, wherever they stand, and the ``OPENAI_API_KEY``.
+    ``command`` (the command line as typed) the same, wherever they stand, and the provider keys of the
+    environment (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...), which are also masked wherever else they
+    stand. ``usage`` (None: left out): the tokens and cost of the calls this invocation sent.
     """
-    from medvlm.vlm._secrets import redact_record
+    from medvlm.vlm._secrets import Redactor, env_secrets, redact_record
 
     if kind not in RUN_KINDS:
         raise ValueError(f"kind must be one of {RUN_KINDS}")
@@ -72,8 +76,21 @@ def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: 
         "git_revision": git_revision(),
         "command": " ".join(["medvlm", *sys.argv[1:]]) if sys.argv and "medvlm" in sys.argv[0] else None,
     }
-    write_json_atomic(path, redact_record(info))
+    if usage is not None:
+        info["usage"] = usage
+    info = redact_record(info)
+    redactor = Redactor([s for s in env_secrets() if len(s) >= 4])  # shorter ones would mask words
+    write_json_atomic(path, _mask_strings(info, redactor) if redactor else info)
     return path
+
+
+def _mask_strings(data: Any, redactor: Any) -> Any:
+    """``data`` with every string (keys left as they are) passed through ``redactor``."""
+    if isinstance(data, dict):
+        return {k: _mask_strings(v, redactor) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_mask_strings(v, redactor) for v in data]
+    return redactor(data) if isinstance(data, str) else data
 
 
 def read_run_info(run: str | Path, *, strict: bool = True) -> dict[str, Any] | None:

@@ -97,12 +97,36 @@ class _Paths:
     def run(self, name: str) -> Path:
         return self.runs / name
 
+    def task(self) -> str:
+        """The config's task: a registered name, or a task file (relative to the data folder when it is
+        there, as a synthetic cohort's ``cxr.yaml``, else to the experiment file)."""
+        task = self.config.task
+        if not task.lower().endswith((".yaml", ".yml")) or Path(task).is_absolute():
+            return task
+        in_data = self.data / task
+        return str(in_data if in_data.is_file() else self.resolve(task))
+
 
 # ------------------------------------------------------------------------------------------- stages
 def _stage_data(p: _Paths, progress: bool) -> StageRecord:
     from medvlm.data.brats import discover
 
     cfg = p.config.data
+    if cfg.synthetic is not None and cfg.synthetic.kind == "cxr":
+        from medvlm.data.synth_cxr import synth_cxr
+
+        images = synth_cxr(p.data, patients=cfg.synthetic.patients, seed=cfg.synthetic.seed,
+                           size=cfg.synthetic.size)
+        return StageRecord("data", summary={
+            "source": "synthetic cxr", "patients": cfg.synthetic.patients, "images": len(images),
+            "lesion": sum(i.label for i in images), "size": cfg.synthetic.size},
+            outputs={"data": str(p.data)})
+    if cfg.synthetic is None and p.config.task.lower().endswith((".yaml", ".yml")):  # images, not BraTS
+        if not p.data.is_dir():
+            from medvlm.errors import DataError
+
+            raise DataError(f"data.path {p.data}: no such folder")
+        return StageRecord("data", summary={"source": str(p.data)}, outputs={"data": str(p.data)})
     if cfg.synthetic is not None:
         from medvlm.data.synth import synth_cohort
 
@@ -122,7 +146,7 @@ def _stage_prepare(p: _Paths, progress: bool) -> StageRecord:
     from medvlm.tasks import prepare_work
 
     cfg = p.config.prepare
-    result = prepare_work(p.data, p.work, p.config.task, shape=cfg.shape, workers=cfg.workers,
+    result = prepare_work(p.data, p.work, p.task(), shape=cfg.shape, workers=cfg.workers,
                           margin_mm=cfg.margin_mm, progress=progress)
     return StageRecord("prepare", summary={
         "ok": result.n_ok, "skipped": result.n_skipped, "reused": result.n_reused,
@@ -154,8 +178,15 @@ def _stage_tiny(p: _Paths, progress: bool) -> StageRecord:
                        outputs={"model": str(p.tiny)})
 
 
+def _zero_shot_as_before(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without ``shots: 0``, ``limit: None`` and ``max_cost: None`` (the defaults), so runs
+    without them keep the fingerprints they had before those options existed."""
+    defaults = {"shots": 0, "limit": None, "max_cost": None}
+    return {k: v for k, v in fields.items() if not (k in defaults and v == defaults[k])}
+
+
 def _fields(run: Any, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
-    return {k: v for k, v in run.model_dump().items() if k not in drop}
+    return _zero_shot_as_before({k: v for k, v in run.model_dump().items() if k not in drop})
 
 
 def _stage_cnn(p: _Paths, run: Any, progress: bool) -> StageRecord:
@@ -307,9 +338,12 @@ def _calibrate_stages(config: ExperimentConfig, p: _Paths, eval_stages: dict[str
 def plan_stages(config: ExperimentConfig, p: _Paths, *, progress: bool) -> list[_Stage]:
     """The ordered stages of ``config`` with the fingerprints that decide whether a rerun skips them."""
     def dumped(x: Any) -> Any:
-        return x.model_dump(mode="json") if x is not None else None
+        return _zero_shot_as_before(x.model_dump(mode="json")) if x is not None else None
 
-    data_fp = fingerprint(dumped(config.data), str(p.data))
+    data_dump = dumped(config.data)
+    if data_dump.get("synthetic") and data_dump["synthetic"].get("kind") == "brats":  # fingerprints as before
+        data_dump["synthetic"] = {k: v for k, v in data_dump["synthetic"].items() if k != "kind"}
+    data_fp = fingerprint(data_dump, str(p.data))
     from medvlm.tasks import DEFAULT_TASK
 
     task_part = [config.task] if config.task != DEFAULT_TASK else []  # the study's fingerprints unchanged

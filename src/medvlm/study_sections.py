@@ -45,7 +45,9 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
     task = work_task(work)
     classes = task.classes
     units = None
-    if task.unit != "patient":  # count the labelled units of each cohort's patients
+    if task.unit == "image":  # the split lists image ids: count each cohort's images and their patients
+        units = manifest.rename(columns={"id": "_image"})
+    elif task.unit != "patient":  # count the labelled units of each cohort's patients
         from medvlm.data.cohorts import UNITS_FILE
 
         units = pd.read_csv(work / UNITS_FILE, dtype={"patient_id": str})
@@ -57,9 +59,10 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
             counts = {f"{c} ({i})": sum(1 for p in ids if labels.get(p) == i) for i, c in enumerate(classes)}
             rows.append({"cohort": name, "patients": len(ids), **dict(reversed(counts.items()))})
             return
-        part = units[units["patient_id"].isin(set(ids))]
+        part = units[units["_image" if task.unit == "image" else "patient_id"].isin(set(ids))]
         counts = {f"{c} ({i}) {task.unit}s": int((part["label"] == i).sum()) for i, c in enumerate(classes)}
-        rows.append({"cohort": name, "patients": len(ids), **counts})
+        n = part["patient_id"].nunique() if task.unit == "image" else len(ids)
+        rows.append({"cohort": name, "patients": n, **counts})
 
     splits = read_splits(work)
     add("test", list(splits["test"]))
@@ -67,7 +70,7 @@ def cohort_rows(work: Path) -> list[dict[str, Any]]:
         add(f"fold {k} train", list(fold["train"]))
         add(f"fold {k} val", list(fold["val"]))
     ok = manifest[manifest["status"] == "ok"]
-    add("all usable (status ok)", list(ok["patient_id"]))
+    add("all usable (status ok)", list(ok["id" if task.unit == "image" else "patient_id"]))
     skipped = manifest[manifest["status"] != "ok"]
     blank = {k: "" for k in rows[-1] if k not in ("cohort", "patients")}
     rows.append({"cohort": "skipped by prepare", "patients": len(skipped), **blank})
@@ -168,6 +171,7 @@ def plain_summary(runs: list[Path]) -> str:
     base_name = ""
     general: list[tuple[str, dict[str, Any]]] = []
     tuned: list[tuple[str, dict[str, Any]]] = []
+    few_shot: list[tuple[str, dict[str, Any]]] = []  # eval-vlm --shots K without an adapter
     calibrated: list[tuple[Path, dict[str, Any], Any]] = []
     for path, run in zip(runs, loaded, strict=True):
         if run.name in controls:
@@ -201,7 +205,9 @@ def plain_summary(runs: list[Path]) -> str:
         if kind == "calibrated":
             calibrated.append((path, m, task))
         if kind == "vlm":
-            (tuned if (info.get("config") or {}).get("adapter") else general).append((path.name, m))
+            cfg = info.get("config") or {}
+            arm = tuned if cfg.get("adapter") else few_shot if cfg.get("shots") else general
+            arm.append((path.name, m))
     for name_t, m_t in tuned:
         for name_g, m_g in general:
             lines.append(
@@ -209,6 +215,14 @@ def plain_summary(runs: list[Path]) -> str:
                 f"{_num(m_t['specificity'])}, sensitivity from {_num(m_g['recall'])} to "
                 f"{_num(m_t['recall'])} and AUC from {_num(m_g['auc'])} to {_num(m_t['auc'])}; the paired "
                 "tests below say whether such a difference is more than chance on this many patients.")
+    for name_f, m_f in few_shot:
+        for name_g, m_g in general:
+            lines.append(
+                f"Labelled examples in the prompt ({name_f} vs {name_g}) moved specificity from "
+                f"{_num(m_g['specificity'])} to {_num(m_f['specificity'])}, sensitivity from "
+                f"{_num(m_g['recall'])} to {_num(m_f['recall'])} and AUC from {_num(m_g['auc'])} to "
+                f"{_num(m_f['auc'])}; the paired tests below say whether such a difference is more than "
+                "chance on this many patients.")
     for path, m, task in calibrated:
         lines.append(calibration_line(path, m, task, tuned))
     for control, text in verdicts:

@@ -58,6 +58,13 @@ def write_tiny_work(root: Path, *, n_patients: int = 4, size: tuple[int, int, in
 
 
 @pytest.fixture(scope="session")
+def make_tiny_work():
+    """:func:`write_tiny_work` for tests (a fixture: ``from conftest import`` depends on which conftest
+    module a whole-suite run imported first)."""
+    return write_tiny_work
+
+
+@pytest.fixture(scope="session")
 def tiny_work(tmp_path_factory) -> Path:
     return write_tiny_work(tmp_path_factory.mktemp("vlmwork"))
 
@@ -77,6 +84,7 @@ class FakeServer:
         self.headers: list[dict] = []
         self.models: list[str] = ["llama3.2-vision"]  # what GET /v1/models lists
         self.model_gets = 0
+        self.retry_after = "0"  # the Retry-After header of a 429
         self.lock = threading.Lock()
         self.behave = self.default
         server = self
@@ -117,7 +125,7 @@ class FakeServer:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     if status == 429:
-                        self.send_header("Retry-After", "0")
+                        self.send_header("Retry-After", server.retry_after)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):

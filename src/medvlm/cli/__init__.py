@@ -13,7 +13,7 @@ import sys
 from medvlm.cli._app import app
 
 # Command groups, in pipeline order. A module missing here means the group has not landed yet.
-_COMMAND_MODULES = ["data", "cnn", "vlm", "consistency", "finetune", "results", "study", "scale"]
+_COMMAND_MODULES = ["data", "cnn", "vlm", "consistency", "finetune", "results", "study", "scale", "discover"]
 
 for _name in _COMMAND_MODULES:
     try:
@@ -23,12 +23,23 @@ for _name in _COMMAND_MODULES:
             raise
 
 
+def command():
+    """The click command behind :data:`app`, every parameter with a plain metavar (:mod:`._help`)."""
+    import typer
+
+    from medvlm.cli._help import tidy_help
+
+    return tidy_help(typer.main.get_command(app))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``medvlm`` script."""
+    from medvlm._console import progress_on_stderr
     from medvlm.errors import MedVLMError
 
     try:
-        app(args=argv, prog_name="medvlm")
+        with progress_on_stderr():
+            command()(args=argv, prog_name="medvlm")
     except MedVLMError as exc:
         # one line, whatever a library put in the message (a torch or sqlite error can span lines)
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -85,4 +96,4 @@ def invoke(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["app", "invoke", "main"]
+__all__ = ["app", "command", "invoke", "main"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app, out_folder
+from medvlm.cli._app import FOLD_HELP, app, out_folder, parse_fold
 from medvlm.errors import ConfigError
 
 
@@ -22,7 +22,7 @@ def train_cnn_command(
     epochs: int = typer.Option(20, "--epochs", help="Total epochs per fold (more extends a finished run)."),
     lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate."),
     batch_size: int = typer.Option(4, "--batch-size", help="Volumes per batch."),
-    fold: str = typer.Option("0", "--fold", help="Fold number (from 0) or 'all' (cross-validation)."),
+    fold: str = typer.Option("0", "--fold", help=FOLD_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, sampling and augmentation."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA + mixed precision if any), cpu, cuda."),
     workers: str = typer.Option("auto", "--workers",
@@ -50,11 +50,7 @@ def train_cnn_command(
     from medvlm.cnn.train import train_cnn
     from medvlm.registry import check_choice
 
-    fold_value: int | str = fold
-    if fold != "all":
-        if not fold.isdigit():
-            raise ConfigError(f"--fold must be a fold number (from 0) or 'all', got {fold!r}")
-        fold_value = int(fold)
+    fold_value = parse_fold(fold)
     if workers != "auto" and not workers.isdigit():
         raise ConfigError(f"--workers must be a number of processes (0 or more) or 'auto', got {workers!r}")
     workers_value: int | str = workers if workers == "auto" else int(workers)
@@ -70,5 +66,14 @@ def train_cnn_command(
     if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: rank 0 alone reports
         return
     test = metrics.get("test") or {}
-    typer.echo(f"{out}: test accuracy {test.get('accuracy')}, auc {test.get('auc')} "
+    typer.echo(f"{out}: test accuracy {_rounded(test.get('accuracy'))}, auc {_rounded(test.get('auc'))} "
                f"({metrics['test_predictions']})")
+
+
+def _rounded(value: object) -> str:
+    """A metric for the summary line: 3 decimals, ``n/a`` when undefined.
+
+    >>> _rounded(0.8333333), _rounded(None), _rounded(1)
+    ('0.833', 'n/a', '1.000')
+    """
+    return "n/a" if value is None else f"{float(value):.3f}"

@@ -3,7 +3,8 @@
 
 The backend options are ``eval-vlm``'s (one definition each in :mod:`medvlm.cli.vlm`, defaults from
 :class:`medvlm.vlm.options.BackendOptions`), except where consistency needs something else:
-``--orientation`` (one) and ``--slice`` instead of ``--orientations``/``--slices``; ``--prompt`` and
+``--orientations`` takes one orientation (``--orientation`` stays accepted, hidden) and ``--slice``
+replaces ``--slices``; ``--prompt`` and
 ``--temperature`` repeatable; ``--temperature`` and ``--top-p`` default to the model's own generation
 defaults; no ``--reducer``/``--bootstrap``.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app, out_folder
+from medvlm.cli._app import app, out_folder, parse_fold
 from medvlm.cli.vlm import (
     Adapter,
     Backend,
@@ -25,6 +26,8 @@ from medvlm.cli.vlm import (
     Device,
     ExtraBody,
     Fold,
+    Limit,
+    MaxCost,
     MaxNewTokens,
     MaxRetries,
     Modalities,
@@ -32,6 +35,7 @@ from medvlm.cli.vlm import (
     Progress,
     Scoring,
     Seed,
+    Shots,
     Structured,
     Timeout,
     _default,
@@ -42,7 +46,23 @@ from medvlm.cli.vlm import (
 
 #: config field -> command-line option, for validation messages (besides the shared backend options)
 _OPTION_NAMES = {"patients": "patient", "slice_index": "slice", "prompts": "prompt",
-                 "temperatures": "temperature"}
+                 "orientation": "orientations", "temperatures": "temperature"}
+
+
+def _one_orientation(orientations: str | None, old: str | None) -> str | None:
+    """``--orientations`` (or its old spelling ``--orientation``): one orientation name, or None."""
+    from medvlm.errors import ConfigError
+
+    if orientations is not None and old is not None:
+        raise ConfigError("--orientations and --orientation (its old spelling) are both given; give one")
+    value = orientations if orientations is not None else old
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if len(names) != 1:
+        raise ConfigError(f"--orientations {value!r}: consistency asks about one image, so one orientation "
+                          "(axial, coronal or sagittal)")
+    return names[0]
 
 
 @app.command("consistency")
@@ -53,8 +73,10 @@ def consistency_cmd(
                              "are sent)."),
     patient: list[str] = typer.Option([], "--patient", help="Patient id (repeatable). Without it: one slice "
                                       "per patient of --cohort."),
-    orientation: str | None = typer.Option(None, "--orientation", help="axial | coronal | sagittal (default: "
-                                           "the task's first, axial)."),
+    orientations: str | None = typer.Option(None, "--orientations", help="One orientation: axial | coronal | "
+                                            "sagittal (default: the task's first, axial)."),
+    orientation: str | None = typer.Option(None, "--orientation", hidden=True,
+                                           help="Old spelling of --orientations."),
     slice_index: int | None = typer.Option(None, "--slice", help="Canonical slice index (default: the "
                                            "central tumour slice of each patient)."),
     repeats: int = typer.Option(95, "--repeats", help="Times the same image and prompt are asked."),
@@ -66,7 +88,7 @@ def consistency_cmd(
     scoring: Scoring = _default("scoring"),
     structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all (without --patient)."),
-    fold: Fold = 0,
+    fold: Fold = "0",
     modalities: Modalities = None,
     concurrency: Concurrency = _default("concurrency"),
     batch_size: BatchSize = _default("batch_size"),
@@ -84,14 +106,16 @@ def consistency_cmd(
     cache: Cache = _default("cache"),
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
+    limit: Limit = None,
+    shots: Shots = 0,
+    max_cost: MaxCost = None,
 ) -> None:
     """Ask the same image and prompt N times; count, agree, flip (writes consistency.csv, summary.json).
 
     Exit status 0 when every request was answered, 1 when some failed after retries (rerun the same
     command to retry only those), 2 on a user error.
     """
-    from rich.console import Console
-
+    from medvlm._console import make_console
     from medvlm.consistency.config import ConsistencyConfig
     from medvlm.consistency.run import run_consistency
 
@@ -99,11 +123,14 @@ def consistency_cmd(
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
-                            extra_body=extra_body)
+                            extra_body=extra_body, max_cost=max_cost)
     config = build_config(ConsistencyConfig, {
-        **shared, "patients": list(patient), "orientation": orientation, "slice_index": slice_index,
-        "cohort": cohort, "fold": fold, "prompts": list(prompt),
-        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break},
+        **shared, "patients": list(patient), "orientation": _one_orientation(orientations, orientation),
+        "slice_index": slice_index, "cohort": cohort,
+        "fold": parse_fold(fold, cohort="all" if patient else cohort, command="consistency", shots=shots),
+        "prompts": list(prompt), "limit": limit,
+        "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break,
+        "shots": shots},
         renames=_OPTION_NAMES)
-    result = run_consistency(work, out, config, console=Console())
-    exit_on_failures(result.n_failed, out)
+    result = run_consistency(work, out, config, console=make_console())
+    exit_on_failures(result.n_failed, out, result.usage)

@@ -14,7 +14,8 @@ from medvlm.cli._app import app, out_folder
 @app.command("synth")
 def synth_cmd(
     out: Path = typer.Argument(..., callback=out_folder,
-        help="Folder to write MICCAI_BraTS2020_TrainingData/ into."),
+        help="Folder to write MICCAI_BraTS2020_TrainingData/ into (--task cxr: images/, labels.csv, "
+             "cxr.yaml)."),
     patients: int = typer.Option(40, "--patients", help="Number of patients."),
     lgg_fraction: float = typer.Option(0.2, "--lgg-fraction", help="Share of LGG patients (label 0)."),
     seed: int = typer.Option(0, "--seed", help="Seed: same seed, same bytes."),
@@ -22,8 +23,24 @@ def synth_cmd(
         "full", "--size", help="full: 240x240x155 at 1 mm; medium: 120x120x78 at 2 mm; small: 48x48x31, 5 mm."
     ),
     gzip_files: bool = typer.Option(True, "--gzip/--no-gzip", help="Write .nii.gz (default) or .nii."),
+    task: str = typer.Option("brats", "--task", help="brats (default: BraTS volumes, for brats-grading and "
+                             "brats-tumour) or cxr (2D chest-radiograph-like images, lesion or not, with "
+                             "their task file cxr.yaml; --size: 256, 128 or 64 pixels)."),
 ) -> None:
-    """Write a synthetic BraTS 2020 cohort (MNI152 anatomy, implanted HGG/LGG-like tumours)."""
+    """Write a synthetic BraTS 2020 cohort (MNI152 anatomy, implanted HGG/LGG-like tumours), or with
+    --task cxr a synthetic 2D image cohort."""
+    from medvlm.registry import check_choice
+
+    check_choice("--task", task, ["brats", "brats-grading", "brats-tumour", "cxr"])
+    if task == "cxr":
+        from medvlm.data.synth_cxr import TASK_FILE, synth_cxr
+
+        images = synth_cxr(out, patients=patients, seed=seed, size=size)
+        n_lesion = sum(i.label for i in images)
+        n_dicom = sum(i.path.endswith(".dcm") for i in images)
+        print(f"wrote {len(images)} images of {patients} patients ({n_lesion} lesion, "
+              f"{len(images) - n_lesion} no-lesion; {n_dicom} DICOM) to {out}; task: {out / TASK_FILE}")
+        return
     from medvlm.data.synth import synth_cohort
 
     infos = synth_cohort(out, patients=patients, lgg_fraction=lgg_fraction, seed=seed, size=size,
@@ -36,13 +53,15 @@ def synth_cmd(
 
 @app.command("prepare")
 def prepare_cmd(
-    data: Path = typer.Argument(..., help="The BraTS 2020 training folder or its parent."),
+    data: Path = typer.Argument(..., help="The BraTS 2020 training folder or its parent (a YAML task: "
+                                "the folder its source paths are relative to)."),
     out: Path = typer.Option(..., "--out", callback=out_folder, help="Work folder (manifest.csv, volumes/)."),
     shape: tuple[int, int, int] = typer.Option((95, 128, 128), "--shape", help="D H W of the volumes."),
     workers: int = typer.Option(1, "--workers", help="Patients prepared in parallel processes."),
     margin: float = typer.Option(10.0, "--margin", help="Margin around the tumour box, in mm."),
-    task: str = typer.Option("brats-grading", "--task", help="The task to prepare for (`medvlm tasks`); "
-                             "WORK records it and every later command reads it from there."),
+    task: str = typer.Option("brats-grading", "--task", help="The task to prepare for (`medvlm tasks`) or "
+                             "a task YAML file (2D images; its source paths relative to DATA); WORK "
+                             "records it and every later command reads it from there."),
 ) -> None:
     """Normalise, crop (around the tumour, or the whole brain for brats-tumour) and resize every patient;
     write manifest.csv, volumes/ and task.json."""
@@ -81,6 +100,9 @@ def split_cmd(
 @app.command("tasks")
 def tasks_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON list of task objects on stdout."),
+    tasks_dir: Path | None = typer.Option(None, "--tasks-dir", help="Also list the task YAML files of "
+                                          "this folder (their `file`; a file that is not a task: its error "
+                                          "on stderr)."),
 ) -> None:
     """List the registered tasks: name, classes (label order), positive class, unit."""
     import json
@@ -88,6 +110,14 @@ def tasks_cmd(
     from medvlm.tasks import all_tasks
 
     tasks = [t.describe() for t in all_tasks()]
+    if tasks_dir is not None:
+        from medvlm.tasks.yaml_task import find_yaml_tasks
+
+        for path, found in find_yaml_tasks(tasks_dir):
+            if isinstance(found, Exception):
+                print(f"medvlm: warning: {found}", file=sys.stderr)
+            else:
+                tasks.append({**found.describe(), "file": str(path)})
     if as_json:
         print(json.dumps(tasks, indent=2))
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from medvlm.cli._app import app, out_folder
+from medvlm.cli._app import FOLD_HELP, app, out_folder, parse_fold
 
 
 @app.command("finetune")
@@ -30,7 +30,7 @@ def finetune_cmd(
     batch_size: int = typer.Option(4, "--batch-size", help="Slices per forward pass."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Forward passes per optimiser step."),
     seed: int = typer.Option(0, "--seed", help="Seed of the LoRA init, data order and dropout."),
-    fold: int = typer.Option(0, "--fold", help="Fold of splits.json (train/val cohorts)."),
+    fold: str = typer.Option("0", "--fold", help=FOLD_HELP),
     orientations: str | None = typer.Option(None, "--orientations", help="Comma list (default: the task's, "
                                             "axial,coronal,sagittal for brats-grading)."),
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt name or file (as for eval-vlm; default: "
@@ -59,10 +59,14 @@ def finetune_cmd(
     from medvlm.errors import ConfigError
     from medvlm.finetune import FinetuneConfig, finetune
 
+    fold_value = parse_fold(fold)
+    if fold_value == "all":
+        raise ConfigError("--fold all: finetune trains one adapter on one fold; for every fold: "
+                          f"medvlm sweep {work} --what finetune --folds all")
     options = dict(
         base_model=base_model, method=method, engine=engine, target=target, rank=rank, alpha=alpha,
         dropout=dropout, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
-        grad_accum=grad_accum, seed=seed, fold=fold,
+        grad_accum=grad_accum, seed=seed, fold=fold_value,
         orientations=[o.strip() for o in orientations.split(",") if o.strip()] if orientations else None,
         prompt=prompt, slices=slices,
         modalities=[m.strip() for m in modalities.split(",") if m.strip()] if modalities else None,

@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -65,27 +66,43 @@ def metrics_cmd(
 ) -> None:
     """Metrics of one predictions file (label 1 positive, as `medvlm tasks` names it), optionally with
     bootstrap 95% CIs (resampling patients when rows are slices). With scores: brier, ece, log_loss and
-    aurc (calibration and selective prediction; lower is better)."""
+    aurc (calibration and selective prediction; lower is better). Labels beyond 0/1 (a multi-class task,
+    named by the run.json beside the file): accuracy, balanced accuracy, macro F1, one-vs-rest AUC, and
+    per class precision, recall, specificity, F1 and support."""
+    from medvlm.errors import ConfigError
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
+    from medvlm.metrics_multiclass import check_inferred_classes
     from medvlm.predictions import predictions_metrics, select_cohort
     from medvlm.registry import check_choice
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
-    df = select_cohort(read_predictions(predictions), None if cohort == "all" else (cohort or "test"),
+    classes = _recorded_classes(predictions)
+    df = read_predictions(predictions, n_classes=classes.n_classes if classes else None)
+    k = classes.n_classes if classes else check_inferred_classes(df, str(predictions))
+    if k == 2 and not classes:
+        df = read_predictions(predictions)  # a binary file: checked as one (pred 0, 1 or empty)
+    df = select_cohort(df, None if cohort == "all" else (cohort or "test"),
                        source=str(predictions), hint="; choose the rows with --cohort (a cohort, or all)",
                        required=cohort not in (None, "all"))
     if abstain is not None:
+        if k > 2:
+            raise ConfigError(f"--abstain-below: {predictions} has {k} classes; selective prediction reads "
+                              "the score of a binary task")
         from medvlm.predictions import abstain_below
 
         df = abstain_below(df, abstain, source=str(predictions))
     with _warnings_to_stderr():
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
-                                     source=str(predictions))
+                                     source=str(predictions), task=classes if k > 2 else None)
     if as_json:
         print(json.dumps(result))
         return
-    from rich.console import Console
+    if k > 2:
+        _print_multiclass(predictions, result, bootstrap, ci_method)
+        return
     from rich.table import Table
+
+    from medvlm._console import make_console
 
     table = Table(title=f"{predictions.name}: n = {result['n']} (label 1 positive)", title_justify="left")
     table.add_column("metric")
@@ -112,7 +129,74 @@ def metrics_cmd(
             ci = result.get(f"{key}_ci")
             row.append("n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]")
         table.add_row(*row)
-    Console().print(table)
+    make_console().print(table)
+
+
+def _recorded_classes(predictions: Path) -> Any:
+    """The classes of the task that wrote ``predictions`` (a :class:`~medvlm.metrics_multiclass.ClassSpec`):
+    the task named in the run.json of its folder (registered, else its work folder's, else the names it
+    records); None without a readable run.json naming a task."""
+    from medvlm.errors import MedVLMError
+    from medvlm.metrics_multiclass import ClassSpec
+    from medvlm.runinfo import read_run_info
+    from medvlm.tasks import get_task, work_task
+
+    info = read_run_info(predictions.parent, strict=False) or {}
+    cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
+    recorded = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
+    names = recorded.get("classes")
+    if not recorded.get("name") or not isinstance(names, list) or len(names) < 2:
+        return None
+    for find in (lambda: get_task(str(recorded["name"])), lambda: work_task(cfg["work"])):
+        try:
+            task = find()
+        except (MedVLMError, KeyError, TypeError):
+            continue
+        if list(task.classes) == [str(n) for n in names]:
+            return ClassSpec(tuple(task.classes), tuple(task.prob_columns[:task.n_classes]))
+    return ClassSpec.from_names([str(n) for n in names])
+
+
+def _print_multiclass(predictions: Path, result: dict[str, Any], bootstrap: int, ci_method: str) -> None:
+    """The multi-class ``metrics`` tables: the summary metrics, the per-class table, the confusion matrix."""
+    from rich.table import Table
+
+    from medvlm._console import make_console
+
+    console = make_console()
+    table = Table(title=f"{predictions.name}: n = {result['n']}, {result['n_classes']} classes",
+                  title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    extra = [""] if bootstrap else []
+    if bootstrap:
+        table.add_column(f"95% CI ({bootstrap} bootstrap, {ci_method})", justify="right")
+    if "n_patients" in result:
+        table.add_row("patients (the bootstrap resamples these)", str(result["n_patients"]), *extra)
+    if result.get("n_abstained"):
+        table.add_row("abstained (no prediction; not in the metrics)",
+                      f"{result['n_abstained']} (coverage {_fmt(result['coverage'])})", *extra)
+    for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+                       ("macro_f1", "macro F1"), ("auc", "ROC AUC (one-vs-rest, macro)")):
+        ci = result.get(f"{key}_ci")
+        table.add_row(label, _fmt(result[key]),
+                      *([("n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]")] if bootstrap else []))
+    console.print(table)
+    per = Table(title="per class (one against the rest)", title_justify="left")
+    for col in ("class", "support", "precision", "recall (sensitivity)", "specificity", "F1", "ROC AUC"):
+        per.add_column(col, justify="left" if col == "class" else "right")
+    for row in result["per_class"]:
+        name = str(row["label"]) if row["class"] == str(row["label"]) else f"{row['label']} {row['class']}"
+        per.add_row(name, str(row["support"]),
+                    *(_fmt(row[k]) for k in ("precision", "recall", "specificity", "f1", "auc")))
+    console.print(per)
+    cm = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+    cm.add_column("true \\ predicted")
+    for name in result["classes"]:
+        cm.add_column(name, justify="right")
+    for name, counts in zip(result["classes"], result["confusion"], strict=True):
+        cm.add_row(name, *(str(c) for c in counts))
+    console.print(cm)
 
 
 @app.command("calibrate")
@@ -168,8 +252,9 @@ def compare_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from medvlm._console import make_console
 
     units = (f"{result['n']} slices of {result['n_patients']} patients" if "n_patients" in result
              else f"{result['n']} patients")
@@ -186,7 +271,7 @@ def compare_cmd(
                   _fmt(result["auc_diff"]) + ci(result["auc_diff_ci"]))
     table.add_row("accuracy", _fmt(result["accuracy_a"]), _fmt(result["accuracy_b"]),
                   _fmt(result["accuracy_diff"]) + ci(result["accuracy_diff_ci"]))
-    console = Console()
+    console = make_console()
     console.print(table)
     if result["auc_a"] is None or result["auc_b"] is None:
         console.print("DeLong: n/a (needs a score for every patient in both files and both classes)")
@@ -251,9 +336,18 @@ def report_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0,
                                   help="Bootstrap resamples for CIs the run files do not already hold."),
 ) -> None:
-    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details)."""
+    """One self-contained HTML page comparing the runs (tables, paired tests, figures, details). A run
+    folder without run.json, with a run.json status other than complete, or without its final files
+    (predictions.csv, ...) is named on stderr and left out."""
+    from medvlm.cli._runs import finished_runs
+    from medvlm.errors import DataError
     from medvlm.report.html import build_report
 
+    kept, left_out = finished_runs(list(runs))
+    if not kept:
+        raise DataError("no finished run to report: " + "; ".join(f"{r}: {why}" for r, why in left_out))
+    for run, why in left_out:
+        print(f"medvlm: warning: left out of the report: {run}: {why}", file=sys.stderr)
     with _warnings_to_stderr():
-        path = build_report(list(runs), out, title=title, n_boot=bootstrap)
+        path = build_report(kept, out, title=title, n_boot=bootstrap)
     print(f"wrote {path}")

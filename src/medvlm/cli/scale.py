@@ -16,7 +16,7 @@ def sweep_command(
         help="Sweep folder: one sub-folder per job, sweep.json, "
                                                 "summary.csv, submitit logs."),
     what: str = typer.Option("cnn", "--what", help="cnn (train-cnn) or finetune (LoRA/QLoRA)."),
-    folds: str = typer.Option("all", "--folds", help="'all' or fold numbers, e.g. 0,1."),
+    folds: str = typer.Option("all", "--folds", metavar="N,N|all", help="'all' or fold numbers, e.g. 0,1."),
     lr: str = typer.Option("1e-4", "--lr", help="Learning rates, e.g. 1e-4,3e-4."),
     option: list[str] = typer.Option([], "--option", help="key=value passed to every job's config "
                                                           "(e.g. epochs=20, base_model=/models/llama, "

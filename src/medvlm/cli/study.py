@@ -39,23 +39,18 @@ def run_cmd(
         help="Output folder, relative to the current folder (default: the file's "
         "`out`, relative to the file's folder)."),
     force: bool = typer.Option(False, "--force", help="Run every stage again (each still resumes)."),
-    check: bool = typer.Option(False, "--check", help="Only validate the file and list its stages."),
+    check: bool = typer.Option(False, "--check", help="Only check: the file, its paths and servers; print "
+                               "the stages, the output folder and the planned model calls (exit 2 with one "
+                               "line per problem)."),
 ) -> None:
     """The whole study as one config describes it (unknown keys are rejected with a "did you mean")."""
-    from rich.console import Console
-
     from medvlm.experiment import load_experiment
 
     config, base = load_experiment(experiment)
     if out is not None:
         out = out.expanduser().resolve()  # --out: from the current folder; the file's out: from the file's
     if check:
-        from medvlm.study import _Paths, plan_stages
-
-        target = (out or Path(config.out))
-        paths = _Paths(config, (target if target.is_absolute() else base / target).resolve(), base)
-        Console().print(f"{experiment}: valid; stages: "
-                        + ", ".join(s.name for s in plan_stages(config, paths, progress=False)))
+        _check(config, experiment=experiment, out=out, base=base)
         return
     from medvlm.experiment import check_devices
 
@@ -63,16 +58,38 @@ def run_cmd(
     _run(config, out=out, base_dir=base, force=force)
 
 
-def _run(config, *, out: Path | None, base_dir: Path, force: bool) -> None:
-    from rich.console import Console
+def _check(config: Any, *, experiment: Path, out: Path | None, base: Path) -> None:
+    """``run --check``: print the stages, output folder and planned calls; exit 2 on any problem."""
+    from medvlm.experiment_check import check_experiment
 
+    result = check_experiment(config, out=out, base_dir=base)
+    print(f"{experiment}: valid; stages: {', '.join(result.stages)}")
+    print(f"output folder: {result.out}")
+    known = [n for n in result.calls.values() if n is not None]
+    if not result.calls:
+        print("planned model calls: none (no run asks a VLM)")
+    elif not result.work_ready:
+        print(f"planned model calls: unknown until prepare ({len(result.calls)} runs ask a VLM: "
+              f"{', '.join(result.calls)})")
+    else:
+        total = f"{sum(known)} in all" if len(known) == len(result.calls) else "some unknown"
+        print(f"planned model calls: {total}; per run: "
+              + ", ".join(f"{name} {'unknown' if n is None else n}" for name, n in result.calls.items()))
+    for problem in result.problems:
+        typer.echo(f"medvlm: error: {problem}", err=True)
+    if result.problems:
+        raise typer.Exit(2)
+
+
+def _run(config, *, out: Path | None, base_dir: Path, force: bool) -> None:
+    from medvlm._console import make_console
     from medvlm.study import run_experiment
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     result = run_experiment(config, out=out, base_dir=base_dir, console=console, force=force)
-    print_summary(result, Console())
+    print_summary(result, make_console())
     if result.exit_code:
-        Console(stderr=True).print("Some requests failed; rerun the same command to retry only those.")
+        make_console(stderr=True).print("Some requests failed; rerun the same command to retry only those.")
         raise typer.Exit(result.exit_code)
 
 

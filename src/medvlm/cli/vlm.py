@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from medvlm.cli._app import app, out_folder
+from medvlm.cli._app import FOLD_HELP, app, out_folder, parse_fold
 from medvlm.vlm.tiny_train import TRAIN_STEPS
 
 T = TypeVar("T")
@@ -38,25 +38,36 @@ def _csv(value: str) -> list[str]:
 # ------------------------------------------------------------------------ options shared with consistency
 # The backend options of eval-vlm and consistency: one definition each (name and help here, default from
 # medvlm.vlm.options.BackendOptions through _default), turned into config fields by backend_fields().
-Backend = Annotated[str, typer.Option("--backend", help="transformers | openai | mock.")]
-Model = Annotated[str, typer.Option("--model", help="Model folder / hub name, or the served model name.")]
+Backend = Annotated[str, typer.Option("--backend", help="transformers | openai | litellm | mock.")]
+Model = Annotated[str, typer.Option("--model", help="Model folder / hub name, the served model name, or "
+                                    "PROVIDER/NAME (litellm, e.g. anthropic/claude-sonnet-4-5).")]
 BaseUrl = Annotated[list[str], typer.Option("--base-url", help="OpenAI-compatible server (repeatable: "
                                             "requests are spread over all of them).")]
 Scoring = Annotated[str, typer.Option("--scoring", help="generate | logprobs.")]
 Structured = Annotated[str, typer.Option("--structured", help="none | choice | json.")]
-Fold = Annotated[int, typer.Option("--fold")]
+Fold = Annotated[str, typer.Option("--fold", help=FOLD_HELP)]
 Modalities = Annotated[str | None, typer.Option("--modalities", help="Comma list of the task's modalities "
                                                  "(several: a 2x2 montage); default: the task's.")]
 Concurrency = Annotated[int, typer.Option("--concurrency", help="Requests in flight (openai).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Batch size (transformers).")]
 Adapter = Annotated[str | None, typer.Option("--adapter", help="PEFT adapter folder (transformers).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps (transformers).")]
-MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")]
 Seed = Annotated[int, typer.Option("--seed", help="Sampling seed (request seed = seed + repeat).")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Per-request timeout in seconds (openai).")]
-MaxRetries = Annotated[int, typer.Option("--max-retries")]
+MaxRetries = Annotated[int, typer.Option("--max-retries", help="Retries of a failed request (connection "
+                                         "errors, 408, 429, 5xx; openai).")]
 Cache = Annotated[Path | None, typer.Option("--cache", help="Response cache (default RUN/cache.sqlite).")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="A progress bar on stderr "
+                                          "(never in a log file).")]
+Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N patients of the cohort, "
+                                           "in its order in splits.json (as lmms-eval's --limit); recorded "
+                                           "in run.json.")]
+Shots = Annotated[int, typer.Option("--shots", help="Few-shot: K labelled examples (class-balanced, from the "
+                                    "training cohort of --fold, same orientation) before each question.")]
+MaxCost = Annotated[float | None, typer.Option("--max-cost", help="USD (litellm): send no request once the "
+                                                "next might take this run's spend past it; rerun with a "
+                                                "higher limit to resume.")]
 ExtraBody = Annotated[str | None, typer.Option("--extra-body", help="A JSON object of extra request fields "
                                                "(openai backend), e.g. '{\"top_k\": 40}'.")]
 
@@ -101,7 +112,8 @@ def _default(field: str):
 def backend_fields(*, backend: str, model: str, base_url: list[str], adapter: str | None, scoring: str,
                    structured: str, modalities: str | None, concurrency: int, batch_size: int, device: str,
                    max_new_tokens: int, seed: int | None, timeout: float, max_retries: int,
-                   cache: Path | None, progress: bool, extra_body: str | None = None) -> dict[str, Any]:
+                   cache: Path | None, progress: bool, extra_body: str | None = None,
+                   max_cost: float | None = None) -> dict[str, Any]:
     """The shared command-line options -> :class:`~medvlm.vlm.options.BackendOptions` fields."""
     return {"backend": backend, "model": model, "base_urls": list(base_url), "adapter": adapter,
             "scoring": scoring, "structured": structured,
@@ -109,7 +121,7 @@ def backend_fields(*, backend: str, model: str, base_url: list[str], adapter: st
             "concurrency": concurrency, "batch_size": batch_size, "device": device,
             "max_new_tokens": max_new_tokens, "seed": seed, "timeout_s": timeout, "max_retries": max_retries,
             "cache": str(cache) if cache else None, "progress": progress,
-            "extra_body": _extra_body(extra_body)}
+            "extra_body": _extra_body(extra_body), "max_cost": max_cost}
 
 
 def build_config(cls: type[T], fields: dict[str, Any], *, renames: dict[str, str] | None = None) -> T:
@@ -128,8 +140,15 @@ def build_config(cls: type[T], fields: dict[str, Any], *, renames: dict[str, str
         raise ConfigError(f"{option_name(str(err['loc'][0]), renames)}: {message}") from None
 
 
-def exit_on_failures(n_failed: int, out: Path) -> None:
-    """Exit status 1 (with one line on stderr) when some requests failed after retries."""
+def exit_on_failures(n_failed: int, out: Path, usage: dict[str, Any] | None = None) -> None:
+    """Exit status 1 (with one line on stderr) when some requests failed after retries, or were not
+    asked because ``--max-cost`` was reached (``usage``: run.json's)."""
+    from medvlm.vlm.usage import max_cost_message
+
+    stopped = max_cost_message(usage)
+    if stopped:
+        typer.echo(f"medvlm: {stopped}", err=True)
+        raise typer.Exit(1)
     if n_failed:
         typer.echo(f"medvlm: {n_failed} request(s) failed after retries (see {out / 'failures.csv'}); "
                    "rerun the same command to retry only those", err=True)
@@ -151,7 +170,7 @@ def eval_vlm_cmd(
     scoring: Scoring = _default("scoring"),
     structured: Structured = _default("structured"),
     cohort: str = typer.Option("test", "--cohort", help="test | train | val | all."),
-    fold: Fold = 0,
+    fold: Fold = "0",
     slices: str | None = typer.Option(None, "--slices", help="tumour | all | central:K (default: the task's, "
                                       "tumour for brats-grading)."),
     modalities: Modalities = None,
@@ -164,8 +183,8 @@ def eval_vlm_cmd(
     tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): where a "
                                          "vote tie goes (default: the positive class)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
-    temperature: float = typer.Option(0.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature (0: greedy)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the top-p probability mass."),
     seed: Seed = _default("seed"),
     timeout: Timeout = _default("timeout_s"),
     max_retries: MaxRetries = _default("max_retries"),
@@ -173,11 +192,14 @@ def eval_vlm_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the CIs (0: none)."),
     progress: Progress = _default("progress"),
     extra_body: ExtraBody = None,
+    limit: Limit = None,
     image: str = typer.Option("real", "--image", help="What the model is shown: real | none (the prompt "
                               "alone) | blank | noise | tumour-masked (controls)."),
     artifact: str | None = typer.Option(None, "--artifact", help="KIND:SEVERITY, an MRI artifact applied to "
                                         "each volume before slicing: motion, ghosting, spike or bias-field, "
                                         "severity 0..1 (needs medvlm[controls])."),
+    shots: Shots = 0,
+    max_cost: MaxCost = None,
     save_images: int = typer.Option(0, "--save-images", help="Write N of the images asked about, byte for "
                                     "byte as sent, to RUN/images/ (<patient>_<orientation>_<slice>.png, "
                                     "listed with their sha256 in index.csv)."),
@@ -188,20 +210,20 @@ def eval_vlm_cmd(
     written from the answers received; rerun the same command to retry only the failures), 2 on a user
     error.
     """
-    from rich.console import Console
-
+    from medvlm._console import make_console
     from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,
                             batch_size=batch_size, device=device, max_new_tokens=max_new_tokens, seed=seed,
                             timeout=timeout, max_retries=max_retries, cache=cache, progress=progress,
-                            extra_body=extra_body)
+                            extra_body=extra_body, max_cost=max_cost)
     config = build_config(VLMEvalConfig, {
         **shared, "orientations": _csv(orientations) if orientations else None, "prompt": prompt,
-        "cohort": cohort, "fold": fold,
+        "cohort": cohort, "fold": parse_fold(fold, cohort=cohort, command="eval-vlm", shots=shots),
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
-        "artifact": artifact, "save_images": save_images}, renames={"n_boot": "bootstrap"})
-    result = evaluate_vlm(work, out, config, console=Console(stderr=False))
-    exit_on_failures(result.n_failed, out)
+        "artifact": artifact, "shots": shots, "limit": limit, "save_images": save_images},
+        renames={"n_boot": "bootstrap"})
+    result = evaluate_vlm(work, out, config, console=make_console())
+    exit_on_failures(result.n_failed, out, result.usage)

@@ -232,6 +232,10 @@ def unit_cohort(work: str | Path, cohort: Cohort, task: Any) -> Cohort | SliceCo
 
     if task.unit == "patient":
         return cohort
+    if task.unit == "image":
+        from medvlm.cnn.images import image_cohort
+
+        return image_cohort(work, cohort)  # type: ignore[return-value]
     units = cohort_units(work, cohort, unit=task.unit, orientations=list(task.default_orientations))
     return SliceCohort(cohort.name, units["patient_id"].tolist(), units["label"].astype(int).tolist(),
                        units["orientation"].tolist(), units["slice_index"].astype(int).tolist())
@@ -304,13 +308,22 @@ class SliceDataset(Dataset):
 
 def make_dataset(work: str | Path, cohort: Cohort | SliceCohort, *, augment: bool = False, seed: int = 0
                  ) -> Dataset:
-    """The dataset of a cohort: volumes (patient unit) or 2D slices (slice unit)."""
+    """The dataset of a cohort: volumes (patient unit), 2D slices (slice unit) or 2D images (image unit)."""
+    from medvlm.cnn.images import ImageCohort, ImageDataset
+
+    if isinstance(cohort, ImageCohort):
+        return ImageDataset(work, cohort, augment=augment, seed=seed)
     if isinstance(cohort, SliceCohort):
         return SliceDataset(work, cohort, size=input_shape(work, cohort)[-1], augment=augment, seed=seed)
     return VolumeDataset(work, cohort, augment=augment, seed=seed)
 
 
 def input_shape(work: str | Path, cohort: Cohort | SliceCohort) -> tuple[int, ...]:
-    """What the network takes: ``(4, D, H, W)`` volumes, or ``(4, S, S)`` slices (S = the volumes' W)."""
+    """What the network takes: ``(4, D, H, W)`` volumes, or ``(4, S, S)`` slices (S = the volumes' W), or
+    ``(C, S, S)`` images (:func:`medvlm.cnn.images.image_input_shape`)."""
+    from medvlm.cnn.images import ImageCohort, image_input_shape
+
+    if isinstance(cohort, ImageCohort):
+        return image_input_shape(work)
     shape = check_volumes(work, list(dict.fromkeys(cohort.patient_ids)))
     return (shape[0], shape[-1], shape[-1]) if isinstance(cohort, SliceCohort) else shape

@@ -72,8 +72,9 @@ def fold_cohorts(work: Path, fold: int) -> dict[str, Any]:
 def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config: CNNConfig,
                   device: Any, *, fold: int, dtype: Any = None, reporter: _Reporter | None = None
                   ) -> pd.DataFrame:
-    """``patient_id[,orientation,slice_index],cohort,label,pred,score,fold`` rows of ``model`` on each
-    cohort (no augmentation; the unit key columns of slice-level tasks after ``patient_id``)."""
+    """``patient_id[,orientation,slice_index|image_id],cohort,label,pred,score,fold`` rows of ``model`` on
+    each cohort (no augmentation; the unit key columns of slice- and image-level tasks after
+    ``patient_id``)."""
     import pandas as pd
 
     from medvlm.cnn.data import make_dataset
@@ -119,7 +120,7 @@ def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *,
             parts.append(fold_ensemble(pd.concat(tests, ignore_index=True), decimals=6))
         predictions = pd.concat(parts, ignore_index=True)
         test_source = f"ensemble: mean P({positive}) of the {len(folds)} fold models"
-    keys = [c for c in ("orientation", "slice_index") if c in predictions.columns]
+    keys = [c for c in ("orientation", "slice_index", "image_id") if c in predictions.columns]
     return predictions[["patient_id", *keys, "cohort", "label", "pred", "score", "fold"]], test_source
 
 

@@ -14,15 +14,15 @@ class _Reporter:
     """A rich progress bar over batches plus one line per epoch (on stderr)."""
 
     def __init__(self, enabled: bool, *, silent: bool = False) -> None:
-        from rich.console import Console
+        from medvlm._console import make_console
 
-        self.console: Console = Console(stderr=True, soft_wrap=True)
+        self.console: Console = make_console(stderr=True)  # plain and wide in a log file
         self.enabled = enabled and not silent
         self.silent = silent
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int) -> Any:
-        if not self.enabled:
+        if not self.enabled or not self.console.is_terminal:  # no bar (nor its blank line) in a log file
             yield lambda: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -30,7 +30,8 @@ class ConsistencyConfig(BackendOptions):
     ``slice_index`` None: the central tumour slice of each patient along ``orientation``.
     ``prompts``: built-in names or files (several = paraphrase robustness). ``temperatures`` empty: the
     model's own default; several = a sweep. ``top_p`` None: the model's own default. ``seed``: base
-    sampling seed (request seed = seed + repeat index), None = send none.
+    sampling seed (request seed = seed + repeat index), None = send none. ``shots``: K labelled examples
+    from the training cohort of ``fold`` before each question (:mod:`medvlm.vlm.fewshot`).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
@@ -45,11 +46,20 @@ class ConsistencyConfig(BackendOptions):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     repeats: int = Field(95, ge=1)
     tie_break: str | None = None  # a class name; default: the positive class
+    shots: int = Field(0, ge=0)  # few-shot examples before each question (medvlm.vlm.fewshot)
 
     def for_task(self, task: Task) -> ConsistencyConfig:
         """A copy with the task's defaults filled in (orientation, prompt, modalities, tie-break)."""
         from medvlm.registry import check_choice
 
+        if task.unit == "image":  # whole 2D images: no orientation (recorded as "image")
+            from medvlm.data.images import IMAGE_ORIENTATION
+
+            check_choice("orientation", self.orientation or IMAGE_ORIENTATION, [IMAGE_ORIENTATION])
+            return self.model_copy(update={
+                "orientation": IMAGE_ORIENTATION, "modalities": [],
+                "prompts": [task.check_prompt(p) for p in self.prompts] or [task.default_prompt],
+                "tie_break": task.tie_break_name(self.tie_break)})
         orientation = check_choice("orientation", self.orientation or task.default_orientations[0],
                                    task.orientations)
         return self.model_copy(update={
@@ -149,3 +159,15 @@ def format_temperature(value: float | None) -> str:
     ('0.7', 'default')
     """
     return "default" if value is None else f"{value:g}"
+
+
+def shot_sampler(work: str | Path, config: ConsistencyConfig, task: Task, images: list[Any]) -> Any:
+    """The few-shot sampler of a run (:func:`medvlm.vlm.fewshot.make_sampler`; None when ``shots`` is 0):
+    examples of the images' orientation, rendered as the images are, never of an asked patient."""
+    from medvlm.vlm.fewshot import make_sampler
+
+    cohort = "--patient" if config.patients else config.cohort
+    return make_sampler(work, config.shots, task=task, cohort=cohort,
+                        fold=config.fold, evaluated=sorted({im.patient_id for im in images}),
+                        orientations=sorted({im.orientation for im in images}), selection=task.default_slices,
+                        modalities=config.modalities or list(task.default_modalities), seed=config.seed or 0)

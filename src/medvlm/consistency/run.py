@@ -20,6 +20,7 @@ from medvlm.consistency.config import (
     decoding_for,
     format_temperature,
     resolve_sampling,
+    shot_sampler,
 )
 from medvlm.consistency.stats import answer_categories, prompt_robustness, summarize_answers, summarize_images
 from medvlm.errors import ConfigError, DataError
@@ -55,6 +56,10 @@ class ConsistencyImage:
     label: int | None
     png: bytes = field(repr=False)
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.patient_id, self.orientation, self.slice_index
+
 
 def _row_label(row: Any) -> int | None:
     try:
@@ -74,7 +79,8 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
     the central labelled slice of each class, so that both answers are asked for), exactly as
     ``eval-vlm`` renders it (:func:`medvlm.data.slices.patient_slices`). The truth label is the
     patient's for a patient-level task, the slice's (``WORK/units.csv``; None when the slice is not one
-    of the task's units) for a slice-level one. ``config`` has the task's defaults filled in.
+    of the task's units) for a slice-level one. ``config`` has the task's defaults filled in. An image
+    task: :func:`medvlm.data.images.consistency_images` (``--slice`` numbers a patient's images).
 
     Raises :class:`DataError` for an unknown or skipped patient, a slice out of range or a patient
     without a tumour extent (one line naming the option and the patient).
@@ -83,9 +89,14 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
     from medvlm.data.slices import AXIS, load_canonical, parse_modalities, patient_slices
     from medvlm.registry import did_you_mean
     from medvlm.tasks import get_task
+    from medvlm.vlm.options import first_patients
 
     task = get_task(task)
     config = config.for_task(task)
+    if task.unit == "image":
+        from medvlm.data.images import consistency_images
+
+        return [ConsistencyImage(*picked) for picked in consistency_images(work, config)]
     assert config.orientation is not None
     modalities = parse_modalities(config.modalities)
     work = Path(work)
@@ -102,6 +113,7 @@ def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None
                 raise DataError(f"--patient {pid}: skipped by prepare ({reason}); pick another patient")
     else:
         ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
+    ids = first_patients(ids, config.limit)  # --limit N: the first N (None: all)
     axis = AXIS[config.orientation]
     letter = "xyz"[axis]
     unit_labels: dict[tuple[str, int], int] = {}
@@ -173,6 +185,7 @@ class ConsistencyResult:
     notes: list[str]
     elapsed_s: float
     answer_names: dict[str, str] = field(default_factory=dict)  # code -> the task's name for it
+    usage: dict[str, Any] | None = None  # run.json's usage (a backend that reports it)
 
     @property
     def exit_code(self) -> int:
@@ -222,6 +235,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     from medvlm.vlm.engine import ask_images
     from medvlm.vlm.prompts import load_prompt
     from medvlm.vlm.records import csv_text
+    from medvlm.vlm.usage import Usage, run_usage
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -236,6 +250,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     samplings = resolve_sampling(config)
     decodings = [decoding_for(s, config) for s in samplings]
     images = select_images(work, config, task)
+    sampler = shot_sampler(work, config, task, images)
     notes: list[str] = []
     if config.repeats > 1:
         if config.scoring == "logprobs" and config.backend == "transformers":
@@ -251,7 +266,8 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
         "prompts_resolved": [{"name": p.name, "sha": p.sha, "text": p.text} for p in prompts],
         "sampling": [s.model_dump(mode="json") for s in samplings],
         "images": [{"patient_id": im.patient_id, "orientation": im.orientation, "slice_index": im.slice_index,
-                    "label": im.label} for im in images],
+                    "label": im.label, **({"shots": sampler.ids(im.key)} if sampler else {})}
+                   for im in images],
     }
     write_run_info(out, kind="consistency", config=run_config)
 
@@ -259,6 +275,7 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     rows, failures = [], []
     n_sent = n_cached = 0
+    budget, used = config.budget(), Usage()
     try:
         backend = backend or make_backend(config.backend_config())
         for i_prompt, prompt in enumerate(prompts):
@@ -268,8 +285,12 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                                    decoding=decoding, task=task.for_prompt(prompt), repeats=config.repeats,
                                    cache=cache,
                                    total=len(images) * config.repeats, progress=config.progress,
-                                   description=label)
+                                   description=label, budget=budget,
+                                   shots=None if sampler is None else sampler.for_prompt(
+                                       prompt.text, task.for_prompt(prompt), config.structured,
+                                       key=lambda i: images[i].key))
                 n_sent, n_cached = n_sent + asked.n_sent, n_cached + asked.n_cached
+                used.merge(asked.usage)
                 for a in asked.answers:
                     im, r = images[a.meta], a.response
                     ident = {"patient_id": im.patient_id, "orientation": im.orientation,
@@ -310,10 +331,12 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
                      "byte-identical answer: the server or model did not sample (summary.json: "
                      "sampling_effective false); check its generation config, or pass --extra-body")
     write_json_atomic(out / "summary.json", summary)
-    write_run_info(out, kind="consistency", config=run_config)
+    usage = run_usage(backend, used, budget)
+    write_run_info(out, kind="consistency", config=run_config, usage=usage)
     result = ConsistencyResult(out=out, summary=summary, n_calls=len(frame), n_failed=len(failures),
                                n_sent=n_sent, n_cached=n_cached, notes=notes,
-                               elapsed_s=time.monotonic() - start, answer_names=task.answer_names)
+                               elapsed_s=time.monotonic() - start, answer_names=task.answer_names,
+                               usage=usage)
     if console is not None:
         print_summary(result, console)
     return result
@@ -409,8 +432,7 @@ def print_summary(result: ConsistencyResult, console: Any) -> None:
                   f"agreement {fmt(s['agreement'])}, "
                   f"entropy {fmt(s['entropy'])} bits, flip rate {fmt(s['flip_rate'])}, Fleiss' kappa "
                   f"{fmt(s['fleiss_kappa'])}, consensus accuracy {fmt(s['consensus_accuracy'])}, expected "
-                  f"accuracy {fmt(s['expected_accuracy'])}")
-    console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), failed "
-                  f"{result.n_failed}, {result.elapsed_s:.1f} s")
+                  f"accuracy {fmt(s['expected_accuracy'])}; calls {result.n_calls} (sent {result.n_sent}, "
+                  f"from cache {result.n_cached}), failed {result.n_failed}, {result.elapsed_s:.1f} s")
     for note in result.notes:
         console.print(f"note: {note}")

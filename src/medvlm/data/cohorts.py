@@ -41,7 +41,7 @@ def read_manifest(work: str | Path, *, ok_only: bool = False) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: no manifest; run `medvlm prepare DATA --out {work}` first")
     try:
-        manifest = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
+        manifest = pd.read_csv(path, dtype={"patient_id": str, "id": str}, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable manifest ({exc})") from exc
     missing = {"patient_id", "label", "status"} - set(manifest.columns)
@@ -80,6 +80,8 @@ def load_cohort(work: str | Path, cohort: str = "test", *, fold: int = 0) -> Coh
     """
     check_choice("cohort", cohort, COHORTS)
     manifest = read_manifest(work, ok_only=True)
+    if "id" in manifest.columns:  # an image task: the split lists images
+        return _image_cohort(work, manifest, cohort, fold)
     labels = dict(zip(manifest["patient_id"], manifest["label"], strict=True))
     if cohort == "all":
         ids = list(manifest["patient_id"])
@@ -112,6 +114,43 @@ def load_cohort(work: str | Path, cohort: str = "test", *, fold: int = 0) -> Coh
     return Cohort(cohort, ids, [int(labels[pid]) for pid in ids])
 
 
+def _split_ids(work: str | Path, cohort: str, fold: int) -> list[str]:
+    splits = read_splits(work)
+    if cohort == "test":
+        return list(splits["test"])
+    folds = splits["folds"]
+    if not 0 <= fold < len(folds):
+        raise DataError(f"{Path(work) / 'splits.json'}: fold {fold} does not exist "
+                        f"(folds 0..{len(folds) - 1})")
+    return list(folds[fold][cohort])
+
+
+def _image_cohort(work: str | Path, manifest: pd.DataFrame, cohort: str, fold: int) -> Cohort:
+    """The patients of an image task's cohort (``splits.json`` lists image ids; a patient's images are
+    all in one cohort). A patient's label: the largest label among its images (binary: any positive)."""
+    labels = dict(zip(manifest["id"], manifest["label"], strict=True))
+    patient = dict(zip(manifest["id"], manifest["patient_id"], strict=True))
+    ids = list(manifest["id"]) if cohort == "all" else _split_ids(work, cohort, fold)
+    if not ids:
+        raise DataError(f"{work}: cohort {cohort!r} (fold {fold}) has no patient (no image)")
+    unknown = [i for i in ids if i not in labels]
+    if unknown:
+        raise DataError(f"{Path(work) / 'splits.json'}: image {unknown[0]} is in the split but not ok in "
+                        "manifest.csv")
+    if cohort != "all":
+        split_labels = read_splits(work).get("labels") or {}
+        changed = [i for i in ids if i in split_labels and int(split_labels[i]) != int(labels[i])]
+        if changed:
+            raise DataError(f"{Path(work) / 'splits.json'}: made when image {changed[0]} had label "
+                            f"{split_labels[changed[0]]}, but manifest.csv now says "
+                            f"{int(labels[changed[0]])}: "
+                            f"rerun `medvlm split {work}`")
+    by_patient: dict[str, int] = {}
+    for i in ids:
+        by_patient[patient[i]] = max(by_patient.get(patient[i], 0), int(labels[i]))
+    return Cohort(cohort, list(by_patient), list(by_patient.values()))
+
+
 def cohort_of(work: str | Path, *, fold: int = 0) -> dict[str, str]:
     """Map every patient of the split to its cohort name (``train``, ``val`` or ``test``) for ``fold``."""
     splits = read_splits(work)
@@ -135,6 +174,8 @@ def cohort_units(work: str | Path, cohort: Cohort, *, unit: str, orientations: l
     """
     if unit == "patient":
         return pd.DataFrame({"patient_id": cohort.patient_ids, "label": cohort.labels})
+    if unit == "image":
+        return image_units(work, cohort)
     path = Path(work) / UNITS_FILE
     if not path.is_file():
         raise DataError(f"{path}: missing; this {unit}-level task's units are written by `medvlm prepare`")
@@ -152,4 +193,20 @@ def cohort_units(work: str | Path, cohort: Cohort, *, unit: str, orientations: l
                         "nothing to ask about")
     units["slice_index"] = units["slice_index"].astype(int)
     units["label"] = units["label"].astype(int)
+    return units.reset_index(drop=True)
+
+
+def image_units(work: str | Path, cohort: Cohort) -> pd.DataFrame:
+    """The images of an image task's cohort: ``patient_id, image_id, label`` (see :func:`cohort_units`)."""
+    manifest = read_manifest(work, ok_only=True)
+    if "id" not in manifest.columns:
+        raise DataError(f"{Path(work) / 'manifest.csv'}: no id column; not prepared for an image task")
+    order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
+    rows = manifest[manifest["patient_id"].isin(order)]
+    units = pd.DataFrame({"patient_id": rows["patient_id"].astype(str), "image_id": rows["id"].astype(str),
+                          "label": rows["label"].astype(int)})
+    units["_p"] = units["patient_id"].map(order)
+    units = units.sort_values(["_p", "image_id"], kind="stable").drop(columns="_p")
+    if units.empty:
+        raise DataError(f"{work}: no ok image of the {cohort.name} cohort; nothing to ask about")
     return units.reset_index(drop=True)

@@ -22,11 +22,12 @@ def split_patients(
     test_fraction: float = 0.15,
     folds: int = 5,
     seed: int = 0,
+    n_classes: int = 2,
 ) -> dict:
     """Stratified test set of ``test_fraction``, then ``folds`` stratified folds over the rest.
 
     Pure and reproducible: the result depends on the set of ``(id, label)`` pairs and ``seed`` only
-    (not on their order). Ids within each list are sorted.
+    (not on their order). Ids within each list are sorted. Labels ``0..n_classes-1``.
 
     >>> ids = [f"p{i:02d}" for i in range(20)]
     >>> s = split_patients(ids, [0] * 5 + [1] * 15, test_fraction=0.2, folds=2, seed=0)
@@ -45,23 +46,29 @@ def split_patients(
     pairs = sorted(zip(patient_ids, (int(y) for y in labels), strict=True))
     ids = [p for p, _ in pairs]
     ys = [y for _, y in pairs]
-    if set(ys) - {0, 1}:
-        raise DataError(f"labels must be 0 (LGG) or 1 (HGG), got {sorted(set(ys) - {0, 1})}")
+    if set(ys) - set(range(n_classes)):
+        bad = sorted(set(ys) - set(range(n_classes)))
+        if n_classes == 2:
+            raise DataError(f"labels must be 0 (LGG) or 1 (HGG), got {bad}")
+        raise DataError(f"labels must be 0..{n_classes - 1}, got {bad}")
     if test_fraction > 0:
         try:
             rest, test, y_rest, _ = train_test_split(ids, ys, test_size=test_fraction, stratify=ys,
                                                      random_state=seed)
         except ValueError as exc:
+            counts = (f"{ys.count(0)} LGG, {ys.count(1)} HGG" if n_classes == 2
+                      else ", ".join(f"{ys.count(k)} of class {k}" for k in range(n_classes)))
             raise DataError(
                 f"cannot hold out a stratified test set of {test_fraction} from {len(ids)} patients "
-                f"({ys.count(0)} LGG, {ys.count(1)} HGG): {exc}"
+                f"({counts}): {exc}"
             ) from exc
     else:
         rest, test, y_rest = ids, [], ys
-    n_min = min(y_rest.count(0), y_rest.count(1)) if len(set(y_rest)) > 1 else 0
-    largest = min(len(rest), max(y_rest.count(0), y_rest.count(1)) if n_min >= 1 else len(rest))
+    present = [y_rest.count(k) for k in range(n_classes) if y_rest.count(k)]
+    n_min = min(present) if len(present) > 1 else 0
+    largest = min(len(rest), max(present) if n_min >= 1 else len(rest))
     if folds > largest:
-        counts = f"{y_rest.count(0)} of class 0, {y_rest.count(1)} of class 1"
+        counts = ", ".join(f"{y_rest.count(k)} of class {k}" for k in range(n_classes))
         fix = f"use --folds {largest} or fewer" if largest >= 2 else "add patients or lower --test-fraction"
         raise DataError(f"{len(rest)} patients left after the test set ({counts}): too few for {folds} "
                         f"stratified folds; {fix}")
@@ -119,7 +126,9 @@ def check_split(split: dict, labels: dict[str, int] | None = None) -> list[str]:
 
 
 def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5, seed: int = 0) -> dict:
-    """Split the ``ok`` patients of ``WORK/manifest.csv`` and write ``WORK/splits.json`` (returned)."""
+    """Split the ``ok`` patients of ``WORK/manifest.csv`` and write ``WORK/splits.json`` (returned).
+
+    An image task's manifest (one row per image, an ``id`` column): :func:`split_images`."""
     from medvlm.data.cohorts import read_manifest
 
     work = Path(work).expanduser()
@@ -128,6 +137,15 @@ def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5,
     manifest = read_manifest(work, ok_only=True)
     if manifest.empty:
         raise DataError(f"{work / 'manifest.csv'}: no patient with status ok to split")
+    if "id" in manifest.columns:
+        from medvlm.tasks import work_task
+
+        task = work_task(work)
+        split = split_images(manifest, test_fraction=test_fraction, folds=folds, seed=seed,
+                             n_classes=task.n_classes, source=str(work / "manifest.csv"),
+                             classes=task.classes)
+        write_json_atomic(work / "splits.json", split)
+        return split
     if manifest["label"].isna().any():
         pid = manifest.loc[manifest["label"].isna(), "patient_id"].iloc[0]
         raise DataError(f"{work / 'manifest.csv'}: patient {pid} is ok but has no label")
@@ -137,3 +155,76 @@ def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5,
     split["labels"] = {str(p): int(v) for p, v in zip(manifest["patient_id"], manifest["label"], strict=True)}
     write_json_atomic(work / "splits.json", split)
     return split
+
+
+def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed: int = 0, n_classes: int = 2,
+                 source: str = "manifest.csv", classes: Sequence[str] | None = None) -> dict:
+    """The split of an image task: lists of image ids, never two images of one patient in two cohorts.
+
+    ``manifest``: the ``ok`` rows (``id, patient_id, label``, optionally ``split``). With a source split
+    (MedMNIST's ``train``/``val``/``test`` in ``split``) that split is kept as it is: ``test``, and one
+    fold of ``train``/``val`` (a warning says that ``test_fraction`` and ``folds`` do not apply).
+    Otherwise the patients are split by :func:`split_patients`, stratified on each patient's largest
+    label, and each patient's images follow it. ``labels``: every image's label (the stale-split check).
+    Warns (naming ``classes``, default the label numbers) when a fold's train or val has no image of a
+    class.
+    """
+    import pandas as pd
+
+    ids = [str(i) for i in manifest["id"]]
+    labels = {i: int(v) for i, v in zip(ids, manifest["label"], strict=True)}
+    patients = {i: str(p) for i, p in zip(ids, manifest["patient_id"], strict=True)}
+    own = (manifest["split"].astype(str).str.strip() if "split" in manifest.columns
+           else pd.Series([], dtype=str))
+    if len(own) and (own != "").all():
+        bad = sorted(set(own) - {"train", "val", "test"})
+        if bad:
+            raise DataError(f"{source}: split {bad[0]!r}; expected train, val or test")
+        warnings.warn("the source's own train/val/test split is kept (one fold); --test-fraction and "
+                      "--folds do not apply", UserWarning, stacklevel=2)
+        by = {name: sorted(i for i, s in zip(ids, own, strict=True) if s == name)
+              for name in ("train", "val", "test")}
+        split = {"seed": int(seed), "test_fraction": None, "source_split": True, "test": by["test"],
+                 "folds": [{"train": by["train"], "val": by["val"]}]}
+    else:
+        patient_label: dict[str, int] = {}
+        for i in ids:
+            patient_label[patients[i]] = max(patient_label.get(patients[i], 0), labels[i])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # its notes are about patients; ours below, images
+            by_patient = split_patients(list(patient_label), list(patient_label.values()),
+                                        test_fraction=test_fraction, folds=folds, seed=seed,
+                                        n_classes=n_classes)
+
+        def images_of(group: list[str]) -> list[str]:
+            members = set(group)
+            return sorted(i for i in ids if patients[i] in members)
+
+        split = {"seed": int(seed), "test_fraction": float(test_fraction),
+                 "test": images_of(by_patient["test"]),
+                 "folds": [{"train": images_of(f["train"]), "val": images_of(f["val"])}
+                           for f in by_patient["folds"]]}
+    check_groups(split, patients)
+    names = list(classes) if classes else [str(k) for k in range(n_classes)]
+    for k, fold in enumerate(split["folds"]):
+        for name in ("train", "val"):
+            missing = sorted(set(range(n_classes)) - {labels[i] for i in fold[name]})
+            if fold[name] and missing:
+                warnings.warn(f"fold {k} {name} holds no image of class "
+                              + ", ".join(names[c] for c in missing), UserWarning, stacklevel=2)
+    split["unit"] = "image"
+    split["labels"] = labels
+    return split
+
+
+def check_groups(split: dict, patients: dict[str, str]) -> None:
+    """DataError when two images of one patient sit in two cohorts of a fold (``patients``: image id ->
+    patient id)."""
+    test = {patients[i] for i in split["test"]}
+    for k, fold in enumerate(split["folds"]):
+        train = {patients[i] for i in fold["train"]}
+        val = {patients[i] for i in fold["val"]}
+        both = (train & val) | (train & test) | (val & test)
+        if both:
+            raise DataError(f"split: images of patient {sorted(both)[0]} are in two cohorts of fold {k}; "
+                            "refusing to write")

@@ -365,8 +365,10 @@ def survival_csv(infos: list[SynthPatient], seed: int) -> str:
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from medvlm._console import is_terminal, make_console
+
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=False)
+                    console=make_console(stderr=True), disable=not enabled or not is_terminal(stderr=True),
+                    transient=False)  # no bar in a log file

@@ -54,7 +54,8 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
 
     Rendering is ``medvlm.data.slices.patient_slices``, the function ``eval-vlm`` renders with (same
     options, same PNG bytes). Patient unit: the ``selection`` slices, labelled with the patient's label.
-    Slice unit: the task's labelled slices (``WORK/units.csv``). With ``max_slices_per_patient`` at most
+    Slice unit: the task's labelled slices (``WORK/units.csv``). Image unit: :func:`image_examples`.
+    With ``max_slices_per_patient`` at most
     that many slices per patient and orientation (per class as well for a slice-level task, so every
     patient keeps both classes), spread evenly. Returns ``(examples, problems)``:
     ``problems`` has one line per patient/orientation without slices.
@@ -62,6 +63,8 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
     from medvlm.data.cohorts import cohort_units, read_manifest
     from medvlm.data.slices import patient_slices
 
+    if task.unit == "image":
+        return image_examples(work, cohort, max_images_per_patient=max_slices_per_patient), []
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     slice_labels: dict[tuple[str, str], dict[int, int]] = {}
     if task.unit == "slice":
@@ -95,6 +98,23 @@ def cohort_examples(work: str | Path, cohort: Any, *, task: Task, orientations: 
                 answer = labelled[s.slice_index] if task.unit == "slice" else int(label)
                 examples.append(Example(patient_id, orientation, int(s.slice_index), answer, s.png))
     return examples, problems
+
+
+def image_examples(work: str | Path, cohort: Any, *, max_images_per_patient: int | None = None
+                   ) -> list[Example]:
+    """An image task's examples: each image of the cohort (at most ``max_images_per_patient`` per
+    patient, spread evenly), as ``eval-vlm`` shows it (:func:`medvlm.data.images.image_png`), labelled
+    with its own label; ``orientation`` ``"image"``, ``slice_index`` the image's number in the cohort."""
+    from medvlm.data.cohorts import cohort_units
+    from medvlm.data.images import IMAGE_ORIENTATION, image_png
+
+    units = cohort_units(work, cohort, unit="image", orientations=[])
+    rows = list(units[["patient_id", "image_id", "label"]].itertuples(index=False))
+    by_patient: dict[str, list[tuple[int, Any]]] = {}
+    for k, row in enumerate(rows):
+        by_patient.setdefault(str(row.patient_id), []).append((k, row))
+    return [Example(pid, IMAGE_ORIENTATION, k, int(row.label), image_png(work, str(row.image_id)))
+            for pid, items in by_patient.items() for k, row in even_subset(items, max_images_per_patient)]
 
 
 def balance_examples(examples: list[Example], *, seed: int = 0,

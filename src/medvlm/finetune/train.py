@@ -65,8 +65,9 @@ def finetune(work: str | Path, out: str | Path, config: FinetuneConfig) -> dict[
     work, out = Path(work), Path(out)
     task = work_task(work)
     cfg = config.for_task(task)
-    parse_selection(cfg.slices)
-    parse_modalities(cfg.modalities)
+    if task.unit != "image":  # an image task: whole images, no slices or modalities
+        parse_selection(cfg.slices)
+        parse_modalities(cfg.modalities)
     base_model = check_base_model(cfg.base_model)
     train_cohort = load_cohort(work, "train", fold=cfg.fold)
     val_cohort = load_cohort(work, "val", fold=cfg.fold) if cfg.validate_each_epoch else None

@@ -125,8 +125,9 @@ def _identity(run: RunData) -> tuple[str, ...] | None:
     except DataError:
         return None
     cfg = _config(run)
+    shots = int(cfg.get("shots") or 0)  # few-shot runs are references of their own (absent: zero-shot)
     return (run_task(run).name, json.dumps([cfg.get(k) for k in IDENTITY_KEYS], default=str),
-            json.dumps(patients))
+            json.dumps(patients), *([f"shots {shots}"] if shots else []))
 
 
 def _label(s: Settings, ref: Settings) -> tuple[tuple[str, ...], str]:

@@ -144,7 +144,8 @@ def _label_legend(runs: Sequence[RunData]) -> tuple[str, str, str]:
 
     def legend(t: Any) -> str:
         pos = t.classes[t.positive_label]
-        return ", ".join(f"{c} = {i}" for i, c in enumerate(t.classes)) + f" ({pos} positive)"
+        named = ", ".join(f"{c} = {i}" for i, c in enumerate(t.classes))
+        return named if t.n_classes > 2 else f"{named} ({pos} positive)"  # multi-class: no positive class
 
     if len(tasks) == 1:
         t = tasks[0]

@@ -86,8 +86,8 @@ def run_task(run: RunData) -> Task:
     recorded = cfg.get("task") if isinstance(cfg, dict) else None
     task = None
     try:
-        if isinstance(recorded, dict) and recorded.get("name"):
-            task = get_task(str(recorded["name"]))
+        if isinstance(recorded, dict) and recorded.get("name") and not recorded.get("source"):
+            task = get_task(str(recorded["name"]))  # a task of a YAML file ("source"): its work folder's
         elif isinstance(cfg, dict) and cfg.get("work") and Path(str(cfg["work"])).is_dir():
             task = work_task(cfg["work"])
     except MedVLMError as exc:
@@ -288,12 +288,15 @@ def _unique_names(runs: list[RunData]) -> None:
 
 
 def _raw_role(info: Mapping[str, Any]) -> str | None:
-    """The role of an uncalibrated run from its ``run.json`` (``cnn``, ``fine-tuned``, ``general``)."""
+    """The role of an uncalibrated run from its ``run.json`` (``cnn``, ``fine-tuned``, ``few-shot``: a
+    VLM run without adapter shown examples, ``eval-vlm --shots K``; ``general``)."""
     if info.get("kind") == "cnn":
         return "cnn"
     if info.get("kind") == "vlm":
         cfg = info.get("config") or {}
-        return "fine-tuned" if isinstance(cfg, Mapping) and cfg.get("adapter") else "general"
+        if not isinstance(cfg, Mapping):
+            return "general"
+        return "fine-tuned" if cfg.get("adapter") else "few-shot" if cfg.get("shots") else "general"
     return None
 
 
@@ -332,9 +335,10 @@ def calibration_source(run: RunData) -> RunData | None:
 
 
 def vlm_role(run: RunData) -> str | None:
-    """``"cnn"``, ``"fine-tuned"`` (a VLM run whose config has an ``adapter``), ``"general"`` (other VLM
-    runs), ``"calibrated-<role of the run it calibrates>"`` for a calibrated run (``"calibrated"`` when
-    that run is unknown) or None (consistency and fine-tuning runs)."""
+    """``"cnn"``, ``"fine-tuned"`` (a VLM run whose config has an ``adapter``), ``"few-shot"`` (a VLM run
+    with ``shots`` > 0 and no adapter), ``"general"`` (other VLM runs), ``"calibrated-<role of the run it
+    calibrates>"`` for a calibrated run (``"calibrated"`` when that run is unknown) or None (consistency
+    and fine-tuning runs)."""
     if run.kind in ("cnn", "vlm"):
         return _raw_role({"kind": run.kind, "config": run.info.get("config")})
     if run.kind == "calibrated":
@@ -398,7 +402,8 @@ def _model_name(run: RunData) -> str:
 
 
 def _valid_predictions(run: RunData, name: str = "predictions.csv") -> Any:
-    """``predictions.csv`` validated with :func:`medvlm.metrics.read_predictions`, or None (+ problem)."""
+    """``predictions.csv`` validated with :func:`medvlm.metrics.read_predictions` (labels of the run's
+    task: 0/1, or 0..K-1), or None (+ problem)."""
     from medvlm.metrics import read_predictions
 
     key = f"pred:{name}"
@@ -407,7 +412,7 @@ def _valid_predictions(run: RunData, name: str = "predictions.csv") -> Any:
     df = None
     if name in run.files:
         try:
-            df = read_predictions(run.path / name)
+            df = read_predictions(run.path / name, n_classes=run_task(run).n_classes)
         except DataError as exc:
             run.problems.append(str(exc))
     run.cache[key] = df

@@ -45,21 +45,26 @@ COHORT_ORDER = ("train", "val", "test")
 # A of "A vs B" is the role ranked first: a calibrated arm before its raw run, the CNN before the VLMs, a
 # general VLM with a calibrated threshold before the fine-tuned VLM (does the threshold do what
 # fine-tuning does?); "calibrated" alone: a calibrated run whose raw run is unknown.
-ROLE_RANK = {"calibrated-cnn": 0, "cnn": 1, "calibrated-fine-tuned": 2, "calibrated-general": 3,
-             "fine-tuned": 4, "general": 5, "calibrated": 6}
+ROLE_RANK = {"calibrated-cnn": 0, "cnn": 1, "calibrated-fine-tuned": 2, "calibrated-few-shot": 3,
+             "calibrated-general": 4, "fine-tuned": 5, "few-shot": 6, "general": 7, "calibrated": 8}
 ROLE_NAME = {"cnn": "CNN", "fine-tuned": "fine-tuned VLM", "general": "general VLM",
              "calibrated-cnn": "CNN + calibrated threshold",
              "calibrated-fine-tuned": "fine-tuned VLM + calibrated threshold",
-             "calibrated-general": "general VLM + calibrated threshold", "calibrated": "calibrated run"}
+             "calibrated-general": "general VLM + calibrated threshold", "calibrated": "calibrated run",
+             "few-shot": "few-shot VLM", "calibrated-few-shot": "few-shot VLM + calibrated threshold"}
 #: the comparisons the study is about, in the order the report lists them; a calibrated arm against a
 #: raw run of its own role counts only when it calibrates that very run
 KEY_COMPARISONS = (
     ("fine-tuned", "general"),
+    ("few-shot", "general"),  # zero-shot vs few-shot vs fine-tuned: do examples help, as much as training?
+    ("fine-tuned", "few-shot"),
     ("cnn", "general"),
     ("cnn", "fine-tuned"),
+    ("cnn", "few-shot"),
     ("calibrated-general", "general"),
     ("calibrated-general", "fine-tuned"),
     ("calibrated-fine-tuned", "fine-tuned"),
+    ("calibrated-few-shot", "few-shot"),
     ("calibrated-cnn", "cnn"),
 )
 

@@ -28,16 +28,16 @@ TASK_FILE = "task.json"
 
 
 def get_task(name: str | Task | None = None) -> Task:
-    """The registered task ``name`` (any case; None: :data:`DEFAULT_TASK`); a Task is returned as is."""
-    from medvlm.errors import ConfigError
-
+    """The registered task ``name`` (any case; None: :data:`DEFAULT_TASK`; ``FILE.yaml``: the task that
+    file declares, :mod:`medvlm.tasks.yaml_task`); a Task is returned as is."""
     if isinstance(name, Task):
         return name
     if name is None:
         return TASKS.get(DEFAULT_TASK)
     if str(name).lower().endswith((".yaml", ".yml")):
-        raise ConfigError(f"--task {name}: a task YAML file is not supported yet; use a registered task "
-                          f"({', '.join(TASKS.names())})")
+        from medvlm.tasks.yaml_task import load_yaml_task
+
+        return load_yaml_task(name)
     return TASKS.get(str(name).strip().lower())
 
 
@@ -47,7 +47,8 @@ def all_tasks() -> list[Task]:
 
 def work_task(work: str | Path) -> Task:
     """The task ``WORK`` was prepared for (``WORK/task.json``; a work folder from before tasks existed,
-    without task.json and without ``units.csv``, is :data:`DEFAULT_TASK`)."""
+    without task.json and without ``units.csv``, is :data:`DEFAULT_TASK`). A task prepared from a YAML
+    file is read from the folder's copy, ``WORK/task.yaml``, its prompts from ``WORK/prompts/``."""
     from medvlm.errors import DataError, MedVLMError
 
     path = Path(work) / TASK_FILE
@@ -57,9 +58,17 @@ def work_task(work: str | Path) -> Task:
                             "it again with `medvlm prepare DATA --out WORK --task NAME`")
         return get_task(DEFAULT_TASK)
     try:
-        name = json.loads(path.read_text(encoding="utf-8"))["name"]
+        record = json.loads(path.read_text(encoding="utf-8"))
+        name = record["name"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a readable task record ({exc})") from exc
+    if isinstance(record, dict) and record.get("yaml"):
+        from medvlm.tasks.yaml_task import PROMPT_DIR, load_yaml_task
+
+        try:
+            return load_yaml_task(Path(work) / str(record["yaml"]), prompt_dir=Path(work) / PROMPT_DIR)
+        except MedVLMError as exc:
+            raise DataError(f"{path}: {exc}") from None
     if not isinstance(name, str) or not name.strip():
         raise DataError(f"{path}: 'name' must be a task name (`medvlm tasks`), got {name!r}")
     try:
@@ -68,21 +77,29 @@ def work_task(work: str | Path) -> Task:
         raise DataError(f"{path}: {exc}") from None
 
 
-def write_work_task(work: str | Path, task: Task) -> None:
-    """Record in ``WORK/task.json`` which task the folder was prepared for."""
+def write_work_task(work: str | Path, task: Task, source: str | Path | None = None) -> None:
+    """Record in ``WORK/task.json`` which task the folder was prepared for (a YAML task: its copy in
+    ``WORK/task.yaml``, from ``source``, the file given to ``--task``, and its prompt files)."""
     from medvlm._io import write_json_atomic
 
-    write_json_atomic(Path(work) / TASK_FILE, task.describe())
+    record = task.describe()
+    if task.spec is not None:
+        from medvlm.tasks.yaml_task import write_work_yaml
+
+        record["yaml"] = write_work_yaml(work, task, source).name
+    write_json_atomic(Path(work) / TASK_FILE, record)
 
 
 def prepare_work(data: str | Path, out: str | Path, task: str | Task | None = None, **options):
-    """``medvlm prepare DATA --out WORK --task NAME``: the task's own preparation, then ``WORK/task.json``.
+    """``medvlm prepare DATA --out WORK --task NAME|FILE.yaml``: the task's own preparation, then
+    ``WORK/task.json`` (and, for a YAML task, ``WORK/task.yaml`` and ``WORK/prompts/``).
 
     A work folder already prepared for another task is refused (its volumes and units would be mixed
     with this task's): give another ``--out``. ``options`` go to the task's ``prepare`` function.
     """
     from medvlm.errors import ConfigError
 
+    source = task if isinstance(task, str) and task.lower().endswith((".yaml", ".yml")) else None
     task = get_task(task)
     if (Path(out) / TASK_FILE).is_file() or (Path(out) / "manifest.csv").is_file():
         previous = work_task(out)
@@ -90,5 +107,5 @@ def prepare_work(data: str | Path, out: str | Path, task: str | Task | None = No
             raise ConfigError(f"--out {out}: prepared for task {previous.name!r}, not {task.name!r}; "
                               "give another --out")
     result = task.function("prepare")(data, out, **options)
-    write_work_task(result.work, task)
+    write_work_task(result.work, task, source)
     return result

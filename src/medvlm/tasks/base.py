@@ -63,6 +63,8 @@ class Task:
       WORK; a slice-level task also writes ``WORK/units.csv``) and ``synth`` (a synthetic cohort).
     - ``reference_standard``, ``preprocessing``, ``limitations``: the report's study sections (CLAIM
       items, limitations) in the task's own words.
+    - ``spec``: a task declared in a YAML file (:mod:`medvlm.tasks.yaml_task`): its declaration; its data
+      functions get the task as ``task=``.
     """
 
     name: str
@@ -90,6 +92,7 @@ class Task:
     limitations: str = ""
     all_positive_note: str = ""
     answer_digits: tuple[str, ...] = ()  # () = answer i is written i; see with_answer_codes
+    spec: Any = field(default=None, compare=False)  # a YAML task's declaration (tasks.yaml_task.TaskSpec)
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -201,7 +204,8 @@ class Task:
         return self.classes[self.tie_break_label(name)].lower()
 
     def function(self, what: str) -> Callable[..., Any]:
-        """The task's data function ``what`` (lazy ``"module:attr"``)."""
+        """The task's data function ``what`` (lazy ``"module:attr"``; a YAML task's gets ``task=self``)."""
+        import functools
         import importlib
 
         from medvlm.errors import ConfigError
@@ -210,7 +214,8 @@ class Task:
         if target is None:
             raise ConfigError(f"task {self.name!r} has no {what!r}")
         module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        fn = getattr(importlib.import_module(module), attr)
+        return fn if self.spec is None else functools.partial(fn, task=self)
 
     def describe(self) -> dict[str, Any]:
         """The JSON description (``medvlm tasks --json``; run.json's ``task``)."""
@@ -219,6 +224,7 @@ class Task:
                 "answers": {str(i): a.name for i, a in enumerate(self.answers)},
                 "parser_version": self.parser_version, "prompts": list(self.prompts),
                 "cnn_model": self.cnn_model,
+                **({"source": self.spec.source.kind} if self.spec is not None else {}),
                 **({"answer_codes": dict(zip(self.codes, (a.name for a in self.answers), strict=True))}
                    if self.answer_digits else {})}
 

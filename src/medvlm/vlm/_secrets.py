@@ -1,6 +1,9 @@
 """Secrets never reach a file or the terminal: what counts as one, and how it is masked.
 
-Secrets are the ``OPENAI_API_KEY`` (sent only as the ``Authorization`` header), the password and the
+Secrets are the ``OPENAI_API_KEY`` (sent only as the ``Authorization`` header), the keys of the hosted
+providers the ``litellm`` backend reads from their usual environment variables (:func:`env_secrets`:
+``ANTHROPIC_API_KEY``, ``GEMINI_API_KEY``, ``AZURE_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ..., and any
+``*_API_KEY``), the password and the
 secret-named query values of a ``--base-url`` (``http://user:PASSWORD@host/v1?api_key=...``), and the
 values of secret-named ``--extra-body`` fields (``api_key``, ``token``, ``password``, ...; sent in every
 request, as asked). Records (run.json, experiment.json, sweep.json, the report) hold them masked as
@@ -40,6 +43,19 @@ MASK = "***"
 BASE64_MIN = 8
 #: shortest prefix of a secret masked as a partial echo of it
 PREFIX_MIN = 8
+#: environment variables that hold a provider's key (LiteLLM reads them; none is ever written)
+PROVIDER_KEY_VARS = (
+    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+    "AZURE_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_AD_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
+    "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK", "MISTRAL_API_KEY", "GROQ_API_KEY", "TOGETHERAI_API_KEY",
+    "OPENROUTER_API_KEY", "COHERE_API_KEY", "HF_TOKEN", "HUGGINGFACE_API_KEY", "XAI_API_KEY",
+    "DEEPSEEK_API_KEY", "FIREWORKS_AI_API_KEY", "VERTEXAI_CREDENTIALS", "OLLAMA_API_KEY",
+    "HOSTED_VLLM_API_KEY", "LITELLM_API_KEY",
+)
+#: other environment variables whose value is a key by their name (a provider not listed above)
+_KEY_VAR = re.compile(r"_(API_KEY|SECRET_ACCESS_KEY|SESSION_TOKEN|AUTH_TOKEN|API_TOKEN|ACCESS_TOKEN)$")
+#: shortest value of a variable matched by name only that is masked (short values mask words)
+ENV_SECRET_MIN = 8
 #: characters that continue a token (a key, a password): a prefix must start and end a run of them
 _TOKEN = re.compile(r"[A-Za-z0-9_\-]")
 _ELLIPSIS = re.compile(r"\*+|…+|\.{3,}")
@@ -76,6 +92,22 @@ def _password_span(url: str) -> tuple[int, int] | None:
     if at < 0 or colon < 0:
         return None
     return start + colon + 1, start + at
+
+
+def env_secrets(environ: dict[str, str] | None = None) -> list[str]:
+    """The provider keys in the environment: every :data:`PROVIDER_KEY_VARS` value, and the values (of
+    at least :data:`ENV_SECRET_MIN` characters) of any other variable named like a key (``*_API_KEY``,
+    ``*_SECRET_ACCESS_KEY``, ``*_SESSION_TOKEN``, ...).
+
+    >>> env_secrets({"ANTHROPIC_API_KEY": "sk-ant-1", "FOO_API_KEY": "k" * 8, "BAR_API_KEY": "short",
+    ...              "HOME": "/home/me"})
+    ['sk-ant-1', 'kkkkkkkk']
+    """
+    env = os.environ if environ is None else environ
+    found = [env[name] for name in PROVIDER_KEY_VARS if env.get(name)]
+    found += [v for k, v in env.items() if k not in PROVIDER_KEY_VARS and _KEY_VAR.search(k.upper())
+              and len(v) >= ENV_SECRET_MIN]
+    return list(dict.fromkeys(found))
 
 
 def url_secrets(url: str) -> list[str]:
@@ -176,13 +208,14 @@ def redact_command(text: str, secrets: Iterable[str] = ()) -> str:
     """A recorded command line with its secrets masked: the password and secret-named query values of
     every URL in it (:func:`redact_url`), the secret-named fields of every JSON object in it
     (``--extra-body``; :func:`mask_body`), and -- anywhere else in the line -- those same values, the
-    ``OPENAI_API_KEY`` of this environment and ``secrets``, in every form a :class:`Redactor` masks
+    provider keys of this environment (:func:`env_secrets`: ``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...)
+    and ``secrets``, in every form a :class:`Redactor` masks
     (values shorter than 4 characters only where they stood).
 
     >>> redact_command('medvlm x --base-url http://u:pw12@h/v1?api_key=q1 --extra-body {"token": "t9"}')
     'medvlm x --base-url http://u:***@h/v1?api_key=*** --extra-body {"token": "***"}'
     """
-    found = [*secrets, os.environ.get("OPENAI_API_KEY") or ""]
+    found = [*secrets, *env_secrets()]
     pairs: list[str] = []
     tokens = text.split(" ")
     for i, token in enumerate(tokens):

@@ -1,5 +1,5 @@
-"""The backend interface and registry: ``transformers``, ``openai`` (any OpenAI-compatible server) and
-``mock`` (scripted, for tests and dry runs).
+"""The backend interface and registry: ``transformers``, ``openai`` (any OpenAI-compatible server),
+``litellm`` (hosted models through LiteLLM) and ``mock`` (scripted, for tests and dry runs).
 
 A backend answers :class:`~medvlm.vlm.types.VLMRequest` objects and yields
 ``(request, VLMResponse)`` pairs *as they complete* (so the engine can commit each to the cache at
@@ -66,11 +66,13 @@ class Backend:
     """Base class: subclasses set ``name`` and implement :meth:`answer`.
 
     ``prefills_answer``: whether the backend writes the request's ``prefix`` at the start of the
-    model's turn itself (its ``raw`` is then the continuation after it).
+    model's turn itself (its ``raw`` is then the continuation after it). ``reports_usage``: whether its
+    responses carry token usage and cost (:mod:`medvlm.vlm.usage`; ``--max-cost`` needs it).
     """
 
     name = "base"
     prefills_answer = False
+    reports_usage = False
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
@@ -161,6 +163,7 @@ class MockBackend(Backend):
 BACKENDS = Registry("backend")
 BACKENDS.register("transformers", "medvlm.vlm.hf:TransformersBackend")
 BACKENDS.register("openai", "medvlm.vlm.openai_compat:OpenAIBackend")
+BACKENDS.register("litellm", "medvlm.vlm.litellm_backend:LiteLLMBackend")
 BACKENDS.register("mock", MockBackend)
 
 

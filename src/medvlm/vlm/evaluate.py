@@ -25,6 +25,7 @@ from medvlm.vlm.prompts import Prompt, load_prompt
 from medvlm.vlm.records import call_frame, csv_text
 from medvlm.vlm.saved_images import ImageSaver
 from medvlm.vlm.types import Decoding
+from medvlm.vlm.usage import run_usage
 
 if TYPE_CHECKING:
     from medvlm.tasks.base import Task
@@ -37,7 +38,8 @@ class VLMEvalConfig(BackendOptions):
     """Resolved settings of one ``eval-vlm`` run (recorded in ``run.json``; no secrets).
 
     The backend, model and request fields come from :class:`~medvlm.vlm.options.BackendOptions`.
-    ``temperature``/``top_p`` None: the model's / server's own default.
+    ``temperature``/``top_p`` None: the model's / server's own default. ``shots``: K labelled examples of
+    the training cohort of ``fold`` before each question (:mod:`medvlm.vlm.fewshot`; 0 = zero-shot).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
@@ -56,6 +58,7 @@ class VLMEvalConfig(BackendOptions):
     boot_seed: int = 0
     image: str = "real"  # real | none | blank | noise | tumour-masked (medvlm.data.controls)
     artifact: str | None = None  # KIND:SEVERITY, e.g. motion:0.5
+    shots: int = Field(0, ge=0)  # few-shot examples per question, from the training cohort of fold
     save_images: int = Field(0, ge=0)  # N inputs, byte for byte, to RUN/images/ (medvlm.vlm.saved_images)
 
     @field_validator("orientations")
@@ -127,6 +130,7 @@ class EvalResult:
     n_sent: int
     n_cached: int
     elapsed_s: float
+    usage: dict[str, Any] | None = None  # run.json's usage (a backend that reports it)
 
     @property
     def exit_code(self) -> int:
@@ -162,8 +166,16 @@ def validate_config(config: VLMEvalConfig, task: Task | str | None = None
     task = get_task(task)
     config = config.for_task(task)
     _check_adapter_task(config.adapter, task)
-    parse_selection(config.slices)  # type: ignore[arg-type]
-    parse_modalities(config.modalities)
+    if task.unit == "image":  # one whole image per unit: no slices, modalities or MRI artifacts
+        if config.artifact:
+            raise ConfigError(f"--artifact {config.artifact}: MRI artifacts apply to volumes; {task.name} "
+                              "asks about 2D images")
+        if config.image == "tumour-masked":
+            raise ConfigError(f"--image tumour-masked needs a tumour mask; {task.name} asks about 2D images "
+                              "(real, none, blank or noise)")
+    else:
+        parse_selection(config.slices)  # type: ignore[arg-type]
+        parse_modalities(config.modalities)
     image, artifact = check_controls(config.image, config.artifact)
     config = config.model_copy(update={"image": image, "artifact": artifact.spec if artifact else None})
     reducer = config.resolved_reducer()
@@ -177,6 +189,8 @@ def _call_frames(answers: list[Answer], order: dict[str, int], orientations: lis
     """(per-call rows, failures), sorted by patient (cohort order), orientation, slice, repeat."""
     import pandas as pd
 
+    if task.unit == "image":
+        return _image_call_frames(answers, order, task)
     rows, failures = [], []
     for a in answers:
         pid, orientation, index = a.meta
@@ -198,7 +212,32 @@ def _call_frames(answers: list[Answer], order: dict[str, int], orientations: lis
     return ordered(call_frame(rows, task)), ordered(pd.DataFrame(failures, columns=FAILURE_COLUMNS))
 
 
-def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str, Any]:
+def _image_call_frames(answers: list[Answer], order: dict[str, int], task: Task):
+    """:func:`_call_frames` of an image task: keyed by ``patient_id, image_id``."""
+    import pandas as pd
+
+    keys = ["patient_id", "image_id"]
+    rows, failures = [], []
+    for a in answers:
+        pid, image_id = a.meta
+        if a.response.failed:
+            failures.append({"patient_id": pid, "image_id": image_id, "repeat": a.repeat,
+                             "error": a.response.error})
+        else:
+            rows.append({"patient_id": pid, "image_id": image_id, "repeat": a.repeat, "response": a.response})
+
+    def ordered(df):
+        if len(df):
+            df = df.sort_values([*keys, "repeat"], kind="stable",
+                                key=lambda s: s.map(order) if s.name == "patient_id" else s)
+        return df.reset_index(drop=True)
+
+    return (ordered(call_frame(rows, task, key=keys)),
+            ordered(pd.DataFrame(failures, columns=[*keys, "repeat", "error"])))
+
+
+def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int, task: Task | None = None
+             ) -> dict[str, Any]:
     """Metrics of one set of predictions (one orientation, or combined), through the one shared path
     (:func:`medvlm.predictions.predictions_metrics`; bootstrap clustered by patient for slice units),
     plus the call counts behind them."""
@@ -208,7 +247,7 @@ def _metrics(units, calls, n_failed: int, *, n_boot: int, seed: int) -> dict[str
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = predictions_metrics(units, n_boot=n_boot, seed=seed)
+        out = predictions_metrics(units, n_boot=n_boot, seed=seed, task=task)
     n_calls = len(calls)
     n_unparsed = int(calls["choice"].isna().sum())
     out.update({"n_calls": n_calls, "n_unparsed": n_unparsed, "n_failed": n_failed,
@@ -259,8 +298,9 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     ``metrics.json``'s ``n_calls``; ``raw`` verbatim except carriage returns, written as newlines so that
     an answer stays one CSV record -- count records with a CSV reader, not lines with ``wc -l``;
     ``choice`` empty when unparsed; one probability column per answer code and
-    ``mass`` = their probability mass under log-prob scoring), ``failures.csv`` (calls that
-    failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
+    ``mass`` = their probability mass under log-prob scoring; with ``shots`` > 0 a last column ``shots``:
+    the call's examples as ``patient_id:orientation:slice_index`` joined by ``;``), ``failures.csv`` (calls
+    that failed after retries), ``patients.csv`` (patient unit: per patient and orientation plus ``combined``)
     or ``units.csv`` (slice unit: one row per slice), ``n_failed`` appended, ``predictions.csv`` (all
     orientations combined), ``predictions_<orientation>.csv``, ``metrics.json`` and ``run.json``.
     Returns an :class:`EvalResult` whose ``exit_code`` is 1 when some requests failed (they are retried
@@ -269,11 +309,13 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     import pandas as pd
 
     from medvlm._io import write_json_atomic, write_text_atomic
-    from medvlm.aggregate import COMBINED
+    from medvlm.aggregate import COMBINED, class_score_columns
     from medvlm.data.cohorts import cohort_units, load_cohort, read_manifest
     from medvlm.data.slices import parse_modalities, unit_images
     from medvlm.runinfo import write_run_info
     from medvlm.tasks import work_task
+    from medvlm.vlm.fewshot import make_sampler
+    from medvlm.vlm.options import first_patients
 
     start = time.monotonic()
     work, out = Path(work), Path(out)
@@ -282,28 +324,45 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     task = task.for_prompt(prompt)  # a prompt with other answer digits: read them back as the same answers
     orientations = list(config.orientations or [])
     cohort = load_cohort(work, config.cohort, fold=config.fold)
+    if config.limit is not None:  # --limit N: the first N patients of the cohort
+        keep = first_patients(cohort.patient_ids, config.limit)
+        cohort = type(cohort)(cohort.name, keep, cohort.labels[:len(keep)])
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     units = cohort_units(work, cohort, unit=task.unit, orientations=orientations)
     order = {pid: i for i, pid in enumerate(cohort.patient_ids)}
+    sampler = make_sampler(work, config.shots, task=task, cohort=config.cohort, fold=config.fold,
+                           evaluated=cohort.patient_ids, orientations=orientations,
+                           selection=config.slices or "",
+                           modalities=parse_modalities(config.modalities) if task.modalities else (),
+                           image=config.image,
+                           artifact=config.artifact, seed=config.seed or 0, manifest=manifest)
     out.mkdir(parents=True, exist_ok=True)
     run_config = {**config.record(), "reducer": reducer, "prompt_name": prompt.name,
                   "prompt_sha": prompt.sha, "prompt_text": prompt.text, "work": str(work.resolve()),
                   "n_patients": len(cohort), "task": task.describe()}
     write_run_info(out, kind="vlm", config=run_config)
 
-    total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
-                                modalities=parse_modalities(config.modalities), unit=task.unit,
-                                image=config.image, artifact=config.artifact, seed=config.seed or 0)
+    if task.unit == "image":
+        from medvlm.data.images import image_unit_images
+
+        total, images = image_unit_images(work, units, image=config.image, seed=config.seed or 0)
+    else:
+        total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
+                                    modalities=parse_modalities(config.modalities), unit=task.unit,
+                                    image=config.image, artifact=config.artifact, seed=config.seed or 0)
     saver = ImageSaver(out, config.save_images)
     images = saver.tap(images)
     own_backend = backend is None
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
+    budget = config.budget()
     try:
         backend = backend or make_backend(config.backend_config())
         asked = ask_images(backend, images, prompt=prompt, decoding=decoding, task=task,
                            repeats=config.repeats, cache=cache,
                            total=None if total is None else total * config.repeats,
-                           progress=config.progress, description="eval-vlm")
+                           progress=config.progress, description="eval-vlm", budget=budget,
+                           shots=None if sampler is None else sampler.for_prompt(prompt.text, task,
+                                                                                 decoding.structured))
     finally:
         cache.close()
         if own_backend and backend is not None:
@@ -313,22 +372,25 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     if saver.note and console is not None:
         console.print(f"--save-images: {saver.note}")
     calls, failures = _call_frames(asked.answers, order, orientations, task)
+    if sampler is not None:
+        calls = sampler.add_column(calls)
     parts, table = _reduce(calls, failures, units, task=task, reducer=reducer,
                            tie_break=task.tie_break_label(config.tie_break), orientations=orientations)
     write_text_atomic(out / "slices.csv", csv_text(calls))
     write_text_atomic(out / "failures.csv", csv_text(failures))
     table_file = "patients.csv" if task.unit == "patient" else "units.csv"
     write_text_atomic(out / table_file, table.to_csv(index=False))
-    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:]]
+    columns = ["patient_id", *task.unit_keys, *PREDICTION_COLUMNS[1:], *class_score_columns(task)]
     metrics_by_name = {}
     for name, (part, sub_calls, n_failed) in parts.items():
         preds = pd.DataFrame({**{k: part[k] for k in ["patient_id", *task.unit_keys]},
                               "cohort": config.cohort, "label": part["label"], "pred": part["pred"],
-                              "score": part["score"]}, columns=columns)
+                              "score": part["score"], **{c: part[c] for c in class_score_columns(task)}},
+                             columns=columns)
         target = "predictions.csv" if name == COMBINED else f"predictions_{name}.csv"
         write_text_atomic(out / target, preds.to_csv(index=False))
         metrics_by_name[name] = _metrics(preds, sub_calls, n_failed, n_boot=config.n_boot,
-                                         seed=config.boot_seed)
+                                         seed=config.boot_seed, task=task)
 
     n_unparsed = int(calls["choice"].isna().sum())
     metrics = {
@@ -343,10 +405,11 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
     if task.unit != "patient":
         metrics["unit"], metrics["n_units"] = task.unit, len(units)
     write_json_atomic(out / "metrics.json", metrics)
-    write_run_info(out, kind="vlm", config=run_config)
+    usage = run_usage(backend, asked.usage, budget)
+    write_run_info(out, kind="vlm", config=run_config, usage=usage)
     result = EvalResult(out=out, metrics=metrics, n_calls=len(calls), n_unparsed=n_unparsed,
                         n_failed=len(failures), n_sent=asked.n_sent, n_cached=asked.n_cached,
-                        elapsed_s=time.monotonic() - start)
+                        elapsed_s=time.monotonic() - start, usage=usage)
     if console is not None:
         print_summary(result, console)
     return result
@@ -355,6 +418,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
 def print_summary(result: EvalResult, console: Any) -> None:
     """A rich table: per orientation n, parsed share, accuracy, recall, specificity, F1, AUC [95 % CI]."""
     from rich.table import Table
+
+    from medvlm.vlm.usage import usage_line
 
     def fmt(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
@@ -379,5 +444,7 @@ def print_summary(result: EvalResult, console: Any) -> None:
     if combined.get("n_abstained"):
         console.print(f"abstained: {combined['n_abstained']} unit(s) without a class vote get no prediction "
                       f"(coverage {fmt(combined.get('coverage'))})")
+    if result.usage:
+        console.print(usage_line(result.usage))
     if result.metrics.get("n_truncated"):
         console.print(f"note: {result.metrics['n_truncated']} answer(s) were cut at --max-new-tokens")

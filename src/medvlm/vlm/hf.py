@@ -4,25 +4,38 @@ Chat text (shared with fine-tuning): :func:`build_chat_text` renders the user tu
 prompt) with the processor's chat template and ends with the assistant header followed by
 :data:`~medvlm.vlm.prompts.ANSWER_PREFIX` (``"Choice:"``), so the model only has to write the digit and
 its reasoning. With ``answer`` it renders the full training text ending in ``"Choice: <answer>"`` and the
-end-of-turn token.
+end-of-turn token. With few-shot examples (``--shots K``, :mod:`medvlm.vlm.fewshot`) the examples come first
+as earlier user/assistant turns, and the processor gets their images before the question's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from medvlm.vlm.backends import Backend
 from medvlm.vlm.prompts import ANSWER_PREFIX
 
 
-def _messages(prompt_text: str, image: bool = True) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": [*([{"type": "image"}] if image else []),
-                                         {"type": "text", "text": prompt_text}]}]
+def _user(prompt_text: str, image: bool) -> dict[str, Any]:
+    return {"role": "user", "content": [*([{"type": "image"}] if image else []),
+                                        {"type": "text", "text": prompt_text}]}
+
+
+def _messages(prompt_text: str, image: bool = True, shots: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """The few-shot turns (user: the example's image and prompt; assistant: its answer), then the question."""
+    turns: list[dict[str, Any]] = []
+    for shot in shots:
+        turns += [_user(shot.prompt, bool(shot.image)),
+                  {"role": "assistant", "content": [{"type": "text", "text": shot.answer}]}]
+    return [*turns, _user(prompt_text, image)]
 
 
 def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None = None, *,
-                    prefix: str = ANSWER_PREFIX, image: bool = True) -> str:
-    """Chat text for one image + prompt (``image=False``: the prompt alone, no image token).
+                    prefix: str = ANSWER_PREFIX, image: bool = True, shots: Sequence[Any] = ()) -> str:
+    """Chat text for one image + prompt (``image=False``: the prompt alone, no image token); ``shots``
+    (:class:`~medvlm.vlm.types.Shot`, few-shot examples) come first as earlier user/assistant turns, one
+    image token for each example with an image.
 
     - ``answer is None``: ``<user turn with <|image|> and prompt_text><assistant header><prefix>`` (the
       task's answer prefix, ``Choice:``) -- the model continues with `` 1 Reasoning: ...`` (generate) or
@@ -40,7 +53,7 @@ def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None =
     >>> build_chat_text(proc, "Grade?", answer=1)[-33:]
     '_header_id|>\\n\\nChoice: 1<|eot_id|>'
     """
-    head = processor.apply_chat_template(_messages(prompt_text, image), add_generation_prompt=True,
+    head = processor.apply_chat_template(_messages(prompt_text, image, shots), add_generation_prompt=True,
                                          tokenize=False)
     if answer is None:
         return head + prefix
@@ -48,7 +61,7 @@ def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None =
     if not answer_text.startswith(prefix):
         answer_text = f"{prefix} {answer_text}"
     full = processor.apply_chat_template(
-        _messages(prompt_text, image) + [{"role": "assistant", "content": [{"type": "text",
+        _messages(prompt_text, image, shots) + [{"role": "assistant", "content": [{"type": "text",
                                                                              "text": answer_text}]}],
         add_generation_prompt=False, tokenize=False)
     if not full.startswith(head):  # a template that renders the assistant turn unusually: fall back
@@ -60,16 +73,17 @@ def build_chat_text(processor: Any, prompt_text: str, answer: int | str | None =
 def encode_batch(processor: Any, images: list[Any], texts: list[str]) -> Any:
     """Processor inputs (``BatchFeature`` of tensors) for a batch of PIL images and chat texts.
 
-    One image per text (no images: text-only inputs); left padding (so the last position is each row's
-    next-token position).
+    One image per text, or a list of images per text (few-shot: the examples' images, then the
+    question's, in the order of the text's image tokens); no images: text-only inputs. Left padding (so
+    the last position is each row's next-token position).
     """
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.padding_side = "left"
-    if not images:
+    if not images or all(isinstance(im, list) and not im for im in images):
         return processor(text=texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    return processor(images=[[im] for im in images], text=texts, return_tensors="pt", padding=True,
-                     add_special_tokens=False)
+    return processor(images=[im if isinstance(im, list) else [im] for im in images], text=texts,
+                     return_tensors="pt", padding=True, add_special_tokens=False)
 
 
 # ----------------------------------------------------------------------------------------------- backend
@@ -115,6 +129,12 @@ def resolve_device(device: str) -> str:
     if device == "mps" and not mps:
         raise ConfigError("--device mps: no Apple MPS device is available here; use --device cpu or auto")
     return device
+
+
+def _batch_key(request: Any) -> tuple:
+    """Requests batched together share answer prefix, codes and the images per text (with or without
+    the question's image, and the examples' images)."""
+    return (request.prefix, request.codes, bool(request.image), tuple(bool(s.image) for s in request.shots))
 
 
 class TransformersBackend(Backend):
@@ -174,6 +194,7 @@ class TransformersBackend(Backend):
         self.model = model.to(self.device).eval()
         self._fingerprint = fingerprint
         self._digits: dict[tuple[str, tuple[str, ...]], tuple[str, list[int]]] = {}
+        self._warned_multi_image = False
 
     def model_identity(self) -> str:
         return self._fingerprint(self.config.model)
@@ -199,13 +220,34 @@ class TransformersBackend(Backend):
 
         from PIL import Image
 
-        images = [Image.open(io.BytesIO(r.image)).convert("RGB") for r in batch if r.image]
-        texts = [build_chat_text(self.processor, r.prompt, prefix=r.prefix, image=bool(r.image)) + suffix
-                 for r in batch]
+        def pictures(r: Any) -> list[Any]:
+            pngs = [s.image for s in r.shots] + [r.image]
+            return [Image.open(io.BytesIO(png)).convert("RGB") for png in pngs if png]
+
+        if any(r.shots for r in batch):
+            self._warn_multi_image(batch)
+            images: list[Any] = [pictures(r) for r in batch]
+        else:
+            images = [Image.open(io.BytesIO(r.image)).convert("RGB") for r in batch if r.image]
+        texts = [build_chat_text(self.processor, r.prompt, prefix=r.prefix, image=bool(r.image),
+                                 shots=r.shots) + suffix for r in batch]
         inputs = encode_batch(self.processor, images, texts).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
+
+    def _warn_multi_image(self, batch: list[Any]) -> None:
+        """Warn once: Llama-3.2-Vision (mllama) was trained on one image per conversation."""
+        if self._warned_multi_image or getattr(self.model.config, "model_type", "") != "mllama":
+            return
+        if sum(bool(s.image) for s in batch[0].shots) + bool(batch[0].image) < 2:
+            return
+        import warnings
+
+        self._warned_multi_image = True
+        warnings.warn(f"--model {self.config.model}: Llama-3.2-Vision (mllama) was trained on one image per "
+                      "conversation; a few-shot prompt shows it several, so its answers may suffer",
+                      UserWarning, stacklevel=2)
 
     def _code_probs(self, batch: list[Any]) -> list[list[float]]:
         """P(code) at the answer position, one row per request (the batch shares prefix and codes)."""
@@ -283,8 +325,7 @@ class TransformersBackend(Backend):
                     yield req, VLMResponse(raw=text, prefill=req.prefix, finish_reason=reason)
 
         for req in requests:
-            if batch and (req.prefix, req.codes, bool(req.image)) != (batch[0].prefix, batch[0].codes,
-                                                                       bool(batch[0].image)):
+            if batch and _batch_key(req) != _batch_key(batch[0]):
                 yield from run(batch)
                 batch = []
             batch.append(req)

@@ -30,10 +30,7 @@
 from __future__ import annotations
 
 import base64
-import concurrent.futures as cf
-import contextlib
 import math
-import random
 import re
 import threading
 import time
@@ -41,22 +38,17 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from medvlm.errors import BackendError, ConfigError
+from medvlm.vlm._retry import GIVE_UP_AFTER, PROBE_ATTEMPTS, RETRY_STATUS, backoff_delay, fan_out
+from medvlm.vlm._retry import Fatal as _Fatal
 from medvlm.vlm._secrets import Redactor, body_secrets, redact_url, url_secrets
 from medvlm.vlm._server_errors import explain_refusal, served_models
 from medvlm.vlm.backends import Backend, BackendConfig, api_key
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-#: statuses retried besides every 5xx (any other 4xx stops the run: the request itself is refused)
-RETRY_STATUS = {408, 429}
 FAILS_BEFORE_REST = 3
 #: seconds to open a connection (an unreachable server fails the probe within seconds)
 CONNECT_TIMEOUT_S = 5.0
-#: after this many requests in a row failed (after their retries), the rest are not sent (returned as
-#: failures, retried by the next run): a dead server is not hammered for hours
-GIVE_UP_AFTER = 8
-#: attempts of the probe (the run's first request) on a 5xx or a timeout before the run stops
-PROBE_ATTEMPTS = 3
 #: secrets shorter than this are not masked inside answers (they would mask digits and words)
 ANSWER_SECRET_MIN = 6
 
@@ -83,15 +75,24 @@ def data_uri(png: bytes) -> str:
 CHOICE_FIELDS = ("guided_choice", "structured_outputs")
 
 
+def _user_turn(image: bytes, text: str) -> dict[str, Any]:
+    """A user message: the image (when there is one) as a base64 PNG data URI, then the text."""
+    parts = [{"type": "image_url", "image_url": {"url": data_uri(image)}}] if image else []
+    return {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
+
+
 def build_payload(model: str, request: VLMRequest, decoding: Decoding, *,
                   choice_field: str = CHOICE_FIELDS[0]) -> dict[str, Any]:
     """The chat-completions JSON body for one request (``temperature``/``top_p`` None: left out, so the
     server applies the model's own default). A request without image bytes (``eval-vlm --image none``)
-    is a text-only message."""
-    image = [{"type": "image_url", "image_url": {"url": data_uri(request.image)}}] if request.image else []
+    is a text-only message. The request's few-shot examples (``request.shots``) come first, each as a
+    user turn (its image, then its prompt) and an assistant turn (its answer)."""
+    messages: list[dict[str, Any]] = []
+    for shot in request.shots:
+        messages += [_user_turn(shot.image, shot.prompt), {"role": "assistant", "content": shot.answer}]
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": [*image, {"type": "text", "text": request.prompt}]}],
+        "messages": [*messages, _user_turn(request.image, request.prompt)],
         "max_tokens": decoding.max_new_tokens,
     }
     if decoding.temperature is not None:
@@ -164,10 +165,6 @@ def _is_json_object(text: str) -> bool:
         return isinstance(json.loads(body), dict)
     except ValueError:
         return False
-
-
-class _Fatal(Exception):
-    """Raised inside a worker for a BackendError that must stop the run."""
 
 
 class ServerPool:
@@ -256,13 +253,8 @@ class OpenAIBackend(Backend):
 
     # ------------------------------------------------------------------ one request, with retries
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        cap = self.config.max_backoff_s
-        base = min(cap, self.config.backoff_s * 2 ** attempt)
-        delay = base / 2 + random.uniform(0, base / 2)  # noqa: S311 (jitter, not crypto)
-        if retry_after:
-            with contextlib.suppress(ValueError):
-                delay = max(delay, min(cap, float(retry_after)))
-        return delay
+        return backoff_delay(attempt, retry_after, backoff_s=self.config.backoff_s,
+                             max_backoff_s=self.config.max_backoff_s)
 
     def _redact(self, text: str, *, min_length: int = 1) -> str:
         """``text`` with every secret masked (a server may echo what it was sent); see
@@ -409,32 +401,5 @@ class OpenAIBackend(Backend):
                 return
             self._probed = True
             yield first, self._preflight(first, decoding)
-        pool = cf.ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="medvlm-http")
-        pending: dict[cf.Future, VLMRequest] = {}
-        try:
-            while True:
-                while len(pending) < self.config.concurrency:
-                    req = next(it, None)
-                    if req is None:
-                        break
-                    pending[pool.submit(self._one, req, decoding)] = req
-                if not pending:
-                    break
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    req = pending.pop(fut)
-                    try:
-                        yield req, fut.result()
-                    except _Fatal as exc:
-                        # stop: send nothing more, but keep the answers already on their way (cached)
-                        for other in cf.as_completed(list(pending)):
-                            with contextlib.suppress(_Fatal):
-                                response = other.result()
-                                if not response.failed:
-                                    yield pending[other], response
-                        pending.clear()
-                        raise BackendError(self._redact(str(exc))) from None
-        finally:
-            for fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+        yield from fan_out(lambda req: self._one(req, decoding), it, concurrency=self.config.concurrency,
+                           redact=self._redact)

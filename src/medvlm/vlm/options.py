@@ -14,20 +14,25 @@ from pydantic import ConfigDict, Field
 
 from medvlm.vlm._secrets import redact_record, redact_url
 from medvlm.vlm.backends import BackendConfig
+from medvlm.vlm.usage import Budget
 
 
 class BackendOptions(BackendConfig):
     """Backend, model and request settings (the API key comes from ``OPENAI_API_KEY``, never from here).
 
     - reaching the model: the fields of :class:`~medvlm.vlm.backends.BackendConfig` (``backend``
-      transformers | openai | mock, ``model``, ``adapter``, ``base_urls``, ``device``, ``dtype``,
+      transformers | openai | litellm | mock, ``model``, ``adapter``, ``base_urls``, ``device``, ``dtype``,
       ``batch_size``, ``concurrency``, ``timeout_s``, ``max_retries``, ``backoff_s``, ``max_backoff_s``);
     - asking it: ``scoring`` (generate | logprobs), ``structured`` (none | choice | json),
       ``modalities`` (one, or four for a 2x2 montage), ``max_new_tokens``, ``seed`` (base sampling seed,
       request seed = seed + repeat index; None = send none);
     - ``extra_body``: extra JSON fields of every request (openai backend; e.g. a server's own sampling
       switch), part of the cache key;
-    - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar).
+    - ``cache`` (response cache file; None = ``RUN/cache.sqlite``), ``progress`` (rich progress bar);
+    - ``limit``: only the first N patients of the cohort, in the cohort's order (lmms-eval's ``--limit``;
+      None = all), applied by :func:`first_patients`.
+    - ``max_cost`` (USD; a backend that reports cost, ``litellm``): no request is sent once the next one
+      might take the run's spend past it (:class:`~medvlm.vlm.usage.Budget`); None = no limit.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan/inf: one line, exit 2
@@ -40,16 +45,35 @@ class BackendOptions(BackendConfig):
     extra_body: dict[str, Any] = Field(default_factory=dict)  # sent as is to an OpenAI-compatible server
     cache: str | None = None  # default RUN/cache.sqlite
     progress: bool = True
+    limit: int | None = Field(None, ge=1)
+    max_cost: float | None = Field(None, gt=0)
+
+    def budget(self) -> Budget | None:
+        """The ``--max-cost`` budget of one run (None without a limit)."""
+        return None if self.max_cost is None else Budget(self.max_cost)
 
     def record(self) -> dict[str, Any]:
         """The options as run.json records them: JSON, with credentials in a ``--base-url`` and the values
         of secret-named ``extra_body`` fields masked (:func:`~medvlm.vlm._secrets.redact_record`)."""
-        return redact_record(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        for name in ("max_cost", "limit"):  # not given: recorded as before the option existed
+            if data.get(name) is None:
+                data.pop(name, None)
+        return redact_record(data)
 
     def backend_config(self) -> BackendConfig:
         """The plain :class:`~medvlm.vlm.backends.BackendConfig` part that
         :func:`~medvlm.vlm.backends.make_backend` takes (how to reach the model)."""
         return BackendConfig(**self.model_dump(include=set(BackendConfig.model_fields)))
+
+
+def first_patients(ids: list[str], limit: int | None) -> list[str]:
+    """The first ``limit`` patient ids, in their order (all of them when ``limit`` is None).
+
+    >>> first_patients(["P3", "P1", "P2"], 2), first_patients(["P3", "P1"], None)
+    (['P3', 'P1'], ['P3', 'P1'])
+    """
+    return list(ids) if limit is None else list(ids)[:limit]
 
 
 #: config field -> command-line option, where the two differ (for one-line validation messages)
@@ -67,4 +91,4 @@ def option_name(field: str, extra: dict[str, str] | None = None) -> str:
     return "--" + names.get(field, field.replace("_", "-"))
 
 
-__all__ = ["OPTION_NAMES", "BackendOptions", "option_name", "redact_url"]
+__all__ = ["OPTION_NAMES", "BackendOptions", "first_patients", "option_name", "redact_url"]

@@ -133,3 +133,117 @@ class ChoiceParser:
         if match and not re.search(r"\d", clean[clean.find(first) + match.end():].split("\n", 1)[0][:3]):
             return self._answer[int(match.group(1))]
         return None
+
+
+#: words that turn a named answer into its opposite ("not pneumonia", "non-tumour", "rules out ...")
+_NEGATION = re.compile(
+    r"\b(?:not|no|non|never|neither|nor|without|isn'?t|unlikely|rule[sd]?\s+out|excluded?)\b", re.IGNORECASE)
+#: a line that is only a keyword: a heading whose answer is on the next line ("## Answer\n\nPneumonia")
+_HEADING = re.compile(rf"^\s*(?:the\s+|my\s+)?{_KEYWORD}\s*:?\s*$", re.IGNORECASE)
+
+
+def name_pattern(name: str) -> re.Pattern[str]:
+    """A regex matching an answer's name as whole words, any case, words joined by spaces, hyphens or
+    underscores (or nothing: markdown cleaning drops underscores).
+
+    >>> bool(name_pattern("pleural effusion").search("Choice: Pleural-Effusion"))
+    True
+    >>> bool(name_pattern("normal").search("abnormal"))
+    False
+    """
+    words = [re.escape(w) for w in re.split(r"[\s_\-]+", name.strip()) if w]
+    if not words:
+        raise ValueError("an answer name needs at least one word")
+    return re.compile(r"(?<![0-9a-z])" + r"[\s_\-]*".join(words) + r"(?![0-9a-z])", re.IGNORECASE)
+
+
+class NameParser(ChoiceParser):
+    """A :class:`ChoiceParser` that also reads the answers' names as written, for tasks with many classes:
+    ``"Choice: 2"``, ``"Choice: pneumonia"``, ``"The answer is Pneumonia."``, ``{"choice": "pneumonia"}``,
+    or an answer that is just a name (``"Pneumonia."``, or a first line that is one).
+
+    ``answer_names``: answer ``i``'s name (the task's classes, then its abstaining answers); ``names``:
+    more ``(regex, code)`` synonyms. Where one name contains another (``"effusion"`` and
+    ``"pleural effusion"``) the longest match wins. Never guesses: a fragment naming two answers, a name
+    under a negation (``"not pneumonia"``), or a digit and a name that disagree give None. The BraTS tasks
+    keep their :class:`ChoiceParser` (their answers unchanged).
+
+    >>> parse = NameParser(4, answer_names=["normal", "effusion", "pleural effusion", "none of these"])
+    >>> parse("Choice: 1"), parse("The answer is Pleural Effusion."), parse("Effusion")
+    (1, 2, 1)
+    >>> parse("Choice: normal or effusion"), parse("The answer is not normal."), parse("Choice: 0 (effusion)")
+    (None, None, None)
+    """
+
+    def __init__(self, n_codes: int, *, answer_names: Sequence[str], names: Sequence[tuple[str, int]] = (),
+                 codes: Sequence[str] | None = None) -> None:
+        super().__init__(n_codes, codes=codes)
+        if len(answer_names) > n_codes:
+            raise ValueError(f"{len(answer_names)} answer names for {n_codes} answer codes")
+        folded = [" ".join(re.split(r"[\s_\-]+", n.strip().lower())) for n in answer_names]
+        if len(set(folded)) != len(folded):
+            raise ValueError(f"answer names must differ: {list(answer_names)}")
+        self.answer_names = tuple(answer_names)
+        self._extra = [(str(p), int(c)) for p, c in names]
+        self._names = [(name_pattern(n), i) for i, n in enumerate(answer_names)] + [
+            (re.compile(p, re.IGNORECASE), c) for p, c in self._extra]
+        self._name_after_keyword = re.compile(
+            rf"\b{_KEYWORD}\b[^\S\n]*(?:[:=\-]|(?:is|was|would\s+be)\b[^\S\n]*[:=\-]?)\s*([^\n.,;]*)",
+            re.IGNORECASE)
+
+    def with_codes(self, codes: Sequence[str]) -> NameParser:
+        return NameParser(self.n_codes, answer_names=self.answer_names, names=self._extra, codes=codes)
+
+    def _name_choice(self, fragment: str) -> int | None:
+        """The one answer ``fragment`` names (the longest of overlapping names), None when it names none,
+        several, or one under a negation."""
+        hits = [(m.start(), m.end(), code) for pattern, code in self._names
+                for m in pattern.finditer(fragment)]
+        kept = [h for h in hits if not any(o[0] <= h[0] and h[1] <= o[1] and o[1] - o[0] > h[1] - h[0]
+                                           for o in hits)]
+        codes = {code for _, _, code in kept}
+        if len(codes) != 1:
+            return None
+        rest = list(fragment)
+        for start, end, _ in hits:  # the names themselves may hold a negation ("no finding")
+            rest[start:end] = " " * (end - start)
+        return None if _NEGATION.search("".join(rest)) else codes.pop()
+
+    def _whole_name(self, text: str) -> int | None:
+        """The answer ``text`` is nothing but the name of (markdown, a list dash and end punctuation
+        aside)."""
+        core = re.sub(r"^[\s\-]+|[\s.!:]+$", "", text)
+        hits = {code for pattern, code in self._names if pattern.fullmatch(core)}
+        return hits.pop() if len(hits) == 1 else None
+
+    def _json_name(self, text: str) -> tuple[bool, int | None]:
+        """(found a JSON object whose choice is a word, the answer it names)."""
+        for match in _JSON_OBJECT.finditer(text):
+            try:
+                obj = json.loads(match.group(0))
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                for key, value in obj.items():
+                    if str(key).strip().lower() in _JSON_KEYS:
+                        if isinstance(value, str) and value.strip() not in self._codes:
+                            return True, self._whole_name(value)
+                        return False, None
+        return False, None
+
+    def __call__(self, text: str | None) -> int | None:
+        if not text or not text.strip():
+            return None
+        found, named = self._json_name(text)
+        if found:
+            return named
+        code = super().__call__(text)
+        clean = _clean(text)
+        if code is None:
+            lines = [line for line in clean.splitlines() if line.strip()][:2]
+            if len(lines) == 2 and _HEADING.match(lines[0]):
+                lines = lines[1:]
+            return self._whole_name(lines[0]) if lines else None
+        named_codes = {self._name_choice(m.group(1)) for m in self._name_after_keyword.finditer(clean)}
+        named_codes.discard(None)
+        return code if not named_codes or named_codes == {code} else None

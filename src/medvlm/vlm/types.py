@@ -42,6 +42,19 @@ class Decoding(BaseModel):
 
 
 @dataclass(frozen=True)
+class Shot:
+    """One labelled in-context example (``eval-vlm --shots K``), shown before the question as an earlier
+    user turn (``image``: PNG bytes, empty = none; ``prompt``) and the assistant's reply (``answer``: the
+    example's true answer as the prompt asks for it, e.g. ``"Choice: 1"``). ``id``: where it came from
+    (``patient_id:orientation:slice_index``), for the records only (not in the cache key)."""
+
+    id: str
+    image: bytes = field(repr=False)
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class VLMRequest:
     """One model call: an image (PNG bytes; empty = no image, a text-only request) and a prompt, the
     ``repeat``-th time. ``meta`` is opaque to
@@ -50,6 +63,9 @@ class VLMRequest:
     ``codes``: the answer codes to score under log-prob scoring (``("0", "1", "2")``); ``prefix``: the
     text an answer starts with (``"Choice:"``), which a backend that writes the start of the model's
     turn itself puts there. Both come from the task; a backend knows no labels.
+
+    ``shots``: labelled examples (:class:`Shot`) shown before the question as earlier chat turns, in
+    order (empty: zero-shot, a single user turn).
     """
 
     key: str
@@ -59,6 +75,7 @@ class VLMRequest:
     meta: tuple = ()
     codes: tuple[str, ...] = ()
     prefix: str = ""
+    shots: tuple[Shot, ...] = ()
 
 
 @dataclass
@@ -103,13 +120,15 @@ _V1_ANSWER = ("Choice:", ("0", "1", "2"))
 
 def cache_key(*, backend: str, model: str, adapter: str | None, prompt: str, image: bytes,
               decoding: Decoding, repeat: int, prefix: str = _V1_ANSWER[0],
-              codes: tuple[str, ...] = _V1_ANSWER[1]) -> str:
+              codes: tuple[str, ...] = _V1_ANSWER[1], shots: tuple[Shot, ...] = ()) -> str:
     """SHA-256 over what changes the answer (never timeouts, retries, server URLs or concurrency).
 
     ``model``/``adapter`` are identities (a name, or a fingerprint of a local folder); ``image`` empty
     (no image: ``eval-vlm --image none``) keys as ``"none"``; ``prefix`` and
     ``codes`` (the answer prefix and the codes scored) enter the key only when they differ from what
-    every request asked before tasks existed, so caches written then keep their keys.
+    every request asked before tasks existed, so caches written then keep their keys. ``shots``
+    (few-shot examples) enter the key only when there are some (each as its image hash, prompt and
+    answer, in order), so zero-shot keys stay as they were.
     """
     payload: dict[str, Any] = {
         "v": 1, "backend": backend, "model": model, "adapter": adapter, "prompt": prompt,
@@ -118,6 +137,9 @@ def cache_key(*, backend: str, model: str, adapter: str | None, prompt: str, ima
     }
     if (prefix, tuple(codes)) != _V1_ANSWER:
         payload["answer"] = {"prefix": prefix, "codes": list(codes)}
+    if shots:
+        payload["shots"] = [{"image": image_sha(s.image) if s.image else "none", "prompt": s.prompt,
+                             "answer": s.answer} for s in shots]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

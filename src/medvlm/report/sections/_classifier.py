@@ -13,9 +13,15 @@ from medvlm.report.summary import test_cohort_predictions
 
 def add_confusion_matrix(run: RunData, d: dict[str, Any]) -> None:
     """Append the confusion matrix on the test cohort to ``d["figures"]``; without usable test-cohort
-    predictions, the reason becomes a note of the run (unless it is already one of its problems)."""
+    predictions, the reason becomes a note of the run (unless it is already one of its problems). A task
+    with more than two classes gets its K x K matrix and per-class table (:mod:`medvlm.report.multiclass`)."""
     from medvlm.report import figures as F
 
+    if run_task(run).n_classes > 2:
+        from medvlm.report.multiclass import add_multiclass
+
+        add_multiclass(run, d)
+        return
     try:
         tp = test_cohort_predictions(run)
         tp = tp[tp["pred"].notna()]  # abstentions have no cell in a confusion matrix
@@ -56,9 +62,12 @@ def scored_test_rows(run: RunData) -> Any:
 
 def add_calibration_figures(run: RunData, d: dict[str, Any]) -> None:
     """Append the reliability diagram (10 bins, each bin's count on the figure) and the risk-coverage
-    curve (AURC in the legend) of the run's scored test-cohort units, the units the paired tests use."""
+    curve (AURC in the legend) of the run's scored test-cohort units, the units the paired tests use
+    (binary tasks: the score is P of the positive class)."""
     from medvlm.report import calibration_figures as CF
 
+    if run_task(run).n_classes > 2:
+        return
     rows = scored_test_rows(run)
     if rows is None:
         return

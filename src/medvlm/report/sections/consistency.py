@@ -9,6 +9,7 @@ from typing import Any
 from medvlm.report import consistency_view as CV
 from medvlm.report.format import _raw_sample, _safe_figure, fmt
 from medvlm.report.runs import RunData, _read_csv, _read_json, run_task
+from medvlm.vlm.usage import usage_facts
 
 
 def _consistency_fn(name: str) -> Any:
@@ -24,6 +25,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
     from medvlm.report import answer_figures as AF
 
     task = run_task(run)
+    d["facts"].extend(usage_facts(run.info.get("usage")))  # tokens and cost (hosted models), where recorded
     names = CV.names_of(task)
     summary = _read_json(run, "summary.json")
     cons = _read_csv(run, "consistency.csv")

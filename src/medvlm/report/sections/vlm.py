@@ -14,14 +14,19 @@ from medvlm.report.format import RAW_MAX_CHARS, _figure, _is_num, _printable, _r
 from medvlm.report.runs import RunData, _finetune_config, _read_csv, _read_json, run_task
 from medvlm.report.sections._classifier import add_calibration_figures, add_confusion_matrix
 from medvlm.report.sections.finetune import _finetune_facts
+from medvlm.vlm.usage import usage_facts
 
 
 def _adapter_facts(run: RunData) -> list[tuple[str, str]]:
     cfg = run.info.get("config") or {}
     adapter = cfg.get("adapter") if isinstance(cfg, Mapping) else None
+    shots = int(cfg.get("shots") or 0) if isinstance(cfg, Mapping) else 0
+    few = [("few-shot", f"{shots} labelled example(s) of the training cohort of fold {cfg.get('fold', 0)} "
+                        "before each question")] if shots else []
     if not adapter:
-        return [("variant", "general (zero-shot, no adapter)")] if run.kind == "vlm" else []
-    out = [("variant", "fine-tuned"), ("adapter", str(adapter))]
+        variant = "few-shot (no adapter)" if shots else "general (zero-shot, no adapter)"
+        return [("variant", variant), *few] if run.kind == "vlm" else []
+    out = [("variant", "fine-tuned"), ("adapter", str(adapter)), *few]
     ft = _finetune_config(adapter)
     if ft:
         out += [(f"adapter {k}", v) for k, v in _finetune_facts(ft) if k != "base model"]
@@ -66,6 +71,7 @@ def details(run: RunData, d: dict[str, Any]) -> None:
         facts.append(("unparsed rate", f"{100 * n_unparsed / n_calls:.1f}%"))
     if n_failed is not None:
         facts.append(("failed calls", fmt(n_failed)))
+    facts.extend(usage_facts(run.info.get("usage")))  # tokens and cost (hosted models), where recorded
     n_truncated = metrics.get("n_truncated") if isinstance(metrics, Mapping) else None
     if n_truncated is not None:
         facts.append(("answers cut at --max-new-tokens", fmt(n_truncated)))

@@ -1,0 +1,70 @@
+"""Which run folders ``medvlm report`` can show: finished ones. A failed or interrupted run is named on
+stderr and left out, never silently shown as if it were complete.
+
+A run folder is left out when it has no ``run.json`` (not a run, or one that never started), when its
+``run.json`` gives a ``status`` other than ``complete``/``done``, or when it lacks a file its command writes
+last (:data:`FINAL_FILES`; ``run.json`` itself is written first, when a run starts). A damaged run (a
+``run.json`` or another file that cannot be read) is not left out: the report lists its problems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+#: run.json kind -> the files the command writes when it finishes (its predictions, or what stands for them)
+FINAL_FILES = {
+    "vlm": ("predictions.csv",),
+    "cnn": ("predictions.csv",),
+    "calibrated": ("predictions.csv",),
+    "consistency": ("consistency.csv",),
+    "finetune": ("train_log.csv",),
+}
+#: ``status`` values of a finished run (run.json files without a ``status`` are judged by their files)
+DONE_STATUSES = ("complete", "completed", "done")
+
+
+def unfinished_reason(run: Path) -> str | None:
+    """None when ``run`` is a finished run folder; else why not, in a few words.
+
+    >>> unfinished_reason(Path("/nonexistent-run"))
+    'no such folder'
+    """
+    if not run.is_dir():
+        return "no such folder"
+    path = run / "run.json"
+    if not os.path.lexists(path):
+        return "no run.json (not a run folder, or the run never started)"
+    if not path.is_file():  # a FIFO, a device, a folder, a broken link: never read, the report names it
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None  # damaged, not unfinished: the report says what is wrong with it
+    if not isinstance(info, dict):
+        return None
+    status = info.get("status")
+    if status is not None and str(status).lower() not in DONE_STATUSES:
+        return f"run.json status is {status!r}, not complete"
+    kind = info.get("kind")
+    if kind not in FINAL_FILES:
+        return None  # the report infers the kind from the files, or names the problem
+    missing = [name for name in FINAL_FILES[kind] if not (run / name).is_file()]
+    finished_as_other = any(all((run / f).is_file() for f in files) for k, files in FINAL_FILES.items()
+                            if k != kind)
+    if missing and not finished_as_other:  # else run.json's kind is wrong: damaged, the report says so
+        return f"missing {', '.join(missing)} (the {kind} run did not finish; rerun its command to resume)"
+    return None
+
+
+def finished_runs(runs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``runs`` split into (finished, [(unfinished run, why)]), each in the given order."""
+    kept, left_out = [], []
+    for run in runs:
+        reason = unfinished_reason(run)
+        if reason is None:
+            kept.append(run)
+        else:
+            left_out.append((run, reason))
+    return kept, left_out

@@ -1,0 +1,410 @@
+"""medvlm.metrics_multiclass: a hand-computed 3x3 confusion matrix, agreement with scikit-learn, the
+one-vs-rest AUC by hand, the clustered bootstrap redone by hand, input checks, predictions_metrics routing."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from medvlm.errors import ConfigError, DataError
+from medvlm.metrics import MetricWarning, bootstrap_metrics, read_predictions
+from medvlm.metrics_multiclass import (
+    MULTICLASS_CI_METRICS,
+    PER_CLASS_KEYS,
+    ClassSpec,
+    bootstrap_multiclass,
+    check_inferred_classes,
+    class_prob_columns,
+    empty_multiclass,
+    multiclass_frame_metrics,
+    multiclass_metrics,
+    n_classes_of,
+    ovr_auc,
+)
+from medvlm.predictions import n_classes, predictions_metrics
+from medvlm.tasks.base import AnswerCode, Task
+from medvlm.vlm.parsing import NameParser
+
+CLASSES = ("normal", "pneumonia", "effusion")
+
+# the 3x3 case: rows true, columns predicted = [[2, 1, 0], [1, 1, 1], [1, 0, 3]]
+Y = [0, 0, 0, 1, 1, 2, 2, 2, 2, 1]
+P = [0, 1, 0, 1, 2, 2, 2, 0, 2, 0]
+
+# the one-vs-rest AUC case (rows sum to 1): class AUCs 7/8, 7/8, 1 -> macro 11/12
+AUC_Y = [0, 1, 2, 0, 1, 2]
+AUC_PROBS = [[0.6, 0.2, 0.2], [0.3, 0.5, 0.2], [0.1, 0.3, 0.6],
+             [0.4, 0.3, 0.3], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]]
+
+
+def three_class_task(unit: str = "image") -> Task:
+    """A 3-class image task built by hand (the YAML tasks are not needed for the metrics)."""
+    answers = tuple(AnswerCode(c, f"p_{c}", f"n_{c}") for c in CLASSES)
+    return Task(name="chest3", description="three classes, one prediction per image", classes=CLASSES,
+                positive=None, answers=answers, parser=NameParser(3, answer_names=CLASSES),
+                parser_version="1", unit=unit)  # type: ignore[arg-type]
+
+
+def test_hand_computed_three_by_three():
+    m = multiclass_metrics(Y, P, classes=CLASSES)
+    assert list(m) == ["n", "n_classes", "classes", "accuracy", "balanced_accuracy", "macro_f1", "auc",
+                       "per_class", "confusion"]
+    assert m["confusion"] == [[2, 1, 0], [1, 1, 1], [1, 0, 3]]
+    assert (m["n"], m["n_classes"], m["classes"]) == (10, 3, list(CLASSES))
+    assert m["accuracy"] == pytest.approx(6 / 10, abs=1e-15)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 3 + 3 / 4) / 3, abs=1e-15)  # 7/12
+    assert m["macro_f1"] == pytest.approx((4 / 7 + 2 / 5 + 3 / 4) / 3, abs=1e-15)  # 241/420
+    assert m["auc"] is None
+    expected = [  # class, label, support, precision, recall, specificity, f1, auc
+        ("normal", 0, 3, 2 / 4, 2 / 3, 5 / 7, 4 / 7, None),
+        ("pneumonia", 1, 3, 1 / 2, 1 / 3, 6 / 7, 2 / 5, None),
+        ("effusion", 2, 4, 3 / 4, 3 / 4, 5 / 6, 3 / 4, None),
+    ]
+    assert [list(r) for r in m["per_class"]] == [list(PER_CLASS_KEYS)] * 3
+    for row, want in zip(m["per_class"], expected, strict=True):
+        got = tuple(row[k] for k in PER_CLASS_KEYS)
+        assert got[:3] == want[:3] and got[7] is None
+        assert got[3:7] == pytest.approx(want[3:7], abs=1e-15)
+
+
+def test_equal_to_scikit_learn_on_random_tables():
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        k = int(rng.integers(3, 6))
+        n = int(rng.integers(4, 40))
+        y, p = rng.integers(0, k, n), rng.integers(0, k, n)
+        probs = rng.dirichlet(np.ones(k), n)
+        if trial % 2:
+            probs = np.round(probs, 1)  # ties
+            probs = probs / probs.sum(axis=1, keepdims=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = multiclass_metrics(y, p, probs, classes=k)
+            assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, p), abs=1e-12)
+            assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-12)
+            assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, average="macro"), abs=1e-12)
+            assert m["confusion"] == skm.confusion_matrix(y, p, labels=list(range(k))).tolist()
+            precision, recall, f1, support = skm.precision_recall_fscore_support(
+                y, p, labels=list(range(k)), zero_division=np.nan)
+            for i, row in enumerate(m["per_class"]):
+                assert row["support"] == support[i]
+                for key, ref in (("precision", precision), ("recall", recall), ("f1", f1)):
+                    assert (row[key] is None) == bool(np.isnan(ref[i]))
+                    if row[key] is not None:
+                        assert row[key] == pytest.approx(ref[i], abs=1e-12)
+            if len(set(y.tolist())) == k:
+                ref_auc = skm.roc_auc_score(y, probs, multi_class="ovr", average="macro")
+                assert m["auc"] == pytest.approx(ref_auc, abs=1e-12)
+                for i, row in enumerate(m["per_class"]):
+                    assert row["auc"] == pytest.approx(skm.roc_auc_score(y == i, probs[:, i]), abs=1e-12)
+            else:
+                assert m["auc"] is None
+
+
+def test_one_vs_rest_auc_by_hand():
+    macro, per = ovr_auc(AUC_Y, AUC_PROBS, 3)
+    assert per.tolist() == pytest.approx([7 / 8, 7 / 8, 1.0], abs=1e-15)
+    assert macro == pytest.approx(11 / 12, abs=1e-15)
+    m = multiclass_metrics(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, classes=CLASSES)
+    assert m["auc"] == pytest.approx(11 / 12, abs=1e-15)
+    assert [r["auc"] for r in m["per_class"]] == pytest.approx([7 / 8, 7 / 8, 1.0], abs=1e-15)
+    assert skm.roc_auc_score(AUC_Y, AUC_PROBS, multi_class="ovr", average="macro") == pytest.approx(11 / 12)
+
+
+def test_auc_needs_every_class_and_leaves_out_rows_without_probabilities():
+    # class 2 absent from the labels: no macro AUC (scikit-learn refuses), the present classes keep theirs
+    with pytest.warns(MetricWarning, match=r"^auc undefined: no row of class effusion \(one-vs-rest needs "
+                                           r"every class\)$"):
+        m = multiclass_metrics([0, 1, 0, 1], [0, 1, 1, 1], [[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1],
+                                                          [0.4, 0.5, 0.1]], classes=CLASSES)
+    assert m["auc"] is None
+    assert [r["auc"] for r in m["per_class"]] == [1.0, 1.0, None]
+    probs = np.array(AUC_PROBS + [[np.nan, 0.5, 0.5]])
+    with pytest.warns(MetricWarning, match=r"^auc computed on the 6 of 7 rows that have every class "
+                                           r"probability$"):
+        m = multiclass_metrics([*AUC_Y, 1], [0, 1, 2, 0, 0, 2, 1], probs, classes=3)
+    assert m["auc"] == pytest.approx(11 / 12, abs=1e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no probabilities at all: quietly no AUC
+        assert multiclass_metrics(Y, P, np.full((10, 3), np.nan), classes=3)["auc"] is None
+
+
+def test_undefined_per_class_values_are_none():
+    # class 1 never predicted and never true: precision, recall and F1 undefined; the averages leave it out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # undefined is None, quietly: no division by zero on the way
+        m = multiclass_metrics([0, 0, 2, 2], [0, 2, 2, 2], classes=3)
+    one = m["per_class"][1]
+    assert (one["support"], one["precision"], one["recall"], one["f1"]) == (0, None, None, None)
+    assert one["specificity"] == 1.0
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)  # class 0: 2/(2+0+1), class 2: 4/(4+1+0)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score([0, 0, 2, 2], [0, 2, 2, 2], average="macro"))
+    # predicted but never true: counted in macro F1 (as 0), not in balanced accuracy
+    m = multiclass_metrics([0, 0, 1], [0, 2, 1], classes=3)
+    assert m["per_class"][2]["f1"] == 0.0 and m["per_class"][2]["recall"] is None
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 1) / 2)
+    with pytest.warns(MetricWarning, match=r"^no rows: every metric is undefined$") as caught:
+        m = multiclass_metrics([], [], classes=CLASSES)
+    assert len(caught) == 1  # and no numpy division warning
+    assert (m["n"], m["accuracy"], m["balanced_accuracy"], m["macro_f1"]) == (0, None, None, None)
+    assert m == {**empty_multiclass(CLASSES), "per_class": m["per_class"]}
+    assert [r["specificity"] for r in m["per_class"]] == [None, None, None]
+
+
+def test_number_of_classes_and_column_names():
+    assert n_classes_of(None, [0, 1], [3, 1]) == 4
+    assert n_classes_of(None, [], []) == 2
+    assert n_classes_of(CLASSES, [0], [0]) == 3 and n_classes_of(5, [0], [0]) == 5
+    assert class_prob_columns(CLASSES) == ["p_0", "p_1", "p_2"]
+    assert class_prob_columns(3, three_class_task()) == ["p_normal", "p_pneumonia", "p_effusion"]
+    spec = ClassSpec.from_names(["No finding", "pleural_effusion", "Mass"])
+    assert spec.prob_columns == ("p_no_finding", "p_pleural_effusion", "p_mass") and spec.n_classes == 3
+    assert class_prob_columns(3, spec) == list(spec.prob_columns)
+    assert multiclass_metrics([0, 2], [0, 2])["classes"] == ["0", "1", "2"]
+
+
+def test_bad_input_is_named():
+    with pytest.raises(DataError, match=r"^labels must be class labels 0\.\.2, found 3$"):
+        multiclass_metrics([0, 3], [0, 1], classes=3)
+    with pytest.raises(DataError, match=r"^preds must be class labels 0\.\.2, found -1$"):
+        multiclass_metrics([0, 1], [0, -1], classes=3)
+    with pytest.raises(DataError, match=r"^preds must be class labels 0\.\.2, found 1\.5$"):
+        multiclass_metrics([0, 1], [0, 1.5], classes=3)
+    with pytest.raises(DataError, match=r"^labels and preds differ in length \(2 vs 3\)$"):
+        multiclass_metrics([0, 1], [0, 1, 2], classes=3)
+    with pytest.raises(DataError, match=r"^probs must have shape \(n, K\) = \(2, 3\), got \(2, 2\)$"):
+        multiclass_metrics([0, 1], [0, 1], [[0.5, 0.5], [0.5, 0.5]], classes=3)
+    with pytest.raises(DataError, match=r"^labels must be one-dimensional, got shape \(1, 2\)$"):
+        multiclass_metrics([[0, 1]], [0, 1], classes=3)
+    with pytest.raises(ConfigError, match=r"^a classification task needs at least 2 classes, got 1$"):
+        multiclass_metrics([0], [0], classes=1)
+    with pytest.raises(ConfigError, match=r"^The 'method' parameter must be one of \('percentile', 'bca'\)\. "
+                                          r"Got 'normal' instead\.$"):
+        bootstrap_multiclass(Y, P, method="normal")
+    with pytest.raises(ConfigError, match=r"^n_boot must be at least 1, got 0$"):
+        bootstrap_multiclass(Y, P, n_boot=0)
+    for confidence in (0, 1):
+        with pytest.raises(ConfigError, match=rf"^confidence must lie in \(0, 1\), got {confidence}$"):
+            bootstrap_multiclass(Y, P, confidence=confidence)
+
+
+def _by_hand(y, p, probs, clusters, n_boot, seed, k=3):
+    """The clustered percentile bootstrap redone with scikit-learn: whole patients drawn with replacement."""
+    y, p, probs = np.asarray(y), np.asarray(p), np.asarray(probs)
+    ids = sorted(set(clusters))
+    rows = {c: [i for i, x in enumerate(clusters) if x == c] for c in ids}
+    rng = np.random.default_rng(seed)
+    values = {m: [] for m in MULTICLASS_CI_METRICS}
+    for _ in range(n_boot):
+        idx = [i for j in rng.integers(0, len(ids), size=len(ids)) for i in rows[ids[j]]]
+        yy, pp, ss = y[idx], p[idx], probs[idx]
+        values["accuracy"].append(skm.accuracy_score(yy, pp))
+        present = sorted(set(yy.tolist()))
+        recall = skm.recall_score(yy, pp, labels=present, average=None, zero_division=0)
+        values["balanced_accuracy"].append(float(np.mean(recall)))
+        values["macro_f1"].append(skm.f1_score(yy, pp, average="macro"))
+        if len(present) == k:
+            values["auc"].append(skm.roc_auc_score(yy, ss, multi_class="ovr", average="macro"))
+    return {f"{m}_ci": [float(q) for q in np.quantile(v, [0.025, 0.975])] for m, v in values.items()}
+
+
+def test_clustered_bootstrap_equals_a_hand_resampling():
+    y = [0, 0, 1, 1, 2, 2, 0, 1, 2, 2, 1, 0]
+    p = [0, 1, 1, 2, 2, 2, 0, 1, 0, 2, 1, 0]
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), len(y))
+    clusters = ["a", "a", "b", "b", "c", "c", "d", "e", "e", "f", "g", "g"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = bootstrap_multiclass(y, p, probs, n_classes=3, n_boot=80, seed=4, clusters=clusters)
+        want = _by_hand(y, p, probs, clusters, 80, 4)
+    assert list(got) == [f"{m}_ci" for m in MULTICLASS_CI_METRICS]
+    for key in got:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+    # rows as their own clusters = the row bootstrap
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = bootstrap_multiclass(y, p, probs, n_classes=3, n_boot=80, seed=4)
+        by_row = bootstrap_multiclass(y, p, probs, n_classes=3, n_boot=80, seed=4, clusters=list(range(12)))
+    assert rows == by_row and rows != got
+
+
+def test_bootstrap_draws_the_binary_path_resamples_and_counts_undefined_ones():
+    y = [0, 1, 1, 0, 1, 0, 1, 1]
+    p = [0, 1, 0, 0, 1, 1, 1, 1]
+    clusters = ["a", "a", "b", "c", "c", "d", "e", "e"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        two = bootstrap_multiclass(y, p, n_classes=2, n_boot=200, seed=9, clusters=clusters)
+        binary = bootstrap_metrics(y, p, n_boot=200, seed=9, clusters=clusters)
+    assert two["accuracy_ci"] == binary["accuracy_ci"]  # the same resamples
+    # balanced accuracy differs by definition: scikit-learn's mean recall of the classes present, where the
+    # binary path's (sensitivity + specificity) / 2 is undefined on a resample of one class
+    assert two["balanced_accuracy_ci"] != binary["balanced_accuracy_ci"]
+    assert two["auc_ci"] is None
+    rng = np.random.default_rng(0)  # the resamples that miss a class, counted by hand
+    missing = sum(len(set(np.asarray(AUC_Y)[rng.integers(0, 6, size=6)].tolist())) < 3 for _ in range(100))
+    assert 0 < missing < 100
+    with pytest.warns(MetricWarning, match=r"^bootstrap: resamples where a metric was undefined were left "
+                                           rf"out \(auc: {missing} of 100\)$"):
+        ci = bootstrap_multiclass(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, n_boot=100, seed=0)
+    lo, hi = ci["auc_ci"]
+    assert 0 <= lo <= hi <= 1
+    for clusters in (None, ["a", "a", "b", "c", "c", "d", "e", "e"]):  # BCa: the binary path's jackknife too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            two = bootstrap_multiclass(y, p, n_classes=2, n_boot=200, seed=2, clusters=clusters, method="bca")
+            binary = bootstrap_metrics(y, p, n_boot=200, seed=2, clusters=clusters, method="bca")
+        assert two["accuracy_ci"] == binary["accuracy_ci"]
+    one = bootstrap_multiclass(Y, P, n_boot=1, seed=0)  # one resample: a degenerate but defined interval
+    assert one["accuracy_ci"][0] == one["accuracy_ci"][1]
+    assert bootstrap_multiclass([], [], n_classes=3, n_boot=10) == dict.fromkeys(
+        [f"{m}_ci" for m in MULTICLASS_CI_METRICS])
+    bca = bootstrap_multiclass(Y, P, n_boot=200, seed=1, method="bca")
+    pinned = {"accuracy_ci": [0.3, 0.802810406357446],  # (the jackknife is checked against the binary path)
+              "balanced_accuracy_ci": [0.2115317794052694, 0.8333333333333334],
+              "macro_f1_ci": [0.30765602994187086, 0.8747531003724506]}
+    assert bca["auc_ci"] is None
+    for key, value in pinned.items():
+        assert bca[key] == pytest.approx(value, abs=1e-12), key
+    pct = bootstrap_multiclass(Y, P, n_boot=200, seed=1)
+    assert bca["accuracy_ci"] != pct["accuracy_ci"]
+    assert 0 <= bca["accuracy_ci"][0] <= 0.6 <= bca["accuracy_ci"][1] <= 1
+
+
+# ------------------------------------------------------------------------------------- predictions tables
+def _frame(with_probs: bool = True) -> pd.DataFrame:
+    """Eight images of five patients, one abstention (image e1), class probabilities named as the task
+    names them."""
+    df = pd.DataFrame({
+        "patient_id": ["a", "a", "b", "c", "c", "d", "d", "e"],
+        "image_id": ["a1", "a2", "b1", "c1", "c2", "d1", "d2", "e1"],
+        "label": [0, 1, 2, 0, 1, 2, 2, 1],
+        "pred": pd.array([0, 1, 2, 1, 1, 0, 2, None], dtype="Int64"),
+        "score": [np.nan] * 8,
+    })
+    if with_probs:
+        probs = [[0.6, 0.2, 0.2], [0.3, 0.5, 0.2], [0.1, 0.3, 0.6], [0.4, 0.3, 0.3],
+                 [0.5, 0.3, 0.2], [0.2, 0.2, 0.6], [0.2, 0.3, 0.5], [np.nan] * 3]
+        for i, c in enumerate(CLASSES):
+            df[f"p_{c}"] = [r[i] for r in probs]
+    return df
+
+
+def test_predictions_metrics_routes_a_three_class_task_and_counts_abstentions():
+    df = _frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = predictions_metrics(df, task=three_class_task(), n_boot=100, seed=0)
+    answered = df.iloc[:7]
+    y, p = answered["label"].to_numpy(), answered["pred"].to_numpy(dtype=int)
+    probs = answered[[f"p_{c}" for c in CLASSES]].to_numpy()
+    assert m["classes"] == list(CLASSES)
+    assert (m["n"], m["n_abstained"], m["coverage"], m["n_patients"]) == (7, 1, 7 / 8, 4)
+    assert m["accuracy"] == pytest.approx(5 / 7) and m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 2]]
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, average="macro"))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = bootstrap_multiclass(y, p, probs, n_classes=3, n_boot=100, seed=0,
+                                    clusters=answered["patient_id"].to_numpy())
+    assert {k: m[k] for k in want} == want  # clustered by patient: images share patients
+    # without the task: indices for names, and the task's columns are not the index columns
+    plain = predictions_metrics(df.iloc[:7])
+    assert plain["classes"] == ["0", "1", "2"] and plain["auc"] is None and plain["n_abstained"] == 0
+    renamed = df.rename(columns={f"p_{c}": f"p_{i}" for i, c in enumerate(CLASSES)})
+    assert predictions_metrics(renamed)["auc"] == pytest.approx(m["auc"])
+
+
+def test_predictions_metrics_with_every_row_abstained_and_binary_tables_unchanged():
+    df = _frame().assign(pred=pd.array([None] * 8, dtype="Int64"))
+    m = predictions_metrics(df, task=three_class_task(), n_boot=50)
+    assert (m["n"], m["n_abstained"], m["coverage"], m["accuracy"], m["auc_ci"]) == (0, 8, 0.0, None, None)
+    assert m["confusion"] == [[0, 0, 0]] * 3 and m["per_class"][2]["class"] == "effusion"
+    binary = pd.DataFrame({"patient_id": list("abcdef"), "label": [0, 1, 1, 0, 1, 0],
+                           "pred": [0, 1, 0, 0, 1, 1], "score": [0.2, 0.9, 0.4, 0.1, 0.7, 0.6]})
+    from medvlm.tasks import get_task
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = predictions_metrics(binary, n_boot=100)
+        with_task = predictions_metrics(binary, n_boot=100, task=get_task("brats-grading"))
+    assert json.dumps(with_task) == json.dumps(before) and "tp" in before and "macro_f1" not in before
+    assert n_classes(binary) == 2 and n_classes(_frame()) == 3 and n_classes(binary, three_class_task()) == 3
+    assert n_classes(pd.DataFrame({"label": [], "pred": []})) == 2
+    assert n_classes(pd.DataFrame({"label": [0, 1], "pred": pd.array([None, None], dtype="Int64")})) == 2
+
+
+def test_probability_columns_are_checked():
+    df = _frame().iloc[:7].copy()
+    df.loc[3, "p_pneumonia"] = 1.5
+    with pytest.raises(DataError, match=r"^run/predictions.csv: row 4, column 'p_pneumonia': '1.5' is not a "
+                                        r"probability in \[0, 1\]$"):
+        multiclass_frame_metrics(df, classes=CLASSES, prob_columns=class_prob_columns(3, three_class_task()),
+                                 source="run/predictions.csv")
+    edges = _frame().iloc[:7].copy()
+    edges.loc[0, ["p_normal", "p_pneumonia", "p_effusion"]] = [1.0, 0.0, 0.0]  # the bounds are probabilities
+    assert multiclass_frame_metrics(edges, classes=CLASSES,
+                                    prob_columns=class_prob_columns(3, three_class_task()))["auc"] is not None
+    partial = _frame().iloc[:7].drop(columns="p_effusion")
+    assert multiclass_frame_metrics(partial, classes=CLASSES,
+                                    prob_columns=["p_normal", "p_pneumonia", "p_effusion"])["auc"] is None
+
+
+def test_read_predictions_with_classes(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("patient_id,label,pred\na,0,2\nb,2,\nc,1,1\n")
+    df = read_predictions(path, n_classes=3)
+    assert df["label"].tolist() == [0, 2, 1] and df["pred"].isna().tolist() == [False, True, False]
+    assert str(df["pred"].dtype) == "Int64" and df["label"].dtype == np.int64
+    assert read_predictions(path, n_classes=None)["label"].tolist() == [0, 2, 1]
+    with pytest.raises(DataError, match=r"row 2, column 'label': '2' is not 0 or 1 \(1 = the positive "
+                                        r"class\)$"):
+        read_predictions(path)  # the default stays binary, message and all
+    for text, k, message in [
+        ("label,pred\n3,1\n", 3, r"row 1, column 'label': '3' is not a class label 0\.\.2$"),
+        ("label,pred\n1,3\n", 3, r"row 1, column 'pred': '3' is not a class label 0\.\.2$"),
+        ("label,pred\n1,0.5\n", None, r"row 1, column 'pred': '0.5' is not a class label 0, 1, \.\.\.$"),
+        ("label,pred\n-1,0\n", None, r"row 1, column 'label': '-1' is not a class label 0, 1, \.\.\.$"),
+        ("label,pred\n,0\n", None, r"row 1, column 'label': empty is not a class label 0, 1, \.\.\.$"),
+        ("label,pred\n0,x\n", 4, r"row 1, column 'pred': 'x' is not a class label 0\.\.3$"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(DataError, match=f"^{path}: " + message):
+            read_predictions(path, n_classes=k)
+    path.write_text("label,pred\n2,2\n0,1\n")
+    assert read_predictions(path, n_classes=3)["pred"].tolist() == [2, 1]
+
+
+def test_classes_inferred_from_a_file_without_its_task(tmp_path):
+    def frame(text):
+        (tmp_path / "f.csv").write_text(text)
+        return read_predictions(tmp_path / "f.csv", n_classes=None)
+
+    assert check_inferred_classes(frame("label,pred\n0,1\n1,\n"), "f.csv") == 2
+    assert check_inferred_classes(frame("label,pred\n0,1\n1,2\n"), "f.csv") == 2  # binary: re-read as one
+    assert check_inferred_classes(frame("label,pred\n0,1\n1,2\n2,\n"), "f.csv") == 3
+    with pytest.raises(DataError, match=r"^f.csv: row 2, column 'label': 3 is not 0 or 1, and as a class "
+                                        r"label of a 4-class file the labels 0\.\.3 would all occur \(2 "
+                                        r"does not\); "):
+        check_inferred_classes(frame("label,pred\n1,1\n3,0\n0,0\n"), "f.csv")
+    with pytest.raises(DataError, match=r"^f.csv: row 3, column 'pred': 3 is not a class label 0\.\.2 \(the "
+                                        r"labels name 3 classes\)$"):
+        check_inferred_classes(frame("label,pred\n1,1\n2,\n0,3\n"), "f.csv")
+
+
+def test_the_run_stage_table_of_a_three_class_run(tmp_path):
+    from medvlm.predictions import summarise_test_cohort
+
+    df = _frame()
+    df["cohort"] = ["test"] * 7 + ["val"]
+    df.to_csv(tmp_path / "predictions.csv", index=False)
+    assert summarise_test_cohort(tmp_path) == {"test_accuracy": round(5 / 7, 3), "test_specificity": None,
+                                               "test_auc": None}

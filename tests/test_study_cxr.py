@@ -1,0 +1,53 @@
+"""``medvlm run`` on a 2D image task: a synthetic cxr cohort and its task file (examples/demo-cxr.yaml)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medvlm.errors import ConfigError
+from medvlm.experiment import fingerprint, load_experiment, parse_experiment
+from medvlm.study import _Paths, _stage_data, _stage_prepare, _stage_split, plan_stages
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-cxr.yaml"
+RUNS = {"vlm": [{"name": "v", "backend": "mock", "model": "hash"}]}  # a study needs something to run
+
+
+def test_the_demo_file_is_valid():
+    config, base = load_experiment(DEMO)
+    assert config.task == "cxr.yaml" and config.data.synthetic.kind == "cxr"
+    assert base == DEMO.parent
+
+
+def test_the_brats_study_keeps_its_data_fingerprint(tmp_path):
+    before = {"path": None, "synthetic": {"patients": 40, "lgg_fraction": 0.25, "seed": 0, "size": "medium"}}
+    for data in ({"synthetic": {}}, {"synthetic": {"kind": "brats"}}):
+        config = parse_experiment({"data": data, **RUNS})
+        p = _Paths(config, tmp_path, tmp_path)
+        assert plan_stages(config, p, progress=False)[0].fingerprint == fingerprint(before, str(p.data))
+    cxr = parse_experiment({"data": {"synthetic": {"kind": "cxr"}}, "task": "cxr.yaml", **RUNS})
+    assert plan_stages(cxr, _Paths(cxr, tmp_path, tmp_path), progress=False)[0].fingerprint != \
+        fingerprint(before, str(tmp_path / "data"))
+
+
+def test_data_prepare_and_split_stages(tmp_path):
+    config = parse_experiment({"task": "cxr.yaml", "data": {"synthetic": {"kind": "cxr", "patients": 12,
+                                                                         "size": "small"}},
+                               "split": {"folds": 2, "test_fraction": 0.25}, **RUNS})
+    p = _Paths(config, tmp_path, tmp_path)
+    data = _stage_data(p, False)
+    assert data.summary["source"] == "synthetic cxr" and (tmp_path / "data" / "cxr.yaml").is_file()
+    assert p.task() == str(tmp_path / "data" / "cxr.yaml")  # found in the data folder
+    prepared = _stage_prepare(p, False)
+    assert prepared.summary["ok"] == data.summary["images"]
+    assert json.loads((tmp_path / "work" / "task.json").read_text())["name"] == "cxr"
+    _stage_split(p, False)
+    assert json.loads((tmp_path / "work" / "splits.json").read_text())["unit"] == "image"
+
+
+def test_a_task_file_that_does_not_exist_is_one_line(tmp_path):
+    config = parse_experiment({"task": "nowhere.yaml", "data": {"path": str(tmp_path)}, **RUNS})
+    with pytest.raises(ConfigError, match=r"^--task .*nowhere\.yaml: no such task file$"):
+        _stage_prepare(_Paths(config, tmp_path / "out", tmp_path), False)

@@ -1,0 +1,128 @@
+"""medvlm.vlm.parsing.NameParser: answers of multi-class tasks read by index or by class name, over answer
+strings as models write them; the BraTS parsers stay ChoiceParsers with their behaviour unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from medvlm.vlm.parsing import ChoiceParser, NameParser, name_pattern
+
+#: a chest task whose names contain each other ("effusion" in "pleural effusion"), and an abstaining answer
+NAMES = ["no finding", "pneumonia", "effusion", "pleural effusion", "none of these"]
+PARSE = NameParser(5, answer_names=NAMES)
+
+CASES = [
+    # indices, as the prompt asks
+    ("Choice: 2", 2),
+    ("Choice: 1 Reasoning: patchy consolidation in the right lower lobe.", 1),
+    ("**Choice:** 3", 3),
+    ('{"choice": 1, "reasoning": "consolidation"}', 1),
+    ("The answer is 4.", 4),
+    ("2", 2),
+    ("Choice: 5", None),                                    # beyond the codes
+    ("Choice: 1 or 2", None),                               # a hedge
+    # names after the keyword, any case, any separator
+    ("Choice: pneumonia", 1),
+    ("Choice: Pneumonia.", 1),
+    ("The answer is Pneumonia.", 1),
+    ("The answer is: pneumonia, given the air bronchograms", 1),
+    ("Final answer: PNEUMONIA", 1),
+    ("Answer - no finding", 0),
+    ("The final answer is No Finding.", 0),
+    ("Classification = pleural_effusion", 3),
+    ("**Answer:** Pleural-effusion", 3),
+    ("Choice:\n\nEffusion", 2),
+    ("## Answer\n\nPleural effusion\n\nReasoning: blunted costophrenic angle", 3),
+    ('{"choice": "Pleural Effusion", "reasoning": "meniscus sign"}', 3),
+    ('```json\n{"answer": "pneumonia"}\n```', 1),
+    ("Choice: none of these", 4),
+    # the longest name wins where names contain each other
+    ("Choice: pleural effusion", 3),
+    ("The answer is effusion", 2),
+    ("Answer: 3 (pleural effusion)", 3),                    # digit and name agree
+    ("Answer: 2. The answer is clearly effusion", 2),
+    # a bare name, or a first line that is one
+    ("Pneumonia", 1),
+    ("pleural effusion.", 3),
+    ("- Effusion.\nThe left costophrenic angle is blunted.", 2),
+    # never a guess
+    ("Choice: pneumonia or effusion", None),                # two classes named
+    ("The answer is pneumonia and pleural effusion", None),
+    ("The answer is not pneumonia.", None),                 # a negation
+    ("Choice: no pneumonia", None),
+    ("Choice: non-pneumonia", None),
+    ("Choice: effusion (not pleural effusion)", None),
+    ("Choice: 1 (effusion)", None),                         # digit and name disagree
+    ("Answer: 3. The answer is clearly effusion", None),
+    ('{"choice": "lung"}', None),                           # a word that names no answer
+    ("I think it is pneumonia", None),                      # no keyword, not a bare name
+    ("The image shows pneumonia.", None),
+    ("Choice: abnormal", None),                             # whole words only
+    ("Pneumonias", None),
+    ("", None),
+    (None, None),
+    ("   \n", None),
+    ("Answer", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_answers_read_by_index_or_name(text, expected):
+    assert PARSE(text) == expected
+
+
+def test_three_class_pneumonia_task_answers():
+    parse = NameParser(3, answer_names=["normal", "pneumonia", "tuberculosis"])
+    assert parse("Choice: 2") == 2
+    assert parse("Choice: pneumonia") == 1
+    assert parse("The answer is Pneumonia.") == 1
+    assert parse("Choice: Normal") == 0
+    assert parse("The answer is normal, not pneumonia") == 0  # the fragment ends at the comma
+    assert parse("The answer is not normal but pneumonia") is None
+
+
+def test_synonyms_and_swapped_codes():
+    parse = NameParser(3, answer_names=["normal", "pneumonia", "effusion"], names=[(r"\bconsolidation\b", 1)])
+    assert parse("Choice: consolidation") == 1
+    assert parse("Choice: consolidation and effusion") is None
+    swapped = parse.with_codes(("1", "0", "2"))
+    assert isinstance(swapped, NameParser) and swapped.codes == ("1", "0", "2")
+    assert (swapped("Choice: 0"), swapped("Choice: 1"), swapped("Choice: 2")) == (1, 0, 2)
+    assert swapped("Choice: normal") == 0 and swapped("Choice: consolidation") == 1  # names keep their answer
+    assert swapped("Choice: 0 (normal)") is None  # digit 0 means pneumonia here
+
+
+def test_a_name_that_begins_another_and_json_after_other_braces():
+    parse = NameParser(3, answer_names=["mass", "mass effect", "normal"])
+    assert parse("Choice: mass effect") == 1 and parse("Choice: mass") == 0
+    assert parse("Choice: Mass-effect, midline shift") == 1
+    assert PARSE('Reasoning {not json}. {"choice": "pleural effusion"}') == 3
+    assert PARSE('{"note": "no choice key"} {"choice": "pneumonia"}') == 1
+    assert PARSE('{"choice": "lung"} {"choice": "pneumonia"}') is None  # the first choice decides
+    assert PARSE('{"choice": 2} {"choice": "pneumonia"}') == 2
+
+
+def test_names_are_checked():
+    with pytest.raises(ValueError, match=r"^answer names must differ: \['Normal', 'normal'\]$"):
+        NameParser(2, answer_names=["Normal", "normal"])
+    with pytest.raises(ValueError, match=r"^3 answer names for 2 answer codes$"):
+        NameParser(2, answer_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"^an answer name needs at least one word$"):
+        name_pattern(" - ")
+    assert name_pattern("no finding").fullmatch("No-Finding")
+    assert not name_pattern("mass").search("massive")
+
+
+def test_the_brats_parsers_are_unchanged():
+    from medvlm.tasks import get_task
+
+    grading, tumour = get_task("brats-grading"), get_task("brats-tumour")
+    assert type(grading.parser) is ChoiceParser and type(tumour.parser) is ChoiceParser
+    assert (grading.parser_version, tumour.parser_version) == ("1", "1")
+    # what NameParser reads and the study's parser does not: the study's reading stays as it was
+    assert grading.parser("The answer is high grade glioma.") is None
+    assert grading.parser("High grade glioma") is None
+    assert grading.parser('{"choice": "HGG"}') is None
+    assert grading.parser("Choice: high grade glioma") == 1
+    assert grading.parser("Choice: 0 (high grade)") == 0
+    assert tumour.parser("Choice: tumour") == 1 and tumour.parser("The answer is tumour") is None
