@@ -419,7 +419,8 @@ def bench_logprobs(tmp: Path, size: dict[str, Any]) -> list[dict[str, Any]]:
     from medvlm.vlm.tiny import make_tiny_vlm
     from medvlm.vlm.types import Decoding, VLMRequest
 
-    model = make_tiny_vlm(tmp / "tiny", seed=0) if not (tmp / "tiny").is_dir() else tmp / "tiny"
+    # the untrained stand-in (train_steps=0): it writes all max_new_tokens, as the figures always measured
+    model = tmp / "tiny" if (tmp / "tiny").is_dir() else make_tiny_vlm(tmp / "tiny", seed=0, train_steps=0)
     work = vlm_work(tmp / "lpw", 8) if not (tmp / "vlm" / "work").is_dir() else tmp / "vlm" / "work"
     from medvlm.data.cohorts import load_cohort, read_manifest
     from medvlm.data.slices import patient_slices
@@ -473,7 +474,8 @@ def bench_scoring(tmp: Path, size: dict[str, Any]) -> list[dict[str, Any]]:
     from medvlm.vlm.tiny import make_tiny_vlm
     from medvlm.vlm.types import Decoding
 
-    model = make_tiny_vlm(tmp / "tiny", seed=0) if not (tmp / "tiny").is_dir() else tmp / "tiny"
+    # the untrained stand-in (train_steps=0): it writes all max_new_tokens, as the figures always measured
+    model = tmp / "tiny" if (tmp / "tiny").is_dir() else make_tiny_vlm(tmp / "tiny", seed=0, train_steps=0)
     work = vlm_work(tmp / "scw", 8) if not (tmp / "vlm" / "work").is_dir() else tmp / "vlm" / "work"
     manifest = read_manifest(work, ok_only=True).set_index("patient_id", drop=False)
     pngs = [s.png for pid in load_cohort(work, "all").patient_ids for o in ("axial", "coronal", "sagittal")

@@ -9,8 +9,9 @@ general one), calibrated arms and the report. Each run section takes the matchin
 :class:`medvlm.consistency.config.ConsistencyConfig` stay accepted) plus a ``name``. Unknown keys are
 rejected, all in one message, each with a "did you mean".
 
-``model: tiny`` (or ``base_model: tiny``) stands for the tiny randomly initialised
-Llama-3.2-Vision-architecture model that ``medvlm make-tiny-vlm`` writes: a stand-in for a real VLM.
+``model: tiny`` (or ``base_model: tiny``) stands for the tiny Llama-3.2-Vision-architecture model that
+``medvlm make-tiny-vlm`` writes (trained only to answer in the study's format, with no grade
+information): a stand-in for a real VLM.
 
 Output layout under ``out``::
 
@@ -392,8 +393,9 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
     """
     return parse_experiment({
         "name": "demo",
-        "description": "The study on a synthetic cohort with a tiny random stand-in VLM (its answers mean "
-                       "nothing): it shows the pipeline, not a result.",
+        "description": "The study on a synthetic cohort with a tiny stand-in VLM (trained only to answer in "
+                       "the study's format, mostly HGG; its answers carry no grade information): it shows "
+                       "the pipeline, not a result.",
         "data": {"synthetic": {"patients": patients, "lgg_fraction": 0.25, "seed": seed, "size": size}},
         "prepare": {"shape": [48, 64, 64], "workers": workers},
         "split": {"test_fraction": 0.25, "folds": 3, "seed": seed},
@@ -401,7 +403,7 @@ def demo_config(*, patients: int = 40, seed: int = 0, size: str = "medium",
                  "fold": "all", "bootstrap": 500}],
         "vlm": [{"name": "vlm-zero-shot", "backend": "transformers", "model": TINY_MODEL,
                  "scoring": "logprobs", "orientations": ["axial", "coronal", "sagittal"],
-                 "slices": "tumour", "n_boot": 500},
+                 "slices": "tumour", "n_boot": 500, "save_images": 6},
                 # controls of vlm-zero-shot: does it look at the image?
                 {"name": "vlm-zero-shot-no-image", "backend": "transformers", "model": TINY_MODEL,
                  "scoring": "logprobs", "orientations": ["axial", "coronal", "sagittal"],

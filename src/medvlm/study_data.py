@@ -88,6 +88,7 @@ def _stage_tiny(p: _Paths, progress: bool) -> StageRecord:
     from medvlm.vlm.tiny import make_tiny_vlm
 
     make_tiny_vlm(p.tiny, seed=0)
-    return StageRecord("tiny-vlm", summary={"note": "tiny randomly initialised Llama-3.2-Vision "
-                       "architecture: a stand-in for a real VLM, its answers mean nothing"},
+    return StageRecord("tiny-vlm", summary={"note": "tiny Llama-3.2-Vision-architecture stand-in for a "
+                       "real VLM, trained only to answer in the study's format (mostly HGG, whatever "
+                       "the image): its answers carry no grade information"},
                        outputs={"model": str(p.tiny)})

@@ -18,7 +18,7 @@ from typing import Any
 from medvlm.report.html import load_run, test_cohort_predictions
 
 GENERIC_LIMITATIONS = (
-    "A run on the synthetic cohort or with the tiny random stand-in VLM shows that the pipeline works; "
+    "A run on the synthetic cohort or with the tiny stand-in VLM shows that the pipeline works; "
     "its numbers say nothing about real models or patients.\n\n"
     "Confidence intervals come from a patient-level bootstrap; paired tests (McNemar, DeLong) compare "
     "models on the same test patients and are not corrected for multiple comparisons."

@@ -23,8 +23,8 @@ def demo_cmd(
     """The whole study on embedded defaults: synthetic cohort -> prepare -> split -> CNN -> tiny stand-in
     VLM (log-probs, three orientations) -> consistency -> LoRA fine-tune -> its evaluation -> report.
 
-    The tiny VLM is randomly initialised: a stand-in for a real one, its answers mean nothing. Rerunning
-    with the same --out skips finished stages.
+    The tiny VLM is a stand-in for a real one, trained only to answer in the study's format: its answers
+    parse and carry no grade information. Rerunning with the same --out skips finished stages.
     """
     from medvlm.experiment import demo_config
 

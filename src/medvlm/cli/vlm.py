@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from medvlm.cli._app import FOLD_HELP, app, out_folder, parse_fold
+from medvlm.vlm.tiny_train import TRAIN_STEPS
 
 T = TypeVar("T")
 
@@ -16,12 +17,17 @@ T = TypeVar("T")
 def make_tiny_vlm_cmd(
     out: Path = typer.Argument(..., callback=out_folder,
         help="Folder to write the model, tokenizer and processor to."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random weights (same seed, same model)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights and of the training (same seed, "
+                             "same model)."),
+    train_steps: int = typer.Option(TRAIN_STEPS, "--train-steps", help="Training steps to answer in the "
+                                    "study's format, mostly one code, no grade information (0: the "
+                                    "untrained random model)."),
 ) -> None:
-    """Write a tiny random Llama-3.2-Vision model (+ tokenizer, processor), built offline."""
+    """Write a tiny Llama-3.2-Vision model (+ tokenizer, processor), built offline: a stand-in for a real
+    VLM, trained briefly to answer in the study's format (its answers carry no grade information)."""
     from medvlm.vlm.tiny import make_tiny_vlm
 
-    path = make_tiny_vlm(out, seed=seed)
+    path = make_tiny_vlm(out, seed=seed, train_steps=train_steps)
     typer.echo(f"tiny VLM written to {path} (load with from_pretrained)")
 
 
@@ -194,6 +200,9 @@ def eval_vlm_cmd(
                                         "severity 0..1 (needs medvlm[controls])."),
     shots: Shots = 0,
     max_cost: MaxCost = None,
+    save_images: int = typer.Option(0, "--save-images", help="Write N of the images asked about, byte for "
+                                    "byte as sent, to RUN/images/ (<patient>_<orientation>_<slice>.png, "
+                                    "listed with their sha256 in index.csv)."),
 ) -> None:
     """Ask a VLM about every tumour slice of a cohort, vote per patient, score.
 
@@ -214,6 +223,7 @@ def eval_vlm_cmd(
         "cohort": cohort, "fold": parse_fold(fold, cohort=cohort, command="eval-vlm", shots=shots),
         "slices": slices, "repeats": repeats, "reducer": reducer, "tie_break": tie_break,
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
-        "artifact": artifact, "shots": shots, "limit": limit}, renames={"n_boot": "bootstrap"})
+        "artifact": artifact, "shots": shots, "limit": limit, "save_images": save_images},
+        renames={"n_boot": "bootstrap"})
     result = evaluate_vlm(work, out, config, console=make_console())
     exit_on_failures(result.n_failed, out, result.usage)

@@ -23,6 +23,7 @@ from medvlm.vlm.engine import Answer, ask_images
 from medvlm.vlm.options import BackendOptions
 from medvlm.vlm.prompts import Prompt, load_prompt
 from medvlm.vlm.records import call_frame, csv_text
+from medvlm.vlm.saved_images import ImageSaver
 from medvlm.vlm.types import Decoding
 from medvlm.vlm.usage import run_usage
 
@@ -58,6 +59,7 @@ class VLMEvalConfig(BackendOptions):
     image: str = "real"  # real | none | blank | noise | tumour-masked (medvlm.data.controls)
     artifact: str | None = None  # KIND:SEVERITY, e.g. motion:0.5
     shots: int = Field(0, ge=0)  # few-shot examples per question, from the training cohort of fold
+    save_images: int = Field(0, ge=0)  # N inputs, byte for byte, to RUN/images/ (medvlm.vlm.saved_images)
 
     @field_validator("orientations")
     @classmethod
@@ -348,6 +350,8 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
         total, images = unit_images(manifest, units, orientations=orientations, selection=config.slices or "",
                                     modalities=parse_modalities(config.modalities), unit=task.unit,
                                     image=config.image, artifact=config.artifact, seed=config.seed or 0)
+    saver = ImageSaver(out, config.save_images)
+    images = saver.tap(images)
     own_backend = backend is None
     cache = ResponseCache(Path(config.cache) if config.cache else out / "cache.sqlite")  # before the model
     budget = config.budget()
@@ -364,6 +368,9 @@ def evaluate_vlm(work: str | Path, out: str | Path, config: VLMEvalConfig, *,
         if own_backend and backend is not None:
             backend.close()
 
+    saver.write()
+    if saver.note and console is not None:
+        console.print(f"--save-images: {saver.note}")
     calls, failures = _call_frames(asked.answers, order, orientations, task)
     if sampler is not None:
         calls = sampler.add_column(calls)

@@ -1,10 +1,13 @@
-"""A tiny randomly initialised Llama-3.2-Vision (Mllama) model, built offline: the stand-in VLM.
+"""A tiny Llama-3.2-Vision (Mllama) model, built offline: the stand-in VLM.
 
 The tokenizer is a byte-level BPE trained on a few sentences (digits are split off on their own, as in
 Llama 3, so ``"Choice: 1"`` tokenizes as ``... ":" " " "1"``), wrapped with Mllama's special tokens and a
 Llama-3-style chat template; the processor uses the PIL image processor (56x56, one tile; no
 torchvision). Mllama's cross-attention gates start at 0 (the image would be ignored), so they are set
-to 1.0: different slices get different answers. Same seed, same weights and tokenizer.
+to 1.0. :func:`make_tiny_vlm` then trains it briefly (:mod:`medvlm.vlm.tiny_train`) to answer in the
+study's format, ``Choice: <code> Reasoning: ...``, mostly with one code whatever the image: its answers
+parse and carry no grade information. ``train_steps=0`` keeps the random model (whose answers do not
+parse). Same seed and steps, same weights and tokenizer.
 """
 
 from __future__ import annotations
@@ -98,16 +101,47 @@ def build_tiny_model(processor, *, seed: int = 0):
     return model
 
 
-def make_tiny_vlm(out: Path, *, seed: int = 0) -> Path:
-    """Write a tiny random Llama-3.2-Vision model + tokenizer + processor to ``out``; return ``out``.
+#: what make_tiny_vlm records about the build in the model folder
+RECORD_FILE = "medvlm_tiny.json"
+#: (seed, train_steps) -> (trained weights, losses): a second build in one process (tests) skips training
+_TRAINED: dict[tuple[int, int], tuple[dict, list[float]]] = {}
 
+
+def make_tiny_vlm(out: Path, *, seed: int = 0, train_steps: int | None = None) -> Path:
+    """Write a tiny Llama-3.2-Vision model + tokenizer + processor to ``out``; return ``out``.
+
+    ``train_steps`` (default :data:`~medvlm.vlm.tiny_train.TRAIN_STEPS`): steps of training to answer in
+    the study's format with no grade information (:func:`~medvlm.vlm.tiny_train.train_tiny`); 0 = the
+    randomly initialised model. ``RECORD_FILE`` says which.
     ``MllamaForConditionalGeneration.from_pretrained(out)`` and ``AutoProcessor.from_pretrained(out)``
-    load it offline. Deterministic for a given ``seed``.
+    load it offline. Deterministic for a given ``seed`` and ``train_steps``.
     """
+    import json
+
+    from medvlm._io import write_text_atomic
+    from medvlm.errors import ConfigError
+    from medvlm.vlm import tiny_train
+
+    steps = tiny_train.TRAIN_STEPS if train_steps is None else int(train_steps)
+    if steps < 0:
+        raise ConfigError(f"--train-steps must be 0 (the random model) or more; got {steps}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     processor = build_tiny_processor()
     model = build_tiny_model(processor, seed=seed)
+    if steps and (seed, steps) in _TRAINED:  # trained before in this process: the same weights
+        state, losses = _TRAINED[(seed, steps)]
+        model.load_state_dict(state)
+    else:
+        losses = tiny_train.train_tiny(model, processor, steps=steps, seed=seed)
+        if steps:
+            _TRAINED[(seed, steps)] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, losses)
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    record = {"seed": seed, "train_steps": steps, "trained": bool(steps)}
+    if steps:
+        record.update({"answer": f"Choice: <code> Reasoning: {tiny_train.REASONING}",
+                       "main_code": tiny_train.ANSWER_CODE, "main_share": tiny_train.MAIN_SHARE,
+                       "first_loss": round(losses[0], 6), "last_loss": round(losses[-1], 6)})
+    write_text_atomic(out / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     return out

@@ -1,6 +1,7 @@
 """The section of a VLM run: adapter (general or fine-tuned), answer counts, unparsed rate, the
 test-cohort confusion matrix, reliability diagram and risk-coverage curve, vote figures, ROC per
-orientation and a sample of raw answers."""
+orientation, a sample of raw answers and, for a run made with ``--save-images``, thumbnails of what
+the model saw next to its answers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.errors import DataError
-from medvlm.report.format import _figure, _is_num, _raw_sample, _safe_figure, fmt
+from medvlm.report.format import RAW_MAX_CHARS, _figure, _is_num, _printable, _raw_sample, _safe_figure, fmt
 from medvlm.report.runs import RunData, _finetune_config, _read_csv, _read_json, run_task
 from medvlm.report.sections._classifier import add_calibration_figures, add_confusion_matrix
 from medvlm.report.sections.finetune import _finetune_facts
@@ -111,3 +112,105 @@ def details(run: RunData, d: dict[str, Any]) -> None:
             if fig:
                 d["figures"].append(fig)
     d["raw"] = _raw_sample(slices)
+    seen = seen_images(run, slices)
+    if seen:
+        d["seen"] = seen
+
+
+# -------------------------------------------------------------------------------- what the model saw
+#: thumbnails shown per run (the report stays one small file) and their longest side in pixels
+SEEN_MAX = 8
+THUMB_PX = 96
+KEYS = ("patient_id", "orientation", "slice_index")
+
+
+def _thumbnail(png: bytes) -> str:
+    """A ``data:image/png;base64,...`` thumbnail (longest side :data:`THUMB_PX`) of PNG bytes."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    im.thumbnail((THUMB_PX, THUMB_PX))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _seen_answers(calls: Any, names: list[str], prob_columns: list[str]) -> tuple[str, str]:
+    """(parsed answers over the repeats, e.g. ``"HGG (1) x2, unparsed x1"``; the first repeat's raw
+    answer, or its code probabilities when the model wrote no text)."""
+    import pandas as pd
+
+    if calls is None or not len(calls):
+        return "no answer in slices.csv", ""
+    choices = pd.to_numeric(calls["choice"], errors="coerce")
+    labels = ["unparsed" if pd.isna(c) or not 0 <= int(c) < len(names) else f"{names[int(c)]} ({int(c)})"
+              for c in choices]
+    counts = {k: labels.count(k) for k in dict.fromkeys(labels)}
+    parsed = ", ".join(k if len(labels) == 1 else f"{k} x{n}" for k, n in counts.items())
+    first = calls.iloc[0]
+    raw = "" if pd.isna(first.get("raw")) else _printable(str(first.get("raw")))
+    if not raw.strip():
+        probs = [(n, first.get(c)) for n, c in zip(names, prob_columns, strict=True) if c in calls.columns]
+        raw = "(no text: log-prob scoring) P " + ", ".join(f"{n} {float(v):.3f}" for n, v in probs
+                                                             if pd.notna(v))
+    return parsed, raw if len(raw) <= RAW_MAX_CHARS else raw[:RAW_MAX_CHARS] + " …"
+
+
+def seen_images(run: RunData, slices: Any) -> dict[str, Any] | None:
+    """Thumbnails of the images ``eval-vlm --save-images`` kept (``RUN/images/``), each with the
+    model's parsed answer(s) and raw answer from ``slices.csv`` (matched on patient, orientation and
+    slice); None when the run saved none. A file whose bytes no longer match the sha256 in
+    ``images/index.csv`` is a problem of the run, not shown."""
+    import hashlib
+
+    from medvlm.vlm.saved_images import IMAGES_DIR, INDEX_FILE, NO_IMAGE_NOTE, read_index
+
+    cfg = run.info.get("config") or {}
+    asked = cfg.get("save_images") if isinstance(cfg, Mapping) else None
+    if isinstance(asked, int) and asked > 0 and cfg.get("image") == "none":
+        return {"rows": [], "note": f"{NO_IMAGE_NOTE} (--save-images {asked})."}
+    try:
+        index = read_index(run.path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        run.problems.append(f"{IMAGES_DIR}/{INDEX_FILE} could not be read: {exc}")
+        return None
+    if not index:
+        return None
+    task = run_task(run)
+    names = [a.name for a in task.answers]
+    rows = []
+    for entry in index[:SEEN_MAX]:
+        name = str(entry.get("file") or "")
+        path = run.path / IMAGES_DIR / name
+        if "/" in name or "\\" in name or not path.is_file():
+            run.problems.append(f"{IMAGES_DIR}/{name}: listed in {INDEX_FILE} but not there")
+            continue
+        png = path.read_bytes()
+        if hashlib.sha256(png).hexdigest() != entry.get("sha256"):
+            run.problems.append(f"{IMAGES_DIR}/{name}: its bytes do not match the sha256 in {INDEX_FILE}; "
+                                "not shown")
+            continue
+        pid, orientation, index_ = (str(entry.get(k, "")) for k in KEYS)
+        calls = None
+        if slices is not None and {*KEYS, "choice"} <= set(slices.columns):
+            calls = slices[(slices["patient_id"].astype(str) == pid)
+                           & (slices["orientation"].astype(str) == orientation)
+                           & (slices["slice_index"].astype(str) == index_)]
+        try:
+            src = _thumbnail(png)
+        except (OSError, ValueError) as exc:
+            run.problems.append(f"{IMAGES_DIR}/{name} could not be drawn: {exc}")
+            continue
+        parsed, raw = _seen_answers(calls, names, task.prob_columns)
+        rows.append({"src": src, "alt": f"{pid} {orientation} slice {index_}", "file": name,
+                     "patient_id": pid, "orientation": orientation, "slice_index": index_,
+                     "parsed": parsed, "raw": raw})
+    more = f" ({len(index)} saved, the first {SEEN_MAX} shown)" if len(index) > SEEN_MAX else ""
+    note = (f"The images as the model received them{more}, from {IMAGES_DIR}/ (byte for byte what was sent; "
+            f"{INDEX_FILE} lists their sha256), shown small, with the parsed answer over all repeats and "
+            "the first repeat's raw answer (verbatim).")
+    return {"rows": rows, "note": note}
