@@ -55,9 +55,9 @@ class _Stage:
 
 # ------------------------------------------------------------------------------------------- stages
 def _zero_shot_as_before(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` without ``shots: 0``, ``limit: None`` and ``max_cost: None`` (the defaults), so runs
-    without them keep the fingerprints they had before those options existed."""
-    defaults = {"shots": 0, "limit": None, "max_cost": None}
+    """``fields`` without ``shots: 0``, ``limit: None``, ``max_cost: None`` and ``save_images: 0`` (the
+    defaults), so runs without them keep the fingerprints they had before those options existed."""
+    defaults = {"shots": 0, "limit": None, "max_cost": None, "save_images": 0}
     return {k: v for k, v in fields.items() if not (k in defaults and v == defaults[k])}
 
 
