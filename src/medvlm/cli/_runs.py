@@ -50,8 +50,10 @@ def unfinished_reason(run: Path) -> str | None:
     kind = info.get("kind")
     if kind not in FINAL_FILES:
         return None  # the report infers the kind from the files, or names the problem
-    missing = [name for name in FINAL_FILES[kind] if not (run / name).is_file()]
-    finished_as_other = any(all((run / f).is_file() for f in files) for k, files in FINAL_FILES.items()
+    # a final file that exists but is not a regular file (a FIFO, a folder, a broken link) is damage the
+    # report names, not an unfinished run
+    missing = [name for name in FINAL_FILES[kind] if not os.path.lexists(run / name)]
+    finished_as_other = any(all(os.path.lexists(run / f) for f in files) for k, files in FINAL_FILES.items()
                             if k != kind)
     if missing and not finished_as_other:  # else run.json's kind is wrong: damaged, the report says so
         return f"missing {', '.join(missing)} (the {kind} run did not finish; rerun its command to resume)"
