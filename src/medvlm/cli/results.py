@@ -311,7 +311,7 @@ def _header(path: Path) -> list[str]:
 def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
     """``compare`` on two per-call tables (slices.csv): print the answer agreement and return True;
     False when neither file is one (patient-level compare); DataError when only one is."""
-    from medvlm.call_stats import compare_answers, is_call_table, read_calls
+    from medvlm.call_stats import call_keys, compare_answers, is_call_table, read_calls
     from medvlm.errors import DataError
 
     calls = [is_call_table(_header(p)) for p in (a, b)]
@@ -321,13 +321,14 @@ def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
         one, other = (a, b) if calls[0] else (b, a)
         raise DataError(f"{one} is a per-call table (slices.csv) but {other} is not; compare two slices.csv "
                         "files, or two predictions.csv files")
+    table_a = read_calls(a)
     with _warnings_to_stderr():
-        result = compare_answers(read_calls(a), read_calls(b), name_a=str(a), name_b=str(b))
+        result = compare_answers(table_a, read_calls(b), name_a=str(a), name_b=str(b))
     if as_json:
         print(json.dumps(result))
         return True
     print(f"A = {a}, B = {b}: {result['n']} calls of {result['n_patients']} patients, paired on "
-          "patient_id, orientation, slice_index, repeat")
+          f"{', '.join(call_keys(table_a.columns) or [])}")
     print(f"agreement {_fmt(result['agreement'])}, flip rate {_fmt(result['flip_rate'])}, "
           f"Cohen's kappa {_fmt(result['kappa'])} (an unparsed answer is a category of its own)")
     corner = "A \\ B"

@@ -64,7 +64,8 @@ Limit = Annotated[int | None, typer.Option("--limit", min=1, help="Only the firs
                                            "in its order in splits.json (as lmms-eval's --limit); recorded "
                                            "in run.json.")]
 Shots = Annotated[int, typer.Option("--shots", help="Few-shot: K labelled examples (class-balanced, from the "
-                                    "training cohort of --fold, same orientation) before each question.")]
+                                    "training cohort of --fold, same orientation; a 2D image task: training "
+                                    "images) before each question.")]
 MaxCost = Annotated[float | None, typer.Option("--max-cost", help="USD (litellm): send no request once the "
                                                 "next might take this run's spend past it; rerun with a "
                                                 "higher limit to resume.")]

@@ -12,7 +12,8 @@ same prompt; assistant: its true answer).
   :class:`ShotSampler`, which draws (memoised per question, the same for every repeat), renders the
   examples exactly as the questions are rendered and hands out :class:`~medvlm.vlm.types.Shot` tuples.
 
-Examples are named ``patient_id:orientation:slice_index``; ``slices.csv`` lists a call's examples in its
+Examples are named ``patient_id:orientation:slice_index`` (a 2D image task's: ``patient_id:image_id``,
+:mod:`medvlm.vlm.fewshot_images`); ``slices.csv`` lists a call's examples in its
 ``shots`` column joined by ``;`` (:data:`SHOT_SEPARATOR`). Labels as the task defines them (label i is
 class i, written with answer code i of the prompt).
 """
@@ -44,16 +45,21 @@ _IMAGE_CACHE_SIZE = 256
 
 @dataclass(frozen=True)
 class Example:
-    """A candidate example: one slice of a training patient and its label (class index)."""
+    """A candidate example: one slice of a training patient and its label (class index); for a 2D image
+    task one whole image (``image_id`` set, orientation ``"image"``, slice index 0)."""
 
     patient_id: str
     orientation: str
     slice_index: int
     label: int
+    image_id: str = ""
 
     @property
     def id(self) -> str:
-        """``patient_id:orientation:slice_index`` (the contract's form in ``slices.csv``)."""
+        """``patient_id:orientation:slice_index``, or ``patient_id:image_id`` for an image (the contract's
+        forms in ``slices.csv``)."""
+        if self.image_id:
+            return f"{self.patient_id}:{self.image_id}"
         return f"{self.patient_id}:{self.orientation}:{self.slice_index}"
 
 
@@ -189,8 +195,9 @@ def check_shots(k: int, pool: Mapping[str, Mapping[int, Sequence[Example]]], *, 
         smallest = min(sizes)
         if k > smallest:
             name = task.classes[sizes.index(smallest)]
-            raise ConfigError(f"--shots {k}: the training cohort of fold {fold} has only {smallest} {view} "
-                              f"{unit}(s) of class {name}; use --shots {smallest} or fewer")
+            what = unit if view == unit else f"{view} {unit}"  # an image task's one view is "image"
+            raise ConfigError(f"--shots {k}: the training cohort of fold {fold} has only {smallest} "
+                              f"{what}(s) of class {name}; use --shots {smallest} or fewer")
 
 
 def check_cohort(k: int, *, cohort: str, fold: int, evaluated: Sequence[str], training: Sequence[str],
@@ -319,6 +326,11 @@ def make_sampler(work: str | Path, k: int, *, task: Task, cohort: str, fold: int
     are rendered with the questions' ``modalities``, ``image`` control, ``artifact`` and ``seed``."""
     if not k:
         return None
+    if task.unit == "image":
+        from medvlm.vlm.fewshot_images import make_image_sampler
+
+        return make_image_sampler(work, k, task=task, cohort=cohort, fold=fold, evaluated=evaluated,
+                                  image=image, seed=seed)
     if task.unit not in ("patient", "slice"):
         raise ConfigError(f"--shots {k}: few-shot examples are drawn per orientation of slices; task "
                           f"{task.name} predicts per {task.unit}")

@@ -10,6 +10,10 @@ become ``_``) so a reader can find their rows in ``slices.csv``; ``images/index.
 
 ``file,patient_id,orientation,slice_index,sha256,bytes`` (``sha256`` of the file's bytes).
 
+A 2D image task's stream has ``meta`` = ``(patient_id, image_id)``: breadth is then the first image of
+each patient, files are named ``<image_id>.png`` (sanitised alike) and the index is
+``file,patient_id,image_id,sha256,bytes`` (:data:`IMAGE_INDEX_COLUMNS`), matching ``slices.csv``'s keys.
+
 With ``--image none`` the requests carry no image (``png == b""``): nothing is saved, and
 :attr:`ImageSaver.note` says why (the index is then written with its header only).
 """
@@ -27,7 +31,18 @@ from medvlm.vlm.types import image_sha
 IMAGES_DIR = "images"
 INDEX_FILE = "index.csv"
 INDEX_COLUMNS = ["file", "patient_id", "orientation", "slice_index", "sha256", "bytes"]
+#: the index of an image task's run (metas ``(patient_id, image_id)``)
+IMAGE_INDEX_COLUMNS = ["file", "patient_id", "image_id", "sha256", "bytes"]
 NO_IMAGE_NOTE = "--image none sends the prompt without an image: there is no image to save"
+
+
+def image_task_file_name(image_id: Any) -> str:
+    """``<image_id>.png`` (an image task's saved image) with unsafe characters replaced by ``_``.
+
+    >>> image_task_file_name("CXR0001_1"), image_task_file_name("../x y")
+    ('CXR0001_1.png', '_x_y.png')
+    """
+    return _safe(str(image_id))
 
 
 def image_file_name(patient_id: Any, orientation: Any, slice_index: Any) -> str:
@@ -39,6 +54,10 @@ def image_file_name(patient_id: Any, orientation: Any, slice_index: Any) -> str:
     'a_b_c_axial_3.png'
     """
     stem = "_".join(str(part) for part in (patient_id, orientation, slice_index))
+    return _safe(stem)
+
+
+def _safe(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".") + ".png"
 
 
@@ -72,7 +91,7 @@ class ImageSaver:
             return
         self.n_images += 1
         key = tuple(meta) if isinstance(meta, (tuple, list)) else (meta,)
-        pair = key[:2]
+        pair = key[:1] if len(key) == 2 else key[:2]  # an image task: one per patient first
         if pair not in self._pairs and len(self._first) < self.n:
             self._pairs.add(pair)
             self._first.append((order, key, png))
@@ -100,18 +119,22 @@ class ImageSaver:
         self.folder.mkdir(parents=True, exist_ok=True)
         before = {row.get("file") for row in read_index(self.folder.parent) or []}
         rows = []
+        images = bool(chosen) and all(len(key) == 2 for _o, key, _p in chosen)  # (patient_id, image_id)
         for _order, key, png in chosen:
             parts = (*key, "", "", "")[:3]
-            name = image_file_name(*parts)
+            name = image_task_file_name(key[1]) if images else image_file_name(*parts)
             stem, k = name[:-4], 2
             while name in self._names:  # two metas that sanitise alike: keep both
                 name, k = f"{stem}-{k}.png", k + 1
             self._names.add(name)
             write_bytes_atomic(self.folder / name, png)
-            rows.append({"file": name, "patient_id": parts[0], "orientation": parts[1],
-                         "slice_index": parts[2], "sha256": image_sha(png), "bytes": len(png)})
+            where = ({"image_id": parts[1]} if images
+                     else {"orientation": parts[1], "slice_index": parts[2]})
+            rows.append({"file": name, "patient_id": parts[0], **where, "sha256": image_sha(png),
+                         "bytes": len(png)})
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=IMAGE_INDEX_COLUMNS if images else INDEX_COLUMNS,
+                                lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         write_text_atomic(self.folder / INDEX_FILE, buffer.getvalue())

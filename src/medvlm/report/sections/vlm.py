@@ -122,6 +122,8 @@ def details(run: RunData, d: dict[str, Any]) -> None:
 SEEN_MAX = 8
 THUMB_PX = 96
 KEYS = ("patient_id", "orientation", "slice_index")
+#: the same for an image task's run (index.csv and slices.csv keyed by image)
+IMAGE_KEYS = ("patient_id", "image_id")
 
 
 def _thumbnail(png: bytes) -> str:
@@ -163,8 +165,8 @@ def _seen_answers(calls: Any, names: list[str], prob_columns: list[str]) -> tupl
 def seen_images(run: RunData, slices: Any) -> dict[str, Any] | None:
     """Thumbnails of the images ``eval-vlm --save-images`` kept (``RUN/images/``), each with the
     model's parsed answer(s) and raw answer from ``slices.csv`` (matched on patient, orientation and
-    slice); None when the run saved none. A file whose bytes no longer match the sha256 in
-    ``images/index.csv`` is a problem of the run, not shown."""
+    slice; an image task's run on patient and image id); None when the run saved none. A file whose
+    bytes no longer match the sha256 in ``images/index.csv`` is a problem of the run, not shown."""
     import hashlib
 
     from medvlm.vlm.saved_images import IMAGES_DIR, INDEX_FILE, NO_IMAGE_NOTE, read_index
@@ -194,18 +196,26 @@ def seen_images(run: RunData, slices: Any) -> dict[str, Any] | None:
             run.problems.append(f"{IMAGES_DIR}/{name}: its bytes do not match the sha256 in {INDEX_FILE}; "
                                 "not shown")
             continue
-        pid, orientation, index_ = (str(entry.get(k, "")) for k in KEYS)
+        keys = IMAGE_KEYS if "image_id" in entry else KEYS
+        values = [str(entry.get(k, "")) for k in keys]
         calls = None
-        if slices is not None and {*KEYS, "choice"} <= set(slices.columns):
-            calls = slices[(slices["patient_id"].astype(str) == pid)
-                           & (slices["orientation"].astype(str) == orientation)
-                           & (slices["slice_index"].astype(str) == index_)]
+        if slices is not None and {*keys, "choice"} <= set(slices.columns):
+            match = True
+            for k, v in zip(keys, values, strict=True):
+                match = match & (slices[k].astype(str) == v)
+            calls = slices[match]
         try:
             src = _thumbnail(png)
         except (OSError, ValueError) as exc:
             run.problems.append(f"{IMAGES_DIR}/{name} could not be drawn: {exc}")
             continue
         parsed, raw = _seen_answers(calls, names, task.prob_columns)
+        if keys == IMAGE_KEYS:
+            pid, image_id = values
+            rows.append({"src": src, "alt": f"{pid} image {image_id}", "file": name, "patient_id": pid,
+                         "image_id": image_id, "parsed": parsed, "raw": raw})
+            continue
+        pid, orientation, index_ = values
         rows.append({"src": src, "alt": f"{pid} {orientation} slice {index_}", "file": name,
                      "patient_id": pid, "orientation": orientation, "slice_index": index_,
                      "parsed": parsed, "raw": raw})
@@ -213,4 +223,7 @@ def seen_images(run: RunData, slices: Any) -> dict[str, Any] | None:
     note = (f"The images as the model received them{more}, from {IMAGES_DIR}/ (byte for byte what was sent; "
             f"{INDEX_FILE} lists their sha256), shown small, with the parsed answer over all repeats and "
             "the first repeat's raw answer (verbatim).")
-    return {"rows": rows, "note": note}
+    out: dict[str, Any] = {"rows": rows, "note": note}
+    if rows and all("image_id" in r for r in rows):
+        out["by_image"] = True  # the table shows an image id column instead of orientation and slice
+    return out

@@ -1,0 +1,125 @@
+"""Few-shot on a 2D image task (``eval-vlm --shots K`` / ``consistency --shots K`` on synth cxr): K
+class-balanced training images per question, the PNG bytes eval-vlm sends for them, their true labels as
+the assistant turns, named ``patient_id:image_id`` in slices.csv; K above the smallest class refused."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from medvlm.cli import invoke
+
+
+@pytest.fixture(scope="module")
+def cxr_work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cxr-shots")
+    assert invoke(["synth", str(root / "data"), "--task", "cxr", "--patients", "16", "--size", "small",
+                   "--seed", "3"]) == 0
+    work = root / "work"
+    assert invoke(["prepare", str(root / "data"), "--out", str(work), "--task",
+                   str(root / "data" / "cxr.yaml")]) == 0
+    assert invoke(["split", str(work), "--folds", "2", "--test-fraction", "0.25"]) == 0
+    return root, work
+
+
+def _training(work):
+    """(image id -> (patient, label), training image ids of fold 0)."""
+    manifest = pd.read_csv(work / "manifest.csv", dtype={"id": str, "patient_id": str})
+    ok = manifest[manifest["status"] == "ok"]
+    info = {i: (p, int(label)) for i, p, label in zip(ok["id"], ok["patient_id"], ok["label"], strict=True)}
+    return info, json.loads((work / "splits.json").read_text())["folds"][0]["train"]
+
+
+def _eval(work, out, url, *extra):
+    return ["eval-vlm", str(work), "--out", str(out), "--backend", "openai", "--model", "m",
+            "--base-url", url, "--bootstrap", "0", "--no-progress", *extra]
+
+
+def test_image_few_shot_requests(cxr_work, fake_server):
+    from medvlm.data.images import image_png
+    from medvlm.vlm.openai_compat import data_uri
+
+    root, work = cxr_work
+    info, train_images = _training(work)
+    test_images = json.loads((work / "splits.json").read_text())["test"]
+    train_patients = {info[i][0] for i in train_images}
+    test_patients = {info[i][0] for i in test_images}
+    assert train_patients and not train_patients & test_patients
+    run = root / "runs" / "shots2"
+    args = _eval(work, run, fake_server.url, "--shots", "2")
+    assert invoke(args) == 0
+    calls = pd.read_csv(run / "slices.csv", dtype={"patient_id": str, "image_id": str, "shots": str})
+    assert list(calls.columns)[-1] == "shots" and sorted(calls["image_id"]) == sorted(test_images)
+    assert len(fake_server.bodies) == len(calls)
+    expected = Counter()
+    for row in calls.itertuples():
+        ids = row.shots.split(";")
+        assert len(ids) == 2 and len(set(ids)) == 2
+        pairs = [i.split(":") for i in ids]
+        assert all(len(p) == 2 and info[p[1]][0] == p[0] for p in pairs)  # patient_id:image_id
+        assert {p[1] for p in pairs} <= set(train_images)  # training images only
+        assert not {p[0] for p in pairs} & test_patients  # never a patient of the evaluated cohort
+        assert sorted(info[p[1]][1] for p in pairs) == [0, 1]  # class-balanced
+        expected[tuple((data_uri(image_png(work, p[1])), f"Choice: {info[p[1]][1]}") for p in pairs)] += 1
+    seen = Counter()
+    for body in fake_server.bodies:
+        messages = body["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+        images = [c for m in messages if m["role"] == "user" for c in m["content"]
+                  if c["type"] == "image_url"]
+        assert len(images) == 3  # two examples and the question
+        seen[tuple((messages[i]["content"][0]["image_url"]["url"], messages[i + 1]["content"])
+                   for i in (0, 2))] += 1
+    assert seen == expected  # the examples slices.csv names, their PNG bytes, answered with their labels
+    draws = set(calls["shots"])
+    assert len(draws) > 1  # seeded per question, not one fixed set
+    before = len(fake_server.bodies)
+    assert invoke(args) == 0  # a rerun: the same draws, all from the cache
+    assert len(fake_server.bodies) == before
+    assert json.loads((run / "metrics.json").read_text())["n_sent"] == 0
+    again = pd.read_csv(run / "slices.csv", dtype=str)
+    assert again["shots"].tolist() == calls["shots"].tolist()
+
+
+def test_image_few_shot_refusals(cxr_work, fake_server, capsys):
+    root, work = cxr_work
+    info, train_images = _training(work)
+    smallest = min(Counter(info[i][1] for i in train_images).values())
+    capsys.readouterr()
+    assert invoke(_eval(work, root / "runs" / "big", fake_server.url, "--shots", str(smallest + 1))) == 2
+    err = capsys.readouterr().err
+    assert f"--shots {smallest + 1}: the training cohort of fold 0 has only {smallest} image(s)" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    argv = _eval(work, root / "runs" / "tr", fake_server.url, "--shots", "1", "--cohort", "train")
+    assert invoke(argv) == 2
+    assert "--cohort train" in capsys.readouterr().err
+    assert not fake_server.bodies
+
+
+def test_image_consistency_shots(cxr_work, fake_server):
+    from medvlm.data.images import image_png
+    from medvlm.vlm.openai_compat import data_uri
+
+    root, work = cxr_work
+    info, train_images = _training(work)
+    out = root / "runs" / "cons"
+    assert invoke(["consistency", str(work), "--out", str(out), "--backend", "openai", "--model", "m",
+                   "--base-url", fake_server.url, "--repeats", "2", "--temperature", "0.7", "--shots", "2",
+                   "--no-progress"]) == 0
+    images = json.loads((out / "run.json").read_text())["config"]["images"]
+    assert images and all(len(im["shots"].split(";")) == 2 for im in images)
+    for im in images:
+        pairs = [s.split(":") for s in im["shots"].split(";")]
+        assert {p[1] for p in pairs} <= set(train_images)
+        assert sorted(info[p[1]][1] for p in pairs) == [0, 1]
+    assert len(fake_server.bodies) == 2 * len(images)
+    for body in fake_server.bodies:
+        urls = [c["image_url"]["url"] for m in body["messages"] if m["role"] == "user" for c in m["content"]
+                if c["type"] == "image_url"]
+        assert len(urls) == 3
+    first = images[0]["shots"].split(";")
+    assert fake_server.bodies[0]["messages"][0]["content"][0]["image_url"]["url"] in {
+        data_uri(image_png(work, s.split(":")[1])) for s in first}
