@@ -2,7 +2,9 @@
 
 Source ``image-csv`` (``source: {kind: image-csv, csv: labels.csv}``): columns ``path,label[,patient_id]``
 (others ignored); ``path`` relative to the CSV; ``label`` a class name (any case) or its index;
-``patient_id`` optional (default: the image's id). An unknown label, a missing image file, a missing
+``patient_id`` optional (default: the image's id). An unknown label, a missing image file (or a folder),
+a path that leaves the CSV's folder (``..`` above it, an absolute path elsewhere: refused,
+:func:`inside`), a missing
 column or a path listed twice -> :class:`~medvlm.errors.DataError` naming the CSV line.
 
 Reading (:func:`read_image`): grayscale (colour images by luminance). DICOM: ``RescaleSlope``/
@@ -105,14 +107,15 @@ def _read_dicom(path: Path) -> np.ndarray:
         hi = lo + max(width - 1, 1e-6)
     else:
         lo, hi = float(pixels.min()), float(pixels.max())
-    _check_range(pixels)
+    check_range(pixels)
     out = _to_unit(pixels, lo, hi)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 1.0 - out
     return out
 
 
-def _check_range(pixels: np.ndarray) -> None:
+def check_range(pixels: np.ndarray) -> None:
+    """:class:`Unusable` for an image holding NaN/inf or one value everywhere (a ``skipped`` row)."""
     if not np.isfinite(pixels).all():
         raise Unusable("image holds non-finite values")
     if pixels.max() == pixels.min():
@@ -142,7 +145,7 @@ def _read_picture(path: Path) -> np.ndarray:
                 eight_bit = True
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise Unusable(f"unreadable image ({exc})") from exc
-    _check_range(pixels.astype(np.float64))
+    check_range(pixels.astype(np.float64))
     if eight_bit:
         return pixels.astype(np.uint8)
     return _to_unit(pixels, float(pixels.min()), float(pixels.max()))
@@ -196,6 +199,21 @@ def safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
 
 
+def inside(folder: str | Path, rel: str) -> bool:
+    """Whether a path given in a data file stays inside ``folder``: ``folder / rel`` (an absolute
+    ``rel`` as it is), normalised without following links, lies in ``folder`` (so ``..`` above it and
+    absolute paths elsewhere are out; symbolic links inside the folder are followed later).
+
+    >>> [inside("/d", r) for r in ("p1/a.png", "p1/../a.png", "../a.png", "/etc/passwd", "/d/x.png")]
+    [True, True, False, False, True]
+    """
+    import os
+
+    base = os.path.abspath(os.path.expanduser(str(folder)))
+    full = os.path.abspath(os.path.join(base, rel.replace("\\", "/")))
+    return os.path.commonpath([base, full]) == base
+
+
 def parse_label(value: str, classes: tuple[str, ...], where: str) -> int:
     """A class name (any case) or index -> the label; DataError naming ``where`` otherwise."""
     text = str(value).strip()
@@ -238,7 +256,12 @@ def discover_csv(csv_path: str | Path, classes: tuple[str, ...]) -> list[ImageSa
             raise DataError(f"{where}: image {rel} is listed twice (first on line {seen_paths[rel]})")
         seen_paths[rel] = i + 2
         label = parse_label(row["label"], classes, where)
+        if not inside(csv_path.parent, rel):
+            raise DataError(f"{where}: image path {rel} leads outside the CSV's folder "
+                            f"{csv_path.parent}; image paths must be relative and stay inside it")
         file = csv_path.parent / rel
+        if file.is_dir():
+            raise DataError(f"{where}: {rel} is a folder, not an image file ({file})")
         if not file.is_file():
             raise DataError(f"{where}: image file {rel} does not exist (looked for {file})")
         image_id = safe_id(rel.replace("\\", "/").removeprefix(f"{common}/") if common else rel)

@@ -23,11 +23,13 @@ def split_patients(
     folds: int = 5,
     seed: int = 0,
     n_classes: int = 2,
+    classes: Sequence[str] | None = None,
 ) -> dict:
     """Stratified test set of ``test_fraction``, then ``folds`` stratified folds over the rest.
 
     Pure and reproducible: the result depends on the set of ``(id, label)`` pairs and ``seed`` only
-    (not on their order). Ids within each list are sorted. Labels ``0..n_classes-1``.
+    (not on their order). Ids within each list are sorted. Labels ``0..n_classes-1``; ``classes`` names
+    them in errors (default LGG, HGG for two classes).
 
     >>> ids = [f"p{i:02d}" for i in range(20)]
     >>> s = split_patients(ids, [0] * 5 + [1] * 15, test_fraction=0.2, folds=2, seed=0)
@@ -56,12 +58,19 @@ def split_patients(
             rest, test, y_rest, _ = train_test_split(ids, ys, test_size=test_fraction, stratify=ys,
                                                      random_state=seed)
         except ValueError as exc:
-            counts = (f"{ys.count(0)} LGG, {ys.count(1)} HGG" if n_classes == 2
-                      else ", ".join(f"{ys.count(k)} of class {k}" for k in range(n_classes)))
+            names = (list(classes) if classes else ["LGG", "HGG"] if n_classes == 2
+                     else [f"of class {k}" for k in range(n_classes)])
+            counts = ", ".join(f"{ys.count(k)} {names[k]}" for k in range(n_classes))
+            if "least populated class" in str(exc):
+                need = ("each class needs at least 2 patients (one for the test set, one for the rest); "
+                        "add patients of the smallest class")
+            else:
+                need = ("at least one patient of each class is needed in the test set; use a larger "
+                        "--test-fraction or more patients")
             raise DataError(
                 f"cannot hold out a stratified test set of {test_fraction} from {len(ids)} patients "
-                f"({counts}): {exc}"
-            ) from exc
+                f"({counts}): {need}"
+            ) from None
     else:
         rest, test, y_rest = ids, [], ys
     present = [y_rest.count(k) for k in range(n_classes) if y_rest.count(k)]
@@ -180,10 +189,14 @@ def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed:
         bad = sorted(set(own) - {"train", "val", "test"})
         if bad:
             raise DataError(f"{source}: split {bad[0]!r}; expected train, val or test")
-        warnings.warn("the source's own train/val/test split is kept (one fold); --test-fraction and "
-                      "--folds do not apply", UserWarning, stacklevel=2)
+        warnings.warn(f"the source's own train/val/test split is kept (one fold); --test-fraction "
+                      f"{test_fraction:g} and --folds {folds} do not apply", UserWarning, stacklevel=2)
         by = {name: sorted(i for i, s in zip(ids, own, strict=True) if s == name)
               for name in ("train", "val", "test")}
+        for name in ("train", "val", "test"):
+            if not by[name]:
+                warnings.warn(f"the source's own {name} set holds no usable image: {name} 0", UserWarning,
+                              stacklevel=2)
         split = {"seed": int(seed), "test_fraction": None, "source_split": True, "test": by["test"],
                  "folds": [{"train": by["train"], "val": by["val"]}]}
     else:
@@ -194,7 +207,7 @@ def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed:
             warnings.simplefilter("ignore", UserWarning)  # its notes are about patients; ours below, images
             by_patient = split_patients(list(patient_label), list(patient_label.values()),
                                         test_fraction=test_fraction, folds=folds, seed=seed,
-                                        n_classes=n_classes)
+                                        n_classes=n_classes, classes=classes)
 
         def images_of(group: list[str]) -> list[str]:
             members = set(group)

@@ -4,7 +4,7 @@
 
     name: my-task
     classes: [normal, pneumonia]        # label = index; the prompt's answer codes are these indices
-    positive: pneumonia                  # binary tasks: the positive class (label 1, listed second)
+    positive: pneumonia                  # binary tasks (required): the positive class (label 1, second)
     source: {kind: image-csv, csv: labels.csv}   # or {kind: medmnist, npz: pneumoniamnist_224.npz}
     prompt: "...the question, asking for one number..."
     variants: {para1: "...another wording, same codes..."}   # optional, for consistency runs
@@ -94,6 +94,9 @@ class TaskSpec(_Strict):
         from medvlm.registry import did_you_mean
 
         if self.positive is None:
+            if len(self.classes) == 2:
+                raise ValueError(f"positive is required for a binary task: name its positive class, one of "
+                                 f"{self.classes} (listed second, label 1), e.g. positive: {self.classes[1]}")
             return self
         if self.positive not in self.classes:
             raise ValueError(f"positive {self.positive!r} is not among the classes {self.classes}."
@@ -257,7 +260,14 @@ def spec_source_path(task: Task, data: str | Path) -> Path:
     """The source file (CSV or npz) of a YAML task, relative to DATA (ConfigError when missing)."""
     spec: TaskSpec = task.spec
     rel = spec.source.csv if isinstance(spec.source, ImageCsvSource) else spec.source.npz
+    from medvlm.data.images import inside
+
+    if not inside(Path(data).expanduser(), rel):
+        raise ConfigError(f"task {task.name}: source {spec.source.kind} path {rel} leads outside DATA "
+                          f"({data}); source paths must be relative and stay inside it")
     path = Path(data).expanduser() / rel
+    if path.is_dir():
+        raise ConfigError(f"task {task.name}: source {spec.source.kind} path {path} is a folder, not a file")
     if not path.is_file():
         raise ConfigError(f"task {task.name}: source {spec.source.kind} file {path} does not exist "
                           f"(source paths are relative to DATA, {data})")
