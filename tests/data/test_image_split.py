@@ -63,3 +63,28 @@ def test_a_fold_without_a_class_is_named_with_the_class():
                       "label": [0] * 10 + [1] * 2})
     with pytest.warns(UserWarning, match=r"^fold \d (train|val) holds no image of class lesion$"):
         split_images(m, test_fraction=0.0, folds=3, seed=0, classes=("no-lesion", "lesion"))
+
+
+def test_a_test_set_too_small_names_the_classes_in_our_words():
+    m = pd.DataFrame({"id": [f"i{k}" for k in range(5)], "patient_id": [f"P{k}" for k in range(5)],
+                      "label": [0, 0, 1, 1, 1]})
+    with pytest.raises(DataError, match=r"^cannot hold out a stratified test set of 0\.15 from 5 patients "
+                                        r"\(2 no-lesion, 3 lesion\): at least one patient of each class is "
+                                        r"needed in the test set; use a larger --test-fraction or more "
+                                        r"patients$"):
+        split_images(m, test_fraction=0.15, folds=2, classes=("no-lesion", "lesion"))
+    m["label"] = [0, 1, 1, 1, 1]  # one no-lesion patient: it cannot be both in test and in the rest
+    with pytest.raises(DataError, match=r"\(1 no-lesion, 4 lesion\): each class needs at least 2 patients"):
+        split_images(m, test_fraction=0.4, folds=2, classes=("no-lesion", "lesion"))
+
+
+def test_the_source_split_warns_about_options_and_empty_cohorts():
+    m = pd.DataFrame({"id": ["a", "b", "c", "d"], "patient_id": ["a", "b", "c", "d"], "label": [0, 1, 0, 1],
+                      "split": ["train", "train", "val", "val"]})
+    with pytest.warns(UserWarning) as caught:
+        split = split_images(m, test_fraction=0.3, folds=2)
+    texts = [str(w.message) for w in caught]
+    assert "the source's own train/val/test split is kept (one fold); --test-fraction 0.3 and --folds 2 do " \
+           "not apply" in texts
+    assert "the source's own test set holds no usable image: test 0" in texts
+    assert split["test"] == [] and split["folds"] == [{"train": ["a", "b"], "val": ["c", "d"]}]

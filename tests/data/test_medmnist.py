@@ -103,3 +103,76 @@ def test_labels_beyond_the_classes_are_refused(tmp_path):
     np.savez(tmp_path / "x.npz", **arrays)
     with pytest.raises(DataError, match=r"x\.npz: test_labels holds label 4, but the task has 2 classes"):
         read_npz(tmp_path / "x.npz", 2)
+
+
+def _npy_bytes(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _write_task(tmp_path):
+    (tmp_path / "task.yaml").write_text(TASK)
+    return ["prepare", str(tmp_path), "--out", str(tmp_path / "w"), "--task", str(tmp_path / "task.yaml")]
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: p.write_bytes(_npy_bytes(np.zeros((3, 5, 5), dtype=np.uint8))),  # np.save output, named .npz
+     r"tiny_28\.npz: not a \.npz archive \(a single \.npy array of shape \(3, 5, 5\)"),
+    (lambda p: p.write_bytes(b"garbage, not a zip"), r"tiny_28\.npz: not a readable \.npz file \("),
+    (lambda p: (tiny_npz(p), p.write_bytes(p.read_bytes()[:300])),
+     r"tiny_28\.npz: not a readable \.npz (file|archive) \("),
+    (lambda p: np.savez(p, **{**{f"{s}_images": np.zeros((2, 5, 5), np.uint8) for s in SIZES},
+                              **{f"{s}_labels": np.zeros((2, 1), np.int64) for s in SIZES},
+                              "train_labels": np.array([{"a": 1}, None], dtype=object)}),
+     r"tiny_28\.npz: not a readable \.npz archive \(ValueError: Object arrays cannot be loaded"),
+])
+def test_a_file_that_is_not_a_npz_archive_is_one_line_exit_2(tmp_path, capsys, write, message):
+    write(tmp_path / "tiny_28.npz")
+    code = invoke(_write_task(tmp_path))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert re.search(message, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("value, shown", [(0.5, "0.5"), (np.nan, "nan"), (np.inf, "inf")])
+def test_labels_that_are_not_whole_numbers_are_refused(tmp_path, value, shown):
+    arrays = tiny_npz(tmp_path / "x.npz")
+    labels = arrays["val_labels"].astype(np.float64)
+    labels[1, 0] = value
+    np.savez(tmp_path / "x.npz", **{**arrays, "val_labels": labels})
+    with pytest.raises(DataError, match=rf"x\.npz: val_labels\[1\] is {shown}; labels must "
+                                        r"be whole class indices 0\.\.1$"):
+        read_npz(tmp_path / "x.npz", 2)
+    labels[1, 0] = 1.0  # whole numbers stored as floats are fine
+    np.savez(tmp_path / "x.npz", **{**arrays, "val_labels": labels})
+    assert read_npz(tmp_path / "x.npz", 2)["val"][1].tolist() == [0, 1]
+
+
+def test_non_finite_and_constant_float_images_are_skipped_rows(tmp_path, capsys):
+    arrays = tiny_npz(tmp_path / "tiny_28.npz")
+    images = arrays["test_images"].astype(np.float32)
+    images[0] = np.nan
+    images[1, 2, 3] = np.inf
+    images[2] = 0.0
+    np.savez(tmp_path / "tiny_28.npz", **{**arrays, "test_images": images})
+    assert invoke(_write_task(tmp_path)) == 0
+    manifest = pd.read_csv(tmp_path / "w" / "manifest.csv", dtype=str, keep_default_na=False)
+    test = manifest[manifest["split"] == "test"]
+    assert list(test["status"]) == ["skipped"] * 3
+    assert list(test["reason"]) == ["image holds non-finite values"] * 2 + ["constant image (every pixel 0)"]
+    assert "skipped test-00000: image holds non-finite values" in capsys.readouterr().err
+
+
+def test_split_warns_on_the_cli_about_options_and_an_empty_test_set(tmp_path, capsys):
+    arrays = tiny_npz(tmp_path / "tiny_28.npz")
+    arrays["test_images"][:] = 3  # every test image constant: the test set is empty
+    np.savez(tmp_path / "tiny_28.npz", **arrays)
+    assert invoke(_write_task(tmp_path)) == 0
+    capsys.readouterr()
+    assert invoke(["split", str(tmp_path / "w"), "--folds", "2"]) == 0
+    out = capsys.readouterr()
+    assert ("medvlm: warning: the source's own train/val/test split is kept (one fold); --test-fraction "
+            "0.15 and --folds 2 do not apply") in out.err
+    assert "medvlm: warning: the source's own test set holds no usable image: test 0" in out.err
+    assert out.out.startswith("test 0, folds (train/val) 5/2")

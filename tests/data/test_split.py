@@ -135,7 +135,8 @@ def test_check_split_refuses_a_fold_that_does_not_cover_the_cohort():
         ({"test_fraction": -0.1}, ConfigError, r"--test-fraction must be within \[0, 1\), got -0.1"),
         ({"folds": 1}, ConfigError, "--folds must be at least 2, got 1"),
         ({"test_fraction": 0.01}, DataError,
-         r"cannot hold out a stratified test set of 0.01 from 100 patients \(20 LGG, 80 HGG\)"),
+         r"^cannot hold out a stratified test set of 0.01 from 100 patients \(20 LGG, 80 HGG\): at least one "
+         r"patient of each class is needed in the test set; use a larger --test-fraction or more patients$"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):

@@ -98,6 +98,11 @@ def _image_folder(tmp_path, rows):
      r"index 0\.\.1\. Did you mean 'pneumonia'\?"),
     (["img/a.png,2,P1"], r"labels\.csv: line 2: label '2' is neither a class"),
     (["img/a.png,0,P1", "img/a.png,1,P2"], r"line 3: image img/a\.png is listed twice \(first on line 2\)"),
+    (["img/a.png,0,P1", "../outside.png,1,P2"],
+     r"labels\.csv: line 3: image path \.\./outside\.png leads outside the CSV's folder .*stay inside it$"),
+    (["img/../../x.png,0,P1"], r"labels\.csv: line 2: image path img/\.\./\.\./x\.png leads outside"),
+    (["/etc/passwd,0,P1"], r"labels\.csv: line 2: image path /etc/passwd leads outside the CSV's folder"),
+    (["img,0,P1"], r"labels\.csv: line 2: img is a folder, not an image file"),
 ])
 def test_bad_rows_of_the_image_csv_name_the_line(tmp_path, capsys, rows, message):
     task_file = _image_folder(tmp_path, rows)
@@ -139,3 +144,30 @@ def test_tasks_lists_yaml_tasks_of_a_folder(tmp_path, capsys):
     assert listed["pneu"]["unit"] == "image" and listed["pneu"]["classes"] == ["normal", "pneumonia"]
     assert listed["pneu"]["positive"] == "pneumonia" and listed["pneu"]["file"] == str(tmp_path / "pneu.yaml")
     assert "broken.yml" in out.err
+
+
+def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path, capsys):
+    task_file = _image_folder(tmp_path, ["img/adir.png,0,P1"])
+    (tmp_path / "img" / "adir.png").mkdir()
+    argv = ["prepare", str(tmp_path), "--out", str(tmp_path / "w"), "--task", str(task_file)]
+    line = _cli_error(capsys, argv)
+    assert re.search(r"labels\.csv: line 2: img/adir\.png is a folder, not an image file", line), line
+
+
+def test_a_source_outside_data_is_refused(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    _image_folder(tmp_path, ["img/a.png,0,P1"])  # labels.csv one level above DATA
+    task_file = _write(data, GOOD.replace("csv: labels.csv", "csv: ../labels.csv"))
+    argv = ["prepare", str(data), "--out", str(tmp_path / "w"), "--task", str(task_file)]
+    line = _cli_error(capsys, argv)
+    assert re.search(r"task pneu: source image-csv path \.\./labels\.csv leads outside DATA", line), line
+
+
+def test_a_binary_task_needs_its_positive_class(tmp_path, capsys):
+    path = _write(tmp_path, GOOD.replace("positive: pneumonia\n", ""))
+    with pytest.raises(ConfigError, match=r"task\.yaml: positive is required for a binary task: name its "
+                                          r"positive class, one of \['normal', 'pneumonia'\]"):
+        load_yaml_task(path)
+    three = GOOD.replace("positive: pneumonia\n", "").replace("[normal, pneumonia]", "[a, b, c]")
+    assert load_yaml_task(_write(tmp_path, three, "three.yaml")).positive is None

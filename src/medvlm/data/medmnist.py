@@ -76,7 +76,7 @@ def _read_parts(npz, path: Path, n_classes: int) -> dict[str, tuple[np.ndarray, 
             whole = np.isfinite(labels) & (labels == np.round(labels))
             if not whole.all():
                 i = int(np.flatnonzero(~whole)[0])
-                raise DataError(f"{path}: {split}_labels[{i}] is {labels[i]!r}; labels must be whole "
+                raise DataError(f"{path}: {split}_labels[{i}] is {float(labels[i])}; labels must be whole "
                                 f"class indices 0..{n_classes - 1}")
         bad = [int(v) for v in labels if not 0 <= int(v) < n_classes]
         if bad:
