@@ -258,7 +258,7 @@ def discover_csv(csv_path: str | Path, classes: tuple[str, ...]) -> list[ImageSa
         label = parse_label(row["label"], classes, where)
         if not inside(csv_path.parent, rel):
             raise DataError(f"{where}: image path {rel} leads outside the CSV's folder "
-                            f"{csv_path.parent}; image paths must be relative and stay inside it")
+                            f"{csv_path.parent}; image paths must stay inside it")
         file = csv_path.parent / rel
         if file.is_dir():
             raise DataError(f"{where}: {rel} is a folder, not an image file ({file})")

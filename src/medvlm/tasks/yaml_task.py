@@ -264,7 +264,7 @@ def spec_source_path(task: Task, data: str | Path) -> Path:
 
     if not inside(Path(data).expanduser(), rel):
         raise ConfigError(f"task {task.name}: source {spec.source.kind} path {rel} leads outside DATA "
-                          f"({data}); source paths must be relative and stay inside it")
+                          f"({data}); source paths must stay inside it")
     path = Path(data).expanduser() / rel
     if path.is_dir():
         raise ConfigError(f"task {task.name}: source {spec.source.kind} path {path} is a folder, not a file")
