@@ -189,15 +189,29 @@ def training_pool(work: str | Path, *, task: Task, fold: int, orientations: Sequ
 
 def check_shots(k: int, pool: Mapping[str, Mapping[int, Sequence[Example]]], *, task: Task, fold: int,
                 unit: str = "slice") -> None:
-    """ConfigError (one line) when ``k`` is more than the smallest class of some view has."""
+    """ConfigError (one line) when some view cannot serve ``k`` class-balanced examples.
+
+    :func:`class_counts` gives each class ``k // n_classes`` and the remainder to classes drawn at random
+    per question, so every class of every view needs ``ceil(k / n_classes)`` candidates: ``k`` passes iff
+    ``k <= smallest * n_classes`` (``smallest``: the smallest class over all views). The message names
+    that class and view and the largest ``k`` every view can serve.
+    """
+    n = task.n_classes
+    worst: tuple[int, str, int] | None = None  # (size, view, label) of the smallest class of all views
     for view, by_class in pool.items():
-        sizes = [len(by_class.get(c, ())) for c in range(task.n_classes)]
-        smallest = min(sizes)
-        if k > smallest:
-            name = task.classes[sizes.index(smallest)]
-            what = unit if view == unit else f"{view} {unit}"  # an image task's one view is "image"
-            raise ConfigError(f"--shots {k}: the training cohort of fold {fold} has only {smallest} "
-                              f"{what}(s) of class {name}; use --shots {smallest} or fewer")
+        for c in range(n):
+            size = len(by_class.get(c, ()))
+            if worst is None or size < worst[0]:
+                worst = (size, view, c)
+    if worst is None:
+        return
+    smallest, view, label = worst
+    need = -(-int(k) // n)
+    if need > smallest:
+        what = unit if view == unit else f"{view} {unit}"  # an image task's one view is "image"
+        raise ConfigError(f"--shots {k}: needs {need} example(s) of each class, but the training cohort of "
+                          f"fold {fold} has only {smallest} {what}(s) of class {task.classes[label]}; "
+                          f"use --shots {smallest * n} or fewer")
 
 
 def check_cohort(k: int, *, cohort: str, fold: int, evaluated: Sequence[str], training: Sequence[str],
