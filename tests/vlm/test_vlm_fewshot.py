@@ -98,8 +98,9 @@ def test_check_shots_checks_every_view_and_names_the_largest_k():
     task = SimpleNamespace(n_classes=2, classes=("HGG", "LGG"))
     views = pool(axial=(20, 12), sagittal=(11, 30))
     check_shots(22, views, task=task, fold=1)  # 11 of each class: every view serves it
-    with pytest.raises(ConfigError, match=r"^--shots 23: needs 12 example\(s\) of each class, but the training "
-                       r"cohort of fold 1 has only 11 sagittal slice\(s\) of class HGG; use --shots 22 or fewer$"):
+    with pytest.raises(ConfigError, match=r"^--shots 23: needs 12 example\(s\) of each class, but the "
+                       r"training cohort of fold 1 has only 11 sagittal slice\(s\) of class HGG; "
+                       r"use --shots 22 or fewer$"):
         check_shots(23, views, task=task, fold=1)
     # the hint's K passes, K + 1 does not, and the sampler serves every K that passes (any seed)
     three = SimpleNamespace(n_classes=3, classes=("a", "b", "c"))

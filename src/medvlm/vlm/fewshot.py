@@ -371,8 +371,8 @@ def make_sampler(work: str | Path, k: int, *, task: Task, cohort: str, fold: int
 def expand_shots_sweeps(data: Any, sections: Sequence[str] = ("vlm", "consistency")) -> Any:
     """EXPERIMENT.yaml's shots sweeps written out: a run of ``sections`` whose ``shots`` is a list (``shots:
     [0, 2, 4]``) becomes one run per K, named ``<name>-shots<K>``, each with ``shots: K``, in the order
-    given; every other run as it is. ValueError (one line naming the run) for a list that is empty, holds
-    something other than whole numbers >= 0, or repeats a K.
+    given; every other run as it is. ValueError (one line naming the run) for a sweep without a ``name``, or
+    a list that is empty, holds something other than whole numbers >= 0, or repeats a K.
 
     >>> expand_shots_sweeps({"vlm": [{"name": "v", "shots": [0, 2]}, {"name": "w"}]})
     {'vlm': [{'name': 'v-shots0', 'shots': 0}, {'name': 'v-shots2', 'shots': 2}, {'name': 'w'}]}
@@ -390,6 +390,8 @@ def expand_shots_sweeps(data: Any, sections: Sequence[str] = ("vlm", "consistenc
             if not isinstance(values, list):
                 expanded.append(run)
                 continue
+            if not run.get("name"):  # the runs are named after it: as without a list
+                raise ValueError(f"{section}.{i}.name: Field required")
             ok = all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in values)
             if not values or not ok or len(set(values)) != len(values):
                 raise ValueError(f"{section}.{i}.shots: a number of examples or a list of distinct numbers "
