@@ -8,6 +8,9 @@
 - servers: each ``base_url`` of an ``openai`` run answers (``GET /models``) and serves the run's model.
   A model the server lists is served; otherwise one request of one token without an image decides, as
   the runs' own probe does (a 404, or a 4xx naming the model: not served; :mod:`medvlm.vlm._server_errors`);
+- options: what eval-vlm / consistency refuse before any work (``validate_config``, a litellm model's
+  provider and environment keys, few-shot with ``cohort: train/all``; with a prepared work folder also the
+  few-shot pool), each line under the option's YAML key (``vlm.0.shots: --shots 2 ...``);
 - the plan: the resolved output folder and each model-calling run's planned calls (units x orientations
   x slices x repeats, prompts and temperatures for consistency), counted from the prepared work folder
   when it exists, else ``None`` (unknown until ``prepare``). Devices are not checked (the file may be
