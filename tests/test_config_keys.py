@@ -86,3 +86,31 @@ def test_config_dump_bad_run_json_is_one_line(tmp_path, capsys, content, message
     assert invoke(["config", "dump", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and message in err
+
+
+def test_fold_all_follows_the_commands_rules():
+    run = {"name": "r", "backend": "mock", "model": "m"}
+    assert parse_experiment({**BASE, "vlm": [{**run, "fold": "all"}]}).vlm[0].fold == 0
+    assert parse_experiment({**BASE, "consistency": [{**run, "patient": "P1", "fold": "all"}]}
+                            ).consistency[0].fold == 0
+    with pytest.raises(ConfigError, match=r"^x: vlm\.0\.fold: --fold all --cohort val: eval-vlm reads "
+                       r"the val cohort of one fold; run it once per fold"):
+        parse_experiment({**BASE, "vlm": [{**run, "fold": "all", "cohort": "val"}]}, source="x")
+    with pytest.raises(ConfigError, match=r"^x: vlm\.0\.fold: --fold all --shots 2: the examples come from"):
+        parse_experiment({**BASE, "vlm": [{**run, "fold": "all", "shots": [0, 2]}]}, source="x")
+
+
+def test_unknown_key_lists_and_suggests_option_names():
+    with pytest.raises(ConfigError, match=r"'vlm\.0\.bootstrapp'\. Did you mean 'bootstrap'\?$"):
+        parse_experiment({**BASE, "vlm": [{"name": "r", "model": "m", "bootstrapp": 3}]})
+    with pytest.raises(ConfigError) as info:
+        parse_experiment({**BASE, "vlm": [{"name": "r", "model": "m", "zzzzzzzz": 3}]})
+    allowed = str(info.value).split("Allowed: ")[1].split(", ")
+    assert {"bootstrap", "base_url", "timeout"} <= set(allowed)
+    assert not {"n_boot", "base_urls", "timeout_s"} & set(allowed)
+
+
+def test_a_shots_sweep_needs_a_name():
+    for shots in ([1], 1):
+        with pytest.raises(ConfigError, match=r"^x: vlm\.0\.name: Field required$"):
+            parse_experiment({**BASE, "vlm": [{"backend": "mock", "model": "m", "shots": shots}]}, source="x")

@@ -24,6 +24,8 @@ OPTION_FIELDS: dict[str, dict[str, str]] = {
     "cnn": {},
     "calibrate": {},
 }
+#: sections whose ``fold`` may be ``all`` (as the command's ``--fold all``; see :func:`_fold`)
+FOLD_ALL_SECTIONS = ("vlm", "consistency")
 #: fields that hold a list where the option may be given once (a single value becomes a list of one)
 LIST_FIELDS = {"base_urls", "patients", "prompts", "temperatures"}
 #: fields that hold one value where the option's name is plural (a list of one becomes that value)
@@ -48,9 +50,30 @@ def _normalise_run(section: str, run: Any, where: str) -> Any:
         if target in SINGLE_FIELDS and target != name and isinstance(value, list) and len(value) == 1:
             value = value[0]
         out[target] = value
+    if section in FOLD_ALL_SECTIONS and isinstance(out.get("fold"), str):
+        out["fold"] = _fold(section, out, where)
     if section == "finetune" and isinstance(out.get("evaluate"), dict):
         out["evaluate"] = _normalise_run("vlm", out["evaluate"], f"{where}.evaluate")
     return out
+
+
+def _fold(section: str, run: dict[str, Any], where: str) -> Any:
+    """A vlm or consistency run's ``fold: all`` (or ``"2"``) under ``--fold``'s rules (:func:`parse_fold`):
+    ``all`` means fold 0 where the cohort does not depend on the fold; otherwise one-line ConfigError."""
+    from medvlm.cli._app import parse_fold
+
+    cohort = run.get("cohort", "test")
+    if section == "consistency" and run.get("patients"):
+        cohort = "all"  # --patient: the fold does not choose the patients
+    shots = run.get("shots", 0)
+    if isinstance(shots, list):  # a sweep: refused for any K > 0, as each of its runs would be
+        shots = max([k for k in shots if isinstance(k, int)] or [0])
+    command = "eval-vlm" if section == "vlm" else section
+    try:
+        return parse_fold(run["fold"], cohort=str(cohort), command=command,
+                          shots=shots if isinstance(shots, int) else 0)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.fold: {exc}") from exc
 
 
 def normalise_sections(data: dict[str, Any], source: str = "experiment") -> dict[str, Any]:
@@ -63,7 +86,7 @@ def normalise_sections(data: dict[str, Any], source: str = "experiment") -> dict
     for section in OPTION_FIELDS:
         runs = out.get(section)
         if isinstance(runs, list):
-            out[section] = [_normalise_run(section, r, f"{source}: {section}[{i}]")
+            out[section] = [_normalise_run(section, r, f"{source}: {section}.{i}")
                             for i, r in enumerate(runs)]
     return out
 

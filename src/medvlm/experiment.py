@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medvlm.cnn.config import CNNConfig
+from medvlm.config_keys import option_name
 from medvlm.consistency.config import ConsistencyConfig
 from medvlm.errors import ConfigError
 from medvlm.finetune.config import FinetuneConfig
@@ -275,7 +277,8 @@ def _unknown_key(loc: list[str]) -> str:
             continue
         field = model.model_fields.get(part)
         model = _annotation_model(field.annotation) if field else None
-    choices = sorted(model.model_fields) if model else []
+    section = "vlm" if "evaluate" in loc[:-1] else (loc[0] if loc else "")
+    choices = sorted({option_name(section, f) for f in model.model_fields}) if model else []
     where = ".".join(loc) or "(top level)"
     hint = did_you_mean(loc[-1], choices)
     return f"{where!r}.{hint or ' Allowed: ' + ', '.join(choices)}"
@@ -293,6 +296,8 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
     err = errors[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+    if not err["loc"] and re.match(r"^[\w.]+: ", message):  # a whole-file check that names its key
+        return ConfigError(f"{source}: {message}")
     return ConfigError(f"{source}: {where}: {message}")
 
 

@@ -8,6 +8,9 @@
 - servers: each ``base_url`` of an ``openai`` run answers (``GET /models``) and serves the run's model.
   A model the server lists is served; otherwise one request of one token without an image decides, as
   the runs' own probe does (a 404, or a 4xx naming the model: not served; :mod:`medvlm.vlm._server_errors`);
+- options: what eval-vlm / consistency refuse before any work (``validate_config``, a litellm model's
+  provider and environment keys, few-shot with ``cohort: train/all``; with a prepared work folder also the
+  few-shot pool), each line under the option's YAML key (``vlm.0.shots: --shots 2 ...``);
 - the plan: the resolved output folder and each model-calling run's planned calls (units x orientations
   x slices x repeats, prompts and temperatures for consistency), counted from the prepared work folder
   when it exists, else ``None`` (unknown until ``prepare``). Devices are not checked (the file may be
@@ -163,6 +166,78 @@ def _check_servers(config: ExperimentConfig) -> list[str]:
     return problems
 
 
+# ------------------------------------------------------------------------------------------ options
+def keyed(where: str, name: str, message: str) -> str:
+    """``vlm.0.shots: --shots 2 with ...``: a command's one-line error under the run's YAML key (the key
+    of the option it starts with, else the run's own key and name)."""
+    import re
+
+    found = re.match(r"--([a-z][a-z-]*)", message)
+    if found:
+        return f"{where}.{found.group(1).replace('-', '_')}: {message}"
+    return f"{where} ({name}): {message}"
+
+
+def _check_litellm(fields: dict[str, Any]) -> None:
+    """eval-vlm's own litellm checks (a provider LiteLLM knows, its keys set), without any request."""
+    from medvlm.vlm.litellm_backend import check_environment, load_litellm, provider_of
+
+    litellm = load_litellm()
+    provider, _ = provider_of(litellm, fields["model"])
+    urls = fields.get("base_urls") or []
+    check_environment(litellm, fields["model"], provider, urls[0] if urls else None)
+
+
+def _check_run_options(config: ExperimentConfig, paths: Any, where: str, run: Any, ready: bool) -> None:
+    """The checks eval-vlm / consistency make before any work: options (validate_config), litellm,
+    few-shot refusals; with a prepared work folder also the data-dependent few-shot ones."""
+    from medvlm.study import _fields, _vlm_config
+    from medvlm.vlm.evaluate import validate_config
+    from medvlm.vlm.fewshot import check_cohort
+
+    fields = dict(run) if isinstance(run, dict) else _fields(run)
+    if fields.get("backend") == "litellm":
+        _check_litellm(fields)
+    consistency = where.startswith("consistency")
+    checked = None if consistency else validate_config(_vlm_config(paths, fields, False), config.task)[0]
+    shots = int(fields.get("shots") or 0)
+    if not shots:
+        return
+    picked = consistency and (fields.get("patients") or fields.get("pick"))
+    cohort = "--patient" if picked else fields["cohort"]
+    check_cohort(shots, cohort=cohort, fold=fields["fold"], evaluated=[], training=[], work=paths.work)
+    if ready and checked is not None:
+        _check_shots_on_data(paths, checked)
+
+
+def _check_shots_on_data(paths: Any, run: Any) -> None:
+    """make_sampler's checks on the prepared work folder (the evaluated patients and the training pool)."""
+    from medvlm.data.cohorts import load_cohort
+    from medvlm.data.slices import parse_modalities
+    from medvlm.tasks import work_task
+    from medvlm.vlm.fewshot import make_sampler
+    from medvlm.vlm.options import first_patients
+
+    task = work_task(paths.work)
+    run = run.for_task(task)
+    cohort = load_cohort(paths.work, run.cohort, fold=run.fold)
+    make_sampler(paths.work, run.shots, task=task, cohort=run.cohort, fold=run.fold,
+                 evaluated=first_patients(cohort.patient_ids, run.limit),
+                 orientations=list(run.orientations or []), selection=run.slices or "",
+                 modalities=parse_modalities(run.modalities) if task.modalities else ())
+
+
+def check_options(config: ExperimentConfig, paths: Any, ready: bool) -> list[str]:
+    """One line per model-calling run whose options its command would refuse before any work."""
+    problems = []
+    for where, name, run in _model_runs(config):
+        try:
+            _check_run_options(config, paths, where, run, ready)
+        except MedVLMError as exc:
+            problems.append(keyed(where, name, str(exc)))
+    return problems
+
+
 # --------------------------------------------------------------------------------------------- plan
 def _vlm_calls(work: Path, fields: dict[str, Any], paths: Any) -> int | None:
     """Model calls of one eval-vlm run on ``work``: every image of every unit, times repeats."""
@@ -262,6 +337,11 @@ def check_experiment(config: ExperimentConfig, *, out: Path | None, base_dir: Pa
     result.problems += _check_paths(config, paths)
     if servers:
         result.problems += _check_servers(config)
+    said = {p.split(": ", 1)[0] for p in result.problems}  # a key already named (a missing prompt file)
+    refused = [p for p in check_options(config, paths, result.work_ready) if p.split(": ", 1)[0] not in said]
+    result.problems += refused
     result.calls, problems = plan_calls(config, paths)
+    if refused:  # a run whose options are refused fails counting the same way: said once above
+        problems = [p for p in problems if not any(p.endswith(r.split(": ", 1)[1]) for r in refused)]
     result.problems += problems
     return result

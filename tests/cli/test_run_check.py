@@ -3,6 +3,7 @@ printed; exit 2 with one line per problem."""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 
 import pytest
@@ -123,3 +124,42 @@ def test_a_missing_prompt_file_and_model_folder_are_named(tmp_path, capsys):
     assert len(err) == 2, err
     assert any("vlm.0.prompt: " in e and "mine.txt: no such prompt file" in e for e in err)
     assert any("vlm.0.model ./models/none: no such folder" in e for e in err)
+
+
+def test_options_the_commands_refuse_are_found_and_valid_is_not_printed(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    runs = [{"name": "few", "backend": "mock", "model": "mock", "shots": 2, "cohort": "train"},
+            {"name": "mean", "backend": "mock", "model": "mock", "reducer": "mean_prob"}]
+    if importlib.util.find_spec("litellm"):  # eval-vlm's own litellm checks, no request sent
+        runs += [{"name": "nope", "backend": "litellm", "model": "foo/bar"},
+                 {"name": "keyless", "backend": "litellm", "model": "anthropic/claude-x"}]
+    path = _write(tmp_path, {"data": {"synthetic": {"patients": 4}}, "vlm": runs,
+                             "consistency": [{"name": "c", "backend": "mock", "model": "mock", "shots": 1,
+                                              "cohort": "all"}]})
+    assert invoke(["run", path, "--check"]) == 2
+    captured = capsys.readouterr()
+    assert "valid" not in captured.out
+    assert captured.out.splitlines()[0].startswith(f"{path}: {len(runs) + 1} problem(s); stages: ")
+    err = captured.err.splitlines()
+    assert len(err) == len(runs) + 1, err
+    assert err[0].startswith("medvlm: error: vlm.0.shots: --shots 2 with --cohort train: ")
+    assert err[1] == ("medvlm: error: vlm.1.reducer: --reducer mean_prob needs class probabilities: use "
+                      "--scoring logprobs")
+    if len(runs) == 4:
+        assert err[2].startswith("medvlm: error: vlm.2.model: --model 'foo/bar': LiteLLM knows no provider")
+        assert err[3].startswith("medvlm: error: vlm.3.model: --model anthropic/claude-x: the anthropic "
+                                 "provider needs the environment variable ANTHROPIC_API_KEY")
+    assert err[-1].startswith("medvlm: error: consistency.0.shots: --shots 1 with --cohort all: ")
+
+
+def test_data_dependent_few_shot_refusals_after_prepare(tmp_path, capsys):
+    runs = {"vlm": [{"name": "v", "backend": "mock", "model": "mock", "shots": 1}]}
+    path = _write(tmp_path, {"data": {"synthetic": {"patients": 4}}, **runs})
+    assert invoke(["run", path, "--check"]) == 0  # before prepare: nothing to check it against
+    capsys.readouterr()
+    write_tiny_work(tmp_path / "study")  # its split puts test patient P000 in fold 0's training cohort too
+    assert invoke(["run", path, "--check"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("medvlm: error: vlm.0.shots: --shots 1: patient P000 is both evaluated and in "
+                             "the training cohort of --fold 0")

@@ -85,6 +85,33 @@ def test_sampler_reads_each_volume_once_per_orientation_and_keeps_draws():
     assert sampler.ids(("Q", "axial", 0)) == ";".join(e.id for e in sampler.examples("Q", "axial", 0))
 
 
+def test_check_shots_checks_every_view_and_names_the_largest_k():
+    from types import SimpleNamespace
+
+    from medvlm.errors import ConfigError
+    from medvlm.vlm.fewshot import check_shots
+
+    def pool(**sizes):  # view -> class sizes
+        return {view: {c: [Example("P", view, i, c) for i in range(n)] for c, n in enumerate(ns)}
+                for view, ns in sizes.items()}
+
+    task = SimpleNamespace(n_classes=2, classes=("HGG", "LGG"))
+    views = pool(axial=(20, 12), sagittal=(11, 30))
+    check_shots(22, views, task=task, fold=1)  # 11 of each class: every view serves it
+    with pytest.raises(ConfigError, match=r"^--shots 23: needs 12 example\(s\) of each class, but the "
+                       r"training cohort of fold 1 has only 11 sagittal slice\(s\) of class HGG; "
+                       r"use --shots 22 or fewer$"):
+        check_shots(23, views, task=task, fold=1)
+    # the hint's K passes, K + 1 does not, and the sampler serves every K that passes (any seed)
+    three = SimpleNamespace(n_classes=3, classes=("a", "b", "c"))
+    views3 = pool(image=(5, 2, 9))
+    check_shots(6, views3, task=three, fold=0, unit="image")
+    for seed in range(20):
+        assert len(draw_examples(views3["image"], 6, n_classes=3, seed=seed)) == 6
+    with pytest.raises(ConfigError, match=r"only 2 image\(s\) of class b; use --shots 6 or fewer$"):
+        check_shots(7, views3, task=three, fold=0, unit="image")
+
+
 def test_answer_text_follows_the_prompts_codes():
     from medvlm.tasks import get_task
     from medvlm.vlm.prompts import load_prompt
@@ -187,12 +214,14 @@ def test_bad_shots_exit_2(shot_work, tiny_work, tmp_path, capsys):
     base = ["eval-vlm", str(shot_work), "--backend", "mock", "--model", "hash", "--no-progress",
             "--bootstrap", "0"]
     out = tmp_path / "big"
-    assert invoke([*base, "--out", str(out), "--shots", "7", "--orientations", "axial"]) == 2
+    # 6 axial, 6 coronal, 8 sagittal training slices per class: 13 needs 7 of each class, 12 and 7 are served
+    assert invoke([*base, "--out", str(out), "--shots", "13"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("medvlm: error: --shots 7: the training cohort of fold 0 has only 6 axial slice(s) of "
-                   "class LGG; use --shots 6 or fewer")
+    assert err == ("medvlm: error: --shots 13: needs 7 example(s) of each class, but the training cohort of "
+                   "fold 0 has only 6 axial slice(s) of class LGG; use --shots 12 or fewer")
     assert not (out / "run.json").exists()
-    assert invoke([*base, "--out", str(tmp_path / "ok"), "--shots", "6", "--orientations", "axial"]) == 0
+    assert invoke([*base, "--out", str(tmp_path / "ok"), "--shots", "12"]) == 0
+    assert invoke([*base, "--out", str(tmp_path / "ok7"), "--shots", "7", "--orientations", "axial"]) == 0
     capsys.readouterr()
     for cohort in ("train", "all"):
         assert invoke([*base, "--out", str(tmp_path / cohort), "--shots", "1", "--cohort", cohort]) == 2

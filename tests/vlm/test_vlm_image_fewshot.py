@@ -87,11 +87,13 @@ def test_image_few_shot_requests(cxr_work, fake_server):
 def test_image_few_shot_refusals(cxr_work, fake_server, capsys):
     root, work = cxr_work
     info, train_images = _training(work)
-    smallest = min(Counter(info[i][1] for i in train_images).values())
+    counts = Counter(info[i][1] for i in train_images)
+    smallest, limit = min(counts.values()), min(counts.values()) * len(counts)  # ceil(K / classes) each
     capsys.readouterr()
-    assert invoke(_eval(work, root / "runs" / "big", fake_server.url, "--shots", str(smallest + 1))) == 2
+    assert invoke(_eval(work, root / "runs" / "big", fake_server.url, "--shots", str(limit + 1))) == 2
     err = capsys.readouterr().err
-    assert f"--shots {smallest + 1}: the training cohort of fold 0 has only {smallest} image(s)" in err
+    assert (f"--shots {limit + 1}: needs {smallest + 1} example(s) of each class, but the training cohort "
+            f"of fold 0 has only {smallest} image(s)") in err and f"use --shots {limit} or fewer" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     argv = _eval(work, root / "runs" / "tr", fake_server.url, "--shots", "1", "--cohort", "train")
     assert invoke(argv) == 2

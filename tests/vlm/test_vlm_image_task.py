@@ -82,7 +82,8 @@ def test_cached_rerun_and_controls(cxr_work):
     (["--image", "tumour-masked"], "--image tumour-masked needs a tumour mask"),
     (["--slices", "all"], "--slices all: cxr asks about its labelled images"),
     (["--orientations", "axial"], "'orientations' parameter must be one of []"),
-    (["--shots", "1000"], "--shots 1000: the training cohort of fold 0 has only"),
+    (["--shots", "1000"], "--shots 1000: needs 500 example(s) of each class, but the training cohort of "
+                          "fold 0 has only"),
 ])
 def test_image_task_refuses_volume_options(cxr_work, capsys, option, message):
     root, work = cxr_work

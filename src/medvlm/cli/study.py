@@ -63,7 +63,10 @@ def _check(config: Any, *, experiment: Path, out: Path | None, base: Path) -> No
     from medvlm.experiment_check import check_experiment
 
     result = check_experiment(config, out=out, base_dir=base)
-    print(f"{experiment}: valid; stages: {', '.join(result.stages)}")
+    if not result.problems:
+        print(f"{experiment}: valid; stages: {', '.join(result.stages)}")
+    else:
+        print(f"{experiment}: {len(result.problems)} problem(s); stages: {', '.join(result.stages)}")
     print(f"output folder: {result.out}")
     known = [n for n in result.calls.values() if n is not None]
     if not result.calls:

@@ -189,15 +189,29 @@ def training_pool(work: str | Path, *, task: Task, fold: int, orientations: Sequ
 
 def check_shots(k: int, pool: Mapping[str, Mapping[int, Sequence[Example]]], *, task: Task, fold: int,
                 unit: str = "slice") -> None:
-    """ConfigError (one line) when ``k`` is more than the smallest class of some view has."""
+    """ConfigError (one line) when some view cannot serve ``k`` class-balanced examples.
+
+    :func:`class_counts` gives each class ``k // n_classes`` and the remainder to classes drawn at random
+    per question, so every class of every view needs ``ceil(k / n_classes)`` candidates: ``k`` passes iff
+    ``k <= smallest * n_classes`` (``smallest``: the smallest class over all views). The message names
+    that class and view and the largest ``k`` every view can serve.
+    """
+    n = task.n_classes
+    worst: tuple[int, str, int] | None = None  # (size, view, label) of the smallest class of all views
     for view, by_class in pool.items():
-        sizes = [len(by_class.get(c, ())) for c in range(task.n_classes)]
-        smallest = min(sizes)
-        if k > smallest:
-            name = task.classes[sizes.index(smallest)]
-            what = unit if view == unit else f"{view} {unit}"  # an image task's one view is "image"
-            raise ConfigError(f"--shots {k}: the training cohort of fold {fold} has only {smallest} "
-                              f"{what}(s) of class {name}; use --shots {smallest} or fewer")
+        for c in range(n):
+            size = len(by_class.get(c, ()))
+            if worst is None or size < worst[0]:
+                worst = (size, view, c)
+    if worst is None:
+        return
+    smallest, view, label = worst
+    need = -(-int(k) // n)
+    if need > smallest:
+        what = unit if view == unit else f"{view} {unit}"  # an image task's one view is "image"
+        raise ConfigError(f"--shots {k}: needs {need} example(s) of each class, but the training cohort of "
+                          f"fold {fold} has only {smallest} {what}(s) of class {task.classes[label]}; "
+                          f"use --shots {smallest * n} or fewer")
 
 
 def check_cohort(k: int, *, cohort: str, fold: int, evaluated: Sequence[str], training: Sequence[str],
@@ -357,8 +371,8 @@ def make_sampler(work: str | Path, k: int, *, task: Task, cohort: str, fold: int
 def expand_shots_sweeps(data: Any, sections: Sequence[str] = ("vlm", "consistency")) -> Any:
     """EXPERIMENT.yaml's shots sweeps written out: a run of ``sections`` whose ``shots`` is a list (``shots:
     [0, 2, 4]``) becomes one run per K, named ``<name>-shots<K>``, each with ``shots: K``, in the order
-    given; every other run as it is. ValueError (one line naming the run) for a list that is empty, holds
-    something other than whole numbers >= 0, or repeats a K.
+    given; every other run as it is. ValueError (one line naming the run) for a sweep without a ``name``, or
+    a list that is empty, holds something other than whole numbers >= 0, or repeats a K.
 
     >>> expand_shots_sweeps({"vlm": [{"name": "v", "shots": [0, 2]}, {"name": "w"}]})
     {'vlm': [{'name': 'v-shots0', 'shots': 0}, {'name': 'v-shots2', 'shots': 2}, {'name': 'w'}]}
@@ -376,6 +390,8 @@ def expand_shots_sweeps(data: Any, sections: Sequence[str] = ("vlm", "consistenc
             if not isinstance(values, list):
                 expanded.append(run)
                 continue
+            if not run.get("name"):  # the runs are named after it: as without a list
+                raise ValueError(f"{section}.{i}.name: Field required")
             ok = all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in values)
             if not values or not ok or len(set(values)) != len(values):
                 raise ValueError(f"{section}.{i}.shots: a number of examples or a list of distinct numbers "
