@@ -82,7 +82,7 @@ def metrics_cmd(
     from medvlm.errors import ConfigError
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
     from medvlm.metrics_multiclass import check_inferred_classes
-    from medvlm.predictions import predictions_metrics, select_cohort
+    from medvlm.predictions import check_one_row_per_unit, predictions_metrics, select_cohort
     from medvlm.registry import check_choice
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
@@ -101,6 +101,7 @@ def metrics_cmd(
         from medvlm.predictions import abstain_below
 
         df = abstain_below(df, abstain, source=str(predictions))
+    check_one_row_per_unit(df, str(predictions))  # a broken file is one error line, before any warning
     with _warnings_to_stderr():
         _few_patients_warning(df)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
