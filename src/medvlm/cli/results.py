@@ -341,6 +341,13 @@ def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
     return True
 
 
+def _warn_problems(run: Path, problems: list[str]) -> None:
+    """One stderr line for a run the report shows with problems (damaged files): the first, and how many."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    first = " ".join(problems[0].split())
+    print(f"medvlm: warning: {run}: {first}{more}; shown with its problems", file=sys.stderr)
+
+
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders (each with run.json)."),
@@ -353,16 +360,17 @@ def report_cmd(
     study sections (cohorts, summary, limitations, reproducibility) of the work folder each run names. A
     run folder without run.json, with a run.json status other than complete, or without its final files
     (predictions.csv, ...) is named on stderr and left out."""
-    from medvlm.cli._runs import finished_runs
+    from medvlm.cli._runs import finished_runs, unique_runs
     from medvlm.errors import DataError
     from medvlm.report.html import build_report
     from medvlm.report.work_sections import study_sections
 
-    kept, left_out = finished_runs(list(runs))
+    kept, left_out = finished_runs(unique_runs(list(runs)))
     if not kept:
         raise DataError("no finished run to report: " + "; ".join(f"{r}: {why}" for r, why in left_out))
     for run, why in left_out:
         print(f"medvlm: warning: left out of the report: {run}: {why}", file=sys.stderr)
     with _warnings_to_stderr():
-        path = build_report(kept, out, title=title, n_boot=bootstrap, extra_sections=study_sections(kept))
+        path = build_report(kept, out, title=title, n_boot=bootstrap, extra_sections=study_sections(kept),
+                            on_problems=_warn_problems)
     print(f"wrote {path}")
