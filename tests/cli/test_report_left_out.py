@@ -125,3 +125,9 @@ def test_a_run_of_a_yaml_task_whose_work_folder_is_gone_keeps_its_class_names(tm
     html = re.sub(r"data:[^\"']*", "", report.read_text())  # figures' base64 bytes may spell anything
     assert "LGG" not in html and "HGG" not in html
     assert all(name in html for name in classes) and f"sensitivity ({classes[1]})" in html
+    # few units: an image task counts and names images, in the report and in `metrics`
+    assert "images (fewer than 10 in a class)" in html and "rest on very few images" in html
+    capsys.readouterr()
+    assert invoke(["metrics", str(run / "predictions.csv")]) == 0
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "fewer than 10" in x]
+    assert "images (fewer than 10 in a class)" in line and "patient" not in line

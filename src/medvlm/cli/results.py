@@ -50,13 +50,17 @@ def _resamples(value: int) -> int:
     return value
 
 
-def _few_patients_warning(df: object) -> None:
-    """Warn (one line on stderr) when a class of the scored rows has few patients
-    (:mod:`medvlm.small_samples`)."""
-    from medvlm.small_samples import class_patient_counts, few_patients_warnings
+def _few_patients_warning(df: object, predictions: Path) -> None:
+    """Warn (one line on stderr) when a class of the scored rows has few patients (few images for an
+    image task named by the run.json beside ``predictions``; :mod:`medvlm.small_samples`)."""
+    from medvlm.runinfo import read_run_info
+    from medvlm.small_samples import class_unit_counts, few_patients_warnings
 
-    ids = df["patient_id"] if "patient_id" in df.columns else None  # type: ignore[attr-defined]
-    for text in few_patients_warnings(class_patient_counts(df["label"], ids)):  # type: ignore[index]
+    info = read_run_info(predictions.parent, strict=False) or {}
+    cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
+    task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
+    unit = "image" if task.get("unit") == "image" else "patient"
+    for text in few_patients_warnings(class_unit_counts(df, unit), unit=unit):
         warnings.warn(text, UserWarning, stacklevel=2)
 
 
@@ -103,7 +107,7 @@ def metrics_cmd(
         df = abstain_below(df, abstain, source=str(predictions))
     check_one_row_per_unit(df, str(predictions))  # a broken file is one error line, before any warning
     with _warnings_to_stderr():
-        _few_patients_warning(df)
+        _few_patients_warning(df, predictions)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
                                      source=str(predictions), task=classes if k > 2 else None)
     if as_json:

@@ -150,13 +150,13 @@ def _label_legend(runs: Sequence[RunData]) -> tuple[str, str, str]:
     return text, "the positive class", "the negative class"
 
 
-def _test_cohorts(runs: Sequence[RunData]) -> list[tuple[str, Any, Any]]:
-    """(name, test-cohort predictions, class names) of every classifier run that has them."""
+def _test_cohorts(runs: Sequence[RunData]) -> list[tuple[str, Any, Any, str]]:
+    """(name, test-cohort predictions, class names, unit) of every classifier run that has them."""
     out = []
     for r in runs:
         if r.kind in CLASSIFIER_KINDS:
             try:
-                out.append((r.name, test_cohort_predictions(r), run_task(r).classes))
+                out.append((r.name, test_cohort_predictions(r), run_task(r).classes, run_task(r).unit))
             except DataError:
                 continue
     return out
