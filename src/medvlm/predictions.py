@@ -140,6 +140,21 @@ def n_classes(df: Any, task: Any = None) -> int:
     return max(2, int(values.max()) + 1) if len(values) else 2
 
 
+def check_one_row_per_unit(df: Any, source: str | None = None) -> None:
+    """DataError naming ``source`` and the first unit (patient, or patient:orientation:slice...) with more
+    than one row of ``df``; nothing when every unit has one row (or a key column is missing)."""
+    keys = unit_keys(df)
+    if all(k in df.columns for k in keys):
+        repeated = df[keys].astype(str).agg(":".join, axis=1)
+        dup = repeated[repeated.duplicated(keep=False)]
+        if len(dup):
+            what = "patient" if len(keys) == 1 else "unit"
+            n = int((repeated == dup.iloc[0]).sum())
+            where = f"{source}: " if source else ""
+            raise DataError(f"{where}{what} {dup.iloc[0]} has {n} rows; one row per {what} is needed (choose "
+                            "a cohort with --cohort, or one fold)")
+
+
 def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str = "percentile",
                         source: str | None = None, task: Any = None) -> dict[str, Any]:
     """Metrics of a predictions table (:func:`medvlm.metrics.metrics_from_frame`) on its answered rows
@@ -161,15 +176,7 @@ def predictions_metrics(df: Any, *, n_boot: int = 0, seed: int = 0, method: str 
     from medvlm.metrics import metrics_from_frame
 
     keys = unit_keys(df)
-    if all(k in df.columns for k in keys):
-        repeated = df[keys].astype(str).agg(":".join, axis=1)
-        dup = repeated[repeated.duplicated(keep=False)]
-        if len(dup):
-            what = "patient" if len(keys) == 1 else "unit"
-            n = int((repeated == dup.iloc[0]).sum())
-            where = f"{source}: " if source else ""
-            raise DataError(f"{where}{what} {dup.iloc[0]} has {n} rows; one row per {what} is needed (choose "
-                            "a cohort with --cohort, or one fold)")
+    check_one_row_per_unit(df, source)
     clusters = "patient_id" if len(keys) > 1 else None
     if clusters is not None and "patient_id" not in df.columns:
         raise DataError("rows are slices (a slice_index column) but there is no patient_id column: the "

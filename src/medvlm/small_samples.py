@@ -49,21 +49,41 @@ def class_patient_counts(labels: Any, patient_ids: Any = None) -> dict[int, int]
     return counts
 
 
+def class_unit_counts(df: Any, unit: str = "patient") -> dict[int, int]:
+    """:func:`class_patient_counts` of a predictions frame (``label``, optional ``patient_id``) for a task
+    whose rows are ``unit``: an image task counts its images (one row each: its metrics are per image),
+    the others their patients (slices of one patient are one patient).
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"label": [0, 0, 1], "patient_id": ["a", "a", "b"]})
+    >>> class_unit_counts(df), class_unit_counts(df, "image")
+    ({0: 1, 1: 1}, {0: 2, 1: 1})
+    """
+    ids = df["patient_id"] if unit != "image" and "patient_id" in df.columns else None
+    return class_patient_counts(df["label"], ids)
+
+
 def _name(label: int, class_names: Sequence[str] | None) -> str:
     if class_names is not None and 0 <= label < len(class_names):
         return str(class_names[label])
     return f"label {label}"
 
 
-def few_patients_warnings(counts: Mapping[int, int], class_names: Sequence[str] | None = None) -> list[str]:
-    """One warning (a list of at most one line) when a class of ``counts`` (:func:`class_patient_counts`)
-    has fewer than :data:`MIN_CLASS_PATIENTS` patients; [] otherwise."""
+def few_patients_warnings(counts: Mapping[int, int], class_names: Sequence[str] | None = None,
+                          unit: str = "patient") -> list[str]:
+    """One warning (a list of at most one line) when a class of ``counts`` (:func:`class_patient_counts`,
+    :func:`class_unit_counts`) has fewer than :data:`MIN_CLASS_PATIENTS`; [] otherwise. ``unit``: the word
+    of what was counted (``patient``, or ``image`` for an image task).
+
+    >>> few_patients_warnings({0: 1, 1: 12}, ["normal", "effusion"], unit="image")  # doctest: +ELLIPSIS
+    ['only 1 normal image and 12 effusion images (fewer than 10 in a class): ... rest on very few images']
+    """
     if not counts or min(counts.values()) >= MIN_CLASS_PATIENTS:
         return []
-    parts = " and ".join(f"{n} {_name(k, class_names)} patient{'s' if n != 1 else ''}"
+    parts = " and ".join(f"{n} {_name(k, class_names)} {unit}{'s' if n != 1 else ''}"
                          for k, n in sorted(counts.items()))
     return [f"only {parts} (fewer than {MIN_CLASS_PATIENTS} in a class): sensitivity, specificity, AUC and "
-            "their intervals rest on very few patients"]
+            f"their intervals rest on very few {unit}s"]
 
 
 def mcnemar_too_few(b: Any, c: Any) -> str | None:

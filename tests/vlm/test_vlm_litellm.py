@@ -157,6 +157,14 @@ def test_max_cost_stops_cleanly_and_a_rerun_resumes(tiny_work, tmp_path, fake_se
     failures = pd.read_csv(out / "failures.csv")
     assert len(pd.read_csv(out / "slices.csv")) == 3
     assert len(failures) > 0 and failures["error"].str.startswith("max-cost").all()
+    # each row says what happened: asking it could exceed the limit, with the spend and calls in flight then
+    import re
+
+    for text in failures["error"]:
+        m = re.search(r"--max-cost \S+ USD would be exceeded \(spent (\S+) USD when this call was held back, "
+                      r"(\d+) call\(s\) in flight\)", text)
+        assert m and "reached" not in text, text
+        assert float(m[1]) + (int(m[2]) + 1) * price > 3.5 * price
     total = 3 + len(failures)
     usage = json.loads((out / "run.json").read_text())["usage"]
     assert usage["n_calls"] == 3 and usage["n_not_asked"] == len(failures)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 #: run.json kind -> the files the command writes when it finishes (its predictions, or what stands for them)
@@ -70,3 +71,19 @@ def finished_runs(runs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]
         else:
             left_out.append((run, reason))
     return kept, left_out
+
+
+def unique_runs(runs: list[Path]) -> list[Path]:
+    """``runs`` without a folder given again (the same resolved path): each repeat is named on stderr and
+    reported once, in the order first given."""
+    seen: dict[Path, Path] = {}
+    out = []
+    for run in runs:
+        key = Path(os.path.realpath(run))
+        if key in seen:
+            print(f"medvlm: warning: {run}: the same run folder as {seen[key]}, given twice; reported once",
+                  file=sys.stderr)
+            continue
+        seen[key] = run
+        out.append(run)
+    return out

@@ -50,13 +50,17 @@ def _resamples(value: int) -> int:
     return value
 
 
-def _few_patients_warning(df: object) -> None:
-    """Warn (one line on stderr) when a class of the scored rows has few patients
-    (:mod:`medvlm.small_samples`)."""
-    from medvlm.small_samples import class_patient_counts, few_patients_warnings
+def _few_patients_warning(df: object, predictions: Path) -> None:
+    """Warn (one line on stderr) when a class of the scored rows has few patients (few images for an
+    image task named by the run.json beside ``predictions``; :mod:`medvlm.small_samples`)."""
+    from medvlm.runinfo import read_run_info
+    from medvlm.small_samples import class_unit_counts, few_patients_warnings
 
-    ids = df["patient_id"] if "patient_id" in df.columns else None  # type: ignore[attr-defined]
-    for text in few_patients_warnings(class_patient_counts(df["label"], ids)):  # type: ignore[index]
+    info = read_run_info(predictions.parent, strict=False) or {}
+    cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
+    task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
+    unit = "image" if task.get("unit") == "image" else "patient"
+    for text in few_patients_warnings(class_unit_counts(df, unit), unit=unit):
         warnings.warn(text, UserWarning, stacklevel=2)
 
 
@@ -82,7 +86,7 @@ def metrics_cmd(
     from medvlm.errors import ConfigError
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
     from medvlm.metrics_multiclass import check_inferred_classes
-    from medvlm.predictions import predictions_metrics, select_cohort
+    from medvlm.predictions import check_one_row_per_unit, predictions_metrics, select_cohort
     from medvlm.registry import check_choice
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
@@ -101,8 +105,9 @@ def metrics_cmd(
         from medvlm.predictions import abstain_below
 
         df = abstain_below(df, abstain, source=str(predictions))
+    check_one_row_per_unit(df, str(predictions))  # a broken file is one error line, before any warning
     with _warnings_to_stderr():
-        _few_patients_warning(df)
+        _few_patients_warning(df, predictions)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
                                      source=str(predictions), task=classes if k > 2 else None)
     if as_json:
@@ -340,6 +345,13 @@ def _compare_calls(a: Path, b: Path, *, as_json: bool) -> bool:
     return True
 
 
+def _warn_problems(run: Path, problems: list[str]) -> None:
+    """One stderr line for a run the report shows with problems (damaged files): the first, and how many."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    first = " ".join(problems[0].split())
+    print(f"medvlm: warning: {run}: {first}{more}; shown with its problems", file=sys.stderr)
+
+
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders (each with run.json)."),
@@ -352,16 +364,17 @@ def report_cmd(
     study sections (cohorts, summary, limitations, reproducibility) of the work folder each run names. A
     run folder without run.json, with a run.json status other than complete, or without its final files
     (predictions.csv, ...) is named on stderr and left out."""
-    from medvlm.cli._runs import finished_runs
+    from medvlm.cli._runs import finished_runs, unique_runs
     from medvlm.errors import DataError
     from medvlm.report.html import build_report
     from medvlm.report.work_sections import study_sections
 
-    kept, left_out = finished_runs(list(runs))
+    kept, left_out = finished_runs(unique_runs(list(runs)))
     if not kept:
         raise DataError("no finished run to report: " + "; ".join(f"{r}: {why}" for r, why in left_out))
     for run, why in left_out:
         print(f"medvlm: warning: left out of the report: {run}: {why}", file=sys.stderr)
     with _warnings_to_stderr():
-        path = build_report(kept, out, title=title, n_boot=bootstrap, extra_sections=study_sections(kept))
+        path = build_report(kept, out, title=title, n_boot=bootstrap, extra_sections=study_sections(kept),
+                            on_problems=_warn_problems)
     print(f"wrote {path}")

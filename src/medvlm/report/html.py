@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,13 +150,13 @@ def _label_legend(runs: Sequence[RunData]) -> tuple[str, str, str]:
     return text, "the positive class", "the negative class"
 
 
-def _test_cohorts(runs: Sequence[RunData]) -> list[tuple[str, Any, Any]]:
-    """(name, test-cohort predictions, class names) of every classifier run that has them."""
+def _test_cohorts(runs: Sequence[RunData]) -> list[tuple[str, Any, Any, str]]:
+    """(name, test-cohort predictions, class names, unit) of every classifier run that has them."""
     out = []
     for r in runs:
         if r.kind in CLASSIFIER_KINDS:
             try:
-                out.append((r.name, test_cohort_predictions(r), run_task(r).classes))
+                out.append((r.name, test_cohort_predictions(r), run_task(r).classes, run_task(r).unit))
             except DataError:
                 continue
     return out
@@ -202,6 +202,7 @@ def render_report(
     extra_sections: Iterable[Section | Mapping[str, Any]] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    on_problems: Callable[[Path, list[str]], None] | None = None,
 ) -> str:
     """The report's HTML as a string (see :func:`build_report`)."""
     import jinja2
@@ -244,7 +245,7 @@ def render_report(
         undefined=jinja2.StrictUndefined,
     )
     template = env.get_template("report.html.j2")
-    return template.render(
+    html = template.render(
         title=title,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         version=getattr(medvlm, "__version__", ""),
@@ -269,6 +270,10 @@ def render_report(
         positive=positive,
         negative=negative,
     )
+    for r in data:
+        if r.problems and on_problems is not None:
+            on_problems(r.path, list(r.problems))
+    return html
 
 
 def build_report(
@@ -279,6 +284,7 @@ def build_report(
     extra_sections: Iterable[Section | Mapping[str, Any]] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    on_problems: Callable[[Path, list[str]], None] | None = None,
 ) -> Path:
     """Write one self-contained HTML page comparing ``runs`` to ``out`` (atomically) and return its path.
 
@@ -295,6 +301,7 @@ def build_report(
         out: the HTML file to write.
         n_boot: bootstrap resamples for metrics the run files do not already hold (0: no CIs).
         seed: bootstrap seed.
+        on_problems: called once per run with problems, ``(run folder, its problems)``, after rendering.
 
     Raises:
         DataError: a run folder is missing or holds no run file. Unreadable files inside a run do not
@@ -302,7 +309,8 @@ def build_report(
     """
     from medvlm._io import write_text_atomic
 
-    html = render_report(runs, title=title, extra_sections=extra_sections, n_boot=n_boot, seed=seed)
+    html = render_report(runs, title=title, extra_sections=extra_sections, n_boot=n_boot, seed=seed,
+                         on_problems=on_problems)
     out = Path(out)
     if out.is_dir():
         raise DataError(f"{out}: is a directory; give the HTML file to write, e.g. {out / 'report.html'}")

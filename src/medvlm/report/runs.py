@@ -91,9 +91,42 @@ def run_task(run: RunData) -> Task:
         elif isinstance(cfg, dict) and cfg.get("work") and Path(str(cfg["work"])).is_dir():
             task = work_task(cfg["work"])
     except MedVLMError as exc:
-        run.problems.append(f"task: {exc}; the default task's names are used")
-    run.cache["task"] = task or get_task(None)
+        task = recorded_task(recorded)
+        used = "the class names run.json records are used" if task else "the default task's names are used"
+        run.problems.append(f"task: {exc}; {used}")
+    run.cache["task"] = task or recorded_task(recorded) or get_task(None)
     return run.cache["task"]
+
+
+def recorded_task(recorded: Any) -> Task | None:
+    """A view of the task a run.json records (``config.task``: ``name``, ``classes``, ``positive``,
+    ``unit``, ``answers``), for a run whose task can no longer be loaded (its work folder is gone): the
+    report's names, labels and units, no data functions and no study texts. None when the record names
+    no task with at least two classes (a run written before tasks existed: the default task's).
+
+    >>> t = recorded_task({"name": "cxr", "classes": ["normal", "effusion"], "positive": "effusion"})
+    >>> t.classes, t.positive_label, t.unit
+    (('normal', 'effusion'), 1, 'image')
+    """
+    from medvlm.tasks.base import UNITS, AnswerCode, Task, choice_parser, slug
+
+    if not isinstance(recorded, dict) or not recorded.get("name"):
+        return None
+    classes = recorded.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        return None
+    answers = recorded.get("answers") if isinstance(recorded.get("answers"), dict) else {}
+    names = [str(answers.get(str(i), c)) for i, c in enumerate(classes)]
+    names += [str(answers[k]) for k in sorted(answers, key=lambda k: int(k) if str(k).isdigit() else 99)
+              if str(k).isdigit() and int(k) >= len(classes)]
+    positive = recorded.get("positive") if recorded.get("positive") in classes else None
+    unit = recorded.get("unit") if recorded.get("unit") in UNITS else "image"
+    shown = positive or classes[-1]
+    return Task(name=str(recorded["name"]), description=str(recorded.get("description") or recorded["name"]),
+                classes=tuple(classes), positive=positive,
+                answers=tuple(AnswerCode(n, f"p_{slug(n)}", f"n_{slug(n)}") for n in names),
+                parser=choice_parser(len(names), []), parser_version=str(recorded.get("parser_version", "1")),
+                unit=unit, share_column=f"{slug(shown)}_share", share_label=f"{shown} share")
 
 
 def _read_file(run: RunData, name: str, parse: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 from medvlm.small_samples import (
     TOO_FEW,
     class_patient_counts,
+    class_unit_counts,
     delong_too_few,
     few_patients_warnings,
     mcnemar_too_few,
@@ -30,16 +31,16 @@ def _answered_units(df: Any) -> Any:
     return rows.set_index(keys) if keys else rows
 
 
-def few_patient_notes(cohorts: Sequence[tuple[str, Any, Sequence[str]]]) -> list[str]:
+def few_patient_notes(cohorts: Sequence[tuple[Any, ...]]) -> list[str]:
     """One line per distinct warning over the test cohorts ``(run name, its test-cohort predictions,
     its task's class names)``, naming the runs it is about: "test cohort of cnn, vlm: only 1 LGG patient
     and 2 HGG patients (fewer than 10 in a class): ..."."""
     by_text: dict[str, list[str]] = {}
-    for name, df, classes in cohorts:
+    for name, df, classes, *unit in cohorts:  # an optional 4th item: the task's unit (images are counted)
         if df.empty or "label" not in df.columns:
             continue
-        counts = class_patient_counts(df["label"], df["patient_id"] if "patient_id" in df.columns else None)
-        for text in few_patients_warnings(counts, classes):
+        word = "image" if unit and unit[0] == "image" else "patient"
+        for text in few_patients_warnings(class_unit_counts(df, word), classes, unit=word):
             by_text.setdefault(text, []).append(name)
     return [f"test cohort of {', '.join(names)}: {text}" for text, names in by_text.items()]
 

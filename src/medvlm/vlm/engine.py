@@ -136,11 +136,11 @@ def ask_images(backend: Backend, images: Iterable[tuple[Any, bytes]], *, prompt:
                     result.n_cached += 1
                     record(Answer(meta, repeat, interpret(hit, task, prefill=legacy_prefill)))
                     continue
-                if budget is not None and not budget.allows(result.n_sent - n_back[0]):
+                if budget is not None and not budget.allows(in_flight := result.n_sent - n_back[0]):
                     budget.n_not_asked += 1
                     result.n_not_asked += 1
                     result.n_failed += 1
-                    record(Answer(meta, repeat, VLMResponse(error=budget.reason())))
+                    record(Answer(meta, repeat, VLMResponse(error=budget.reason(in_flight))))
                     continue
                 result.n_sent += 1
                 yield VLMRequest(key=key, image=png, prompt=prompt_text, repeat=repeat, meta=(meta,),

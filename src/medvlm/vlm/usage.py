@@ -132,10 +132,16 @@ class Budget:
         self.stopped = not ok  # the first request kept back stops the run: the rest are kept back too
         return ok
 
-    def reason(self) -> str:
-        """The failure text of a request kept back."""
-        return (f"{MAX_COST_REASON}: not asked, --max-cost {self.max_cost_usd:g} USD reached (spent "
-                f"{self.spent_usd:.6g} USD); rerun with a higher --max-cost to ask it")
+    def reason(self, in_flight: int = 0) -> str:
+        """The failure text of a request kept back while ``in_flight`` requests were on their way: asking it
+        could exceed the limit (the spend so far alone may still be below it).
+
+        >>> Budget(0.0005, spent_usd=0.000225, dearest_usd=0.000075).reason(3)  # doctest: +ELLIPSIS
+        'max-cost: not asked, --max-cost 0.0005 USD would be exceeded (spent 0.000225 USD when this call ...'
+        """
+        return (f"{MAX_COST_REASON}: not asked, --max-cost {self.max_cost_usd:g} USD would be exceeded "
+                f"(spent {self.spent_usd:.6g} USD when this call was held back, {in_flight} call(s) "
+                "in flight); rerun with a higher --max-cost to ask it")
 
     def record(self) -> dict[str, Any]:
         return {"max_cost_usd": self.max_cost_usd, "n_not_asked": self.n_not_asked}
