@@ -89,6 +89,6 @@ def _stage_tiny(p: _Paths, progress: bool) -> StageRecord:
 
     make_tiny_vlm(p.tiny, seed=0)
     return StageRecord("tiny-vlm", summary={"note": "tiny Llama-3.2-Vision-architecture stand-in for a "
-                       "real VLM, trained only to answer in the study's format (mostly HGG, whatever "
-                       "the image): its answers carry no grade information"},
+                       "real VLM, trained only to answer in the study's format (mostly answer 1, whatever "
+                       "the image): it was taught no class"},
                        outputs={"model": str(p.tiny)})
