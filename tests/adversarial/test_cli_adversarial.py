@@ -154,9 +154,11 @@ def test_ctrl_c_prints_the_resume_line_and_exits_130(tmp_path):
                              "--patients", "200", "--size", "full"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (tmp_path / "c").exists() and time.monotonic() < deadline:  # the command has started
+    # the command is at work: its first volume is written (waiting for the folder alone let a SIGINT end
+    # the interpreter by the signal once in CI, rc -2; the cause is not pinned down, see the closing note)
+    while not any((tmp_path / "c").rglob("*.nii*")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(1.0)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
