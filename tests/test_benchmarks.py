@@ -115,3 +115,20 @@ def test_render_explains_missed_goals(tmp_path):
     assert "| prepare vs decode | 2.00x | <= 1.5 | **no** | patients 6; load None |" in text
     assert "## Why a goal is missed" in text and "process_patient" in text
     assert "vlm_concurrency`:" not in text.split("## Why")[1]
+
+
+def test_ddp_step_in_one_process_keeps_the_helpers_in_agreement(tmp_path, monkeypatch):
+    """benchmarks/gpu_ddp_step.py outside torchrun: a group of one (gloo on CPU), small3d trains, the
+    all-reduce helper equals a plain all_reduce, and the JSON says what ran."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, "")  # restored afterwards: the script sets them for its group of one
+        monkeypatch.delenv(name)
+    ddp = _module("gpu_ddp_step")
+    out = tmp_path / "ddp.json"
+    assert ddp.main(["--out", str(out), "--steps", "2", "--batch", "1"]) == 0
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 1 and result["ddp"] == "Small3DCNN"
+    assert result["backend"] == ("nccl" if result["device"] != "cpu" else "gloo")
+    assert result["param_max_abs_diff_over_ranks"] == 0.0
+    assert result["loss_sum_helper"] == pytest.approx(result["loss_sum_allreduce"])
+    assert result["steps"] == 2 and result["input"] == [4, 48, 64, 64]

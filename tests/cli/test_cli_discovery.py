@@ -130,3 +130,20 @@ def test_fold_and_orientation_mistakes_are_one_line(tmp_path, capsys, args, mess
     assert invoke(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_metavar_falls_back_to_the_click_type_without_typer_annotations():
+    """Older typer (as in a GPU image) keeps no ``type_descriptor`` on its options: the metavar then
+    comes from click's type (INTEGER, FLOAT, a tuple's members, TEXT for strings)."""
+    import click
+
+    from medvlm.cli._help import _param_metavar, tidy_help
+
+    cmd = click.Command("x", params=[
+        click.Option(["--epochs"], type=int), click.Option(["--lr-min"], type=float),
+        click.Option(["--size"], type=(int, int, int)), click.Option(["--name"], type=str),
+        click.Option(["--lr"], type=float)])
+    assert not hasattr(cmd.params[0], "type_descriptor")
+    tidy_help(cmd)
+    assert [p.metavar for p in cmd.params] == ["INTEGER", "FLOAT", "INTEGER INTEGER INTEGER", "TEXT", "FLOAT"]
+    assert _param_metavar(click.Option(["--flag-value"], type=click.Path())) == "PATH"

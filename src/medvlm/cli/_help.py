@@ -61,5 +61,20 @@ def tidy_help(command: Any) -> Any:
         if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
             continue
         long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
-        param.metavar = OPTION_METAVARS.get(long) or _type_metavar(param.type_descriptor.annotation)
+        param.metavar = OPTION_METAVARS.get(long) or _param_metavar(param)
     return command
+
+
+def _param_metavar(param: Any) -> str:
+    """The metavar of an option's value: from its Python annotation where typer keeps it
+    (``type_descriptor``, typer 0.2x), else from its click type (older typer): INTEGER, FLOAT, TEXT,
+    ``INTEGER INTEGER INTEGER`` for a tuple."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:
+        return _type_metavar(descriptor.annotation)
+    kind = param.type
+    members = getattr(kind, "types", None)  # click.Tuple
+    if members:
+        return " ".join(str(getattr(t, "name", "text")).upper() for t in members)
+    name = str(getattr(kind, "name", "text")).upper()
+    return {"BOOL": "BOOLEAN", "STRING": "TEXT"}.get(name, name)
