@@ -100,10 +100,12 @@ def resolve_workers(workers: int | str) -> int:
 # ------------------------------------------------------------------------------------- one image
 def prepare_one(sample: ImageSample, work: Path, load: Loader) -> dict[str, Any]:
     """Prepare one image: its ``.npy`` saved (atomically) and its outcome ``{status, reason, height,
-    width, lasting}`` (``lasting`` False: a skip to try again on a rerun)."""
+    width, lasting}`` (``lasting`` False: a skip to try again on a rerun). A skipped image's ``.npy``
+    from an earlier run is removed (WORK holds the images of ``ok`` rows only)."""
     try:
         pixels = load(sample)
     except Unusable as exc:
+        image_path(work, sample.id).unlink(missing_ok=True)
         return {"status": "skipped", "reason": str(exc), "lasting": exc.lasting}
     save_npy_atomic(image_path(work, sample.id), pixels)
     height, width = plane_shape(pixels)
