@@ -223,3 +223,24 @@ def test_a_medmnist_rerun_reuses_its_images_until_the_file_changes(tmp_path, cap
     assert out.startswith("8 ok (0 reused), 1 skipped") and "prepared again: 9 source file changed" in err
     assert "skipped val-00002: constant image (every pixel 4)" in err
     assert not (tmp_path / "w" / "images" / "val-00002.npy").exists()  # no image left for a skipped row
+
+
+def fail_on_a3(sample):
+    """A loader for worker processes (picklable) that breaks on image ``a3``."""
+    if sample.id == "a3":
+        raise RuntimeError("disk gone")
+    return read_image(sample.source)
+
+
+def test_a_failure_in_a_worker_keeps_the_finished_images(data, tmp_path):
+    samples = discover_csv(data / "labels.csv", ("normal", "lesion"))
+    whole = prepare_samples(samples, tmp_path / "whole", lambda s: read_image(s.source))
+    work = tmp_path / "work"
+    with pytest.raises(RuntimeError, match="disk gone"):
+        prepare_samples(samples, work, fail_on_a3, workers=2)
+    done = {json.loads(line)["id"] for line in (work / JOURNAL_FILE).read_text().splitlines()}
+    assert "a3" not in done and not (work / "manifest.csv").exists()
+    calls = []
+    resumed = prepare_samples(samples, work, lambda s: calls.append(s.id) or read_image(s.source))
+    assert sorted(calls) == sorted({s.id for s in samples} - done)  # only what had not finished
+    assert resumed.rows == whole.rows and snapshot(work) == snapshot(tmp_path / "whole")
