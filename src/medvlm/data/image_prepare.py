@@ -220,9 +220,11 @@ def _previous_ok(work: Path) -> set[str]:
 
 
 # ------------------------------------------------------------------------------------- the loop
-def prepare_samples(samples: list[ImageSample], out: str | Path, load: Loader, *, workers: int | str = 1,
-                    options: dict[str, Any] | None = None, source_file: Callable[[ImageSample], str]
-                    | None = None, progress: bool = False) -> ImagePrepareResult:
+def prepare_samples(
+    samples: list[ImageSample], out: str | Path, load: Loader, *, workers: int | str = 1,
+    options: dict[str, Any] | None = None, source_file: Callable[[ImageSample], str] | None = None,
+    progress: bool = False,
+) -> ImagePrepareResult:
     """Prepare each sample into ``WORK/images/`` and write the manifest (module docstring).
 
     ``load(sample) -> pixels`` or :class:`Unusable`; with ``workers`` > 1 it runs in worker processes,
