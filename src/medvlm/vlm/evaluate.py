@@ -99,7 +99,7 @@ class VLMEvalConfig(BackendOptions):
 
     def for_task(self, task: Task) -> VLMEvalConfig:
         """A copy with every task default filled in and checked against the task (ConfigError)."""
-        orientations, modalities = task.views(self.orientations, self.modalities)
+        orientations, modalities = task.views(self.orientations, self.modalities, slices=self.slices)
         if task.unit != "patient" and self.slices not in (None, task.default_slices):
             raise ConfigError(f"--slices {self.slices}: {task.name} asks about its labelled {task.unit}s "
                               "(WORK/units.csv); --slices selects slices for patient-level tasks")
