@@ -113,13 +113,16 @@ def tasks_cmd(
 
     tasks = [t.describe() for t in all_tasks()]
     if tasks_dir is not None:
-        from medvlm.tasks.yaml_task import find_yaml_tasks
+        from medvlm.tasks.yaml_task import duplicate_names, find_yaml_tasks
 
-        for path, found in find_yaml_tasks(tasks_dir):
+        listed = find_yaml_tasks(tasks_dir)
+        for path, found in listed:
             if isinstance(found, Exception):
                 print(f"medvlm: warning: {found}", file=sys.stderr)
             else:
                 tasks.append({**found.describe(), "file": str(path)})
+        for warning in duplicate_names(listed):
+            print(f"medvlm: warning: {warning}", file=sys.stderr)
     if as_json:
         print(json.dumps(tasks, indent=2))
         return

@@ -317,6 +317,16 @@ def find_yaml_tasks(folder: str | Path) -> list[tuple[Path, Task | ConfigError]]
     return out
 
 
+def duplicate_names(found: list[tuple[Path, Task | ConfigError]]) -> list[str]:
+    """One warning per task name that several files of :func:`find_yaml_tasks` declare, naming them."""
+    files: dict[str, list[Path]] = {}
+    for path, task in found:
+        if isinstance(task, Task):
+            files.setdefault(task.name, []).append(path)
+    return [f"task name {name!r} is declared by {len(paths)} files: {', '.join(map(str, paths))}; "
+            "give each task its own name" for name, paths in files.items() if len(paths) > 1]
+
+
 def spec_source_path(task: Task, data: str | Path) -> Path:
     """The source file (CSV or npz) of a YAML task, relative to DATA (ConfigError when missing)."""
     spec: TaskSpec = task.spec
