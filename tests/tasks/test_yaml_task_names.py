@@ -232,3 +232,33 @@ def test_image_tasks_have_no_slices_or_orientations(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         VLMEvalConfig(model="m", **kwargs).for_task(task)
     assert task.views(None, None, slices="image") == ([], [])  # the defaults are fine
+
+
+# ------------------------------------------------------------------ 19: one label of a multi-label file
+def test_a_multi_label_medmnist_file_is_read_by_its_label_column(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    labels = {}
+    arrays = {}
+    for split, n in {"train": 6, "val": 2, "test": 3}.items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)
+        labels[split] = rng.integers(0, 2, (n, 3))
+        arrays[f"{split}_labels"] = labels[split]
+    np.savez(tmp_path / "chest.npz", **arrays)
+    task = ("name: chest-effusion\nclasses: [no-effusion, effusion]\npositive: effusion\n"
+            "source: {kind: medmnist, npz: chest.npz%s}\nprompt: \"0 or 1? Choice:\"\n")
+    (tmp_path / "t.yaml").write_text(task % "")
+    argv = ["prepare", str(tmp_path), "--out", str(tmp_path / "w"), "--task", str(tmp_path / "t.yaml")]
+    assert invoke(argv) == 2
+    assert "pick one column with label_column: K (0..2)" in capsys.readouterr().err
+    (tmp_path / "t.yaml").write_text(task % ", label_column: 3")
+    assert invoke(argv) == 2
+    err = capsys.readouterr().err
+    assert "train_labels has shape (6, 3): no label column 3 (label_column counts from 0)" in err
+    (tmp_path / "t.yaml").write_text(task % ", label_column: 1")
+    assert invoke(argv) == 0
+    manifest = pd.read_csv(tmp_path / "w" / "manifest.csv", dtype=str, keep_default_na=False)
+    expected = [str(v) for split in ("train", "val", "test") for v in labels[split][:, 1]]
+    assert list(manifest["label"]) == expected

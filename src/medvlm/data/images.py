@@ -157,7 +157,8 @@ def prepare_image_task(data: str | Path, out: str | Path, *, task: Task, workers
     if source_kind(task) == "medmnist":
         from medvlm.data.medmnist import prepare_medmnist
 
-        return prepare_medmnist(source, out, task.classes, progress=progress)
+        return prepare_medmnist(source, out, task.classes, progress=progress,
+                                label_column=task.spec.source.label_column)
     samples = discover_csv(source, task.classes)
     return prepare_samples(samples, out, partial(read_file_sample, max_side=max_side), workers=workers,
                            options={"source": "image-csv", "max_side": max_side}, progress=progress)

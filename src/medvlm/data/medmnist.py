@@ -22,12 +22,14 @@ from medvlm.errors import DataError
 SPLITS = ("train", "val", "test")
 
 
-def read_npz(path: str | Path, n_classes: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_npz(path: str | Path, n_classes: int, label_column: int | None = None
+             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{split: (images, labels)}`` of a MedMNIST file; labels as int64 ``(N,)``.
 
     Anything but a readable ``.npz`` archive (a ``.npy`` array, a truncated or garbage file, arrays that
     need pickle: ``allow_pickle`` stays False) -> one-line :class:`DataError`; so do labels that are
-    not whole numbers (``0.5``, NaN) or lie beyond the task's classes."""
+    not whole numbers (``0.5``, NaN) or lie beyond the task's classes. ``label_column``: of a multi-label
+    file (ChestMNIST, labels ``(N, 14)``), the one column read as the label."""
     import zipfile
 
     path = Path(path)
@@ -40,7 +42,7 @@ def read_npz(path: str | Path, n_classes: int) -> dict[str, tuple[np.ndarray, np
                         f"{getattr(npz, 'shape', '?')}; MedMNIST files are np.savez archives)")
     with npz:
         try:
-            return _read_parts(npz, path, n_classes)
+            return _read_parts(npz, path, n_classes, label_column)
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise DataError(f"{path}: not a readable .npz archive ({_reason(exc)})") from exc
 
@@ -50,7 +52,8 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_parts(npz, path: Path, n_classes: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _read_parts(npz, path: Path, n_classes: int, label_column: int | None = None
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     expected = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
     missing = [k for k in expected if k not in npz.files]
     if missing:
@@ -59,11 +62,18 @@ def _read_parts(npz, path: Path, n_classes: int) -> dict[str, tuple[np.ndarray, 
     out = {}
     for split in SPLITS:
         images, labels = npz[f"{split}_images"], np.asarray(npz[f"{split}_labels"])
+        if label_column is not None:
+            if labels.ndim != 2 or label_column >= labels.shape[1]:
+                raise DataError(f"{path}: {split}_labels has shape {labels.shape}: no label column "
+                                f"{label_column} (label_column counts from 0)")
+            labels = labels[:, label_column]
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 1:
-            raise DataError(f"{path}: {split}_labels has shape {labels.shape}: multi-label MedMNIST "
-                            "sets are not a single-label task")
+            raise DataError(f"{path}: {split}_labels has shape {labels.shape}: a multi-label MedMNIST set "
+                            f"(one 0/1 column per finding) is not one single-label task; pick one column "
+                            f"with label_column: K (0..{labels.shape[-1] - 1}) in the task's source, a "
+                            "binary task of that finding")
         if len(labels) != len(images):
             raise DataError(f"{path}: {split}_images has {len(images)} images, {split}_labels "
                             f"{len(labels)} labels")
@@ -86,7 +96,8 @@ def _read_parts(npz, path: Path, n_classes: int) -> dict[str, tuple[np.ndarray, 
     return out
 
 
-def prepare_medmnist(path: str | Path, out: str | Path, classes: tuple[str, ...], *, progress: bool = False):
+def prepare_medmnist(path: str | Path, out: str | Path, classes: tuple[str, ...], *, progress: bool = False,
+                     label_column: int | None = None):
     """Prepare every image of a MedMNIST file into ``WORK``
     (:func:`medvlm.data.image_prepare.prepare_samples`;
     stored as uint8 when the file is, float32 in [0, 1] otherwise).
@@ -96,7 +107,7 @@ def prepare_medmnist(path: str | Path, out: str | Path, classes: tuple[str, ...]
     modification time) prepares them all again."""
     from medvlm.data.image_prepare import ImageSample, prepare_samples
 
-    parts = read_npz(path, len(classes))
+    parts = read_npz(path, len(classes), label_column)
     samples, arrays = [], {}
     for split, (images, labels) in parts.items():
         for i, label in enumerate(labels):

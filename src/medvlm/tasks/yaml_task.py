@@ -11,7 +11,14 @@
     description: "..."                   # optional
 
 One prediction per image (unit ``image``; ``patient_id`` kept, so bootstrap CIs resample patients).
-The answers are the classes, codes ``0..K-1``; an unparsed answer abstains. ``source`` paths are
+The answers are the classes, codes ``0..K-1`` (so at most 10 classes); an unparsed answer abstains.
+Answers are read by :class:`~medvlm.vlm.parsing.NameParser`: the code after ``Choice:`` wins (a class
+name beside it must agree), a name alone counts when the answer phrase is that name (longest first).
+Class names start with a letter (``grade-1``, never ``1``: a digit is always a code, in answers and in
+the CSV's labels) and give the columns ``p_<slug>``, ``n_<slug>``, ``<slug>_share``
+(:func:`~medvlm.tasks.base.class_columns`: letters of any script; a column medvlm writes anyway, such as
+``n_failed``, is refused). YAML booleans, numbers and nulls where text is meant (``classes: [no, yes]``)
+are one line asking to quote them. ``source`` paths are
 relative to DATA (``medvlm prepare DATA --task FILE.yaml``); data are read by
 :mod:`medvlm.data.images` (image-csv) and :mod:`medvlm.data.medmnist`.
 
@@ -78,10 +85,13 @@ class ImageCsvSource(_Strict):
 
 
 class MedmnistSource(_Strict):
-    """``{kind: medmnist, npz: pneumoniamnist_224.npz}`` (:mod:`medvlm.data.medmnist`)."""
+    """``{kind: medmnist, npz: pneumoniamnist_224.npz[, label_column: K]}`` (:mod:`medvlm.data.medmnist`)."""
 
     kind: Literal["medmnist"]
     npz: str
+    #: a multi-label file (ChestMNIST: labels ``(N, 14)``, one 0/1 column per finding): the column read
+    #: as this task's label (a binary task: finding absent 0, present 1); None: single-label labels
+    label_column: int | None = Field(None, ge=0)
 
 
 class TaskSpec(_Strict):
