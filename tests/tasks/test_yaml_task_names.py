@@ -118,6 +118,21 @@ def test_nested_names_and_names_with_brackets_or_dots(tmp_path, classes, positiv
     assert got == dict(cases)
 
 
+@pytest.mark.parametrize("answer, expected", [
+    ("Answer: a pleural effusion", "pleural effusion"),   # an article before the name
+    ("The answer is the pneumonia.", "pneumonia"),
+    ("Choice: pneumonia - consolidation in the right lower lobe", "pneumonia"),
+    ('Choice: "Pneumonia"', "pneumonia"),
+    ("Answer: the image shows pneumonia", None),          # the phrase is not a name
+    ("Choice: pneumonia with a small pleural effusion", None),
+    ("Choice: pneumonia (not normal)", None),
+])
+def test_a_name_counts_only_as_the_whole_answer_phrase(tmp_path, answer, expected):
+    task = _task(tmp_path, "[normal, pneumonia, pleural effusion]")
+    got = task.parser(answer)
+    assert (None if got is None else task.classes[got]) == expected
+
+
 def test_swapped_codes_keep_names_on_their_class(tmp_path):
     task = _task(tmp_path, "[lesion, no lesion]", "no lesion").with_answer_codes(("1", "0"))
     assert task.parser("Choice: 1") == 0 and task.parser("Choice: no lesion") == 1

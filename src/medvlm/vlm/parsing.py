@@ -233,10 +233,13 @@ class NameParser(ChoiceParser):
         the name naming another answer, or a negation, gives None)."""
         phrase = phrase.lstrip(" \t\"'([")
         best: tuple[int, int] | None = None
-        for pattern, code in self._names:
-            match = pattern.match(phrase)
-            if match and _PHRASE_END.match(phrase, match.end()) and (best is None or match.end() > best[0]):
-                best = (match.end(), code)
+        for text in (phrase, re.sub(r"^(?:a|an|the)\s+", "", phrase, flags=re.IGNORECASE)):  # "a mass"
+            for pattern, code in self._names:
+                match = pattern.match(text)
+                if match and _PHRASE_END.match(text, match.end()) and (best is None or match.end() > best[0]):
+                    best, phrase = (match.end(), code), text
+            if best is not None:
+                break
         if best is None:
             return None
         end = _FRAGMENT_END.search(phrase, best[0]).start()
