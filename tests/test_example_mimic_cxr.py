@@ -6,8 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 from PIL import Image
 
 from medvlm.cli import invoke

@@ -133,8 +133,8 @@ def test_header_case_backslashes_blank_lines_and_line_numbers(tmp_path):
 def test_a_row_with_an_extra_field_names_its_line(tmp_path):
     _png(tmp_path / "im" / "a.png", 1)
     csv = _csv(tmp_path, "path,label\nim/a.png,0\n\nim/a.png,label,extra\n")
-    with pytest.raises(DataError, match=r"labels\.csv: line 4: 3 fields, but the header has 2 \(path,label\); "
-                                        r"quote a value that holds the comma$"):
+    with pytest.raises(DataError, match=r"labels\.csv: line 4: 3 fields, but the header has 2 "
+                                        r"\(path,label\); quote a value that holds the comma$"):
         discover_csv(csv, CLASSES)
 
 
@@ -143,10 +143,12 @@ def test_a_csv_in_a_subfolder_may_refer_to_images_elsewhere_in_data(tmp_path):
     _png(tmp_path / "b.png", 2)
     csv = _csv(tmp_path, "path,label\n../images/a.png,0\n../b.png,1\n", name="meta/labels.csv")
     assert [s.id for s in discover_csv(csv, CLASSES, root=tmp_path)] == ["images_a", "b"]
-    with pytest.raises(DataError, match=r"line 2: image path \.\./images/a\.png leads outside the CSV's folder"):
+    with pytest.raises(DataError, match=r"line 2: image path \.\./images/a\.png leads outside the CSV's "
+                                        r"folder"):
         discover_csv(csv, CLASSES)  # root: the CSV's folder
     out = _csv(tmp_path, "path,label\n../../x.png,0\n", name="meta/out.csv")
-    with pytest.raises(DataError, match=r"line 2: image path \.\./\.\./x\.png leads outside the data folder"):
+    with pytest.raises(DataError, match=r"line 2: image path \.\./\.\./x\.png leads outside the data "
+                                        r"folder"):
         discover_csv(out, CLASSES, root=tmp_path)
 
 
@@ -158,13 +160,15 @@ def test_prepare_notes_split_column_na_patients_and_empty_classes(tmp_path, caps
     _csv(data, "path,label,patient_id,split\nim/0.png,0,NA,train\nim/1.png,0,P1,test\n")
     (data / "t.yaml").write_text("name: three\nclasses: [normal, pneumonia, effusion]\n"
                                  "source: {kind: image-csv, csv: labels.csv}\n"
-                                 "prompt: \"Which? normal (0), pneumonia (1), effusion (2). Choice: <0-2>\"\n")
+                                 "prompt: \"Which? normal (0), pneumonia (1), effusion (2). "
+                                 "Choice: <0-2>\"\n")
     assert invoke(["prepare", str(data), "--out", str(tmp_path / "w"), "--task", str(data / "t.yaml")]) == 0
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("medvlm: warning:")]
     csv = data / "labels.csv"
     assert err == [
         f"medvlm: warning: {csv}: column 'split' is ignored (an image-csv cohort is split by patient with "
         "`medvlm split`)",
-        f"medvlm: warning: {csv}: 1 image(s) with an empty or NA patient_id (line 2): each is its own patient",
+        f"medvlm: warning: {csv}: 1 image(s) with an empty or NA patient_id (line 2): each is its own "
+        "patient",
         f"medvlm: warning: {csv}: class 'pneumonia' (label 1) has no image",
         f"medvlm: warning: {csv}: class 'effusion' (label 2) has no image"]

@@ -102,7 +102,8 @@ def unique_ids(rels: Sequence[str], lines: Sequence[int], base: Callable[[str], 
     for rel, line, first in zip(rels, lines, bases, strict=True):
         candidates = [first] if first.casefold() not in taken else []
         whole = full_id(rel)
-        candidates += [whole, f"{whole}-{line}", *(f"{whole}-{line}-{k}" for k in range(2, 2 * len(rels) + 3))]
+        extra = (f"{whole}-{line}-{k}" for k in range(2, 2 * len(rels) + 3))
+        candidates += [whole, f"{whole}-{line}", *extra]
         for i, cand in enumerate(candidates):
             key = cand.casefold()
             if key not in taken and (i == 0 and cand == first or key not in reserved):
