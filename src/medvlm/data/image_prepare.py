@@ -70,6 +70,13 @@ class ImagePrepareResult(PrepareResult):
         return [(str(r["id"]), str(r["reason"])) for r in self.rows if r["status"] == "skipped"]
 
 
+def class_notes(samples: list[ImageSample], classes: tuple[str, ...], source: str | Path) -> list[str]:
+    """A note for each declared class that no image of ``samples`` has."""
+    present = {s.label for s in samples}
+    return [f"{source}: class {name!r} (label {i}) has no image" for i, name in enumerate(classes)
+            if i not in present]
+
+
 def image_path(work: str | Path, image_id: str) -> Path:
     """A prepared image: ``WORK/images/<id>.npy`` (uint8, or float32 in [0, 1]; ``(H, W)``, ``(H, W, 3)``
     or ``(D, H, W)`` for a MedMNIST 3D set)."""

@@ -31,6 +31,7 @@ from medvlm.data.image_prepare import (  # noqa: F401 - re-exported: the image A
     MANIFEST_COLUMNS,
     ImagePrepareResult,
     ImageSample,
+    class_notes,
     image_path,
     prepare_samples,
     write_image_manifest,
@@ -166,13 +167,6 @@ def discover_csv(csv_path: str | Path, classes: tuple[str, ...], *, root: str | 
                          f"{shown}): each is its own patient")
     return [ImageSample(image_id, pid or image_id, label, file)
             for image_id, (_, _, label, file, pid) in zip(ids, kept, strict=True)]
-
-
-def class_notes(samples: list[ImageSample], classes: tuple[str, ...], source: str | Path) -> list[str]:
-    """A note for each declared class that no image of ``samples`` has."""
-    present = {s.label for s in samples}
-    return [f"{source}: class {name!r} (label {i}) has no image" for i, name in enumerate(classes)
-            if i not in present]
 
 
 # -------------------------------------------------------------------------------------- prepare
