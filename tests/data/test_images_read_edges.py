@@ -86,3 +86,28 @@ def test_dicom_linear_exact_voi_function(tmp_path):
 def test_several_windows_use_the_first(tmp_path):
     path = _dicom(tmp_path / "m.dcm", STORED, center=[1500, 500], width=[3000, 100])
     np.testing.assert_allclose(read_image(path), [[0.0, 1000 / 2999], [2000 / 2999, 1.0]], atol=1e-6)
+
+
+def test_images_of_an_earlier_reader_are_prepared_again(tmp_path):
+    import json
+
+    from medvlm.data.images import prepare_image_task
+    from medvlm.tasks.yaml_task import load_yaml_task
+
+    (tmp_path / "im").mkdir()
+    for name in ("a", "b"):
+        _save_png(tmp_path / "im" / f"{name}.png", np.array([[1, 2], [3, 4]], dtype=np.uint8))
+    (tmp_path / "labels.csv").write_text("path,label\nim/a.png,0\nim/b.png,1\n")
+    (tmp_path / "t.yaml").write_text("name: t\nclasses: [normal, pneumonia]\npositive: pneumonia\n"
+                                     "source: {kind: image-csv, csv: labels.csv}\nprompt: \"0 or 1?\"\n")
+    task = load_yaml_task(tmp_path / "t.yaml")
+    first = prepare_image_task(tmp_path, tmp_path / "w", task=task, progress=False)
+    assert first.rebuilt == [] and first.n_ok == 2
+    journal = tmp_path / "w" / "prepare-journal.jsonl"
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert {e["options"]["reader"] for e in entries} == {2}
+    for e in entries:  # a folder prepared before the reader version existed
+        del e["options"]["reader"]
+    journal.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    again = prepare_image_task(tmp_path, tmp_path / "w", task=task, progress=False)
+    assert again.rebuilt == ["options changed: reader None -> 2"] * 2 and again.n_reused == 0

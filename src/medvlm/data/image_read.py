@@ -23,6 +23,9 @@ import numpy as np
 #: prepared images are at most this many pixels on a side
 MAX_SIDE = 1024
 DICOM_SUFFIXES = (".dcm", ".dicom")
+#: bump when reading a file changes what it gives (2: EXIF orientation, transparency on black, DICOM
+#: VOILUTFunction): images prepared by an earlier reader are prepared again
+READER_VERSION = 2
 
 
 class Unusable(Exception):

@@ -39,6 +39,7 @@ from medvlm.data.image_prepare import (  # noqa: F401 - re-exported: the image A
 from medvlm.data.image_read import (  # noqa: F401 - re-exported
     DICOM_SUFFIXES,
     MAX_SIDE,
+    READER_VERSION,
     Unusable,
     as_unit_float,
     check_range,
@@ -195,7 +196,8 @@ def prepare_image_task(data: str | Path, out: str | Path, *, task: Task, workers
     for note in [*notes, *class_notes(samples, task.classes, source)]:
         warnings.warn(note, UserWarning, stacklevel=2)
     return prepare_samples(samples, out, partial(read_file_sample, max_side=max_side), workers=workers,
-                           options={"source": "image-csv", "max_side": max_side}, progress=progress)
+                           options={"source": "image-csv", "max_side": max_side, "reader": READER_VERSION},
+                           progress=progress)
 
 
 # -------------------------------------------------------------------------------------- views
