@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -82,6 +83,34 @@ def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: 
     redactor = Redactor([s for s in env_secrets() if len(s) >= 4])  # shorter ones would mask words
     write_json_atomic(path, _mask_strings(info, redactor) if redactor else info)
     return path
+
+
+def display_name(run: str | Path) -> str:
+    """The name a run is shown under (report, summaries, ``config dump``): the name of its folder as given
+    (a folder copied with ``cp -r runs/a runs/b`` is ``b``, whatever its run.json says); for ``.`` or
+    ``..``, the name of the folder they stand for.
+
+    >>> display_name("runs/b/"), display_name("/tmp/runs/x/..")
+    ('b', 'runs')
+    """
+    path = Path(run)
+    return path.name if path.name not in ("", ".", "..") else Path(os.path.abspath(path)).name
+
+
+def renamed_note(run: str | Path, info: dict[str, Any]) -> str | None:
+    """A note when ``run.json`` records another name than the run's folder (a copied or renamed run
+    folder): which name it records and which one the run is shown under; None when they agree.
+
+    >>> renamed_note("runs/b", {"name": "a"})
+    "run.json names this run 'a'; shown under its folder's name 'b' (a copied or renamed run folder)"
+    >>> renamed_note("runs/a", {"name": "a"}) is None
+    True
+    """
+    recorded, shown = info.get("name"), display_name(run)
+    if not isinstance(recorded, str) or not recorded or recorded == shown:
+        return None
+    return (f"run.json names this run {recorded!r}; shown under its folder's name {shown!r} (a copied or "
+            "renamed run folder)")
 
 
 def _mask_strings(data: Any, redactor: Any) -> Any:

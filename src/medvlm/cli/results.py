@@ -83,6 +83,7 @@ def metrics_cmd(
     aurc (calibration and selective prediction; lower is better). Labels beyond 0/1 (a multi-class task,
     named by the run.json beside the file): accuracy, balanced accuracy, macro F1, one-vs-rest AUC, and
     per class precision, recall, specificity, F1 and support."""
+    from medvlm.cli._runs import require_csv_file
     from medvlm.errors import ConfigError
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
     from medvlm.metrics_multiclass import check_inferred_classes
@@ -90,6 +91,7 @@ def metrics_cmd(
     from medvlm.registry import check_choice
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
+    require_csv_file(predictions, "PREDICTIONS")
     classes = _recorded_classes(predictions)
     df = read_predictions(predictions, n_classes=classes.n_classes if classes else None)
     k = classes.n_classes if classes else check_inferred_classes(df, str(predictions))
@@ -257,9 +259,12 @@ def compare_cmd(
 ) -> None:
     """Paired comparison on the same patients (test cohort): DeLong for AUC, McNemar for accuracy.
     Two per-call tables (slices.csv): answer agreement, flip rate and Cohen's kappa per call."""
+    from medvlm.cli._runs import require_csv_file
     from medvlm.metrics import read_predictions
     from medvlm.stats import compare_predictions
 
+    require_csv_file(a, "A")
+    require_csv_file(b, "B")
     if _compare_calls(a, b, as_json=as_json):
         return
     da, db = read_predictions(a), read_predictions(b)

@@ -300,13 +300,17 @@ def load_run(path: str | Path) -> RunData:
             f"files: {inferred}"
         )
         kind = inferred
+    from medvlm.runinfo import display_name, renamed_note
+
+    note = renamed_note(path, info)  # a copied folder is shown under the name the user gave it
     return RunData(
         path=path,
-        name=str(info.get("name") or path.name),
+        name=display_name(path),
         kind=kind,
         info=info,
         files=files,
         problems=problems,
+        notes=[note] if note else [],
     )
 
 
