@@ -80,10 +80,10 @@ def require_run_folder(run: Path, what: str = "RUN") -> Path:
     """``run`` when it is a run folder (a folder with run.json); else a DataError in one line naming
     ``what`` (the argument) and what was given instead.
 
-    >>> require_run_folder(Path("/nonexistent-run"))
+    >>> require_run_folder(Path("/nope"), "FIT")
     Traceback (most recent call last):
     ...
-    medvlm.errors.DataError: RUN must be a run folder (a folder with run.json): /nonexistent-run does not exist
+    medvlm.errors.DataError: FIT must be a run folder (a folder with run.json): /nope does not exist
     """
     from medvlm.errors import DataError
 
