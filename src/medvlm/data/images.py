@@ -3,8 +3,8 @@
 Source ``image-csv`` (``source: {kind: image-csv, csv: labels.csv}``): columns ``path,label[,patient_id]``
 (others ignored); ``path`` relative to the CSV; ``label`` a class name (any case) or its index;
 ``patient_id`` optional (default: the image's id). An unknown label, a missing image file (or a folder),
-a path that leaves the CSV's folder (``..`` above it, an absolute path elsewhere: refused,
-:func:`inside`), a missing
+a path that leaves the CSV's folder (``..`` above it, an absolute path elsewhere, a symbolic link to a
+file or folder outside it: refused, :func:`inside`), a missing
 column or a path listed twice -> :class:`~medvlm.errors.DataError` naming the CSV line.
 
 Reading (:func:`read_image`): grayscale (colour images by luminance). DICOM: ``RescaleSlope``/
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,7 @@ def safe_id(text: str) -> str:
 def inside(folder: str | Path, rel: str) -> bool:
     """Whether a path given in a data file stays inside ``folder``: ``folder / rel`` (an absolute
     ``rel`` as it is), normalised without following links, lies in ``folder`` (so ``..`` above it and
-    absolute paths elsewhere are out; symbolic links inside the folder are followed later).
+    absolute paths elsewhere are out; :func:`discover_csv` also refuses symbolic links that lead out).
 
     >>> [inside("/d", r) for r in ("p1/a.png", "p1/../a.png", "../a.png", "/etc/passwd", "/d/x.png")]
     [True, True, False, False, True]
@@ -260,6 +261,11 @@ def discover_csv(csv_path: str | Path, classes: tuple[str, ...]) -> list[ImageSa
             raise DataError(f"{where}: image path {rel} leads outside the CSV's folder "
                             f"{csv_path.parent}; image paths must stay inside it")
         file = csv_path.parent / rel
+        real = os.path.realpath(file)  # a symbolic link may not lead out either (its target is what is read)
+        if not inside(os.path.realpath(csv_path.parent), real):
+            raise DataError(f"{where}: image path {rel} is a symbolic link (or lies in a linked folder) to "
+                            f"{real}, outside the CSV's folder {csv_path.parent}; copy the image in, or "
+                            "keep the CSV in the folder the link points to")
         if file.is_dir():
             raise DataError(f"{where}: {rel} is a folder, not an image file ({file})")
         if not file.is_file():
