@@ -2,9 +2,11 @@
 
 ``run.json`` = ``{"kind", "name", "created", "config", "versions", "git_revision", "command"}`` (and
 ``usage``, the tokens and cost of the model calls a run sent, where its backend reports them:
-:meth:`medvlm.vlm.usage.Usage.record`) where ``kind`` is one of :data:`RUN_KINDS`. The report reads only
-run files, so this is how it learns what a folder holds and how it was made (resolved config, package
-versions, git revision, seeds). Credentials in ``config`` and ``command`` are stored masked (``***``).
+:meth:`medvlm.vlm.usage.Usage.record`; ``notes``, lines on how the run was made: :func:`add_run_note`)
+where ``kind`` is one of :data:`RUN_KINDS`. The report reads only run files, so this is how it learns
+what a folder holds and how it was made (resolved config, package versions, git revision, seeds).
+Credentials in ``config`` and ``command`` are stored masked (``***``). A run is shown under its
+folder's name (:func:`display_name`), which a copied folder's run.json may not record.
 """
 
 from __future__ import annotations
@@ -83,6 +85,18 @@ def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: 
     redactor = Redactor([s for s in env_secrets() if len(s) >= 4])  # shorter ones would mask words
     write_json_atomic(path, _mask_strings(info, redactor) if redactor else info)
     return path
+
+
+def add_run_note(run: str | Path, note: str) -> None:
+    """Keep ``note`` (one line about how the run was made, e.g. a ``--limit`` above the cohort's size) in
+    ``RUN/run.json``'s ``notes`` list, once; the report shows it in the run's section. Called after the
+    command has written its run.json (which a resumed run writes anew)."""
+    info = read_run_info(run, strict=False)
+    if info is None:
+        return
+    notes = info.get("notes") if isinstance(info.get("notes"), list) else []
+    if note not in notes:
+        write_json_atomic(Path(run) / "run.json", {**info, "notes": [*notes, note]})
 
 
 def display_name(run: str | Path) -> str:

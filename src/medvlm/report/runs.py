@@ -302,6 +302,8 @@ def load_run(path: str | Path) -> RunData:
         kind = inferred
     from medvlm.runinfo import display_name, renamed_note
 
+    recorded = info.get("notes")  # run.json's notes (e.g. a --limit above the cohort's size)
+    notes = [n for n in recorded if isinstance(n, str)] if isinstance(recorded, list) else []
     note = renamed_note(path, info)  # a copied folder is shown under the name the user gave it
     return RunData(
         path=path,
@@ -310,7 +312,7 @@ def load_run(path: str | Path) -> RunData:
         info=info,
         files=files,
         problems=problems,
-        notes=[note] if note else [],
+        notes=[*notes, *([note] if note else [])],
     )
 
 
