@@ -31,9 +31,9 @@ def test_a_gap_in_the_labels_asks_for_the_classes_in_one_line(tmp_path, capsys):
     assert invoke(["metrics", str(path), "--json"]) == 2
     out, err = _lines(capsys)
     assert out == "" and err == [
-        f"medvlm: error: {path}: row 3, column 'label': 3: labels 0, 1, 3 leave out 2, and no run.json "
-        "beside the file names its task: a class absent from this file, or a wrong label? Name the "
-        "classes: --classes 4 (or their names, comma-separated), or --task NAME"]
+        f"medvlm: error: {path}: row 3, column 'label': 3 is not 0 or 1, and labels 0, 1, 3 leave out 2 "
+        "with no run.json beside the file naming its task: a class absent from this file, or a wrong label? "
+        "Name the classes: --classes 4 (or their names, comma-separated), or --task NAME"]
 
 
 @pytest.mark.parametrize("spec, names", [("4", ["0", "1", "2", "3"]), ("a, b,c,d", ["a", "b", "c", "d"])])

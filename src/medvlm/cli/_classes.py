@@ -82,9 +82,9 @@ def inferred_classes(df: Any, source: str) -> tuple[int, str | None]:
             labels, gaps = ", ".join(map(str, seen)), ", ".join(map(str, missing))
             row = df["label"].tolist().index(top) + 1  # 1-based data row, as read_predictions names rows
             raise DataError(
-                f"{source}: row {row}, column 'label': {top}: labels {labels} leave out {gaps}, and no "
-                "run.json beside the file names its task: a class absent from this file, or a wrong label? "
-                "Name the classes: "
+                f"{source}: row {row}, column 'label': {top} is not 0 or 1, and labels {labels} leave out "
+                f"{gaps} with no run.json beside the file naming its task: a class absent from this file, "
+                "or a wrong label? Name the classes: "
                 f"--classes {top + 1} (or their names, comma-separated), or --task NAME")
     k = check_inferred_classes(df, source)
     if k == 2:
