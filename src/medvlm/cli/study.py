@@ -149,7 +149,7 @@ def config_dump_cmd(
         raise DataError(f"{path}: not a readable run.json ({exc})") from None
     if not isinstance(info, dict):
         raise DataError(f"{path}: run.json is not a JSON object")
-    note = renamed_note(run, info)
+    note = renamed_note(run, redact_record(info))
     if note:
         typer.echo(f"medvlm: note: {note}", err=True)
     info = {**info, "name": display_name(run)}  # the section reproduces this folder, as named now
