@@ -57,7 +57,8 @@ def prepare_cmd(
                                 "the folder its source paths are relative to)."),
     out: Path = typer.Option(..., "--out", callback=out_folder, help="Work folder (manifest.csv, volumes/)."),
     shape: tuple[int, int, int] = typer.Option((95, 128, 128), "--shape", help="D H W of the volumes."),
-    workers: int = typer.Option(1, "--workers", help="Patients prepared in parallel processes."),
+    workers: str = typer.Option("1", "--workers", help="Patients (images) prepared in parallel processes; "
+                                "auto: one per CPU."),
     margin: float = typer.Option(10.0, "--margin", help="Margin around the tumour box, in mm."),
     task: str = typer.Option("brats-grading", "--task", help="The task to prepare for (`medvlm tasks`) or "
                              "a task YAML file (2D images; its source paths relative to DATA); WORK "
@@ -65,9 +66,10 @@ def prepare_cmd(
 ) -> None:
     """Normalise, crop (around the tumour, or the whole brain for brats-tumour) and resize every patient;
     write manifest.csv, volumes/ and task.json."""
+    from medvlm.data.image_prepare import resolve_workers
     from medvlm.tasks import prepare_work
 
-    result = prepare_work(data, out, task, shape=shape, workers=workers, margin_mm=margin)
+    result = prepare_work(data, out, task, shape=shape, workers=resolve_workers(workers), margin_mm=margin)
     print(f"{result.n_ok} ok ({result.n_reused} reused), {result.n_skipped} skipped -> "
           f"{result.work / 'manifest.csv'}")
     if result.rebuilt:

@@ -7,187 +7,49 @@ a path that leaves the CSV's folder (``..`` above it, an absolute path elsewhere
 file or folder outside it: refused, :func:`inside`), a missing
 column or a path listed twice -> :class:`~medvlm.errors.DataError` naming the CSV line.
 
-Reading (:func:`read_image`): grayscale (colour images by luminance). DICOM: ``RescaleSlope``/
-``RescaleIntercept`` applied, the window ``WindowCenter``/``WindowWidth`` where present (DICOM's linear
-function: ``c - 0.5 - (w - 1) / 2`` maps to 0, ``c - 0.5 + (w - 1) / 2`` to 1; else the image's own
-minimum..maximum), ``MONOCHROME1`` inverted (so bright is dense, as in MONOCHROME2).
-8-bit PNG/JPEG: 0..255; 16-bit PNG: the image's minimum..maximum. The result is float32 in [0, 1]
-(16-bit precision kept); an 8-bit file is stored as it is (uint8). Images larger than
-:data:`MAX_SIDE` pixels on a side are resized (bilinear) to fit.
+Reading: :func:`read_image` (:mod:`medvlm.data.image_read`: grayscale; DICOM rescale, window and
+MONOCHROME1; at most :data:`MAX_SIDE` pixels on a side).
 
-Prepared (:func:`prepare_image_task`, ``medvlm prepare DATA --task FILE.yaml``): ``WORK/images/<id>.npy``
-and ``WORK/manifest.csv`` (:data:`MANIFEST_COLUMNS`, one row per image). An unreadable or constant image
-is a ``skipped`` row with its reason, never dropped. ``split`` is the source's own cohort (MedMNIST's
-``train``/``val``/``test``), empty for image-csv.
+Prepared (:func:`prepare_image_task`, ``medvlm prepare DATA --task FILE.yaml [--workers N|auto]``):
+``WORK/images/<id>.npy`` and ``WORK/manifest.csv`` (:data:`MANIFEST_COLUMNS`, one row per image;
+:mod:`medvlm.data.image_prepare`: journalled, so a rerun reuses finished images and an interrupted run
+resumes). An unreadable or constant image is a ``skipped`` row with its reason, never dropped.
+``split`` is the source's own cohort (MedMNIST's ``train``/``val``/``test``), empty for image-csv.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medvlm._io import save_npy_atomic
-from medvlm.data.prepare import PrepareResult
+from medvlm.data.image_prepare import (  # noqa: F401 - re-exported: the image API lives here
+    IMAGE_DIR,
+    MANIFEST_COLUMNS,
+    ImagePrepareResult,
+    ImageSample,
+    image_path,
+    prepare_samples,
+    write_image_manifest,
+)
+from medvlm.data.image_read import (  # noqa: F401 - re-exported
+    DICOM_SUFFIXES,
+    MAX_SIDE,
+    Unusable,
+    as_unit_float,
+    check_range,
+    fit_size,
+    is_dicom,
+    plane_shape,
+    read_image,
+)
 from medvlm.errors import DataError
 
 if TYPE_CHECKING:
     from medvlm.tasks.base import Task
-
-MANIFEST_COLUMNS = ("id", "patient_id", "label", "status", "reason", "source", "split", "height", "width")
-IMAGE_DIR = "images"
-#: prepared images are at most this many pixels on a side
-MAX_SIDE = 1024
-DICOM_SUFFIXES = (".dcm", ".dicom")
-
-
-class Unusable(Exception):
-    """An image that cannot be used (unreadable, constant): a ``skipped`` manifest row with this reason."""
-
-
-@dataclass(frozen=True)
-class ImageSample:
-    """One image of a source: ``id`` (file-safe), ``patient_id``, ``label`` (class index), where it comes
-    from (``source``: a file path, or ``npz:split:index``) and the source's own cohort ``split``."""
-
-    id: str
-    patient_id: str
-    label: int
-    source: str
-    split: str = ""
-
-
-# ------------------------------------------------------------------------------------------ reading
-def is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
-def _first(value: Any) -> float | None:
-    """A DICOM number that may be multi-valued (the first value) or absent (None)."""
-    if value is None:
-        return None
-    try:
-        return float(value[0] if hasattr(value, "__len__") and not isinstance(value, str) else value)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _read_dicom(path: Path) -> np.ndarray:
-    try:
-        import pydicom
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise Unusable("DICOM needs pydicom: pip install 'medvlm[dicom]'") from exc
-    try:
-        ds = pydicom.dcmread(str(path))
-        pixels = np.asarray(ds.pixel_array, dtype=np.float64)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds; each becomes a skipped row
-        raise Unusable(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
-    if int(getattr(ds, "SamplesPerPixel", 1) or 1) == 3 and pixels.ndim == 3:
-        pixels = pixels @ np.array([0.299, 0.587, 0.114])
-    if pixels.ndim != 2:
-        raise Unusable(f"not a single 2D image (pixel array of shape {pixels.shape})")
-    slope = _first(getattr(ds, "RescaleSlope", None))
-    intercept = _first(getattr(ds, "RescaleIntercept", None))
-    pixels = pixels * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
-    center = _first(getattr(ds, "WindowCenter", None))
-    width = _first(getattr(ds, "WindowWidth", None))
-    if center is not None and width is not None and width >= 1:  # DICOM PS3.3 C.11.2.1.2 (linear)
-        lo = center - 0.5 - (width - 1) / 2
-        hi = lo + max(width - 1, 1e-6)
-    else:
-        lo, hi = float(pixels.min()), float(pixels.max())
-    check_range(pixels)
-    out = _to_unit(pixels, lo, hi)
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        out = 1.0 - out
-    return out
-
-
-def check_range(pixels: np.ndarray) -> None:
-    """:class:`Unusable` for an image holding NaN/inf or one value everywhere (a ``skipped`` row)."""
-    if not np.isfinite(pixels).all():
-        raise Unusable("image holds non-finite values")
-    if pixels.max() == pixels.min():
-        raise Unusable(f"constant image (every pixel {pixels.flat[0]:g})")
-
-
-def _to_unit(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        raise Unusable(f"empty intensity window [{lo:g}, {hi:g}]")
-    out = np.clip((pixels - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    if out.max() == out.min():
-        raise Unusable(f"constant after windowing to [{lo:g}, {hi:g}]")
-    return out
-
-
-def _read_picture(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                pixels = np.asarray(img, dtype=np.float64)
-                eight_bit = False
-            else:
-                pixels = np.asarray(img.convert("L"))
-                eight_bit = True
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise Unusable(f"unreadable image ({exc})") from exc
-    check_range(pixels.astype(np.float64))
-    if eight_bit:
-        return pixels.astype(np.uint8)
-    return _to_unit(pixels, float(pixels.min()), float(pixels.max()))
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """One 2D image, grayscale: uint8 (an 8-bit PNG/JPEG as it is) or float32 in [0, 1] (DICOM after
-    rescale, window and MONOCHROME1 inversion; 16-bit PNG), shape ``(H, W)``, at most
-    :data:`MAX_SIDE` on a side. :class:`Unusable` with the reason when it cannot be used."""
-    path = Path(path)
-    pixels = _read_dicom(path) if is_dicom(path) else _read_picture(path)
-    return fit_size(pixels)
-
-
-def fit_size(pixels: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    """``pixels`` resized (bilinear, aspect kept) to at most ``max_side`` on a side; dtype kept."""
-    from PIL import Image
-
-    h, w = pixels.shape[:2]
-    if max(h, w) <= max_side:
-        return pixels
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resized = np.asarray(Image.fromarray(pixels.astype(np.float32), mode="F").resize(
-        size, Image.Resampling.BILINEAR))
-    if pixels.dtype == np.uint8:
-        return np.clip(np.floor(resized + 0.5), 0, 255).astype(np.uint8)
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)
-
-
-def plane_shape(pixels: np.ndarray) -> tuple[int, int]:
-    """(height, width) of a prepared image: ``(H, W)``, ``(H, W, 3)`` or ``(D, H, W)``."""
-    if pixels.ndim == 3 and pixels.shape[-1] != 3:
-        return int(pixels.shape[1]), int(pixels.shape[2])
-    return int(pixels.shape[0]), int(pixels.shape[1])
-
-
-def as_unit_float(pixels: np.ndarray) -> np.ndarray:
-    """A prepared image as float32 in [0, 1] (uint8 / 255)."""
-    return pixels.astype(np.float32) / 255.0 if pixels.dtype == np.uint8 else pixels.astype(np.float32)
-
 
 # ------------------------------------------------------------------------------------ image-csv
 def safe_id(text: str) -> str:
@@ -282,68 +144,29 @@ def discover_csv(csv_path: str | Path, classes: tuple[str, ...]) -> list[ImageSa
 
 
 # -------------------------------------------------------------------------------------- prepare
-def image_path(work: str | Path, image_id: str) -> Path:
-    """A prepared image: ``WORK/images/<id>.npy`` (uint8, or float32 in [0, 1]; ``(H, W)``, ``(H, W, 3)``
-    or ``(D, H, W)`` for a MedMNIST 3D set)."""
-    return Path(work) / IMAGE_DIR / f"{image_id}.npy"
+def read_file_sample(sample: ImageSample, *, max_side: int = MAX_SIDE):
+    """An image-csv sample's pixels (:func:`read_image` of its file); picklable for worker processes."""
+    return read_image(sample.source, max_side=max_side)
 
 
-def write_image_manifest(work: Path, rows: list[dict[str, Any]]) -> Path:
-    from medvlm._io import write_text_atomic
+def prepare_image_task(data: str | Path, out: str | Path, *, task: Task, workers: int | str = 1,
+                       progress: bool = True, max_side: int = MAX_SIDE, **_options: Any):
+    """``medvlm prepare DATA --out WORK --task FILE.yaml``: the task's source, prepared (module docstring;
+    :func:`~medvlm.data.image_prepare.prepare_samples`: rerun-safe, ``workers`` processes or ``auto``).
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in MANIFEST_COLUMNS})
-    path = work / "manifest.csv"
-    write_text_atomic(path, buf.getvalue())
-    return path
+    ``_options`` (the BraTS preparation's shape and margin) do not apply to 2D images."""
+    from functools import partial
 
-
-def prepare_samples(samples: list[ImageSample], out: str | Path, load: Any):
-    """Prepare each sample (``load(sample) -> array`` or :class:`Unusable`) into ``WORK/images/`` and
-    write the manifest; returns a :class:`ImagePrepareResult`."""
-    work = Path(out).expanduser()
-    (work / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-    rows = []
-    for s in samples:
-        row = {"id": s.id, "patient_id": s.patient_id, "label": s.label, "status": "ok", "reason": "",
-               "source": s.source, "split": s.split}
-        try:
-            pixels = load(s)
-        except Unusable as exc:
-            row.update(status="skipped", reason=str(exc))
-        else:
-            save_npy_atomic(image_path(work, s.id), pixels)
-            height, width = plane_shape(pixels)
-            row.update(height=height, width=width)
-        rows.append(row)
-    write_image_manifest(work, rows)
-    return ImagePrepareResult(work=work, rows=rows, n_reused=0)
-
-
-def prepare_image_task(data: str | Path, out: str | Path, *, task: Task, **_options: Any):
-    """``medvlm prepare DATA --out WORK --task FILE.yaml``: the task's source, prepared (module docstring).
-
-    ``_options`` (the BraTS preparation's shape, margin, workers) do not apply to 2D images."""
     from medvlm.tasks.yaml_task import source_kind, spec_source_path
 
     source = spec_source_path(task, data)
     if source_kind(task) == "medmnist":
         from medvlm.data.medmnist import prepare_medmnist
 
-        return prepare_medmnist(source, out, task.classes)
+        return prepare_medmnist(source, out, task.classes, progress=progress)
     samples = discover_csv(source, task.classes)
-    return prepare_samples(samples, out, lambda s: read_image(s.source))
-
-
-class ImagePrepareResult(PrepareResult):
-    """:class:`~medvlm.data.prepare.PrepareResult` of an image task: rows are images."""
-
-    def skipped(self) -> list[tuple[str, str]]:
-        """``[(image id, reason), ...]`` of skipped images."""
-        return [(str(r["id"]), str(r["reason"])) for r in self.rows if r["status"] == "skipped"]
+    return prepare_samples(samples, out, partial(read_file_sample, max_side=max_side), workers=workers,
+                           options={"source": "image-csv", "max_side": max_side}, progress=progress)
 
 
 # -------------------------------------------------------------------------------------- views

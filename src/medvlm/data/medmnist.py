@@ -8,7 +8,7 @@ A MedMNIST file (``{flag}_{size}.npz``, e.g. ``pneumoniamnist_224.npz``) holds
 (``medvlm split`` writes it unchanged: one fold, its val the file's val). A file without those keys,
 with multi-label labels or a label beyond the task's classes -> :class:`~medvlm.errors.DataError`.
 An image holding NaN/inf or a constant image is a ``skipped`` row
-(:func:`medvlm.data.images.check_range`, as for image-csv).
+(:func:`medvlm.data.image_read.check_range`, as for image-csv).
 """
 
 from __future__ import annotations
@@ -86,10 +86,15 @@ def _read_parts(npz, path: Path, n_classes: int) -> dict[str, tuple[np.ndarray, 
     return out
 
 
-def prepare_medmnist(path: str | Path, out: str | Path, classes: tuple[str, ...]):
-    """Prepare every image of a MedMNIST file into ``WORK`` (:func:`medvlm.data.images.prepare_samples`;
-    stored as uint8 when the file is, float32 in [0, 1] otherwise)."""
-    from medvlm.data.images import ImageSample, check_range, prepare_samples
+def prepare_medmnist(path: str | Path, out: str | Path, classes: tuple[str, ...], *, progress: bool = False):
+    """Prepare every image of a MedMNIST file into ``WORK``
+    (:func:`medvlm.data.image_prepare.prepare_samples`;
+    stored as uint8 when the file is, float32 in [0, 1] otherwise).
+
+    The file is read once, here: its images need no decoding, so they are prepared in this process (no
+    ``workers``). A rerun with the same file reuses every prepared image; a changed file (size or
+    modification time) prepares them all again."""
+    from medvlm.data.image_prepare import ImageSample, prepare_samples
 
     parts = read_npz(path, len(classes))
     samples, arrays = [], {}
@@ -101,11 +106,20 @@ def prepare_medmnist(path: str | Path, out: str | Path, classes: tuple[str, ...]
 
     def load(sample):
         images, i = arrays[sample.id]
-        pixels = np.asarray(images[i])
-        check_range(pixels.astype(np.float64))  # non-finite or constant: a skipped row
-        if pixels.dtype == np.uint8:
-            return pixels
-        lo, hi = float(pixels.min()), float(pixels.max())
-        return ((pixels.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+        return npz_pixels(images[i])
 
-    return prepare_samples(samples, out, load)
+    return prepare_samples(samples, out, load, options={"source": "medmnist"},
+                           source_file=lambda _sample: str(Path(path)), progress=progress)
+
+
+def npz_pixels(image: np.ndarray) -> np.ndarray:
+    """One MedMNIST image as prepared: uint8 as it is, anything else float32 in [0, 1] (its own
+    minimum..maximum); :class:`~medvlm.data.image_read.Unusable` when non-finite or constant."""
+    from medvlm.data.image_read import check_range
+
+    pixels = np.asarray(image)
+    check_range(pixels.astype(np.float64))  # non-finite or constant: a skipped row
+    if pixels.dtype == np.uint8:
+        return pixels
+    lo, hi = float(pixels.min()), float(pixels.max())
+    return ((pixels.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
