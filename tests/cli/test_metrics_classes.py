@@ -95,3 +95,15 @@ def test_classes_that_contradict_the_run_json_are_refused(tmp_path, capsys):
                    "HGG); leave --classes out to use the run's task"]
     assert invoke(["metrics", str(path), "--json", "--task", "brats-grading"]) == 0  # agrees: fine
     assert json.loads(capsys.readouterr().out)["n"] == 2
+
+
+def test_a_prediction_beyond_binary_labels_says_how_to_name_more_classes(tmp_path, capsys):
+    path = _write(tmp_path, "patient_id,label,pred\nP1,0,0\nP2,1,2\nP3,1,1\n")
+    assert invoke(["metrics", str(path)]) == 2
+    _, err = _lines(capsys)
+    assert err == [f"medvlm: error: {path}: row 2, column 'pred': '2' is not 0 or 1 (1 = the positive "
+                   "class); with no run.json beside the file naming its task, labels 0 and 1 make it "
+                   "binary: if the task has more classes, name them with --classes or --task"]
+    assert invoke(["metrics", str(path), "--json", "--classes", "3"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["confusion"] == [[1, 0, 0], [0, 1, 1], [0, 0, 0]] and m["accuracy"] == pytest.approx(2 / 3)

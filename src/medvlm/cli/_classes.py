@@ -91,3 +91,19 @@ def inferred_classes(df: Any, source: str) -> tuple[int, str | None]:
         return k, None
     return k, (f"{source}: no run.json beside the file names its task; {k} classes inferred from the labels "
                f"seen (0..{k - 1}); name them with --classes or --task if the task has others")
+
+
+def read_binary(path: Path, df: Any) -> Any:
+    """``path`` read as the binary file its 0/1 labels make it (``df``: the same file read without a
+    task); a prediction beyond 1 is the reader's one-line error, plus how to name more classes."""
+    from medvlm.metrics import read_predictions
+
+    try:
+        return read_predictions(path)
+    except DataError as exc:
+        preds = df["pred"].dropna()
+        if len(preds) and int(preds.max()) > 1:
+            hint = ("with no run.json beside the file naming its task, labels 0 and 1 make it binary: if the "
+                    "task has more classes, name them with --classes or --task")
+            raise DataError(f"{exc}; {hint}") from None
+        raise

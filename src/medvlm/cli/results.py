@@ -89,7 +89,7 @@ def metrics_cmd(
     named by the run.json beside the file, else by --classes or --task, else inferred from the labels and
     said so): accuracy, balanced accuracy, macro F1, one-vs-rest AUC, and
     per class precision, recall, specificity, F1 and support."""
-    from medvlm.cli._classes import chosen_classes, inferred_classes
+    from medvlm.cli._classes import chosen_classes, inferred_classes, read_binary
     from medvlm.cli._runs import require_csv_file
     from medvlm.errors import ConfigError
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
@@ -104,7 +104,7 @@ def metrics_cmd(
     if note:
         print(f"medvlm: warning: {note}", file=sys.stderr)
     if k == 2 and not classes:
-        df = read_predictions(predictions)  # a binary file: checked as one (pred 0, 1 or empty)
+        df = read_binary(predictions, df)  # a binary file: checked as one (pred 0, 1 or empty)
     df = select_cohort(df, None if cohort == "all" else (cohort or "test"),
                        source=str(predictions), hint="; choose the rows with --cohort (a cohort, or all)",
                        required=cohort not in (None, "all"))
