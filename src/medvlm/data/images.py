@@ -1,11 +1,22 @@
 """2D images of a YAML task: PNG, JPEG and DICOM files listed in a CSV, prepared into WORK.
 
 Source ``image-csv`` (``source: {kind: image-csv, csv: labels.csv}``): columns ``path,label[,patient_id]``
-(others ignored); ``path`` relative to the CSV; ``label`` a class name (any case) or its index;
-``patient_id`` optional (default: the image's id). An unknown label, a missing image file (or a folder),
-a path that leaves the CSV's folder (``..`` above it, an absolute path elsewhere: refused,
-:func:`inside`), a missing
-column or a path listed twice -> :class:`~medvlm.errors.DataError` naming the CSV line.
+(header names in any case; others ignored, a ``split`` column with a note: ``medvlm split`` splits an
+image-csv cohort by patient); separated by commas, semicolons or tabs (:mod:`medvlm.data.image_csv`);
+``path`` relative to the CSV (``\\`` read as ``/``), staying inside DATA (a CSV in ``DATA/meta/`` may
+list ``../images/a.png``); ``label`` a class name (any case) or its index; ``patient_id`` optional:
+empty or ``NA`` (:data:`~medvlm.data.image_csv.MISSING_PATIENT`) -> the image is its own patient,
+counted in a note. An unknown label, a missing image file (or a folder), a path that leaves DATA (``..``
+above it, an absolute path elsewhere, a symbolic link to a file or folder outside it: refused,
+:func:`inside`), a missing column, a row with more fields than the header, a path listed twice or one
+file under two names (``im/x.png``, ``im/./x.png``, a link to it) -> :class:`~medvlm.errors.DataError`
+naming the CSV line. A declared class without images: a note at prepare.
+
+Image ids: :func:`safe_id` of the path (less the folder every path shares), as before, for the first
+path giving that id; a later path whose id is taken (``x.png`` and ``x.jpg``; ``IM.000001`` and
+``IM.000002``; ``A.png`` and ``a.png``, as ids that differ in case only collide on some disks) gets its
+whole path with the extension (``x.jpg``), never an id another path has
+(:func:`~medvlm.data.image_csv.unique_ids`).
 
 Reading: :func:`read_image` (:mod:`medvlm.data.image_read`: grayscale; DICOM rescale, window and
 MONOCHROME1; at most :data:`MAX_SIDE` pixels on a side).
@@ -19,6 +30,7 @@ resumes). An unreadable or constant image is a ``skipped`` row with its reason, 
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -67,7 +79,7 @@ def safe_id(text: str) -> str:
 def inside(folder: str | Path, rel: str) -> bool:
     """Whether a path given in a data file stays inside ``folder``: ``folder / rel`` (an absolute
     ``rel`` as it is), normalised without following links, lies in ``folder`` (so ``..`` above it and
-    absolute paths elsewhere are out; symbolic links inside the folder are followed later).
+    absolute paths elsewhere are out; :func:`discover_csv` also refuses symbolic links that lead out).
 
     >>> [inside("/d", r) for r in ("p1/a.png", "p1/../a.png", "../a.png", "/etc/passwd", "/d/x.png")]
     [True, True, False, False, True]
@@ -100,8 +112,6 @@ def discover_csv(csv_path: str | Path, classes: tuple[str, ...], *, root: str | 
     ``root``: the folder image paths must stay in (DATA; default the CSV's folder), so a CSV in
     ``DATA/meta/`` may list ``../images/a.png``. ``notes``: where to add what was read but not used
     (a ``split`` column; patient ids that are empty or ``NA``), one line each."""
-    import os
-
     from medvlm.data.image_csv import is_missing_patient, read_table, unique_ids
 
     csv_path = Path(csv_path)
