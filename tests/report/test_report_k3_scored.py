@@ -30,9 +30,9 @@ def k3_runs(tmp_path_factory):
         Image.fromarray(pixels).save(data / "images" / f"img{i:03d}.png")
         lines.append(f"images/img{i:03d}.png,{CLASSES[i % 3]},P{i // 2:03d}")
     (data / "labels.csv").write_text("\n".join(lines) + "\n")
-    (data / "t3.yaml").write_text("name: t3\nclasses: [normal, pneumonia, effusion]\nsource: {kind: image-csv, "
-                                  "csv: labels.csv}\nprompt: \"normal (0), pneumonia (1) or effusion (2)? "
-                                  "Reply Choice: N\"\n")
+    (data / "t3.yaml").write_text("name: t3\nclasses: [normal, pneumonia, effusion]\nsource: {kind: "
+                                  "image-csv, csv: labels.csv}\nprompt: \"normal (0), pneumonia (1) or "
+                                  "effusion (2)? Reply Choice: N\"\n")
     work = root / "work"
     assert invoke(["prepare", str(data), "--out", str(work), "--task", str(data / "t3.yaml")]) == 0
     assert invoke(["split", str(work), "--test-fraction", "0.25", "--folds", "2"]) == 0
@@ -57,7 +57,8 @@ def test_report_of_a_scored_three_class_run(k3_runs, tmp_path):
     assert "One-vs-rest ROC curves of logprobs on the test cohort" in text
     assert "(p_normal, p_pneumonia, p_effusion)" in text
     assert "ROC curves of all runs with scores" not in text  # no single ROC without a positive class
-    # K-class wording (before: "could not be built: 'recall'", "Sensitivity = recall of effusion", TP/FP/TN/FN)
+    # K-class wording (before: "could not be built: 'recall'", "Sensitivity = recall of effusion",
+    # TP/FP/TN/FN)
     assert "could not be built" not in text
     assert "Sensitivity = recall of" not in text and "TP/FP/TN/FN</th>" not in out.read_text()
     assert "3 classes, no positive class: balanced accuracy is the mean recall" in text

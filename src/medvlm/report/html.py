@@ -168,9 +168,8 @@ def _overview_figures(runs: Sequence[RunData], positive: str) -> list[dict[str, 
     """The ROC curves and the risk-coverage curves of all scored classifier runs on the test cohort."""
     from medvlm.report import calibration_figures as CF
     from medvlm.report import figures as F
-    from medvlm.report.sections._classifier import scored_test_rows
-
     from medvlm.report.multiclass import ovr_roc_figure
+    from medvlm.report.sections._classifier import scored_test_rows
 
     curves, risks, multi = [], [], []
     for r in runs:

@@ -109,8 +109,9 @@ def ovr_roc_figure(run: Any, tp: Any) -> dict[str, str] | None:
     return _safe_figure(run, "predictions.csv", lambda: (
         F.roc_figure(curves, title=f"{run.name}: one-vs-rest ROC, test cohort"),
         f"One-vs-rest ROC curves of {run.name} on the test cohort: each class against the other "
-        f"{task.n_classes - 1}, from its probability column ({', '.join(columns)}). A task with more than two "
-        "classes has no positive class: no single ROC curve, reliability diagram or risk-coverage curve."))
+        f"{task.n_classes - 1}, from its probability column ({', '.join(columns)}). A task with more than "
+        "two classes has no positive class: no single ROC curve, reliability diagram or risk-coverage "
+        "curve."))
 
 
 def add_multiclass(run: Any, d: dict[str, Any]) -> None:

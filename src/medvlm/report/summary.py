@@ -105,7 +105,8 @@ def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str, *, lead: 
                    if m.get("n_abstained") else ""),
         "counts": counts,
         "cells": _metric_cells(m),
-        "cells_multiclass": [_cell(key, m.get(key), m.get(f"{key}_ci")) for key, _ in SUMMARY_METRICS_MULTICLASS],
+        "cells_multiclass": [_cell(key, m.get(key), m.get(f"{key}_ci"))
+                             for key, _ in SUMMARY_METRICS_MULTICLASS],
         "source": source,
         "lead": lead,
         "parsed": parsed,
