@@ -104,7 +104,8 @@ def test_k_class_defaults_are_no_binary_defaults():
                           tie_break=0)
         assert rows["score"].isna().all() and rows["share"].isna().all()  # was P / share of 'effusion'
         assert rows["pred"].tolist() == [2, 1]
-    mp = keyed_rows(calls, units, task=task, keys=["patient_id", "image_id"], reducer="mean_prob", tie_break=0)
+    mp = keyed_rows(calls, units, task=task, keys=["patient_id", "image_id"], reducer="mean_prob",
+                    tie_break=0)
     assert mp.loc[0, ["p_normal", "p_pneumonia", "p_effusion"]].tolist() == pytest.approx([0.15, 0.2, 0.65])
     binary = mean_prob([None], [(0.3, 0.7, 0.0)])
     assert binary == Vote(1, 0.7)  # binary: the score is P(positive), as before
