@@ -46,7 +46,8 @@ def test_a_class_without_examples_stays_empty_and_is_listed():
     assert balance_examples(_examples([0, 0, 4]), names=["a", "b", "c"])[1]["c_balanced"] == 4
 
 
-@pytest.mark.parametrize(("counts", "seed"), [((2, 5), 0), ((7, 3), 1), ((4, 4), 2), ((0, 3), 0), ((5, 1), 9)])
+@pytest.mark.parametrize(("counts", "seed"),
+                         [((2, 5), 0), ((7, 3), 1), ((4, 4), 2), ((0, 3), 0), ((5, 1), 9)])
 def test_binary_balancing_is_unchanged(counts, seed):
     examples = _examples(counts)
     out, info = balance_examples(examples, seed=seed, names=("lgg", "hgg"))
