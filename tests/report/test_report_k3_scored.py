@@ -36,7 +36,7 @@ def k3_runs(tmp_path_factory):
     work = root / "work"
     assert invoke(["prepare", str(data), "--out", str(work), "--task", str(data / "t3.yaml")]) == 0
     assert invoke(["split", str(work), "--test-fraction", "0.25", "--folds", "2"]) == 0
-    runs = {}
+    runs = {"work": work}
     for scoring in ("logprobs", "generate"):
         runs[scoring] = root / scoring
         assert invoke(["eval-vlm", str(work), "--out", str(runs[scoring]), "--backend", "mock", "--model",
@@ -72,3 +72,17 @@ def test_report_of_a_scored_three_class_run(k3_runs, tmp_path):
     # subgroups: binary-only, said in one line; no BraTS sentence for an image task
     assert "subgroup metrics are binary-only (sensitivity, specificity); t3 has 3 classes" in text
     assert "BraTS" not in text and "run prepare again" not in text
+
+
+def test_eval_vlm_console_table_of_a_three_class_task(k3_runs, tmp_path, capsys):
+    """Issue 18 #17: the table showed binary recall/specificity/F1 as '-' for K > 2."""
+    assert invoke(["eval-vlm", str(k3_runs["work"]), "--out", str(tmp_path / "run"), "--backend", "mock",
+                   "--model", "hash", "--scoring", "logprobs", "--bootstrap", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "bal. acc." in out and "macro F1" in out and "specificity" not in out
+    # the combined row: the test cohort's 6 images, balanced accuracy and macro F1 as in metrics.json
+    import json
+
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())["orientations"]["combined"]
+    row = next(line for line in out.splitlines() if "combined" in line)
+    assert f"{m['balanced_accuracy']:.3f}" in row and f"{m['macro_f1']:.3f}" in row
