@@ -272,7 +272,8 @@ def compare_cmd(
 
     from medvlm._console import make_console
 
-    units = (f"{result['n']} slices of {result['n_patients']} patients" if "n_patients" in result
+    units = (f"{result['n']} {result.get('unit', 'slice')}s of {result['n_patients']} patients"
+             if "n_patients" in result
              else f"{result['n']} patients")
     table = Table(title=f"A = {a}, B = {b}: {units}", title_justify="left")
     table.add_column("")

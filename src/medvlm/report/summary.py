@@ -349,8 +349,8 @@ def paired_tests(runs: Sequence[RunData], *, controls: Mapping[str, str] | None 
             row.update(paired_verdicts(res, paired_class_counts(ta, tb), run_task(a).classes))
             row["fmt"] = {
                 "n": (fmt(res["n"]) if "n_patients" not in res
-                      else f"{res['n']} slices of {res['n_patients']} patients (not independent: "
-                           "p optimistic)"),
+                      else f"{res['n']} {res.get('unit', 'slice')}s of {res['n_patients']} patients (not "
+                           "independent: p optimistic)"),
                 "acc_a": fmt(res["accuracy_a"]),
                 "acc_b": fmt(res["accuracy_b"]),
                 "acc_diff": fmt(res["accuracy_diff"]),
