@@ -298,8 +298,8 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
     if clustered:  # rows of one patient are not independent: say so with the numbers
         out["unit"] = unit
         out["n_patients"] = int(sa["patient_id"].nunique())
-        out["note"] = (f"{out['n']} {unit}s of {out['n_patients']} patients: McNemar and DeLong treat {unit}s "
-                       "as independent, so their p-values and intervals are optimistic")
+        out["note"] = (f"{out['n']} {unit}s of {out['n_patients']} patients: McNemar and DeLong treat "
+                       f"{unit}s as independent, so their p-values and intervals are optimistic")
         warnings.warn(out["note"], StatsWarning, stacklevel=2)
     if not (has_scores(sa) and has_scores(sb)):
         return out
