@@ -27,8 +27,8 @@ def _split(manifest):
 def test_a_heavy_patient_in_test_is_named_with_both_shares():
     split, notes = _split(_manifest(40))
     assert "h0" in split["test"]  # seed 0 puts the 40-image patient in test: 44 of 61 images
-    assert notes == ["--test-fraction 0.2 counts patients: the test cohort holds 5 of 22 patients (23%) but 44 "
-                     "of 61 images (72%): patients have different numbers of images"]
+    assert notes == ["--test-fraction 0.2 counts patients: the test cohort holds 5 of 22 patients (23%) "
+                     "but 44 of 61 images (72%): patients have different numbers of images"]
 
 
 @pytest.mark.parametrize("huge", [1, 2, 40])
