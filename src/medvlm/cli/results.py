@@ -107,6 +107,10 @@ def metrics_cmd(
         df = abstain_below(df, abstain, source=str(predictions))
     check_one_row_per_unit(df, str(predictions))  # a broken file is one error line, before any warning
     with _warnings_to_stderr():
+        if k > 2 and not classes:  # p_<class name> columns without the run.json that orders them
+            from medvlm.cli._named_probs import use_named_prob_columns
+
+            df = use_named_prob_columns(df, k, str(predictions))
         _few_patients_warning(df, predictions)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
                                      source=str(predictions), task=classes if k > 2 else None)
