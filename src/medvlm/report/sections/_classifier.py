@@ -67,8 +67,9 @@ def add_calibration_figures(run: RunData, d: dict[str, Any]) -> None:
     from medvlm.report import calibration_figures as CF
 
     if run_task(run).n_classes > 2:
-        note = (f"no reliability diagram or risk-coverage curve: they read the score of a positive class, and "
-                f"{run_task(run).name} has {run_task(run).n_classes} classes (one-vs-rest ROC curves: Figures)")
+        task = run_task(run)
+        note = (f"no reliability diagram or risk-coverage curve: they read the score of a positive class, "
+                f"and {task.name} has {task.n_classes} classes (one-vs-rest ROC curves: Figures)")
         if note not in run.notes:
             run.notes.append(note)
         return
