@@ -261,7 +261,7 @@ def plain_summary(runs: list[Path]) -> str:
 
 def reproducibility_rows(runs: list[Path]) -> list[dict[str, Any]]:
     """One row per run: kind, git revision, key package versions and seeds, from ``run.json``."""
-    from medvlm.runinfo import read_run_info
+    from medvlm.runinfo import display_name, read_run_info
 
     rows = []
     for path in runs:
@@ -270,7 +270,7 @@ def reproducibility_rows(runs: list[Path]) -> list[dict[str, Any]]:
         cfg = info.get("config", {}) or {}
         seeds = {k: cfg[k] for k in ("seed", "boot_seed") if k in cfg}
         rows.append({
-            "run": path.name, "kind": info.get("kind", ""), "created": info.get("created", ""),
+            "run": display_name(path), "kind": info.get("kind", ""), "created": info.get("created", ""),
             "git revision": (info.get("git_revision") or "")[:12],
             "versions": ", ".join(f"{k} {versions[k]}" for k in ("medvlm", "torch", "transformers", "peft")
                                   if k in versions),

@@ -119,6 +119,8 @@ def consistency_cmd(
     from medvlm._console import make_console
     from medvlm.consistency.config import ConsistencyConfig
     from medvlm.consistency.run import run_consistency
+    from medvlm.runinfo import add_run_note
+    from medvlm.vlm.limit import cohort_limit_note
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,
@@ -133,5 +135,10 @@ def consistency_cmd(
         "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break,
         "shots": shots},
         renames=_OPTION_NAMES)
+    note = cohort_limit_note(work, config)
+    if note:
+        typer.echo(f"medvlm: note: {note}", err=True)
     result = run_consistency(work, out, config, console=make_console())
+    if note:
+        add_run_note(out, note)
     exit_on_failures(result.n_failed, out, result.usage)

@@ -69,7 +69,12 @@ def prepare_cmd(
     from medvlm.data.image_prepare import resolve_workers
     from medvlm.tasks import prepare_work
 
-    result = prepare_work(data, out, task, shape=shape, workers=resolve_workers(workers), margin_mm=margin)
+    with warnings.catch_warnings(record=True) as caught:  # notes of the source: one line each
+        warnings.simplefilter("always", UserWarning)
+        result = prepare_work(data, out, task, shape=shape, workers=resolve_workers(workers),
+                              margin_mm=margin)
+    for w in caught:
+        print(f"medvlm: warning: {w.message}", file=sys.stderr)
     print(f"{result.n_ok} ok ({result.n_reused} reused), {result.n_skipped} skipped -> "
           f"{result.work / 'manifest.csv'}")
     if result.rebuilt:

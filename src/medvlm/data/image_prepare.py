@@ -36,7 +36,7 @@ from medvlm._io import save_npy_atomic, write_csv_atomic, write_text_atomic
 from medvlm.data.image_read import Unusable, plane_shape
 from medvlm.data.prepare import PrepareResult
 from medvlm.data.prepare_state import JOURNAL_FILE, file_stamp
-from medvlm.errors import ConfigError
+from medvlm.errors import ConfigError, DataError
 
 MANIFEST_COLUMNS = ("id", "patient_id", "label", "status", "reason", "source", "split", "height", "width")
 IMAGE_DIR = "images"
@@ -68,6 +68,13 @@ class ImagePrepareResult(PrepareResult):
     def skipped(self) -> list[tuple[str, str]]:
         """``[(image id, reason), ...]`` of skipped images."""
         return [(str(r["id"]), str(r["reason"])) for r in self.rows if r["status"] == "skipped"]
+
+
+def class_notes(samples: list[ImageSample], classes: tuple[str, ...], source: str | Path) -> list[str]:
+    """A note for each declared class that no image of ``samples`` has."""
+    present = {s.label for s in samples}
+    return [f"{source}: class {name!r} (label {i}) has no image" for i, name in enumerate(classes)
+            if i not in present]
 
 
 def image_path(work: str | Path, image_id: str) -> Path:
@@ -237,6 +244,13 @@ def prepare_samples(
     from medvlm.data.synth import _progress
 
     n_workers = resolve_workers(workers)
+    ids = [s.id for s in samples]
+    if len({i.casefold() for i in ids}) != len(ids):  # one .npy per image, also on a case-blind disk
+        from collections import Counter
+
+        twice = [i for i, n in Counter(i.casefold() for i in ids).items() if n > 1]
+        raise DataError(f"image ids must be unique (case ignored); {twice[0]!r} is given to "
+                          f"{Counter(i.casefold() for i in ids)[twice[0]]} images")
     work = Path(out).expanduser()
     (work / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     previous_ok = _previous_ok(work)

@@ -1,9 +1,13 @@
 """Reading one 2D image (PNG, JPEG, DICOM) into a grayscale array (:func:`read_image`).
 
-Grayscale (colour images by luminance). DICOM: ``RescaleSlope``/``RescaleIntercept`` applied, the window
-``WindowCenter``/``WindowWidth`` where present (DICOM's linear function: ``c - 0.5 - (w - 1) / 2`` maps
-to 0, ``c - 0.5 + (w - 1) / 2`` to 1; else the image's own minimum..maximum), ``MONOCHROME1`` inverted
-(so bright is dense, as in MONOCHROME2). 8-bit PNG/JPEG: 0..255; 16-bit PNG: the image's
+Grayscale (colour images by luminance). PNG/JPEG: the EXIF orientation applied (as a viewer shows it);
+a transparent (alpha) image composited on black first. DICOM: ``RescaleSlope``/``RescaleIntercept``
+applied, the window ``WindowCenter``/``WindowWidth`` where present (the first window when several are
+given) by ``VOILUTFunction``: ``LINEAR`` (the default; ``c - 0.5 - (w - 1) / 2`` maps to 0,
+``c - 0.5 + (w - 1) / 2`` to 1), ``LINEAR_EXACT`` (``c - w/2`` .. ``c + w/2``) or ``SIGMOID``
+(``1 / (1 + exp(-4 (x - c) / w))``), PS3.3 C.11.2.1.2-3; without a window the image's own
+minimum..maximum (a VOI LUT Sequence is not applied). ``MONOCHROME1`` inverted (so bright is dense, as
+in MONOCHROME2). 8-bit PNG/JPEG: 0..255; 16-bit PNG: the image's
 minimum..maximum. The result is float32 in [0, 1] (16-bit precision kept); an 8-bit file is stored as
 it is (uint8). Images larger than :data:`MAX_SIDE` pixels on a side are resized (bilinear) to fit.
 An image that cannot be used (unreadable, non-finite, constant) raises :class:`Unusable` with the reason.
@@ -19,6 +23,9 @@ import numpy as np
 #: prepared images are at most this many pixels on a side
 MAX_SIDE = 1024
 DICOM_SUFFIXES = (".dcm", ".dicom")
+#: bump when reading a file changes what it gives (2: EXIF orientation, transparency on black, DICOM
+#: VOILUTFunction): images prepared by an earlier reader are prepared again
+READER_VERSION = 2
 
 
 class Unusable(Exception):
@@ -71,13 +78,21 @@ def _read_dicom(path: Path) -> np.ndarray:
     pixels = pixels * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
     center = _first(getattr(ds, "WindowCenter", None))
     width = _first(getattr(ds, "WindowWidth", None))
-    if center is not None and width is not None and width >= 1:  # DICOM PS3.3 C.11.2.1.2 (linear)
-        lo = center - 0.5 - (width - 1) / 2
-        hi = lo + max(width - 1, 1e-6)
-    else:
-        lo, hi = float(pixels.min()), float(pixels.max())
+    function = str(getattr(ds, "VOILUTFunction", "") or "LINEAR").strip().upper()
     check_range(pixels)
-    out = _to_unit(pixels, lo, hi)
+    if center is not None and width is not None and width > 0 and function == "SIGMOID":
+        out = (1.0 / (1.0 + np.exp(-4.0 * (pixels - center) / width))).astype(np.float32)  # C.11.2.1.3.1
+        if out.max() == out.min():
+            raise Unusable(f"constant after the sigmoid window (center {center:g}, width {width:g})")
+    else:
+        if center is not None and width is not None and function == "LINEAR_EXACT" and width > 0:
+            lo, hi = center - width / 2, center + width / 2  # C.11.2.1.3.2
+        elif center is not None and width is not None and width >= 1:  # C.11.2.1.2 (linear)
+            lo = center - 0.5 - (width - 1) / 2
+            hi = lo + max(width - 1, 1e-6)
+        else:
+            lo, hi = float(pixels.min()), float(pixels.max())
+        out = _to_unit(pixels, lo, hi)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 1.0 - out
     return out
@@ -101,11 +116,15 @@ def _to_unit(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _read_picture(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
+        with Image.open(path) as opened:
+            opened.load()
+            img = ImageOps.exif_transpose(opened)  # the orientation a viewer shows
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")  # transparent pixels: composited on black
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 pixels = np.asarray(img, dtype=np.float64)
                 eight_bit = False

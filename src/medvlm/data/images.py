@@ -1,11 +1,22 @@
 """2D images of a YAML task: PNG, JPEG and DICOM files listed in a CSV, prepared into WORK.
 
 Source ``image-csv`` (``source: {kind: image-csv, csv: labels.csv}``): columns ``path,label[,patient_id]``
-(others ignored); ``path`` relative to the CSV; ``label`` a class name (any case) or its index;
-``patient_id`` optional (default: the image's id). An unknown label, a missing image file (or a folder),
-a path that leaves the CSV's folder (``..`` above it, an absolute path elsewhere: refused,
-:func:`inside`), a missing
-column or a path listed twice -> :class:`~medvlm.errors.DataError` naming the CSV line.
+(header names in any case; others ignored, a ``split`` column with a note: ``medvlm split`` splits an
+image-csv cohort by patient); separated by commas, semicolons or tabs (:mod:`medvlm.data.image_csv`);
+``path`` relative to the CSV (``\\`` read as ``/``), staying inside DATA (a CSV in ``DATA/meta/`` may
+list ``../images/a.png``); ``label`` a class name (any case) or its index; ``patient_id`` optional:
+empty or ``NA`` (:data:`~medvlm.data.image_csv.MISSING_PATIENT`) -> the image is its own patient,
+counted in a note. An unknown label, a missing image file (or a folder), a path that leaves DATA (``..``
+above it, an absolute path elsewhere, a symbolic link to a file or folder outside it: refused,
+:func:`inside`), a missing column, a row with more fields than the header, a path listed twice or one
+file under two names (``im/x.png``, ``im/./x.png``, a link to it) -> :class:`~medvlm.errors.DataError`
+naming the CSV line. A declared class without images: a note at prepare.
+
+Image ids: :func:`safe_id` of the path (less the folder every path shares), as before, for the first
+path giving that id; a later path whose id is taken (``x.png`` and ``x.jpg``; ``IM.000001`` and
+``IM.000002``; ``A.png`` and ``a.png``, as ids that differ in case only collide on some disks) gets its
+whole path with the extension (``x.jpg``), never an id another path has
+(:func:`~medvlm.data.image_csv.unique_ids`).
 
 Reading: :func:`read_image` (:mod:`medvlm.data.image_read`: grayscale; DICOM rescale, window and
 MONOCHROME1; at most :data:`MAX_SIDE` pixels on a side).
@@ -19,7 +30,9 @@ resumes). An unreadable or constant image is a ``skipped`` row with its reason, 
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +43,7 @@ from medvlm.data.image_prepare import (  # noqa: F401 - re-exported: the image A
     MANIFEST_COLUMNS,
     ImagePrepareResult,
     ImageSample,
+    class_notes,
     image_path,
     prepare_samples,
     write_image_manifest,
@@ -37,6 +51,7 @@ from medvlm.data.image_prepare import (  # noqa: F401 - re-exported: the image A
 from medvlm.data.image_read import (  # noqa: F401 - re-exported
     DICOM_SUFFIXES,
     MAX_SIDE,
+    READER_VERSION,
     Unusable,
     as_unit_float,
     check_range,
@@ -64,7 +79,7 @@ def safe_id(text: str) -> str:
 def inside(folder: str | Path, rel: str) -> bool:
     """Whether a path given in a data file stays inside ``folder``: ``folder / rel`` (an absolute
     ``rel`` as it is), normalised without following links, lies in ``folder`` (so ``..`` above it and
-    absolute paths elsewhere are out; symbolic links inside the folder are followed later).
+    absolute paths elsewhere are out; :func:`discover_csv` also refuses symbolic links that lead out).
 
     >>> [inside("/d", r) for r in ("p1/a.png", "p1/../a.png", "../a.png", "/etc/passwd", "/d/x.png")]
     [True, True, False, False, True]
@@ -90,51 +105,79 @@ def parse_label(value: str, classes: tuple[str, ...], where: str) -> int:
                     f"0..{len(classes) - 1}." + did_you_mean(text.lower(), names))
 
 
-def discover_csv(csv_path: str | Path, classes: tuple[str, ...]) -> list[ImageSample]:
-    """The images a ``path,label[,patient_id]`` CSV lists (see the module docstring)."""
-    import pandas as pd
+def discover_csv(csv_path: str | Path, classes: tuple[str, ...], *, root: str | Path | None = None,
+                 notes: list[str] | None = None) -> list[ImageSample]:
+    """The images a ``path,label[,patient_id]`` CSV lists (see the module docstring).
+
+    ``root``: the folder image paths must stay in (DATA; default the CSV's folder), so a CSV in
+    ``DATA/meta/`` may list ``../images/a.png``. ``notes``: where to add what was read but not used
+    (a ``split`` column; patient ids that are empty or ``NA``), one line each."""
+    from medvlm.data.image_csv import is_missing_patient, read_table, unique_ids
 
     csv_path = Path(csv_path)
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # BOM ok
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in ("path", "label") if c not in table.columns]
-    if missing:
-        raise DataError(f"{csv_path}: missing column(s) {missing}; expected path,label[,patient_id]")
-    rels = [str(r).strip().replace("\\", "/") for r in table["path"]]
+    folder = csv_path.parent
+    root = Path(root) if root is not None else folder
+    same = os.path.abspath(root) == os.path.abspath(folder)
+    where_name = "the CSV's folder" if same else "the data folder"
+    table = read_table(csv_path, ("path", "label"))
+    if not table:
+        raise DataError(f"{csv_path}: no image listed")
+    has_patient = "patient_id" in table[0][1]
+    real_root = os.path.realpath(root)
+    rels = [str(row["path"]).strip().replace("\\", "/") for _, row in table]
     folders = [r.rsplit("/", 1)[0] if "/" in r else "" for r in rels if r]
     common = folders[0] if folders and len(set(folders)) == 1 else ""  # images/ of every path: not in ids
-    samples: list[ImageSample] = []
     seen_paths: dict[str, int] = {}
-    seen_ids: set[str] = set()
-    for i, row in enumerate(table.to_dict("records")):
-        where = f"{csv_path}: line {i + 2}"
-        rel = str(row["path"]).strip()
+    seen_files: dict[Any, tuple[int, str]] = {}
+    kept: list[tuple[int, str, int, str, str]] = []  # line, rel, label, file, patient
+    no_patient: list[int] = []
+    for (line, row), rel in zip(table, rels, strict=True):
+        where = f"{csv_path}: line {line}"
         if not rel:
             raise DataError(f"{where}: empty path")
         if rel in seen_paths:
             raise DataError(f"{where}: image {rel} is listed twice (first on line {seen_paths[rel]})")
-        seen_paths[rel] = i + 2
+        seen_paths[rel] = line
         label = parse_label(row["label"], classes, where)
-        if not inside(csv_path.parent, rel):
-            raise DataError(f"{where}: image path {rel} leads outside the CSV's folder "
-                            f"{csv_path.parent}; image paths must stay inside it")
-        file = csv_path.parent / rel
+        full = rel if os.path.isabs(rel) else os.path.join(os.path.abspath(folder), rel)
+        if not inside(root, full):
+            raise DataError(f"{where}: image path {rel} leads outside {where_name} "
+                            f"{root}; image paths must stay inside it")
+        file = folder / rel
+        real = os.path.realpath(file)  # a symbolic link may not lead out either (its target is what is read)
+        if not inside(real_root, real):
+            raise DataError(f"{where}: image path {rel} is a symbolic link (or lies in a linked folder) to "
+                            f"{real}, outside {where_name} {root}; copy the image in, or "
+                            "keep the CSV in the folder the link points to")
         if file.is_dir():
             raise DataError(f"{where}: {rel} is a folder, not an image file ({file})")
         if not file.is_file():
             raise DataError(f"{where}: image file {rel} does not exist (looked for {file})")
-        image_id = safe_id(rel.replace("\\", "/").removeprefix(f"{common}/") if common else rel)
-        if image_id in seen_ids:
-            image_id = f"{image_id}-{i + 2}"
-        seen_ids.add(image_id)
-        pid = str(row.get("patient_id", "") or "").strip() or image_id
-        samples.append(ImageSample(image_id, pid, label, str(file.resolve())))
-    if not samples:
-        raise DataError(f"{csv_path}: no image listed")
-    return samples
+        stat = file.stat()
+        key = (stat.st_dev, stat.st_ino)  # ./x.png, a link, another case on a case-blind disk: one file
+        if key in seen_files:
+            first_line, first_rel = seen_files[key]
+            raise DataError(f"{where}: image {rel} is the file {first_rel} of line {first_line} (listed "
+                            "twice under two names); list each image once")
+        seen_files[key] = (line, rel)
+        pid = str(row.get("patient_id", "") or "")
+        if is_missing_patient(pid):
+            if has_patient:
+                no_patient.append(line)
+            pid = ""
+        kept.append((line, rel, label, str(file.resolve()), pid.strip()))
+    ids = unique_ids([r.removeprefix(f"{common}/") if common else r for _, r, *_ in kept],
+                     [ln for ln, *_ in kept], safe_id)
+    if notes is not None:
+        if "split" in table[0][1]:
+            notes.append(f"{csv_path}: column 'split' is ignored (an image-csv cohort is split by "
+                         "patient with `medvlm split`)")
+        if no_patient:
+            shown = ", ".join(map(str, no_patient[:5])) + (", ..." if len(no_patient) > 5 else "")
+            notes.append(f"{csv_path}: {len(no_patient)} image(s) with an empty or NA patient_id (line "
+                         f"{shown}): each is its own patient")
+    return [ImageSample(image_id, pid or image_id, label, file)
+            for image_id, (_, _, label, file, pid) in zip(ids, kept, strict=True)]
 
 
 # -------------------------------------------------------------------------------------- prepare
@@ -158,9 +201,13 @@ def prepare_image_task(data: str | Path, out: str | Path, *, task: Task, workers
         from medvlm.data.medmnist import prepare_medmnist
 
         return prepare_medmnist(source, out, task.classes, progress=progress)
-    samples = discover_csv(source, task.classes)
+    notes: list[str] = []
+    samples = discover_csv(source, task.classes, root=data, notes=notes)
+    for note in [*notes, *class_notes(samples, task.classes, source)]:
+        warnings.warn(note, UserWarning, stacklevel=2)
     return prepare_samples(samples, out, partial(read_file_sample, max_side=max_side), workers=workers,
-                           options={"source": "image-csv", "max_side": max_side}, progress=progress)
+                           options={"source": "image-csv", "max_side": max_side, "reader": READER_VERSION},
+                           progress=progress)
 
 
 # -------------------------------------------------------------------------------------- views

@@ -168,14 +168,18 @@ def prompt_names(spec: TaskSpec) -> list[str]:
     return [spec.name, *(f"{spec.name}-{v}" for v in spec.variants)]
 
 
-def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None) -> Task:
+def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None, work: str | Path | None = None
+               ) -> Task:
     """The :class:`Task` a spec declares. ``prompt_dir``: the work folder's prompt files (the task's
-    prompts are then their paths, which ``--prompt`` and ``eval-vlm`` read); None: names only."""
+    prompts are then their paths, which ``--prompt`` and ``eval-vlm`` read); None: names only.
+    ``work`` (default: ``prompt_dir``'s folder): the prepared images that decide the CNN (2D or 3D)."""
     prompts = prompt_names(spec)
     dims = 2
     if prompt_dir is not None:
         prompts = [str(Path(prompt_dir) / f"{p}.txt") for p in prompts]
-        dims = _prepared_dims(Path(prompt_dir).parent)
+        work = Path(prompt_dir).parent if work is None else work
+    if work is not None:
+        dims = _prepared_dims(Path(work))
     kind = spec.source.kind
     description = spec.description or (f"{spec.name}: one prediction per image, "
                                        + ", ".join(f"{c} ({i})" for i, c in enumerate(spec.classes)))
@@ -210,7 +214,9 @@ def _prepared_dims(work: Path) -> int:
     from medvlm.data.images import IMAGE_DIR
 
     folder = work / IMAGE_DIR
-    first = next(folder.glob("*.npy"), None) if folder.is_dir() else None  # every image has the same dims
+    # every image has the same dims (prepare refuses MedMNIST splits that differ); the first by name,
+    # so the answer never depends on the order a folder is listed in
+    first = min(folder.glob("*.npy"), default=None) if folder.is_dir() else None
     if first is None:
         return 2
     try:
