@@ -63,6 +63,7 @@ def use_named_prob_columns(df: Any, k: int, source: str) -> Any:
     why = (f"{len(named)} columns for {k} classes" if len(named) != k
            else "their order does not match the pred column")
     warnings.warn(f"{source}: probability columns {listed} found but not read ({why}; no run.json beside "
-                  f"it names the classes): no AUC. Keep the file in its run folder, or name them "
-                  f"{', '.join(index_columns)} for classes 0 .. {k - 1}", UserWarning, stacklevel=2)
+                  f"it names the classes): no AUC. Keep the file in its run folder, give the classes in "
+                  f"label order (--classes NAMES or --task), or name the columns {', '.join(index_columns)}",
+                  UserWarning, stacklevel=2)
     return df
