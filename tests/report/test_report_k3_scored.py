@@ -72,6 +72,9 @@ def test_report_of_a_scored_three_class_run(k3_runs, tmp_path):
     # subgroups: binary-only, said in one line; no BraTS sentence for an image task
     assert "subgroup metrics are binary-only (sensitivity, specificity); t3 has 3 classes" in text
     assert "BraTS" not in text and "run prepare again" not in text
+    # binary-only per-run figures: left out with the reason
+    assert ("no reliability diagram or risk-coverage curve: they read the score of a positive class, and t3 "
+            "has 3 classes") in text
 
 
 def test_eval_vlm_console_table_of_a_three_class_task(k3_runs, tmp_path, capsys):
