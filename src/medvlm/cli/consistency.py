@@ -95,7 +95,8 @@ def consistency_cmd(
     adapter: Adapter = _default("adapter"),
     device: Device = _default("device"),
     tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): "
-                                         "where a tie of top answers goes (default: the positive class)."),
+                                         "where a tie of top answers goes (default: the positive class; more "
+                                         "than two classes: the lowest-numbered of the tied classes)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: list[float] = typer.Option([], "--temperature", help="Sampling temperature (repeatable: a "
                                             "sweep). Default: the model's own (generation_config / server)."),

@@ -117,6 +117,10 @@ def metrics_cmd(
         df = abstain_below(df, abstain, source=str(predictions))
     check_one_row_per_unit(df, str(predictions))  # a broken file is one error line, before any warning
     with _warnings_to_stderr():
+        if k > 2 and not classes:  # p_<class name> columns without the run.json that orders them
+            from medvlm.cli._named_probs import use_named_prob_columns
+
+            df = use_named_prob_columns(df, k, str(predictions))
         _few_patients_warning(df, predictions)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
                                      source=str(predictions), task=classes if k > 2 else None)
@@ -285,7 +289,8 @@ def compare_cmd(
 
     from medvlm._console import make_console
 
-    units = (f"{result['n']} slices of {result['n_patients']} patients" if "n_patients" in result
+    units = (f"{result['n']} {result.get('unit', 'slice')}s of {result['n_patients']} patients"
+             if "n_patients" in result
              else f"{result['n']} patients")
     table = Table(title=f"A = {a}, B = {b}: {units}", title_justify="left")
     table.add_column("")

@@ -182,7 +182,8 @@ def eval_vlm_cmd(
     device: Device = _default("device"),
     reducer: str | None = typer.Option(None, "--reducer", help="majority | mean_prob (default by scoring)."),
     tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): where a "
-                                         "vote tie goes (default: the positive class)."),
+                                         "vote tie goes (default: the positive class; more than two "
+                                         "classes: the lowest-numbered of the tied classes)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature (0: greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the top-p probability mass."),

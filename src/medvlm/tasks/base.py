@@ -243,8 +243,12 @@ class Task:
         return prompt
 
     def tie_break_label(self, name: str | None) -> int:
-        """``--tie-break`` (a class name, any case; None = the positive class) -> its label."""
-        return self.positive_label if name is None else self.label_of(name, "--tie-break")
+        """``--tie-break`` (a class name, any case) -> its label. None: the positive class; a task of more
+        than two classes that names none: the first class, so a tie goes to the lowest-numbered of the
+        tied classes (:func:`medvlm.aggregate.majority`)."""
+        if name is None:
+            return self.positive_label if self.positive is not None or self.n_classes == 2 else 0
+        return self.label_of(name, "--tie-break")
 
     def tie_break_name(self, name: str | None) -> str:
         return self.classes[self.tie_break_label(name)].lower()
