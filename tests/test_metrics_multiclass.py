@@ -20,6 +20,7 @@ from medvlm.metrics_multiclass import (
     bootstrap_multiclass,
     check_inferred_classes,
     class_prob_columns,
+    coverage_notes,
     empty_multiclass,
     multiclass_frame_metrics,
     multiclass_metrics,
@@ -53,8 +54,9 @@ def three_class_task(unit: str = "image") -> Task:
 def test_hand_computed_three_by_three():
     m = multiclass_metrics(Y, P, classes=CLASSES)
     assert list(m) == ["n", "n_classes", "classes", "accuracy", "balanced_accuracy", "macro_f1", "auc",
-                       "per_class", "confusion"]
+                       "per_class", "confusion", "notes"]
     assert m["confusion"] == [[2, 1, 0], [1, 1, 1], [1, 0, 3]]
+    assert m["notes"] == []  # every class is a label: the averages cover all three
     assert (m["n"], m["n_classes"], m["classes"]) == (10, 3, list(CLASSES))
     assert m["accuracy"] == pytest.approx(6 / 10, abs=1e-15)
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 3 + 3 / 4) / 3, abs=1e-15)  # 7/12
@@ -408,3 +410,103 @@ def test_the_run_stage_table_of_a_three_class_run(tmp_path):
     df.to_csv(tmp_path / "predictions.csv", index=False)
     assert summarise_test_cohort(tmp_path) == {"test_accuracy": round(5 / 7, 3), "test_specificity": None,
                                                "test_auc": None}
+
+
+# ------------------------------------------------------------------------- which classes an average covers
+def test_notes_name_the_classes_each_macro_average_covers():
+    # class pneumonia: neither a label nor a prediction; left out of both averages, as scikit-learn does
+    y, p = [0, 0, 2, 2], [0, 2, 2, 2]
+    m = multiclass_metrics(y, p, classes=CLASSES)
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (normal, effusion); "
+        "never a label: pneumonia",
+        "macro_f1: the mean F1 of the 2 of 3 classes among the labels or predictions (normal, effusion); "
+        "neither a label nor a prediction: pneumonia"]
+    assert m["balanced_accuracy"] == skm.balanced_accuracy_score(y, p)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, labels=[0, 2], average="macro"), abs=1e-15)
+    # pneumonia predicted but never a label: in macro F1 with F1 0, not in balanced accuracy
+    y, p = [0, 0, 2, 2], [0, 1, 2, 2]
+    m = multiclass_metrics(y, p, classes=CLASSES)
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (normal, effusion); "
+        "never a label: pneumonia",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: pneumonia"]
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0 + 1) / 3, abs=1e-15)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, average="macro"), abs=1e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns: y_pred has a class not in y_true
+        assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-15)
+    # one class labelled of four: both kinds of left-out class at once, several names listed
+    m = multiclass_metrics([1, 1], [1, 3], classes=["a", "b", "c", "d"])
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 1 of 4 classes among the labels (b); never a label: "
+        "a, c, d",
+        "macro_f1: the mean F1 of the 2 of 4 classes among the labels or predictions (b, d); neither a label "
+        "nor a prediction: a, c",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: d"]
+    assert (m["balanced_accuracy"], m["macro_f1"]) == (0.5, pytest.approx((2 / 3 + 0) / 2, abs=1e-15))
+    # every class a label (some never predicted): the averages cover all K, nothing to say
+    assert multiclass_metrics([0, 1, 2], [0, 0, 0], classes=CLASSES)["notes"] == []
+    with pytest.warns(MetricWarning, match=r"^no rows: every metric is undefined$"):
+        assert multiclass_metrics([], [], classes=CLASSES)["notes"] == []
+    assert empty_multiclass(CLASSES)["notes"] == [] and empty_multiclass(2, n_boot=5)["notes"] == []
+
+
+def test_coverage_notes_by_hand_and_against_scikit_learn():
+    names = ["a", "b", "c"]
+    assert coverage_notes(names, [1, 1, 1], [3, 0, 0]) == []
+    assert coverage_notes(names, [0, 0, 0], [0, 0, 0]) == []  # no rows: every metric is undefined anyway
+    assert coverage_notes(names, [0, 0, 3], [0, 0, 3]) == [
+        "balanced_accuracy: the mean recall of the 1 of 3 classes among the labels (c); never a label: a, b",
+        "macro_f1: the mean F1 of the 1 of 3 classes among the labels or predictions (c); neither a label "
+        "nor a prediction: a, b"]
+    assert coverage_notes(names, [2, 0, 0], [0, 1, 1]) == [
+        "balanced_accuracy: the mean recall of the 1 of 3 classes among the labels (a); never a label: b, c",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: b, c"]
+    assert coverage_notes(np.array(names), np.array([2.0, 0.0, 1.0]), np.array([1.0, 2.0, 0.0])) == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (a, c); never a label: b",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: b"]
+    # the classes named are the ones scikit-learn averages over (its labels=None semantics), on random tables
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        k = int(rng.integers(3, 6))
+        n = int(rng.integers(1, 6))
+        y, p = rng.integers(0, k, n), rng.integers(0, k, n)
+        m = multiclass_metrics(y, p, classes=k)
+        covered = {"balanced_accuracy": sorted(set(y.tolist())),
+                   "macro_f1": sorted(set(y.tolist()) | set(p.tolist()))}
+        for note in m["notes"]:
+            metric, rest = note.split(": ", 1)
+            if "(" in rest:
+                listed = [int(c) for c in rest[rest.index("(") + 1:rest.index(")")].split(", ")]
+                assert listed == covered[metric]
+        said = {n.split(":")[0] for n in m["notes"]}
+        assert ("balanced_accuracy" in said) == (len(covered["balanced_accuracy"]) < k)
+        assert ("macro_f1" in said) == (len(covered["macro_f1"]) < k or len(covered["balanced_accuracy"]) < k
+                                        and bool(set(p.tolist()) - set(y.tolist())))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, average="macro"), abs=1e-12)
+            assert m["macro_f1"] == pytest.approx(
+                skm.f1_score(y, p, labels=covered["macro_f1"], average="macro"), abs=1e-12)
+            assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-12)
+
+
+def test_an_undefined_auc_is_explained_in_the_notes():
+    probs = [[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.4, 0.5, 0.1]]
+    with pytest.warns(MetricWarning, match=r"^auc undefined: no row of class effusion"):
+        m = multiclass_metrics([0, 1, 0, 1], [0, 1, 1, 1], probs, classes=CLASSES)
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (normal, pneumonia); "
+        "never a label: effusion",
+        "macro_f1: the mean F1 of the 2 of 3 classes among the labels or predictions (normal, pneumonia); "
+        "neither a label nor a prediction: effusion",
+        "auc: undefined, one-vs-rest needs every class among the labels (with probabilities); no row of "
+        "class effusion"]
+    # every class a label, but class 2's only row has no probabilities: only the AUC is short of a class
+    probs = np.array([[0.9, 0.1, 0], [0.2, 0.7, 0.1], [np.nan, np.nan, np.nan]])
+    with pytest.warns(MetricWarning, match=r"^auc"):
+        m = multiclass_metrics([0, 1, 2], [0, 1, 2], probs, classes=CLASSES)
+    assert m["notes"] == ["auc: undefined, one-vs-rest needs every class among the labels (with "
+                          "probabilities); no row of class effusion"]
+    assert multiclass_metrics(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, classes=CLASSES)["notes"] == []
