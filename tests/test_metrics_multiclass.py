@@ -20,6 +20,7 @@ from medvlm.metrics_multiclass import (
     bootstrap_multiclass,
     check_inferred_classes,
     class_prob_columns,
+    confusion_matrix,
     coverage_notes,
     empty_multiclass,
     multiclass_frame_metrics,
@@ -510,3 +511,125 @@ def test_an_undefined_auc_is_explained_in_the_notes():
     assert m["notes"] == ["auc: undefined, one-vs-rest needs every class among the labels (with "
                           "probabilities); no row of class effusion"]
     assert multiclass_metrics(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, classes=CLASSES)["notes"] == []
+
+
+# ------------------------------------------------------------------------ edges the mutation run found
+def test_warnings_point_at_the_caller():
+    if hasattr(multiclass_metrics, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    probs = np.array([[0.9, 0.1, 0], [0.2, 0.7, 0.1], [np.nan, 0.5, 0.5]])
+    with pytest.warns(MetricWarning) as record:
+        multiclass_metrics([0, 1, 1], [0, 1, 1], probs, classes=3)  # rows left out of the AUC; AUC undefined
+        multiclass_metrics([], [], classes=3)
+        bootstrap_multiclass(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, n_boot=50, seed=0)
+    assert len(record) == 4 and {w.filename for w in record} == {__file__}
+
+
+def test_confusion_matrix_names_its_bad_input():
+    with pytest.raises(DataError, match=r"^labels must be class labels 0\.\.2, found 3$"):
+        confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(DataError, match=r"^preds must be class labels 0\.\.2, found 5$"):
+        confusion_matrix([0, 1], [5, 1], 3)
+
+
+def test_the_undefined_auc_names_only_the_classes_without_a_scored_row():
+    # a row without probabilities (left out) and two classes without a label: both named, only they
+    probs = [[0.9, 0.1, 0, 0], [0.2, 0.7, 0.1, 0], [np.nan] * 4]
+    with pytest.warns(MetricWarning) as record:
+        m = multiclass_metrics([0, 1, 1], [0, 1, 1], probs, classes=["a", "b", "c", "d"])
+    assert [str(w.message) for w in record] == [
+        "auc computed on the 2 of 3 rows that have every class probability",
+        "auc undefined: no row of class c, d (one-vs-rest needs every class)"]
+    assert m["notes"][-1] == ("auc: undefined, one-vs-rest needs every class among the labels (with "
+                              "probabilities); no row of class c, d")
+
+
+def test_bootstrap_defaults_and_the_class_count():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert bootstrap_multiclass(Y, P) == bootstrap_multiclass(Y, P, n_boot=1000, seed=0)
+    with pytest.warns(MetricWarning, match=r" of 1000\)$"):  # the default is 1000 resamples
+        bootstrap_multiclass(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no probabilities: no AUC, and nothing else is ever undefined
+        ci = bootstrap_multiclass(Y, P, n_boot=50, seed=1)
+    assert ci["auc_ci"] is None and ci["accuracy_ci"] is not None
+    # K = 4 given, the labels and predictions only 0..2: the probabilities have 4 columns
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), len(Y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        four = bootstrap_multiclass(Y, P, probs, n_classes=4, n_boot=50, seed=1)
+    assert four["auc_ci"] is None and four["accuracy_ci"] == ci["accuracy_ci"]
+
+
+def test_bca_of_one_row_and_bca_of_the_auc_by_hand():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = bootstrap_multiclass([1], [1], n_classes=3, n_boot=20, seed=0, method="bca")
+    assert one["accuracy_ci"] == [1.0, 1.0] and one["auc_ci"] is None  # a jackknife without rows: NaN
+    from medvlm.intervals import bca_interval
+
+    y, p = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 1]), np.array([0, 1, 2, 1, 1, 0, 0, 2, 2, 1])
+    probs = np.random.default_rng(5).dirichlet(np.ones(3), len(y))
+
+    def auc(idx):  # ovr_auc (equal to scikit-learn's, above): BCa's bias term counts resamples below the
+        return ovr_auc(y[idx], probs[idx], 3)[0]  # estimate, so it needs the same last bit
+
+    rng = np.random.default_rng(6)
+    boot = np.array([auc(rng.integers(0, 10, size=10)) for _ in range(300)])
+    jack = np.array([auc(np.delete(np.arange(10), i)) for i in range(10)])
+    want = bca_interval(boot, auc(np.arange(10)), jack, 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = bootstrap_multiclass(y, p, probs, n_boot=300, seed=6, method="bca")["auc_ci"]
+    assert np.isfinite(jack).all() and want is not None and np.isnan(boot).any()
+    assert got == pytest.approx(want, abs=1e-12)
+    assert auc(np.arange(10)) == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"), abs=1e-12)
+
+
+def test_frame_metrics_defaults_and_options():
+    df = _frame().iloc[:7].rename(columns={f"p_{c}": f"p_{i}" for i, c in enumerate(CLASSES)})
+    y, p = df["label"].to_numpy(), df["pred"].to_numpy(dtype=int)
+    probs = df[["p_0", "p_1", "p_2"]].to_numpy()
+    plain = multiclass_frame_metrics(df)  # K from the data, the index columns, no bootstrap
+    assert plain == multiclass_metrics(y, p, probs) and plain["auc"] is not None
+    assert multiclass_frame_metrics(df, classes=3) == plain
+    assert not any(k.endswith("_ci") for k in plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        boot = multiclass_frame_metrics(df, n_boot=40)  # rows resampled, seed 0, percentile
+        assert {k: boot[k] for k in boot if k.endswith("_ci")} == bootstrap_multiclass(y, p, probs, n_boot=40)
+        for kwargs in ({"seed": 3}, {"method": "bca"}, {"clusters": "patient_id"}):
+            got = multiclass_frame_metrics(df, n_boot=40, **kwargs)
+            cl = {"clusters": df["patient_id"].to_numpy()} if "clusters" in kwargs else {}
+            want = bootstrap_multiclass(y, p, probs, n_boot=40, **{**kwargs, **cl})
+            assert {k: got[k] for k in want} == want, kwargs
+    # K = 4 given, the labels only 0..2: four probability columns, the AUC undefined (class 3 has no row)
+    four = df.assign(p_3=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = multiclass_frame_metrics(four, classes=4, n_boot=20)
+    assert (m["n_classes"], m["classes"], m["auc"], m["auc_ci"]) == (4, ["0", "1", "2", "3"], None, None)
+    assert m["per_class"][0]["auc"] is not None
+    for value, shown in (("x", "'x'"), (-0.25, "'-0.25'")):  # not a number, below 0
+        bad = df.astype({"p_1": object})
+        bad.loc[2, "p_1"] = value
+        with pytest.raises(DataError, match=rf"^predictions: row 3, column 'p_1': {shown} is not a "
+                                            r"probability in \[0, 1\]$"):
+            multiclass_frame_metrics(bad)
+
+
+def test_empty_result_in_full():
+    assert empty_multiclass(2) == {
+        "n": 0, "n_classes": 2, "classes": ["0", "1"], "accuracy": None, "balanced_accuracy": None,
+        "macro_f1": None, "auc": None,
+        "per_class": [{"class": "0", "label": 0, "support": 0, "precision": None, "recall": None,
+                       "specificity": None, "f1": None, "auc": None},
+                      {"class": "1", "label": 1, "support": 0, "precision": None, "recall": None,
+                       "specificity": None, "f1": None, "auc": None}],
+        "confusion": [[0, 0], [0, 0]], "notes": []}
+    named = empty_multiclass(["x", "y", "z"], n_boot=10)
+    assert named["classes"] == ["x", "y", "z"] and [r["class"] for r in named["per_class"]] == ["x", "y", "z"]
+    assert named["confusion"] == [[0] * 3] * 3
+    assert {k: named[k] for k in named if k.endswith("_ci")} == dict.fromkeys(
+        [f"{m}_ci" for m in MULTICLASS_CI_METRICS])
