@@ -185,3 +185,30 @@ def test_image_pool_lists_each_training_image_with_its_label(cxr_work):
 
     _, one = image_pool(work, task=SimpleNamespace(n_classes=1), fold=0)
     assert one == {"image": {0: image_pool(work, task=task, fold=0)[1]["image"][0]}}
+
+
+def test_make_image_sampler_renders_with_the_runs_control_and_checks_the_cohort(cxr_work):
+    from medvlm.data.cohorts import load_cohort
+    from medvlm.data.images import image_png
+    from medvlm.errors import ConfigError
+    from medvlm.tasks.yaml_task import load_yaml_task
+    from medvlm.vlm.fewshot_images import make_image_sampler
+
+    root, work = cxr_work
+    task = load_yaml_task(root / "data" / "cxr.yaml")
+    test_ids = list(load_cohort(work, "test").patient_ids)
+    plain = make_image_sampler(work, 2, task=task, cohort="test", fold=1, evaluated=test_ids)  # real, seed 0
+    noisy = make_image_sampler(work, 2, task=task, cohort="test", fold=1, evaluated=test_ids, image="noise",
+                               seed=5)
+    noise0 = make_image_sampler(work, 2, task=task, cohort="test", fold=1, evaluated=test_ids, image="noise")
+    [e, *_] = plain.examples(test_ids[0], "x")
+    assert plain.image(e) == image_png(work, e.image_id)
+    assert noisy.image(e) == image_png(work, e.image_id, image="noise", seed=5)
+    assert noise0.image(e) == image_png(work, e.image_id, image="noise", seed=0) != noisy.image(e)
+    train = list(load_cohort(work, "train", fold=1).patient_ids)
+    with pytest.raises(ConfigError, match=r"^--shots 3 with --cohort train: the examples come from the "
+                                          r"training cohort of --fold 1, the very patients evaluated; "):
+        make_image_sampler(work, 3, task=task, cohort="train", fold=1, evaluated=train)
+    with pytest.raises(ConfigError, match=rf"^--shots 2: patient {sorted(train)[0]} is both evaluated and in "
+                                          rf"the training cohort of --fold 1 \({work / 'splits.json'}\); "):
+        make_image_sampler(work, 2, task=task, cohort="val", fold=1, evaluated=train)
