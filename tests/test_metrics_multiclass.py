@@ -633,3 +633,9 @@ def test_empty_result_in_full():
     assert named["confusion"] == [[0] * 3] * 3
     assert {k: named[k] for k in named if k.endswith("_ci")} == dict.fromkeys(
         [f"{m}_ci" for m in MULTICLASS_CI_METRICS])
+
+
+def test_classes_inferred_from_a_frame_without_rows():
+    # read_predictions refuses a file without rows; a frame of none (e.g. every row filtered out) is binary
+    df = pd.DataFrame({"label": np.array([], dtype=np.int64), "pred": pd.array([], dtype="Int64")})
+    assert check_inferred_classes(df, "f.csv") == 2
