@@ -396,7 +396,8 @@ def test_classes_inferred_from_a_file_without_its_task(tmp_path):
     assert check_inferred_classes(frame("label,pred\n0,1\n1,2\n2,\n"), "f.csv") == 3
     with pytest.raises(DataError, match=r"^f.csv: row 2, column 'label': 3 is not 0 or 1, and as a class "
                                         r"label of a 4-class file the labels 0\.\.3 would all occur \(2 "
-                                        r"does not\); "):
+                                        r"does not\); fix the value, or keep the file in its run folder "
+                                        r"\(run\.json names the task\)$"):
         check_inferred_classes(frame("label,pred\n1,1\n3,0\n0,0\n"), "f.csv")
     with pytest.raises(DataError, match=r"^f.csv: row 3, column 'pred': 3 is not a class label 0\.\.2 \(the "
                                         r"labels name 3 classes\)$"):
