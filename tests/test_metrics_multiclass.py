@@ -640,3 +640,10 @@ def test_classes_inferred_from_a_frame_without_rows():
     # read_predictions refuses a file without rows; a frame of none (e.g. every row filtered out) is binary
     df = pd.DataFrame({"label": np.array([], dtype=np.int64), "pred": pd.array([], dtype="Int64")})
     assert check_inferred_classes(df, "f.csv") == 2
+
+
+def test_ovr_auc_reads_none_as_a_missing_probability():
+    probs = [[0.6, 0.2, 0.2], [0.3, 0.5, 0.2], [0.1, 0.3, 0.6], [0.4, 0.3, 0.3], [0.5, 0.3, 0.2],
+             [0.2, 0.2, 0.6], [None, 0.5, 0.5]]
+    macro, per = ovr_auc([*AUC_Y, 1], probs, 3)
+    assert macro == pytest.approx(11 / 12, abs=1e-15) and per.tolist() == pytest.approx([7 / 8, 7 / 8, 1.0])

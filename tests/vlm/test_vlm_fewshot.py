@@ -414,3 +414,33 @@ def test_sampler_prompt_callable_and_column():
     assert list(out.columns) == [*calls.columns, SHOTS_COLUMN] and SHOTS_COLUMN not in calls.columns
     assert out[SHOTS_COLUMN].tolist() == [sampler.ids(("Q", "axial", 1)), sampler.ids(("R", "coronal", 4))]
     assert sampler.examples("Q", "axial", 1) != sampler.examples("Q", "axial", 2)
+
+
+def test_sampler_draws_from_the_question_and_keeps_its_files_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    import medvlm.vlm.fewshot as fs
+    from medvlm.data.controls import derived_seed
+
+    pool = {"axial": {0: [Example("L1", "axial", i, 0) for i in range(4)],
+                      1: [Example("H1", "axial", i, 1) for i in range(4)]}}
+    sampler = fs.ShotSampler(pool, 2, n_classes=2, seed=9,
+                             render=lambda pid, o, idx: {i: f"{pid}{i}".encode() for i in idx})
+    for key in (("Q1", "axial", 3), ("Q2", "axial", 3), ("Q1", "axial", 4)):
+        assert sampler.examples(*key) == draw_examples(pool["axial"], 2, n_classes=2,
+                                                       seed=derived_seed("shots", *key, 9))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(fs, "_IMAGE_CACHE_SIZE", 2)
+    a, b, c = (Example("L1", "axial", i, 0) for i in (0, 1, 2))
+    assert [sampler.image(e) for e in (a, b, c)] == [b"L10", b"L11", b"L12"]
+    [folder] = list(tmp_path.iterdir())  # one volume group rendered into the sampler's own folder
+    assert folder.name.startswith("medvlm-shots-") and len(list(folder.iterdir())) == 4
+    for f in folder.iterdir():
+        f.unlink()
+    assert [sampler.image(e) for e in (b, c)] == [b"L11", b"L12"]  # the two most recent: from memory
+    with pytest.raises(FileNotFoundError):
+        sampler.image(a)  # the least recently used was let go (and its file is gone)
+    del sampler
+    gc.collect()
+    assert not folder.exists()  # removed with the sampler
