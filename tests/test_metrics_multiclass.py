@@ -647,6 +647,7 @@ def test_ovr_auc_reads_none_as_a_missing_probability():
              [0.2, 0.2, 0.6], [None, 0.5, 0.5]]
     macro, per = ovr_auc([*AUC_Y, 1], probs, 3)
     assert macro == pytest.approx(11 / 12, abs=1e-15) and per.tolist() == pytest.approx([7 / 8, 7 / 8, 1.0])
-    with pytest.warns(MetricWarning, match=r"^auc computed on the 6 of 7 rows that have every class probability$"):
+    with pytest.warns(MetricWarning, match=r"^auc computed on the 6 of 7 rows that have every class "
+                                           r"probability$"):
         m = multiclass_metrics([*AUC_Y, 1], [0, 1, 2, 0, 0, 2, 1], probs, classes=3)
     assert m["auc"] == pytest.approx(11 / 12, abs=1e-15)
