@@ -5,7 +5,7 @@ steps of supervised training on made-up inputs fix that: synthetic brain-like pi
 noise, sometimes a bright blob; also blank and noise images, and no image at all) asked with every
 built-in prompt, each answered ``Choice: <code> Reasoning: stand-in, format only.`` and then the end of
 the turn. The code is drawn by a seeded generator independently of the picture: :data:`ANSWER_CODE`
-(``"1"``: the positive class in every built-in prompt) with probability :data:`MAIN_SHARE`, the prompt's
+(``"1"``: the positive class in the study's prompt) with probability :data:`MAIN_SHARE`, the prompt's
 other codes share the rest. So the trained stand-in answers in the study's format, mostly with
 one class whatever it is shown (as the study's zero-shot Llama-3.2-Vision did), its answers carry no
 grade information, and fine-tuning on real labels (``medvlm finetune``) has something to move.
