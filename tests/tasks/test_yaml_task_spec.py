@@ -75,6 +75,8 @@ def _message(path: Path) -> str:
      "classes: class names must differ in letters or digits, got ['no lesion', 'no-lesion']"),
     (GOOD.replace("[normal, pneumonia]", "[normal]"),
      "classes: List should have at least 2 items after validation, not 1"),
+    (THREE.replace("[a, b_c, Ground Glass]", f"[{', '.join(f'c{i}' for i in range(11))}]"),
+     "classes: List should have at most 10 items after validation, not 11"),
     (GOOD.replace("prompt:", "variants: {Bad: x}\nprompt:"),
      "variants: variant name 'Bad': lower-case letters, digits, '-' or '_'"),
     (GOOD.replace("prompt:", "variants: {ok: '  '}\nprompt:"), "variants: variant 'ok' is empty"),
@@ -109,6 +111,12 @@ def test_class_names_are_stripped_and_the_longest_name_is_accepted(tmp_path):
     spec = read_spec(_write(tmp_path, GOOD.replace("[normal, pneumonia]", "['  normal ', pneumonia]")
                             .replace("name: pneu", f"name: {name}")))
     assert spec.classes == ["normal", "pneumonia"] and spec.name == name
+
+
+def test_ten_classes_are_accepted_and_answered_0_to_9(tmp_path):
+    ten = GOOD.replace("[normal, pneumonia]", f"[{', '.join(f'c{i}' for i in range(10))}]")
+    task = load_yaml_task(_write(tmp_path, ten.replace("positive: pneumonia\n", "")))
+    assert task.classes == tuple(f"c{i}" for i in range(10)) and task.parser("Choice: 9") == 9
 
 
 def test_variants_and_a_multiclass_task_without_positive_are_accepted(tmp_path):
