@@ -1,0 +1,1 @@
+"""The predictions table -> metrics path (medvlm.predictions): exact values by hand."""
