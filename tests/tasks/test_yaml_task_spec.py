@@ -262,6 +262,9 @@ def test_the_source_path_of_each_kind_is_found_inside_data(tmp_path):
     assert spec_source_path(csv_task, data) == data / "sub" / "labels.csv"
     npz_task = load_yaml_task(_write(tmp_path, THREE, "three.yaml"))
     assert spec_source_path(npz_task, str(data)) == data / "tri_28.npz"
+    text = THREE.replace("npz: tri_28.npz", f"npz: {data / 'tri_28.npz'}")
+    absolute = load_yaml_task(_write(tmp_path, text, "abs.yaml"))
+    assert spec_source_path(absolute, data) == data / "tri_28.npz"  # an absolute path inside DATA is fine
 
 
 def test_a_source_path_that_is_outside_a_folder_or_missing_is_named(tmp_path):
