@@ -233,6 +233,43 @@ def test_with_its_file_the_copy_is_the_file_byte_for_byte(tmp_path):
     assert (work / "task.yaml").read_bytes() == text.encode("utf-8")
 
 
+def _in_ascii_locale(fn):
+    """``fn()`` under the C locale's ASCII encoding (what open() without an encoding would use)."""
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        return fn()
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_the_task_file_is_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    import medvlm._io
+
+    def write_utf8(path, text):  # the writer's own locale bug is the next test's
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(text.encode("utf-8"))
+
+    monkeypatch.setattr(medvlm._io, "write_text_atomic", write_utf8)
+    text = GOOD.replace("prompt:", "description: Lungs — ödem\nprompt:")
+    path = _write(tmp_path, text)
+    task = load_yaml_task(path)
+    _in_ascii_locale(lambda: write_work_yaml(tmp_path / "w", task, path))
+    assert (tmp_path / "w" / "task.yaml").read_bytes() == text.encode("utf-8")
+
+
+@pytest.mark.xfail(strict=True, reason="medvlm._io.write_text_atomic writes in the locale's encoding, not "
+                                       "UTF-8: a non-ASCII task.yaml or prompt fails under an ASCII locale")
+def test_work_files_are_written_as_utf8_whatever_the_locale(tmp_path):
+    text = GOOD.replace("prompt:", "description: Lungs — ödem\nprompt:")
+    path = _write(tmp_path, text)
+    task = load_yaml_task(path)
+    _in_ascii_locale(lambda: write_work_yaml(tmp_path / "w", task, path))
+    assert (tmp_path / "w" / "task.yaml").read_bytes() == text.encode("utf-8")
+
+
 # ------------------------------------------------------------------------------- task folders
 def test_a_task_folder_lists_yaml_and_yml_files_with_their_errors(tmp_path):
     _write(tmp_path, GOOD, "b.yaml")
