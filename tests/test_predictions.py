@@ -115,9 +115,9 @@ def test_the_ensemble_score_is_rounded_only_when_asked():
 
 
 def test_without_scores_the_folds_vote_and_a_tie_goes_to_1():
-    df = _folds(patient_id=["a", "b", "c"] * 2, label=[1, 0, 1] * 2, pred=["1", "0", "", "0", "0", ""],
+    df = _folds(patient_id=["a", "b", "c"] * 2, label=[1, 0, 1] * 2, pred=["1", "0", "", "0", "0", "x"],
                 fold=[0, 0, 0, 1, 1, 1])
-    out = fold_ensemble(df)  # pred as read from a CSV with dtype=str: "" is an abstention
+    out = fold_ensemble(df)  # pred as read from a CSV with dtype=str: "" (or anything not a number) abstains
     assert list(out.columns) == ["patient_id", "label", "pred", "fold"]
     assert out["pred"].tolist() == [1, 0, pd.NA]
 
@@ -304,6 +304,10 @@ def test_a_three_class_task_uses_its_classes_and_probability_columns():
     rowwise = multiclass_frame_metrics(answered, classes=["x", "y", "z"], n_boot=100, seed=2,
                                        prob_columns=["p_x", "p_y", "p_z"])
     assert want["accuracy_ci"] != rowwise["accuracy_ci"]
+    bca = predictions_metrics(df, n_boot=100, seed=2, method="bca", task=task)
+    want_bca = multiclass_frame_metrics(answered, classes=["x", "y", "z"], n_boot=100, seed=2, method="bca",
+                                        prob_columns=["p_x", "p_y", "p_z"], clusters="patient_id")
+    assert bca["accuracy_ci"] == want_bca["accuracy_ci"] != want["accuracy_ci"]
     binary_labels = df[df["label"] < 2].assign(pred=lambda d: d["pred"].clip(upper=1))
     assert predictions_metrics(binary_labels, task=task)["n_classes"] == 3  # K from the task, not the data
 
