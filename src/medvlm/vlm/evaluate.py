@@ -99,7 +99,7 @@ class VLMEvalConfig(BackendOptions):
 
     def for_task(self, task: Task) -> VLMEvalConfig:
         """A copy with every task default filled in and checked against the task (ConfigError)."""
-        orientations, modalities = task.views(self.orientations, self.modalities)
+        orientations, modalities = task.views(self.orientations, self.modalities, slices=self.slices)
         if task.unit != "patient" and self.slices not in (None, task.default_slices):
             raise ConfigError(f"--slices {self.slices}: {task.name} asks about its labelled {task.unit}s "
                               "(WORK/units.csv); --slices selects slices for patient-level tasks")
@@ -430,13 +430,16 @@ def print_summary(result: EvalResult, console: Any) -> None:
 
     table = Table(title=f"eval-vlm: {result.out}")
     units = {"slice": "slices", "image": "images"}.get(result.metrics.get("unit", "patient"), "patients")
-    for col in ("orientation", units, "calls", "parsed", "accuracy", "recall", "specificity", "F1",
-                "AUC"):
+    # more than two classes (no positive class): balanced accuracy and macro F1 instead of recall/spec/F1
+    multi = any("macro_f1" in m for m in result.metrics["orientations"].values())
+    keys = (("balanced_accuracy", "bal. acc."), ("macro_f1", "macro F1")) if multi else (
+        ("recall", "recall"), ("specificity", "specificity"), ("f1", "F1"))
+    for col in ("orientation", units, "calls", "parsed", "accuracy", *(c for _, c in keys), "AUC"):
         table.add_column(col, justify="right" if col != "orientation" else "left")
     for name, m in result.metrics["orientations"].items():
         table.add_row(name, str(m.get("n")), str(m.get("n_calls")), fmt(m.get("parsed_share")),
-                      fmt(m.get("accuracy")) + ci(m, "accuracy"), fmt(m.get("recall")),
-                      fmt(m.get("specificity")), fmt(m.get("f1")), fmt(m.get("auc")) + ci(m, "auc"))
+                      fmt(m.get("accuracy")) + ci(m, "accuracy"), *(fmt(m.get(k)) for k, _ in keys),
+                      fmt(m.get("auc")) + ci(m, "auc"))
     console.print(table)
     console.print(f"calls {result.n_calls} (sent {result.n_sent}, from cache {result.n_cached}), "
                   f"unparsed {result.n_unparsed}, failed {result.n_failed}, {result.elapsed_s:.1f} s")
