@@ -112,7 +112,7 @@ def test_images_of_the_wrong_rank_are_refused(tmp_path, shape):
     arrays["val_images"] = np.zeros((2, *shape), np.uint8)
     path = _write(tmp_path, arrays)
     assert _refused(path) == (f"{path}: val_images has shape {(2, *shape)}; expected (N, H, W), "
-                              "(N, H, W, 3) or (N, D, H, W)")
+                              "(N, H, W, 1), (N, H, W, 3), (N, 1, H, W) or (N, D, H, W)")
 
 
 @pytest.mark.parametrize("shape", [(4, 5), (4, 5, 3), (3, 4, 5)])  # 2D, colour, 3D
@@ -204,7 +204,7 @@ def test_prepare_refuses_a_label_beyond_the_classes(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
 def test_images_that_are_not_uint8_are_mapped_to_0_1_as_float32(tmp_path, dtype):
-    arrays = _arrays(dtype=dtype)
+    arrays = _arrays(shape=(2, 3), dtype=dtype)  # every split of a file has one image size
     arrays["val_images"] = np.array([[[-3, 1, 5]] * 2, [[10, 20, 50]] * 2], dtype=dtype)  # (2, 2, 3)
     prepare_medmnist(_write(tmp_path, arrays), tmp_path / "w", ("a", "b"))
     first = np.load(tmp_path / "w" / "images" / "val-00000.npy")
