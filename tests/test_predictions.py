@@ -390,8 +390,6 @@ def test_summarise_a_multiclass_test_cohort_counts_the_answered_rows(tmp_path):
                                                             "test_auc": None}
 
 
-@pytest.mark.xfail(strict=True, reason="summarise_test_cohort casts a binary pred column with an empty "
-                                       "(abstained) row to int: IntCastingNaNError in `medvlm run`")
 def test_summarise_a_binary_test_cohort_with_an_abstention(tmp_path):
     frame = pd.DataFrame({"label": [1, 0, 1], "pred": [1, 0, np.nan], "score": [0.9, 0.2, np.nan]})
     assert summarise_test_cohort(_run(tmp_path, frame))["test_accuracy"] == 1.0

@@ -56,8 +56,9 @@ def _umask() -> int:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8 (whatever the locale: files medvlm writes are read back as UTF-8)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -267,8 +267,6 @@ def test_the_task_file_is_read_as_utf8_whatever_the_locale(tmp_path, monkeypatch
     assert (tmp_path / "w" / "task.yaml").read_bytes() == text.encode("utf-8")
 
 
-@pytest.mark.xfail(strict=True, reason="medvlm._io.write_text_atomic writes in the locale's encoding, not "
-                                       "UTF-8: a non-ASCII task.yaml or prompt fails under an ASCII locale")
 def test_work_files_are_written_as_utf8_whatever_the_locale(tmp_path):
     text = GOOD.replace("prompt:", "description: Lungs — ödem\nprompt:")
     path = _write(tmp_path, text)
