@@ -116,6 +116,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # the documented entry points (see medvlm.cnn): CNNConfig and make_config live in medvlm.cnn.config
 __all__ = ["HISTORY_COLUMNS", "CNNConfig", "make_config", "preflight", "train_cnn", "train_fold"]
 
+
 def _select_value(row: dict[str, Any], metric: str) -> tuple[float, float]:
     """The selection metric of a history row where larger is better (None -> -inf), then the negative
     validation loss as tie-breaker: a saturated metric (val AUC 1.0 from epoch 2 on a small cohort)
