@@ -201,3 +201,17 @@ def test_models_take_the_number_of_classes() -> None:
     torch.manual_seed(0)
     one = build_model("small3d", (4, 8, 8, 8))
     assert tuple(one(torch.zeros(2, 4, 8, 8, 8)).shape) == (2, 1)
+
+
+def test_oversampling_weighs_every_class_equally() -> None:
+    from medvlm.cnn.data import EpochSampler
+
+    labels = [0] * 10 + [1] * 4 + [2] * 2
+    sampler = EpochSampler(labels, oversample=True, seed=0)
+    weights = np.array(sampler.weights())
+    assert [weights[np.array(labels) == c].sum() for c in range(3)] == pytest.approx([1.0, 1.0, 1.0])
+    drawn = []
+    for epoch in range(50):
+        sampler.set_epoch(epoch)
+        drawn += [labels[i] for i in sampler.indices()]
+    assert np.bincount(drawn, minlength=3).min() > 0.25 * len(drawn)  # about a third each, not 10/16
