@@ -10,6 +10,11 @@ Writes ``RUN/predictions.csv`` (APPLY's rows, calibrated ``score``, ``pred = sco
 without a score is an abstention), ``RUN/metrics.json``, ``RUN/calibration.json`` (``method``,
 ``params``, ``threshold``, ``threshold_rule``, ``n_fit``, FIT's calibration before/after) and
 ``RUN/run.json`` (kind ``calibrated``, naming FIT and APPLY). Labels: 1 = the task's positive class.
+
+Binary tasks only: a FIT or APPLY of a task with K > 2 classes (its run.json's task, or labels that
+are every class 0..K-1 in the file) is refused before anything is read or fitted
+(:func:`check_two_classes`); calibrating K class probabilities and a K-class decision rule is not
+implemented.
 """
 
 from __future__ import annotations
@@ -44,6 +49,20 @@ def _run_task(folder: Path) -> str | None:
     if isinstance(task, dict):
         return str(task.get("name")) if task.get("name") else None
     return str(task) if isinstance(task, str) else None
+
+
+def check_two_classes(source: str | Path, role: str) -> None:
+    """A one-line ConfigError when FIT or APPLY (``role``; a predictions.csv or a run folder) holds the
+    predictions of a task with more than two classes (:func:`medvlm.class_count.file_classes`: the classes
+    its run.json records, else labels that are every class 0..K-1 with K > 2)."""
+    from medvlm.class_count import file_classes
+
+    k, names = file_classes(source)
+    if k > 2:
+        what = ", ".join(names) if names else f"labels 0..{k - 1}"
+        raise ConfigError(f"{role} {Path(source).expanduser()}: predictions of a {k}-class task ({what}); "
+                          "calibrate fits a threshold on the positive-class score of a binary task and takes "
+                          "two-class tasks only")
 
 
 def load_side(source: str | Path, role: str, cohort: str, orientation: str = "combined") -> ScoredSource:
@@ -184,6 +203,8 @@ def calibrate(fit: str | Path, apply: str | Path, out: str | Path, *, method: st
         raise ConfigError(f"--method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
     if isinstance(threshold, str):
         threshold = parse_threshold(threshold)
+    check_two_classes(fit, "FIT")
+    check_two_classes(apply, "APPLY")
     fit_side = load_side(fit, "FIT", fit_cohort, orientation)
     apply_side = load_side(apply, "APPLY", apply_cohort, orientation)
     target = Path(out).expanduser().resolve()

@@ -11,6 +11,8 @@
 - options: what eval-vlm / consistency refuse before any work (``validate_config``, a litellm model's
   provider and environment keys, few-shot with ``cohort: train/all``; with a prepared work folder also the
   few-shot pool), each line under the option's YAML key (``vlm.0.shots: --shots 2 ...``);
+- classes: run sections the task's number of classes rules out (``calibrate:`` is binary only, so a task
+  with K > 2 classes cannot have one: :func:`check_classes`);
 - the plan: the resolved output folder and each model-calling run's planned calls (units x orientations
   x slices x repeats, prompts and temperatures for consistency), counted from the prepared work folder
   when it exists, else ``None`` (unknown until ``prepare``). Devices are not checked (the file may be
@@ -317,6 +319,25 @@ def plan_calls(config: ExperimentConfig, paths: Any) -> tuple[dict[str, int | No
     return calls, problems
 
 
+def check_classes(config: ExperimentConfig, paths: Any) -> list[str]:
+    """One line per ``calibrate:`` run when the task has more than two classes (``medvlm calibrate``
+    refuses them: it fits a binary threshold); none for a binary task or a task file that cannot be read
+    (the other checks say why)."""
+    from medvlm.tasks import get_task
+
+    if not config.calibrate:
+        return []
+    try:
+        task = get_task(paths.task())
+    except (MedVLMError, OSError):
+        return []
+    if task.n_classes <= 2:
+        return []
+    return [f"calibrate.{i} ({run.name}): task {task.name} has {task.n_classes} classes "
+            f"({', '.join(task.classes)}); calibrate fits a threshold on the positive-class score of a "
+            "binary task and takes two-class tasks only" for i, run in enumerate(config.calibrate)]
+
+
 def _finetune_eval_fields_of(run: Any, paths: Any) -> dict[str, Any]:
     from medvlm.study import _finetune_eval_fields
 
@@ -344,4 +365,5 @@ def check_experiment(config: ExperimentConfig, *, out: Path | None, base_dir: Pa
     if refused:  # a run whose options are refused fails counting the same way: said once above
         problems = [p for p in problems if not any(p.endswith(r.split(": ", 1)[1]) for r in refused)]
     result.problems += problems
+    result.problems += check_classes(config, paths)
     return result

@@ -1,6 +1,8 @@
 """Paired comparisons of two models on the same patients: McNemar and DeLong (pure functions).
 
-Conventions: labels 0 and 1 (1 the positive class); scores increase with class 1.
+Conventions: labels 0 and 1 (1 the positive class); scores increase with class 1. McNemar compares
+correctness only, so it also takes the labels 0..K-1 of a task with K > 2 classes
+(:func:`compare_predictions` with ``n_classes``); DeLong is binary.
 
 - :func:`mcnemar` compares the *correctness* of two sets of hard predictions. With ``b`` = patients
   model A gets right and B wrong and ``c`` = the reverse, the two-sided p-value is the **exact
@@ -52,7 +54,8 @@ def mcnemar(labels: Any, preds_a: Any, preds_b: Any, *, method: str = "auto",
     """McNemar's test of two models' hard predictions on the same patients.
 
     Args:
-        labels, preds_a, preds_b: shape (n,), 0 or 1.
+        labels, preds_a, preds_b: shape (n,), 0 or 1 (or the class labels 0..K-1 of a K-class task: only
+            whether each prediction equals its label counts).
         method: ``"auto"`` (exact below :data:`EXACT_BELOW` discordant pairs, else chi-square with
             continuity correction), ``"exact"`` or ``"chi2"``.
 
@@ -242,7 +245,7 @@ def _prepare_side(df: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", name_b: str = "B",
-                        confidence: float = 0.95) -> dict[str, Any]:
+                        confidence: float = 0.95, n_classes: int = 2) -> dict[str, Any]:
     """Paired comparison of two prediction frames (from :func:`medvlm.metrics.read_predictions`).
 
     Joins on ``patient_id`` (plus the slice keys for slice rows) after keeping only ``cohort == "test"``
@@ -255,7 +258,9 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
         mcnemar_c, mcnemar_p`` plus ``accuracy_a, accuracy_b, accuracy_diff, accuracy_diff_ci,
         mcnemar_method, n_dropped_abstained`` (units left out because one model abstained). AUC keys
         are None when a side has no scores (or a patient has no score, with a :class:`StatsWarning`) or
-        when the test cohort has one class only.
+        when the test cohort has one class only. ``n_classes`` K > 2 (frames read with
+        ``read_predictions(path, n_classes=K)``): McNemar on the correctness of the predicted classes, the
+        AUC keys None (DeLong compares binary ROC AUCs; a StatsWarning says so), ``n_classes`` added.
     """
     from medvlm.metrics import has_scores
 
@@ -301,6 +306,11 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
         out["note"] = (f"{out['n']} {unit}s of {out['n_patients']} patients: McNemar and DeLong treat "
                        f"{unit}s as independent, so their p-values and intervals are optimistic")
         warnings.warn(out["note"], StatsWarning, stacklevel=2)
+    if n_classes > 2:
+        out["n_classes"] = int(n_classes)
+        warnings.warn(f"DeLong skipped: {n_classes} classes; DeLong compares the ROC AUCs of a binary task "
+                      "(McNemar compares which predicted classes are right)", StatsWarning, stacklevel=2)
+        return out
     if not (has_scores(sa) and has_scores(sb)):
         return out
     s_a, s_b = sa["score"].to_numpy(), sb["score"].to_numpy()

@@ -270,7 +270,9 @@ def compare_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Paired comparison on the same patients (test cohort): DeLong for AUC, McNemar for accuracy.
-    Two per-call tables (slices.csv): answer agreement, flip rate and Cohen's kappa per call."""
+    Two per-call tables (slices.csv): answer agreement, flip rate and Cohen's kappa per call. A task with
+    more than two classes (named by the run.json beside each file, or labels 0..K-1): McNemar on which
+    predicted classes are right; DeLong is binary and left out."""
     from medvlm.cli._runs import require_csv_file
     from medvlm.metrics import read_predictions
     from medvlm.stats import compare_predictions
@@ -279,9 +281,13 @@ def compare_cmd(
     require_csv_file(b, "B")
     if _compare_calls(a, b, as_json=as_json):
         return
-    da, db = read_predictions(a), read_predictions(b)
+    k = _compare_classes(a, b)
+    if k > 2:
+        da, db = read_predictions(a, n_classes=k), read_predictions(b, n_classes=k)
+    else:
+        da, db = read_predictions(a), read_predictions(b)
     with _warnings_to_stderr():
-        result = compare_predictions(da, db, name_a=str(a), name_b=str(b))
+        result = compare_predictions(da, db, name_a=str(a), name_b=str(b), n_classes=k)
     if as_json:
         print(json.dumps(result))
         return
@@ -307,7 +313,9 @@ def compare_cmd(
                   _fmt(result["accuracy_diff"]) + ci(result["accuracy_diff_ci"]))
     console = make_console()
     console.print(table)
-    if result["auc_a"] is None or result["auc_b"] is None:
+    if k > 2:
+        console.print(f"DeLong: n/a ({k} classes; DeLong compares the ROC AUCs of a binary task)")
+    elif result["auc_a"] is None or result["auc_b"] is None:
         console.print("DeLong: n/a (needs a score for every patient in both files and both classes)")
     else:
         console.print(f"DeLong (AUC): z = {_fmt(result['delong_z'])}, p = {_fmt(result['delong_p'], 4)}")
@@ -318,6 +326,22 @@ def compare_cmd(
     console.print(f"McNemar (accuracy, {result['mcnemar_method']}): "
                   f"b = {result['mcnemar_b']} (A right, B wrong), "
                   f"c = {result['mcnemar_c']} (A wrong, B right), p = {_fmt(result['mcnemar_p'], 4)}")
+
+
+def _compare_classes(a: Path, b: Path) -> int:
+    """K of the two files ``compare`` pairs (:func:`medvlm.class_count.file_classes`); a DataError when
+    they disagree (another number of classes or, with K > 2, other class names in their run.json)."""
+    from medvlm.class_count import file_classes
+    from medvlm.errors import DataError
+
+    (ka, na), (kb, nb) = file_classes(a), file_classes(b)
+    if ka != kb or (ka > 2 and na and nb and na != nb):
+        def said(k: int, names: list[str] | None) -> str:
+            return f"{k} classes ({', '.join(names)})" if names else f"{k} classes"
+
+        raise DataError(f"A {a} is about {said(ka, na)} but B {b} about {said(kb, nb)}: a paired comparison "
+                        "needs two runs of the same task")
+    return ka
 
 
 def _header(path: Path) -> list[str]:

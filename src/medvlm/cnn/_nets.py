@@ -3,7 +3,8 @@
 Every 3D factory takes ``input_shape = (4, D, H, W)`` (the prepared channels; D, H, W = z, y, x), every
 2D one ``(4, H, W)``,
 and returns an ``nn.Module`` mapping a batch ``(B, 4, D, H, W)`` float32 to logits ``(B, 1)``;
-``sigmoid(logit)`` is P(label 1), the positive class.
+``sigmoid(logit)`` is P(label 1), the positive class. ``n_outputs`` K > 1 (a K-class task): logits
+``(B, K)``, ``softmax`` gives the class probabilities.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Small3DCNN(nn.Module):
     4x95x128x128 that is 376,832 inputs and the network has 48.2M parameters.
     """
 
-    def __init__(self, input_shape: Sequence[int]) -> None:
+    def __init__(self, input_shape: Sequence[int], n_outputs: int = 1) -> None:
         super().__init__()
         channels, *spatial = (int(v) for v in input_shape)
         self.input_shape = (channels, *spatial)
@@ -42,7 +43,7 @@ class Small3DCNN(nn.Module):
             nn.Flatten(),
             nn.Linear(16 * reduced[0] * reduced[1] * reduced[2], 128),
             nn.ReLU(),
-            nn.Linear(128, 1),
+            nn.Linear(128, n_outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,38 +51,38 @@ class Small3DCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def small3d(input_shape: Sequence[int]) -> nn.Module:
+def small3d(input_shape: Sequence[int], n_outputs: int = 1) -> nn.Module:
     """The study's network (see :class:`Small3DCNN`); needs D, H, W >= 4."""
-    return Small3DCNN(input_shape)
+    return Small3DCNN(input_shape, n_outputs)
 
 
-def densenet121(input_shape: Sequence[int]) -> nn.Module:
+def densenet121(input_shape: Sequence[int], n_outputs: int = 1) -> nn.Module:
     """MONAI ``DenseNet121(spatial_dims=3, in_channels=4, out_channels=1)`` (11.3M parameters).
 
     Downsamples 32-fold: needs D, H, W >= 32.
     """
     from monai.networks.nets import DenseNet121
 
-    return DenseNet121(spatial_dims=3, in_channels=int(input_shape[0]), out_channels=1)
+    return DenseNet121(spatial_dims=3, in_channels=int(input_shape[0]), out_channels=n_outputs)
 
 
-def resnet18(input_shape: Sequence[int]) -> nn.Module:
+def resnet18(input_shape: Sequence[int], n_outputs: int = 1) -> nn.Module:
     """MONAI 3D ResNet-18 (basic blocks [2, 2, 2, 2], widths 64-512) with 4 input channels, 1 logit."""
     from monai.networks.nets import resnet18 as monai_resnet18
 
-    return monai_resnet18(spatial_dims=3, n_input_channels=int(input_shape[0]), num_classes=1)
+    return monai_resnet18(spatial_dims=3, n_input_channels=int(input_shape[0]), num_classes=n_outputs)
 
 
-def densenet2d(input_shape: Sequence[int]) -> nn.Module:
+def densenet2d(input_shape: Sequence[int], n_outputs: int = 1) -> nn.Module:
     """MONAI ``DenseNet121(spatial_dims=2, in_channels=4, out_channels=1)``: the 2D network of slice-level
     tasks; ``input_shape`` = (4, H, W), H and W >= 32."""
     from monai.networks.nets import DenseNet121
 
-    return DenseNet121(spatial_dims=2, in_channels=int(input_shape[0]), out_channels=1)
+    return DenseNet121(spatial_dims=2, in_channels=int(input_shape[0]), out_channels=n_outputs)
 
 
-def resnet2d(input_shape: Sequence[int]) -> nn.Module:
+def resnet2d(input_shape: Sequence[int], n_outputs: int = 1) -> nn.Module:
     """MONAI 2D ResNet-18 (``spatial_dims=2``), 4 input channels, 1 logit; ``input_shape`` = (4, H, W)."""
     from monai.networks.nets import resnet18 as monai_resnet18
 
-    return monai_resnet18(spatial_dims=2, n_input_channels=int(input_shape[0]), num_classes=1)
+    return monai_resnet18(spatial_dims=2, n_input_channels=int(input_shape[0]), num_classes=n_outputs)

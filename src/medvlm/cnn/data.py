@@ -153,7 +153,8 @@ class EpochSampler(Sampler[ItemKey]):
     """Training order of one epoch as :class:`ItemKey` ``(epoch, position * n + index)`` items.
 
     ``oversample``: draw ``n`` items with replacement with weights ``1 / count(class)`` (a
-    :class:`WeightedRandomSampler`), so both classes are drawn equally often on average; else a
+    :class:`WeightedRandomSampler`), so every class (two, or the K of a multi-class task) is drawn
+    equally often on average; else a
     permutation. The generator is seeded with ``(seed, epoch)``, so the order is reproducible and
     independent of global RNG state. ``rank``/``world_size``: this process's share for data-parallel
     training (padded by wrap-around to equal length, like ``DistributedSampler``). Call

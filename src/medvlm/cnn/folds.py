@@ -6,7 +6,9 @@
   out-of-fold val rows plus the ensemble on test) and its metrics (:func:`fold_metrics`,
   :func:`cohort_metrics`, :func:`cv_summary`, :func:`run_metrics`).
 
-The file formats are described in :mod:`medvlm.cnn.train`.
+The file formats are described in :mod:`medvlm.cnn.train`; a task with K > 2 classes in
+:mod:`medvlm.cnn.multiclass` (the ``task`` these functions take; None or a binary task: one score per
+row).
 """
 
 from __future__ import annotations
@@ -69,15 +71,22 @@ def fold_cohorts(work: Path, fold: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- scoring
+def _k(task: Any) -> int:
+    """The number of classes of ``task`` (2 without one)."""
+    return 2 if task is None else int(task.n_classes)
+
+
 def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config: CNNConfig,
-                  device: Any, *, fold: int, dtype: Any = None, reporter: _Reporter | None = None
-                  ) -> pd.DataFrame:
+                  device: Any, *, fold: int, dtype: Any = None, reporter: _Reporter | None = None,
+                  task: Any = None) -> pd.DataFrame:
     """``patient_id[,orientation,slice_index|image_id],cohort,label,pred,score,fold`` rows of ``model`` on
     each cohort (no augmentation; the unit key columns of slice- and image-level tasks after
-    ``patient_id``)."""
+    ``patient_id``; a ``task`` with K > 2 classes: its per-class probability columns after ``score``,
+    :func:`medvlm.cnn.multiclass.prediction_columns`)."""
     import pandas as pd
 
     from medvlm.cnn.data import make_dataset
+    from medvlm.cnn.multiclass import prediction_columns
     from medvlm.predictions import answered_preds
 
     reporter = reporter or _Reporter(False)
@@ -85,28 +94,34 @@ def score_cohorts(work: Path, model: nn.Module, cohorts: dict[str, Any], config:
     for name, cohort in cohorts.items():
         loader = make_loader(make_dataset(work, cohort), config, device, seed=config.seed, persistent=False)
         with reporter.bar(f"fold {fold} scoring {name}", len(loader)) as advance:
-            probs, _ = predict(model, loader, device, dtype=dtype, progress=advance)
+            probs, _ = predict(model, loader, device, dtype=dtype, progress=advance, n_classes=_k(task))
         keys = cohort.keys() if hasattr(cohort, "keys") else {}
-        # a non-finite output (a diverged model) is no evidence: an abstention (empty pred and score)
-        finite = np.isfinite(probs)
-        pred = answered_preds(np.nan_to_num(probs) >= 0.5, finite)
+        if _k(task) > 2:
+            columns = prediction_columns(probs, task)
+        else:
+            # a non-finite output (a diverged model) is no evidence: an abstention (empty pred and score)
+            finite = np.isfinite(probs)
+            columns = {"pred": answered_preds(np.nan_to_num(probs) >= 0.5, finite),
+                       "score": np.where(finite, np.round(probs, 6), np.nan)}
         frames.append(pd.DataFrame({"patient_id": cohort.patient_ids, **keys, "cohort": name,
-                                    "label": cohort.labels, "pred": pred,
-                                    "score": np.where(finite, np.round(probs, 6), np.nan),
-                                    "fold": str(fold)}))
+                                    "label": cohort.labels, **columns, "fold": str(fold)}))
     return pd.concat(frames, ignore_index=True)
 
 
 def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *,
-                        positive: str = "positive class") -> tuple[pd.DataFrame, str]:
+                        positive: str = "positive class", task: Any = None) -> tuple[pd.DataFrame, str]:
     """The run's ``predictions.csv`` rows and where its test rows come from.
 
     One fold: that fold's rows. Several: every fold's val rows (out-of-fold) plus, when every fold has
-    test rows, one row per test patient scored by the ensemble (mean P(label 1); ``fold`` = ``ensemble``).
+    test rows, one row per test patient scored by the ensemble (mean P(label 1); ``fold`` = ``ensemble``;
+    a ``task`` with K > 2 classes: the mean class probabilities, :func:`medvlm.cnn.multiclass.ensemble`).
     """
     import pandas as pd
 
+    from medvlm.cnn.multiclass import ensemble
     from medvlm.predictions import fold_ensemble
+
+    multiclass = _k(task) > 2
 
     if len(folds) == 1:
         predictions = results[folds[0]]["predictions"]
@@ -117,18 +132,22 @@ def combine_predictions(results: dict[int, dict[str, Any]], folds: list[int], *,
         tests = [r["predictions"][r["predictions"]["cohort"] == "test"] for r in results.values()]
         parts = [oof]
         if all(len(t) for t in tests):
-            parts.append(fold_ensemble(pd.concat(tests, ignore_index=True), decimals=6))
+            test = pd.concat(tests, ignore_index=True)
+            parts.append(ensemble(test, task) if multiclass else fold_ensemble(test, decimals=6))
         predictions = pd.concat(parts, ignore_index=True)
-        test_source = f"ensemble: mean P({positive}) of the {len(folds)} fold models"
+        what = "the class probabilities" if multiclass else f"P({positive})"
+        test_source = f"ensemble: mean {what} of the {len(folds)} fold models"
     keys = [c for c in ("orientation", "slice_index", "image_id") if c in predictions.columns]
-    return predictions[["patient_id", *keys, "cohort", "label", "pred", "score", "fold"]], test_source
+    probs = list(task.prob_columns[:task.n_classes]) if multiclass else []
+    return predictions[["patient_id", *keys, "cohort", "label", "pred", "score", *probs, "fold"]], test_source
 
 
 # ------------------------------------------------------------------------------------------- metrics
 def cohort_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int, notes: list[str] | None = None,
-                   where: str = "") -> dict[str, Any]:
+                   where: str = "", task: Any = None) -> dict[str, Any]:
     """Metrics with bootstrap ``_ci`` keys of a predictions frame, through the one shared path
-    (:func:`medvlm.predictions.predictions_metrics`; CIs resample patients when rows are slices).
+    (:func:`medvlm.predictions.predictions_metrics`; CIs resample patients when rows are slices; a
+    ``task`` with K > 2 classes: the multi-class metrics with its class names and probability columns).
 
     Warnings about undefined metrics are appended to ``notes`` as ``"<where>: <message>"`` lines.
     """
@@ -136,23 +155,15 @@ def cohort_metrics(frame: pd.DataFrame, *, n_boot: int, seed: int, notes: list[s
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = predictions_metrics(frame, n_boot=n_boot, seed=seed)
+        out = predictions_metrics(frame, n_boot=n_boot, seed=seed, task=task if _k(task) > 2 else None)
     if notes is not None:
         notes.extend(f"{where}: {w.message}" for w in caught)
     return out
 
 
-def _quiet_metrics(labels: Any, preds: Any, scores: Any) -> dict[str, Any]:
-    """``binary_metrics`` with its warnings silenced (the per-epoch validation metrics)."""
-    from medvlm.metrics import binary_metrics
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return binary_metrics(labels, preds, scores)
-
-
-def cv_summary(per_fold: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof 1; None for one fold) over folds, per cohort and metric.
+def cv_summary(per_fold: dict[str, dict[str, dict[str, Any]]], names: Any = None) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof 1; None for one fold) over folds, per cohort and metric
+    (``names``; default the binary metrics with intervals, :data:`medvlm.metrics.CI_METRICS`).
 
     >>> s = cv_summary({"0": {"val": {"auc": 0.5}}, "1": {"val": {"auc": 0.7}}})
     >>> s["n_folds"], s["val"]["auc"]["mean"], round(s["val"]["auc"]["std"], 4), s["val"]["auc"]["n"]
@@ -163,7 +174,7 @@ def cv_summary(per_fold: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]
     out: dict[str, Any] = {"n_folds": len(per_fold), "folds": [int(k) for k in per_fold]}
     for cohort in ("val", "test"):
         summary = {}
-        for metric in CI_METRICS:
+        for metric in names or CI_METRICS:
             values = [float(m[cohort][metric]) for m in per_fold.values()
                       if cohort in m and m[cohort].get(metric) is not None]
             if not values and not any(cohort in m for m in per_fold.values()):
@@ -178,30 +189,35 @@ def cv_summary(per_fold: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]
     return out
 
 
-def fold_metrics(results: dict[int, dict[str, Any]], config: CNNConfig, notes: list[str]
-                 ) -> dict[str, dict[str, Any]]:
+def fold_metrics(results: dict[int, dict[str, Any]], config: CNNConfig, notes: list[str], *,
+                 task: Any = None) -> dict[str, dict[str, Any]]:
     """``{"k": {"train", "val", "test"}}``: :func:`cohort_metrics` of each fold's own predictions."""
     per_fold: dict[str, dict[str, Any]] = {}
     for fold, res in results.items():
         frame = res["predictions"]
         per_fold[str(fold)] = {c: cohort_metrics(frame[frame["cohort"] == c], n_boot=config.bootstrap,
-                                                 seed=config.seed, notes=notes, where=f"fold {fold} {c}")
+                                                 seed=config.seed, notes=notes, where=f"fold {fold} {c}",
+                                                 task=task)
                                for c in ("train", "val", "test") if (frame["cohort"] == c).any()}
     return per_fold
 
 
 def run_metrics(results: dict[int, dict[str, Any]], folds: list[int], per_fold: dict[str, dict[str, Any]],
-                predictions: pd.DataFrame, test_source: str, config: CNNConfig, notes: list[str]
-                ) -> dict[str, Any]:
-    """The content of ``metrics.json`` (see :mod:`medvlm.cnn.train`), ``notes`` included."""
+                predictions: pd.DataFrame, test_source: str, config: CNNConfig, notes: list[str], *,
+                task: Any = None) -> dict[str, Any]:
+    """The content of ``metrics.json`` (see :mod:`medvlm.cnn.train`), ``notes`` included; a ``task``
+    with K > 2 classes: the multi-class metrics (cv over :data:`~medvlm.metrics_multiclass.
+    MULTICLASS_CI_METRICS`)."""
+    from medvlm.metrics_multiclass import MULTICLASS_CI_METRICS
+
     test_rows = predictions[predictions["cohort"] == "test"]
     metrics: dict[str, Any] = {
         "model": config.model,
         "folds": per_fold,
-        "cv": cv_summary(per_fold),
+        "cv": cv_summary(per_fold, MULTICLASS_CI_METRICS if _k(task) > 2 else None),
         "test": (None if not len(test_rows) else per_fold[str(folds[0])]["test"] if len(folds) == 1
                  else cohort_metrics(test_rows, n_boot=config.bootstrap, seed=config.seed, notes=notes,
-                                     where="ensemble test")),
+                                     where="ensemble test", task=task)),
         "test_predictions": test_source,
         "selection": {"metric": config.select_metric, "checkpoint": config.checkpoint},
         "training": {str(f): {k: r[k] for k in ("best_epoch", "best_value", "epochs_trained", "stopped_early",
@@ -213,6 +229,6 @@ def run_metrics(results: dict[int, dict[str, Any]], folds: list[int], per_fold: 
     if len(folds) > 1:
         oof_rows = predictions[predictions["cohort"] == "val"]
         metrics["oof_val"] = cohort_metrics(oof_rows, n_boot=config.bootstrap, seed=config.seed, notes=notes,
-                                            where="out-of-fold val")
+                                            where="out-of-fold val", task=task)
     metrics["notes"] = notes
     return metrics

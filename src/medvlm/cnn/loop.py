@@ -2,7 +2,9 @@
 one training pass (:func:`train_one_epoch`) and one scoring pass (:func:`predict`).
 
 Labels 0/1 (1 the positive class); the network outputs one logit per item and ``sigmoid(logit)`` =
-P(label 1).
+P(label 1); the loss is binary cross-entropy. A task with K > 2 classes (``n_classes``; labels 0..K-1):
+K logits per item, ``softmax`` = the class probabilities, the loss is the K-class cross-entropy (the
+training stream is balanced by oversampling, as in the binary case; no per-class loss weights).
 """
 
 from __future__ import annotations
@@ -99,30 +101,52 @@ def make_loader(dataset: Any, config: CNNConfig, device: torch.device, *, sample
 
 
 # ------------------------------------------------------------------------------------------ one epoch
+def _loss_fn(n_classes: int) -> Any:
+    """Summed BCE-with-logits (one logit, K = 2) or K-class cross-entropy (K logits, integer targets)."""
+    import torch
+
+    if n_classes > 2:
+        return torch.nn.CrossEntropyLoss(reduction="sum")
+    return torch.nn.BCEWithLogitsLoss(reduction="sum")
+
+
+def _outputs(model: nn.Module, x: Any, y: Any, n_classes: int) -> tuple[Any, Any]:
+    """(logits, targets): ``(B,)`` and float labels for K = 2, ``(B, K)`` and int64 labels for K > 2."""
+    import torch
+
+    if n_classes > 2:
+        return model(x), y.to(torch.int64)
+    return model(x).squeeze(1), y
+
+
 def train_one_epoch(model: nn.Module, loader: Any, optimizer: Any, device: torch.device, *,
-                    dtype: torch.dtype | None, scaler: Any, progress: Callable[[], None] | None = None
-                    ) -> tuple[float, float]:
-    """One pass over ``loader`` with BCE-with-logits; returns (mean loss, accuracy) over the items seen.
+                    dtype: torch.dtype | None, scaler: Any, progress: Callable[[], None] | None = None,
+                    n_classes: int = 2) -> tuple[float, float]:
+    """One pass over ``loader`` with BCE-with-logits (cross-entropy for ``n_classes`` > 2); returns (mean
+    loss, accuracy) over the items seen.
 
     Data-parallel: the loss and accuracy are over every rank's items (all-reduced).
     """
     import torch
 
     model.train()
-    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
+    loss_fn = _loss_fn(n_classes)
     total, correct, seen = 0.0, 0, 0
     for x, y, _ in loader:
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x).squeeze(1)
+            logits, y = _outputs(model, x, y, n_classes)
         loss = loss_fn(logits.float(), y)
         scaler.scale(loss / len(y)).backward()
         scaler.step(optimizer)
         scaler.update()
         total += float(loss.detach())
-        correct += int(((logits.detach() >= 0).float() == y).sum())
+        if n_classes > 2:
+            correct += int((logits.detach().argmax(dim=1) == y).sum())
+        else:
+            correct += int(((logits.detach() >= 0).float() == y).sum())
         seen += len(y)
         if progress is not None:
             progress()
@@ -132,21 +156,26 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: Any, device: torch
 
 
 def predict(model: nn.Module, loader: Any, device: torch.device, *, dtype: torch.dtype | None = None,
-            progress: Callable[[], None] | None = None) -> tuple[np.ndarray, float]:
-    """P(label 1) of every item of ``loader`` in order, shape (n,), and the mean BCE loss."""
+            progress: Callable[[], None] | None = None, n_classes: int = 2) -> tuple[np.ndarray, float]:
+    """P(label 1) of every item of ``loader`` in order, shape (n,), and the mean BCE loss; for
+    ``n_classes`` K > 2 the class probabilities (softmax), shape (n, K), column ``i`` = P(label i), and the
+    mean cross-entropy."""
     import torch
 
     model.eval()
-    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
+    loss_fn = _loss_fn(n_classes)
     probs, total, seen = [], 0.0, 0
     with torch.no_grad():
         for x, y, _ in loader:
             x, y = x.to(device), y.to(device)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x).squeeze(1).float()
+                logits, y = _outputs(model, x, y, n_classes)
+            logits = logits.float()
             total += float(loss_fn(logits, y))
             seen += len(y)
-            probs.append(torch.sigmoid(logits).cpu().numpy())
+            out = torch.softmax(logits, dim=1) if n_classes > 2 else torch.sigmoid(logits)
+            probs.append(out.cpu().numpy())
             if progress is not None:
                 progress()
-    return (np.concatenate(probs).astype(np.float64) if probs else np.zeros(0)), total / max(seen, 1)
+    empty = np.zeros((0, n_classes)) if n_classes > 2 else np.zeros(0)
+    return (np.concatenate(probs).astype(np.float64) if probs else empty), total / max(seen, 1)

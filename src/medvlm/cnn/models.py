@@ -3,7 +3,9 @@
 
 This module does not import torch (the registry targets are lazy), so listing names is free.
 Every 3D model maps ``(B, 4, D, H, W)`` float32 volumes, every 2D model ``(B, 4, H, W)`` slices, to
-logits ``(B, 1)``; ``sigmoid(logit)`` = P(positive class, label 1).
+logits ``(B, 1)``; ``sigmoid(logit)`` = P(positive class, label 1). For a task with K > 2 classes the
+same networks are built with K outputs (``n_outputs``): logits ``(B, K)``, ``softmax`` = the class
+probabilities (:mod:`medvlm.cnn.multiclass`).
 
 >>> MODELS.names()
 ['densenet121', 'densenet2d', 'resnet18', 'resnet2d', 'small3d']
@@ -17,7 +19,7 @@ ConfigError Did you mean 'small3d'?
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medvlm.errors import ConfigError
 from medvlm.registry import Registry
@@ -25,7 +27,7 @@ from medvlm.registry import Registry
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-#: name -> factory(input_shape) -> nn.Module. Register new models here (one place only).
+#: name -> factory(input_shape[, n_outputs]) -> nn.Module. Register new models here (one place only).
 MODELS = Registry("model")
 MODELS.register("small3d", "medvlm.cnn._nets:small3d")
 MODELS.register("densenet121", "medvlm.cnn._nets:densenet121")
@@ -39,8 +41,9 @@ def model_names() -> list[str]:
     return MODELS.names()
 
 
-def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, ...]:
-    """Check model ``name`` takes volumes of ``input_shape = (4, D, H, W)``; return the shape as ints.
+def check_input_shape(name: str, input_shape: Sequence[int], n_outputs: int = 1) -> tuple[int, ...]:
+    """Check model ``name`` takes volumes of ``input_shape = (4, D, H, W)`` (and returns ``n_outputs``
+    logits); return the shape as ints.
 
     Raises :class:`ConfigError` for an unknown name (with the list and a "did you mean") or a shape the
     network cannot take (found by a forward pass on the meta device, which allocates nothing).
@@ -54,7 +57,7 @@ def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, ...]:
                           f"got {shape}")
     try:
         with torch.device("meta"):
-            probe = factory(shape)
+            probe = _make(factory, shape, n_outputs)
         probe.eval()
         with torch.no_grad():
             out = probe(torch.zeros((2, *shape), device="meta"))
@@ -64,19 +67,26 @@ def check_input_shape(name: str, input_shape: Sequence[int]) -> tuple[int, ...]:
             f"model {name!r} cannot take {what} of shape {'x'.join(map(str, shape))} (too small, or a "
             f"network for other dimensions?): {str(exc).splitlines()[0]}"
         ) from exc
-    if tuple(out.shape) != (2, 1):
-        raise ConfigError(f"model {name!r} returns shape {tuple(out.shape)[1:]}, expected (1,)")
+    if tuple(out.shape) != (2, n_outputs):
+        raise ConfigError(f"model {name!r} returns shape {tuple(out.shape)[1:]}, expected ({n_outputs},)")
     return shape  # type: ignore[return-value]
 
 
-def build_model(name: str, input_shape: Sequence[int]) -> nn.Module:
-    """Model ``name`` for volumes of shape ``input_shape = (4, D, H, W)``: ``(B, 4, D, H, W)`` -> ``(B, 1)``.
+def _make(factory: Any, shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    """``factory(shape)`` for one logit (the binary network, built exactly as before K-class support),
+    ``factory(shape, n_outputs)`` otherwise."""
+    return factory(shape) if n_outputs == 1 else factory(shape, n_outputs)
+
+
+def build_model(name: str, input_shape: Sequence[int], n_outputs: int = 1) -> nn.Module:
+    """Model ``name`` for volumes of shape ``input_shape = (4, D, H, W)``: ``(B, 4, D, H, W)`` -> ``(B, 1)``,
+    or ``(B, n_outputs)`` logits for a K-class task (``n_outputs`` = K > 2).
 
     Raises :class:`ConfigError` as :func:`check_input_shape` does. Parameters are initialised from the
     global torch RNG (seed it first).
     """
-    shape = check_input_shape(name, input_shape)
-    return MODELS.get(name)(shape)
+    shape = check_input_shape(name, input_shape, n_outputs)
+    return _make(MODELS.get(name), shape, n_outputs)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,7 +2,9 @@
 
 Entry point: :func:`train_cnn` ``(work, out, config) -> metrics dict``. Labels 0/1 as the
 work folder's task defines them; the network outputs one logit per item (a volume, or a 2D slice for a
-slice-level task) and ``sigmoid(logit)`` = P(label 1); ``pred = P(label 1) >= 0.5``.
+slice-level task) and ``sigmoid(logit)`` = P(label 1); ``pred = P(label 1) >= 0.5``. A task with K > 2
+classes (labels 0..K-1): K logits, cross-entropy, ``pred`` = the argmax of the class probabilities and
+one probability column per class in predictions.csv (:mod:`medvlm.cnn.multiclass`).
 
 What a run folder ``RUN`` holds:
 
@@ -14,21 +16,25 @@ What a run folder ``RUN`` holds:
 - ``history.csv``: one row per fold and epoch (:data:`HISTORY_COLUMNS`); ``train_*`` are running
   values over the epoch's (oversampled, augmented) training stream, ``val_*`` from a full pass over
   the validation cohort after the epoch.
-- ``predictions.csv``: ``patient_id,cohort,label,pred,score,fold``. With one fold: the chosen
-  checkpoint on that fold's train, val and test cohorts (``fold`` = k). With ``fold="all"``: one row per
-  patient: every non-test patient once, as its *out-of-fold* prediction (cohort ``val``, ``fold`` = the
-  fold whose model did not train on it), and every test patient once, scored by the *ensemble* of the
-  fold models (mean P(label 1); ``fold`` = ``ensemble``). So ``medvlm compare`` and the report, which join
-  on ``patient_id`` in the test cohort, see one test prediction per patient. Each fold's own
-  train/val/test predictions stay in ``fold<k>/predictions.csv``.
+- ``predictions.csv``: ``patient_id,cohort,label,pred,score,fold`` (K > 2 classes: the task's
+  probability columns ``p_<class>`` between ``score`` and ``fold``, as a VLM run writes them). With one
+  fold: the chosen checkpoint on that fold's train, val and test cohorts (``fold`` = k). With
+  ``fold="all"``: one row per patient: every non-test patient once, as its *out-of-fold* prediction
+  (cohort ``val``, ``fold`` = the fold whose model did not train on it), and every test patient once,
+  scored by the *ensemble* of the fold models (mean P(label 1); ``fold`` = ``ensemble``). So ``medvlm
+  compare`` and the report, which join on ``patient_id`` in the test cohort, see one test prediction per
+  patient. Each fold's own train/val/test predictions stay in ``fold<k>/predictions.csv``.
 - ``metrics.json``: ``{"model", "folds": {"k": {"train", "val", "test"}}, "cv", "test", ...}`` where
   each cohort leaf is :func:`medvlm.metrics.binary_metrics` plus the ``_ci`` keys of
-  :func:`medvlm.metrics.bootstrap_metrics`; ``cv`` = mean and sample standard deviation (ddof 1;
-  null for one fold) over folds of the val and test metrics; ``test`` = metrics of the test rows of
-  ``predictions.csv`` (the fold's model, or the ensemble); ``oof_val`` (fold all) = metrics of the
-  out-of-fold predictions; ``training`` = per-fold best epoch, epochs trained, early stop; ``notes`` =
-  the metric warnings (undefined metrics, bootstrap resamples left out), one line each.
-- ``run.json`` (kind ``cnn``), ``learning_curve.png`` when the report's figure function is present.
+  :func:`medvlm.metrics.bootstrap_metrics` (K > 2 classes: the multi-class metrics of
+  :func:`medvlm.predictions.predictions_metrics`: macro AUC, per class, K x K confusion); ``cv`` = mean
+  and sample standard deviation (ddof 1; null for one fold) over folds of the val and test metrics;
+  ``test`` = metrics of the test rows of ``predictions.csv`` (the fold's model, or the ensemble);
+  ``oof_val`` (fold all) = metrics of the out-of-fold predictions; ``training`` = per-fold best epoch,
+  epochs trained, early stop; ``notes`` = the metric warnings (undefined metrics, bootstrap resamples
+  left out), one line each.
+- ``run.json`` (kind ``cnn``; K > 2 classes: with the task's description), ``learning_curve.png`` when
+  the report's figure function is present.
 
 Resuming: rerunning with the same ``RUN`` continues each fold after its last finished epoch; a larger
 ``epochs`` extends a finished run; options that change training (model, lr, batch size, seed, ...)
@@ -40,12 +46,13 @@ DistributedDataParallel; see :func:`train_cnn` and :mod:`medvlm.cnn.distributed`
 
 The pieces: options in :mod:`medvlm.cnn.config`, the epoch loop in :mod:`medvlm.cnn.loop`, checkpoints
 and RNG states in :mod:`medvlm.cnn.checkpoints`, folds, scoring and metrics in :mod:`medvlm.cnn.folds`,
-data parallelism in :mod:`medvlm.cnn.distributed`; this module trains a fold and runs the whole thing.
+K > 2 classes in :mod:`medvlm.cnn.multiclass`, the checks before writing, run.json, history.csv and the
+learning curve in :mod:`medvlm.cnn.runfolder`, data parallelism in :mod:`medvlm.cnn.distributed`; this
+module trains a fold and runs the whole thing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -54,12 +61,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medvlm._io import atomic_path, write_json_atomic, write_text_atomic
+from medvlm._io import write_json_atomic, write_text_atomic
 from medvlm.cnn.checkpoints import (
     CHECKPOINT_FORMAT,
     _check_resume,
-    check_checkpoint_paths,
-    check_same_options,
     get_rng_state,
     load_checkpoint,
     load_weights,
@@ -76,7 +81,6 @@ from medvlm.cnn.distributed import (
     wrap_model,
 )
 from medvlm.cnn.folds import (
-    _quiet_metrics,
     combine_predictions,
     fold_cohorts,
     fold_metrics,
@@ -94,19 +98,23 @@ from medvlm.cnn.loop import (
     resolve_workers,
     train_one_epoch,
 )
+from medvlm.cnn.multiclass import epoch_metrics, n_outputs
 from medvlm.cnn.progress import _fmt, _Reporter
-from medvlm.errors import ConfigError, DataError
+from medvlm.cnn.runfolder import (
+    HISTORY_COLUMNS,
+    input_shape_of,
+    learning_curve,
+    preflight,
+    run_config,
+    write_history,
+)
+from medvlm.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
     import torch
 
 # the documented entry points (see medvlm.cnn): CNNConfig and make_config live in medvlm.cnn.config
 __all__ = ["HISTORY_COLUMNS", "CNNConfig", "make_config", "preflight", "train_cnn", "train_fold"]
-
-#: Columns of ``history.csv``.
-HISTORY_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_auc",
-                   "val_balanced_accuracy", "val_f1", "val_mcc", "lr", "seconds")
 
 
 def _select_value(row: dict[str, Any], metric: str) -> tuple[float, float]:
@@ -136,18 +144,25 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
 
     from medvlm.cnn.data import EpochSampler, derive_seed, make_dataset
     from medvlm.cnn.models import build_model, count_parameters
+    from medvlm.tasks import work_task
 
+    task = work_task(work)
+    k = task.n_classes
     cohorts = fold_cohorts(work, fold)
     if "test" not in cohorts:
         reporter.line(f"[yellow]warning:[/] {work}: the test cohort is empty; test predictions and "
                       "metrics are left out")
-    input_shape = _input_shape(work, cohorts)
+    input_shape = input_shape_of(work, cohorts)
     if len(set(cohorts["train"].labels)) < 2:
         reporter.line(f"[yellow]warning:[/] fold {fold}: the training cohort has one class only")
+    elif k > 2 and len(set(cohorts["train"].labels)) < k:
+        absent = [task.classes[i] for i in range(k) if i not in set(cohorts["train"].labels)]
+        reporter.line(f"[yellow]warning:[/] fold {fold}: the training cohort has no "
+                      f"{', '.join(absent)} (of {k} classes)")
 
     rank, world_size, _ = active_env()
     torch.manual_seed(derive_seed(config.seed, fold))
-    model = build_model(config.model, input_shape).to(device)
+    model = build_model(config.model, input_shape, n_outputs(k)).to(device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     dtype = autocast_dtype(device, config)
@@ -191,9 +206,10 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         with reporter.bar(f"fold {fold} epoch {epoch + 1}/{config.epochs}",
                           len(train_loader) + len(val_loader)) as advance:
             train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, device, dtype=dtype,
-                                                    scaler=scaler, progress=advance)
+                                                    scaler=scaler, progress=advance, n_classes=k)
             if rank == 0:  # data-parallel: rank 0 validates, the others receive its result
-                val_probs, val_loss = predict(model, val_loader, device, dtype=dtype, progress=advance)
+                val_probs, val_loss = predict(model, val_loader, device, dtype=dtype, progress=advance,
+                                              n_classes=k)
             else:
                 val_probs, val_loss = None, None
             val_probs, val_loss = _broadcast((val_probs, val_loss))
@@ -201,7 +217,7 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
             raise DataError(f"fold {fold} epoch {epoch + 1}: training diverged (train loss {train_loss}, "
                             f"non-finite outputs); epochs 1..{epoch} are kept in {last_path}: lower --lr "
                             f"(now {config.lr:g}) in another --out, or check the volumes")
-        m = _quiet_metrics(val_labels, (val_probs >= 0.5).astype(int), val_probs)
+        m = epoch_metrics(val_labels, val_probs)  # K > 2: val_auc = macro one-vs-rest AUC, f1 = macro F1
         lr = float(optimizer.param_groups[0]["lr"])
         if scheduler is not None:
             scheduler.step(val_loss)
@@ -257,7 +273,8 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
         reporter.line(f"[yellow]warning:[/] {best_path} holds epoch {chosen_ckpt.get('epoch')}, the history "
                       f"says best epoch {best_epoch}; scoring {best_path} as it is")
     load_weights(model, chosen_ckpt, chosen, "best" if chosen == best_path else "last")
-    frame = score_cohorts(work, model, cohorts, config, device, fold=fold, dtype=dtype, reporter=reporter)
+    frame = score_cohorts(work, model, cohorts, config, device, fold=fold, dtype=dtype, reporter=reporter,
+                          task=task)
     write_text_atomic(fold_dir / "predictions.csv", frame.to_csv(index=False))
     _barrier()
     return {"history": history, "predictions": frame, "best_epoch": best_epoch, "best_value": best_value,
@@ -266,69 +283,6 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
 
 
 # --------------------------------------------------------------------------------------- the whole run
-def _write_history(run: Path, histories: dict[int, list[dict[str, Any]]]) -> pd.DataFrame:
-    import pandas as pd
-
-    rows = [row for fold in sorted(histories) for row in histories[fold]]
-    frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-    write_text_atomic(run / "history.csv", frame.to_csv(index=False))
-    return frame
-
-
-def _learning_curve(run: Path, history: pd.DataFrame, reporter: _Reporter) -> Path | None:
-    """``RUN/learning_curve.png`` via ``medvlm.report.figures.learning_curve_figure`` when it exists.
-
-    A missing or failing figure function never fails a finished training; it is reported on stderr.
-    """
-    path = run / "learning_curve.png"
-    try:
-        from medvlm.report.figures import learning_curve_figure
-
-        figure = learning_curve_figure(history)
-        if isinstance(figure, bytes | bytearray):
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(figure)
-        elif isinstance(figure, str | Path):
-            return Path(figure)
-        else:
-            with atomic_path(path) as tmp:
-                figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-            with contextlib.suppress(Exception):
-                import matplotlib.pyplot as plt
-
-                plt.close(figure)
-    except Exception as exc:  # noqa: BLE001 - the figure is optional
-        reporter.line(f"[yellow]warning:[/] no learning-curve figure ({type(exc).__name__}: {exc})")
-        return None
-    return path
-
-
-def _input_shape(work: Path, cohorts: dict[str, Any]) -> tuple[int, ...]:
-    """The one input shape of every cohort's items (volumes or slices; DataError naming the file)."""
-    from medvlm.cnn.data import input_shape
-
-    shapes = {input_shape(work, c) for c in cohorts.values()}
-    if len(shapes) != 1:
-        raise DataError(f"{work}: the cohorts' volumes differ in shape {sorted(shapes)}; prepare again")
-    return shapes.pop()
-
-
-def preflight(work: Path, run: Path, folds: list[int], config: CNNConfig) -> None:
-    """Fail before anything is written: cohorts, volumes, model vs input shape, options vs ``run.json``."""
-    from medvlm.cnn.models import check_input_shape
-    from medvlm.runinfo import read_run_info
-
-    for fold in folds:
-        check_input_shape(config.model, _input_shape(work, fold_cohorts(work, fold)))  # type: ignore[arg-type]
-    info = read_run_info(run) if (run / "run.json").is_file() else None
-    saved = (info or {}).get("config") or {}
-    if info and info.get("kind") != "cnn":
-        raise ConfigError(f"{run / 'run.json'}: this folder holds a {info.get('kind')!r} run, not a CNN run; "
-                          "use another --out")
-    check_same_options(run, saved, config)
-    check_checkpoint_paths(run, folds)
-
-
 def train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str, Any]:
     """Train the CNN on one fold or all folds of ``WORK/splits.json``, resuming from ``out`` if present.
 
@@ -365,6 +319,7 @@ def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str
     config = config.model_copy(update={"model": config.model or task.cnn_model})
     check_choices(config)
     folds = resolve_folds(work, config.fold)
+    outputs = n_outputs(task.n_classes)
     device = resolve_device(config.device)
     rank, world_size, local_rank = active_env()
     if world_size > 1 and device.type == "cuda":
@@ -372,14 +327,13 @@ def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str
 
         device = torch.device("cuda", local_rank)
     reporter = _Reporter(config.progress, silent=rank != 0)
-    preflight(work, run, folds, config)
+    preflight(work, run, folds, config, outputs)
     extra: dict[str, Any] = {"world_size": world_size} if world_size > 1 else {}
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
-        write_run_info(run, kind="cnn", config={**config.model_dump(), "work": str(work.resolve()),
-                                                "folds": folds, "device_resolved": str(device),
-                                                "workers_resolved": resolve_workers(config.workers, device),
-                                                **extra})
+        write_run_info(run, kind="cnn", config=run_config(
+            config, work, folds, task, device_resolved=str(device),
+            workers_resolved=resolve_workers(config.workers, device), **extra))
     _barrier()
     reporter.line(f"train-cnn: model {config.model}, folds {folds}, device {device}, "
                   f"DataLoader workers {resolve_workers(config.workers, device)}, run {run}"
@@ -390,24 +344,24 @@ def _train_cnn(work: str | Path, out: str | Path, config: CNNConfig) -> dict[str
     for fold in folds:
         def on_epoch(history: list[dict[str, Any]], fold: int = fold) -> None:
             histories[fold] = history
-            _write_history(run, histories)
+            write_history(run, histories)
 
         results[fold] = train_fold(work, run, fold, config, device=device, reporter=reporter,
                                    on_epoch=on_epoch)
         histories[fold] = results[fold]["history"]
     if rank != 0:  # data-parallel: rank 0 writes the run's files and sends its metrics
         return _broadcast(None)
-    history = _write_history(run, histories)
+    history = write_history(run, histories)
 
     notes: list[str] = []
-    per_fold = fold_metrics(results, config, notes)
-    predictions, test_source = combine_predictions(results, folds, positive=str(task.positive))
+    per_fold = fold_metrics(results, config, notes, task=task)
+    predictions, test_source = combine_predictions(results, folds, positive=str(task.positive), task=task)
     write_text_atomic(run / "predictions.csv", predictions.to_csv(index=False))
-    metrics = run_metrics(results, folds, per_fold, predictions, test_source, config, notes)
+    metrics = run_metrics(results, folds, per_fold, predictions, test_source, config, notes, task=task)
     for note in notes:
         reporter.line(f"note: {note}")
     write_json_atomic(run / "metrics.json", metrics)
-    _learning_curve(run, history, reporter)
+    learning_curve(run, history, reporter)
     summary = metrics["test"] or {}
     reporter.line(f"train-cnn: done; test ({test_source}): accuracy {_fmt(summary.get('accuracy'))} "
                   f"auc {_fmt(summary.get('auc'))}; files in {run}")
