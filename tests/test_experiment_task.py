@@ -16,7 +16,8 @@ GOOD_TASK = {"name": "my-task", "classes": ["normal", "pneumonia"], "positive": 
 RUNS = {"vlm": [{"name": "v", "backend": "mock", "model": "hash"}]}
 
 BAD_TASKS = [
-    ({**GOOD_TASK, "clases": ["a", "b"]}, r"task: .*bad\.yaml: unknown key 'clases'\. Did you mean 'classes'\?$"),
+    ({**GOOD_TASK, "clases": ["a", "b"]},
+     r"task: .*bad\.yaml: unknown key 'clases'\. Did you mean 'classes'\?$"),
     ({**GOOD_TASK, "positive": "pneumonai"},
      r"task: .*bad\.yaml: positive 'pneumonai' is not among the classes \['normal', 'pneumonia'\]\. "
      r"Did you mean 'pneumonia'\?$"),

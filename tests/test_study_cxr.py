@@ -84,7 +84,8 @@ def test_the_image_size_says_when_images_differ(tmp_path):
     rows = []
     for i, (h, w) in enumerate([(28, 28), (64, 32), (28, 28)]):
         np.save(tmp_path / "images" / f"i{i}.npy", np.zeros((h, w, 3), np.float32))
-        rows.append({"id": f"i{i}", "patient_id": f"p{i}", "label": 0, "status": "ok", "height": h, "width": w})
+        rows.append({"id": f"i{i}", "patient_id": f"p{i}", "label": 0, "status": "ok", "height": h,
+                     "width": w})
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     assert image_size(tmp_path) == "28x28 to 64x32 RGB"
     np.save(tmp_path / "images" / "i0.npy", np.zeros((16, 28, 28), np.float32))  # a 3D MedMNIST image

@@ -7,7 +7,8 @@ kept) to ``S`` = the largest side among the work folder's images, clipped to
 the task's ``cnn_model`` (``densenet2d``, MONAI ``DenseNet121(spatial_dims=2)``). A 3D MedMNIST set:
 ``(1, S, S, S)`` volumes (trilinear; ``S`` within [:data:`MIN_SIZE_3D`, :data:`MAX_SIZE_3D`]) for the
 3D networks (the task's ``small3d``). Items, labels and augmentation seeding as in
-:class:`~medvlm.cnn.data.SliceDataset`.
+:class:`~medvlm.cnn.data.SliceDataset`. After each training epoch the network's BatchNorm statistics are
+re-estimated on the training images (:func:`recalibrate_batch_norm`), so that it is scored as it trained.
 """
 
 from __future__ import annotations
