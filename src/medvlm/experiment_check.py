@@ -207,8 +207,9 @@ def _check_run_options(config: ExperimentConfig, paths: Any, where: str, run: An
     if fields.get("backend") == "litellm":
         _check_litellm(fields)
     consistency = where.startswith("consistency")
-    vlm_config = _vlm_config(paths, fields, False)
-    checked = None if consistency else validate_config(vlm_config, task or config.task)[0]
+    checked = None
+    if not consistency:
+        checked = validate_config(_vlm_config(paths, fields, False), task or config.task)[0]
     shots = int(fields.get("shots") or 0)
     if not shots:
         return
