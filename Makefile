@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/medvlm demo --out $(DEMO_OUT)
 
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -167,6 +167,7 @@ def report(*, survivors: bool = False, json_path: str | None = None, stubs: bool
     return 1 if missing else 0
 
 
+YAML_TASK, YAML_TESTS = "src/medvlm/tasks/yaml_task.py", ["tests/tasks/test_yaml_task_spec.py"]
 #: (what the bug is, file, the line's text, the bug's text, tests that must fail)
 HAND_MUTANTS = [
     ("percentile interval at [alpha, 1 - alpha]: a '95%' CI is a 90% one (issue 20)",
@@ -243,6 +244,39 @@ HAND_MUTANTS = [
     ("controls: noise is no longer an image variant (constant)", "src/medvlm/data/controls.py",
      'IMAGE_VARIANTS = ("real", "none", "blank", "noise", "tumour-masked")',
      'IMAGE_VARIANTS = ("real", "none", "blank", "tumour-masked")', ["tests/data/test_controls.py"]),
+    # yaml_task.py's validators are decorated (@field_validator/@model_validator), which mutmut skips
+    ("yaml task: class names no longer stripped (validator)", YAML_TASK,
+     "value = [str(c).strip() for c in value]", "value = [str(c) for c in value]", YAML_TESTS),
+    ("yaml task: an empty class name only refused when all are (validator)", YAML_TASK,
+     "if any(not c for c in value):", "if all(not c for c in value):", YAML_TESTS),
+    ("yaml task: 'normal' and 'Normal' both accepted (validator)", YAML_TASK,
+     "lower = [c.lower() for c in value]", "lower = list(value)", YAML_TESTS),
+    ("yaml task: 'no lesion' and 'no-lesion' both accepted (validator)", YAML_TASK,
+     "if len({slug(c) for c in value}) != len(value):", "if len(set(value)) != len(value):", YAML_TESTS),
+    ("yaml task: an upper-case variant name accepted (validator)", YAML_TASK,
+     'if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", str(name)):',
+     'if not re.fullmatch(r"[A-Za-z0-9][a-z0-9_-]{0,31}", str(name)):', YAML_TESTS),
+    ("yaml task: a blank variant accepted (validator)", YAML_TASK,
+     "if not str(text).strip():", "if not str(text):", YAML_TESTS),
+    ("yaml task: a binary task without positive accepted (validator)", YAML_TASK,
+     "if len(self.classes) == 2:", "if len(self.classes) == 3:", YAML_TESTS),
+    ("yaml task: the positive class no longer has a did-you-mean (validator)", YAML_TASK,
+     "+ did_you_mean(self.positive, self.classes))", ")", YAML_TESTS),
+    ("yaml task: a positive class listed first accepted, labels flipped (validator)", YAML_TASK,
+     "if len(self.classes) == 2 and self.classes.index(self.positive) != 1:",
+     "if len(self.classes) == 2 and self.classes.index(self.positive) != 0:", YAML_TESTS),
+    ("yaml task: a positive class named for three classes accepted (validator)", YAML_TASK,
+     "if len(self.classes) > 2:", "if len(self.classes) > 3:", YAML_TESTS),
+    ("yaml task: eleven classes accepted, codes beyond one digit (constant)", YAML_TASK,
+     "MAX_CLASSES = 10", "MAX_CLASSES = 11", YAML_TESTS),
+    ("yaml task: a 65-character name accepted (constant)", YAML_TASK,
+     '_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"', '_NAME = r"^[a-z0-9][a-z0-9._-]{0,64}$"', YAML_TESTS),
+    ("yaml task: variant prompts named without the task name (f-string, no mutmut mutants)", YAML_TASK,
+     'return [spec.name, *(f"{spec.name}-{v}" for v in spec.variants)]',
+     'return [spec.name, *(f"{v}" for v in spec.variants)]', YAML_TESTS),
+    ("medmnist: the file's splits read in another order (constant)", "src/medvlm/data/medmnist.py",
+     'SPLITS = ("train", "val", "test")', 'SPLITS = ("train", "test", "val")',
+     ["tests/data/test_medmnist_npz.py"]),
 ]
 
 

@@ -9,10 +9,13 @@ Usage (ROOT: the MIMIC-CXR-JPG folder, holding ``files/pXX/p<subject>/s<study>/<
 
 Rule, per study (CheXpert labeler: 1 positive, 0 negative, -1 uncertain, empty not mentioned):
 ``FINDING == 1`` -> the finding (label 1); ``No Finding == 1`` and ``FINDING`` not 1 -> ``no-finding``
-(label 0); every other study (uncertain, or another finding only) is left out. Every image of a kept
+(label 0); every other study is left out: uncertain (``FINDING == -1``, whatever ``No Finding`` says),
+or another finding only. Every image of a kept
 study gets the study's label; ``patient_id`` = ``subject_id``, so ``medvlm split`` keeps a patient's
 studies in one cohort. With ``--views PA,AP`` (default) only those view positions are kept (needs the
-metadata file). Paths in labels.csv are relative to it (``files/...``).
+metadata file). Paths in labels.csv are relative to it (``files/...``). Listed JPEGs that are not on
+disk (a partial download) are left out of labels.csv and counted. ``--finding "No Finding"`` is refused
+(it is the negative class).
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ def study_labels(chexpert: pd.DataFrame, finding: str) -> pd.DataFrame:
     if finding not in chexpert.columns:
         raise SystemExit(f"{CHEXPERT}: no column {finding!r}; findings: "
                          + ", ".join(c for c in chexpert.columns if c not in ("subject_id", "study_id")))
+    if finding == "No Finding":
+        raise SystemExit("--finding 'No Finding': that is the negative class; give a finding column "
+                         "(e.g. Pneumonia)")
     positive = chexpert[finding] == 1
-    negative = (chexpert["No Finding"] == 1) & ~positive
+    negative = (chexpert["No Finding"] == 1) & (chexpert[finding] != -1) & ~positive
     kept = chexpert[positive | negative]
     return pd.DataFrame({"subject_id": kept["subject_id"].astype(int),
                          "study_id": kept["study_id"].astype(int),
@@ -76,10 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     studies = study_labels(pd.read_csv(args.root / CHEXPERT), args.finding)
     rows = image_rows(args.root, studies, [v for v in args.views.split(",") if v] or None)
-    missing = [p for p in rows["path"] if not (args.root / p).is_file()]
+    on_disk = [(args.root / p).is_file() for p in rows["path"]]
+    missing = [p for p, ok in zip(rows["path"], on_disk, strict=True) if not ok]
     if missing:
-        print(f"note: {len(missing)} listed image(s) not on disk (first: {missing[0]}); prepare will "
-              "refuse them")
+        rows = rows[on_disk]
+        print(f"note: {len(missing)} listed image(s) not on disk, left out (first: {missing[0]})")
     rows.to_csv(args.root / "labels.csv", index=False)
     name = f"mimic-{args.finding.lower().replace(' ', '-')}"
     (args.root / f"{name}.yaml").write_text(task_yaml(args.finding, name), encoding="utf-8")

@@ -50,7 +50,7 @@ def test_mean_prob_over_three_classes():
     rows = [(0.2, 0.5, 0.3, 0.0), (0.4, 0.1, 0.5, 0.0), None, (0.3, 0.3, float("nan"), 0.4)]
     vote = mean_prob([None] * 4, rows, n_classes=3, positive=2, tie_break=0)
     assert vote.pred == 2 and vote.probs == pytest.approx((0.3, 0.3, 0.4), abs=1e-12)
-    assert vote.score == pytest.approx(0.4, abs=1e-12)
+    assert vote.score is None  # no positive class: P(last class) is no score of a 3-class answer
     tie = mean_prob([None], [(0.4, 0.4, 0.2)], n_classes=3, tie_break=2)
     assert tie.pred == 0 and tie.probs == (0.4, 0.4, 0.2)  # tie_break 2 is not among the tied: lowest
     assert mean_prob([None], [(0.4, 0.4, 0.2)], n_classes=3, tie_break=1).pred == 1
@@ -81,3 +81,31 @@ def test_unit_table_of_a_three_class_image_task():
     assert rows.loc[2, ["p_normal", "p_pneumonia", "p_effusion"]].tolist() == pytest.approx([0.5, 0.5, 0])
     assert rows.loc[1, ["p_normal", "p_pneumonia", "p_effusion"]].isna().all()  # no class vote: none
     assert rows["score"].isna().all()
+
+
+def test_k_class_defaults_are_no_binary_defaults():
+    """Issue 18 #6: a task of more than two classes has no positive class, so no default tie-break to its
+    last class, no score and no share of the last class; BraTS keeps its positive-class defaults."""
+    task = four_answer_task()
+    assert task.tie_break_label(None) == 0 and task.tie_break_name(None) == "normal"  # was 2, 'effusion'
+    assert task.tie_break_label("Effusion") == 2  # a named class is still honoured
+    brats = get_task("brats-grading")
+    assert brats.tie_break_label(None) == 1 and brats.tie_break_name(None) == "hgg"
+    # the default tie-break 0 = the lowest-numbered of the tied classes, whichever they are
+    assert majority([1, 2], n_classes=3, tie_break=task.tie_break_label(None)).pred == 1
+    assert majority([0, 2], n_classes=3, tie_break=task.tie_break_label(None)).pred == 0
+    calls = pd.DataFrame({"patient_id": ["A", "A", "B"], "image_id": ["a1", "a1", "b1"],
+                          "choice": pd.array([2, 2, 1], dtype="Int64"),
+                          "p_normal": [0.1, 0.2, 0.3], "p_pneumonia": [0.2, 0.2, 0.4],
+                          "p_effusion": [0.7, 0.6, 0.3], "p_unsure": [0.0, 0.0, 0.0]})
+    units = pd.DataFrame({"patient_id": ["A", "B"], "image_id": ["a1", "b1"], "label": [2, 0]})
+    for reducer in ("majority", "mean_prob"):
+        rows = keyed_rows(calls, units, task=task, keys=["patient_id", "image_id"], reducer=reducer,
+                          tie_break=0)
+        assert rows["score"].isna().all() and rows["share"].isna().all()  # was P / share of 'effusion'
+        assert rows["pred"].tolist() == [2, 1]
+    mp = keyed_rows(calls, units, task=task, keys=["patient_id", "image_id"], reducer="mean_prob",
+                    tie_break=0)
+    assert mp.loc[0, ["p_normal", "p_pneumonia", "p_effusion"]].tolist() == pytest.approx([0.15, 0.2, 0.65])
+    binary = mean_prob([None], [(0.3, 0.7, 0.0)])
+    assert binary == Vote(1, 0.7)  # binary: the score is P(positive), as before

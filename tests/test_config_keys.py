@@ -56,7 +56,7 @@ def test_every_unknown_key_is_named_in_one_message():
 
 
 def test_config_dump_reproduces_a_run(tmp_path, capsys):
-    run = tmp_path / "run"
+    run = tmp_path / "zero-shot"  # the section's name is the folder's (tests/report/test_report_run_names.py)
     run.mkdir()
     (run / "run.json").write_text(json.dumps({
         "kind": "vlm", "name": "zero-shot",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from medvlm.cli import invoke
@@ -55,3 +56,52 @@ def test_one_finding_against_no_finding(tmp_path, capsys):
 
     _script().main([str(tmp_path), "--finding", "Pneumonia", "--views", ""])  # every image, from the folders
     assert len(pd.read_csv(tmp_path / "labels.csv")) == 8
+
+
+def _fake_mimic(tmp_path, pneumonia, no_finding):
+    """A fake MIMIC-CXR-JPG folder: one subject per study, one PA JPEG each; ``(chexpert, paths)``."""
+    n = len(pneumonia)
+    chexpert = pd.DataFrame({"subject_id": [10000000 + i for i in range(n)],
+                             "study_id": [50000000 + i for i in range(n)],
+                             "Pneumonia": pneumonia, "No Finding": no_finding})
+    chexpert.to_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", index=False)
+    meta, paths, rng = [], [], np.random.default_rng(1)
+    for subject, study in zip(chexpert["subject_id"], chexpert["study_id"], strict=True):
+        folder = tmp_path / "files" / f"p{str(subject)[:2]}" / f"p{subject}" / f"s{study}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L").save(folder / f"d{study}.jpg")
+        meta.append((f"d{study}", subject, study, "PA"))
+        paths.append(folder / f"d{study}.jpg")
+    pd.DataFrame(meta, columns=["dicom_id", "subject_id", "study_id", "ViewPosition"]).to_csv(
+        tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+    return chexpert, paths
+
+
+def test_uncertain_finding_is_left_out_whatever_no_finding_says(tmp_path):
+    _fake_mimic(tmp_path, [-1.0, -1.0, 1.0, None], [1.0, None, None, 1.0])
+    _script().main([str(tmp_path), "--finding", "Pneumonia"])
+    labels = pd.read_csv(tmp_path / "labels.csv")
+    assert list(labels["patient_id"]) == [10000002, 10000003]  # the two -1 studies are out
+    assert list(labels["label"]) == [1, 0]
+
+
+def test_missing_jpegs_are_left_out_and_counted_so_prepare_works(tmp_path, capsys):
+    _, paths = _fake_mimic(tmp_path, [1.0, None, 1.0, None], [None, 1.0, None, 1.0])
+    paths[1].unlink()
+    paths[2].unlink()  # a partial download
+    _script().main([str(tmp_path), "--finding", "Pneumonia"])
+    out = capsys.readouterr().out
+    assert "note: 2 listed image(s) not on disk, left out (first: files/p10/p10000001/s50000001/" \
+           "d50000001.jpg)" in out
+    assert "2 images of 2 patients (1 Pneumonia, 1 no finding)" in out
+    labels = pd.read_csv(tmp_path / "labels.csv")
+    assert list(labels["patient_id"]) == [10000000, 10000003]
+    assert invoke(["prepare", str(tmp_path), "--out", str(tmp_path / "w"), "--task",
+                   str(tmp_path / "mimic-pneumonia.yaml")]) == 0
+
+
+def test_no_finding_as_the_finding_is_refused_in_one_line(tmp_path):
+    _fake_mimic(tmp_path, [1.0], [None])
+    with pytest.raises(SystemExit, match=r"^--finding 'No Finding': that is the negative class"):
+        _script().main([str(tmp_path), "--finding", "No Finding"])
+    assert not (tmp_path / "labels.csv").exists()

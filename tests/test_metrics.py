@@ -19,6 +19,8 @@ from medvlm.metrics import (
     auc_score,
     binary_metrics,
     bootstrap_metrics,
+    check_bootstrap,
+    cluster_groups,
     read_predictions,
 )
 
@@ -584,3 +586,33 @@ def test_read_predictions_types_of_ids_cohorts_and_scores(tmp_path):
     assert df["patient_id"].tolist() == ["007", "010"] and df["cohort"].tolist() == ["1", "2"]
     assert df["score"].dtype == np.float64 and df["score"].tolist() == [1.0, 0.0]
     assert df["pred"].isna().tolist() == [False, True]
+
+
+def test_cluster_groups_keep_the_rows_in_order():
+    # 200 rows of 3 clusters: an unstable sort would shuffle the rows inside a cluster (the docstring's
+    # promise; every metric is order-free, so only a direct test sees it)
+    clusters = np.random.default_rng(0).integers(0, 3, 200).astype(str)
+    groups = cluster_groups(200, clusters)
+    assert [g.tolist() for g in groups] == [np.flatnonzero(clusters == c).tolist() for c in ("0", "1", "2")]
+    assert [g.tolist() for g in cluster_groups(3, None)] == [[0], [1], [2]]
+    with pytest.raises(DataError, match=r"^clusters and labels differ in length \(2 vs 3\)$"):
+        cluster_groups(3, ["a", "b"])
+
+
+def test_check_bootstrap_is_the_one_check_of_both_bootstraps():
+    from medvlm.metrics_multiclass import bootstrap_multiclass
+
+    check_bootstrap(1, 0.5, "bca")  # the edges that pass
+    check_bootstrap(1000, 0.999, "percentile")
+    for args, message in [((0, 0.95, "percentile"), "^n_boot must be at least 1, got 0$"),
+                          ((5, 0.0, "percentile"), r"^confidence must lie in \(0, 1\), got 0.0$"),
+                          ((5, 1, "bca"), r"^confidence must lie in \(0, 1\), got 1$"),
+                          ((0, 2, "normal"), r"^The 'method' parameter must be one of \('percentile', "
+                                             r"'bca'\)\. Got 'normal' instead\.$"),  # method, then n_boot
+                          ((0, 2, "bca"), "^n_boot must be at least 1, got 0$")]:
+        with pytest.raises(ConfigError, match=message):
+            check_bootstrap(*args)
+        n_boot, confidence, method = args
+        for fn in (bootstrap_metrics, bootstrap_multiclass):
+            with pytest.raises(ConfigError, match=message):
+                fn([0, 1], [0, 1], n_boot=n_boot, confidence=confidence, method=method)

@@ -20,6 +20,8 @@ from medvlm.metrics_multiclass import (
     bootstrap_multiclass,
     check_inferred_classes,
     class_prob_columns,
+    confusion_matrix,
+    coverage_notes,
     empty_multiclass,
     multiclass_frame_metrics,
     multiclass_metrics,
@@ -53,8 +55,9 @@ def three_class_task(unit: str = "image") -> Task:
 def test_hand_computed_three_by_three():
     m = multiclass_metrics(Y, P, classes=CLASSES)
     assert list(m) == ["n", "n_classes", "classes", "accuracy", "balanced_accuracy", "macro_f1", "auc",
-                       "per_class", "confusion"]
+                       "per_class", "confusion", "notes"]
     assert m["confusion"] == [[2, 1, 0], [1, 1, 1], [1, 0, 3]]
+    assert m["notes"] == []  # every class is a label: the averages cover all three
     assert (m["n"], m["n_classes"], m["classes"]) == (10, 3, list(CLASSES))
     assert m["accuracy"] == pytest.approx(6 / 10, abs=1e-15)
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 3 + 3 / 4) / 3, abs=1e-15)  # 7/12
@@ -393,7 +396,8 @@ def test_classes_inferred_from_a_file_without_its_task(tmp_path):
     assert check_inferred_classes(frame("label,pred\n0,1\n1,2\n2,\n"), "f.csv") == 3
     with pytest.raises(DataError, match=r"^f.csv: row 2, column 'label': 3 is not 0 or 1, and as a class "
                                         r"label of a 4-class file the labels 0\.\.3 would all occur \(2 "
-                                        r"does not\); "):
+                                        r"does not\); fix the value, or keep the file in its run folder "
+                                        r"\(run\.json names the task\)$"):
         check_inferred_classes(frame("label,pred\n1,1\n3,0\n0,0\n"), "f.csv")
     with pytest.raises(DataError, match=r"^f.csv: row 3, column 'pred': 3 is not a class label 0\.\.2 \(the "
                                         r"labels name 3 classes\)$"):
@@ -408,3 +412,242 @@ def test_the_run_stage_table_of_a_three_class_run(tmp_path):
     df.to_csv(tmp_path / "predictions.csv", index=False)
     assert summarise_test_cohort(tmp_path) == {"test_accuracy": round(5 / 7, 3), "test_specificity": None,
                                                "test_auc": None}
+
+
+# ------------------------------------------------------------------------- which classes an average covers
+def test_notes_name_the_classes_each_macro_average_covers():
+    # class pneumonia: neither a label nor a prediction; left out of both averages, as scikit-learn does
+    y, p = [0, 0, 2, 2], [0, 2, 2, 2]
+    m = multiclass_metrics(y, p, classes=CLASSES)
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (normal, effusion); "
+        "never a label: pneumonia",
+        "macro_f1: the mean F1 of the 2 of 3 classes among the labels or predictions (normal, effusion); "
+        "neither a label nor a prediction: pneumonia"]
+    assert m["balanced_accuracy"] == skm.balanced_accuracy_score(y, p)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, labels=[0, 2], average="macro"), abs=1e-15)
+    # pneumonia predicted but never a label: in macro F1 with F1 0, not in balanced accuracy
+    y, p = [0, 0, 2, 2], [0, 1, 2, 2]
+    m = multiclass_metrics(y, p, classes=CLASSES)
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (normal, effusion); "
+        "never a label: pneumonia",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: pneumonia"]
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0 + 1) / 3, abs=1e-15)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, average="macro"), abs=1e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns: y_pred has a class not in y_true
+        assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-15)
+    # one class labelled of four: both kinds of left-out class at once, several names listed
+    m = multiclass_metrics([1, 1], [1, 3], classes=["a", "b", "c", "d"])
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 1 of 4 classes among the labels (b); never a label: "
+        "a, c, d",
+        "macro_f1: the mean F1 of the 2 of 4 classes among the labels or predictions (b, d); neither a label "
+        "nor a prediction: a, c",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: d"]
+    assert (m["balanced_accuracy"], m["macro_f1"]) == (0.5, pytest.approx((2 / 3 + 0) / 2, abs=1e-15))
+    # every class a label (some never predicted): the averages cover all K, nothing to say
+    assert multiclass_metrics([0, 1, 2], [0, 0, 0], classes=CLASSES)["notes"] == []
+    with pytest.warns(MetricWarning, match=r"^no rows: every metric is undefined$"):
+        assert multiclass_metrics([], [], classes=CLASSES)["notes"] == []
+    assert empty_multiclass(CLASSES)["notes"] == [] and empty_multiclass(2, n_boot=5)["notes"] == []
+
+
+def test_coverage_notes_by_hand_and_against_scikit_learn():
+    names = ["a", "b", "c"]
+    assert coverage_notes(names, [1, 1, 1], [3, 0, 0]) == []
+    assert coverage_notes(names, [0, 0, 0], [0, 0, 0]) == []  # no rows: every metric is undefined anyway
+    assert coverage_notes(names, [0, 0, 3], [0, 0, 3]) == [
+        "balanced_accuracy: the mean recall of the 1 of 3 classes among the labels (c); never a label: a, b",
+        "macro_f1: the mean F1 of the 1 of 3 classes among the labels or predictions (c); neither a label "
+        "nor a prediction: a, b"]
+    assert coverage_notes(names, [2, 0, 0], [0, 1, 1]) == [
+        "balanced_accuracy: the mean recall of the 1 of 3 classes among the labels (a); never a label: b, c",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: b, c"]
+    assert coverage_notes(np.array(names), np.array([2.0, 0.0, 1.0]), np.array([1.0, 2.0, 0.0])) == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (a, c); never a label: b",
+        "macro_f1: counts with F1 0 the classes predicted but never a label: b"]
+    # the classes named are the ones scikit-learn averages over (its labels=None semantics), on random tables
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        k = int(rng.integers(3, 6))
+        n = int(rng.integers(1, 6))
+        y, p = rng.integers(0, k, n), rng.integers(0, k, n)
+        m = multiclass_metrics(y, p, classes=k)
+        covered = {"balanced_accuracy": sorted(set(y.tolist())),
+                   "macro_f1": sorted(set(y.tolist()) | set(p.tolist()))}
+        for note in m["notes"]:
+            metric, rest = note.split(": ", 1)
+            if "(" in rest:
+                listed = [int(c) for c in rest[rest.index("(") + 1:rest.index(")")].split(", ")]
+                assert listed == covered[metric]
+        said = {n.split(":")[0] for n in m["notes"]}
+        assert ("balanced_accuracy" in said) == (len(covered["balanced_accuracy"]) < k)
+        assert ("macro_f1" in said) == (len(covered["macro_f1"]) < k or len(covered["balanced_accuracy"]) < k
+                                        and bool(set(p.tolist()) - set(y.tolist())))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert m["macro_f1"] == pytest.approx(skm.f1_score(y, p, average="macro"), abs=1e-12)
+            assert m["macro_f1"] == pytest.approx(
+                skm.f1_score(y, p, labels=covered["macro_f1"], average="macro"), abs=1e-12)
+            assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p), abs=1e-12)
+
+
+def test_an_undefined_auc_is_explained_in_the_notes():
+    probs = [[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.4, 0.5, 0.1]]
+    with pytest.warns(MetricWarning, match=r"^auc undefined: no row of class effusion"):
+        m = multiclass_metrics([0, 1, 0, 1], [0, 1, 1, 1], probs, classes=CLASSES)
+    assert m["notes"] == [
+        "balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (normal, pneumonia); "
+        "never a label: effusion",
+        "macro_f1: the mean F1 of the 2 of 3 classes among the labels or predictions (normal, pneumonia); "
+        "neither a label nor a prediction: effusion",
+        "auc: undefined, one-vs-rest needs every class among the labels (with probabilities); no row of "
+        "class effusion"]
+    # every class a label, but class 2's only row has no probabilities: only the AUC is short of a class
+    probs = np.array([[0.9, 0.1, 0], [0.2, 0.7, 0.1], [np.nan, np.nan, np.nan]])
+    with pytest.warns(MetricWarning, match=r"^auc"):
+        m = multiclass_metrics([0, 1, 2], [0, 1, 2], probs, classes=CLASSES)
+    assert m["notes"] == ["auc: undefined, one-vs-rest needs every class among the labels (with "
+                          "probabilities); no row of class effusion"]
+    assert multiclass_metrics(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, classes=CLASSES)["notes"] == []
+
+
+# ------------------------------------------------------------------------ edges the mutation run found
+def test_warnings_point_at_the_caller():
+    if hasattr(multiclass_metrics, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    probs = np.array([[0.9, 0.1, 0], [0.2, 0.7, 0.1], [np.nan, 0.5, 0.5]])
+    with pytest.warns(MetricWarning) as record:
+        multiclass_metrics([0, 1, 1], [0, 1, 1], probs, classes=3)  # rows left out of the AUC; AUC undefined
+        multiclass_metrics([], [], classes=3)
+        bootstrap_multiclass(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS, n_boot=50, seed=0)
+    assert len(record) == 4 and {w.filename for w in record} == {__file__}
+
+
+def test_confusion_matrix_names_its_bad_input():
+    with pytest.raises(DataError, match=r"^labels must be class labels 0\.\.2, found 3$"):
+        confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(DataError, match=r"^preds must be class labels 0\.\.2, found 5$"):
+        confusion_matrix([0, 1], [5, 1], 3)
+
+
+def test_the_undefined_auc_names_only_the_classes_without_a_scored_row():
+    # a row without probabilities (left out) and two classes without a label: both named, only they
+    probs = [[0.9, 0.1, 0, 0], [0.2, 0.7, 0.1, 0], [np.nan] * 4]
+    with pytest.warns(MetricWarning) as record:
+        m = multiclass_metrics([0, 1, 1], [0, 1, 1], probs, classes=["a", "b", "c", "d"])
+    assert [str(w.message) for w in record] == [
+        "auc computed on the 2 of 3 rows that have every class probability",
+        "auc undefined: no row of class c, d (one-vs-rest needs every class)"]
+    assert m["notes"][-1] == ("auc: undefined, one-vs-rest needs every class among the labels (with "
+                              "probabilities); no row of class c, d")
+
+
+def test_bootstrap_defaults_and_the_class_count():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert bootstrap_multiclass(Y, P) == bootstrap_multiclass(Y, P, n_boot=1000, seed=0)
+    with pytest.warns(MetricWarning, match=r" of 1000\)$"):  # the default is 1000 resamples
+        bootstrap_multiclass(AUC_Y, [0, 1, 2, 0, 0, 2], AUC_PROBS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no probabilities: no AUC, and nothing else is ever undefined
+        ci = bootstrap_multiclass(Y, P, n_boot=50, seed=1)
+    assert ci["auc_ci"] is None and ci["accuracy_ci"] is not None
+    # K = 4 given, the labels and predictions only 0..2: the probabilities have 4 columns
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), len(Y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        four = bootstrap_multiclass(Y, P, probs, n_classes=4, n_boot=50, seed=1)
+    assert four["auc_ci"] is None and four["accuracy_ci"] == ci["accuracy_ci"]
+
+
+def test_bca_of_one_row_and_bca_of_the_auc_by_hand():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = bootstrap_multiclass([1], [1], n_classes=3, n_boot=20, seed=0, method="bca")
+    assert one["accuracy_ci"] == [1.0, 1.0] and one["auc_ci"] is None  # a jackknife without rows: NaN
+    from medvlm.intervals import bca_interval
+
+    y, p = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 1]), np.array([0, 1, 2, 1, 1, 0, 0, 2, 2, 1])
+    probs = np.random.default_rng(5).dirichlet(np.ones(3), len(y))
+
+    def auc(idx):  # ovr_auc (equal to scikit-learn's, above): BCa's bias term counts resamples below the
+        return ovr_auc(y[idx], probs[idx], 3)[0]  # estimate, so it needs the same last bit
+
+    rng = np.random.default_rng(6)
+    boot = np.array([auc(rng.integers(0, 10, size=10)) for _ in range(300)])
+    jack = np.array([auc(np.delete(np.arange(10), i)) for i in range(10)])
+    want = bca_interval(boot, auc(np.arange(10)), jack, 0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = bootstrap_multiclass(y, p, probs, n_boot=300, seed=6, method="bca")["auc_ci"]
+    assert np.isfinite(jack).all() and want is not None and np.isnan(boot).any()
+    assert got == pytest.approx(want, abs=1e-12)
+    assert auc(np.arange(10)) == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"), abs=1e-12)
+
+
+def test_frame_metrics_defaults_and_options():
+    df = _frame().iloc[:7].rename(columns={f"p_{c}": f"p_{i}" for i, c in enumerate(CLASSES)})
+    y, p = df["label"].to_numpy(), df["pred"].to_numpy(dtype=int)
+    probs = df[["p_0", "p_1", "p_2"]].to_numpy()
+    plain = multiclass_frame_metrics(df)  # K from the data, the index columns, no bootstrap
+    assert plain == multiclass_metrics(y, p, probs) and plain["auc"] is not None
+    assert multiclass_frame_metrics(df, classes=3) == plain
+    assert not any(k.endswith("_ci") for k in plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        boot = multiclass_frame_metrics(df, n_boot=40)  # rows resampled, seed 0, percentile
+        assert {k: boot[k] for k in boot if k.endswith("_ci")} == bootstrap_multiclass(y, p, probs, n_boot=40)
+        for kwargs in ({"seed": 3}, {"method": "bca"}, {"clusters": "patient_id"}):
+            got = multiclass_frame_metrics(df, n_boot=40, **kwargs)
+            cl = {"clusters": df["patient_id"].to_numpy()} if "clusters" in kwargs else {}
+            want = bootstrap_multiclass(y, p, probs, n_boot=40, **{**kwargs, **cl})
+            assert {k: got[k] for k in want} == want, kwargs
+    # K = 4 given, the labels only 0..2: four probability columns, the AUC undefined (class 3 has no row)
+    four = df.assign(p_3=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = multiclass_frame_metrics(four, classes=4, n_boot=20)
+    assert (m["n_classes"], m["classes"], m["auc"], m["auc_ci"]) == (4, ["0", "1", "2", "3"], None, None)
+    assert m["per_class"][0]["auc"] is not None
+    for value, shown in (("x", "'x'"), (-0.25, "'-0.25'")):  # not a number, below 0
+        bad = df.astype({"p_1": object})
+        bad.loc[2, "p_1"] = value
+        with pytest.raises(DataError, match=rf"^predictions: row 3, column 'p_1': {shown} is not a "
+                                            r"probability in \[0, 1\]$"):
+            multiclass_frame_metrics(bad)
+
+
+def test_empty_result_in_full():
+    assert empty_multiclass(2) == {
+        "n": 0, "n_classes": 2, "classes": ["0", "1"], "accuracy": None, "balanced_accuracy": None,
+        "macro_f1": None, "auc": None,
+        "per_class": [{"class": "0", "label": 0, "support": 0, "precision": None, "recall": None,
+                       "specificity": None, "f1": None, "auc": None},
+                      {"class": "1", "label": 1, "support": 0, "precision": None, "recall": None,
+                       "specificity": None, "f1": None, "auc": None}],
+        "confusion": [[0, 0], [0, 0]], "notes": []}
+    named = empty_multiclass(["x", "y", "z"], n_boot=10)
+    assert named["classes"] == ["x", "y", "z"] and [r["class"] for r in named["per_class"]] == ["x", "y", "z"]
+    assert named["confusion"] == [[0] * 3] * 3
+    assert {k: named[k] for k in named if k.endswith("_ci")} == dict.fromkeys(
+        [f"{m}_ci" for m in MULTICLASS_CI_METRICS])
+
+
+def test_classes_inferred_from_a_frame_without_rows():
+    # read_predictions refuses a file without rows; a frame of none (e.g. every row filtered out) is binary
+    df = pd.DataFrame({"label": np.array([], dtype=np.int64), "pred": pd.array([], dtype="Int64")})
+    assert check_inferred_classes(df, "f.csv") == 2
+
+
+def test_ovr_auc_reads_none_as_a_missing_probability():
+    probs = [[0.6, 0.2, 0.2], [0.3, 0.5, 0.2], [0.1, 0.3, 0.6], [0.4, 0.3, 0.3], [0.5, 0.3, 0.2],
+             [0.2, 0.2, 0.6], [None, 0.5, 0.5]]
+    macro, per = ovr_auc([*AUC_Y, 1], probs, 3)
+    assert macro == pytest.approx(11 / 12, abs=1e-15) and per.tolist() == pytest.approx([7 / 8, 7 / 8, 1.0])
+    with pytest.warns(MetricWarning, match=r"^auc computed on the 6 of 7 rows that have every class "
+                                           r"probability$"):
+        m = multiclass_metrics([*AUC_Y, 1], [0, 1, 2, 0, 0, 2, 1], probs, classes=3)
+    assert m["auc"] == pytest.approx(11 / 12, abs=1e-15)

@@ -88,3 +88,25 @@ def test_run_sweeps_shots_and_reports_the_few_shot_arm(tmp_path, capsys):
     assert invoke(["run", str(path)]) == 0  # a rerun reuses both runs
     again = {s["name"]: s["status"] for s in json.loads((out / "experiment.json").read_text())["stages"]}
     assert again["vlm-shots0"] == again["vlm-shots2"] == "reused"
+
+
+def test_expand_shots_sweeps_directly():
+    from medvlm.vlm.fewshot import expand_shots_sweeps
+
+    data = {"vlm": {"not": "a list"},
+            "consistency": ["as is", {"name": "a"}, {"name": "c", "shots": [1, 0]}],
+            "other": [{"name": "x", "shots": [1]}]}
+    assert expand_shots_sweeps(data) == {
+        "vlm": {"not": "a list"},  # a section that is not a list: left as it is, the next one still read
+        "consistency": ["as is", {"name": "a"}, {"name": "c-shots1", "shots": 1},
+                        {"name": "c-shots0", "shots": 0}],
+        "other": [{"name": "x", "shots": [1]}]}  # not a section with runs
+    assert data["consistency"][2] == {"name": "c", "shots": [1, 0]}  # the input is not changed
+    assert expand_shots_sweeps(["not", "a dict"]) == ["not", "a dict"]
+    assert expand_shots_sweeps({"vlm": [{"name": "v", "shots": [2]}]}, sections=("consistency",)) == {
+        "vlm": [{"name": "v", "shots": [2]}]}
+    with pytest.raises(ValueError, match=r"^consistency\.1\.name: Field required$"):
+        expand_shots_sweeps({"consistency": [{"name": "a"}, {"shots": [1]}]})
+    with pytest.raises(ValueError, match=r"^vlm\.0\.shots: a number of examples or a list of distinct "
+                                         r"numbers >= 0 \(a sweep\); got \[1, 1\]$"):
+        expand_shots_sweeps({"vlm": [{"name": "v", "shots": [1, 1]}]})

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,9 @@ def _umask() -> int:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` as UTF-8 (whatever the locale: files medvlm writes are read back as UTF-8)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -68,6 +69,28 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON; NaN becomes null (JSON has no NaN)."""
     write_text_atomic(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=False) + "\n")
+
+
+def write_csv_atomic(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    r"""Write ``rows`` as a CSV (header ``columns``, ``\n`` line ends; a key a row lacks -> empty; keys
+    not in ``columns`` ignored) atomically; returns ``path``.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
+    >>> _ = write_csv_atomic(p, ["id", "n"], [{"id": "a,b"}, {"n": 2}])
+    >>> p.read_text()
+    'id,n\n"a,b",\n,2\n'
+    """
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in columns})
+    write_text_atomic(path, buf.getvalue())
+    return Path(path)
 
 
 def save_npy_atomic(path: str | Path, array: Any) -> None:

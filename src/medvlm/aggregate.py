@@ -4,7 +4,8 @@ Knows no task: the task supplies its answer codes (code ``i`` < number of classe
 higher codes abstain, like "no glioma"), its positive class and its column names. ``None`` (or NaN) is
 an unparsed answer. Abstaining and unparsed answers do not vote.
 
-- share = positive votes / class votes, None when there are none (BraTS grading calls it GLDR).
+- share = positive votes / class votes, None when there are none (BraTS grading calls it GLDR); None for
+  a task of more than two classes (no positive class).
 - ``majority`` (the study's rule): the class with most votes; a tie between non-zero vote counts goes
   to ``tie_break``. Score = share.
 - ``mean_prob`` (log-prob scoring): mean class probabilities over the answers that have them; pred by
@@ -14,8 +15,9 @@ an unparsed answer. Abstaining and unparsed answers do not vote.
 - "combined" (patient unit): all slices of all orientations of a patient pooled, then the same reducer.
 - More than two classes (K > 2): ``majority`` is the plurality vote over the K classes and ``mean_prob``
   the largest mean probability; a tie among the top classes goes to ``tie_break`` when it is one of them,
-  else to the lowest label among them (``--tie-break CLASS`` names it; by default the task's positive
-  class, or its last class when it names none). ``score`` is None (no positive class) and ``Vote.probs``
+  else to the lowest label among them (``--tie-break CLASS`` names it; by default the first class, so a
+  tie goes to the lowest label among the tied). ``score`` and the share column are None (no positive
+  class) and ``Vote.probs``
   holds the K class scores (vote shares, or mean probabilities), written as the task's per-class
   probability columns in units.csv/patients.csv and predictions.csv (:func:`class_score_columns`).
 
@@ -130,6 +132,9 @@ def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, t
 
     >>> mean_prob([None] * 3, [(0.3051373661949819, 0.4133778463394049, 0.28)] * 3).score
     0.413377846339
+    >>> v = mean_prob([None] * 2, [(0.2, 0.3, 0.5), (0.2, 0.5, 0.3)], n_classes=3, tie_break=0)
+    >>> v.pred, v.score, v.probs  # K > 2: no score; a tie of classes 1 and 2 goes to the lower
+    (1, None, (0.2, 0.4, 0.4))
 
     >>> mean_prob([None, None], [(0.2, 0.7, 0.1), (0.4, 0.5, 0.1)])
     Vote(pred=1, score=0.6)
@@ -139,8 +144,9 @@ def mean_prob(choices: Sequence[int | None], probs: Sequence | None = None, *, t
         return Vote(None, None)
     means = [sum(float(p[i]) for p in rows) / len(rows) for i in range(n_classes)]
     rounded = [round(m, 12) for m in means]
-    return Vote(_decide(rounded, tie_break), round(means[positive], 12),
-                tuple(rounded) if n_classes > 2 else None)
+    if n_classes > 2:  # no positive class: no score, the K mean probabilities instead
+        return Vote(_decide(rounded, tie_break), None, tuple(rounded))
+    return Vote(_decide(rounded, tie_break), round(means[positive], 12))
 
 
 REDUCERS = Registry("reducer")
@@ -168,7 +174,9 @@ def _unit_row(frame, task: Task, fn, tie_break: int) -> dict:
     counts = vote_counts(choices, len(task.answers))
     vote = fn(choices, probs, tie_break=tie_break, n_classes=task.n_classes, positive=task.positive_label)
     votes = counts[:task.n_classes]
-    share = vote_share(sum(votes) - votes[task.positive_label], votes[task.positive_label])
+    # K > 2: no positive class, so no positive share (each class's share is in its probability column)
+    share = None if task.n_classes > 2 else vote_share(sum(votes) - votes[task.positive_label],
+                                                       votes[task.positive_label])
     scores = class_score_columns(task)
     return {**dict(zip(task.count_columns, counts[:-1], strict=True)), "n_unparsed": counts[-1],
             task.share_column: share, "score": vote.score, "pred": vote.pred,

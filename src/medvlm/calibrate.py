@@ -53,6 +53,9 @@ def load_side(source: str | Path, role: str, cohort: str, orientation: str = "co
 
     path = Path(source).expanduser()
     folder = path if path.is_dir() else path.parent
+    if not path.exists():
+        raise DataError(f"{role} {path}: no such file or run folder (a predictions.csv, or a run folder "
+                        "holding one)")
     if path.is_dir():
         path = path / PREDICTIONS_FILE
         if not path.is_file():

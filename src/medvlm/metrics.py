@@ -238,6 +238,19 @@ def cluster_groups(n: int, clusters: ArrayLike | None) -> list[np.ndarray]:
     return np.split(order, bounds[:-1])
 
 
+def check_bootstrap(n_boot: int, confidence: float, method: str) -> None:
+    """The bootstrap's arguments, as :func:`bootstrap_metrics` and :func:`medvlm.metrics_multiclass.
+    bootstrap_multiclass` take them: ConfigError (one line) unless ``method`` is one of
+    :data:`BOOTSTRAP_METHODS`, ``n_boot`` >= 1 and 0 < ``confidence`` < 1 (checked in that order)."""
+    if method not in BOOTSTRAP_METHODS:
+        raise ConfigError(f"The 'method' parameter must be one of {BOOTSTRAP_METHODS}. "
+                          f"Got {method!r} instead.")
+    if int(n_boot) < 1:
+        raise ConfigError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must lie in (0, 1), got {confidence}")
+
+
 def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | None = None, *,
                       n_boot: int = 1000, seed: int = 0, clusters: ArrayLike | None = None,
                       confidence: float = 0.95, method: str = "percentile") -> dict[str, list[float] | None]:
@@ -266,14 +279,7 @@ def bootstrap_metrics(labels: ArrayLike, preds: ArrayLike, scores: ArrayLike | N
     >>> lo, hi = ci["accuracy_ci"]; lo <= 4 / 6 <= hi
     True
     """
-    if method not in BOOTSTRAP_METHODS:
-        raise ConfigError(f"The 'method' parameter must be one of {BOOTSTRAP_METHODS}. "
-                          f"Got {method!r} instead.")
-    if int(n_boot) < 1:
-        raise ConfigError(f"n_boot must be at least 1, got {n_boot}")
-
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence must lie in (0, 1), got {confidence}")
+    check_bootstrap(n_boot, confidence, method)
     y, p, s = _check_inputs(labels, preds, scores)
     alpha = 1 - confidence
     rng = np.random.default_rng(seed)

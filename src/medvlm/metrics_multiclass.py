@@ -22,7 +22,10 @@ average="macro")``), defined only when every one of the K classes is among the l
 (``per_class``, one dict per class in label order): ``precision`` = tp / predicted, ``recall``
 (sensitivity) = tp / support, ``specificity`` = tn / (tn + fp), ``f1`` = 2tp / (2tp + fp + fn),
 ``support`` (rows of that label), ``auc`` (one-vs-rest); None where a denominator is 0. ``confusion``:
-K x K counts, rows the true class, columns the predicted class.
+K x K counts, rows the true class, columns the predicted class. ``notes``: a class that is never a
+label is left out of ``balanced_accuracy``, and of ``macro_f1`` too unless it is predicted (then its F1
+is 0); each such case is a line of ``notes`` naming the classes an average covers
+(:func:`coverage_notes`), so an average over fewer than K classes is never silent.
 
 >>> m = multiclass_metrics([0, 1, 2, 2], [0, 2, 2, 2], classes=["a", "b", "c"])
 >>> m["accuracy"], m["balanced_accuracy"], m["confusion"]
@@ -42,10 +45,10 @@ import numpy as np
 from medvlm.errors import ConfigError, DataError
 from medvlm.intervals import bca_interval, clip_metric_ci, percentile_interval
 from medvlm.metrics import (
-    BOOTSTRAP_METHODS,
     MetricWarning,
     _none_if_nan,
     auc_score,
+    check_bootstrap,
     cluster_groups,
 )
 
@@ -203,6 +206,42 @@ def _summary(cm: np.ndarray, rates: dict[str, np.ndarray]) -> tuple[float, float
     return accuracy, balanced, macro_f1
 
 
+def coverage_notes(names: Sequence[str], support: Any, predicted: Any) -> list[str]:
+    """Which classes the macro averages cover, said whenever it is not all K (scikit-learn's semantics,
+    which :func:`_summary` follows): ``balanced_accuracy`` averages the recall of the classes among the
+    labels only; ``macro_f1`` averages the F1 of the classes among the labels or the predictions, so a
+    class in neither is left out and a class predicted but never a label counts with F1 0. ``support``
+    and ``predicted``: shape (K,), the rows of each label and the predictions of each class. [] for no
+    rows (every metric is undefined then) and when every class is a label.
+
+    >>> coverage_notes(["a", "b", "c"], [2, 0, 2], [2, 0, 2])  # doctest: +NORMALIZE_WHITESPACE
+    ['balanced_accuracy: the mean recall of the 2 of 3 classes among the labels (a, c); never a label: b',
+     'macro_f1: the mean F1 of the 2 of 3 classes among the labels or predictions (a, c); neither a label
+     nor a prediction: b']
+    """
+    k = len(names)
+    labelled = [i for i in range(k) if support[i] > 0]
+    if not labelled or len(labelled) == k:
+        return []
+
+    def listed(idx: list[int]) -> str:
+        return ", ".join(names[i] for i in idx)
+
+    unlabelled = [i for i in range(k) if support[i] == 0]
+    notes = [f"balanced_accuracy: the mean recall of the {len(labelled)} of {k} classes among the labels "
+             f"({listed(labelled)}); never a label: {listed(unlabelled)}"]
+    seen = [i for i in range(k) if support[i] > 0 or predicted[i] > 0]
+    neither = [i for i in unlabelled if predicted[i] == 0]
+    only_predicted = [i for i in unlabelled if predicted[i] > 0]
+    if neither:
+        notes.append(f"macro_f1: the mean F1 of the {len(seen)} of {k} classes among the labels or "
+                     f"predictions ({listed(seen)}); neither a label nor a prediction: {listed(neither)}")
+    if only_predicted:
+        notes.append(f"macro_f1: counts with F1 0 the classes predicted but never a label: "
+                     f"{listed(only_predicted)}")
+    return notes
+
+
 def ovr_auc(labels: Any, probs: Any, n_classes: int) -> tuple[float, np.ndarray]:
     """(macro one-vs-rest ROC AUC, per-class AUCs): class ``i`` against the rest ranked by ``probs[:, i]``
     (ties count one half); rows with any NaN probability are left out. The macro value is NaN unless every
@@ -244,8 +283,10 @@ def multiclass_metrics(labels: Any, preds: Any, probs: Any = None, *,
 
     Returns:
         ``{"n", "n_classes", "classes", "accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class",
-        "confusion"}``; undefined values are None, with a :class:`~medvlm.metrics.MetricWarning` (not for
-        an AUC without probabilities).
+        "confusion", "notes"}``; undefined values are None, with a :class:`~medvlm.metrics.MetricWarning`
+        (not for an AUC without probabilities). ``notes``: which classes a macro average covers when it
+        is not all K (:func:`coverage_notes`), and why the AUC is undefined when probabilities were
+        given; [] when every class is a label (and with no rows).
     """
     k = n_classes_of(classes, labels, preds)
     names = [str(i) for i in range(k)] if classes is None or isinstance(classes, int) else list(classes)
@@ -254,6 +295,7 @@ def multiclass_metrics(labels: Any, preds: Any, probs: Any = None, *,
     rates = _per_class(cm)
     accuracy, balanced, macro_f1 = _summary(cm, rates)
     auc, per_auc = (math.nan, np.full(k, math.nan))
+    notes = coverage_notes(names, rates["support"], rates["predicted"])
     if s is not None:
         if np.isnan(s).any():
             kept = int((~np.isnan(s).any(axis=1)).sum())
@@ -264,6 +306,8 @@ def multiclass_metrics(labels: Any, preds: Any, probs: Any = None, *,
             absent = [names[i] for i in range(k) if not np.isin(i, y[~np.isnan(s).any(axis=1)])]
             warnings.warn(f"auc undefined: no row of class {', '.join(absent)} (one-vs-rest needs every "
                           "class)", MetricWarning, stacklevel=2)
+            notes.append(f"auc: undefined, one-vs-rest needs every class among the labels (with "
+                         f"probabilities); no row of class {', '.join(absent)}")
     if y.size == 0:
         warnings.warn("no rows: every metric is undefined", MetricWarning, stacklevel=2)
     per_class = []
@@ -275,7 +319,7 @@ def multiclass_metrics(labels: Any, preds: Any, probs: Any = None, *,
         per_class.append(row)
     return {"n": int(y.size), "n_classes": k, "classes": names, "accuracy": _none_if_nan(accuracy),
             "balanced_accuracy": _none_if_nan(balanced), "macro_f1": _none_if_nan(macro_f1),
-            "auc": _none_if_nan(auc), "per_class": per_class, "confusion": cm.tolist()}
+            "auc": _none_if_nan(auc), "per_class": per_class, "confusion": cm.tolist(), "notes": notes}
 
 
 def bootstrap_multiclass(labels: Any, preds: Any, probs: Any = None, *, n_classes: int | None = None,
@@ -287,13 +331,7 @@ def bootstrap_multiclass(labels: Any, preds: Any, probs: Any = None, *, n_classe
 
     Returns ``{"<metric>_ci": [low, high] or None}`` (``auc_ci`` None without probabilities).
     """
-    if method not in BOOTSTRAP_METHODS:
-        raise ConfigError(f"The 'method' parameter must be one of {BOOTSTRAP_METHODS}. "
-                          f"Got {method!r} instead.")
-    if int(n_boot) < 1:
-        raise ConfigError(f"n_boot must be at least 1, got {n_boot}")
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence must lie in (0, 1), got {confidence}")
+    check_bootstrap(n_boot, confidence, method)
     k = n_classes_of(n_classes, labels, preds)
     y, p, s = _check(labels, preds, probs, k)
     groups = cluster_groups(y.size, clusters)
@@ -370,7 +408,7 @@ def empty_multiclass(classes: Sequence[str] | int, n_boot: int = 0) -> dict[str,
         "macro_f1": None, "auc": None,
         "per_class": [{"class": names[i], "label": i, "support": 0,
                        **dict.fromkeys(PER_CLASS_KEYS[3:], None)} for i in range(k)],
-        "confusion": [[0] * k for _ in range(k)]}
+        "confusion": [[0] * k for _ in range(k)], "notes": []}
     if n_boot:
         out.update({f"{m}_ci": None for m in MULTICLASS_CI_METRICS})
     return out

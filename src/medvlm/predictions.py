@@ -256,18 +256,18 @@ def summarise_test_cohort(run: Any) -> dict[str, Any]:
         return {}
     if frame.empty:
         return {}
-    scores = frame["score"] if "score" in frame.columns and frame["score"].notna().all() else None
     import warnings
 
+    answered = frame[frame["pred"].notna()]  # an abstention is no prediction (coverage is the run's table)
+    scores = answered["score"] if "score" in answered.columns and answered["score"].notna().all() else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if n_classes(frame) > 2:
             from medvlm.metrics_multiclass import multiclass_metrics
 
-            answered = frame[frame["pred"].notna()]
             m = multiclass_metrics(answered["label"].astype(int), answered["pred"].astype(int))
             m = {"accuracy": m["accuracy"], "specificity": None, "auc": None}
         else:
-            m = binary_metrics(frame["label"].astype(int), frame["pred"].astype(int), scores)
+            m = binary_metrics(answered["label"].astype(int), answered["pred"].astype(int), scores)
     return {f"test_{k}": (round(m[k], 3) if m[k] is not None else None)
             for k in ("accuracy", "specificity", "auc")}

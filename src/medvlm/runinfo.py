@@ -2,9 +2,11 @@
 
 ``run.json`` = ``{"kind", "name", "created", "config", "versions", "git_revision", "command"}`` (and
 ``usage``, the tokens and cost of the model calls a run sent, where its backend reports them:
-:meth:`medvlm.vlm.usage.Usage.record`) where ``kind`` is one of :data:`RUN_KINDS`. The report reads only
-run files, so this is how it learns what a folder holds and how it was made (resolved config, package
-versions, git revision, seeds). Credentials in ``config`` and ``command`` are stored masked (``***``).
+:meth:`medvlm.vlm.usage.Usage.record`; ``notes``, lines on how the run was made: :func:`add_run_note`)
+where ``kind`` is one of :data:`RUN_KINDS`. The report reads only run files, so this is how it learns
+what a folder holds and how it was made (resolved config, package versions, git revision, seeds).
+Credentials in ``config`` and ``command`` are stored masked (``***``). A run is shown under its
+folder's name (:func:`display_name`), which a copied folder's run.json may not record.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -82,6 +85,46 @@ def write_run_info(run: str | Path, *, kind: str, config: dict[str, Any], name: 
     redactor = Redactor([s for s in env_secrets() if len(s) >= 4])  # shorter ones would mask words
     write_json_atomic(path, _mask_strings(info, redactor) if redactor else info)
     return path
+
+
+def add_run_note(run: str | Path, note: str) -> None:
+    """Keep ``note`` (one line about how the run was made, e.g. a ``--limit`` above the cohort's size) in
+    ``RUN/run.json``'s ``notes`` list, once; the report shows it in the run's section. Called after the
+    command has written its run.json (which a resumed run writes anew)."""
+    info = read_run_info(run, strict=False)
+    if info is None:
+        return
+    notes = info.get("notes") if isinstance(info.get("notes"), list) else []
+    if note not in notes:
+        write_json_atomic(Path(run) / "run.json", {**info, "notes": [*notes, note]})
+
+
+def display_name(run: str | Path) -> str:
+    """The name a run is shown under (report, summaries, ``config dump``): the name of its folder as given
+    (a folder copied with ``cp -r runs/a runs/b`` is ``b``, whatever its run.json says); for ``.`` or
+    ``..``, the name of the folder they stand for.
+
+    >>> display_name("runs/b/"), display_name("/tmp/runs/x/..")
+    ('b', 'runs')
+    """
+    path = Path(run)
+    return path.name if path.name not in ("", ".", "..") else Path(os.path.abspath(path)).name
+
+
+def renamed_note(run: str | Path, info: dict[str, Any]) -> str | None:
+    """A note when ``run.json`` records another name than the run's folder (a copied or renamed run
+    folder): which name it records and which one the run is shown under; None when they agree.
+
+    >>> renamed_note("runs/b", {"name": "a"})
+    "run.json names this run 'a'; shown under its folder's name 'b' (a copied or renamed run folder)"
+    >>> renamed_note("runs/a", {"name": "a"}) is None
+    True
+    """
+    recorded, shown = info.get("name"), display_name(run)
+    if not isinstance(recorded, str) or not recorded or recorded == shown:
+        return None
+    return (f"run.json names this run {recorded!r}; shown under its folder's name {shown!r} (a copied or "
+            "renamed run folder)")
 
 
 def _mask_strings(data: Any, redactor: Any) -> Any:

@@ -285,7 +285,9 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
         raise DataError(f"patient {pid!r} has label {sa.loc[pid, 'label']} in {name_a} but "
                         f"{sb.loc[pid, 'label']} in {name_b}")
     y = sa["label"].to_numpy()
-    clustered = "slice_index" in sa.columns
+    # rows of one patient (slices; images of a patient seen more than once) are not independent
+    unit = "slice" if "slice_index" in sa.columns else "image" if "image_id" in sa.columns else None
+    clustered = unit == "slice" or (unit == "image" and sa["patient_id"].nunique() < len(sa))
     mc = mcnemar(y, sa["pred"].to_numpy(), sb["pred"].to_numpy(), confidence=confidence)
     out: dict[str, Any] = {"n": int(y.size), "auc_a": None, "auc_b": None, "auc_diff": None,
                            "auc_diff_ci": None, "delong_z": None, "delong_p": None,
@@ -294,10 +296,10 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, *, name_a: str = "A", 
                            "accuracy_b": mc["accuracy_b"], "accuracy_diff": mc["accuracy_diff"],
                            "accuracy_diff_ci": mc["accuracy_diff_ci"], "n_dropped_abstained": n_dropped}
     if clustered:  # rows of one patient are not independent: say so with the numbers
-        out["unit"] = "slice"
+        out["unit"] = unit
         out["n_patients"] = int(sa["patient_id"].nunique())
-        out["note"] = (f"{out['n']} slices of {out['n_patients']} patients: McNemar and DeLong treat slices "
-                       "as independent, so their p-values and intervals are optimistic")
+        out["note"] = (f"{out['n']} {unit}s of {out['n_patients']} patients: McNemar and DeLong treat "
+                       f"{unit}s as independent, so their p-values and intervals are optimistic")
         warnings.warn(out["note"], StatsWarning, stacklevel=2)
     if not (has_scores(sa) and has_scores(sb)):
         return out

@@ -86,12 +86,37 @@ def _vlm_config(p: _Paths, fields: dict[str, Any], progress: bool) -> Any:
     return VLMEvalConfig(**{**fields, "progress": progress})
 
 
+def _limit_note(p: _Paths, name: str, config: Any) -> str | None:
+    """A run's ``limit`` above its cohort's size, in one line on stderr (:mod:`medvlm.vlm.limit`)."""
+    import sys
+
+    from medvlm.vlm.limit import cohort_limit_note
+
+    note = cohort_limit_note(p.work, config)
+    if note:
+        print(f"medvlm: note: {name}: {note}", file=sys.stderr)
+    return note
+
+
+def _kept_note(run: Path, note: str | None) -> dict[str, Any]:
+    """``note`` kept in the run's run.json and, as ``{"note": note}``, in the stage's summary ({} without)."""
+    from medvlm.runinfo import add_run_note
+
+    if not note:
+        return {}
+    add_run_note(run, note)
+    return {"note": note}
+
+
 def _stage_vlm(p: _Paths, name: str, fields: dict[str, Any], progress: bool) -> StageRecord:
     from medvlm.vlm.evaluate import evaluate_vlm
 
-    result = evaluate_vlm(p.work, p.run(name), _vlm_config(p, fields, progress))
+    config = _vlm_config(p, fields, progress)
+    note = _limit_note(p, name, config)
+    result = evaluate_vlm(p.work, p.run(name), config)
     summary = {"calls": result.n_calls, "unparsed": result.n_unparsed, "failed": result.n_failed,
-               "sent": result.n_sent, "cached": result.n_cached, **summarise_test_cohort(p.run(name))}
+               "sent": result.n_sent, "cached": result.n_cached, **summarise_test_cohort(p.run(name)),
+               **_kept_note(p.run(name), note)}
     return StageRecord(name, status="incomplete" if result.exit_code else "done", summary=summary,
                        outputs={"run": str(p.run(name))})
 
@@ -145,10 +170,13 @@ def _stage_consistency(p: _Paths, run: Any, progress: bool) -> StageRecord:
         fields["patients"] = [_pick_patient(p, run.pick)]
     if "progress" in ConsistencyConfig.model_fields:
         fields["progress"] = progress
-    result = run_consistency(p.work, p.run(run.name), ConsistencyConfig(**fields))
+    config = ConsistencyConfig(**fields)
+    note = _limit_note(p, run.name, config)
+    result = run_consistency(p.work, p.run(run.name), config)
     summary_path = p.run(run.name) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     keep = {k: summary.get(k) for k in ("n", "counts", "majority", "agreement", "entropy") if k in summary}
+    keep.update(_kept_note(p.run(run.name), note))
     if run.pick:
         keep["patient"] = fields["patients"][0]
     failed = result.n_failed

@@ -94,10 +94,11 @@ def _test_metrics(run_path: Path) -> tuple[dict[str, Any], Any, Any] | None:
         return None
     if "score" in df.columns and df["score"].isna().any():
         df = df.drop(columns="score")  # an AUC needs every unit's score
+    task = run_task(run)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = predictions_metrics(df.astype({"label": int}))
-    return m, df, run_task(run)
+        m = predictions_metrics(df.astype({"label": int}), task=task if task.n_classes > 2 else None)
+    return m, df, task
 
 
 def _num(x: Any) -> str:
@@ -163,6 +164,7 @@ def plain_summary(runs: list[Path]) -> str:
     of a VLM run (no image, an artifact, another prompt: :mod:`medvlm.report.controls`) gets its verdict
     instead of its numbers, and is no general VLM arm of the fine-tuning comparison."""
     from medvlm.report.control_verdicts import control_verdicts
+    from medvlm.report.multiclass import majority_rate
     from medvlm.runinfo import read_run_info
 
     loaded = [load_run(p) for p in runs]
@@ -171,6 +173,7 @@ def plain_summary(runs: list[Path]) -> str:
     lines = []
     base_rate = None
     base_name = ""
+    multi_rate: str | None = None  # a multi-class task: the most frequent class's share, as a sentence
     general: list[tuple[str, dict[str, Any]]] = []
     tuned: list[tuple[str, dict[str, Any]]] = []
     few_shot: list[tuple[str, dict[str, Any]]] = []  # eval-vlm --shots K without an adapter
@@ -187,6 +190,16 @@ def plain_summary(runs: list[Path]) -> str:
         df = df[df["pred"].notna()]  # the answered units (abstentions are counted in the metrics)
         if df.empty:
             lines.append(f"{path.name}: no test unit was answered ({m['n_abstained']} abstained).")
+            continue
+        if task.n_classes > 2:  # no positive class: balanced accuracy, macro F1, recall per class
+            from medvlm.report.multiclass import multiclass_line
+
+            lines.append(multiclass_line(path.name, m, task, UNITS[task.unit]))
+            multi_rate = multi_rate or majority_rate(df, task)
+            if kind == "vlm":
+                cfg = info.get("config") or {}
+                arm = tuned if cfg.get("adapter") else few_shot if cfg.get("shots") else general
+                arm.append((path.name, m))
             continue
         neg, pos = task.classes[0], task.classes[task.positive_label]
         units = UNITS[task.unit]
@@ -210,6 +223,11 @@ def plain_summary(runs: list[Path]) -> str:
             cfg = info.get("config") or {}
             arm = tuned if cfg.get("adapter") else few_shot if cfg.get("shots") else general
             arm.append((path.name, m))
+    if multi_rate is not None:  # the binary comparisons below name sensitivity and specificity
+        from medvlm.report.multiclass import multiclass_comparisons
+
+        lines += multiclass_comparisons(tuned, few_shot, general)
+        tuned, few_shot = [], []
     for name_t, m_t in tuned:
         for name_g, m_g in general:
             lines.append(
@@ -234,6 +252,8 @@ def plain_summary(runs: list[Path]) -> str:
                      f"{base_rate:.2f} on this test cohort: accuracy alone cannot separate a model from that "
                      "rule, which is why specificity, balanced accuracy, MCC and AUC are reported with "
                      "confidence intervals.")
+    if multi_rate is not None:
+        lines.append(multi_rate)
     if not lines:
         return "No run produced test-cohort predictions."
     return "\n\n".join(lines)
@@ -241,7 +261,7 @@ def plain_summary(runs: list[Path]) -> str:
 
 def reproducibility_rows(runs: list[Path]) -> list[dict[str, Any]]:
     """One row per run: kind, git revision, key package versions and seeds, from ``run.json``."""
-    from medvlm.runinfo import read_run_info
+    from medvlm.runinfo import display_name, read_run_info
 
     rows = []
     for path in runs:
@@ -250,7 +270,7 @@ def reproducibility_rows(runs: list[Path]) -> list[dict[str, Any]]:
         cfg = info.get("config", {}) or {}
         seeds = {k: cfg[k] for k in ("seed", "boot_seed") if k in cfg}
         rows.append({
-            "run": path.name, "kind": info.get("kind", ""), "created": info.get("created", ""),
+            "run": display_name(path), "kind": info.get("kind", ""), "created": info.get("created", ""),
             "git revision": (info.get("git_revision") or "")[:12],
             "versions": ", ".join(f"{k} {versions[k]}" for k in ("medvlm", "torch", "transformers", "peft")
                                   if k in versions),

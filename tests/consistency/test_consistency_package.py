@@ -9,12 +9,12 @@ import sys
 import pytest
 
 import medvlm.consistency as C
-from medvlm.consistency import config, figures, run, stats
+from medvlm.consistency import config, figures, images, run, stats, summary
 
 
 @pytest.mark.parametrize("name", C.__all__)
 def test_public_names_are_re_exported_from_their_module(name):
-    homes = [m for m in (stats, config, run, figures) if name in vars(m)]
+    homes = [m for m in (stats, config, images, summary, run, figures) if name in vars(m)]
     assert homes and all(getattr(C, name) is getattr(m, name) for m in homes)
 
 

@@ -87,8 +87,10 @@ def test_3d_sets_show_the_central_plane(tmp_path, capsys):
 @pytest.mark.parametrize("kwargs, message", [
     ({"drop": "val_labels"}, r"tiny_28\.npz: not a MedMNIST file: missing key\(s\) \['val_labels'\] "
                              r"\(expected \{train,val,test\}_\{images,labels\}\)$"),
-    ({"labels_shape": (3,)}, r"train_labels has shape \(6, 3\): multi-label MedMNIST sets are not a "
-                             r"single-label task$"),
+    ({"labels_shape": (3,)}, r"train_labels has shape \(6, 3\): a multi-label MedMNIST set \(one 0/1 "
+                             r"column per finding\) is not one single-label task; pick one column with "
+                             r"label_column: K \(0\.\.2\) in the task's source, a binary task of that "
+                             r"finding$"),
 ])
 def test_a_bad_npz_is_one_line_exit_2(tmp_path, capsys, kwargs, message):
     code, _, out = _prepare(tmp_path, capsys, **kwargs)

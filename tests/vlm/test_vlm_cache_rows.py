@@ -152,3 +152,29 @@ def test_layout_errors_name_the_file_and_the_fix(tmp_path):
     junk.write_bytes(b"not a database at all" * 100)
     ResponseCache(junk).close()  # a damaged file is moved aside (tests/adversarial/test_adv_cache.py)
     assert [p.name.split(".corrupt-")[0] for p in tmp_path.glob("junk.sqlite.corrupt-*")] == ["junk.sqlite"]
+
+
+def test_a_v1_table_needs_three_probability_columns_read_in_table_order(tmp_path):
+    """The 0.1 table's ``p_*`` columns are answer codes 0, 1, 2 in table order; another count of them is
+    an unknown layout (nothing migrated, nothing dropped)."""
+    base = ("key TEXT PRIMARY KEY, status TEXT, raw TEXT, mass REAL, error TEXT, extra TEXT, "
+            "attempts INTEGER, updated REAL")
+    two = tmp_path / "two.sqlite"
+    db = sqlite3.connect(two)
+    db.execute(f"CREATE TABLE responses ({base}, p_lgg REAL, p_hgg REAL)")
+    db.commit()
+    db.close()
+    with pytest.raises(DataError, match=r"a 'responses' table of an unknown layout"):
+        ResponseCache(two)
+    db = sqlite3.connect(two)
+    assert db.execute("SELECT COUNT(*) FROM pragma_table_info('responses')").fetchone() == (10,)  # kept
+    db.close()
+    moved = tmp_path / "moved.sqlite"  # the probability columns after the others: still codes 0, 1, 2
+    db = sqlite3.connect(moved)
+    db.execute(f"CREATE TABLE responses ({base}, p_lgg REAL, p_hgg REAL, p_ng REAL)")
+    db.execute("INSERT INTO responses VALUES ('k', 'ok', 'Choice: 0', 0.9, NULL, NULL, 1, 0, 0.6, 0.2, 0.1)")
+    db.commit()
+    db.close()
+    with ResponseCache(moved) as cache:
+        got = cache.get("k")
+    assert (got.raw, got.code_probs, got.mass) == ("Choice: 0", {"0": 0.6, "1": 0.2, "2": 0.1}, 0.9)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from medvlm.cli import invoke
+from medvlm.errors import ConfigError
 from medvlm.vlm.fewshot import Example, answer_text, class_counts, draw_examples
 from medvlm.vlm.types import Decoding, Shot, cache_key
 
@@ -320,3 +321,126 @@ def test_slice_task_examples_are_labelled_training_slices(synth_dir, tmp_path_fa
         assert all(i in label for i in shown)  # labelled slices of units.csv
         assert {i.split(":")[0] for i in shown} <= train and {i.split(":")[1] for i in shown} == {"axial"}
         assert sorted(label[i] for i in shown) == [0, 1]  # one slice without, one with tumour
+
+
+# ------------------------------------------------------------------------ pure parts, exact (mutation run)
+def test_class_counts_and_draws_exactly():
+    import numpy as np
+
+    from medvlm.data.controls import derived_seed
+
+    assert class_counts(6, 3, seed=0) == [2, 2, 2] and class_counts(0, 2, seed=5) == [0, 0]
+    for seed in range(5):  # the remainder goes to classes drawn without replacement from the seed
+        extra = np.random.default_rng(seed).choice(4, size=3, replace=False)
+        assert class_counts(7, 4, seed=seed) == [1 + int(c in extra) for c in range(4)]
+    pool = {0: [Example("L", "axial", i, 0) for i in range(6)],
+            1: [Example("H", "coronal", i, 1) for i in range(4)]}
+    for seed in range(12):  # (the odd example goes to class 0 for some seeds, to class 1 for others)
+        counts = class_counts(5, 2, seed=derived_seed("shot-classes", seed))
+        rng = np.random.default_rng(seed)
+        out = [pool[c][int(i)] for c in (0, 1)
+               for i in rng.choice(len(pool[c]), size=counts[c], replace=False)]
+        want = [out[int(i)] for i in rng.permutation(len(out))]
+        assert draw_examples(pool, 5, n_classes=2, seed=seed) == want
+    assert draw_examples({0: pool[0]}, 2, n_classes=1, seed=0) != []  # a class missing from the pool ...
+    with pytest.raises(ConfigError, match=r"^--shots 2: class 1 has only 0 training example\(s\)$"):
+        draw_examples({0: pool[0]}, 2, n_classes=2, seed=0)  # ... is a class with no candidate
+    with pytest.raises(ConfigError, match=r"^--shots 10: class 1 has only 4 training example\(s\)$"):
+        draw_examples(pool, 10, n_classes=2, seed=0)
+    assert len(draw_examples(pool, 8, n_classes=2, seed=1)) == 8  # every candidate of class 1: allowed
+    assert Example("P1", "image", 0, 1, image_id="x7").id == "P1:x7"
+
+
+def test_answer_format_and_the_cohort_checks(tmp_path):
+    from types import SimpleNamespace
+
+    from medvlm.vlm.fewshot import check_cohort, check_shots, wants_json
+
+    assert wants_json("Grade?") is False and wants_json("Grade?", "json") is True
+    assert wants_json('Answer as {"choice": 1}') is True and wants_json("choice", "none") is False
+    letters = SimpleNamespace(codes=("A", "B"), answer_prefix="Answer:")
+    assert answer_text(letters, 1) == "Answer: B"
+    assert answer_text(letters, 0, json_answer=True) == '{"choice": "A", "reasoning": ""}'
+    assert answer_text(SimpleNamespace(codes=("0", "1"), answer_prefix=""), 1) == "1"  # no prefix: no space
+    for cohort, what in (("train", "the very patients evaluated"), ("all", "which --cohort all includes")):
+        with pytest.raises(ConfigError, match=rf"^--shots 2 with --cohort {cohort}: the examples come from "
+                                              rf"the training cohort of --fold 1, {what}; evaluate --cohort "
+                                              r"val or test$"):
+            check_cohort(2, cohort=cohort, fold=1, evaluated=[], training=[], work=tmp_path)
+    with pytest.raises(ConfigError, match=rf"^--shots 3: patient P2 is both evaluated and in the training "
+                                          rf"cohort of --fold 0 \({tmp_path / 'splits.json'}\); the examples "
+                                          r"must come from other patients$"):
+        check_cohort(3, cohort="val", fold=0, evaluated=["P9", "P5", "P2"], training=["P5", "P2", "P1"],
+                     work=tmp_path)
+    check_cohort(3, cohort="test", fold=0, evaluated=["P9"], training=["P1"], work=tmp_path)
+    task = SimpleNamespace(n_classes=2, classes=("HGG", "LGG"))
+    check_shots(5, {}, task=task, fold=0)  # no view: nothing to check
+    one = {"slice": {0: [Example("P", "slice", i, 0) for i in range(2)], 1: [Example("P", "slice", 0, 1)]}}
+    check_shots(2, one, task=task, fold=0)
+    with pytest.raises(ConfigError, match=r"^--shots 3: needs 2 example\(s\) of each class, but the "
+                                          r"training cohort of fold 0 has only 1 slice\(s\) of class LGG; "
+                                          r"use --shots 2 or fewer$"):
+        check_shots(3, one, task=task, fold=0)
+
+
+def test_sampler_prompt_callable_and_column():
+    from medvlm.tasks import get_task
+    from medvlm.vlm.fewshot import SHOTS_COLUMN, ShotSampler
+
+    pool = {"axial": {0: [Example("L1", "axial", i, 0) for i in range(3)],
+                      1: [Example("H1", "axial", i, 1) for i in range(3)]},
+            "coronal": {0: [Example("L1", "coronal", 5, 0)], 1: [Example("H1", "coronal", 6, 1)]}}
+    renders = []
+
+    def render(pid, orientation, indices):
+        renders.append((pid, orientation, list(indices)))
+        return {i: f"{pid}-{orientation}-{i}".encode() for i in indices}
+
+    sampler = ShotSampler(pool, 2, n_classes=2, seed=4, render=render)
+    task = get_task("brats-grading")
+    shots = sampler.for_prompt("Grade?", task, key=lambda meta: meta["key"])({"key": ("Q", "coronal", 2)})
+    assert sorted((s.id, s.image, s.prompt) for s in shots) == [
+        ("H1:coronal:6", b"H1-coronal-6", "Grade?"), ("L1:coronal:5", b"L1-coronal-5", "Grade?")]
+    assert sorted(s.answer for s in shots) == ["Choice: 0", "Choice: 1"]
+    as_json = sampler.for_prompt("Grade?", task, "json")(("Q", "coronal", 2))
+    assert sorted(s.answer for s in as_json) == ['{"choice": 0, "reasoning": ""}',
+                                                 '{"choice": 1, "reasoning": ""}']
+    assert sorted(renders) == [("H1", "coronal", [6]), ("L1", "coronal", [5])] and sampler.n_rendered == 2
+    sampler.image(Example("L1", "axial", 2, 0))
+    assert renders[-1] == ("L1", "axial", [0, 1, 2]) and sampler.n_rendered == 3
+    calls = pd.DataFrame({"patient_id": ["Q", "R"], "orientation": ["axial", "coronal"],
+                          "slice_index": [1, 4]})
+    out = sampler.add_column(calls)
+    assert list(out.columns) == [*calls.columns, SHOTS_COLUMN] and SHOTS_COLUMN not in calls.columns
+    assert out[SHOTS_COLUMN].tolist() == [sampler.ids(("Q", "axial", 1)), sampler.ids(("R", "coronal", 4))]
+    assert sampler.examples("Q", "axial", 1) != sampler.examples("Q", "axial", 2)
+
+
+def test_sampler_draws_from_the_question_and_keeps_its_files_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    import medvlm.vlm.fewshot as fs
+    from medvlm.data.controls import derived_seed
+
+    pool = {"axial": {0: [Example("L1", "axial", i, 0) for i in range(4)],
+                      1: [Example("H1", "axial", i, 1) for i in range(4)]}}
+    sampler = fs.ShotSampler(pool, 2, n_classes=2, seed=9,
+                             render=lambda pid, o, idx: {i: f"{pid}{i}".encode() for i in idx})
+    for key in (("Q1", "axial", 3), ("Q2", "axial", 3), ("Q1", "axial", 4)):
+        assert sampler.examples(*key) == draw_examples(pool["axial"], 2, n_classes=2,
+                                                       seed=derived_seed("shots", *key, 9))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(fs, "_IMAGE_CACHE_SIZE", 2)
+    a, b, c = (Example("L1", "axial", i, 0) for i in (0, 1, 2))
+    assert [sampler.image(e) for e in (a, b, c)] == [b"L10", b"L11", b"L12"]
+    [folder] = list(tmp_path.iterdir())  # one volume group rendered into the sampler's own folder
+    assert folder.name.startswith("medvlm-shots-") and len(list(folder.iterdir())) == 4
+    for f in folder.iterdir():
+        f.unlink()
+    assert [sampler.image(e) for e in (b, c)] == [b"L11", b"L12"]  # the two most recent: from memory
+    with pytest.raises(FileNotFoundError):
+        sampler.image(a)  # the least recently used was let go (and its file is gone)
+    del sampler
+    gc.collect()
+    assert not folder.exists()  # removed with the sampler

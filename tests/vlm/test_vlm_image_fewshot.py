@@ -125,3 +125,90 @@ def test_image_consistency_shots(cxr_work, fake_server):
     first = images[0]["shots"].split(";")
     assert fake_server.bodies[0]["messages"][0]["content"][0]["image_url"]["url"] in {
         data_uri(image_png(work, s.split(":")[1])) for s in first}
+
+
+# ------------------------------------------------------------------------------- the sampler in isolation
+def _pool():
+    from medvlm.vlm.fewshot import Example
+
+    return {"image": {c: [Example(f"P{c}{i}", "image", 0, c, image_id=f"i{c}{i}") for i in range(3)]
+                      for c in range(2)}}
+
+
+def test_image_sampler_draws_per_question_and_keeps_recent_images(monkeypatch):
+    import medvlm.vlm.fewshot_images as fi
+    from medvlm.data.controls import derived_seed
+    from medvlm.vlm.fewshot import draw_examples
+
+    rendered = []
+
+    def render(image_id):
+        rendered.append(image_id)
+        return image_id.encode()
+
+    sampler = fi.ImageShotSampler(_pool(), 2, n_classes=2, seed=7, render=render)
+    for key in (("A", "a1"), ("B", "b1"), ("A", "image", 3)):  # eval-vlm's and consistency's keys
+        want = draw_examples(_pool()["image"], 2, n_classes=2, seed=derived_seed("shots", *map(str, key), 7))
+        assert sampler.examples(*key) == want
+    seen = [sampler.examples(f"P{i}", f"x{i}") for i in range(12)]
+    assert len({tuple(e.id for e in s) for s in seen}) > 1  # the questions draw differently
+    assert sampler.examples("A", 1) == sampler.examples("A", "1")  # keys compared as text
+    assert sampler.ids(("A", "a1")) == ";".join(e.id for e in sampler.examples("A", "a1"))
+    monkeypatch.setattr(fi, "_IMAGE_CACHE_SIZE", 2)
+    ex = {e.image_id: e for c in _pool()["image"].values() for e in c}
+    for image_id in ("i00", "i01", "i00", "i02", "i00", "i01"):
+        assert sampler.image(ex[image_id]) == image_id.encode()
+    # i00 used again before i02 came, so i01 (least recently used) went; i01 rendered again at the end
+    assert rendered == ["i00", "i01", "i02", "i01"] and sampler.n_rendered == 4
+
+
+def test_image_pool_lists_each_training_image_with_its_label(cxr_work):
+    from medvlm.data.cohorts import image_units, load_cohort
+    from medvlm.tasks.yaml_task import load_yaml_task
+    from medvlm.vlm.fewshot import Example
+    from medvlm.vlm.fewshot_images import image_pool
+
+    root, work = cxr_work
+    task = load_yaml_task(root / "data" / "cxr.yaml")
+    for fold in (0, 1):
+        train = load_cohort(work, "train", fold=fold)
+        units = image_units(work, train)
+        ids, pool = image_pool(work, task=task, fold=fold)
+        assert ids == list(train.patient_ids) and list(pool) == ["image"]
+        want = {c: [Example(str(p), "image", 0, c, image_id=str(i)) for p, i, label in
+                    zip(units["patient_id"], units["image_id"], units["label"], strict=True) if label == c]
+                for c in range(task.n_classes)}
+        assert pool["image"] == want and sum(map(len, want.values())) == len(units)
+    assert image_pool(work, task=task, fold=0)[0] != image_pool(work, task=task, fold=1)[0]
+    # labels beyond the task's classes give no example (a task of one class here keeps class 0 only)
+    from types import SimpleNamespace
+
+    _, one = image_pool(work, task=SimpleNamespace(n_classes=1), fold=0)
+    assert one == {"image": {0: image_pool(work, task=task, fold=0)[1]["image"][0]}}
+
+
+def test_make_image_sampler_renders_with_the_runs_control_and_checks_the_cohort(cxr_work):
+    from medvlm.data.cohorts import load_cohort
+    from medvlm.data.images import image_png
+    from medvlm.errors import ConfigError
+    from medvlm.tasks.yaml_task import load_yaml_task
+    from medvlm.vlm.fewshot_images import make_image_sampler
+
+    root, work = cxr_work
+    task = load_yaml_task(root / "data" / "cxr.yaml")
+    test_ids = list(load_cohort(work, "test").patient_ids)
+    plain = make_image_sampler(work, 2, task=task, cohort="test", fold=1, evaluated=test_ids)  # real, seed 0
+    noisy = make_image_sampler(work, 2, task=task, cohort="test", fold=1, evaluated=test_ids, image="noise",
+                               seed=5)
+    noise0 = make_image_sampler(work, 2, task=task, cohort="test", fold=1, evaluated=test_ids, image="noise")
+    [e, *_] = plain.examples(test_ids[0], "x")
+    assert plain.image(e) == image_png(work, e.image_id)
+    assert noisy.image(e) == image_png(work, e.image_id, image="noise", seed=5)
+    assert noise0.image(e) == image_png(work, e.image_id, image="noise", seed=0) != noisy.image(e)
+    train = list(load_cohort(work, "train", fold=1).patient_ids)
+    with pytest.raises(ConfigError, match=r"^--shots 3 with --cohort train: the examples come from the "
+                                          r"training cohort of --fold 1, the very patients evaluated; "):
+        make_image_sampler(work, 3, task=task, cohort="train", fold=1, evaluated=train)
+    with pytest.raises(ConfigError, match=rf"^--shots 2: patient {sorted(train)[0]} is both evaluated and in "
+                                          rf"the training cohort of --fold 1 \({work / 'splits.json'}\); "):
+        make_image_sampler(work, 2, task=task, cohort="val", fold=1, evaluated=train)

@@ -80,8 +80,9 @@ def test_cached_rerun_and_controls(cxr_work):
 @pytest.mark.parametrize("option, message", [
     (["--artifact", "motion:0.5"], "MRI artifacts apply to volumes"),
     (["--image", "tumour-masked"], "--image tumour-masked needs a tumour mask"),
-    (["--slices", "all"], "--slices all: cxr asks about its labelled images"),
-    (["--orientations", "axial"], "'orientations' parameter must be one of []"),
+    (["--slices", "all"], "--slices all: cxr is an image task (one prediction per 2D image): its images "
+                          "have no slices, orientations or modalities to choose; leave --slices out"),
+    (["--orientations", "axial"], "--orientations axial: cxr is an image task"),
     (["--shots", "1000"], "--shots 1000: needs 500 example(s) of each class, but the training cohort of "
                           "fold 0 has only"),
 ])

@@ -69,16 +69,16 @@ def test_eval_vlm_on_a_three_class_task(three_work, three_task, prompt, tmp_path
     probs = preds[["p_normal", "p_pneumonia", "p_effusion"]].to_numpy()
     answered = preds["pred"].notna().to_numpy()
     assert not np.isnan(probs[answered]).any()
-    # pred is the class with the largest score; a tie goes to the tie-break class when it is among the tied
-    # (by default the last class, the task naming no positive one), else to the lowest tied label
+    # pred is the class with the largest score; a tie goes to the lowest-numbered of the tied classes (the
+    # default tie-break of a task naming no positive class is its first class; issue 18 #6)
     tied = np.isclose(probs[answered], probs[answered].max(axis=1, keepdims=True), rtol=0, atol=1e-9)
-    expected = np.where(tied[:, 2], 2, tied.argmax(axis=1))
+    expected = tied.argmax(axis=1)
     assert (preds["pred"][answered].astype(int).to_numpy() == expected).all()
-    assert json.loads((out / "run.json").read_text())["config"]["tie_break"] == "effusion"
+    assert json.loads((out / "run.json").read_text())["config"]["tie_break"] == "normal"
+    assert preds["score"].isna().all()  # no positive class: no score (the K columns hold the class scores)
     if scoring == "generate":  # the vote shares of three answers
         assert np.allclose(probs[answered].sum(axis=1), 1.0)
         assert set(np.round(probs[answered] * 3, 9).ravel()) <= {0.0, 1.0, 2.0, 3.0}
-        assert preds["score"].isna().all()
         assert (tied.sum(axis=1) == 3).any()  # three different answers: the tie rule decided some units
     metrics = json.loads((out / "metrics.json").read_text())
     combined = metrics["orientations"]["combined"]

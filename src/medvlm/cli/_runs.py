@@ -32,11 +32,10 @@ def unfinished_reason(run: Path) -> str | None:
     >>> unfinished_reason(Path("/nonexistent-run"))
     'no such folder'
     """
-    if not run.is_dir():
-        return "no such folder"
+    why = not_a_run_folder(run)
+    if why is not None:
+        return why
     path = run / "run.json"
-    if not os.path.lexists(path):
-        return "no run.json (not a run folder, or the run never started)"
     if not path.is_file():  # a FIFO, a device, a folder, a broken link: never read, the report names it
         return None
     try:
@@ -59,6 +58,56 @@ def unfinished_reason(run: Path) -> str | None:
     if missing and not finished_as_other:  # else run.json's kind is wrong: damaged, the report says so
         return f"missing {', '.join(missing)} (the {kind} run did not finish; rerun its command to resume)"
     return None
+
+
+def not_a_run_folder(run: Path) -> str | None:
+    """None when ``run`` is a folder with a ``run.json`` entry; else why it is no run folder, in a few
+    words (a file, a missing path, a folder without run.json).
+
+    >>> not_a_run_folder(Path("/nonexistent-run"))
+    'no such folder'
+    """
+    if run.is_dir():
+        if os.path.lexists(run / "run.json"):
+            return None
+        return "no run.json (not a run folder, or the run never started)"
+    if os.path.lexists(run):
+        return "a file, not a run folder (a folder with run.json)"
+    return "no such folder"
+
+
+def require_run_folder(run: Path, what: str = "RUN") -> Path:
+    """``run`` when it is a run folder (a folder with run.json); else a DataError in one line naming
+    ``what`` (the argument) and what was given instead.
+
+    >>> require_run_folder(Path("/nope"), "FIT")
+    Traceback (most recent call last):
+    ...
+    medvlm.errors.DataError: FIT must be a run folder (a folder with run.json): /nope does not exist
+    """
+    from medvlm.errors import DataError
+
+    why = not_a_run_folder(run)
+    if why is None:
+        return run
+    head = f"{what} must be a run folder (a folder with run.json)"
+    if why == "no such folder":
+        raise DataError(f"{head}: {run} does not exist")
+    if why.startswith("a file"):
+        raise DataError(f"{head}, got a file: {run}")
+    raise DataError(f"{head}: {run} has no run.json (not a run folder, or the run never started)")
+
+
+def require_csv_file(path: Path, what: str) -> Path:
+    """``path`` unless it is a folder: a DataError naming ``what`` (the argument), the folder, and its
+    ``predictions.csv`` when it has one (a missing path is left to the reader, which names it)."""
+    from medvlm.errors import DataError
+
+    if not path.is_dir():
+        return path
+    inner = path / "predictions.csv"
+    hint = f" (did you mean {inner}?)" if inner.is_file() else ""
+    raise DataError(f"{what} must be a CSV file, got a folder: {path}{hint}")
 
 
 def finished_runs(runs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:

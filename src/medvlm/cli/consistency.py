@@ -95,7 +95,8 @@ def consistency_cmd(
     adapter: Adapter = _default("adapter"),
     device: Device = _default("device"),
     tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): "
-                                         "where a tie of top answers goes (default: the positive class)."),
+                                         "where a tie of top answers goes (default: the positive class; more "
+                                         "than two classes: the lowest-numbered of the tied classes)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: list[float] = typer.Option([], "--temperature", help="Sampling temperature (repeatable: a "
                                             "sweep). Default: the model's own (generation_config / server)."),
@@ -118,6 +119,8 @@ def consistency_cmd(
     from medvlm._console import make_console
     from medvlm.consistency.config import ConsistencyConfig
     from medvlm.consistency.run import run_consistency
+    from medvlm.runinfo import add_run_note
+    from medvlm.vlm.limit import cohort_limit_note
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,
@@ -132,5 +135,10 @@ def consistency_cmd(
         "temperatures": list(temperature), "top_p": top_p, "repeats": repeats, "tie_break": tie_break,
         "shots": shots},
         renames=_OPTION_NAMES)
+    note = cohort_limit_note(work, config)
+    if note:
+        typer.echo(f"medvlm: note: {note}", err=True)
     result = run_consistency(work, out, config, console=make_console())
+    if note:
+        add_run_note(out, note)
     exit_on_failures(result.n_failed, out, result.usage)

@@ -57,7 +57,8 @@ def prepare_cmd(
                                 "the folder its source paths are relative to)."),
     out: Path = typer.Option(..., "--out", callback=out_folder, help="Work folder (manifest.csv, volumes/)."),
     shape: tuple[int, int, int] = typer.Option((95, 128, 128), "--shape", help="D H W of the volumes."),
-    workers: int = typer.Option(1, "--workers", help="Patients prepared in parallel processes."),
+    workers: str = typer.Option("1", "--workers", help="Patients (images) prepared in parallel processes; "
+                                "auto: one per CPU."),
     margin: float = typer.Option(10.0, "--margin", help="Margin around the tumour box, in mm."),
     task: str = typer.Option("brats-grading", "--task", help="The task to prepare for (`medvlm tasks`) or "
                              "a task YAML file (2D images; its source paths relative to DATA); WORK "
@@ -65,9 +66,15 @@ def prepare_cmd(
 ) -> None:
     """Normalise, crop (around the tumour, or the whole brain for brats-tumour) and resize every patient;
     write manifest.csv, volumes/ and task.json."""
+    from medvlm.data.image_prepare import resolve_workers
     from medvlm.tasks import prepare_work, work_task
 
-    result = prepare_work(data, out, task, shape=shape, workers=workers, margin_mm=margin)
+    with warnings.catch_warnings(record=True) as caught:  # notes of the source: one line each
+        warnings.simplefilter("always", UserWarning)
+        result = prepare_work(data, out, task, shape=shape, workers=resolve_workers(workers),
+                              margin_mm=margin)
+    for w in caught:
+        print(f"medvlm: warning: {w.message}", file=sys.stderr)
     prepared = work_task(result.work)
     if prepared.unit == "image":  # no volume shape: what was prepared, its size and classes
         from medvlm.data.prepare_summary import prepare_summary
@@ -119,13 +126,16 @@ def tasks_cmd(
 
     tasks = [t.describe() for t in all_tasks()]
     if tasks_dir is not None:
-        from medvlm.tasks.yaml_task import find_yaml_tasks
+        from medvlm.tasks.yaml_task import duplicate_names, find_yaml_tasks
 
-        for path, found in find_yaml_tasks(tasks_dir):
+        listed = find_yaml_tasks(tasks_dir)
+        for path, found in listed:
             if isinstance(found, Exception):
                 print(f"medvlm: warning: {found}", file=sys.stderr)
             else:
                 tasks.append({**found.describe(), "file": str(path)})
+        for warning in duplicate_names(listed):
+            print(f"medvlm: warning: {warning}", file=sys.stderr)
     if as_json:
         print(json.dumps(tasks, indent=2))
         return

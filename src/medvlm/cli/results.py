@@ -77,24 +77,34 @@ def metrics_cmd(
                                "where the file has a cohort column, else every row)."),
     abstain: float = typer.Option(None, "--abstain-below", help="Selective prediction: rows whose confidence "
                                   "(score of the predicted class) is below this are abstentions."),
+    classes_opt: str = typer.Option(None, "--classes", help="The task's classes where no run.json beside the "
+                                    "file names them: a number K, or the names in label order (a,b,c)."),
+    task_opt: str = typer.Option(None, "--task", help="The task whose classes the labels are (a name of "
+                                 "`medvlm tasks`, or a task YAML) where no run.json beside the file names "
+                                 "it."),
 ) -> None:
     """Metrics of one predictions file (label 1 positive, as `medvlm tasks` names it), optionally with
     bootstrap 95% CIs (resampling patients when rows are slices). With scores: brier, ece, log_loss and
     aurc (calibration and selective prediction; lower is better). Labels beyond 0/1 (a multi-class task,
-    named by the run.json beside the file): accuracy, balanced accuracy, macro F1, one-vs-rest AUC, and
+    named by the run.json beside the file, else by --classes or --task, else inferred from the labels and
+    said so): accuracy, balanced accuracy, macro F1, one-vs-rest AUC, and
     per class precision, recall, specificity, F1 and support."""
+    from medvlm.cli._classes import chosen_classes, inferred_classes, read_binary
+    from medvlm.cli._runs import require_csv_file
     from medvlm.errors import ConfigError
     from medvlm.metrics import BOOTSTRAP_METHODS, read_predictions
-    from medvlm.metrics_multiclass import check_inferred_classes
     from medvlm.predictions import check_one_row_per_unit, predictions_metrics, select_cohort
     from medvlm.registry import check_choice
 
     check_choice("--ci-method", ci_method, BOOTSTRAP_METHODS)
-    classes = _recorded_classes(predictions)
+    require_csv_file(predictions, "PREDICTIONS")
+    classes = chosen_classes(classes_opt, task_opt, _recorded_classes(predictions), predictions)
     df = read_predictions(predictions, n_classes=classes.n_classes if classes else None)
-    k = classes.n_classes if classes else check_inferred_classes(df, str(predictions))
+    k, note = (classes.n_classes, None) if classes else inferred_classes(df, str(predictions))
+    if note:
+        print(f"medvlm: warning: {note}", file=sys.stderr)
     if k == 2 and not classes:
-        df = read_predictions(predictions)  # a binary file: checked as one (pred 0, 1 or empty)
+        df = read_binary(predictions, df)  # a binary file: checked as one (pred 0, 1 or empty)
     df = select_cohort(df, None if cohort == "all" else (cohort or "test"),
                        source=str(predictions), hint="; choose the rows with --cohort (a cohort, or all)",
                        required=cohort not in (None, "all"))
@@ -107,6 +117,10 @@ def metrics_cmd(
         df = abstain_below(df, abstain, source=str(predictions))
     check_one_row_per_unit(df, str(predictions))  # a broken file is one error line, before any warning
     with _warnings_to_stderr():
+        if k > 2 and not classes:  # p_<class name> columns without the run.json that orders them
+            from medvlm.cli._named_probs import use_named_prob_columns
+
+            df = use_named_prob_columns(df, k, str(predictions))
         _few_patients_warning(df, predictions)
         result = predictions_metrics(df, n_boot=bootstrap, seed=seed, method=ci_method,
                                      source=str(predictions), task=classes if k > 2 else None)
@@ -257,9 +271,12 @@ def compare_cmd(
 ) -> None:
     """Paired comparison on the same patients (test cohort): DeLong for AUC, McNemar for accuracy.
     Two per-call tables (slices.csv): answer agreement, flip rate and Cohen's kappa per call."""
+    from medvlm.cli._runs import require_csv_file
     from medvlm.metrics import read_predictions
     from medvlm.stats import compare_predictions
 
+    require_csv_file(a, "A")
+    require_csv_file(b, "B")
     if _compare_calls(a, b, as_json=as_json):
         return
     da, db = read_predictions(a), read_predictions(b)
@@ -272,7 +289,8 @@ def compare_cmd(
 
     from medvlm._console import make_console
 
-    units = (f"{result['n']} slices of {result['n_patients']} patients" if "n_patients" in result
+    units = (f"{result['n']} {result.get('unit', 'slice')}s of {result['n_patients']} patients"
+             if "n_patients" in result
              else f"{result['n']} patients")
     table = Table(title=f"A = {a}, B = {b}: {units}", title_justify="left")
     table.add_column("")

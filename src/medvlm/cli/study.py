@@ -125,7 +125,7 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("dump")
 def config_dump_cmd(
-    run: Path = typer.Argument(..., help="A run folder (its run.json) made by any medvlm command."),
+    run: Path = typer.Argument(..., help="A run folder (with its run.json) made by any medvlm command."),
 ) -> None:
     """Print the EXPERIMENT.yaml section that reproduces RUN (its options under the commands' names;
     defaults left out). Credentials are printed masked (``***``), also from a run.json that holds them."""
@@ -133,16 +133,25 @@ def config_dump_cmd(
 
     import yaml
 
+    from medvlm.cli._runs import require_run_folder
     from medvlm.config_keys import dump_section
     from medvlm.errors import DataError
+    from medvlm.runinfo import display_name, renamed_note
     from medvlm.vlm._secrets import redact_record
 
-    path = run / "run.json" if run.is_dir() else run
+    if run.name == "run.json" and run.is_file():  # RUN/run.json itself: its folder
+        run = run.parent
+    require_run_folder(run)
+    path = run / "run.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable run.json ({exc})") from None
     if not isinstance(info, dict):
         raise DataError(f"{path}: run.json is not a JSON object")
+    note = renamed_note(run, redact_record(info))
+    if note:
+        typer.echo(f"medvlm: note: {note}", err=True)
+    info = {**info, "name": display_name(run)}  # the section reproduces this folder, as named now
     section = redact_record(dump_section(redact_record(info)))  # base_url / extra_body: both names
     print(yaml.safe_dump(section, sort_keys=False, default_flow_style=False), end="")

@@ -182,7 +182,8 @@ def eval_vlm_cmd(
     device: Device = _default("device"),
     reducer: str | None = typer.Option(None, "--reducer", help="majority | mean_prob (default by scoring)."),
     tie_break: str | None = typer.Option(None, "--tie-break", help="A class name (`medvlm tasks`): where a "
-                                         "vote tie goes (default: the positive class)."),
+                                         "vote tie goes (default: the positive class; more than two "
+                                         "classes: the lowest-numbered of the tied classes)."),
     max_new_tokens: MaxNewTokens = _default("max_new_tokens"),
     temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature (0: greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: keep the top-p probability mass."),
@@ -212,7 +213,9 @@ def eval_vlm_cmd(
     error.
     """
     from medvlm._console import make_console
+    from medvlm.runinfo import add_run_note
     from medvlm.vlm.evaluate import VLMEvalConfig, evaluate_vlm
+    from medvlm.vlm.limit import cohort_limit_note
 
     shared = backend_fields(backend=backend, model=model, base_url=base_url, adapter=adapter, scoring=scoring,
                             structured=structured, modalities=modalities, concurrency=concurrency,
@@ -226,5 +229,10 @@ def eval_vlm_cmd(
         "temperature": temperature, "top_p": top_p, "n_boot": bootstrap, "image": image,
         "artifact": artifact, "shots": shots, "limit": limit, "save_images": save_images},
         renames={"n_boot": "bootstrap"})
+    note = cohort_limit_note(work, config)
+    if note:
+        typer.echo(f"medvlm: note: {note}", err=True)
     result = evaluate_vlm(work, out, config, console=make_console())
+    if note:
+        add_run_note(out, note)
     exit_on_failures(result.n_failed, out, result.usage)

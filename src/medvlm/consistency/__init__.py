@@ -25,8 +25,9 @@ Modules (their public names are re-exported here):
   :func:`summarize_images` (several), :func:`prompt_robustness`;
 - :mod:`medvlm.consistency.config` -- :class:`ConsistencyConfig`, :class:`Sampling`,
   :func:`resolve_sampling`, :func:`decoding_for`;
-- :mod:`medvlm.consistency.run` -- :func:`select_images`, :func:`run_consistency`,
-  :func:`build_summary`, :func:`print_summary`;
+- :mod:`medvlm.consistency.images` -- :func:`select_images`, :func:`central_tumour_slice`;
+- :mod:`medvlm.consistency.summary` -- :func:`build_summary` (``summary.json``);
+- :mod:`medvlm.consistency.run` -- :func:`run_consistency`, :func:`print_summary`;
 - :mod:`medvlm.consistency.figures` -- figures for the report: :func:`agreement_figure` (answer shares
   per image across a cohort; also the study's pair of one image per class) and :func:`temperature_figure` (a
   temperature sweep).
@@ -44,17 +45,14 @@ from medvlm.consistency.config import (
     resolve_sampling,
 )
 from medvlm.consistency.figures import agreement_figure, temperature_figure
+from medvlm.consistency.images import ConsistencyImage, central_tumour_slice, select_images
 from medvlm.consistency.run import (
     EXTRA_COLUMNS,
     FAILURE_COLUMNS,
-    ConsistencyImage,
     ConsistencyResult,
-    build_summary,
-    central_tumour_slice,
     csv_columns,
     print_summary,
     run_consistency,
-    select_images,
 )
 from medvlm.consistency.stats import (
     CATEGORIES,
@@ -72,6 +70,7 @@ from medvlm.consistency.stats import (
     summarize_answers,
     summarize_images,
 )
+from medvlm.consistency.summary import build_summary
 
 __all__ = [
     "CATEGORIES",

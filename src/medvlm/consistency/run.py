@@ -1,6 +1,7 @@
-"""A consistency run: render the images (:func:`select_images`, :func:`central_tumour_slice`), ask each
-``repeats`` times per prompt and temperature (:func:`run_consistency`), write ``consistency.csv``,
-``failures.csv`` and ``summary.json`` (:func:`build_summary`) and print them (:func:`print_summary`).
+"""A consistency run: ask each image ``repeats`` times per prompt and temperature (:func:`run_consistency`),
+write ``consistency.csv``, ``failures.csv`` and ``summary.json`` and print them (:func:`print_summary`).
+The images are :mod:`medvlm.consistency.images`' (:func:`select_images`), the summary
+:mod:`medvlm.consistency.summary`'s (:func:`build_summary`); both importable from here too.
 
 Requests go through :func:`medvlm.vlm.engine.ask_images` and its response cache, keyed by the repeat
 index: rerunning sends nothing, raising ``--repeats`` sends only the new repeats.
@@ -9,28 +10,29 @@ index: rerunning sends nothing, raising ``--repeats`` sends only the new repeats
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medvlm.consistency.config import (
     ConsistencyConfig,
-    Sampling,
     decoding_for,
     format_temperature,
     resolve_sampling,
     shot_sampler,
 )
-from medvlm.consistency.stats import answer_categories, prompt_robustness, summarize_answers, summarize_images
-from medvlm.errors import ConfigError, DataError
+from medvlm.consistency.images import ConsistencyImage, central_tumour_slice, select_images
+from medvlm.consistency.summary import build_summary, sampling_effective
+from medvlm.errors import ConfigError
 from medvlm.vlm.records import CALL_KEY, call_frame
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
     from medvlm.tasks.base import Task
     from medvlm.vlm.backends import Backend
+
+__all__ = ["EXTRA_COLUMNS", "FAILURE_COLUMNS", "ConsistencyImage", "ConsistencyResult", "build_summary",
+           "central_tumour_slice", "csv_columns", "print_summary", "run_consistency", "sampling_effective",
+           "select_images"]
 
 #: ``consistency.csv`` after the per-call columns (:func:`csv_columns`): the label, the prompt and the
 #: sampling settings of each call (``temperature``/``top_p`` empty = the server's own default; ``seed`` =
@@ -45,133 +47,6 @@ def csv_columns(task: Task) -> list[str]:
     return [*CALL_KEY, "repeat", "choice", *task.prob_columns, "raw", *EXTRA_COLUMNS, "mass", "finish_reason"]
 
 
-# =============================================================================================== images
-@dataclass(frozen=True)
-class ConsistencyImage:
-    """One image asked N times: patient, orientation, canonical slice index, truth label, PNG bytes."""
-
-    patient_id: str
-    orientation: str
-    slice_index: int
-    label: int | None
-    png: bytes = field(repr=False)
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return self.patient_id, self.orientation, self.slice_index
-
-
-def _row_label(row: Any) -> int | None:
-    try:
-        value = row["label"]
-    except (KeyError, IndexError):
-        return None
-    try:
-        return None if value is None or str(value) in ("", "<NA>", "nan") else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def select_images(work: str | Path, config: ConsistencyConfig, task: Task | None = None
-                  ) -> list[ConsistencyImage]:
-    """Render the images of the run: for each patient (``config.patients`` or the cohort), slice
-    ``config.slice_index`` or the central tumour slice along ``config.orientation`` (a slice-level task:
-    the central labelled slice of each class, so that both answers are asked for), exactly as
-    ``eval-vlm`` renders it (:func:`medvlm.data.slices.patient_slices`). The truth label is the
-    patient's for a patient-level task, the slice's (``WORK/units.csv``; None when the slice is not one
-    of the task's units) for a slice-level one. ``config`` has the task's defaults filled in. An image
-    task: :func:`medvlm.data.images.consistency_images` (``--slice`` numbers a patient's images).
-
-    Raises :class:`DataError` for an unknown or skipped patient, a slice out of range or a patient
-    without a tumour extent (one line naming the option and the patient).
-    """
-    from medvlm.data.cohorts import Cohort, cohort_units, load_cohort, read_manifest
-    from medvlm.data.slices import AXIS, load_canonical, parse_modalities, patient_slices
-    from medvlm.registry import did_you_mean
-    from medvlm.tasks import get_task
-    from medvlm.vlm.options import first_patients
-
-    task = get_task(task)
-    config = config.for_task(task)
-    if task.unit == "image":
-        from medvlm.data.images import consistency_images
-
-        return [ConsistencyImage(*picked) for picked in consistency_images(work, config)]
-    assert config.orientation is not None
-    modalities = parse_modalities(config.modalities)
-    work = Path(work)
-    manifest = read_manifest(work)
-    rows = {str(r["patient_id"]): r for r in manifest.to_dict("records")}
-    if config.patients:
-        ids = list(dict.fromkeys(config.patients))
-        for pid in ids:
-            if pid not in rows:
-                raise DataError(f"--patient {pid!r}: no such patient in {work / 'manifest.csv'}."
-                                + did_you_mean(pid, list(rows)))
-            if rows[pid].get("status") != "ok":
-                reason = rows[pid].get("reason") or "no reason given"
-                raise DataError(f"--patient {pid}: skipped by prepare ({reason}); pick another patient")
-    else:
-        ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
-    ids = first_patients(ids, config.limit)  # --limit N: the first N (None: all)
-    axis = AXIS[config.orientation]
-    letter = "xyz"[axis]
-    unit_labels: dict[tuple[str, int], int] = {}
-    if task.unit == "slice":
-        units = cohort_units(work, Cohort("selected", list(ids), [0] * len(ids)), unit=task.unit,
-                             orientations=[config.orientation])
-        unit_labels = {(p, int(i)): int(lab) for p, i, lab in
-                       zip(units["patient_id"], units["slice_index"], units["label"], strict=True)}
-    images = []
-    for pid in ids:
-        row = dict(rows[pid])
-        path = row.get(modalities[0])
-        if not path or not Path(str(path)).is_file():
-            raise DataError(f"patient {pid}: {modalities[0]} file {path!r} does not exist")
-        size = load_canonical(path, pid)[0].shape[axis]
-        if config.slice_index is not None:
-            index = int(config.slice_index)
-            if not 0 <= index < size:
-                raise DataError(f"--slice {index}: out of range for patient {pid} along {config.orientation} "
-                                f"(valid 0..{size - 1})")
-            indices = [index]
-        elif task.unit == "slice":  # the central labelled slice of each class: both answers are asked for
-            indices = []
-            for label in range(task.n_classes):
-                own = sorted(i for (p, i), lab in unit_labels.items() if p == pid and lab == label)
-                indices += [own[len(own) // 2]] if own else []
-        else:
-            indices = [central_tumour_slice(row, config.orientation, size)]
-        for index in indices:
-            # render exactly one slice with the engine's renderer: a one-slice "tumour" range at ``index``
-            one = {**row, f"tumour_{letter}_min": index, f"tumour_{letter}_max": index}
-            [image] = patient_slices(one, config.orientation, selection="tumour", modalities=modalities)
-            label = _row_label(row) if task.unit == "patient" else unit_labels.get((pid, index))
-            images.append(ConsistencyImage(pid, config.orientation, index, label, image.png))
-    return images
-
-
-def central_tumour_slice(row: Mapping[str, Any], orientation: str, size: int) -> int:
-    """The central slice of the tumour's extent along ``orientation`` (the manifest's inclusive
-    ``tumour_*_min..max``, clipped to the volume; ``(lo + hi) // 2``), the slice eval-vlm's
-    ``--slices central:1`` picks.
-
-    >>> central_tumour_slice({"patient_id": "P", "tumour_z_min": 3, "tumour_z_max": 6}, "axial", 10)
-    4
-    """
-    from medvlm.data.slices import AXIS, slice_indices
-
-    try:
-        [index] = slice_indices(row, orientation, "central:1", size)
-    except DataError as exc:
-        letter = "xyz"[AXIS[orientation]]
-        pid = row.get("patient_id", "?")
-        raise DataError(f"patient {pid}: no usable tumour extent along {letter} in the manifest ({exc}); "
-                        "give --slice N") from None
-    return int(index)
-
-
-# ================================================================================================== run
 @dataclass
 class ConsistencyResult:
     """What :func:`run_consistency` wrote and counted. ``exit_code``: 0, or 1 when some calls failed."""
@@ -190,21 +65,6 @@ class ConsistencyResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.n_failed else 0
-
-
-def _group_summary(frame: pd.DataFrame, keys: list[str], answers: dict[str, Any]
-                   ) -> tuple[dict[str, Any], list]:
-    """Summary over the images of ``frame`` (image = one combination of ``keys``), and the per-image
-    groups in frame order."""
-    import pandas as pd
-
-    groups = []
-    for _, g in frame.groupby(keys, sort=False, dropna=False):
-        g = g.sort_values("repeat", kind="stable")
-        choices = [None if pd.isna(c) else int(c) for c in g["choice"]]
-        groups.append((g.iloc[0], choices))
-    summary = summarize_images([(c, r["label"]) for r, c in groups], **answers)
-    return summary, groups
 
 
 def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig, *,
@@ -340,58 +200,6 @@ def run_consistency(work: str | Path, out: str | Path, config: ConsistencyConfig
     if console is not None:
         print_summary(result, console)
     return result
-
-
-_IMAGE_KEYS = ["_prompt", "_sampling", "_image"]
-
-
-def sampling_effective(frame: pd.DataFrame, samplings: list[Sampling], repeats: int) -> bool | None:
-    """Whether sampling happened: None when none was asked for (no temperature above 0, or one
-    repeat); else False when every image of every sampled series got the byte-identical answer in every
-    repeat, True otherwise."""
-    sampled = [i for i, s in enumerate(samplings) if s.temperature is not None and s.temperature > 0]
-    if repeats < 2 or not sampled:
-        return None
-    part = frame[frame["_sampling"].isin(sampled)]
-    if part.empty:
-        return None
-    distinct = part.groupby(_IMAGE_KEYS, sort=False)["raw"].nunique()
-    return bool((distinct > 1).any())
-
-
-def build_summary(frame: pd.DataFrame, *, prompts: list[str], samplings: list[Sampling], repeats: int,
-                  task: Task, n_failed: int = 0, tie_break: str | None = None) -> dict[str, Any]:
-    """``summary.json`` from the answer rows (``consistency.csv`` plus the private ``_prompt``,
-    ``_sampling``, ``_image`` index columns). Categories: the task's answer codes and "unparsed"; a tie
-    goes to the ``tie_break`` class (default: the positive one). See :func:`run_consistency` for the
-    keys."""
-    tie_break = task.tie_break_name(tie_break)
-    answers = {"categories": answer_categories(task.codes), "first": str(task.tie_break_label(tie_break))}
-    overall, groups = _group_summary(frame, _IMAGE_KEYS, answers)
-    summary: dict[str, Any] = {**overall, "repeats": repeats, "n_failed": n_failed, "tie_break": tie_break,
-                               "prompts": prompts, "sampling": [s.model_dump(mode="json") for s in samplings]}
-    per_image = []
-    for row, choices in groups:
-        s = summarize_answers(choices, label=row["label"], **answers)
-        per_image.append({"patient_id": str(row["patient_id"]), "orientation": str(row["orientation"]),
-                          "slice_index": int(row["slice_index"]), "prompt": prompts[int(row["_prompt"])],
-                          "temperature": samplings[int(row["_sampling"])].temperature, **s})
-    summary["per_image"] = per_image
-    effective = sampling_effective(frame, samplings, repeats)
-    if effective is not None:
-        summary["sampling_effective"] = effective
-    if len(prompts) > 1:
-        summary["per_prompt"] = []
-        for i, name in enumerate(prompts):
-            sub, _ = _group_summary(frame[frame["_prompt"] == i], _IMAGE_KEYS, answers)
-            summary["per_prompt"].append({"prompt": name, **sub})
-        summary["prompt_robustness"] = prompt_robustness(per_image)
-    if len(samplings) > 1:
-        summary["per_temperature"] = []
-        for i, s in enumerate(samplings):
-            sub, _ = _group_summary(frame[frame["_sampling"] == i], _IMAGE_KEYS, answers)
-            summary["per_temperature"].append({"temperature": s.temperature, "top_p": s.top_p, **sub})
-    return summary
 
 
 def print_summary(result: ConsistencyResult, console: Any) -> None:

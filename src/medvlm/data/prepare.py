@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medvlm._io import save_npy_atomic, write_json_atomic, write_text_atomic
+from medvlm._io import save_npy_atomic, write_csv_atomic, write_json_atomic
 from medvlm.data import quality
 from medvlm.data.brats import FILE_KINDS, GRADE_LABELS, MODALITIES, PatientFiles, discover
 from medvlm.data.prepare_state import Journal, inputs_stamp, options_stamp, stale_reason
@@ -287,17 +287,7 @@ def _reusable_shape(path: Path, shape: Sequence[int]) -> bool:
 
 def write_manifest(work: Path, rows: list[dict[str, str]]) -> Path:
     """Write ``WORK/manifest.csv`` (columns :data:`MANIFEST_COLUMNS`) atomically."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in MANIFEST_COLUMNS})
-    path = work / "manifest.csv"
-    write_text_atomic(path, buf.getvalue())
-    return path
+    return write_csv_atomic(work / "manifest.csv", MANIFEST_COLUMNS, rows)
 
 
 def prepare(

@@ -166,6 +166,10 @@ def make_split(work: str | Path, *, test_fraction: float = 0.15, folds: int = 5,
     return split
 
 
+#: a note when the test cohort's share of the images is this far (or farther) from --test-fraction
+IMAGE_SHARE_GAP = 0.1
+
+
 def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed: int = 0, n_classes: int = 2,
                  source: str = "manifest.csv", classes: Sequence[str] | None = None) -> dict:
     """The split of an image task: lists of image ids, never two images of one patient in two cohorts.
@@ -217,6 +221,14 @@ def split_images(manifest, *, test_fraction: float = 0.15, folds: int = 5, seed:
                  "test": images_of(by_patient["test"]),
                  "folds": [{"train": images_of(f["train"]), "val": images_of(f["val"])}
                            for f in by_patient["folds"]]}
+        image_share = len(split["test"]) / len(ids) if ids else 0.0
+        if ids and abs(image_share - test_fraction) >= IMAGE_SHARE_GAP:
+            n_pat = len(patient_label)
+            n_test = len(by_patient["test"])
+            warnings.warn(f"--test-fraction {test_fraction:g} counts patients: the test cohort holds "
+                          f"{n_test} of {n_pat} patients ({n_test / n_pat:.0%}) "
+                          f"but {len(split['test'])} of {len(ids)} images ({image_share:.0%}): patients have "
+                          "different numbers of images", UserWarning, stacklevel=2)
     check_groups(split, patients)
     names = list(classes) if classes else [str(k) for k in range(n_classes)]
     for k, fold in enumerate(split["folds"]):

@@ -71,7 +71,7 @@ class FinetuneConfig(BaseModel):
 
     def for_task(self, task: Task) -> FinetuneConfig:
         """A copy with the task's defaults filled in and checked against the task (ConfigError)."""
-        orientations, modalities = task.views(self.orientations, self.modalities)
+        orientations, modalities = task.views(self.orientations, self.modalities, slices=self.slices)
         return self.model_copy(update={
             "orientations": orientations, "prompt": task.check_prompt(self.prompt or task.default_prompt),
             "slices": self.slices or task.default_slices, "modalities": modalities})

@@ -118,31 +118,42 @@ def image_examples(work: str | Path, cohort: Any, *, max_images_per_patient: int
 
 
 def balance_examples(examples: list[Example], *, seed: int = 0,
-                     names: tuple[str, str] | list[str] = ("0", "1")) -> tuple[list[Example], dict[str, int]]:
-    """Oversample the minority class until both classes have as many examples as the majority.
+                     names: tuple[str, ...] | list[str] = ("0", "1")) -> tuple[list[Example], dict[str, int]]:
+    """Oversample every smaller class until each class has as many examples as the largest one.
 
-    Every minority example is repeated ``n_major // n_minor`` times and a seeded random choice (without
-    replacement) of the minority examples fills the remainder. With one class only, nothing changes.
-    Returns ``(balanced, info)`` with ``info`` = counts before and after, keyed by the class ``names``
-    (``<name>`` and ``<name>_balanced``).
+    ``names``: the class names, label ``i`` = ``names[i]`` (K = their number; a binary task: 2). Each
+    smaller class's examples are repeated ``n_largest // n_class`` times and a seeded random choice (without
+    replacement) of them fills the remainder, class by class in label order from one seeded generator. A
+    class without examples stays empty; with one class only, nothing changes. Returns ``(balanced,
+    info)`` with ``info`` = counts before and after for every class, keyed by the class ``names``
+    (``<name>`` for all classes, then ``<name>_balanced``).
 
     >>> ex = [Example("a", "axial", i, 0, b"") for i in range(2)] + [Example("b", "axial", i, 1, b"")
     ...                                                              for i in range(5)]
     >>> out, info = balance_examples(ex, names=("neg", "pos"))
     >>> info
     {'neg': 2, 'pos': 5, 'neg_balanced': 5, 'pos_balanced': 5}
+    >>> three = ex + [Example("c", "axial", 0, 2, b"")]
+    >>> balance_examples(three, names=("a", "b", "c"))[1]
+    {'a': 2, 'b': 5, 'c': 1, 'a_balanced': 5, 'b_balanced': 5, 'c_balanced': 5}
     """
-    by_label = {0: [e for e in examples if e.label == 0], 1: [e for e in examples if e.label == 1]}
-    n0, n1 = len(by_label[0]), len(by_label[1])
+    k = max(len(names), max((e.label + 1 for e in examples), default=0))
+    by_label = {i: [e for e in examples if e.label == i] for i in range(k)}
+    counts = [len(by_label[i]) for i in range(k)]
     out = list(examples)
-    if n0 and n1 and n0 != n1:
-        minor = 0 if n0 < n1 else 1
-        pool, n_target = by_label[minor], max(n0, n1)
-        reps, rest = divmod(n_target, len(pool))
-        extra = pool * (reps - 1) + random.Random(seed).sample(pool, rest)
-        out += extra
-    info = {names[0]: n0, names[1]: n1, f"{names[0]}_balanced": sum(e.label == 0 for e in out),
-            f"{names[1]}_balanced": sum(e.label == 1 for e in out)}
+    present = [i for i in range(k) if counts[i]]
+    n_target = max(counts, default=0)
+    rng = random.Random(seed)
+    if len(present) > 1:
+        for minor in present:
+            if counts[minor] == n_target:
+                continue
+            pool = by_label[minor]
+            reps, rest = divmod(n_target, len(pool))
+            out += pool * (reps - 1) + rng.sample(pool, rest)
+    label_names = [str(names[i]) if i < len(names) else str(i) for i in range(k)]
+    info = {name: counts[i] for i, name in enumerate(label_names)}
+    info.update({f"{name}_balanced": sum(e.label == i for e in out) for i, name in enumerate(label_names)})
     return out, info
 
 

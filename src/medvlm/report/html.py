@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from medvlm.report.subgroups import subgroups_view
 from medvlm.report.summary import (
     CLASSIFIER_KINDS,
     SUMMARY_METRICS,
+    SUMMARY_METRICS_MULTICLASS,
     paired_tests,
     summary_rows,
     test_cohort_predictions,
@@ -166,15 +168,21 @@ def _overview_figures(runs: Sequence[RunData], positive: str) -> list[dict[str, 
     """The ROC curves and the risk-coverage curves of all scored classifier runs on the test cohort."""
     from medvlm.report import calibration_figures as CF
     from medvlm.report import figures as F
+    from medvlm.report.multiclass import ovr_roc_figure
     from medvlm.report.sections._classifier import scored_test_rows
 
-    curves, risks = [], []
+    curves, risks, multi = [], [], []
     for r in runs:
         if r.kind not in CLASSIFIER_KINDS:
             continue
         try:
             tp = test_cohort_predictions(r)
         except DataError:
+            continue
+        if run_task(r).n_classes > 2:  # no positive class: one-vs-rest curves per class, no risk-coverage
+            fig = ovr_roc_figure(r, tp)
+            if fig:
+                multi.append(fig)
             continue
         if "score" in tp.columns and tp["score"].notna().any():
             curves.append((r.name, tp["label"].to_numpy(), tp["score"].to_numpy(dtype=float)))
@@ -186,6 +194,7 @@ def _overview_figures(runs: Sequence[RunData], positive: str) -> list[dict[str, 
     if curves:
         out.append(_figure(F.roc_figure(curves, title="ROC curves on the test cohort"),
                            f"ROC curves of all runs with scores, test cohort ({positive} positive)."))
+    out.extend(multi)
     if risks:
         out.append(_figure(
             CF.risk_coverage_figure(risks, title="Risk-coverage on the test cohort"),
@@ -213,11 +222,16 @@ def render_report(
     _unique_names(data)
     data, calibrates = order_runs(data)  # a calibrated run right after the run it calibrates
     labels, positive, negative = _label_legend(data)
+    # every task with more than two classes: the K-class summary columns and wording (no positive class)
+    multiclass = all(run_task(r).n_classes > 2 for r in data)
+    metric_names = [n for _, n in (SUMMARY_METRICS_MULTICLASS if multiclass else SUMMARY_METRICS)]
     summary = []
     for r in data:
         rows = summary_rows(r, n_boot=n_boot, seed=seed)
         for row in rows:
             row["of"] = calibrates.get(r.name, "")
+            if multiclass:
+                row["cells"], row["counts"] = row["cells_multiclass"], ""
         summary.extend(rows)
     controls = control_names(data)
     for row in summary:
@@ -255,7 +269,10 @@ def render_report(
         few_patients=few_patients,
         min_discordant=MIN_DISCORDANT,
         min_class=MIN_CLASS_PATIENTS,
-        metric_names=[n for _, n in SUMMARY_METRICS],
+        metric_names=metric_names,
+        multiclass=multiclass,
+        n_classes=max(run_task(r).n_classes for r in data),
+        max_entropy=f"{math.log2(max(run_task(r).n_classes for r in data)):.2f}",
         pairs=pairs,
         key_pairs=[p for p in pairs if p["key"]],
         other_pairs=[p for p in pairs if not p["key"]],

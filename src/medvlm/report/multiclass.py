@@ -86,6 +86,34 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     return fig
 
 
+def ovr_roc_figure(run: Any, tp: Any) -> dict[str, str] | None:
+    """The one-vs-rest ROC curves of a multi-class run's test cohort ``tp`` (one curve per class from its
+    per-class probability column, AUC in the legend), as a report figure; None when the rows hold no
+    per-class probabilities (an unscored run)."""
+    import pandas as pd
+
+    from medvlm.metrics_multiclass import class_prob_columns
+    from medvlm.report import figures as F
+    from medvlm.report.runs import run_task
+
+    task = run_task(run)
+    columns = class_prob_columns(task.n_classes, task)
+    if not all(c in tp.columns for c in columns):
+        return None
+    probs = tp[columns].apply(pd.to_numeric, errors="coerce")
+    if not probs.notna().to_numpy().any():
+        return None
+    labels = pd.to_numeric(tp["label"], errors="coerce").to_numpy()
+    curves = [(f"{name} vs rest", (labels == k).astype(int), probs[col].to_numpy(dtype=float))
+              for k, (name, col) in enumerate(zip(task.classes, columns, strict=True))]
+    return _safe_figure(run, "predictions.csv", lambda: (
+        F.roc_figure(curves, title=f"{run.name}: one-vs-rest ROC, test cohort"),
+        f"One-vs-rest ROC curves of {run.name} on the test cohort: each class against the other "
+        f"{task.n_classes - 1}, from its probability column ({', '.join(columns)}). A task with more than "
+        "two classes has no positive class: no single ROC curve, reliability diagram or risk-coverage "
+        "curve."))
+
+
 def add_multiclass(run: Any, d: dict[str, Any]) -> None:
     """The test cohort's confusion figure, confusion table and per-class table of a multi-class run, added
     to its section ``d``; without usable test-cohort predictions the reason becomes a note of the run."""
@@ -112,3 +140,56 @@ def add_multiclass(run: Any, d: dict[str, Any]) -> None:
         d["figures"].append(fig)
     d["tables"].append(confusion_table(m["confusion"], classes, title="Confusion matrix (test cohort)"))
     d["tables"].append(per_class_table(m, title="Per class (test cohort)"))
+
+
+# ------------------------------------------------------------------------- "What the numbers say" (K > 2)
+def _num(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def multiclass_line(name: str, m: Mapping[str, Any], task: Any, units: str) -> str:
+    """One run's sentence of "What the numbers say" for a task with more than two classes: accuracy,
+    balanced accuracy (the mean recall over classes), macro F1, one-vs-rest AUC and each class's recall.
+
+    >>> m = {"accuracy": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.35, "auc": None, "n": 6,
+    ...      "per_class": [{"class": "a", "recall": 1.0}, {"class": "b", "recall": 0.2},
+    ...                    {"class": "c", "recall": None}]}
+    >>> multiclass_line("r", m, None, "images")
+    'r: accuracy 0.50, balanced accuracy 0.40, macro F1 0.35, AUC (one vs rest, macro) n/a on 6 test images; \
+recall per class: a 1.00, b 0.20, c n/a.'
+    """
+    recalls = ", ".join(f"{c['class']} {_num(c.get('recall'))}" for c in m["per_class"])
+    return (f"{name}: accuracy {_num(m['accuracy'])}, balanced accuracy {_num(m['balanced_accuracy'])}, "
+            f"macro F1 {_num(m['macro_f1'])}, AUC (one vs rest, macro) {_num(m['auc'])} on {m['n']} test "
+            f"{units}; recall per class: {recalls}.")
+
+
+def majority_rate(df: Any, task: Any) -> str | None:
+    """The baseline sentence of a multi-class test cohort ``df`` (answered rows, ``label`` 0..K-1):
+    what predicting its most frequent class for everyone scores; None without rows."""
+    if not len(df):
+        return None
+    counts = df["label"].astype(int).value_counts()
+    top = int(counts.idxmax())
+    return (f"For comparison, predicting {task.classes[top]} (the most frequent class) for everyone scores "
+            f"accuracy {counts.max() / len(df):.2f} and balanced accuracy {1 / task.n_classes:.2f} on this "
+            "test cohort: accuracy alone cannot separate a model from that rule, which is why balanced "
+            "accuracy, macro F1 and the recall of each class are reported.")
+
+
+def multiclass_comparisons(tuned: Sequence[tuple[str, Mapping[str, Any]]],
+                           few_shot: Sequence[tuple[str, Mapping[str, Any]]],
+                           general: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The fine-tuning and few-shot sentences of a multi-class study: balanced accuracy, macro F1 and
+    AUC of each (fine-tuned or few-shot run, general run) pair."""
+    lines = []
+    for what, arm in (("Fine-tuning", tuned), ("Labelled examples in the prompt", few_shot)):
+        for name_a, m_a in arm:
+            for name_g, m_g in general:
+                lines.append(
+                    f"{what} ({name_a} vs {name_g}) moved balanced accuracy from "
+                    f"{_num(m_g['balanced_accuracy'])} to {_num(m_a['balanced_accuracy'])}, macro F1 from "
+                    f"{_num(m_g['macro_f1'])} to {_num(m_a['macro_f1'])} and AUC from {_num(m_g['auc'])} to "
+                    f"{_num(m_a['auc'])}; the paired tests below say whether such a difference is more than "
+                    "chance on this many patients.")
+    return lines

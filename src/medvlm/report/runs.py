@@ -300,13 +300,19 @@ def load_run(path: str | Path) -> RunData:
             f"files: {inferred}"
         )
         kind = inferred
+    from medvlm.runinfo import display_name, renamed_note
+
+    recorded = info.get("notes")  # run.json's notes (e.g. a --limit above the cohort's size)
+    notes = [n for n in recorded if isinstance(n, str)] if isinstance(recorded, list) else []
+    note = renamed_note(path, info)  # a copied folder is shown under the name the user gave it
     return RunData(
         path=path,
-        name=str(info.get("name") or path.name),
+        name=display_name(path),
         kind=kind,
         info=info,
         files=files,
         problems=problems,
+        notes=[*notes, *([note] if note else [])],
     )
 
 

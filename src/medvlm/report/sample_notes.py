@@ -33,8 +33,9 @@ def _answered_units(df: Any) -> Any:
 
 def few_patient_notes(cohorts: Sequence[tuple[Any, ...]]) -> list[str]:
     """One line per distinct warning over the test cohorts ``(run name, its test-cohort predictions,
-    its task's class names)``, naming the runs it is about: "test cohort of cnn, vlm: only 1 LGG patient
-    and 2 HGG patients (fewer than 10 in a class): ..."."""
+    its task's class names)``, naming the runs it is about: "test cohort of cnn, vlm: only 1 <class 0>
+    patient and 2 <class 1> patients (fewer than 10 in a class): ..." (the classes named as the task
+    names them)."""
     by_text: dict[str, list[str]] = {}
     for name, df, classes, *unit in cohorts:  # an optional 4th item: the task's unit (images are counted)
         if df.empty or "label" not in df.columns:

@@ -125,8 +125,15 @@ def subgroups_view(runs: Sequence[RunData], *, controls: Mapping[str, str] | Non
     manifests: dict[str, Any] = {}
     found: list[tuple[RunData, Any]] = []
     missing: list[list[str]] = []
+    multiclass = False  # a run left out for its K > 2 task: the section says so
     for run in runs:
         if run.kind not in CLASSIFIER_KINDS:
+            continue
+        task = run_task(run)
+        if task.n_classes > 2:  # the subgroup columns (sensitivity, specificity) need a positive class
+            missing.append([run.name, f"subgroup metrics are binary-only (sensitivity, specificity); "
+                                      f"{task.name} has {task.n_classes} classes"])
+            multiclass = True
             continue
         work = run_work(run)
         if work is None:
@@ -139,10 +146,13 @@ def subgroups_view(runs: Sequence[RunData], *, controls: Mapping[str, str] | Non
             except DataError as exc:
                 manifests[key] = exc
         if isinstance(manifests[key], DataError):
-            missing.append([run.name, str(manifests[key])])
+            why = str(manifests[key])
+            if task.spec is not None and "run prepare again" in why:  # a YAML task records no subgroups
+                why = f"{task.name}'s manifest records no contributing collection or age"
+            missing.append([run.name, why])
             continue
         found.append((run, manifests[key]))
-    if not found and not manifests:  # no run names a work folder: nothing to say
+    if not found and not manifests and not multiclass:  # no run names a work folder: nothing to say
         return {}
     tables = []
     for by, title in GROUPINGS:
@@ -158,4 +168,5 @@ def subgroups_view(runs: Sequence[RunData], *, controls: Mapping[str, str] | Non
             (control_rows if run.name in controls else rows).extend(part)
         if rows or control_rows:
             tables.append({"by": by, "title": title, "rows": rows, "control_rows": control_rows})
-    return {"tables": tables, "missing": missing, "min_patients": MIN_PATIENTS}
+    brats = any(run_task(run).spec is None for run, _ in found)  # the built-in (BraTS) tasks
+    return {"tables": tables, "missing": missing, "min_patients": MIN_PATIENTS, "brats": brats}

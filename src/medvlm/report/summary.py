@@ -35,6 +35,14 @@ SUMMARY_METRICS = (
     ("ece", "ECE"),
     ("brier", "Brier"),
 )
+#: the summary table's columns when every run's task has more than two classes (no positive class: no
+#: sensitivity, specificity, precision, score calibration or TP/FP/TN/FN; per class: each run's section)
+SUMMARY_METRICS_MULTICLASS = (
+    ("auc", "AUC (one vs rest)"),
+    ("macro_f1", "Macro F1"),
+    ("balanced_accuracy", "Bal. acc."),
+    ("accuracy", "Accuracy"),
+)
 CLASSIFIER_KINDS = ("cnn", "vlm", "calibrated")
 ORIENTATION_ORDER = ("axial", "coronal", "sagittal", "combined")
 COHORT_ORDER = ("train", "val", "test")
@@ -97,6 +105,8 @@ def _row(run: RunData, subset: str, m: Mapping[str, Any], source: str, *, lead: 
                    if m.get("n_abstained") else ""),
         "counts": counts,
         "cells": _metric_cells(m),
+        "cells_multiclass": [_cell(key, m.get(key), m.get(f"{key}_ci"))
+                             for key, _ in SUMMARY_METRICS_MULTICLASS],
         "source": source,
         "lead": lead,
         "parsed": parsed,
@@ -339,8 +349,8 @@ def paired_tests(runs: Sequence[RunData], *, controls: Mapping[str, str] | None 
             row.update(paired_verdicts(res, paired_class_counts(ta, tb), run_task(a).classes))
             row["fmt"] = {
                 "n": (fmt(res["n"]) if "n_patients" not in res
-                      else f"{res['n']} slices of {res['n_patients']} patients (not independent: "
-                           "p optimistic)"),
+                      else f"{res['n']} {res.get('unit', 'slice')}s of {res['n_patients']} patients (not "
+                           "independent: p optimistic)"),
                 "acc_a": fmt(res["accuracy_a"]),
                 "acc_b": fmt(res["accuracy_b"]),
                 "acc_diff": fmt(res["accuracy_diff"]),

@@ -107,5 +107,9 @@ def prepare_work(data: str | Path, out: str | Path, task: str | Task | None = No
             raise ConfigError(f"--out {out}: prepared for task {previous.name!r}, not {task.name!r}; "
                               "give another --out")
     result = task.function("prepare")(data, out, **options)
+    if task.spec is not None:  # a YAML task: its CNN (2D or 3D) follows the images just prepared
+        from medvlm.tasks.yaml_task import build_task
+
+        task = build_task(task.spec, work=result.work)
     write_work_task(result.work, task, source)
     return result

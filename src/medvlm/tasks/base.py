@@ -24,9 +24,37 @@ UNITS = ("patient", "slice", "image")
 UNIT_KEYS = {"patient": [], "slice": ["orientation", "slice_index"], "image": ["image_id"]}
 
 
+#: columns medvlm writes next to a task's class columns (``p_<class>``, ``n_<class>``, ``<class>_share``):
+#: a class whose column would be one of these is refused (:func:`class_columns`)
+RESERVED_COLUMNS = {"n_unparsed": "unparsed answers", "n_failed": "failed requests",
+                    "n_calls": "model calls", "parsed_share": "the parsed share of calls"}
+
+
 def slug(name: str) -> str:
-    """A column-safe lower-case name: ``"no tumour"`` -> ``"no_tumour"``."""
-    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+    """A column-safe lower-case name, letters of any script kept (NFC): ``"no tumour"`` -> ``"no_tumour"``,
+    ``"Pleural-Effusion"`` -> ``"pleural_effusion"``, ``"œdème"`` -> ``"œdème"``, ``"肺炎"`` -> ``"肺炎"``.
+    ASCII names give what they always gave (``[^0-9a-z]+`` -> ``_``)."""
+    import unicodedata
+
+    return re.sub(r"[\W_]+", "_", unicodedata.normalize("NFC", name).lower()).strip("_")
+
+
+def class_columns(name: str) -> tuple[str, str, str]:
+    """``(p_<slug>, n_<slug>, <slug>_share)``: the probability, vote-count and share columns of a class;
+    ValueError when the slug is empty or a column is one medvlm already writes (:data:`RESERVED_COLUMNS`).
+
+    >>> class_columns("Pleural effusion")
+    ('p_pleural_effusion', 'n_pleural_effusion', 'pleural_effusion_share')
+    """
+    key = slug(name)
+    if not key:
+        raise ValueError(f"class name {name!r} has no letter or digit to name its columns")
+    columns = (f"p_{key}", f"n_{key}", f"{key}_share")
+    for column in columns:
+        if column in RESERVED_COLUMNS:
+            raise ValueError(f"class name {name!r} would write the column {column}, which already counts "
+                             f"{RESERVED_COLUMNS[column]}; rename the class, e.g. {name + '-class'!r}")
+    return columns
 
 
 @dataclass(frozen=True)
@@ -171,12 +199,24 @@ class Task:
         names = [c.lower() for c in self.classes]
         return names.index(check_choice(parameter, name.lower(), names))
 
-    def views(self, orientations: list[str] | None, modalities: list[str] | None = None
-              ) -> tuple[list[str], list[str]]:
+    def views(self, orientations: list[str] | None, modalities: list[str] | None = None, *,
+              slices: str | None = None) -> tuple[list[str], list[str]]:
         """Orientations and modalities asked for (None: the task's defaults), checked against the task's
-        (ConfigError with a "did you mean")."""
+        (ConfigError with a "did you mean"). An image task (one 2D image per prediction) has no
+        orientations, modalities or slices to choose: asking for them is one line saying so."""
+        from medvlm.errors import ConfigError
         from medvlm.registry import check_choice
 
+        if self.unit == "image":
+            asked = [(option, value) for option, value, default in (
+                ("--orientations", orientations, None), ("--modalities", modalities, None),
+                ("--slices", slices, self.default_slices)) if value and value != default]
+            if asked:
+                option, value = asked[0]
+                shown = ",".join(value) if isinstance(value, list | tuple) else value
+                raise ConfigError(f"{option} {shown}: {self.name} is an image task (one prediction per 2D "
+                                  f"image): its images have no slices, orientations or modalities to "
+                                  f"choose; leave {option} out")
         orientations = list(orientations or self.default_orientations)
         modalities = [m.strip().lower() for m in (modalities or self.default_modalities)]
         for o in orientations:
@@ -186,10 +226,16 @@ class Task:
         return orientations, modalities
 
     def check_prompt(self, prompt: str, option: str = "--prompt") -> str:
-        """``prompt`` unless it is another task's built-in prompt (a file is the user's own choice)."""
+        """``prompt`` unless it is another task's built-in prompt (a file is the user's own choice); a
+        YAML task's prompt named as ``medvlm tasks`` lists it (``<task>-<variant>``): its file in WORK."""
+        from pathlib import Path
+
         from medvlm.errors import ConfigError
         from medvlm.vlm.prompts import builtin_prompts
 
+        for own in self.prompts:  # a YAML task's prompt files, named <task>-<variant> (or <task>)
+            if own != prompt and Path(own).suffix == ".txt" and Path(own).stem == prompt:
+                return own
         if prompt in builtin_prompts() and prompt not in self.prompts:
             raise ConfigError(f"{option} {prompt}: a built-in prompt of another task, asking for other "
                               f"answers; {self.name}'s prompts are {list(self.prompts)} (or give a prompt "
@@ -197,8 +243,12 @@ class Task:
         return prompt
 
     def tie_break_label(self, name: str | None) -> int:
-        """``--tie-break`` (a class name, any case; None = the positive class) -> its label."""
-        return self.positive_label if name is None else self.label_of(name, "--tie-break")
+        """``--tie-break`` (a class name, any case) -> its label. None: the positive class; a task of more
+        than two classes that names none: the first class, so a tie goes to the lowest-numbered of the
+        tied classes (:func:`medvlm.aggregate.majority`)."""
+        if name is None:
+            return self.positive_label if self.positive is not None or self.n_classes == 2 else 0
+        return self.label_of(name, "--tie-break")
 
     def tie_break_name(self, name: str | None) -> str:
         return self.classes[self.tie_break_label(name)].lower()

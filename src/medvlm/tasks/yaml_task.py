@@ -11,7 +11,14 @@
     description: "..."                   # optional
 
 One prediction per image (unit ``image``; ``patient_id`` kept, so bootstrap CIs resample patients).
-The answers are the classes, codes ``0..K-1``; an unparsed answer abstains. ``source`` paths are
+The answers are the classes, codes ``0..K-1`` (so at most 10 classes); an unparsed answer abstains.
+Answers are read by :class:`~medvlm.vlm.parsing.NameParser`: the code after ``Choice:`` wins (a class
+name beside it must agree), a name alone counts when the answer phrase is that name (longest first).
+Class names start with a letter (``grade-1``, never ``1``: a digit is always a code, in answers and in
+the CSV's labels) and give the columns ``p_<slug>``, ``n_<slug>``, ``<slug>_share``
+(:func:`~medvlm.tasks.base.class_columns`: letters of any script; a column medvlm writes anyway, such as
+``n_failed``, is refused). YAML booleans, numbers and nulls where text is meant (``classes: [no, yes]``)
+are one line asking to quote them. ``source`` paths are
 relative to DATA (``medvlm prepare DATA --task FILE.yaml``); data are read by
 :mod:`medvlm.data.images` (image-csv) and :mod:`medvlm.data.medmnist`.
 
@@ -29,12 +36,41 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medvlm.errors import ConfigError
-from medvlm.tasks.base import AnswerCode, Task, choice_parser, slug
+from medvlm.tasks.base import AnswerCode, Task, class_columns, slug
+from medvlm.vlm.parsing import NameParser
 
 #: file name of a work folder's copy of its task YAML, and the folder of its prompt files
 WORK_YAML = "task.yaml"
 PROMPT_DIR = "prompts"
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+#: the most classes a task may have: its answer codes are the single digits 0-9
+MAX_CLASSES = 10
+#: the version of the YAML tasks' parser (:class:`~medvlm.vlm.parsing.NameParser`), recorded in run.json
+PARSER_VERSION = "2"
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()} (unquoted yes/no/on/off/true/false)"
+    if value is None:
+        return "null (empty, or an unquoted ~ or null)"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    return f"a {type(value).__name__}"
+
+
+def _text(value: Any, where: str, *, number_hint: bool = False) -> None:
+    """ValueError, one line, when YAML did not read ``value`` as text (a quoted string is always text)."""
+    if isinstance(value, str):
+        return
+    if isinstance(value, int | float) and not isinstance(value, bool) and number_hint:
+        raise ValueError(f"{where}: {value} is a number; a class name must start with a letter (the answer "
+                         "codes are digits), e.g. 'grade-1' or 'birads-1'")
+    if value is None:
+        raise ValueError(f"{where} is empty (null); write it out")
+    shown = {True: "yes", False: "no"}.get(value, str(value)) if isinstance(value, bool) else None
+    example = f' (e.g. "{shown}")' if shown else ""
+    raise ValueError(f"{where}: YAML read this as {_yaml_kind(value)}, not text; quote it{example}")
 
 
 class _Strict(BaseModel):
@@ -49,22 +85,58 @@ class ImageCsvSource(_Strict):
 
 
 class MedmnistSource(_Strict):
-    """``{kind: medmnist, npz: pneumoniamnist_224.npz}`` (:mod:`medvlm.data.medmnist`)."""
+    """``{kind: medmnist, npz: pneumoniamnist_224.npz[, label_column: K]}`` (:mod:`medvlm.data.medmnist`)."""
 
     kind: Literal["medmnist"]
     npz: str
+    #: a multi-label file (ChestMNIST: labels ``(N, 14)``, one 0/1 column per finding): the column read
+    #: as this task's label (a binary task: finding absent 0, present 1); None: single-label labels
+    label_column: int | None = Field(None, ge=0)
 
 
 class TaskSpec(_Strict):
     """A task YAML, validated (extra keys forbidden; see the module docstring)."""
 
     name: str = Field(pattern=_NAME)
-    classes: list[str] = Field(min_length=2, max_length=10)
+    classes: list[str]
     positive: str | None = None
     source: Annotated[ImageCsvSource | MedmnistSource, Field(discriminator="kind")]
     prompt: str = Field(min_length=1)
     variants: dict[str, str] = Field(default_factory=dict)
     description: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_scalars(cls, data: Any) -> Any:
+        """Values YAML 1.1 reads as booleans, numbers or null where text is meant: one line saying so."""
+        if not isinstance(data, dict):
+            return data
+        for key in ("name", "positive", "prompt", "description"):
+            if key in data and (key != "positive" or data[key] is not None):  # positive: null = none
+                _text(data[key], key)
+        if isinstance(data.get("classes"), list):
+            for i, value in enumerate(data["classes"]):
+                _text(value, f"classes (item {i + 1})", number_hint=True)
+        variants = data.get("variants")
+        if isinstance(variants, dict):
+            for name, value in variants.items():
+                if isinstance(name, bool) or name is None:
+                    raise ValueError(f"variants: the variant name {name} was read by YAML as "
+                                     f"{_yaml_kind(name)}; quote it (e.g. \"on\": ..., \"off\": ...)")
+                _text(value, f"variants.{name}")
+            data = {**data, "variants": {str(k): v for k, v in variants.items()}}
+        return data
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _class_count(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_CLASSES:
+            raise ValueError(f"{len(value)} classes, but a task has at most {MAX_CLASSES}: the answer codes "
+                             f"are single digits 0-9; merge classes, or declare several tasks of at most "
+                             f"{MAX_CLASSES} classes each")
+        if isinstance(value, list) and len(value) < 2:
+            raise ValueError(f"a task needs at least two classes, got {value}")
+        return value
 
     @field_validator("classes")
     @classmethod
@@ -72,11 +144,19 @@ class TaskSpec(_Strict):
         value = [str(c).strip() for c in value]
         if any(not c for c in value):
             raise ValueError("class names must not be empty")
+        for c in value:
+            if not re.match(r"[^\W\d_]", c):
+                raise ValueError(f"class name {c!r} must start with a letter: the answer codes are digits, "
+                                 f"so a name like '1' or '2a' would read both as a name and as a code; name "
+                                 f"it e.g. 'grade-1' or 'birads-1'")
         lower = [c.lower() for c in value]
         if len(set(lower)) != len(lower):
             raise ValueError(f"class names must be distinct (any case), got {value}")
         if len({slug(c) for c in value}) != len(value):
-            raise ValueError(f"class names must differ in letters or digits, got {value}")
+            raise ValueError(f"class names must differ in letters or digits (their columns p_<name> would "
+                             f"be the same), got {value}")
+        for c in value:
+            class_columns(c)  # a column medvlm already writes (n_failed, n_unparsed, ...): ValueError
         return value
 
     @field_validator("variants")
@@ -154,28 +234,23 @@ def read_spec(path: str | Path) -> TaskSpec:
     return spec
 
 
-def _class_words(classes: list[str]) -> list[tuple[str, int]]:
-    """Class names as words after ``Choice:`` (``no-lesion`` is not also ``lesion``)."""
-    words = []
-    for i, name in enumerate(classes):
-        parts = [re.escape(p) for p in re.split(r"[\s_-]+", name.strip()) if p]
-        words.append((r"(?<![\w-])" + r"[\s_-]+".join(parts) + r"(?![\w-])", i))
-    return words
-
-
 def prompt_names(spec: TaskSpec) -> list[str]:
     """The prompt names of a task: ``<name>`` then ``<name>-<variant>`` for each variant."""
     return [spec.name, *(f"{spec.name}-{v}" for v in spec.variants)]
 
 
-def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None) -> Task:
+def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None, work: str | Path | None = None
+               ) -> Task:
     """The :class:`Task` a spec declares. ``prompt_dir``: the work folder's prompt files (the task's
-    prompts are then their paths, which ``--prompt`` and ``eval-vlm`` read); None: names only."""
+    prompts are then their paths, which ``--prompt`` and ``eval-vlm`` read); None: names only.
+    ``work`` (default: ``prompt_dir``'s folder): the prepared images that decide the CNN (2D or 3D)."""
     prompts = prompt_names(spec)
     dims = 2
     if prompt_dir is not None:
         prompts = [str(Path(prompt_dir) / f"{p}.txt") for p in prompts]
-        dims = _prepared_dims(Path(prompt_dir).parent)
+        work = Path(prompt_dir).parent if work is None else work
+    if work is not None:
+        dims = _prepared_dims(Path(work))
     kind = spec.source.kind
     description = spec.description or (f"{spec.name}: one prediction per image, "
                                        + ", ".join(f"{c} ({i})" for i, c in enumerate(spec.classes)))
@@ -184,11 +259,11 @@ def build_task(spec: TaskSpec, *, prompt_dir: str | Path | None = None) -> Task:
         description=description,
         classes=tuple(spec.classes),
         positive=spec.positive,
-        answers=tuple(AnswerCode(c, f"p_{slug(c)}", f"n_{slug(c)}") for c in spec.classes),
-        parser=choice_parser(len(spec.classes), _class_words(spec.classes)),
-        parser_version="1",
+        answers=tuple(AnswerCode(c, *class_columns(c)[:2]) for c in spec.classes),
+        parser=NameParser(len(spec.classes), answer_names=spec.classes),
+        parser_version=PARSER_VERSION,
         unit="image",
-        share_column=f"{slug(spec.positive or spec.classes[-1])}_share",
+        share_column=class_columns(spec.positive or spec.classes[-1])[2],
         share_label=f"{spec.positive or spec.classes[-1]} share",
         prompts=tuple(prompts),
         cnn_model="densenet2d" if dims == 2 else "small3d",
@@ -210,7 +285,9 @@ def _prepared_dims(work: Path) -> int:
     from medvlm.data.images import IMAGE_DIR
 
     folder = work / IMAGE_DIR
-    first = next(folder.glob("*.npy"), None) if folder.is_dir() else None  # every image has the same dims
+    # every image has the same dims (prepare refuses MedMNIST splits that differ); the first by name,
+    # so the answer never depends on the order a folder is listed in
+    first = min(folder.glob("*.npy"), default=None) if folder.is_dir() else None
     if first is None:
         return 2
     try:
@@ -254,6 +331,16 @@ def find_yaml_tasks(folder: str | Path) -> list[tuple[Path, Task | ConfigError]]
         except ConfigError as exc:
             out.append((path, exc))
     return out
+
+
+def duplicate_names(found: list[tuple[Path, Task | ConfigError]]) -> list[str]:
+    """One warning per task name that several files of :func:`find_yaml_tasks` declare, naming them."""
+    files: dict[str, list[Path]] = {}
+    for path, task in found:
+        if isinstance(task, Task):
+            files.setdefault(task.name, []).append(path)
+    return [f"task name {name!r} is declared by {len(paths)} files: {', '.join(map(str, paths))}; "
+            "give each task its own name" for name, paths in files.items() if len(paths) > 1]
 
 
 def spec_source_path(task: Task, data: str | Path) -> Path:

@@ -56,8 +56,20 @@ CREATE TABLE IF NOT EXISTS answers (
 """
 _ANSWER_COLUMNS = {"key", "status", "raw", "prefill", "code_probs", "mass", "finish_reason", "error", "extra",
                    "attempts", "updated"}
-#: the 0.1 table's probability columns, in answer-code order
-_V1_PROB_COLUMNS = ("p_lgg", "p_hgg", "p_ng")
+#: the 0.1 table held one probability column per answer code it asked for (three): its ``p_*`` columns,
+#: in table order, which is answer-code order (:func:`_v1_prob_columns`)
+_V1_N_CODES = 3
+_V1_COLUMNS = {"key", "status", "raw", "mass", "error", "extra", "attempts", "updated"}
+
+
+def _v1_prob_columns(columns: list[str]) -> list[str]:
+    """The probability columns of a 0.1 ``responses`` table (``columns``: its columns in table order):
+    the ``p_*`` ones, in order -- the probabilities of answer codes "0", "1", "2".
+
+    >>> _v1_prob_columns(["key", "status", "raw", "choice", "p_a", "p_b", "p_c", "mass"])
+    ['p_a', 'p_b', 'p_c']
+    """
+    return [c for c in columns if c.startswith("p_")]
 
 
 #: SQLite error names that mean "the file is damaged" (move it aside), not "in use" or "not writable"
@@ -163,16 +175,18 @@ class ResponseCache:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "responses" not in tables:
             return
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(responses)")}
-        needed = {"key", "status", "raw", "mass", "error", "extra", "attempts", "updated", *_V1_PROB_COLUMNS}
-        if not needed <= columns:
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(responses)")]
+        prob_columns = _v1_prob_columns(columns)
+        if not set(columns) >= _V1_COLUMNS or len(prob_columns) != _V1_N_CODES:
             raise DataError(f"{self.path}: a 'responses' table of an unknown layout; move the file away "
                             "or give another --cache")
+        probs_sql = ", ".join('"' + c.replace('"', '""') + '"' for c in prob_columns)  # quoted identifiers
         rows = self._db.execute(
-            "SELECT key, status, raw, p_lgg, p_hgg, p_ng, mass, error, extra, attempts, updated "
+            f"SELECT key, status, raw, {probs_sql}, mass, error, extra, attempts, updated "
             "FROM responses")
+        codes = tuple(str(i) for i in range(_V1_N_CODES))
         for key, status, raw, p0, p1, p2, mass, error, extra, attempts, updated in rows.fetchall():
-            probs = None if p0 is None else json.dumps(dict(zip(("0", "1", "2"), (p0, p1, p2), strict=True)))
+            probs = None if p0 is None else json.dumps(dict(zip(codes, (p0, p1, p2), strict=True)))
             self._db.execute(
                 "INSERT OR IGNORE INTO answers (key, status, raw, prefill, code_probs, mass, error, extra, "
                 "attempts, updated) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",

@@ -10,9 +10,10 @@
   logprobs`` or ``--structured`` for a provider LiteLLM gives no ``logprobs``/``top_logprobs`` or
   ``response_format`` for (``litellm.get_supported_openai_params``). A provider that takes no sampling
   seed gets none (said once on stderr and recorded in run.json's ``usage.notes``).
-- The request is :func:`medvlm.vlm.openai_compat.build_payload`'s body, passed to
+- The request is :func:`medvlm.vlm.chat_payload.build_payload`'s body, passed to
   ``litellm.completion`` (LiteLLM translates it for the provider), with LiteLLM's own retries off: the
-  retry policy is medvlm's (:mod:`medvlm.vlm._retry`): ``litellm.Timeout``, connection errors,
+  retry policy and request loop are medvlm's, shared with the ``openai`` backend
+  (:class:`medvlm.vlm._retry.RetryingBackend`): ``litellm.Timeout``, connection errors,
   ``RateLimitError`` (429, ``Retry-After`` from the provider's response headers honoured) and 5xx
   (``InternalServerError``, ``ServiceUnavailableError``, ``BadGatewayError``, ...) are retried; any other
   status stops the run with the provider's message (:func:`medvlm.vlm._server_errors.explain_refusal`).
@@ -29,24 +30,16 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
-import time
 import warnings
-from collections.abc import Iterable, Iterator
 from typing import Any
 
-from medvlm.errors import BackendError, ConfigError, require
-from medvlm.vlm._retry import GIVE_UP_AFTER, PROBE_ATTEMPTS, Fatal, backoff_delay, fan_out, retryable
-from medvlm.vlm._secrets import Redactor, body_secrets, env_secrets, redact_url, url_secrets
+from medvlm.errors import ConfigError, require
+from medvlm.vlm._retry import CONNECT_TIMEOUT_S, Fatal, Retry, RetryingBackend, retryable
+from medvlm.vlm._secrets import Redactor, env_secrets, redact_url, url_secrets
 from medvlm.vlm._server_errors import explain_refusal, server_message
 from medvlm.vlm.backends import Backend, BackendConfig
-from medvlm.vlm.openai_compat import (
-    ANSWER_SECRET_MIN,
-    CONNECT_TIMEOUT_S,
-    _is_json_object,
-    answer_probs,
-    build_payload,
-)
+from medvlm.vlm.chat_answer import ANSWER_SECRET_MIN, add_code_probs, is_json_object
+from medvlm.vlm.chat_payload import build_payload
 from medvlm.vlm.types import Decoding, VLMRequest, VLMResponse
 from medvlm.vlm.usage import USAGE_KEY, call_usage
 
@@ -99,11 +92,12 @@ def check_environment(litellm: Any, model: str, provider: str, api_base: str | N
                           f"{'them' if len(missing) > 1 else 'it'} in the environment, never in a file")
 
 
-class LiteLLMBackend(Backend):
+class LiteLLMBackend(RetryingBackend, Backend):
     """Chat completions through ``litellm.completion``; see the module docstring."""
 
     name = "litellm"
     reports_usage = True
+    thread_name = "medvlm-litellm"
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
@@ -128,10 +122,8 @@ class LiteLLMBackend(Backend):
         self.label = f"{self.provider} ({redact_url(self.api_base)})" if self.api_base else self.provider
         self.price_known = self._price_known()  # --max-cost needs a price (engine checks before any request)
         self.notes: list[str] = []
-        self._lock = threading.Lock()
-        self._probed = False
+        self._start_loop()
         self.n_calls = 0  # litellm.completion calls (retries included)
-        self.n_failed_in_a_row = 0
         import httpx
 
         # a provider that cannot be reached fails the probe within seconds, however long an answer may take
@@ -167,11 +159,12 @@ class LiteLLMBackend(Backend):
                 self.notes.append(note)
                 print(f"medvlm: note: {note}", file=sys.stderr)
 
-    # ------------------------------------------------------------------ one request, with retries
-    def _redact(self, text: str, *, min_length: int = 1) -> str:
-        return self._redactor(text, min_length=min_length)
+    # ------------------------------------------------------------------ one attempt (RetryingBackend)
+    def _down(self) -> str:
+        return self.label
 
-    def _kwargs(self, request: VLMRequest, decoding: Decoding) -> dict[str, Any]:
+    def _payload(self, request: VLMRequest, decoding: Decoding) -> dict[str, Any]:
+        """``litellm.completion``'s keyword arguments."""
         body = build_payload(self.config.model, request, decoding)
         if "seed" in body and self.supported is not None and "seed" not in self.supported:
             del body["seed"]  # said once by check()
@@ -216,53 +209,29 @@ class LiteLLMBackend(Backend):
         text = re.sub(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?", "", str(exc).strip())
         return self._redact(server_message(text))
 
-    def _one(self, request: VLMRequest, decoding: Decoding, *, probe: bool = False) -> VLMResponse:
+    def _send(self, payload: dict[str, Any], request: VLMRequest, decoding: Decoding, *, probe: bool,
+              previous: Retry | None) -> VLMResponse | Retry:
+        """One ``litellm.completion`` call; its exception classified (:meth:`_classify`)."""
         with self._lock:
-            if self.n_failed_in_a_row >= GIVE_UP_AFTER:
-                return VLMResponse(error=f"not sent: the last {GIVE_UP_AFTER} requests all failed, "
-                                         f"{self.label} seems down (see failures.csv); rerun to retry")
-        response = self._attempts(self._kwargs(request, decoding), request, decoding, probe=probe)
-        if response.error:
-            response.error = self._redact(response.error)
-        with self._lock:
-            self.n_failed_in_a_row = self.n_failed_in_a_row + 1 if response.failed else 0
-        return response
-
-    def _attempts(self, kwargs: dict[str, Any], request: VLMRequest, decoding: Decoding, *, probe: bool
-                  ) -> VLMResponse:
-        attempts = min(PROBE_ATTEMPTS, self.config.max_retries + 1) if probe else self.config.max_retries + 1
-        last_error = "no attempt"
-        for attempt in range(attempts):
-            retry_after = None
-            with self._lock:
-                self.n_calls += 1
-            try:
-                result = self.litellm.completion(**kwargs)
-            except Exception as exc:  # noqa: BLE001 - classified below; anything else stops the run
-                kind, status, retry_after = self._classify(exc)
-                message = self._message(exc)
-                if kind == "connect":
-                    last_error = f"{self.label}: cannot connect ({message})"
-                    if probe:
-                        raise Fatal(f"{self.label}: cannot reach the provider ({message}); check --base-url "
-                                    "and the network") from None
-                elif kind == "timeout":
-                    last_error = f"{self.label}: no answer within {self.config.timeout_s:g} s"
-                elif kind == "status" and retryable(status):  # type: ignore[arg-type]
-                    last_error = f"{self.label}: HTTP {status}: {message[:200]}"
-                elif kind == "status":
-                    raise Fatal(self._refusal(status, message, request)) from None  # type: ignore[arg-type]
-                else:
-                    raise Fatal(f"{self.label} ({self.config.model}): {type(exc).__name__}: "
-                                f"{message}") from None
-            else:
-                return self._read(result, decoding, request.codes, probe=probe)
-            if attempt < attempts - 1:
-                time.sleep(backoff_delay(attempt, retry_after, backoff_s=self.config.backoff_s,
-                                         max_backoff_s=self.config.max_backoff_s))
-        if probe:
-            raise Fatal(f"the first request got no answer in {attempts} attempts (last: {last_error})")
-        return VLMResponse(error=f"failed after {attempts} attempts; last: {last_error}")
+            self.n_calls += 1
+        try:
+            result = self.litellm.completion(**payload)
+        except Exception as exc:  # noqa: BLE001 - classified below; anything else stops the run
+            kind, status, retry_after = self._classify(exc)
+            message = self._message(exc)
+            if kind == "connect":
+                if probe:
+                    raise Fatal(f"{self.label}: cannot reach the provider ({message}); check --base-url "
+                                "and the network") from None
+                return Retry(f"{self.label}: cannot connect ({message})", retry_after)
+            if kind == "timeout":
+                return Retry(f"{self.label}: no answer within {self.config.timeout_s:g} s", retry_after)
+            if kind == "status" and retryable(status):  # type: ignore[arg-type]
+                return Retry(f"{self.label}: HTTP {status}: {message[:200]}", retry_after)
+            if kind == "status":
+                raise Fatal(self._refusal(status, message, request)) from None  # type: ignore[arg-type]
+            raise Fatal(f"{self.label} ({self.config.model}): {type(exc).__name__}: {message}") from None
+        return self._read(result, decoding, request.codes, probe=probe)
 
     def _refusal(self, status: int, text: str, request: VLMRequest) -> str:
         """One line for a refused request (``text``: the provider's message, redacted)."""
@@ -284,7 +253,7 @@ class LiteLLMBackend(Backend):
         response = VLMResponse(raw=self._redact(str(raw), min_length=ANSWER_SECRET_MIN),
                                finish_reason=getattr(choice0, "finish_reason", None))
         response.extra[USAGE_KEY] = self._usage(result)
-        if probe and decoding.structured == "json" and not _is_json_object(raw):
+        if probe and decoding.structured == "json" and not is_json_object(raw):
             raise Fatal(f"{self.label} ignored --structured json (response_format): its answer is not a JSON "
                         f"object ({raw[:80]!r}); use --structured none")
         if decoding.scoring == "logprobs":
@@ -295,9 +264,7 @@ class LiteLLMBackend(Backend):
             if not content:
                 raise Fatal(f"{self.label} returned no logprobs for model {self.config.model!r}: the "
                             "provider does not support them; use --scoring generate")
-            code_probs = answer_probs(content, codes)
-            if code_probs is not None:
-                response.code_probs, response.mass = code_probs, float(sum(code_probs.values()))
+            add_code_probs(response, content, codes)
         return response
 
     def _usage(self, result: Any) -> dict[str, Any]:
@@ -312,21 +279,3 @@ class LiteLLMBackend(Backend):
             except Exception:  # noqa: BLE001 - a model without a price: cost unknown
                 cost = None
         return call_usage(prompt, completion, cost)
-
-    # ------------------------------------------------------------------ many requests
-    def answer(self, requests: Iterable[VLMRequest], decoding: Decoding
-               ) -> Iterator[tuple[VLMRequest, VLMResponse]]:
-        self._redactor.add(body_secrets(decoding.extra_body))
-        it = iter(requests)
-        if not self._probed:
-            first = next(it, None)
-            if first is None:
-                return
-            self._probed = True
-            try:
-                probe = self._one(first, decoding, probe=True)
-            except Fatal as exc:
-                raise BackendError(self._redact(str(exc))) from None
-            yield first, probe
-        yield from fan_out(lambda req: self._one(req, decoding), it, concurrency=self.config.concurrency,
-                           redact=self._redact, thread_name="medvlm-litellm")

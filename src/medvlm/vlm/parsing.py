@@ -140,21 +140,26 @@ _NEGATION = re.compile(
     r"\b(?:not|no|non|never|neither|nor|without|isn'?t|unlikely|rule[sd]?\s+out|excluded?)\b", re.IGNORECASE)
 #: a line that is only a keyword: a heading whose answer is on the next line ("## Answer\n\nPneumonia")
 _HEADING = re.compile(rf"^\s*(?:the\s+|my\s+)?{_KEYWORD}\s*:?\s*$", re.IGNORECASE)
+#: what may follow a name that is the whole answer phrase: the line's end, punctuation, a bracket, a dash
+_PHRASE_END = re.compile(r"[^\S\n]*(?:$|[.,;:!?)\]\"'(]|[-\u2013\u2014]\s)")
+#: the answer fragment after a name: up to a comma, semicolon, line end or a full stop ending a sentence
+_FRAGMENT_END = re.compile(r"[,;\n]|\.(?:\s|$)|$")
 
 
 def name_pattern(name: str) -> re.Pattern[str]:
     """A regex matching an answer's name as whole words, any case, words joined by spaces, hyphens or
-    underscores (or nothing: markdown cleaning drops underscores).
+    underscores (or nothing: markdown cleaning drops underscores); a full stop in the name is optional
+    (``"st. elevation"`` also reads ``"ST elevation"``); letters of any script bound the words.
 
     >>> bool(name_pattern("pleural effusion").search("Choice: Pleural-Effusion"))
     True
     >>> bool(name_pattern("normal").search("abnormal"))
     False
     """
-    words = [re.escape(w) for w in re.split(r"[\s_\-]+", name.strip()) if w]
+    words = [re.escape(w).replace(r"\.", r"\.?") for w in re.split(r"[\s_\-]+", name.strip()) if w]
     if not words:
         raise ValueError("an answer name needs at least one word")
-    return re.compile(r"(?<![0-9a-z])" + r"[\s_\-]*".join(words) + r"(?![0-9a-z])", re.IGNORECASE)
+    return re.compile(r"(?<![^\W_])" + r"[\s_\-]*".join(words) + r"(?![^\W_])", re.IGNORECASE)
 
 
 class NameParser(ChoiceParser):
@@ -163,10 +168,19 @@ class NameParser(ChoiceParser):
     or an answer that is just a name (``"Pneumonia."``, or a first line that is one).
 
     ``answer_names``: answer ``i``'s name (the task's classes, then its abstaining answers); ``names``:
-    more ``(regex, code)`` synonyms. Where one name contains another (``"effusion"`` and
-    ``"pleural effusion"``) the longest match wins. Never guesses: a fragment naming two answers, a name
-    under a negation (``"not pneumonia"``), or a digit and a name that disagree give None. The BraTS tasks
-    keep their :class:`ChoiceParser` (their answers unchanged).
+    more ``(regex, code)`` synonyms. The rules, in order:
+
+    1. The code wins: a digit after the keyword (or a bare digit) is the answer; a name written next to
+       it (``"Choice: 2 (grade 2)"``) must name the same answer, else None.
+    2. A name only when no code: the answer phrase after the keyword must *be* a name, as a whole
+       phrase -- the name first, then only punctuation, a bracket, a dash or the line's end
+       (``"Choice: pleural effusion."``, ``"The answer is no lesion"``). Where names begin alike
+       (``"pneumonia"``, ``"pneumonia (viral)"``) the longest one that fits wins; a phrase that only
+       contains a name (``"viral pneumonia"`` when the classes are ``pneumonia`` and ``bacterial
+       pneumonia``) names none.
+    3. Never guesses: a fragment naming two answers, a name under a negation (``"not pneumonia"``), or a
+       digit and a name that disagree give None. The BraTS tasks keep their :class:`ChoiceParser` (their
+       answers unchanged).
 
     >>> parse = NameParser(4, answer_names=["normal", "effusion", "pleural effusion", "none of these"])
     >>> parse("Choice: 1"), parse("The answer is Pleural Effusion."), parse("Effusion")
@@ -185,10 +199,14 @@ class NameParser(ChoiceParser):
             raise ValueError(f"answer names must differ: {list(answer_names)}")
         self.answer_names = tuple(answer_names)
         self._extra = [(str(p), int(c)) for p, c in names]
+        self._plain = ChoiceParser(n_codes, codes=codes)  # the codes alone (rule 1)
         self._names = [(name_pattern(n), i) for i, n in enumerate(answer_names)] + [
             (re.compile(p, re.IGNORECASE), c) for p, c in self._extra]
         self._name_after_keyword = re.compile(
             rf"\b{_KEYWORD}\b[^\S\n]*(?:[:=\-]|(?:is|was|would\s+be)\b[^\S\n]*[:=\-]?)\s*([^\n.,;]*)",
+            re.IGNORECASE)
+        self._phrase_after_keyword = re.compile(
+            rf"\b{_KEYWORD}\b[^\S\n]*(?:[:=\-]|(?:is|was|would\s+be)\b[^\S\n]*[:=\-]?)\s*([^\n]*)",
             re.IGNORECASE)
 
     def with_codes(self, codes: Sequence[str]) -> NameParser:
@@ -208,6 +226,24 @@ class NameParser(ChoiceParser):
         for start, end, _ in hits:  # the names themselves may hold a negation ("no finding")
             rest[start:end] = " " * (end - start)
         return None if _NEGATION.search("".join(rest)) else codes.pop()
+
+    def _phrase_choice(self, phrase: str) -> int | None:
+        """The answer whose name *is* ``phrase`` (rule 2: the name first, then only punctuation, a bracket,
+        a dash or the end; the longest such name), checked on its fragment (a bracket or a clause after
+        the name naming another answer, or a negation, gives None)."""
+        phrase = phrase.lstrip(" \t\"'([")
+        best: tuple[int, int] | None = None
+        for text in (phrase, re.sub(r"^(?:a|an|the)\s+", "", phrase, flags=re.IGNORECASE)):  # "a mass"
+            for pattern, code in self._names:
+                match = pattern.match(text)
+                if match and _PHRASE_END.match(text, match.end()) and (best is None or match.end() > best[0]):
+                    best, phrase = (match.end(), code), text
+            if best is not None:
+                break
+        if best is None:
+            return None
+        end = _FRAGMENT_END.search(phrase, best[0]).start()
+        return best[1] if self._name_choice(phrase[:end]) == best[1] else None
 
     def _whole_name(self, text: str) -> int | None:
         """The answer ``text`` is nothing but the name of (markdown, a list dash and end punctuation
@@ -237,13 +273,23 @@ class NameParser(ChoiceParser):
         found, named = self._json_name(text)
         if found:
             return named
-        code = super().__call__(text)
+        code = self._plain(text)
         clean = _clean(text)
         if code is None:
+            phrases = self._phrase_after_keyword.finditer(clean)
+            named_codes = {self._phrase_choice(m.group(1)) for m in phrases}
+            named_codes.discard(None)
+            if named_codes:
+                return named_codes.pop() if len(named_codes) == 1 else None
             lines = [line for line in clean.splitlines() if line.strip()][:2]
             if len(lines) == 2 and _HEADING.match(lines[0]):
                 lines = lines[1:]
             return self._whole_name(lines[0]) if lines else None
-        named_codes = {self._name_choice(m.group(1)) for m in self._name_after_keyword.finditer(clean)}
+        fragments = [m.group(1) for m in self._name_after_keyword.finditer(clean)]
+        if not self._plain._digit.search(clean):  # the code stood alone on the first line ("2. grade 2")
+            first = next((line for line in clean.splitlines() if line.strip()), "")
+            first = re.sub(r"^\s*[\(\[]?\d[\)\]]?\s*[.:\-\u2013\u2014]?\s*", "", first)
+            fragments.append(first[:_FRAGMENT_END.search(first).start()])
+        named_codes = {self._name_choice(f) for f in fragments}
         named_codes.discard(None)
         return code if not named_codes or named_codes == {code} else None

@@ -4,9 +4,9 @@ A randomly initialised model writes noise after ``Choice:``, so every answer is 
 steps of supervised training on made-up inputs fix that: synthetic brain-like pictures (an ellipse with
 noise, sometimes a bright blob; also blank and noise images, and no image at all) asked with every
 built-in prompt, each answered ``Choice: <code> Reasoning: stand-in, format only.`` and then the end of
-the turn. The code is drawn by a seeded generator independently of the picture:
-:data:`ANSWER_CODE` (``"1"``: HGG in the study's prompt) with probability :data:`MAIN_SHARE`, the
-prompt's other codes share the rest. So the trained stand-in answers in the study's format, mostly with
+the turn. The code is drawn by a seeded generator independently of the picture: :data:`ANSWER_CODE`
+(``"1"``: the positive class in the study's prompt) with probability :data:`MAIN_SHARE`, the prompt's
+other codes share the rest. So the trained stand-in answers in the study's format, mostly with
 one class whatever it is shown (as the study's zero-shot Llama-3.2-Vision did), its answers carry no
 grade information, and fine-tuning on real labels (``medvlm finetune``) has something to move.
 
@@ -42,7 +42,7 @@ EXTRA_PROMPTS = (
 def prompt_codes(text: str) -> tuple[str, ...]:
     """The answer digits a prompt names as ``(d)``, in order (at least ``("0", "1")``).
 
-    >>> prompt_codes("Low Grade Glioma (0), High Grade Glioma (1), or No Glioma (2)")
+    >>> prompt_codes("Class A (0), Class B (1), or neither (2)")
     ('0', '1', '2')
     >>> prompt_codes("Grade?")
     ('0', '1')

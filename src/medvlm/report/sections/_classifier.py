@@ -67,6 +67,11 @@ def add_calibration_figures(run: RunData, d: dict[str, Any]) -> None:
     from medvlm.report import calibration_figures as CF
 
     if run_task(run).n_classes > 2:
+        task = run_task(run)
+        note = (f"no reliability diagram or risk-coverage curve: they read the score of a positive class, "
+                f"and {task.name} has {task.n_classes} classes (one-vs-rest ROC curves: Figures)")
+        if note not in run.notes:
+            run.notes.append(note)
         return
     rows = scored_test_rows(run)
     if rows is None:

@@ -142,8 +142,9 @@ def _thumbnail(png: bytes) -> str:
 
 
 def _seen_answers(calls: Any, names: list[str], prob_columns: list[str]) -> tuple[str, str]:
-    """(parsed answers over the repeats, e.g. ``"HGG (1) x2, unparsed x1"``; the first repeat's raw
-    answer, or its code probabilities when the model wrote no text)."""
+    """(parsed answers over the repeats, e.g. ``"<name> (1) x2, unparsed x1"`` with ``names`` the task's
+    answer names; the first repeat's raw answer, or its code probabilities when the model wrote no
+    text)."""
     import pandas as pd
 
     if calls is None or not len(calls):
