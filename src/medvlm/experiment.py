@@ -195,7 +195,7 @@ class ExperimentConfig(_Strict):
         from medvlm.errors import MedVLMError
         from medvlm.tasks import get_task
 
-        if str(value).lower().endswith((".yaml", ".yml")):  # a task file: read when the study runs
+        if str(value).lower().endswith((".yaml", ".yml")):  # a task file: read by load_experiment
             return value
         try:
             return get_task(value).name
@@ -206,28 +206,13 @@ class ExperimentConfig(_Strict):
     def _fits_the_task(self) -> ExperimentConfig:
         """Class names, prompts and picks that the task must know, checked before any stage runs."""
         from medvlm.errors import MedVLMError
+        from medvlm.experiment_task import check_runs_fit_task, is_task_file
         from medvlm.tasks import get_task
 
-        if self.task.lower().endswith((".yaml", ".yml")):  # read (and checked) by the prepare stage
+        if is_task_file(self.task):  # read and checked when the file loads (experiment_task.check_task)
             return self
-        task = get_task(self.task)
         try:
-            for run in [*self.vlm, *self.consistency]:
-                task.tie_break_label(run.tie_break)
-            for run in self.vlm:
-                if run.prompt:
-                    task.check_prompt(run.prompt)
-            for run in self.consistency:
-                for prompt in run.prompts:
-                    task.check_prompt(prompt)
-                if run.pick is not None:
-                    if task.unit != "patient":
-                        raise ValueError(f"consistency run {run.name!r}: pick needs a patient-level task; "
-                                         f"{task.name} predicts per {task.unit}: give patients: [ID]")
-                    task.label_of(run.pick, "pick")
-            for run in self.finetune:
-                if run.prompt:
-                    task.check_prompt(run.prompt)
+            check_runs_fit_task(self, get_task(self.task))
         except MedVLMError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -356,7 +341,11 @@ def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file")
-    return parse_experiment(read_yaml(path), source=str(path)), path.resolve().parent
+    from medvlm.experiment_task import check_task
+
+    config, base = parse_experiment(read_yaml(path), source=str(path)), path.resolve().parent
+    check_task(config, base, source=str(path))
+    return config, base
 
 
 def check_devices(config: ExperimentConfig, *, source: str = "experiment") -> None:

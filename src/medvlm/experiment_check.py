@@ -59,11 +59,18 @@ def _model_runs(config: ExperimentConfig) -> list[tuple[str, str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------- paths
-def _check_paths(config: ExperimentConfig, paths: Any) -> list[str]:
+def _check_paths(config: ExperimentConfig, paths: Any, task: Any = None) -> list[str]:
+    from medvlm.experiment_task import check_task_source, is_task_file
     from medvlm.hub import check_model_source
 
     problems = []
-    if config.data.path is not None:
+    if config.data.path is not None and is_task_file(config.task):  # its source file, not a BraTS layout
+        try:
+            if task:  # else the task file is unreadable: said once
+                check_task_source(task, paths.data)
+        except (MedVLMError, OSError) as exc:
+            problems.append(f"data.path: {exc}")
+    elif config.data.path is not None:
         try:
             from medvlm.data.brats import discover
 
@@ -190,7 +197,8 @@ def _check_litellm(fields: dict[str, Any]) -> None:
     check_environment(litellm, fields["model"], provider, urls[0] if urls else None)
 
 
-def _check_run_options(config: ExperimentConfig, paths: Any, where: str, run: Any, ready: bool) -> None:
+def _check_run_options(config: ExperimentConfig, paths: Any, where: str, run: Any, ready: bool,
+                       task: Any = None) -> None:
     """The checks eval-vlm / consistency make before any work: options (validate_config), litellm,
     few-shot refusals; with a prepared work folder also the data-dependent few-shot ones."""
     from medvlm.study import _fields, _vlm_config
@@ -201,7 +209,9 @@ def _check_run_options(config: ExperimentConfig, paths: Any, where: str, run: An
     if fields.get("backend") == "litellm":
         _check_litellm(fields)
     consistency = where.startswith("consistency")
-    checked = None if consistency else validate_config(_vlm_config(paths, fields, False), config.task)[0]
+    checked = None
+    if not consistency:
+        checked = validate_config(_vlm_config(paths, fields, False), task or config.task)[0]
     shots = int(fields.get("shots") or 0)
     if not shots:
         return
@@ -229,12 +239,13 @@ def _check_shots_on_data(paths: Any, run: Any) -> None:
                  modalities=parse_modalities(run.modalities) if task.modalities else ())
 
 
-def check_options(config: ExperimentConfig, paths: Any, ready: bool) -> list[str]:
-    """One line per model-calling run whose options its command would refuse before any work."""
+def check_options(config: ExperimentConfig, paths: Any, ready: bool, task: Any = None) -> list[str]:
+    """One line per model-calling run whose options its command would refuse before any work (``task``:
+    the config's task YAML, loaded; None: ``config.task`` is a registered name)."""
     problems = []
     for where, name, run in _model_runs(config):
         try:
-            _check_run_options(config, paths, where, run, ready)
+            _check_run_options(config, paths, where, run, ready, task)
         except MedVLMError as exc:
             problems.append(keyed(where, name, str(exc)))
     return problems
@@ -348,6 +359,9 @@ def check_experiment(config: ExperimentConfig, *, out: Path | None, base_dir: Pa
                      servers: bool = True) -> CheckResult:
     """Check ``config`` as ``run --check`` does (see the module docstring); ``out``: ``--out`` (absolute)
     or None for the file's own ``out`` (relative to ``base_dir``)."""
+    from contextlib import nullcontext
+
+    from medvlm.experiment_task import check_task, with_prompt_files
     from medvlm.study import _Paths, plan_stages
 
     target = out or Path(config.out)
@@ -355,11 +369,20 @@ def check_experiment(config: ExperimentConfig, *, out: Path | None, base_dir: Pa
     paths = _Paths(config, target, base_dir)
     result = CheckResult(out=target, stages=[s.name for s in plan_stages(config, paths, progress=False)])
     result.work_ready = (paths.work / "manifest.csv").is_file() and (paths.work / "splits.json").is_file()
-    result.problems += _check_paths(config, paths)
+    try:  # a task YAML: read and checked as load_experiment does (the runs' options are checked against it)
+        task = check_task(config, base_dir)
+    except MedVLMError as exc:
+        result.problems.append(str(exc))
+        task = False
+    result.problems += _check_paths(config, paths, task)
     if servers:
         result.problems += _check_servers(config)
     said = {p.split(": ", 1)[0] for p in result.problems}  # a key already named (a missing prompt file)
-    refused = [p for p in check_options(config, paths, result.work_ready) if p.split(": ", 1)[0] not in said]
+    refused = []  # an unreadable task file (task False): said once above
+    if task is not False:
+        with (with_prompt_files(task) if task is not None else nullcontext()) as prompted:
+            refused = [p for p in check_options(config, paths, result.work_ready, prompted)
+                       if p.split(": ", 1)[0] not in said]
     result.problems += refused
     result.calls, problems = plan_calls(config, paths)
     if refused:  # a run whose options are refused fails counting the same way: said once above

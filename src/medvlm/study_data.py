@@ -64,10 +64,11 @@ def _stage_prepare(p: _Paths, progress: bool) -> StageRecord:
     cfg = p.config.prepare
     result = prepare_work(p.data, p.work, p.task(), shape=cfg.shape, workers=cfg.workers,
                           margin_mm=cfg.margin_mm, progress=progress)
-    return StageRecord("prepare", summary={
-        "ok": result.n_ok, "skipped": result.n_skipped, "reused": result.n_reused,
-        "shape": "x".join(map(str, cfg.shape)), "skipped_reasons": dict(result.skipped())},
-        outputs={"manifest": str(p.work / "manifest.csv")})
+    from medvlm.data.prepare_summary import prepare_summary
+    from medvlm.tasks import work_task
+
+    return StageRecord("prepare", summary=prepare_summary(result, work_task(result.work), shape=cfg.shape),
+                       outputs={"manifest": str(p.work / "manifest.csv")})
 
 
 def _stage_split(p: _Paths, progress: bool) -> StageRecord:

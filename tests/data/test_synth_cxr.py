@@ -62,3 +62,14 @@ def test_a_lesion_is_a_bright_spot_in_a_lung():
     assert difference.max() > 0.25  # a bright opacity ...
     assert (difference > 0.1).sum() < 0.05 * difference.size  # ... small and round, not everywhere
     assert np.all(difference > -0.2)
+
+
+def test_the_lesion_is_visible_at_the_smallest_size():
+    """At 64 px the lesion is the brightest spot of the image (no rib over the heart looks like one): the
+    image maximum alone separates the classes (before: AUC 0.60 on 200 images; a blob filter 0.51)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    brightest = [chest_image(rng, 64, bool(label)).max() for label in labels]
+    assert roc_auc_score(labels, brightest) > 0.95

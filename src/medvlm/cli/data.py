@@ -67,7 +67,7 @@ def prepare_cmd(
     """Normalise, crop (around the tumour, or the whole brain for brats-tumour) and resize every patient;
     write manifest.csv, volumes/ and task.json."""
     from medvlm.data.image_prepare import resolve_workers
-    from medvlm.tasks import prepare_work
+    from medvlm.tasks import prepare_work, work_task
 
     with warnings.catch_warnings(record=True) as caught:  # notes of the source: one line each
         warnings.simplefilter("always", UserWarning)
@@ -75,8 +75,16 @@ def prepare_cmd(
                               margin_mm=margin)
     for w in caught:
         print(f"medvlm: warning: {w.message}", file=sys.stderr)
-    print(f"{result.n_ok} ok ({result.n_reused} reused), {result.n_skipped} skipped -> "
-          f"{result.work / 'manifest.csv'}")
+    prepared = work_task(result.work)
+    if prepared.unit == "image":  # no volume shape: what was prepared, its size and classes
+        from medvlm.data.prepare_summary import prepare_summary
+
+        done = prepare_summary(result, prepared, shape=shape)
+        print(f"{done['images']} images prepared ({done['reused']} reused), {done['skipped']} skipped; "
+              f"size {done['size']}; classes {done['classes']} -> {result.work / 'manifest.csv'}")
+    else:
+        print(f"{result.n_ok} ok ({result.n_reused} reused), {result.n_skipped} skipped -> "
+              f"{result.work / 'manifest.csv'}")
     if result.rebuilt:
         from medvlm.data.prepare_state import summarise_reasons
 

@@ -7,7 +7,8 @@ kept) to ``S`` = the largest side among the work folder's images, clipped to
 the task's ``cnn_model`` (``densenet2d``, MONAI ``DenseNet121(spatial_dims=2)``). A 3D MedMNIST set:
 ``(1, S, S, S)`` volumes (trilinear; ``S`` within [:data:`MIN_SIZE_3D`, :data:`MAX_SIZE_3D`]) for the
 3D networks (the task's ``small3d``). Items, labels and augmentation seeding as in
-:class:`~medvlm.cnn.data.SliceDataset`.
+:class:`~medvlm.cnn.data.SliceDataset`. After each training epoch the network's BatchNorm statistics are
+re-estimated on the training images (:func:`recalibrate_batch_norm`), so that it is scored as it trained.
 """
 
 from __future__ import annotations
@@ -121,3 +122,40 @@ class ImageDataset(Dataset):
             out = self._transform(x)
             x = np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
         return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(float(self.labels[index])), index
+
+
+def recalibrate_batch_norm(model: torch.nn.Module, loader: Any, device: torch.device, *,
+                           dtype: torch.dtype | None = None) -> int:
+    """Re-estimate every BatchNorm's running mean and variance from one pass over ``loader`` (the
+    training images, not augmented) with the model's current weights ("precise BN"); returns how many
+    BatchNorm layers were updated (0: none, nothing run). Weights are unchanged; the model is left in
+    the mode it was in.
+
+    Why (image tasks): their cohorts are small (tens of images, a few epochs: about ten optimiser steps),
+    too few for BatchNorm's running statistics (momentum 0.1) to leave their initial mean 0 / variance 1
+    and to follow weights that change every step. Scored with those statistics the 2D network's output
+    was near-constant whatever it had learnt (``examples/demo-cxr.yaml`` before: validation scores within
+    0.79-0.81 after 3 epochs, running variance 0.80 against 0.13 in the batches at the last BatchNorm).
+    """
+    from torch import nn
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the pass's batches
+    model.train()
+    try:
+        with torch.no_grad():
+            for x, _, _ in loader:
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    model(x.to(device))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(training)
+    return len(norms)

@@ -143,6 +143,7 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
     import torch
 
     from medvlm.cnn.data import EpochSampler, derive_seed, make_dataset
+    from medvlm.cnn.images import ImageCohort, recalibrate_batch_norm
     from medvlm.cnn.models import build_model, count_parameters
     from medvlm.tasks import work_task
 
@@ -189,6 +190,9 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
     n_train = len(sampler)  # this rank's items per epoch (all of them in a single process)
     train_loader = make_loader(train_ds, config, device, sampler=sampler,
                                drop_last=n_train > 1 and n_train % config.batch_size == 1, seed=config.seed)
+    bn_loader = None  # an image task: BatchNorm statistics re-estimated after each epoch (cnn.images)
+    if isinstance(cohorts["train"], ImageCohort):
+        bn_loader = make_loader(make_dataset(work, cohorts["train"]), config, device, seed=config.seed)
     val_ds = make_dataset(work, cohorts["val"])
     val_loader = make_loader(val_ds, config, device, seed=config.seed)
     val_labels = np.asarray(cohorts["val"].labels)
@@ -207,6 +211,8 @@ def train_fold(work: Path, run: Path, fold: int, config: CNNConfig, *, device: t
                           len(train_loader) + len(val_loader)) as advance:
             train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, device, dtype=dtype,
                                                     scaler=scaler, progress=advance, n_classes=k)
+            if bn_loader is not None:
+                recalibrate_batch_norm(model, bn_loader, device, dtype=dtype)
             if rank == 0:  # data-parallel: rank 0 validates, the others receive its result
                 val_probs, val_loss = predict(model, val_loader, device, dtype=dtype, progress=advance,
                                               n_classes=k)

@@ -19,6 +19,11 @@ from pathlib import Path
 import numpy as np
 
 CLASSES = ("no-lesion", "lesion")
+#: brightness a rib adds over a lung, and over the heart and mediastinum (faint: no lesion-like spots there)
+RIB, RIB_OVER_HEART = 0.2, 0.05
+#: the lesion: peak brightness added, and its radius range as a fraction of the image side (about 3 to
+#: 5 pixels at 64: the brightest round spot in a lung at every size)
+LESION, LESION_RADIUS = 0.5, (0.05, 0.08)
 SIZES = {"full": 256, "medium": 128, "small": 64}
 TASK_FILE = "cxr.yaml"
 #: every DICOM_EVERY-th image is written as DICOM (when pydicom is present)
@@ -48,19 +53,20 @@ def chest_image(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarray
         img[lung] = 0.18
         lungs.append((cx, lung))
     heart = ((x - 0.54) / 0.12) ** 2 + ((y - 0.66) / 0.13) ** 2 <= 1
-    img[heart | ((np.abs(x - 0.5) < 0.05) & (y > 0.15) & (y < 0.75))] = 0.6
-    for k in range(8):  # ribs: bright arcs over each lung
+    centre = heart | ((np.abs(x - 0.5) < 0.05) & (y > 0.15) & (y < 0.75))
+    img[centre] = 0.6
+    for k in range(8):  # ribs: bright arcs over each lung, faint over the heart
         y0 = 0.25 + 0.065 * k + rng.normal(0, 0.004)
         curve = y0 + 0.08 * (np.abs(x - 0.5) - 0.2) ** 2 * 4
         rib = (np.abs(y - curve) < 0.011) & np.logical_or(*(lung for _, lung in lungs))
-        img[rib] += 0.2
+        img[rib] += np.where(centre[rib], RIB_OVER_HEART, RIB)
     if lesion:
         cx, lung = lungs[int(rng.integers(2))]
-        inside = np.argwhere(lung)
+        inside = np.argwhere(lung & ~centre)
         cy_px, cx_px = inside[int(rng.integers(len(inside)))]
-        radius = rng.uniform(0.035, 0.06)
+        radius = rng.uniform(*LESION_RADIUS)
         d2 = (x - cx_px / size) ** 2 + (y - cy_px / size) ** 2
-        img += 0.45 * np.exp(-d2 / (2 * (radius / 1.5) ** 2)) * lung
+        img += LESION * np.exp(-d2 / (2 * (radius / 1.5) ** 2)) * lung
     img += rng.normal(0, 0.025, img.shape)
     return np.clip(img, 0, 1)
 
