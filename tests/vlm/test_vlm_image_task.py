@@ -152,3 +152,18 @@ def test_finetune_examples_are_the_images_eval_vlm_shows(cxr_work):
                                                           int(manifest.loc[image_id, "label"]), "image")
     capped, _ = cohort_examples(work, train, task=task, orientations=[], max_slices_per_patient=1)
     assert len(capped) == len(train) and len({e.patient_id for e in capped}) == len(train)
+
+
+def test_consistency_limit_takes_the_first_patients_of_the_cohort(cxr_work):
+    """`consistency --limit N` on an image task asks about the first N test patients only (it was
+    ignored there: every patient of the cohort was asked)."""
+    root, work = cxr_work
+    out = root / "runs" / "cons-limit"
+    assert invoke(["consistency", str(work), "--out", str(out), "--backend", "mock", "--model", "hash",
+                   "--repeats", "2", "--temperature", "0.7", "--limit", "2"]) == 0
+    rows = pd.read_csv(out / "consistency.csv", dtype={"patient_id": str})
+    manifest = pd.read_csv(work / "manifest.csv", dtype=str).set_index("id")
+    order = list(dict.fromkeys(manifest.loc[i, "patient_id"]
+                               for i in json.loads((work / "splits.json").read_text())["test"]))
+    assert list(dict.fromkeys(rows["patient_id"])) == order[:2]
+    assert len(rows) == 2 * 2

@@ -277,6 +277,9 @@ def consistency_images(work: str | Path, config: Any) -> list[tuple[str, str, in
                                 + did_you_mean(pid, known))
     else:
         ids = load_cohort(work, config.cohort, fold=config.fold).patient_ids
+    from medvlm.vlm.options import first_patients
+
+    ids = first_patients(ids, getattr(config, "limit", None))  # --limit N: the first N (None: all)
     number = int(config.slice_index or 0)
     out = []
     for pid in ids:
