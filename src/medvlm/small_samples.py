@@ -82,7 +82,9 @@ def few_patients_warnings(counts: Mapping[int, int], class_names: Sequence[str] 
         return []
     parts = " and ".join(f"{n} {_name(k, class_names)} {unit}{'s' if n != 1 else ''}"
                          for k, n in sorted(counts.items()))
-    return [f"only {parts} (fewer than {MIN_CLASS_PATIENTS} in a class): sensitivity, specificity, AUC and "
+    n_classes = max(len(class_names or ()), len(counts))
+    metrics = ("per-class recall, macro F1, AUC" if n_classes > 2 else "sensitivity, specificity, AUC")
+    return [f"only {parts} (fewer than {MIN_CLASS_PATIENTS} in a class): {metrics} and "
             f"their intervals rest on very few {unit}s"]
 
 

@@ -342,10 +342,7 @@ def claim_rows(work: Path, runs: list[Path], config: Any = None) -> list[dict[st
             f"over the rest (seed {splits.get('seed')}); no patient in two cohorts (checked)"},
         {"item": "Preprocessing", "filled from the run records": preprocessing},
         {"item": "Models", "filled from the run records": ", ".join(kinds)},
-        {"item": "Metrics", "filled from the run records":
-            "accuracy, precision, recall, specificity, F1, balanced accuracy, MCC, AUC with 95% bootstrap "
-            "CIs; calibration of the scores: Brier score, ECE (10 bins), log loss, reliability diagrams; "
-            "selective prediction: risk-coverage curves and AURC; McNemar and DeLong paired tests"},
+        {"item": "Metrics", "filled from the run records": _claim_metrics(task.n_classes)},
         {"item": "Failure analysis", "filled from the run records":
             "unparsed and failed VLM answers counted per run; "
             + ("per-patient vote plots; " if task.unit == "patient" else "") + "consistency runs"
@@ -354,6 +351,17 @@ def claim_rows(work: Path, runs: list[Path], config: Any = None) -> list[dict[st
             + "; test-cohort metrics per contributing collection and age band (too small subgroups shown "
               "as such)"},
     ]
+
+
+def _claim_metrics(n_classes: int) -> str:
+    """CLAIM's "Metrics" item: what the report computes for a task of ``n_classes`` classes."""
+    if n_classes > 2:
+        return ("accuracy, balanced accuracy, macro F1, per-class precision and recall, one-vs-rest macro "
+                "AUC with 95% bootstrap CIs; the K x K confusion matrix; McNemar paired tests on "
+                "correct/incorrect")
+    return ("accuracy, precision, recall, specificity, F1, balanced accuracy, MCC, AUC with 95% bootstrap "
+            "CIs; calibration of the scores: Brier score, ECE (10 bins), log loss, reliability diagrams; "
+            "selective prediction: risk-coverage curves and AURC; McNemar and DeLong paired tests")
 
 
 def cohort_caption(work: Path) -> str:

@@ -72,6 +72,11 @@ def test_report_of_a_scored_three_class_run(k3_runs, tmp_path):
     # subgroups: binary-only, said in one line; no BraTS sentence for an image task
     assert "subgroup metrics are binary-only (sensitivity, specificity); t3 has 3 classes" in text
     assert "BraTS" not in text and "run prepare again" not in text
+    # CLAIM's Metrics item and the few-images note in K-class words
+    assert "one-vs-rest macro AUC with 95% bootstrap CIs; the K x K confusion matrix" in text
+    assert "specificity, F1, balanced accuracy, MCC" not in text
+    assert "per-class recall, macro F1, AUC and their intervals rest on very few images" in text
+    assert "sensitivity, specificity, AUC and their intervals" not in text
     # binary-only per-run figures: left out with the reason
     assert ("no reliability diagram or risk-coverage curve: they read the score of a positive class, and t3 "
             "has 3 classes") in text
