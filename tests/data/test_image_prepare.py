@@ -81,12 +81,12 @@ def test_a_rerun_reuses_every_image_without_decoding(data, tmp_path, decodes, ca
     assert prepare_cli(data, work) == 0
     assert sum(decodes.values()) == 8 and set(decodes.values()) == {1}
     first = snapshot(work)
-    assert capsys.readouterr().out.startswith(f"{N_OK} ok (0 reused), 2 skipped")
+    assert capsys.readouterr().out.startswith(f"{N_OK} images prepared (0 reused), 2 skipped")
     decodes.clear()
     assert prepare_cli(data, work) == 0
     out, err = capsys.readouterr()
     assert decodes == {}  # neither the usable nor the skipped images are read again
-    assert out.startswith(f"{N_OK} ok ({N_OK} reused), 2 skipped")
+    assert out.startswith(f"{N_OK} images prepared ({N_OK} reused), 2 skipped")
     assert "prepared again" not in err
     assert "skipped flat: constant image (every pixel 9)" in err and "skipped bad: unreadable image" in err
     assert snapshot(work) == first  # same manifest, same images, files untouched
@@ -107,7 +107,7 @@ def test_a_changed_source_or_a_lost_image_is_prepared_again(data, tmp_path, deco
     assert prepare_cli(data, work) == 0
     out, err = capsys.readouterr()
     assert sorted(os.path.basename(p) for p in decodes) == ["a1.png", "a3.png", "flat.png"]
-    assert out.startswith(f"{N_OK + 1} ok ({N_OK - 2} reused), 1 skipped")
+    assert out.startswith(f"{N_OK + 1} images prepared ({N_OK - 2} reused), 1 skipped")
     assert "prepared again: 2 source file changed; 1 image missing" in err
     after = snapshot(work)
     assert np.array_equal(np.load(work / "images" / "a3.npy"), new)
@@ -165,14 +165,14 @@ def test_two_workers_write_the_bytes_of_one(data, tmp_path, capsys):
     assert prepare_cli(data, tmp_path / "one") == 0
     assert prepare_cli(data, tmp_path / "two", "--workers", "2") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].startswith(f"{N_OK} ok (0 reused), 2 skipped")
+    assert out[1].startswith(f"{N_OK} images prepared (0 reused), 2 skipped")
     one, two = snapshot(tmp_path / "one"), snapshot(tmp_path / "two")
     assert len([k for k in one if k.startswith("images/")]) == N_OK
     assert one == two
     ids = [json.loads(line)["id"] for line in (tmp_path / "two" / JOURNAL_FILE).read_text().splitlines()]
     assert ids == ["a0", "a1", "a2", "a3", "a4", "deep", "flat", "bad"]  # compacted in source order
     assert prepare_cli(data, tmp_path / "two", "--workers", "auto") == 0  # and it reuses them
-    assert capsys.readouterr().out.startswith(f"{N_OK} ok ({N_OK} reused)")
+    assert capsys.readouterr().out.startswith(f"{N_OK} images prepared ({N_OK} reused)")
 
 
 def test_a_skip_from_the_environment_is_tried_again(data, tmp_path):
@@ -214,13 +214,13 @@ def test_a_medmnist_rerun_reuses_its_images_until_the_file_changes(tmp_path, cap
                                                      "{kind: medmnist, npz: m.npz}"))
     args = ["prepare", str(tmp_path), "--out", str(tmp_path / "w"), "--task", str(tmp_path / "task.yaml")]
     assert invoke(args) == 0 and invoke(args) == 0
-    assert capsys.readouterr().out.splitlines()[1].startswith("9 ok (9 reused), 0 skipped")
+    assert capsys.readouterr().out.splitlines()[1].startswith("9 images prepared (9 reused), 0 skipped")
     arrays["val_images"][2] = 4  # now constant: skipped
     np.savez(tmp_path / "m.npz", **arrays)
     os.utime(tmp_path / "m.npz", ns=(1, 1))  # a new stamp even within the clock's resolution
     assert invoke(args) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("8 ok (0 reused), 1 skipped") and "prepared again: 9 source file changed" in err
+    assert out.startswith("8 images prepared (0 reused), 1 skipped") and "prepared again: 9 source file changed" in err
     assert "skipped val-00002: constant image (every pixel 4)" in err
     assert not (tmp_path / "w" / "images" / "val-00002.npy").exists()  # no image left for a skipped row
 
