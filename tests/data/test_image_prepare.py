@@ -220,7 +220,8 @@ def test_a_medmnist_rerun_reuses_its_images_until_the_file_changes(tmp_path, cap
     os.utime(tmp_path / "m.npz", ns=(1, 1))  # a new stamp even within the clock's resolution
     assert invoke(args) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("8 images prepared (0 reused), 1 skipped") and "prepared again: 9 source file changed" in err
+    assert out.startswith("8 images prepared (0 reused), 1 skipped")
+    assert "prepared again: 9 source file changed" in err
     assert "skipped val-00002: constant image (every pixel 4)" in err
     assert not (tmp_path / "w" / "images" / "val-00002.npy").exists()  # no image left for a skipped row
 
