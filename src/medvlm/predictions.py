@@ -83,6 +83,18 @@ def answered_preds(pred: Any, answered: Any) -> Any:
     return pred if answered.all() else pd.array(np.where(answered, pred, None), dtype="Int64")
 
 
+def aligned_folds(df: Any) -> list[Any]:
+    """Each fold's rows of ``df``, indexed by :func:`unit_keys` and put in the first fold's unit order,
+    for a fold ensemble; DataError when the folds do not predict the same units."""
+    keys = unit_keys(df)
+    parts = [part.set_index(keys) for _, part in df.groupby("fold", sort=False)]
+    order = parts[0].index
+    for part in parts[1:]:
+        if len(part.index) != len(order) or not part.index.sort_values().equals(order.sort_values()):
+            raise DataError("the folds do not predict the same units; a fold ensemble needs them all")
+    return [part.loc[order] for part in parts]
+
+
 def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
     """One row per unit from the rows of several folds (``fold`` column), units in the first fold's
     order: mean ``score`` (rounded to ``decimals`` when given), ``pred`` = mean score >= 0.5, or without
@@ -99,13 +111,7 @@ def fold_ensemble(df: Any, *, decimals: int | None = None) -> Any:
     """
     if "fold" not in df.columns or df["fold"].nunique() <= 1:
         return df
-    keys = unit_keys(df)
-    parts = [part.set_index(keys) for _, part in df.groupby("fold", sort=False)]
-    order = parts[0].index
-    for part in parts[1:]:
-        if len(part.index) != len(order) or not part.index.sort_values().equals(order.sort_values()):
-            raise DataError("the folds do not predict the same units; a fold ensemble needs them all")
-    aligned = [part.loc[order] for part in parts]
+    aligned = aligned_folds(df)
     out = aligned[0].drop(columns=[c for c in ("pred", "score", "fold") if c in aligned[0].columns])
     import pandas as pd
 

@@ -114,17 +114,10 @@ def ensemble(df: Any, task: Any) -> Any:
     """
     import pandas as pd
 
-    from medvlm.errors import DataError
-    from medvlm.predictions import unit_keys
+    from medvlm.predictions import aligned_folds
 
     columns = list(task.prob_columns[:task.n_classes])
-    keys = unit_keys(df)
-    parts = [part.set_index(keys) for _, part in df.groupby("fold", sort=False)]
-    order = parts[0].index
-    for part in parts[1:]:
-        if len(part.index) != len(order) or not part.index.sort_values().equals(order.sort_values()):
-            raise DataError("the folds do not predict the same units; a fold ensemble needs them all")
-    aligned = [part.loc[order] for part in parts]
+    aligned = aligned_folds(df)
     values = np.array([p[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
                        for p in aligned])  # (folds, units, K)
     answered = np.isfinite(values).all(axis=2)  # (folds, units)
