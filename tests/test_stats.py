@@ -499,3 +499,12 @@ def test_warnings_point_at_the_caller():
         compare_predictions(missing, missing)
         compare_predictions(slices, slices)
     assert len(record) == 4 and {w.filename for w in record} == {__file__}
+
+
+@pytest.mark.parametrize("scores_b", [[0.1, 0.2, 0.3, 0.4], [0.2, 0.1, 0.4, 0.9]])
+def test_delong_with_a_zero_standard_error_gives_no_interval(scores_b):
+    from medvlm.stats import delong_test
+
+    out = delong_test([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], scores_b)  # both separate perfectly
+    assert out == {"n": 4, "auc_a": 1.0, "auc_b": 1.0, "auc_diff": 0.0, "se": 0.0, "auc_diff_ci": None,
+                   "z": 0.0, "p": 1.0}

@@ -126,3 +126,36 @@ def test_the_brats_parsers_are_unchanged():
     assert grading.parser("Choice: high grade glioma") == 1
     assert grading.parser("Choice: 0 (high grade)") == 0
     assert tumour.parser("Choice: tumour") == 1 and tumour.parser("The answer is tumour") is None
+
+
+@pytest.mark.parametrize(("names", "text", "want"), [
+    (["pneumonia (viral)", "pneumonia"], "Choice: pneumonia (viral).", 0),  # the longer name listed first
+    (["pneumonia", "pneumonia (viral)"], "Choice: pneumonia (viral).", 1),
+    (["Xanthoma", "normal"], "Choice: Xanthoma", 0),                       # a name that starts with X
+    (["mass", "normal"], "Choice: The mass.", 0),                           # an article, any case
+    (["mass", "normal"], "Choice: A mass", 0),
+])
+def test_overlapping_names_articles_and_leading_letters(names, text, want):
+    assert NameParser(len(names), answer_names=names)(text) == want
+
+
+@pytest.mark.parametrize(("fragment", "want"), [
+    ("no finding", 0),                       # the name's own negation is not one
+    ("on this picture: no finding and no finding", 0),  # every occurrence blanked, wherever it starts
+    ("not pneumonia", None),
+    ("pneumonia, not effusion", None),       # two names: none
+    ("pneumonia, not likely", None),
+    ("pneumonia", 1),
+])
+def test_name_choice_blanks_the_names_before_looking_for_a_negation(fragment, want):
+    assert PARSE._name_choice(fragment) == want
+
+
+@pytest.mark.parametrize(("names", "fragment"), [
+    (["ground glass", "glass opacity"], "ground glass opacity"),           # overlapping, neither inside
+    (["large ground glass", "glass opacity"], "large ground glass opacity"),
+])
+def test_overlapping_names_that_do_not_contain_each_other_name_two_answers(names, fragment):
+    parse = NameParser(len(names), answer_names=names)
+    assert parse._name_choice(fragment) is None
+    assert parse._name_choice(names[0]) == 0 and parse._name_choice(names[1]) == 1
