@@ -159,3 +159,12 @@ def test_overlapping_names_that_do_not_contain_each_other_name_two_answers(names
     parse = NameParser(len(names), answer_names=names)
     assert parse._name_choice(fragment) is None
     assert parse._name_choice(names[0]) == 0 and parse._name_choice(names[1]) == 1
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("Choice: pneumonia\nAnswer: effusion", None),   # two keyword phrases naming two answers
+    ("Choice: pneumonia\nAnswer: pneumonia.", 1),    # the same answer twice
+    ("**", None), ("```", None), ("* *", None),      # markdown only: nothing left to read
+])
+def test_keyword_phrases_must_agree_and_markdown_alone_is_no_answer(text, want):
+    assert PARSE(text) == want
