@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -616,3 +617,16 @@ def test_check_bootstrap_is_the_one_check_of_both_bootstraps():
         for fn in (bootstrap_metrics, bootstrap_multiclass):
             with pytest.raises(ConfigError, match=message):
                 fn([0, 1], [0, 1], n_boot=n_boot, confidence=confidence, method=method)
+
+
+def test_read_predictions_strips_padded_patient_ids(tmp_path):
+    from medvlm.metrics import read_predictions
+
+    path = tmp_path / "p.csv"
+    path.write_text("patient_id,label,pred,score\n p3 ,1,1,0.9\np4\t,0,0,0.2\n", encoding="utf-8")
+    df = read_predictions(path)
+    assert df["patient_id"].tolist() == ["p3", "p4"]
+    assert list(df.columns) == ["patient_id", "label", "pred", "score"]
+    path.write_text("patient_id,label,pred\np1,1,1\n   ,0,0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: row 2, column 'patient_id' is empty$"):
+        read_predictions(path)

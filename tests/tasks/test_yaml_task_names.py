@@ -295,3 +295,16 @@ def test_duplicate_names_warns_only_for_names_declared_twice(tmp_path):
     assert duplicate_names(found) == [f"task name {a.name!r} is declared by 2 files: {tmp_path / 'a.yaml'}, "
                                       f"{tmp_path / 'c.yaml'}; give each task its own name"]
     assert c.name == a.name
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("unparsed", "class name 'unparsed' would write the column n_unparsed, which already counts unparsed "
+                 "answers; rename the class, e.g. 'unparsed-class'"),
+    ("Failed", "class name 'Failed' would write the column n_failed, which already counts failed requests; "
+               "rename the class, e.g. 'Failed-class'"),
+    ("?!", "class name '?!' has no letter or digit to name its columns"),
+])
+def test_class_columns_refusals_in_full(name, message):
+    with pytest.raises(ValueError) as info:
+        class_columns(name)
+    assert str(info.value) == message

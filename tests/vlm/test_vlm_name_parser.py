@@ -168,3 +168,14 @@ def test_overlapping_names_that_do_not_contain_each_other_name_two_answers(names
 ])
 def test_keyword_phrases_must_agree_and_markdown_alone_is_no_answer(text, want):
     assert PARSE(text) == want
+
+
+@pytest.mark.parametrize("names", [["no finding", "No_Finding"], ["ground-glass", "Ground  Glass "]])
+def test_names_that_differ_only_by_case_or_separators_are_refused(names):
+    with pytest.raises(ValueError, match=r"^answer names must differ: "):
+        NameParser(2, answer_names=names)
+
+
+def test_synonyms_are_read_whatever_their_case():
+    parse = NameParser(2, answer_names=["normal", "pneumonia"], names=[("consolidation", 1)])
+    assert parse("Choice: Consolidation") == 1 and parse("Choice: CONSOLIDATION.") == 1
