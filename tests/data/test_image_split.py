@@ -195,3 +195,46 @@ def test_the_image_share_note_comes_at_exactly_the_gap(monkeypatch):
         monkeypatch.setattr(split_module, "IMAGE_SHARE_GAP", gap)
         _, caught = _caught(split_images, m, test_fraction=0.3, folds=2)
         assert any("counts patients" in str(w.message) for w in caught) is noted, (share, gap)
+
+
+def _image_work(tmp_path):
+    """A prepared MedMNIST task (3 classes, 24 train, 6 val, 6 test images)."""
+    from medvlm.tasks import prepare_work
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 24), ("val", 6), ("test", 6)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(n, 1)
+    np.savez(data / "tri.npz", **arrays)
+    task = tmp_path / "tri.yaml"
+    task.write_text("name: tri\nclasses: [alpha, beta, gamma]\nsource: {kind: medmnist, npz: tri.npz}\n"
+                    "prompt: \"0, 1 or 2? Choice:\"\n", encoding="utf-8")
+    prepare_work(data, tmp_path / "w", str(task))
+    return tmp_path / "w"
+
+
+def test_make_split_of_an_image_task_passes_its_options_and_names(tmp_path):
+    from medvlm.data.split import make_split
+
+    work = _image_work(tmp_path)
+    manifest = pd.read_csv(work / "manifest.csv", dtype=str, keep_default_na=False)
+    manifest.loc[(manifest["split"] == "val") & (manifest["label"] == "1"), "split"] = "train"
+    manifest.to_csv(work / "manifest.csv", index=False)
+    split, caught = _caught(make_split, work, test_fraction=0.3, folds=3, seed=2)
+    assert [str(w.message) for w in caught] == [
+        "the source's own train/val/test split is kept (one fold); --test-fraction 0.3 and --folds 3 do not "
+        "apply", "fold 0 val holds no image of class beta"]  # the task's class names
+    assert split["seed"] == 2 and len(split["test"]) == 6
+    manifest.loc[0, "split"] = "dev"
+    manifest.to_csv(work / "manifest.csv", index=False)
+    with pytest.raises(DataError, match=rf"^{work / 'manifest.csv'}: split 'dev'; expected train, val or "
+                                        r"test$"):
+        make_split(work)
+    manifest.drop(columns="split").to_csv(work / "manifest.csv", index=False)
+    split = make_split(work, test_fraction=0.25, folds=3, seed=5)
+    assert (split["seed"], split["test_fraction"], len(split["folds"])) == (5, 0.25, 3)
+    plain = manifest.drop(columns="split").assign(label=manifest["label"].astype(int))
+    assert split == split_images(plain, test_fraction=0.25, folds=3, seed=5, n_classes=3)
