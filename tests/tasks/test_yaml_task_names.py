@@ -311,8 +311,8 @@ def test_class_columns_refusals_in_full(name, message):
 
 
 @pytest.mark.parametrize(("classes", "positive", "extra", "end"), [
-    ("[0, 1, 2]", None, "", "classes (item 1): 0 is a number; a class name must start with a letter (the answer "
-                            "codes are digits), e.g. 'grade-1' or 'birads-1'"),
+    ("[0, 1, 2]", None, "", "classes (item 1): 0 is a number; a class name must start with a letter (the "
+                            "answer codes are digits), e.g. 'grade-1' or 'birads-1'"),
     ("[yes, normal]", "normal", "", 'classes (item 1): YAML read this as the boolean true (unquoted '
                                     'yes/no/on/off/true/false), not text; quote it (e.g. "yes")'),
     ("[normal, pneumonia]", "pneumonia", "description: 3.5\n",
