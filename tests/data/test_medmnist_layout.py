@@ -193,3 +193,18 @@ def test_prepare_medmnist_passes_its_options_on(tmp_path, monkeypatch):
     _npz(tmp_path / "g.npz", (7, 5))
     prepare_medmnist(tmp_path / "g.npz", tmp_path / "w2", ("a", "b"), progress=True)
     assert seen["progress"] is True and seen["options"] == {"source": "medmnist"}
+
+
+def test_prepare_medmnist_names_a_class_without_images_and_its_file(tmp_path, monkeypatch):
+    import warnings
+
+    from medvlm.data import image_prepare
+    from medvlm.data.medmnist import prepare_medmnist
+
+    monkeypatch.setattr(image_prepare, "prepare_samples", lambda *a, **k: None)
+    _npz(tmp_path / "f.npz", (7, 5))  # labels 0 and 1 only
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare_medmnist(tmp_path / "f.npz", tmp_path / "w", ("a", "b", "c"))
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (UserWarning, f"{tmp_path / 'f.npz'}: class 'c' (label 2) has no image")]
