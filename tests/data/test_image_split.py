@@ -88,3 +88,21 @@ def test_the_source_split_warns_about_options_and_empty_cohorts():
            "not apply" in texts
     assert "the source's own test set holds no usable image: test 0" in texts
     assert split["test"] == [] and split["folds"] == [{"train": ["a", "b"], "val": ["c", "d"]}]
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+@pytest.mark.parametrize("fold, test", [({"train": ["b1"], "val": ["a1"]}, ["a2"]),   # val and test
+                                        ({"train": ["a1"], "val": ["a2"]}, ["b1"])])  # train and val
+def test_a_patient_split_between_any_two_cohorts_is_refused(fold, test):
+    with pytest.raises(DataError, match=r"^split: images of patient A are in two cohorts of fold 0; "):
+        check_groups({"test": test, "folds": [fold]}, {"a1": "A", "a2": "A", "b1": "B"})
+
+
+def test_a_half_filled_split_column_is_no_source_split():
+    """Only a split column filled on every row is the source's own split; one with gaps is ignored and the
+    patients are split as without it."""
+    m = manifest(24)
+    m["split"] = ["train"] * 10 + [""] * (len(m) - 10)
+    got = split_images(m, test_fraction=0.2, folds=3, seed=4)
+    assert "source_split" not in got
+    assert got == split_images(m.drop(columns="split"), test_fraction=0.2, folds=3, seed=4)

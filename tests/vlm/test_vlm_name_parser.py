@@ -126,3 +126,35 @@ def test_the_brats_parsers_are_unchanged():
     assert grading.parser("Choice: high grade glioma") == 1
     assert grading.parser("Choice: 0 (high grade)") == 0
     assert tumour.parser("Choice: tumour") == 1 and tumour.parser("The answer is tumour") is None
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+PNEUMONIA = ["normal", "pneumonia", "none of these"]
+
+
+def test_a_name_inside_a_longer_word_is_no_name():
+    """'abnormal' does not name 'normal': the word must stand alone on both sides."""
+    assert name_pattern("normal").search("abnormal") is None
+    assert name_pattern("normal").search("normality") is None
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("Choice: 1 (abnormal)") == 1  # no second answer named next to the code
+
+
+@pytest.mark.parametrize("text", ["Choice: 0 (rules out pneumonia)", "Choice: 0 (pneumonia ruled out)",
+                                  "Choice: 0 (pneumonia excluded)", "Choice: 0 (not pneumonia)"])
+def test_a_negated_name_next_to_a_code_does_not_contradict_it(text):
+    assert NameParser(3, answer_names=PNEUMONIA)(text) == 0
+
+
+def test_an_article_before_a_name_is_dropped():
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("The answer is the pneumonia.") == 1
+    assert parse("Choice: The Pneumonia") == 1
+    assert parse("Choice: an normal.") == 0
+
+
+def test_a_heading_with_a_colon_then_a_listed_name():
+    """``## Answer:`` on its own line, the answer as a list item below it."""
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("## Answer:\n\n- Pneumonia") == 1
+    assert parse("Answer:\n- Normal") == 0

@@ -102,3 +102,10 @@ def test_without_names_words_are_never_read():
 
 def test_name_codes_may_be_given_as_strings():
     assert ChoiceParser(2, names=[("red", "0"), ("blue", "1")])("Choice: Blue") == 1
+
+
+def test_a_first_line_answer_after_blank_lines_is_read():
+    """A model that opens with blank lines: the first line *with text* is the one read."""
+    parse = ChoiceParser(3)
+    assert parse("\n\n1. The tumour enhances") == 1
+    assert parse("\n  \n2 - no glioma") == 2
