@@ -642,3 +642,10 @@ def test_read_predictions_strips_padded_patient_ids(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("patient_id,label,pred\np1 ,1,1\n p2,0,0\n")
     assert read_predictions(path)["patient_id"].tolist() == ["p1", "p2"]
+
+
+def test_read_predictions_names_the_first_bad_row(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("label,pred\n1,1\n2,1\n3,0\n")
+    with pytest.raises(DataError, match=r"row 2, column 'label': '2' is not 0 or 1"):
+        read_predictions(path)

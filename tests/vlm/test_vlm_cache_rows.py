@@ -207,3 +207,16 @@ def test_an_answered_key_has_no_failure_even_with_an_old_error_text(tmp_path):
         assert cache.get("k").raw == "Choice: 1"
         assert cache.failure("k") is None
         assert cache.failure("f") == "timeout" and cache.get("f") is None
+
+
+def test_move_aside_takes_the_wal_and_shm_files_along(tmp_path):
+    from medvlm.vlm.cache import move_aside
+
+    path = tmp_path / "c.sqlite"
+    for suffix, data in (("", b"db"), ("-wal", b"wal"), ("-shm", b"shm")):
+        (tmp_path / f"c.sqlite{suffix}").write_bytes(data)
+    target = move_aside(path)
+    assert target.name.startswith("c.sqlite.corrupt-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, f"{target.name}-wal",
+                                                                 f"{target.name}-shm"])
+    assert (tmp_path / f"{target.name}-wal").read_bytes() == b"wal"

@@ -158,3 +158,19 @@ def test_a_heading_with_a_colon_then_a_listed_name():
     parse = NameParser(3, answer_names=PNEUMONIA)
     assert parse("## Answer:\n\n- Pneumonia") == 1
     assert parse("Answer:\n- Normal") == 0
+
+
+def test_a_name_ends_at_a_full_stop_or_a_dash():
+    """The answer phrase is the name up to the sentence's end or a dash; words after it (another class
+    named in the reasoning) do not make it ambiguous."""
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("Choice: pneumonia. The lungs are otherwise normal.") == 1
+    assert parse("Choice: pneumonia - consolidation in the right lower lobe") == 1
+    assert parse("Answer: Pneumonia \u2013 right lower lobe") == 1
+
+
+def test_a_code_on_the_first_line_must_agree_with_the_name_after_it():
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("1 - pneumonia") == 1
+    assert parse("0 - pneumonia") is None
+    assert parse("0. pneumonia") is None
