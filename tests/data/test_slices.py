@@ -313,3 +313,10 @@ def test_montage_layout():
         draw.rectangle((x0 + 2, y0 + 2, x0 + 8 + 7 * len(label), y0 + 16), fill=0)
         draw.text((x0 + 5, y0 + 4), label, fill=255, font=ImageFont.load_default())
     assert canvas.size == (80, 60) and np.array_equal(np.asarray(canvas), np.asarray(want))
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+@pytest.mark.parametrize("selection", ["central:3x", "central:3,4", "central:", "Central:3", " all"])
+def test_a_selection_with_anything_around_it_is_refused(selection):
+    with pytest.raises(ConfigError, match=r"^--slices must be one of 'all', 'tumour', 'central:K'\. Got "):
+        S.parse_selection(selection)
