@@ -106,3 +106,14 @@ def test_a_half_filled_split_column_is_no_source_split():
     got = split_images(m, test_fraction=0.2, folds=3, seed=4)
     assert "source_split" not in got
     assert got == split_images(m.drop(columns="split"), test_fraction=0.2, folds=3, seed=4)
+
+
+def test_an_empty_source_cohort_is_said_once_not_as_a_fold_without_classes():
+    m = pd.DataFrame({"id": ["a", "b", "c", "d"], "patient_id": ["a", "b", "c", "d"], "label": [0, 1, 0, 1],
+                      "split": ["train", "train", "test", "test"]})
+    with pytest.warns(UserWarning) as caught:
+        split = split_images(m, folds=5)
+    assert [str(w.message) for w in caught] == [
+        "the source's own train/val/test split is kept (one fold); --test-fraction 0.15 and --folds 5 do not "
+        "apply", "the source's own val set holds no usable image: val 0"]
+    assert split["folds"] == [{"train": ["a", "b"], "val": []}]

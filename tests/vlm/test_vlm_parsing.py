@@ -109,3 +109,11 @@ def test_a_first_line_answer_after_blank_lines_is_read():
     parse = ChoiceParser(3)
     assert parse("\n\n1. The tumour enhances") == 1
     assert parse("\n  \n2 - no glioma") == 2
+
+
+def test_codes_in_a_cycle_are_mapped_back_to_their_answers():
+    """A prompt that writes answer 0 as "1", answer 1 as "2" and answer 2 as "0" (not a swap of two: the
+    mapping and its inverse differ)."""
+    parse = ChoiceParser(3, codes=("1", "2", "0"))
+    assert [parse(f"Choice: {d}") for d in "120"] == [0, 1, 2]
+    assert parse('{"choice": 1}') == 0 and parse("2") == 1
