@@ -332,3 +332,10 @@ def test_warnings_point_at_the_caller():
     with pytest.warns(UserWarning) as record:
         check_split({"test": [], "folds": [{"train": ["a"], "val": ["b"]}]}, {"a": 1, "b": 0})
     assert [w.filename for w in record] == [__file__]
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_check_split_refuses_a_test_patient_outside_the_cohort():
+    split = {"test": ["p1", "zz"], "folds": [{"train": ["p2"], "val": ["p3"]}]}
+    with pytest.raises(DataError, match=r"^split: fold 0 does not cover the cohort exactly$"):
+        check_split(split, {"p1": 0, "p2": 1, "p3": 0})

@@ -117,3 +117,12 @@ def test_codes_in_a_cycle_are_mapped_back_to_their_answers():
     parse = ChoiceParser(3, codes=("1", "2", "0"))
     assert [parse(f"Choice: {d}") for d in "120"] == [0, 1, 2]
     assert parse('{"choice": 1}') == 0 and parse("2") == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Choice: high grade (rather than low grade)", 1), ("Choice: low grade, not high grade", 0),
+    ("Choice: high grade. Low grade is less likely", 1), ("Choice: LGG; HGG unlikely", 0)])
+def test_a_named_answer_ends_at_punctuation_or_a_bracket(text, expected):
+    """The words after the keyword are read up to a bracket, comma, full stop or semicolon: the reasoning
+    after them may name the other class."""
+    assert ChoiceParser(3, names=WORDS)(text) == expected
