@@ -415,6 +415,17 @@ HAND_MUTANTS = [
      ["tests/vlm/test_vlm_fewshot.py"]),
     ("held-out medmnist: the label column ignored (the first taken)", "src/medvlm/data/medmnist.py",
      "labels = labels[:, label_column]", "labels = labels[:, 0]", ["tests/data/test_medmnist_npz.py"]),
+    ("held-out few-shot: orig_shape read backwards (z taken for x)", "src/medvlm/vlm/fewshot.py",
+     'return int(str(row["orig_shape"]).split("x")[axis])',
+     'return int(str(row["orig_shape"]).split("x")[::-1][axis])', ["tests/vlm/test_vlm_fewshot.py"]),
+    ("held-out parser: the named answer runs past a bracket or punctuation", "src/medvlm/vlm/parsing.py",
+     r'self._name_after_keyword = re.compile(rf"\b{_KEYWORD}\b[^\S\n]*[:=\-]\s*([^\n.,;(]*)", re.IGNORECASE)',
+     r'self._name_after_keyword = re.compile(rf"\b{_KEYWORD}\b[^\S\n]*[:=\-]\s*([^\n]*)", re.IGNORECASE)',
+     ["tests/vlm/test_vlm_parsing.py"]),
+    ("held-out split: a test patient outside the cohort accepted", "src/medvlm/data/split.py",
+     "if set(train) | set(val) | set(test) != set(labels):",
+     "if set(train) | set(val) != set(labels) - set(test):",
+     ["tests/data/test_split.py"]),
 ]
 
 
