@@ -9,6 +9,7 @@ function, then runs each mutant against only the tests that call its function (`
     python benchmarks/mutation.py run --retest      # only mutants not killed yet (after new tests)
     python benchmarks/mutation.py report [--survivors] [--stubs] [--json PATH]
     python benchmarks/mutation.py hand              # the hand-written mutants below must all be killed
+    python benchmarks/mutation.py rekey [--prune]   # follow moved code in the equivalents file
 
 Score = killed / (mutants - equivalent - unobservable). A timeout counts as killed (the mutant changed
 behaviour: it hangs), "no tests" as survived (no test calls the function). The mutants excluded from the
@@ -475,6 +476,79 @@ def open_mutants(patterns: list[str]) -> list[str]:
     return names
 
 
+def rekey(*, prune: bool = False) -> int:
+    """Follow moved code: re-key each stale entry of the equivalents file to the mutant of the same function
+    whose mutated line is the one listed (an edit elsewhere in a function renumbers its mutants).
+
+    An entry is kept as it is when its mutant still has the listed line, re-keyed when exactly one mutant of
+    its function has it, and reported otherwise (the line is gone: the code changed, so the entry needs a
+    person). With ``prune``, entries whose mutant the tests now kill, and entries whose line is gone, are
+    removed. Only modules with results are touched. 1 when an entry is left for a person to decide.
+    """
+    import re
+
+    equivalent = _load_toml(EQUIVALENT) if EQUIVALENT.is_file() else {}
+    results: dict[str, tuple[str, int | None]] = {}
+    for path in _modules():
+        for name, code in (_results(path) or {}).items():
+            results[name] = (path, code)
+    lines: dict[str, str] = {}
+
+    def line_of(name: str) -> str:
+        if name not in lines:
+            lines[name] = _mutated_line(name, results[name][0])
+        return lines[name]
+
+    moves: dict[str, str] = {}
+    drop: list[str] = []
+    left = 0
+    claimed = {n for n, e in equivalent.items() if n in results and line_of(n) == e["line"]}
+    for name, entry in equivalent.items():
+        prefix = name.rsplit("__mutmut_", 1)[0]
+        if name in claimed or not any(n.startswith(prefix + "__mutmut_") for n in results):
+            continue  # up to date, or its module has no results (not run here)
+        found = [n for n in results if n.startswith(prefix + "__mutmut_") and n not in claimed
+                 and line_of(n) == entry["line"]]
+        if len(found) == 1:
+            moves[name] = found[0]
+            claimed.add(found[0])
+            print(f"re-keyed {name} -> {found[0]}")
+        else:
+            why = "the line is gone" if not found else f"{len(found)} mutants have the line"
+            print(f"{'removed' if prune and not found else 'left'} {name}: {why}: {entry['line']!r}")
+            if prune and not found:
+                drop.append(name)
+            else:
+                left += 1
+    for old, new in moves.items():
+        if _status(results[new][1]) == "killed":
+            print(f"{'removed' if prune else 'killed now'} {new} (was {old}): the tests kill it")
+            if prune:
+                drop.append(old)
+            else:
+                left += 1
+    for name in equivalent:
+        if name in claimed and name not in moves.values() and _status(results[name][1]) == "killed":
+            print(f"{'removed' if prune else 'killed now'} {name}: the tests kill it")
+            if prune:
+                drop.append(name)
+            else:
+                left += 1
+    text = EQUIVALENT.read_text(encoding="utf-8")
+    blocks = re.split(r'(?m)^(?=\["|# )', text)  # an entry (or a comment) starts each block
+    out = []
+    for block in blocks:
+        head = re.match(r'\["([^"]+)"\]', block)
+        key = head.group(1) if head else None
+        if key in drop:
+            continue
+        if key in moves:
+            block = block.replace(f'["{key}"]', f'["{moves[key]}"]', 1)
+        out.append(block)
+    EQUIVALENT.write_text("".join(out), encoding="utf-8")
+    return 1 if left else 0
+
+
 def run(max_children: int, names: list[str]) -> int:
     """``mutmut run`` from the repository root (the mutants, not an installed medvlm, are imported)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -498,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     p_rep = sub.add_parser("report", help="the score per module from the last run")
     p_hand = sub.add_parser("hand", help="the hand-written mutants mutmut cannot make")
     p_hand.add_argument("only", nargs="*", help="only mutants whose description contains one of these")
+    p_rekey = sub.add_parser("rekey", help="follow moved code: re-key stale entries of the equivalents file")
+    p_rekey.add_argument("--prune", action="store_true",
+                         help="also remove entries whose mutant is now killed or whose line is gone")
     for p in (p_run, p_rep):
         p.add_argument("--survivors", action="store_true", help="list surviving mutants not known equivalent")
         p.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
@@ -506,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "hand":
         return hand(args.only)
+    if args.command == "rekey":
+        return rekey(prune=args.prune)
     if args.command == "run":
         names = open_mutants(args.names) if args.retest else args.names
         if args.retest and not names:

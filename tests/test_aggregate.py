@@ -238,6 +238,14 @@ def test_keyed_rows_with_one_key_and_without_calls():
                                                    task.share_column, "score", "pred"]
 
 
+def test_mean_prob_rounds_the_score_to_twelve_decimals():
+    row = (0.3051373661949819, 0.4133778463394049, 0.28)
+    assert mean_prob([None] * 3, [row] * 3).score == 0.413377846339
+    assert mean_prob([None] * 3, [row] * 3, positive=0).score == 0.305137366195
+    # the same probabilities give the same score whatever the number of answers
+    assert {mean_prob([None] * n, [row] * n).score for n in range(1, 8)} == {0.413377846339}
+
+
 # ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
 def test_mean_prob_abstains_when_a_class_probability_column_is_missing():
     """Log-prob reduction needs every answer code's column; with p_ng absent there are no class

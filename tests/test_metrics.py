@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -618,6 +619,19 @@ def test_check_bootstrap_is_the_one_check_of_both_bootstraps():
                 fn([0, 1], [0, 1], n_boot=n_boot, confidence=confidence, method=method)
 
 
+def test_read_predictions_strips_padded_patient_ids(tmp_path):
+    from medvlm.metrics import read_predictions
+
+    path = tmp_path / "p.csv"
+    path.write_text("patient_id,label,pred,score\n p3 ,1,1,0.9\np4\t,0,0,0.2\n", encoding="utf-8")
+    df = read_predictions(path)
+    assert df["patient_id"].tolist() == ["p3", "p4"]
+    assert list(df.columns) == ["patient_id", "label", "pred", "score"]
+    path.write_text("patient_id,label,pred\np1,1,1\n   ,0,0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: row 2, column 'patient_id' is empty$"):
+        read_predictions(path)
+
+
 # ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
 def test_auc_is_undefined_when_the_rows_with_a_score_hold_one_class():
     """Both classes among the labels, but only LGG rows scored: the AUC is undefined (None, with its
@@ -636,12 +650,6 @@ def test_a_score_above_one_leaves_the_probability_metrics_undefined():
         m = binary_metrics([0, 0, 1, 1], [0, 1, 1, 1], [0.1, 0.4, 0.7, 1.5])
     assert m["auc"] == 1.0
     assert [m[k] for k in ("brier", "ece", "log_loss", "aurc")] == [None] * 4
-
-
-def test_read_predictions_strips_padded_patient_ids(tmp_path):
-    path = tmp_path / "p.csv"
-    path.write_text("patient_id,label,pred\np1 ,1,1\n p2,0,0\n")
-    assert read_predictions(path)["patient_id"].tolist() == ["p1", "p2"]
 
 
 def test_read_predictions_names_the_first_bad_row(tmp_path):

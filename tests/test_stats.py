@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -499,3 +500,37 @@ def test_warnings_point_at_the_caller():
         compare_predictions(missing, missing)
         compare_predictions(slices, slices)
     assert len(record) == 4 and {w.filename for w in record} == {__file__}
+
+
+@pytest.mark.parametrize("scores_b", [[0.1, 0.2, 0.3, 0.4], [0.2, 0.1, 0.4, 0.9]])
+def test_delong_with_a_zero_standard_error_gives_no_interval(scores_b):
+    from medvlm.stats import delong_test
+
+    out = delong_test([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], scores_b)  # both separate perfectly
+    assert out == {"n": 4, "auc_a": 1.0, "auc_b": 1.0, "auc_diff": 0.0, "se": 0.0, "auc_diff_ci": None,
+                   "z": 0.0, "p": 1.0}
+
+
+def test_compare_k_classes_gives_mcnemar_on_correctness_and_no_delong():
+    from medvlm.stats import StatsWarning, compare_predictions
+
+    labels = [0, 1, 2, 0, 1, 2, 0, 1, 2]
+    frame = pd.DataFrame({"patient_id": [f"P{i}" for i in range(9)], "label": labels,
+                          "pred": [0, 1, 2, 0, 2, 2, 1, 1, 2], "score": [0.1] * 9})
+    other = frame.assign(pred=[0, 0, 1, 0, 1, 2, 0, 2, 2])
+    with pytest.warns(StatsWarning) as record:
+        r = compare_predictions(frame, other, n_classes=3)
+    assert [str(w.message) for w in record] == [
+        "DeLong skipped: 3 classes; DeLong compares the ROC AUCs of a binary task (McNemar compares which "
+        "predicted classes are right)"]
+    # by hand: A right and B wrong on P1, P2, P7 (b = 3); A wrong and B right on P4, P6 (c = 2)
+    assert (r["mcnemar_b"], r["mcnemar_c"], r["n_classes"], r["n"]) == (3, 2, 3, 9)
+    assert r["auc_a"] is None and r["auc_b"] is None and r["delong_p"] is None and r["auc_diff_ci"] is None
+    assert (r["accuracy_a"], r["accuracy_b"]) == (7 / 9, 6 / 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StatsWarning)
+        binary = compare_predictions(frame.assign(label=[y % 2 for y in labels], pred=[p % 2 for p in
+                                                  frame["pred"]], score=np.linspace(0.1, 0.9, 9)),
+                                     other.assign(label=[y % 2 for y in labels], pred=[p % 2 for p in
+                                                  other["pred"]], score=np.linspace(0.9, 0.1, 9)))
+    assert "n_classes" not in binary and binary["auc_a"] is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -88,6 +89,155 @@ def test_the_source_split_warns_about_options_and_empty_cohorts():
            "not apply" in texts
     assert "the source's own test set holds no usable image: test 0" in texts
     assert split["test"] == [] and split["folds"] == [{"train": ["a", "b"], "val": ["c", "d"]}]
+
+
+def _caught(fn, *args, **kwargs):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    return out, caught
+
+
+def test_the_source_split_is_written_whole_and_every_note_in_full():
+    m = pd.DataFrame({"id": ["t2", "t1", "v1", "x1", "x2"], "patient_id": ["p1", "p2", "p3", "p4", "p5"],
+                      "label": [0, 0, 2, 1, 2], "split": ["train", "train ", "val", "test", "test"]})
+    split, caught = _caught(split_images, m, test_fraction=0.25, folds=3, seed=3, n_classes=3)
+    assert split == {"seed": 3, "test_fraction": None, "source_split": True, "test": ["x1", "x2"],
+                     "folds": [{"train": ["t1", "t2"], "val": ["v1"]}], "unit": "image",
+                     "labels": {"t2": 0, "t1": 0, "v1": 2, "x1": 1, "x2": 2}}
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (UserWarning, "the source's own train/val/test split is kept (one fold); --test-fraction 0.25 and "
+                      "--folds 3 do not apply"),
+        (UserWarning, "fold 0 train holds no image of class 1, 2"),  # two classes, the label numbers
+        (UserWarning, "fold 0 val holds no image of class 0, 1")]
+
+
+def test_split_images_warnings_point_at_the_caller():
+    if hasattr(split_images, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    m = pd.DataFrame({"id": ["t1", "v1", "x1"], "patient_id": ["p1", "p2", "p3"], "label": [0, 1, 1],
+                      "split": ["train", "val", "test"]})
+    _, caught = _caught(split_images, m)
+    assert len(caught) == 3 and {w.filename for w in caught} == {__file__}
+    heavy = pd.DataFrame([(f"h{i}", "HUGE", i % 3) for i in range(40)]
+                         + [(f"s{i}", f"P{i}", i % 3) for i in range(21)],
+                         columns=["id", "patient_id", "label"])
+    _, caught = _caught(split_images, heavy, test_fraction=0.2, folds=2, seed=0, n_classes=3)
+    assert caught and {w.filename for w in caught} == {__file__}
+
+
+def test_a_source_split_with_an_empty_cohort_warns_once_for_it_not_for_its_classes():
+    m = pd.DataFrame({"id": ["a", "b"], "patient_id": ["a", "b"], "label": [0, 1],
+                      "split": ["train", "test"]})
+    split, caught = _caught(split_images, m, classes=("no", "yes"))
+    assert split["folds"] == [{"train": ["a"], "val": []}] and split["test"] == ["b"]
+    assert [str(w.message) for w in caught] == [
+        "the source's own train/val/test split is kept (one fold); --test-fraction 0.15 and --folds 5 do "
+        "not apply",
+        "the source's own val set holds no usable image: val 0",
+        "fold 0 train holds no image of class yes"]
+
+
+@pytest.mark.parametrize(("values", "bad"), [(["train", "dev"], "dev"), (["Test", "dev"], "Test")])
+def test_a_source_split_name_that_is_not_train_val_test_is_refused(values, bad):
+    m = pd.DataFrame({"id": ["a", "b"], "patient_id": ["a", "b"], "label": [0, 1], "split": values})
+    with pytest.raises(DataError, match=rf"^manifest\.csv: split '{bad}'; expected train, val or test$"):
+        split_images(m)
+    with pytest.raises(DataError, match=r"^images\.csv: split 'dev'"):
+        split_images(m.assign(split=["dev", "train"]), source="images.csv")
+
+
+def test_a_split_column_with_a_blank_is_not_a_source_split():
+    m = manifest(20)
+    m["split"] = ["train"] * (len(m) - 1) + [" "]
+    split, caught = _caught(split_images, m, folds=2, seed=1)
+    assert "source_split" not in split and split == split_images(manifest(20), folds=2, seed=1)
+    assert not any("source's own" in str(w.message) for w in caught)
+
+
+def test_the_patient_split_follows_split_patients_with_every_option():
+    from medvlm.data.split import split_patients
+
+    m = manifest(30, n_classes=3)
+    split, caught = _caught(split_images, m, test_fraction=0.3, folds=4, seed=7, n_classes=3)
+    largest = m.groupby("patient_id")["label"].max()
+    by_patient, _ = _caught(split_patients, list(largest.index), list(largest.values), test_fraction=0.3,
+                            folds=4, seed=7, n_classes=3)
+
+    def images(group):
+        return sorted(m.loc[m["patient_id"].isin(group), "id"])
+
+    assert list(split) == ["seed", "test_fraction", "test", "folds", "unit", "labels"]
+    assert split["seed"] == 7 and split["test_fraction"] == 0.3
+    assert split["test"] == images(by_patient["test"])
+    assert split["folds"] == [{"train": images(f["train"]), "val": images(f["val"])}
+                              for f in by_patient["folds"]]
+    assert not any("patients" in str(w.message) for w in caught)  # split_patients' own notes are hushed
+
+
+def test_the_defaults_are_five_folds_a_test_fraction_of_0_15_and_seed_0():
+    m = manifest(40)
+    split = split_images(m)
+    assert len(split["folds"]) == 5 and split["test_fraction"] == 0.15 and split["seed"] == 0
+    assert split == split_images(m, test_fraction=0.15, folds=5, seed=0, n_classes=2)
+
+
+def test_the_image_share_note_comes_at_exactly_the_gap(monkeypatch):
+    from medvlm.data import split as split_module
+
+    m = pd.DataFrame({"id": [f"i{k}" for k in range(20)], "patient_id": [f"P{k // 2}" for k in range(20)],
+                      "label": [(k // 2) % 2 for k in range(20)]})
+    first, _ = _caught(split_images, m, test_fraction=0.3, folds=2)
+    share = len(first["test"]) / len(m)
+    for gap, noted in [(abs(share - 0.3), True), (np.nextafter(abs(share - 0.3), 1), False)]:
+        monkeypatch.setattr(split_module, "IMAGE_SHARE_GAP", gap)
+        _, caught = _caught(split_images, m, test_fraction=0.3, folds=2)
+        assert any("counts patients" in str(w.message) for w in caught) is noted, (share, gap)
+
+
+def _image_work(tmp_path):
+    """A prepared MedMNIST task (3 classes, 24 train, 6 val, 6 test images)."""
+    from medvlm.tasks import prepare_work
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 24), ("val", 6), ("test", 6)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(n, 1)
+    np.savez(data / "tri.npz", **arrays)
+    task = tmp_path / "tri.yaml"
+    task.write_text("name: tri\nclasses: [alpha, beta, gamma]\nsource: {kind: medmnist, npz: tri.npz}\n"
+                    "prompt: \"0, 1 or 2? Choice:\"\n", encoding="utf-8")
+    prepare_work(data, tmp_path / "w", str(task))
+    return tmp_path / "w"
+
+
+def test_make_split_of_an_image_task_passes_its_options_and_names(tmp_path):
+    from medvlm.data.split import make_split
+
+    work = _image_work(tmp_path)
+    manifest = pd.read_csv(work / "manifest.csv", dtype=str, keep_default_na=False)
+    manifest.loc[(manifest["split"] == "val") & (manifest["label"] == "1"), "split"] = "train"
+    manifest.to_csv(work / "manifest.csv", index=False)
+    split, caught = _caught(make_split, work, test_fraction=0.3, folds=3, seed=2)
+    assert [str(w.message) for w in caught] == [
+        "the source's own train/val/test split is kept (one fold); --test-fraction 0.3 and --folds 3 do not "
+        "apply", "fold 0 val holds no image of class beta"]  # the task's class names
+    assert split["seed"] == 2 and len(split["test"]) == 6
+    manifest.loc[0, "split"] = "dev"
+    manifest.to_csv(work / "manifest.csv", index=False)
+    with pytest.raises(DataError, match=rf"^{work / 'manifest.csv'}: split 'dev'; expected train, val or "
+                                        r"test$"):
+        make_split(work)
+    manifest.drop(columns="split").to_csv(work / "manifest.csv", index=False)
+    split = make_split(work, test_fraction=0.25, folds=3, seed=5)
+    assert (split["seed"], split["test_fraction"], len(split["folds"])) == (5, 0.25, 3)
+    plain = manifest.drop(columns="split").assign(label=manifest["label"].astype(int))
+    assert split == split_images(plain, test_fraction=0.25, folds=3, seed=5, n_classes=3)
 
 
 # ------------------------------------------------------------------ hand-written held-out bugs (issue 20)

@@ -106,3 +106,90 @@ def test_prepared_dims_do_not_depend_on_listing_order(tmp_path, monkeypatch):
     for order in (sorted, lambda xs: sorted(xs, reverse=True)):
         monkeypatch.setattr(Path, "glob", lambda self, pattern, _o=order: iter(_o(real_glob(self, pattern))))
         assert _prepared_dims(tmp_path) == 2  # a.npy, the first by name
+
+
+def _read(tmp_path, shapes, *, labels=None, notes=None, n_classes=2):
+    arrays = _npz(tmp_path / "f.npz", shapes)
+    if labels is not None:
+        arrays = {**arrays, **labels}
+        np.savez(tmp_path / "f.npz", **arrays)
+    return read_npz(tmp_path / "f.npz", n_classes, notes=notes)
+
+
+def test_the_channel_note_names_every_split_dropped_and_is_only_made_when_asked(tmp_path):
+    notes = []
+    parts = _read(tmp_path, {"train": (7, 5, 1), "val": (7, 5, 1), "test": (7, 5)}, notes=notes)
+    assert notes == [f"{tmp_path / 'f.npz'}: a channel axis of 1 dropped (train (4, 7, 5, 1), "
+                     "val (2, 7, 5, 1)): read as (7, 5) images"]
+    assert {s: p[0].shape for s, p in parts.items()} == {"train": (4, 7, 5), "val": (2, 7, 5),
+                                                         "test": (2, 7, 5)}
+    assert _read(tmp_path, (7, 5, 1)) is not None  # notes=None: nothing to add to, no error
+    clean = []
+    _read(tmp_path, (7, 5), notes=clean)
+    assert clean == []  # nothing dropped: no note
+
+
+def test_the_note_gives_the_train_images_size(tmp_path):
+    arrays = _npz(tmp_path / "f.npz", (7, 5, 1))
+    arrays["val_images"] = np.zeros((0, 3, 3), np.uint8)  # an empty split of another size is not compared
+    arrays["val_labels"] = np.zeros((0, 1), np.int64)
+    np.savez(tmp_path / "f.npz", **arrays)
+    notes = []
+    read_npz(tmp_path / "f.npz", 2, notes=notes)
+    assert notes[0].endswith("(train (4, 7, 5, 1), test (2, 7, 5, 1)): read as (7, 5) images")
+
+
+def test_splits_of_different_sizes_are_named_in_the_message(tmp_path):
+    path = tmp_path / "f.npz"
+    with pytest.raises(DataError, match=rf"^{path}: train_images hold images of shape \(7, 5\), val_images "
+                                        r"\(6, 6\); every split of a MedMNIST file has one image size$"):
+        _read(tmp_path, {"train": (7, 5), "val": (6, 6), "test": (7, 5)})
+
+
+def test_a_multi_label_array_of_three_axes_names_its_last_axis(tmp_path):
+    labels = {f"{s}_labels": np.zeros((n, 2, 3), np.int64) for s, n in SIZES.items()}
+    with pytest.raises(DataError, match=r"pick one column with label_column: K \(0\.\.2\) in the task"):
+        _read(tmp_path, (7, 5), labels=labels)
+
+
+@pytest.mark.parametrize(("shape", "refused"), [
+    ((2, 5, 5), True), ((3, 5, 5), True), ((4, 5, 5), True),   # 2 to 4 square planes first: channels
+    ((5, 5, 5), False), ((3, 5, 6), False),                    # 5 planes, or not square: a 3D set
+    ((3, 3, 3), False),                                        # planes as large as the channels: colour
+])
+def test_channels_first_is_refused_for_two_to_four_smaller_square_planes(shape, refused):
+    from pathlib import Path
+
+    from medvlm.data.medmnist import image_layout
+
+    images = np.zeros((2, *shape), np.uint8)
+    if refused:
+        with pytest.raises(DataError, match=rf"^f\.npz: train_images has shape \(2, {shape[0]}, 5, 5\): "
+                                            r"channels first \(N, C, H, W\); expected .* "
+                                            r"\(store np\.moveaxis\(images, 1, -1\)\)$"):
+            image_layout(images, Path("f.npz"), "train")
+    else:
+        assert image_layout(images, Path("f.npz"), "train").shape == (2, *shape)
+
+
+def test_prepare_medmnist_passes_its_options_on(tmp_path, monkeypatch):
+    from medvlm.data import image_prepare
+    from medvlm.data.medmnist import prepare_medmnist
+
+    seen = {}
+
+    def record(samples, out, load, **kwargs):
+        seen.update(kwargs, n=len(samples), pixels=load(samples[0]))
+        return "done"
+
+    monkeypatch.setattr(image_prepare, "prepare_samples", record)
+    arrays = _npz(tmp_path / "f.npz", (7, 5, 1))
+    with pytest.warns(UserWarning, match="a channel axis of 1 dropped"):
+        assert prepare_medmnist(tmp_path / "f.npz", tmp_path / "w", ("a", "b")) == "done"
+    assert seen["progress"] is False  # no progress bar unless asked
+    assert seen["options"] == {"source": "medmnist", "layout": "channel axis of 1 dropped"}
+    assert seen["source_file"](None) == str(tmp_path / "f.npz") and seen["n"] == 8
+    assert np.array_equal(seen["pixels"], arrays["train_images"][0][..., 0])
+    _npz(tmp_path / "g.npz", (7, 5))
+    prepare_medmnist(tmp_path / "g.npz", tmp_path / "w2", ("a", "b"), progress=True)
+    assert seen["progress"] is True and seen["options"] == {"source": "medmnist"}

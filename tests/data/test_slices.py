@@ -315,6 +315,31 @@ def test_montage_layout():
     assert canvas.size == (80, 60) and np.array_equal(np.asarray(canvas), np.asarray(want))
 
 
+def test_tumour_mask_is_the_canonical_seg_above_zero_and_its_refusals(patient, tmp_path):
+    row, canon = patient
+    seg = np.zeros((10, 12, 8), np.float32)
+    seg[8, 10, 3], seg[7, 9, 2], seg[1, 1, 1] = 4, 2, 1  # BraTS labels 1, 2, 4 are all tumour
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    affine[0, 3] = 9.0
+    path = _write(tmp_path / "seg.nii.gz", seg[::-1], affine)  # LAS on disk, like the images
+    mask = S._tumour_mask(dict(row, seg=path), "P1", canon.shape)
+    assert mask.dtype == bool and mask.shape == (10, 12, 8)
+    assert sorted(zip(*np.nonzero(mask), strict=True)) == [(1, 1, 1), (7, 9, 2), (8, 10, 3)]
+    for missing in ("", str(tmp_path / "nope.nii.gz")):
+        with pytest.raises(DataError, match=rf"^patient P1: seg file {missing!r} does not exist "
+                                            r"\(--image tumour-masked needs the tumour mask\)$"):
+            S._tumour_mask(dict(row, seg=missing), "P1", canon.shape)
+    with pytest.raises(DataError, match=r"^patient P1: seg file None does not exist"):
+        S._tumour_mask(dict(row, seg=None), "P1", canon.shape)
+    with pytest.raises(DataError, match=rf"^patient P1: seg {path} has shape \(10, 12, 8\), the image "
+                                        r"\(10, 12, 9\)$"):
+        S._tumour_mask(dict(row, seg=path), "P1", (10, 12, 9))
+    broken = tmp_path / "broken_seg.nii.gz"
+    broken.write_bytes(b"not a nifti file")
+    with pytest.raises(DataError, match=rf"^patient P1: cannot read {broken} \("):
+        S._tumour_mask(dict(row, seg=str(broken)), "P1", canon.shape)
+
+
 # ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
 @pytest.mark.parametrize("selection", ["central:3x", "central:3,4", "central:", "Central:3", " all"])
 def test_a_selection_with_anything_around_it_is_refused(selection):

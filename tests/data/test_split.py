@@ -334,6 +334,20 @@ def test_warnings_point_at_the_caller():
     assert [w.filename for w in record] == [__file__]
 
 
+def test_k_class_labels_beyond_the_classes_are_refused_with_the_range():
+    with pytest.raises(DataError, match=r"^labels must be 0\.\.2, got \[3, 5\]$"):
+        split_patients([f"p{i}" for i in range(6)], [0, 1, 2, 3, 5, 1], n_classes=3)
+
+
+def test_a_k_class_test_set_too_small_names_the_classes_by_number():
+    ids = [f"p{i}" for i in range(7)]
+    with pytest.raises(DataError, match=r"^cannot hold out a stratified test set of 0\.3 from 7 patients "
+                                        r"\(3 of class 0, 3 of class 1, 1 of class 2\): each class needs at "
+                                        r"least 2 patients \(one for the test set, one for the rest\); add "
+                                        r"patients of the smallest class$"):
+        split_patients(ids, [0, 0, 0, 1, 1, 1, 2], test_fraction=0.3, folds=2, n_classes=3)
+
+
 # ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
 def test_check_split_refuses_a_test_patient_outside_the_cohort():
     split = {"test": ["p1", "zz"], "folds": [{"train": ["p2"], "val": ["p3"]}]}

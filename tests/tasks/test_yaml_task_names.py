@@ -277,3 +277,34 @@ def test_a_multi_label_medmnist_file_is_read_by_its_label_column(tmp_path, capsy
     manifest = pd.read_csv(tmp_path / "w" / "manifest.csv", dtype=str, keep_default_na=False)
     expected = [str(v) for split in ("train", "val", "test") for v in labels[split][:, 1]]
     assert list(manifest["label"]) == expected
+
+
+def test_a_null_variant_name_is_explained(tmp_path):
+    path = _task_file(tmp_path, "[normal, pneumonia]", "pneumonia", "variants: {~: a, short: b}\n")
+    with pytest.raises(ConfigError, match=r"variants: the variant name None was read by YAML as null "
+                                          r"\(empty, or an unquoted ~ or null\); quote it"):
+        get_task(str(path))
+
+
+def test_duplicate_names_warns_only_for_names_declared_twice(tmp_path):
+    from medvlm.tasks.yaml_task import duplicate_names
+
+    a, b, c = (_task(tmp_path, "[normal, pneumonia]", "pneumonia") for _ in range(3))
+    found = [(tmp_path / "a.yaml", a), (tmp_path / "b.yaml", ConfigError("bad")), (tmp_path / "c.yaml", b)]
+    assert duplicate_names(found[:2]) == []  # one file per name, an unreadable one not counted
+    assert duplicate_names(found) == [f"task name {a.name!r} is declared by 2 files: {tmp_path / 'a.yaml'}, "
+                                      f"{tmp_path / 'c.yaml'}; give each task its own name"]
+    assert c.name == a.name
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("unparsed", "class name 'unparsed' would write the column n_unparsed, which already counts unparsed "
+                 "answers; rename the class, e.g. 'unparsed-class'"),
+    ("Failed", "class name 'Failed' would write the column n_failed, which already counts failed requests; "
+               "rename the class, e.g. 'Failed-class'"),
+    ("?!", "class name '?!' has no letter or digit to name its columns"),
+])
+def test_class_columns_refusals_in_full(name, message):
+    with pytest.raises(ValueError) as info:
+        class_columns(name)
+    assert str(info.value) == message

@@ -327,3 +327,46 @@ def test_a_source_path_that_is_outside_a_folder_or_missing_is_named(tmp_path):
         spec_source_path(out, data)
     assert str(info.value) == (f"task tri: source medmnist path ../tri_28.npz leads outside DATA ({data}); "
                                "source paths must stay inside it")
+
+
+def _medmnist_data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(data / "tri_28.npz", **{f"{s}_{k}": v for s, n in (("train", 6), ("val", 3), ("test", 3))
+                                     for k, v in (("images", rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)),
+                                                  ("labels", (np.arange(n) % 3).reshape(n, 1)))})
+    return data
+
+
+@pytest.mark.parametrize("name", ["task.yml", "TASK.YML", "Task.Yaml"])
+def test_prepare_work_copies_a_task_file_of_any_yaml_suffix(tmp_path, name):
+    from medvlm.tasks import prepare_work
+
+    data = _medmnist_data(tmp_path)
+    text = THREE + "# kept as written\n"
+    path = _write(tmp_path, text, name)
+    prepare_work(data, tmp_path / "w", str(path))
+    assert (tmp_path / "w" / "task.yaml").read_text(encoding="utf-8") == text
+
+
+def test_prepare_work_takes_a_task_object_and_writes_its_spec(tmp_path):
+    from medvlm.tasks import prepare_work
+
+    data = _medmnist_data(tmp_path)
+    task = load_yaml_task(_write(tmp_path, THREE + "# not kept: the spec is written\n"))
+    result = prepare_work(data, tmp_path / "w", task)
+    written = (tmp_path / "w" / "task.yaml").read_text(encoding="utf-8")
+    assert "not kept" not in written and yaml.safe_load(written)["name"] == "tri"
+    assert result.work == tmp_path / "w"
+
+
+def test_build_task_takes_the_work_folder_given(tmp_path):
+    prompt_dir = tmp_path / "prompts"
+    prompt_dir.mkdir()
+    spec = read_spec(_write(tmp_path, THREE))
+    work = tmp_path / "elsewhere"
+    (work / "images").mkdir(parents=True)
+    np.save(work / "images" / "a.npy", np.zeros((4, 5, 5), np.float32))  # 3D images, none by the prompts
+    assert build_task(spec, prompt_dir=prompt_dir, work=work).cnn_spatial_dims == 3
+    assert build_task(spec, prompt_dir=prompt_dir).cnn_spatial_dims == 2  # the prompts' folder: no images

@@ -128,6 +128,59 @@ def test_the_brats_parsers_are_unchanged():
     assert tumour.parser("Choice: tumour") == 1 and tumour.parser("The answer is tumour") is None
 
 
+@pytest.mark.parametrize(("names", "text", "want"), [
+    (["pneumonia (viral)", "pneumonia"], "Choice: pneumonia (viral).", 0),  # the longer name listed first
+    (["pneumonia", "pneumonia (viral)"], "Choice: pneumonia (viral).", 1),
+    (["Xanthoma", "normal"], "Choice: Xanthoma", 0),                       # a name that starts with X
+    (["mass", "normal"], "Choice: The mass.", 0),                           # an article, any case
+    (["mass", "normal"], "Choice: A mass", 0),
+])
+def test_overlapping_names_articles_and_leading_letters(names, text, want):
+    assert NameParser(len(names), answer_names=names)(text) == want
+
+
+@pytest.mark.parametrize(("fragment", "want"), [
+    ("no finding", 0),                       # the name's own negation is not one
+    ("on this picture: no finding and no finding", 0),  # every occurrence blanked, wherever it starts
+    ("not pneumonia", None),
+    ("pneumonia, not effusion", None),       # two names: none
+    ("pneumonia, not likely", None),
+    ("pneumonia", 1),
+])
+def test_name_choice_blanks_the_names_before_looking_for_a_negation(fragment, want):
+    assert PARSE._name_choice(fragment) == want
+
+
+@pytest.mark.parametrize(("names", "fragment"), [
+    (["ground glass", "glass opacity"], "ground glass opacity"),           # overlapping, neither inside
+    (["large ground glass", "glass opacity"], "large ground glass opacity"),
+])
+def test_overlapping_names_that_do_not_contain_each_other_name_two_answers(names, fragment):
+    parse = NameParser(len(names), answer_names=names)
+    assert parse._name_choice(fragment) is None
+    assert parse._name_choice(names[0]) == 0 and parse._name_choice(names[1]) == 1
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("Choice: pneumonia\nAnswer: effusion", None),   # two keyword phrases naming two answers
+    ("Choice: pneumonia\nAnswer: pneumonia.", 1),    # the same answer twice
+    ("**", None), ("```", None), ("* *", None),      # markdown only: nothing left to read
+])
+def test_keyword_phrases_must_agree_and_markdown_alone_is_no_answer(text, want):
+    assert PARSE(text) == want
+
+
+@pytest.mark.parametrize("names", [["no finding", "No_Finding"], ["ground-glass", "Ground  Glass "]])
+def test_names_that_differ_only_by_case_or_separators_are_refused(names):
+    with pytest.raises(ValueError, match=r"^answer names must differ: "):
+        NameParser(2, answer_names=names)
+
+
+def test_synonyms_are_read_whatever_their_case():
+    parse = NameParser(2, answer_names=["normal", "pneumonia"], names=[("consolidation", 1)])
+    assert parse("Choice: Consolidation") == 1 and parse("Choice: CONSOLIDATION.") == 1
+
+
 # ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
 PNEUMONIA = ["normal", "pneumonia", "none of these"]
 
