@@ -308,3 +308,20 @@ def test_class_columns_refusals_in_full(name, message):
     with pytest.raises(ValueError) as info:
         class_columns(name)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("classes", "positive", "extra", "end"), [
+    ("[0, 1, 2]", None, "", "classes (item 1): 0 is a number; a class name must start with a letter (the "
+                            "answer codes are digits), e.g. 'grade-1' or 'birads-1'"),
+    ("[yes, normal]", "normal", "", 'classes (item 1): YAML read this as the boolean true (unquoted '
+                                    'yes/no/on/off/true/false), not text; quote it (e.g. "yes")'),
+    ("[normal, pneumonia]", "pneumonia", "description: 3.5\n",
+     "description: YAML read this as the number 3.5, not text; quote it"),
+    ("[normal, pneumonia]", "pneumonia", "description: [a, b]\n",
+     "description: YAML read this as a list, not text; quote it"),
+])
+def test_yaml_scalar_messages_end_exactly(tmp_path, classes, positive, extra, end):
+    path = _task_file(tmp_path, classes, positive, extra)
+    with pytest.raises(ConfigError) as info:
+        get_task(str(path))
+    assert str(info.value).endswith(end), str(info.value)

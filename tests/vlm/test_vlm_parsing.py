@@ -104,6 +104,18 @@ def test_name_codes_may_be_given_as_strings():
     assert ChoiceParser(2, names=[("red", "0"), ("blue", "1")])("Choice: Blue") == 1
 
 
+def test_with_codes_keeps_the_names_and_a_bad_order_is_refused_in_full():
+    from medvlm.vlm.parsing import ChoiceParser
+
+    parse = ChoiceParser(2, names=[(r"high[- ]grade", 1), (r"low[- ]grade", 0)])
+    swapped = parse.with_codes(["1", "0"])
+    assert swapped.codes == ("1", "0") and swapped("Choice: 1") == 0 and swapped("Choice: 0") == 1
+    assert swapped("Choice: high-grade") == 1 and swapped("Choice: Low grade") == 0  # names keep their class
+    with pytest.raises(ValueError) as info:
+        ChoiceParser(3, codes=["0", "1", "1"])
+    assert str(info.value) == "codes must be an order of ['0', '1', '2'], got ['0', '1', '1']"
+
+
 def test_a_first_line_answer_after_blank_lines_is_read():
     """A model that opens with blank lines: the first line *with text* is the one read."""
     parse = ChoiceParser(3)
