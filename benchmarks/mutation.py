@@ -280,7 +280,7 @@ HAND_MUTANTS = [
      ["tests/data/test_medmnist_npz.py"]),
     # held-out hand mutants (issue 20, "fresh held-out mutations"): bugs a reviewer writes and mutmut cannot
     # (swapped arguments, off-by-one slices, dropped guards or regex alternatives, SQL conditions, axes,
-    # seeds, with/without replacement); the tests that kill them: helpers/heldout20.md
+    # seeds, with/without replacement); their tests: "hand-written held-out bugs (issue 20)" in each test file
     ("held-out: auc's one-class check on every label, not the rows with a score (an error, not None)",
      "src/medvlm/metrics.py", "elif len(set(ys.tolist())) < 2:", "elif len(set(y.tolist())) < 2:",
      ["tests/test_metrics.py"]),
