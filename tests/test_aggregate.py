@@ -244,3 +244,18 @@ def test_mean_prob_rounds_the_score_to_twelve_decimals():
     assert mean_prob([None] * 3, [row] * 3, positive=0).score == 0.305137366195
     # the same probabilities give the same score whatever the number of answers
     assert {mean_prob([None] * n, [row] * n).score for n in range(1, 8)} == {0.413377846339}
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_mean_prob_abstains_when_a_class_probability_column_is_missing():
+    """Log-prob reduction needs every answer code's column; with p_ng absent there are no class
+    probabilities to average: the unit abstains (the votes are still counted), no crash."""
+    slices = pd.DataFrame({"patient_id": ["A", "A"], "orientation": ["axial", "axial"],
+                           "choice": pd.array([1, None], dtype="Int64"), "p_lgg": [0.2, 0.3],
+                           "p_hgg": [0.7, 0.6]})
+    kwargs = {"task": GRADING, "reducer": "mean_prob", "orientations": ["axial"], "combined": False}
+    row = patient_rows(slices, {"A": 1}, **kwargs).iloc[0]
+    assert pd.isna(row["pred"]) and pd.isna(row["score"])
+    assert (row["n_hgg"], row["n_unparsed"], row["gldr"]) == (1, 1, 1.0)
+    row = patient_rows(slices.assign(p_ng=[0.1, 0.1]), {"A": 1}, **kwargs).iloc[0]
+    assert (row["pred"], row["score"]) == (1, 0.65)

@@ -478,3 +478,12 @@ def test_risk_coverage_keeps_a_tie_below_the_top_together():
     assert risk.tolist() == pytest.approx([0.0, 2 / 3, 0.5], abs=1e-15)
     area = cal.aurc([1, 0, 1, 0], [1, 1, 0, 0], [0.9, 0.8, 0.2, 0.3])
     assert area == pytest.approx(0.25 * 0 + 0.5 * 2 / 3 + 0.25 * 0.5)
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_isotonic_is_non_decreasing_even_when_the_scores_are_backwards():
+    """Scores that rank the classes backwards: the isotonic map may only flatten them (the pooled mean,
+    0.5), never turn them around (a calibrator must not change which rows rank higher)."""
+    params = cal.fit_calibrator([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9], "isotonic")
+    assert params == {"x": [0.1, 0.9], "y": [0.5, 0.5]}
+    assert cal.apply_calibrator([0.1, 0.5, 0.9], "isotonic", params).tolist() == [0.5, 0.5, 0.5]

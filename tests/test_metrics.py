@@ -630,3 +630,30 @@ def test_read_predictions_strips_padded_patient_ids(tmp_path):
     path.write_text("patient_id,label,pred\np1,1,1\n   ,0,0\n", encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: row 2, column 'patient_id' is empty$"):
         read_predictions(path)
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_auc_is_undefined_when_the_rows_with_a_score_hold_one_class():
+    """Both classes among the labels, but only LGG rows scored: the AUC is undefined (None, with its
+    reason), never an error; the score metrics use the two scored rows."""
+    with pytest.warns(MetricWarning) as caught:
+        m = binary_metrics([0, 0, 1, 1], [0, 1, 1, 1], [0.1, 0.4, math.nan, math.nan])
+    assert m["auc"] is None
+    assert m["brier"] == pytest.approx((0.1 ** 2 + 0.4 ** 2) / 2)
+    assert any("auc (only one class among the labels)" in str(w.message) for w in caught)
+
+
+def test_a_score_above_one_leaves_the_probability_metrics_undefined():
+    """A score of 1.5 is no probability: brier, ece, log_loss and aurc are None (the AUC, a ranking, is
+    still defined), said in the warning; no error."""
+    with pytest.warns(MetricWarning, match=r"scores outside \[0, 1\] are not probabilities"):
+        m = binary_metrics([0, 0, 1, 1], [0, 1, 1, 1], [0.1, 0.4, 0.7, 1.5])
+    assert m["auc"] == 1.0
+    assert [m[k] for k in ("brier", "ece", "log_loss", "aurc")] == [None] * 4
+
+
+def test_read_predictions_names_the_first_bad_row(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("label,pred\n1,1\n2,1\n3,0\n")
+    with pytest.raises(DataError, match=r"row 2, column 'label': '2' is not 0 or 1"):
+        read_predictions(path)

@@ -651,3 +651,11 @@ def test_ovr_auc_reads_none_as_a_missing_probability():
                                            r"probability$"):
         m = multiclass_metrics([*AUC_Y, 1], [0, 1, 2, 0, 0, 2, 1], probs, classes=3)
     assert m["auc"] == pytest.approx(11 / 12, abs=1e-15)
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_a_file_whose_labels_are_all_zero_is_binary():
+    """Only LGG patients in the file, one predicted HGG: still the binary file (K = 2), not a one-class
+    file whose prediction 1 would be out of range."""
+    df = pd.DataFrame({"label": [0, 0, 0], "pred": pd.array([0, 1, None], dtype="Int64")})
+    assert check_inferred_classes(df, "p.csv") == 2

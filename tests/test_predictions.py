@@ -393,3 +393,14 @@ def test_summarise_a_multiclass_test_cohort_counts_the_answered_rows(tmp_path):
 def test_summarise_a_binary_test_cohort_with_an_abstention(tmp_path):
     frame = pd.DataFrame({"label": [1, 0, 1], "pred": [1, 0, np.nan], "score": [0.9, 0.2, np.nan]})
     assert summarise_test_cohort(_run(tmp_path, frame))["test_accuracy"] == 1.0
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_a_fold_without_scores_leaves_the_ensemble_to_the_folds_with_scores():
+    """Fold 1 wrote no scores (every score empty): the ensemble is still scored, from fold 0's scores
+    (a fold that gave no score is left out of the mean), not a vote of the folds' preds."""
+    df = pd.DataFrame({"patient_id": ["a", "b", "a", "b"], "label": [1, 0, 1, 0], "pred": [1, 0, 0, 1],
+                       "score": [0.8, 0.3, np.nan, np.nan], "fold": [0, 0, 1, 1]})
+    out = fold_ensemble(df)
+    assert out["score"].tolist() == [0.8, 0.3]
+    assert out["pred"].tolist() == [1, 0]

@@ -281,3 +281,20 @@ def test_apply_artifact_works_in_float32_and_leaves_torch_alone():
     after = torch.rand(3)
     torch.manual_seed(11)
     assert torch.equal(after, torch.rand(3))
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_a_slices_artifact_draw_is_seeded_by_its_patient(rows):
+    """load_view (what patient_slices renders) draws the artifact with the seed of the patient it is
+    given and the run's seed: the same volume read as another patient is corrupted otherwise."""
+    pytest.importorskip("torchio")
+    art = C.parse_artifact("motion:0.6")
+    data, zooms, _ = S.load_canonical(rows[0]["flair"])
+    views = {}
+    for pid in ("P000", "P001"):
+        S._ARTIFACT_CACHE.clear()
+        views[pid] = S.load_view(rows[0]["flair"], pid, artifact=art, seed=3)[0]
+        want = C.apply_artifact(data, zooms, art, seed=C.derived_seed("artifact", "motion", pid, 3))
+        assert np.array_equal(views[pid], want)
+    assert not np.array_equal(views["P000"], views["P001"])
+    S._ARTIFACT_CACHE.clear()

@@ -238,3 +238,32 @@ def test_make_split_of_an_image_task_passes_its_options_and_names(tmp_path):
     assert (split["seed"], split["test_fraction"], len(split["folds"])) == (5, 0.25, 3)
     plain = manifest.drop(columns="split").assign(label=manifest["label"].astype(int))
     assert split == split_images(plain, test_fraction=0.25, folds=3, seed=5, n_classes=3)
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+@pytest.mark.parametrize("fold, test", [({"train": ["b1"], "val": ["a1"]}, ["a2"]),   # val and test
+                                        ({"train": ["a1"], "val": ["a2"]}, ["b1"])])  # train and val
+def test_a_patient_split_between_any_two_cohorts_is_refused(fold, test):
+    with pytest.raises(DataError, match=r"^split: images of patient A are in two cohorts of fold 0; "):
+        check_groups({"test": test, "folds": [fold]}, {"a1": "A", "a2": "A", "b1": "B"})
+
+
+def test_a_half_filled_split_column_is_no_source_split():
+    """Only a split column filled on every row is the source's own split; one with gaps is ignored and the
+    patients are split as without it."""
+    m = manifest(24)
+    m["split"] = ["train"] * 10 + [""] * (len(m) - 10)
+    got = split_images(m, test_fraction=0.2, folds=3, seed=4)
+    assert "source_split" not in got
+    assert got == split_images(m.drop(columns="split"), test_fraction=0.2, folds=3, seed=4)
+
+
+def test_an_empty_source_cohort_is_said_once_not_as_a_fold_without_classes():
+    m = pd.DataFrame({"id": ["a", "b", "c", "d"], "patient_id": ["a", "b", "c", "d"], "label": [0, 1, 0, 1],
+                      "split": ["train", "train", "test", "test"]})
+    with pytest.warns(UserWarning) as caught:
+        split = split_images(m, folds=5)
+    assert [str(w.message) for w in caught] == [
+        "the source's own train/val/test split is kept (one fold); --test-fraction 0.15 and --folds 5 do not "
+        "apply", "the source's own val set holds no usable image: val 0"]
+    assert split["folds"] == [{"train": ["a", "b"], "val": []}]

@@ -235,3 +235,16 @@ def test_3d_volumes_are_kept_whole(tmp_path):
     prepare_medmnist(_write(tmp_path, arrays), tmp_path / "w", ("a", "b"))
     saved = np.load(tmp_path / "w" / "images" / "test-00001.npy")
     assert saved.shape == (3, 4, 5) and np.array_equal(saved, arrays["test_images"][1])
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_a_multi_label_file_is_read_by_the_column_asked_for(tmp_path):
+    """ChestMNIST-like labels (N, 3): ``label_column`` picks that column, not the first."""
+    multi = {f"{s}_labels": np.array([[0, v, 1 - v] for v in LABELS[s]], dtype=np.int64)
+             for s in SIZES}
+    path = _write(tmp_path, _arrays(labels=multi))
+    for column, want in ((1, LABELS), (2, {s: [1 - v for v in LABELS[s]] for s in SIZES})):
+        parts = read_npz(path, 2, label_column=column)
+        assert {s: labels.tolist() for s, (_, labels) in parts.items()} == want
+    assert {s: labels.tolist() for s, (_, labels) in read_npz(path, 2, label_column=0).items()} == \
+        {s: [0] * SIZES[s] for s in SIZES}

@@ -338,3 +338,10 @@ def test_tumour_mask_is_the_canonical_seg_above_zero_and_its_refusals(patient, t
     broken.write_bytes(b"not a nifti file")
     with pytest.raises(DataError, match=rf"^patient P1: cannot read {broken} \("):
         S._tumour_mask(dict(row, seg=str(broken)), "P1", canon.shape)
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+@pytest.mark.parametrize("selection", ["central:3x", "central:3,4", "central:", "Central:3", " all"])
+def test_a_selection_with_anything_around_it_is_refused(selection):
+    with pytest.raises(ConfigError, match=r"^--slices must be one of 'all', 'tumour', 'central:K'\. Got "):
+        S.parse_selection(selection)

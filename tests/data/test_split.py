@@ -346,3 +346,10 @@ def test_a_k_class_test_set_too_small_names_the_classes_by_number():
                                         r"least 2 patients \(one for the test set, one for the rest\); add "
                                         r"patients of the smallest class$"):
         split_patients(ids, [0, 0, 0, 1, 1, 1, 2], test_fraction=0.3, folds=2, n_classes=3)
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_check_split_refuses_a_test_patient_outside_the_cohort():
+    split = {"test": ["p1", "zz"], "folds": [{"train": ["p2"], "val": ["p3"]}]}
+    with pytest.raises(DataError, match=r"^split: fold 0 does not cover the cohort exactly$"):
+        check_split(split, {"p1": 0, "p2": 1, "p3": 0})

@@ -39,3 +39,12 @@ def test_the_note_comes_exactly_when_the_image_share_is_far(huge):
     assert bool(notes) == (abs(share - 0.2) >= IMAGE_SHARE_GAP)
     if huge == 1:
         assert notes == []  # one image per patient: the shares agree
+
+
+def test_the_note_starts_at_a_gap_of_ten_points():
+    """3 images of the heavy patient: 7 of 24 images in test (29%, 9 points from 20%), no note; 4 images:
+    8 of 25 (32%, 12 points), the note."""
+    assert _split(_manifest(3))[1] == []
+    assert _split(_manifest(4))[1] == ["--test-fraction 0.2 counts patients: the test cohort holds 5 of 22 "
+                                       "patients (23%) but 8 of 25 images (32%): patients have different "
+                                       "numbers of images"]

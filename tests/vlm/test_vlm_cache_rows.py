@@ -178,3 +178,45 @@ def test_a_v1_table_needs_three_probability_columns_read_in_table_order(tmp_path
     with ResponseCache(moved) as cache:
         got = cache.get("k")
     assert (got.raw, got.code_probs, got.mass) == ("Choice: 0", {"0": 0.6, "1": 0.2, "2": 0.1}, 0.9)
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_a_failure_is_neither_an_answer_nor_a_damaged_row(tmp_path, capsys):
+    """get() of a key that only failed: None, and not counted as a damaged answer (no warning on close)."""
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cache.put("k", VLMResponse(error="timeout"))
+        assert cache.get("k") is None
+        assert cache.n_damaged == 0
+    assert "damaged" not in capsys.readouterr().err
+
+
+def test_an_answered_key_has_no_failure_even_with_an_old_error_text(tmp_path):
+    """A 0.1 cache whose answered row still holds the error of an earlier attempt: the row is an answer,
+    so failure() is None (only failed rows report their error)."""
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, status TEXT, raw TEXT, p_lgg REAL, p_hgg REAL, "
+               "p_ng REAL, mass REAL, error TEXT, extra TEXT, attempts INTEGER, updated REAL)")
+    db.execute("INSERT INTO responses VALUES ('k', 'ok', 'Choice: 1', NULL, NULL, NULL, NULL, 'HTTP 500', "
+               "NULL, 2, 0)")
+    db.execute("INSERT INTO responses VALUES ('f', 'failed', NULL, NULL, NULL, NULL, NULL, 'timeout', "
+               "NULL, 1, 0)")
+    db.commit()
+    db.close()
+    with ResponseCache(path) as cache:
+        assert cache.get("k").raw == "Choice: 1"
+        assert cache.failure("k") is None
+        assert cache.failure("f") == "timeout" and cache.get("f") is None
+
+
+def test_move_aside_takes_the_wal_and_shm_files_along(tmp_path):
+    from medvlm.vlm.cache import move_aside
+
+    path = tmp_path / "c.sqlite"
+    for suffix, data in (("", b"db"), ("-wal", b"wal"), ("-shm", b"shm")):
+        (tmp_path / f"c.sqlite{suffix}").write_bytes(data)
+    target = move_aside(path)
+    assert target.name.startswith("c.sqlite.corrupt-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, f"{target.name}-wal",
+                                                                 f"{target.name}-shm"])
+    assert (tmp_path / f"{target.name}-wal").read_bytes() == b"wal"

@@ -444,3 +444,19 @@ def test_sampler_draws_from_the_question_and_keeps_its_files_in_a_folder_of_its_
     del sampler
     gc.collect()
     assert not folder.exists()  # removed with the sampler
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+def test_the_training_pool_of_every_slice_follows_each_axis_size(shot_work):
+    """``--slices all``: every slice along the axis is a candidate, counted from orig_shape 12x12x8 (x, y,
+    z): 8 axial (z) and 12 sagittal (x) slices per training patient, labelled with its label."""
+    from medvlm.tasks import get_task
+    from medvlm.vlm.fewshot import training_pool
+
+    training, pool = training_pool(shot_work, task=get_task("brats-grading"), fold=0,
+                                   orientations=["axial", "sagittal"], selection="all", modalities=["flair"])
+    assert sorted(training) == TRAIN_IDS
+    labels = _labels(shot_work)
+    for orientation, size in (("axial", 8), ("sagittal", 12)):
+        got = sorted((e.patient_id, e.slice_index, e.label) for c in (0, 1) for e in pool[orientation][c])
+        assert got == sorted((p, i, labels[p]) for p in TRAIN_IDS for i in range(size))

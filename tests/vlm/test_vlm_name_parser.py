@@ -179,3 +179,51 @@ def test_names_that_differ_only_by_case_or_separators_are_refused(names):
 def test_synonyms_are_read_whatever_their_case():
     parse = NameParser(2, answer_names=["normal", "pneumonia"], names=[("consolidation", 1)])
     assert parse("Choice: Consolidation") == 1 and parse("Choice: CONSOLIDATION.") == 1
+
+
+# ------------------------------------------------------------------ hand-written held-out bugs (issue 20)
+PNEUMONIA = ["normal", "pneumonia", "none of these"]
+
+
+def test_a_name_inside_a_longer_word_is_no_name():
+    """'abnormal' does not name 'normal': the word must stand alone on both sides."""
+    assert name_pattern("normal").search("abnormal") is None
+    assert name_pattern("normal").search("normality") is None
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("Choice: 1 (abnormal)") == 1  # no second answer named next to the code
+
+
+@pytest.mark.parametrize("text", ["Choice: 0 (rules out pneumonia)", "Choice: 0 (pneumonia ruled out)",
+                                  "Choice: 0 (pneumonia excluded)", "Choice: 0 (not pneumonia)"])
+def test_a_negated_name_next_to_a_code_does_not_contradict_it(text):
+    assert NameParser(3, answer_names=PNEUMONIA)(text) == 0
+
+
+def test_an_article_before_a_name_is_dropped():
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("The answer is the pneumonia.") == 1
+    assert parse("Choice: The Pneumonia") == 1
+    assert parse("Choice: an normal.") == 0
+
+
+def test_a_heading_with_a_colon_then_a_listed_name():
+    """``## Answer:`` on its own line, the answer as a list item below it."""
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("## Answer:\n\n- Pneumonia") == 1
+    assert parse("Answer:\n- Normal") == 0
+
+
+def test_a_name_ends_at_a_full_stop_or_a_dash():
+    """The answer phrase is the name up to the sentence's end or a dash; words after it (another class
+    named in the reasoning) do not make it ambiguous."""
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("Choice: pneumonia. The lungs are otherwise normal.") == 1
+    assert parse("Choice: pneumonia - consolidation in the right lower lobe") == 1
+    assert parse("Answer: Pneumonia \u2013 right lower lobe") == 1
+
+
+def test_a_code_on_the_first_line_must_agree_with_the_name_after_it():
+    parse = NameParser(3, answer_names=PNEUMONIA)
+    assert parse("1 - pneumonia") == 1
+    assert parse("0 - pneumonia") is None
+    assert parse("0. pneumonia") is None

@@ -114,3 +114,27 @@ def test_with_codes_keeps_the_names_and_a_bad_order_is_refused_in_full():
     with pytest.raises(ValueError) as info:
         ChoiceParser(3, codes=["0", "1", "1"])
     assert str(info.value) == "codes must be an order of ['0', '1', '2'], got ['0', '1', '1']"
+
+
+def test_a_first_line_answer_after_blank_lines_is_read():
+    """A model that opens with blank lines: the first line *with text* is the one read."""
+    parse = ChoiceParser(3)
+    assert parse("\n\n1. The tumour enhances") == 1
+    assert parse("\n  \n2 - no glioma") == 2
+
+
+def test_codes_in_a_cycle_are_mapped_back_to_their_answers():
+    """A prompt that writes answer 0 as "1", answer 1 as "2" and answer 2 as "0" (not a swap of two: the
+    mapping and its inverse differ)."""
+    parse = ChoiceParser(3, codes=("1", "2", "0"))
+    assert [parse(f"Choice: {d}") for d in "120"] == [0, 1, 2]
+    assert parse('{"choice": 1}') == 0 and parse("2") == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Choice: high grade (rather than low grade)", 1), ("Choice: low grade, not high grade", 0),
+    ("Choice: high grade. Low grade is less likely", 1), ("Choice: LGG; HGG unlikely", 0)])
+def test_a_named_answer_ends_at_punctuation_or_a_bracket(text, expected):
+    """The words after the keyword are read up to a bracket, comma, full stop or semicolon: the reasoning
+    after them may name the other class."""
+    assert ChoiceParser(3, names=WORDS)(text) == expected
