@@ -172,7 +172,7 @@ YAML_TASK, YAML_TESTS = "src/medvlm/tasks/yaml_task.py", ["tests/tasks/test_yaml
 #: (what the bug is, file, the line's text, the bug's text, tests that must fail)
 HAND_MUTANTS = [
     ("percentile interval at [alpha, 1 - alpha]: a '95%' CI is a 90% one (issue 20)",
-     "src/medvlm/metrics.py", "np.quantile(ok, [alpha / 2, 1 - alpha / 2])",
+     "src/medvlm/intervals.py", "np.quantile(ok, [alpha / 2, 1 - alpha / 2])",
      "np.quantile(ok, [alpha, 1 - alpha])", ["tests/test_metrics.py"]),
     ("patient_rows drops tie_break: --tie-break lgg ignored (issue 20)", "src/medvlm/aggregate.py",
      "**_unit_row(frame, task, fn, tie_break)}", "**_unit_row(frame, task, fn, 1)}",
