@@ -427,6 +427,23 @@ HAND_MUTANTS = [
      "if set(train) | set(val) | set(test) != set(labels):",
      "if set(train) | set(val) != set(labels) - set(test):",
      ["tests/data/test_split.py"]),
+    # a warning's stacklevel (unobservable under mutmut: its trampoline adds frames): 1 points at medvlm
+    ("split_images' source-split note points at split.py, not the caller", "src/medvlm/data/split.py",
+     'do not apply", UserWarning, stacklevel=2)', 'do not apply", UserWarning)',
+     ["tests/data/test_image_split.py"]),
+    ("split_images' empty source cohort note points at split.py", "src/medvlm/data/split.py",
+     'no usable image: {name} 0", UserWarning,\n                              stacklevel=2)',
+     'no usable image: {name} 0", UserWarning)', ["tests/data/test_image_split.py"]),
+    ("split_images' image-share note points at split.py", "src/medvlm/data/split.py",
+     '"different numbers of images", UserWarning, stacklevel=2)',
+     '"different numbers of images", UserWarning)',
+     ["tests/data/test_image_split.py"]),
+    ("split_images' class-missing note points at split.py", "src/medvlm/data/split.py",
+     '", ".join(names[c] for c in missing), UserWarning, stacklevel=2)',
+     '", ".join(names[c] for c in missing), UserWarning)', ["tests/data/test_image_split.py"]),
+    ("prepare_medmnist's notes point at medmnist.py", "src/medvlm/data/medmnist.py",
+     "warnings.warn(note, UserWarning, stacklevel=2)", "warnings.warn(note, UserWarning)",
+     ["tests/data/test_medmnist_layout.py"]),
 ]
 
 

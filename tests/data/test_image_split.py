@@ -121,6 +121,9 @@ def test_split_images_warnings_point_at_the_caller():
                       "split": ["train", "val", "test"]})
     _, caught = _caught(split_images, m)
     assert len(caught) == 3 and {w.filename for w in caught} == {__file__}
+    _, caught = _caught(split_images, m.assign(split=["train", "val", "val"]))  # an empty test cohort
+    assert any("no usable image" in str(w.message) for w in caught)
+    assert {w.filename for w in caught} == {__file__}
     heavy = pd.DataFrame([(f"h{i}", "HUGE", i % 3) for i in range(40)]
                          + [(f"s{i}", f"P{i}", i % 3) for i in range(21)],
                          columns=["id", "patient_id", "label"])

@@ -208,3 +208,19 @@ def test_prepare_medmnist_names_a_class_without_images_and_its_file(tmp_path, mo
         prepare_medmnist(tmp_path / "f.npz", tmp_path / "w", ("a", "b", "c"))
     assert [(w.category, str(w.message)) for w in caught] == [
         (UserWarning, f"{tmp_path / 'f.npz'}: class 'c' (label 2) has no image")]
+
+
+def test_prepare_medmnist_warnings_point_at_the_caller(tmp_path, monkeypatch):
+    import warnings
+
+    from medvlm.data import image_prepare
+    from medvlm.data.medmnist import prepare_medmnist
+
+    if hasattr(prepare_medmnist, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    monkeypatch.setattr(image_prepare, "prepare_samples", lambda *a, **k: None)
+    _npz(tmp_path / "f.npz", (7, 5, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare_medmnist(tmp_path / "f.npz", tmp_path / "w", ("a", "b", "c"))
+    assert len(caught) == 2 and {w.filename for w in caught} == {__file__}
