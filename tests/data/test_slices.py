@@ -345,3 +345,32 @@ def test_tumour_mask_is_the_canonical_seg_above_zero_and_its_refusals(patient, t
 def test_a_selection_with_anything_around_it_is_refused(selection):
     with pytest.raises(ConfigError, match=r"^--slices must be one of 'all', 'tumour', 'central:K'\. Got "):
         S.parse_selection(selection)
+
+
+def test_unit_images_renders_with_the_control_artifact_and_seed_it_is_given(patient):
+    import pandas as pd
+
+    pytest.importorskip("torchio")
+    row, _ = patient
+    manifest = pd.DataFrame([row]).set_index("patient_id", drop=False)
+    units = pd.DataFrame({"patient_id": ["P1"]})
+
+    def pngs(**kw):
+        _, images = S.unit_images(manifest, units, orientations=["axial"], selection="central:2",
+                                  modalities=("flair",), unit="patient", **kw)
+        return [png for _, png in images]
+
+    def direct(**kw):
+        return [s.png for s in S.patient_slices(row, "axial", selection="central:2", modalities="flair",
+                                                **kw)]
+
+    assert pngs() == direct() and pngs(image="blank") == direct(image="blank") != direct()
+    spiked = pngs(artifact="spike:0.8", seed=3)
+    assert spiked == direct(artifact="spike:0.8", seed=3) != direct()
+    assert spiked != direct(artifact="spike:0.8", seed=4)
+    assert pngs(artifact="spike:0.8") == direct(artifact="spike:0.8", seed=0)  # the default seed is 0
+    units_s = pd.DataFrame({"patient_id": ["P1"], "orientation": ["axial"], "slice_index": [4]})
+    _, images = S.unit_images(manifest, units_s, orientations=["axial"], selection="tumour",
+                              modalities=("flair",), unit="slice", artifact="spike:0.8", seed=3)
+    assert [png for _, png in images] == [s.png for s in S.patient_slices(
+        row, "axial", modalities="flair", indices=[4], artifact="spike:0.8", seed=3)]
