@@ -222,3 +222,21 @@ def test_prepare_work_passes_the_options_and_refuses_a_folder_of_another_task(tm
                                           r"'brats-tumour'; give another --out$"):
         prepare_work("DATA", legacy, "brats-tumour")
     assert len(calls) == 2
+
+
+def test_an_image_task_refuses_views_naming_the_option_and_every_value(tmp_path):
+    from medvlm.errors import ConfigError
+    from medvlm.tasks.yaml_task import load_yaml_task
+
+    path = tmp_path / "cxr.yaml"
+    path.write_text("name: cxr\nclasses: [normal, pneumonia]\npositive: pneumonia\n"
+                    "source: {kind: image-csv, csv: labels.csv}\nprompt: \"0 or 1? Choice:\"\n",
+                    encoding="utf-8")
+    task = load_yaml_task(path)
+    for args, shown, option in [((["axial", "coronal"],), "axial,coronal", "--orientations"),
+                                ((None, ("flair", "t1")), "flair,t1", "--modalities")]:
+        with pytest.raises(ConfigError) as info:
+            task.views(*args)
+        assert str(info.value) == (f"{option} {shown}: cxr is an image task (one prediction per 2D image): "
+                                   "its images have no slices, orientations or modalities to choose; leave "
+                                   f"{option} out")
