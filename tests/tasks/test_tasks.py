@@ -240,3 +240,19 @@ def test_an_image_task_refuses_views_naming_the_option_and_every_value(tmp_path)
         assert str(info.value) == (f"{option} {shown}: cxr is an image task (one prediction per 2D image): "
                                    "its images have no slices, orientations or modalities to choose; leave "
                                    f"{option} out")
+
+
+def test_with_answer_codes_refuses_a_bad_order_in_full_and_for_prompt_reads_its_codes():
+    from types import SimpleNamespace
+
+    from medvlm.errors import ConfigError
+
+    task = get_task("brats-grading")
+    with pytest.raises(ConfigError) as info:
+        task.with_answer_codes(["1", "1", "0"])
+    assert str(info.value) == ("task brats-grading: answer codes ['1', '1', '0'] are not an order of "
+                               "['0', '1', '2']")
+    assert task.for_prompt(object()) is task  # a prompt without codes: the natural order
+    assert task.for_prompt(SimpleNamespace(codes=None)) is task
+    swapped = task.for_prompt(SimpleNamespace(codes=("1", "0", "2")))
+    assert swapped.codes == ("1", "0", "2") and swapped.parser("Choice: 1") == 0
