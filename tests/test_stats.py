@@ -534,3 +534,14 @@ def test_compare_k_classes_gives_mcnemar_on_correctness_and_no_delong():
                                      other.assign(label=[y % 2 for y in labels], pred=[p % 2 for p in
                                                   other["pred"]], score=np.linspace(0.9, 0.1, 9)))
     assert "n_classes" not in binary and binary["auc_a"] is not None
+
+
+def test_the_k_class_note_points_at_the_caller():
+    from medvlm.stats import StatsWarning, compare_predictions
+
+    if hasattr(compare_predictions, "__wrapped__"):
+        pytest.skip("under mutmut: its trampoline adds frames between caller and function")
+    frame = pd.DataFrame({"patient_id": ["a", "b", "c"], "label": [0, 1, 2], "pred": [0, 1, 1]})
+    with pytest.warns(StatsWarning) as record:
+        compare_predictions(frame, frame, n_classes=3)
+    assert [w.filename for w in record] == [__file__]

@@ -270,3 +270,13 @@ def test_an_empty_source_cohort_is_said_once_not_as_a_fold_without_classes():
         "the source's own train/val/test split is kept (one fold); --test-fraction 0.15 and --folds 5 do not "
         "apply", "the source's own val set holds no usable image: val 0"]
     assert split["folds"] == [{"train": ["a", "b"], "val": []}]
+
+
+def test_split_patients_notes_are_hushed_and_ours_given_in_images():
+    m = pd.DataFrame({"id": [f"i{k}" for k in range(10)], "patient_id": [f"P{k}" for k in range(10)],
+                      "label": [0] + [1] * 9})  # one class-0 patient: most cohorts hold none
+    split, caught = _caught(split_images, m, test_fraction=0.0, folds=3, seed=0, classes=("no", "yes"))
+    texts = sorted(str(w.message) for w in caught)
+    assert texts == sorted(f"fold {k} {name} holds no image of class no" for k, f in enumerate(split["folds"])
+                           for name in ("train", "val") if "i0" not in f[name])
+    assert len(texts) == 3 and not any("LGG" in t or "patients" in t for t in texts)
