@@ -230,5 +230,5 @@ def test_a_code_on_the_first_line_must_agree_with_the_name_after_it():
 
 
 def test_names_equal_only_when_upper_cased_are_two_answers():
-    parse = NameParser(2, answer_names=["Straße", "Strasse"])  # "ß".upper() is "SS": lower case tells them apart
+    parse = NameParser(2, answer_names=["Straße", "Strasse"])  # "ß".upper() is "SS"; lower case differs
     assert parse("Choice: Straße") == 0 and parse("Choice: strasse") == 1
