@@ -540,6 +540,11 @@ def rekey(*, prune: bool = False) -> int:
                 drop.append(name)
             else:
                 left += 1
+    for name in set(moves.values()) & set(equivalent):
+        if name not in moves and name not in drop:  # a stale entry whose key another entry now needs
+            print(f"removed {name}: its line is gone and another entry's mutant is now {name}")
+            drop.append(name)  # else the file would name one mutant twice
+            left -= 1
     for old, new in moves.items():
         if _status(results[new][1]) == "killed":
             print(f"{'removed' if prune else 'killed now'} {new} (was {old}): the tests kill it")
