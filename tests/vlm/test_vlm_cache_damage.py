@@ -131,3 +131,148 @@ def test_a_damaged_row_is_not_an_answer(damage):
 
 def test_a_probability_of_exactly_zero_is_kept():
     assert _row(code_probs='{"A": 0, "B": 1}').code_probs == {"A": 0, "B": 1}
+
+
+# ------------------------------------------------------------------ ResponseCache's messages, in full
+def test_a_folder_given_as_the_cache_is_refused_in_full(tmp_path):
+    from medvlm.errors import DataError
+    from medvlm.vlm.cache import ResponseCache
+
+    with pytest.raises(DataError) as info:
+        ResponseCache(tmp_path)
+    assert str(info.value) == (f"{tmp_path}: the response cache is a folder, not a file; give --cache a file "
+                               "path (e.g. RUN/cache.sqlite)")
+
+
+def test_a_cache_folder_that_cannot_be_made_names_the_reason(tmp_path):
+    from medvlm.errors import DataError
+    from medvlm.vlm.cache import ResponseCache
+
+    (tmp_path / "file").write_text("x")
+    path = tmp_path / "file" / "sub" / "c.sqlite"
+    with pytest.raises(DataError) as info:
+        ResponseCache(path)
+    assert str(info.value) == (f"{path}: cannot create the response cache's folder (Not a directory); give "
+                               "another --cache")
+
+
+def test_a_damaged_file_without_recovery_and_with_it(tmp_path, capsys):
+    from medvlm.errors import DataError
+    from medvlm.vlm.cache import ResponseCache
+
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(DataError) as info:
+        ResponseCache(path, recover=False)
+    assert str(info.value) == (f"{path}: the response cache is damaged (file is not a database); move it "
+                               "aside or give another --cache")
+    with ResponseCache(path) as cache:
+        assert cache.counts() == {"ok": 0, "failed": 0}
+    (moved,) = tmp_path.glob("c.sqlite.corrupt-*")
+    assert capsys.readouterr().err == (f"medvlm: warning: the response cache {path} is damaged (file is "
+                                       f"not a database); moved it to {moved.name} and started a fresh one: "
+                                       "its answers will be asked again\n")
+
+
+class _Connection:
+    """A real connection whose ``quick_check`` or every statement answers as told."""
+
+    def __init__(self, real, *, check=None, error=None):
+        self._real, self._check, self._error = real, check, error
+
+    def execute(self, sql, *args):
+        if self._error is not None and not sql.upper().startswith("PRAGMA QUICK_CHECK"):
+            raise self._error
+        if self._check is not None and sql.upper().startswith("PRAGMA QUICK_CHECK"):
+            return sqlite3.connect(":memory:").execute(
+                "SELECT ?" + " UNION ALL SELECT ?" * (len(self._check) - 1), self._check)
+        return self._real.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def test_a_failed_quick_check_is_named_by_its_first_line_cut_at_200(tmp_path, monkeypatch):
+    from medvlm.errors import DataError
+    from medvlm.vlm.cache import ResponseCache
+
+    real = sqlite3.connect
+    first = "*** in database main ***" + "x" * 300
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _Connection(
+        real(*a, **k), check=[f"{first}\nOn tree page 3 cell 0: invalid page number", "row 2"]))
+    path = tmp_path / "c.sqlite"
+    with pytest.raises(DataError) as info:
+        ResponseCache(path, recover=False)
+    assert str(info.value) == (f"{path}: the response cache is damaged (quick_check: {first[:200]}); move it "
+                               "aside or give another --cache")
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    (sqlite3.OperationalError("unable to open database file"),
+     "cannot use the response cache (unable to open database file); check that its folder exists and is "
+     "writable, or give another --cache"),
+    (sqlite3.OperationalError("database is locked"),
+     "cannot use the response cache (database is locked); another medvlm run seems to use it: wait for it, "
+     "or give another --cache"),
+])
+def test_an_error_that_is_not_damage_is_one_line_with_advice(tmp_path, monkeypatch, error, message):
+    from medvlm.errors import DataError
+    from medvlm.vlm.cache import ResponseCache
+
+    def refuse(*a, **k):
+        raise error
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    with pytest.raises(DataError) as info:
+        ResponseCache(tmp_path / "c.sqlite")
+    assert str(info.value) == f"{tmp_path / 'c.sqlite'}: {message}"
+    assert not list(tmp_path.glob("*.corrupt-*"))  # not damage: nothing moved aside
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    (sqlite3.DatabaseError("database disk image is malformed"),
+     "is damaged (database disk image is malformed); rerun the same command to move it aside and ask its "
+     "answers again, or give another --cache"),
+    (sqlite3.OperationalError("attempt to write a readonly database"),
+     "cannot be used (attempt to write a readonly database); check that its folder exists and is writable, "
+     "or give another --cache"),
+])
+def test_a_statement_that_fails_mid_run_is_one_line(tmp_path, error, message):
+    from medvlm.errors import DataError
+    from medvlm.vlm.cache import ResponseCache
+
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+    cache._db = _Connection(cache._db, error=error)
+    with pytest.raises(DataError) as info:
+        cache.counts()
+    assert str(info.value) == f"the response cache {path} {message}"
+
+
+def test_the_damaged_rows_warning_counts_them_once(tmp_path, capsys):
+    from medvlm.vlm.cache import ResponseCache
+
+    path = tmp_path / "c.sqlite"
+    for n, noun in [(1, "row"), (2, "rows")]:
+        cache = ResponseCache(path)
+        cache.n_damaged = n
+        cache.close()
+        assert cache.n_damaged == 0
+        assert capsys.readouterr().err == (f"medvlm: warning: the response cache {path} held {n} damaged "
+                                           f"answer {noun} (not text, no answer, or JSON that does not "
+                                           "decode); they were treated as missing and asked again\n")
+
+
+def test_a_v1_cache_with_a_quote_in_a_probability_column_migrates(tmp_path):
+    from medvlm.vlm.cache import ResponseCache
+
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(str(path))
+    db.execute('CREATE TABLE responses (key TEXT PRIMARY KEY, status TEXT, raw TEXT, "p_a""b" REAL, '
+               "p_c REAL, p_d REAL, mass REAL, error TEXT, extra TEXT, attempts INTEGER, updated REAL)")
+    db.execute("INSERT INTO responses VALUES ('k', 'ok', 'Choice: 1', 0.25, 0.5, 0.25, 0.9, NULL, NULL, 1, 0)")
+    db.commit()
+    db.close()
+    with ResponseCache(path) as cache:
+        resp = cache.get("k")
+    assert resp.raw == "Choice: 1" and resp.code_probs == {"0": 0.25, "1": 0.5, "2": 0.25} and resp.mass == 0.9
