@@ -578,6 +578,10 @@ def run(max_children: int, names: list[str]) -> int:
     """``mutmut run`` from the repository root (the mutants, not an installed medvlm, are imported)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.setdefault("HF_HUB_OFFLINE", "1")
+    # mutmut forks each mutant from a process that has run tests: a torch (OpenMP) thread pool started
+    # before the fork can hang the child (a TorchIO artifact test then waits for mutmut's timeout)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, "1")
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(max_children), *names]
     code = subprocess.call(cmd, cwd=ROOT, env=env)
