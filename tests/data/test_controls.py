@@ -298,3 +298,67 @@ def test_a_slices_artifact_draw_is_seeded_by_its_patient(rows):
         assert np.array_equal(views[pid], want)
     assert not np.array_equal(views["P000"], views["P001"])
     S._ARTIFACT_CACHE.clear()
+
+
+# ------------------------------------------------------------------ load_view and the controls' plumbing
+def _fake_artifact(monkeypatch):
+    """apply_artifact replaced by a cheap, exact stand-in: the volume plus its seed (a float)."""
+    calls = []
+
+    def fake(data, zooms, artifact, *, seed):
+        calls.append(seed)
+        return data + float(seed % 1000)
+
+    monkeypatch.setattr(S, "apply_artifact", fake)
+    S._ARTIFACT_CACHE.clear()
+    return calls
+
+
+def test_load_view_defaults_severity_zero_and_one_and_its_cache(rows, monkeypatch):
+    calls = _fake_artifact(monkeypatch)
+    spike, flair = C.parse_artifact("spike:1"), rows[0]["flair"]
+    clean = S.load_canonical(flair, "P1")
+    assert S.load_view(flair, "P1") is clean
+    assert S.load_view(flair, "P1", artifact=C.parse_artifact("spike:0")) is clean
+    one = S.load_view(flair, "P1", artifact=spike)
+    assert calls == [C.derived_seed("artifact", "spike", "P1", 0)]  # the default seed is 0
+    assert np.array_equal(one[0], clean[0] + float(calls[0] % 1000)) and not np.array_equal(one[0], clean[0])
+    assert S.load_view(flair, "P1", artifact=spike, seed=0) is one and len(calls) == 1  # served from memory
+    other = S.load_view(rows[1]["flair"], "P2", artifact=spike)  # another file: its own entry
+    assert len(calls) == 2 and not np.array_equal(other[0], one[0][: other[0].shape[0]])
+    with pytest.raises(S.DataError, match=r"^patient \?: cannot read "):
+        S.load_view(str(rows[0]["flair"]) + ".missing", artifact=spike)
+
+
+def test_the_artifact_cache_keeps_the_eight_most_recent(rows, monkeypatch):
+    calls = _fake_artifact(monkeypatch)
+    spike, flair = C.parse_artifact("spike:0.5"), rows[0]["flair"]
+    for seed in range(9):
+        S.load_view(flair, "P1", artifact=spike, seed=seed)
+    assert len(S._ARTIFACT_CACHE) == 8 and [k[2] for k in S._ARTIFACT_CACHE] == list(range(1, 9))
+    S.load_view(flair, "P1", artifact=spike, seed=8)  # the newest: from memory
+    assert len(calls) == 9
+    S.load_view(flair, "P1", artifact=spike, seed=0)  # the oldest was dropped: drawn again
+    assert len(calls) == 10 and [k[2] for k in S._ARTIFACT_CACHE] == [2, 3, 4, 5, 6, 7, 8, 0]
+
+
+def test_patient_slices_passes_the_controls_on(rows, monkeypatch):
+    row = rows[0]
+    none = S.patient_slices(row, "axial", image="none")
+    real = S.patient_slices(row, "axial")
+    assert [(s.patient_id, s.orientation, s.slice_index, s.png) for s in none] == [
+        ("P000", "axial", s.slice_index, b"") for s in real]
+    noise = S.patient_slices(row, "axial", image="noise")
+    assert [s.png for s in noise] == [s.png for s in S.patient_slices(row, "axial", image="noise", seed=0)]
+    for s in noise:
+        pixels = np.array(Image.open(io.BytesIO(s.png)))
+        want = C.noise_pixels(pixels.shape, C.derived_seed("noise", "P000", "axial", s.slice_index, 0))
+        assert np.array_equal(pixels, want)
+    calls = _fake_artifact(monkeypatch)
+    as_text = [s.png for s in S.patient_slices(row, "axial", artifact="spike:0.5", seed=2)]
+    S._ARTIFACT_CACHE.clear()
+    spike = C.parse_artifact("spike:0.5")
+    as_object = [s.png for s in S.patient_slices(row, "axial", artifact=spike, seed=2)]
+    assert as_text == as_object and len(calls) == 2
+    with pytest.raises(S.DataError, match=r"^patient P000: seg file "):
+        S.patient_slices(dict(row, seg=""), "axial", image="tumour-masked")
