@@ -657,3 +657,17 @@ def test_read_predictions_names_the_first_bad_row(tmp_path):
     path.write_text("label,pred\n1,1\n2,1\n3,0\n")
     with pytest.raises(DataError, match=r"row 2, column 'label': '2' is not 0 or 1"):
         read_predictions(path)
+
+
+def test_scores_all_missing_or_outside_0_1_leave_the_score_metrics_undefined():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = binary_metrics([0, 1, 1], [0, 1, 0], [math.nan] * 3)
+    assert [out[k] for k in ("brier", "ece", "log_loss", "aurc", "auc")] == [None] * 5
+    assert not any("not probabilities" in str(w.message) for w in caught)  # no score at all: nothing to say
+    with pytest.warns(MetricWarning) as record:
+        out = binary_metrics([0, 1], [0, 1], [0.2, 1.5])
+    assert out["brier"] is None and out["auc"] == 1.0
+    assert [str(w.message) for w in record] == [
+        "undefined metrics set to None (tp=1, fp=0, tn=1, fn=0): brier, ece, log_loss, aurc (scores outside "
+        "[0, 1] are not probabilities)"]

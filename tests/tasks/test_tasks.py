@@ -256,3 +256,43 @@ def test_with_answer_codes_refuses_a_bad_order_in_full_and_for_prompt_reads_its_
     assert task.for_prompt(SimpleNamespace(codes=None)) is task
     swapped = task.for_prompt(SimpleNamespace(codes=("1", "0", "2")))
     assert swapped.codes == ("1", "0", "2") and swapped.parser("Choice: 1") == 0
+
+
+def test_answer_codes_in_another_order_are_described_and_undone(tmp_path):
+    import dataclasses
+
+    from medvlm.errors import ConfigError
+
+    task = get_task("brats-grading")
+    swapped = task.with_answer_codes(["1", "0", "2"])
+    names = [a.name for a in task.answers]
+    assert swapped.describe()["answer_codes"] == dict(zip(["1", "0", "2"], names, strict=True))
+    assert "answer_codes" not in task.describe()
+    back = swapped.with_answer_codes(None)  # the natural order again: the task as declared
+    assert back.answer_digits == () and back.describe() == task.describe()
+    plain = dataclasses.replace(task, parser=lambda text: None)  # a parser that cannot remap
+    with pytest.raises(ConfigError) as info:
+        plain.with_answer_codes(["1", "0", "2"])
+    assert str(info.value) == "task brats-grading: its parser cannot read answer codes in another order"
+
+
+def test_a_task_record_that_cannot_be_read_is_one_line(tmp_path):
+    from medvlm.errors import DataError
+
+    (tmp_path / "task.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        work_task(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'task.json'}: not a readable task record (")
+    (tmp_path / "task.json").write_text('{"nom": "x"}', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        work_task(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'task.json'}: not a readable task record ('name')"
+    for record, start in [('{"name": " "}', "'name' must be a task name (`medvlm tasks`), got ' '"),
+                          ('{"name": "nope-task"}', ""), ('{"name": "x", "yaml": "gone.yaml"}', "")]:
+        (tmp_path / "task.json").write_text(record, encoding="utf-8")
+        with pytest.raises(DataError) as info:
+            work_task(tmp_path)
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / 'task.json'}: {start}")
+        assert len(message) > len(f"{tmp_path / 'task.json'}: ") + 8
+        assert message.count("\n") == 0 and "None" not in message
