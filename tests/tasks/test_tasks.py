@@ -296,3 +296,15 @@ def test_a_task_record_that_cannot_be_read_is_one_line(tmp_path):
         assert message.startswith(f"{tmp_path / 'task.json'}: {start}")
         assert len(message) > len(f"{tmp_path / 'task.json'}: ") + 8
         assert message.count("\n") == 0 and "None" not in message
+
+
+def test_a_task_record_is_read_as_utf8_whatever_the_locale(tmp_path):
+    import locale
+
+    (tmp_path / "task.json").write_bytes('{"name": "brats-grading", "note": "Lungs — ödem"}'.encode())
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # what open() without an encoding would then use: ASCII
+    try:
+        assert work_task(tmp_path).name == "brats-grading"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
