@@ -362,3 +362,9 @@ def test_patient_slices_passes_the_controls_on(rows, monkeypatch):
     assert as_text == as_object and len(calls) == 2
     with pytest.raises(S.DataError, match=r"^patient P000: seg file "):
         S.patient_slices(dict(row, seg=""), "axial", image="tumour-masked")
+
+
+def test_an_artifact_spec_splits_at_its_first_colon():
+    with pytest.raises(ConfigError) as info:
+        C.parse_artifact("motion:0.5:1")
+    assert str(info.value) == "--artifact motion:0.5:1: the severity must be a number from 0 to 1"
