@@ -460,3 +460,49 @@ def test_the_training_pool_of_every_slice_follows_each_axis_size(shot_work):
     for orientation, size in (("axial", 8), ("sagittal", 12)):
         got = sorted((e.patient_id, e.slice_index, e.label) for c in (0, 1) for e in pool[orientation][c])
         assert got == sorted((p, i, labels[p]) for p in TRAIN_IDS for i in range(size))
+
+
+def test_the_training_pool_of_a_slice_task_is_its_labelled_training_slices(shot_work, tmp_path):
+    """A slice-level task: the training patients' rows of units.csv in the orientations asked, grouped by
+    orientation and label, in cohort then slice order; a label beyond the task's classes is left out."""
+    import shutil
+
+    from medvlm.tasks import get_task
+    from medvlm.vlm.fewshot import training_pool
+
+    work = tmp_path / "w"
+    shutil.copytree(shot_work, work)
+    rows = [("P003", "axial", 5, 1), ("P002", "axial", 4, 0), ("P002", "axial", 2, 1),
+            ("P002", "coronal", 3, 1), ("P006", "axial", 1, 1), ("P004", "sagittal", 7, 0),
+            ("P005", "axial", 0, 2)]
+    pd.DataFrame(rows, columns=["patient_id", "orientation", "slice_index", "label"]).to_csv(
+        work / "units.csv", index=False)
+    training, pool = training_pool(work, task=get_task("brats-tumour"), fold=0, selection="tumour",
+                                   orientations=["axial", "sagittal"], modalities=["flair"])
+    assert training == TRAIN_IDS
+    assert pool == {"axial": {0: [Example("P002", "axial", 4, 0)],
+                              1: [Example("P002", "axial", 2, 1), Example("P003", "axial", 5, 1)]},
+                    "sagittal": {0: [Example("P004", "sagittal", 7, 0)], 1: []}}
+
+
+def test_the_training_pool_reads_the_axis_size_from_the_volume_without_orig_shape(shot_work):
+    from medvlm.data.cohorts import read_manifest
+    from medvlm.tasks import get_task
+    from medvlm.vlm.fewshot import _axis_size, training_pool
+
+    manifest = read_manifest(shot_work, ok_only=True).set_index("patient_id", drop=False)
+    bare = manifest.drop(columns="orig_shape")
+    row = bare.loc["P002"]
+    assert [_axis_size(row, o, "flair") for o in ("sagittal", "coronal", "axial")] == [12, 12, 8]
+    assert _axis_size(manifest.loc["P002"], "axial", "nope") == 8  # orig_shape first: the file is not read
+    with pytest.raises(KeyError):
+        _axis_size(row, "axial", "nope")  # without orig_shape the modality's file is read
+    from medvlm.errors import DataError
+
+    with pytest.raises(DataError, match=r"^patient P002: cannot read "):
+        broken = row.copy()
+        broken["flair"] = "/no/such.nii.gz"
+        _axis_size(broken, "axial", "flair")
+    kw = dict(task=get_task("brats-grading"), fold=0, orientations=["axial", "sagittal"], selection="all",
+              modalities=["flair"])
+    assert training_pool(shot_work, manifest=bare, **kw) == training_pool(shot_work, **kw)
