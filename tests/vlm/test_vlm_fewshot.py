@@ -483,6 +483,11 @@ def test_the_training_pool_of_a_slice_task_is_its_labelled_training_slices(shot_
     assert pool == {"axial": {0: [Example("P002", "axial", 4, 0)],
                               1: [Example("P002", "axial", 2, 1), Example("P003", "axial", 5, 1)]},
                     "sagittal": {0: [Example("P004", "sagittal", 7, 0)], 1: []}}
+    from medvlm.vlm.fewshot import make_sampler
+
+    sampler = make_sampler(work, 2, task=get_task("brats-tumour"), cohort="val", fold=0, evaluated=["P006"],
+                           orientations=["axial"], selection="tumour", modalities=["flair"])
+    assert sampler is not None and sampler.k == 2  # a slice task has slices to show
 
 
 def test_the_training_pool_reads_the_axis_size_from_the_volume_without_orig_shape(shot_work):
@@ -506,3 +511,23 @@ def test_the_training_pool_reads_the_axis_size_from_the_volume_without_orig_shap
     kw = dict(task=get_task("brats-grading"), fold=0, orientations=["axial", "sagittal"], selection="all",
               modalities=["flair"])
     assert training_pool(shot_work, manifest=bare, **kw) == training_pool(shot_work, **kw)
+
+
+def test_make_sampler_hands_an_image_task_its_control_and_seed(monkeypatch):
+    import dataclasses
+
+    from medvlm.tasks import get_task
+    from medvlm.vlm import fewshot_images
+    from medvlm.vlm.fewshot import make_sampler
+
+    seen = {}
+    monkeypatch.setattr(fewshot_images, "make_image_sampler", lambda work, k, **kw: seen.update(kw) or "s")
+    task = get_task("brats-grading")
+    args = dict(cohort="test", fold=1, evaluated=["a"], orientations=["axial"], selection="tumour",
+                modalities=["flair"])
+    assert make_sampler("W", 0, task=task, **args) is None
+    assert make_sampler("W", 2, task=dataclasses.replace(task, unit="image"), image="blank", **args) == "s"
+    assert seen == {"task": dataclasses.replace(task, unit="image"), "cohort": "test", "fold": 1,
+                    "evaluated": ["a"], "image": "blank", "seed": 0}  # the default seed is 0
+    make_sampler("W", 2, task=dataclasses.replace(task, unit="image"), seed=7, **args)
+    assert (seen["image"], seen["seed"]) == ("real", 7)
