@@ -511,6 +511,12 @@ def test_the_training_pool_reads_the_axis_size_from_the_volume_without_orig_shap
     kw = dict(task=get_task("brats-grading"), fold=0, orientations=["axial", "sagittal"], selection="all",
               modalities=["flair"])
     assert training_pool(shot_work, manifest=bare, **kw) == training_pool(shot_work, **kw)
+    import shutil
+
+    copy = shutil.copytree(shot_work, shot_work.parent / "no_orig_shape", dirs_exist_ok=True)
+    on_disk = pd.read_csv(copy / "manifest.csv", dtype=str, keep_default_na=False)
+    on_disk.drop(columns="orig_shape").to_csv(copy / "manifest.csv", index=False)
+    assert training_pool(copy, **kw) == training_pool(shot_work, **kw)  # read from the volumes
 
 
 def test_make_sampler_hands_an_image_task_its_control_and_seed(monkeypatch):
