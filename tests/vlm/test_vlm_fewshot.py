@@ -537,3 +537,25 @@ def test_make_sampler_hands_an_image_task_its_control_and_seed(monkeypatch):
                     "evaluated": ["a"], "image": "blank", "seed": 0}  # the default seed is 0
     make_sampler("W", 2, task=dataclasses.replace(task, unit="image"), seed=7, **args)
     assert (seen["image"], seen["seed"]) == ("real", 7)
+
+
+def test_a_samplers_examples_are_rendered_as_the_questions_are(shot_work):
+    from medvlm.data.cohorts import read_manifest
+    from medvlm.data.slices import patient_slices
+    from medvlm.tasks import get_task
+    from medvlm.vlm.fewshot import make_sampler
+
+    pytest.importorskip("torchio")
+    manifest = read_manifest(shot_work, ok_only=True).set_index("patient_id", drop=False)
+    args = dict(task=get_task("brats-grading"), cohort="val", fold=0, evaluated=["P006"],
+                orientations=["axial"], selection="all", modalities=["flair", "t1"])
+    shown = {}
+    for image, artifact in (("real", "spike:0.7"), ("blank", None)):
+        sampler = make_sampler(shot_work, 2, image=image, artifact=artifact, seed=3, **args)
+        want = {s.slice_index: s.png for s in patient_slices(
+            manifest.loc["P002"], "axial", selection="all", modalities=("flair", "t1"), indices=[5, 1],
+            image=image, artifact=artifact, seed=3)}
+        assert sampler.render("P002", "axial", [5, 1]) == want and sorted(want) == [1, 5]
+        shown = shown if image == "blank" else want
+    other_seed = make_sampler(shot_work, 2, artifact="spike:0.7", seed=4, **args)
+    assert other_seed.render("P002", "axial", [5])[5] != shown[5]  # the spike drawn with the seed given
