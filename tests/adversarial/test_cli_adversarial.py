@@ -150,9 +150,12 @@ def test_run_out_is_relative_to_the_current_folder(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_prints_the_resume_line_and_exits_130(tmp_path):
+    # Ctrl-C as a terminal delivers it: SIGINT at its default, even when this suite runs where it is
+    # ignored (a background job `cmd &`, an xdist worker), which a child would inherit and never see
     proc = subprocess.Popen([sys.executable, "-m", "medvlm", "synth", str(tmp_path / "c"),
                              "--patients", "200", "--size", "full"],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     # the command is at work: its first volume is written (waiting for the folder alone let a SIGINT end
     # the interpreter by the signal once in CI, rc -2; the cause is not pinned down, see the closing note)
@@ -160,7 +163,10 @@ def test_ctrl_c_prints_the_resume_line_and_exits_130(tmp_path):
         time.sleep(0.2)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never left running (200 full-size patients) when the assertion fails
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == ("medvlm: interrupted; finished work is kept, rerun the same "
                                             "command to resume")
