@@ -550,12 +550,12 @@ def test_a_samplers_examples_are_rendered_as_the_questions_are(shot_work):
     args = dict(task=get_task("brats-grading"), cohort="val", fold=0, evaluated=["P006"],
                 orientations=["axial"], selection="all", modalities=["flair", "t1"])
     shown = {}
-    for image, artifact in (("real", "spike:0.7"), ("blank", None)):
+    for image, artifact in (("real", "spike:0.7"), ("noise", None)):
         sampler = make_sampler(shot_work, 2, image=image, artifact=artifact, seed=3, **args)
         want = {s.slice_index: s.png for s in patient_slices(
             manifest.loc["P002"], "axial", selection="all", modalities=("flair", "t1"), indices=[5, 1],
             image=image, artifact=artifact, seed=3)}
         assert sampler.render("P002", "axial", [5, 1]) == want and sorted(want) == [1, 5]
-        shown = shown if image == "blank" else want
+        shown = shown if image == "noise" else want
     other_seed = make_sampler(shot_work, 2, artifact="spike:0.7", seed=4, **args)
     assert other_seed.render("P002", "axial", [5])[5] != shown[5]  # the spike drawn with the seed given
