@@ -10,8 +10,17 @@ import sqlite3
 
 import pytest
 
+from medvlm.errors import DataError
 from medvlm.vlm import cache
-from medvlm.vlm.cache import _advice, _decode, _is_damage, _number, _warn, move_aside
+from medvlm.vlm.cache import (
+    ResponseCache,
+    _advice,
+    _decode,
+    _is_damage,
+    _number,
+    _warn,
+    move_aside,
+)
 
 
 def _error(message: str, errorname: str | None = "absent") -> sqlite3.DatabaseError:
@@ -135,9 +144,6 @@ def test_a_probability_of_exactly_zero_is_kept():
 
 # ------------------------------------------------------------------ ResponseCache's messages, in full
 def test_a_folder_given_as_the_cache_is_refused_in_full(tmp_path):
-    from medvlm.errors import DataError
-    from medvlm.vlm.cache import ResponseCache
-
     with pytest.raises(DataError) as info:
         ResponseCache(tmp_path)
     assert str(info.value) == (f"{tmp_path}: the response cache is a folder, not a file; give --cache a file "
@@ -145,9 +151,6 @@ def test_a_folder_given_as_the_cache_is_refused_in_full(tmp_path):
 
 
 def test_a_cache_folder_that_cannot_be_made_names_the_reason(tmp_path):
-    from medvlm.errors import DataError
-    from medvlm.vlm.cache import ResponseCache
-
     (tmp_path / "file").write_text("x")
     path = tmp_path / "file" / "sub" / "c.sqlite"
     with pytest.raises(DataError) as info:
@@ -157,9 +160,6 @@ def test_a_cache_folder_that_cannot_be_made_names_the_reason(tmp_path):
 
 
 def test_a_damaged_file_without_recovery_and_with_it(tmp_path, capsys):
-    from medvlm.errors import DataError
-    from medvlm.vlm.cache import ResponseCache
-
     path = tmp_path / "c.sqlite"
     path.write_bytes(b"this is not a database at all" * 200)
     with pytest.raises(DataError) as info:
@@ -193,9 +193,6 @@ class _Connection:
 
 
 def test_a_failed_quick_check_is_named_by_its_first_line_cut_at_200(tmp_path, monkeypatch):
-    from medvlm.errors import DataError
-    from medvlm.vlm.cache import ResponseCache
-
     real = sqlite3.connect
     first = "*** in database main ***" + "x" * 300
     monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _Connection(
@@ -216,9 +213,6 @@ def test_a_failed_quick_check_is_named_by_its_first_line_cut_at_200(tmp_path, mo
      "or give another --cache"),
 ])
 def test_an_error_that_is_not_damage_is_one_line_with_advice(tmp_path, monkeypatch, error, message):
-    from medvlm.errors import DataError
-    from medvlm.vlm.cache import ResponseCache
-
     def refuse(*a, **k):
         raise error
 
@@ -238,9 +232,6 @@ def test_an_error_that_is_not_damage_is_one_line_with_advice(tmp_path, monkeypat
      "or give another --cache"),
 ])
 def test_a_statement_that_fails_mid_run_is_one_line(tmp_path, error, message):
-    from medvlm.errors import DataError
-    from medvlm.vlm.cache import ResponseCache
-
     path = tmp_path / "c.sqlite"
     cache = ResponseCache(path)
     cache._db = _Connection(cache._db, error=error)
@@ -250,8 +241,6 @@ def test_a_statement_that_fails_mid_run_is_one_line(tmp_path, error, message):
 
 
 def test_the_damaged_rows_warning_counts_them_once(tmp_path, capsys):
-    from medvlm.vlm.cache import ResponseCache
-
     path = tmp_path / "c.sqlite"
     for n, noun in [(1, "row"), (2, "rows")]:
         cache = ResponseCache(path)
@@ -264,8 +253,6 @@ def test_the_damaged_rows_warning_counts_them_once(tmp_path, capsys):
 
 
 def test_a_v1_cache_with_a_quote_in_a_probability_column_migrates(tmp_path):
-    from medvlm.vlm.cache import ResponseCache
-
     path = tmp_path / "c.sqlite"
     db = sqlite3.connect(str(path))
     db.execute('CREATE TABLE responses (key TEXT PRIMARY KEY, status TEXT, raw TEXT, "p_a""b" REAL, '
